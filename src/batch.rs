@@ -1,0 +1,356 @@
+//! The batcher: collects mutations, repo changes and cursors until a batch is
+//! due, then hands over one [`Batch`] that the store commits in one
+//! transaction.
+//!
+//! Owns: flush limits (`max_events`, `max_age`), in-batch convergence (one
+//! mutation per URI, the newest rev; account purges drop what they would
+//! delete anyway) and the cursor of the last event seen per stream. Does not
+//! own: SQL, or convergence against what is already stored (store does that
+//! with rev, tombstone and repo-status guards). Pure: no IO, no clocks except
+//! the `Instant` passed in.
+//!
+//! Invariant: every event pushed, filtered or not, moves the batch cursor, so
+//! the stored cursor covers exactly the events whose effects are in the same
+//! transaction.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{AccountStatus, Cursor, Did};
+use crate::mapper::Mutation;
+
+/// Flush limits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Flush after this many events (filtered ones count too).
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+    /// Flush when the oldest event in the batch is this old, in milliseconds.
+    #[serde(default = "default_max_age_ms")]
+    pub max_age_ms: u64,
+}
+
+/// Large enough to amortise a transaction, small enough that a batch is
+/// under a second of firehose at peak and a few MB of memory.
+const fn default_max_events() -> usize {
+    5_000
+}
+
+/// Bounds how stale the database is on a quiet stream.
+const fn default_max_age_ms() -> u64 {
+    500
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_events: default_max_events(),
+            max_age_ms: default_max_age_ms(),
+        }
+    }
+}
+
+/// What happens to an account's rows on an `#account` event.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PurgePolicy {
+    /// Statuses whose arrival deletes every row of the DID.
+    pub statuses: Vec<AccountStatus>,
+}
+
+impl PurgePolicy {
+    pub fn purges(&self, active: bool, status: Option<AccountStatus>) -> bool {
+        !active && status.is_some_and(|s| self.statuses.contains(&s))
+    }
+}
+
+/// Changes to one row of `parity_repos`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RepoChange {
+    /// Newest commit rev seen in this batch.
+    pub rev: Option<String>,
+    /// New handle from an identity event.
+    pub handle: Option<String>,
+    /// `(active, status)` from the last account event.
+    pub account: Option<(bool, Option<AccountStatus>)>,
+    /// Delete every row of this DID before applying the batch's mutations.
+    pub purge: bool,
+}
+
+/// One unit of work for the store: everything in it commits together.
+#[derive(Debug)]
+pub struct Batch {
+    /// At most one mutation per URI.
+    pub mutations: Vec<Mutation>,
+    pub repos: HashMap<Did, RepoChange>,
+    /// The last cursor seen per stream key.
+    pub cursors: Vec<(String, Cursor)>,
+    /// Event time of the last event, µs since the epoch (for lag).
+    pub last_time_us: i64,
+    /// Events seen, filtered ones included.
+    pub events: usize,
+}
+
+/// What the batcher did with a pushed mutation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Kept,
+    /// An equal or newer rev of the same URI is already in the batch.
+    Superseded,
+    /// The DID was purged earlier in this batch.
+    AccountGone,
+}
+
+/// Accumulates one batch at a time.
+pub struct Batcher {
+    max_events: usize,
+    max_age: Duration,
+    policy: PurgePolicy,
+    slots: Vec<Option<Mutation>>,
+    by_uri: HashMap<String, usize>,
+    repos: HashMap<Did, RepoChange>,
+    /// DIDs whose last account event in this batch purged them.
+    gone: HashMap<Did, bool>,
+    cursors: Vec<(String, Cursor)>,
+    last_time_us: i64,
+    events: usize,
+    opened_at: Option<Instant>,
+}
+
+impl Batcher {
+    pub fn new(cfg: &BatchConfig, policy: PurgePolicy) -> Batcher {
+        Batcher {
+            max_events: cfg.max_events.max(1),
+            max_age: Duration::from_millis(cfg.max_age_ms),
+            policy,
+            slots: Vec::new(),
+            by_uri: HashMap::new(),
+            repos: HashMap::new(),
+            gone: HashMap::new(),
+            cursors: Vec::new(),
+            last_time_us: 0,
+            events: 0,
+            opened_at: None,
+        }
+    }
+
+    /// Records that an event was seen (every event, filtered or not).
+    pub fn seen(&mut self, stream: &str, cursor: Cursor, time_us: i64, now: Instant) {
+        self.opened_at.get_or_insert(now);
+        self.events += 1;
+        self.last_time_us = time_us;
+        match self.cursors.iter_mut().find(|(s, _)| s == stream) {
+            Some((_, c)) => *c = cursor,
+            None => self.cursors.push((stream.to_owned(), cursor)),
+        }
+    }
+
+    /// Adds a record mutation, keeping only the newest rev per URI.
+    pub fn push(&mut self, m: Mutation) -> Pushed {
+        if self.gone.get(m.did()).copied().unwrap_or(false) {
+            return Pushed::AccountGone;
+        }
+        let repo = self.repos.entry(m.did().clone()).or_default();
+        if repo.rev.as_deref().is_none_or(|r| r < m.rev()) {
+            repo.rev = Some(m.rev().to_owned());
+        }
+        match self.by_uri.get(m.uri()) {
+            Some(&i) => {
+                let newer = self.slots[i]
+                    .as_ref()
+                    .is_none_or(|old| old.rev() <= m.rev());
+                if newer {
+                    self.slots[i] = Some(m);
+                    Pushed::Kept
+                } else {
+                    Pushed::Superseded
+                }
+            }
+            None => {
+                self.by_uri.insert(m.uri().to_owned(), self.slots.len());
+                self.slots.push(Some(m));
+                Pushed::Kept
+            }
+        }
+    }
+
+    /// Records a handle change.
+    pub fn identity(&mut self, did: &Did, handle: Option<String>) {
+        if let Some(h) = handle {
+            self.repos.entry(did.clone()).or_default().handle = Some(h);
+        }
+    }
+
+    /// Records an account status change; returns whether it purges the DID.
+    pub fn account(&mut self, did: &Did, active: bool, status: Option<AccountStatus>) -> bool {
+        let purge = self.policy.purges(active, status);
+        let repo = self.repos.entry(did.clone()).or_default();
+        repo.account = Some((active, status));
+        if purge {
+            repo.purge = true;
+            // Rows of this DID earlier in the batch would be purged anyway.
+            for slot in &mut self.slots {
+                if slot.as_ref().is_some_and(|m| m.did() == did) {
+                    let m = slot.take().expect("checked");
+                    self.by_uri.remove(m.uri());
+                }
+            }
+        }
+        self.gone.insert(did.clone(), purge);
+        purge
+    }
+
+    /// Events in the open batch.
+    pub fn len(&self) -> usize {
+        self.events
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events == 0
+    }
+
+    /// Whether the batch is full.
+    pub fn is_full(&self) -> bool {
+        self.events >= self.max_events
+    }
+
+    /// When the open batch must be flushed, if one is open.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.opened_at.map(|t| t + self.max_age)
+    }
+
+    /// Closes the open batch and returns it, or `None` if nothing was seen.
+    pub fn take(&mut self) -> Option<Batch> {
+        if self.events == 0 {
+            return None;
+        }
+        self.by_uri.clear();
+        self.gone.clear();
+        self.opened_at = None;
+        let mutations = self.slots.drain(..).flatten().collect();
+        Some(Batch {
+            mutations,
+            repos: std::mem::take(&mut self.repos),
+            cursors: std::mem::take(&mut self.cursors),
+            last_time_us: self.last_time_us,
+            events: std::mem::take(&mut self.events),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapper::{Row, TableId};
+    use serde_json::value::RawValue;
+
+    fn did(s: &str) -> Did {
+        Did::parse(s).unwrap()
+    }
+
+    fn upsert(d: &str, uri: &str, rev: &str) -> Mutation {
+        Mutation::Upsert(Row {
+            table: TableId(0),
+            uri: uri.into(),
+            did: did(d),
+            rkey: "k".into(),
+            cid: format!("cid-{rev}"),
+            rev: rev.into(),
+            record: RawValue::from_string("{}".into()).unwrap(),
+            values: vec![],
+        })
+    }
+
+    fn delete(d: &str, uri: &str, rev: &str) -> Mutation {
+        Mutation::Delete {
+            table: TableId(0),
+            uri: uri.into(),
+            did: did(d),
+            rev: rev.into(),
+        }
+    }
+
+    fn batcher(max: usize) -> Batcher {
+        Batcher::new(
+            &BatchConfig {
+                max_events: max,
+                max_age_ms: 100,
+            },
+            PurgePolicy {
+                statuses: vec![AccountStatus::Deleted],
+            },
+        )
+    }
+
+    #[test]
+    fn newest_rev_per_uri_wins() {
+        let mut b = batcher(10);
+        let now = Instant::now();
+        b.seen("s", Cursor(1), 1, now);
+        assert_eq!(b.push(upsert("did:plc:a", "at://1", "2")), Pushed::Kept);
+        assert_eq!(
+            b.push(upsert("did:plc:a", "at://1", "1")),
+            Pushed::Superseded
+        );
+        assert_eq!(b.push(delete("did:plc:a", "at://1", "3")), Pushed::Kept);
+        assert_eq!(b.push(upsert("did:plc:a", "at://2", "1")), Pushed::Kept);
+        b.seen("s", Cursor(7), 7, now);
+        let batch = b.take().unwrap();
+        assert_eq!(batch.mutations.len(), 2);
+        assert!(matches!(batch.mutations[0], Mutation::Delete { .. }));
+        assert_eq!(batch.cursors, vec![("s".to_owned(), Cursor(7))]);
+        assert_eq!(batch.repos[&did("did:plc:a")].rev.as_deref(), Some("3"));
+        assert_eq!(batch.events, 2);
+        assert!(b.take().is_none());
+    }
+
+    #[test]
+    fn purge_drops_earlier_rows_and_blocks_later_ones_until_reactivated() {
+        let mut b = batcher(10);
+        b.push(upsert("did:plc:a", "at://a1", "1"));
+        b.push(upsert("did:plc:b", "at://b1", "1"));
+        assert!(b.account(&did("did:plc:a"), false, Some(AccountStatus::Deleted)));
+        assert_eq!(
+            b.push(upsert("did:plc:a", "at://a2", "2")),
+            Pushed::AccountGone
+        );
+        assert!(!b.account(&did("did:plc:a"), true, None));
+        assert_eq!(b.push(upsert("did:plc:a", "at://a3", "3")), Pushed::Kept);
+        b.seen("s", Cursor(1), 1, Instant::now());
+        let batch = b.take().unwrap();
+        let uris: Vec<&str> = batch.mutations.iter().map(|m| m.uri()).collect();
+        assert_eq!(uris, vec!["at://b1", "at://a3"]);
+        assert!(batch.repos[&did("did:plc:a")].purge);
+        assert_eq!(batch.repos[&did("did:plc:a")].account, Some((true, None)));
+    }
+
+    #[test]
+    fn limits() {
+        let mut b = batcher(2);
+        let t0 = Instant::now();
+        assert!(b.deadline().is_none());
+        b.seen("s", Cursor(1), 1, t0);
+        assert_eq!(b.deadline(), Some(t0 + Duration::from_millis(100)));
+        assert!(!b.is_full());
+        b.seen("s", Cursor(2), 2, t0);
+        assert!(b.is_full());
+        b.take();
+        assert!(b.is_empty() && b.deadline().is_none());
+    }
+
+    #[test]
+    fn cursors_are_kept_per_stream() {
+        let mut b = batcher(10);
+        let t = Instant::now();
+        b.seen("a", Cursor(1), 1, t);
+        b.seen("b", Cursor(9), 9, t);
+        b.seen("a", Cursor(3), 3, t);
+        let batch = b.take().unwrap();
+        assert_eq!(
+            batch.cursors,
+            vec![("a".to_owned(), Cursor(3)), ("b".to_owned(), Cursor(9))]
+        );
+    }
+}

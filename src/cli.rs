@@ -1,0 +1,83 @@
+//! The command line: global options and subcommands (clap derive).
+//!
+//! Owns: flag names and help text, and applying flags on top of the loaded
+//! config (flags win over file and environment). Runtime-only knobs live
+//! here, not in the config file.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+use crate::pipeline::ConsumeOptions;
+
+/// Keeps a SQL database in sync with the AT Protocol network.
+#[derive(Debug, Parser)]
+#[command(name = "parity", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Config file (TOML). Every key can also be set as PARITY_SECTION_KEY.
+    #[arg(long, global = true, env = "PARITY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Database URL: sqlite://FILE (created if missing) or postgres://USER@HOST/DB.
+    /// [env: PARITY_DATABASE_URL] [default: sqlite://parity.db]
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Log filter, e.g. info or parity=debug [env: PARITY_LOG_LEVEL].
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Log format: text or json [env: PARITY_LOG_FORMAT].
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read the network stream and keep the database in sync (runs until stopped).
+    Consume(ConsumeArgs),
+    /// Run the database migrations and exit.
+    Migrate,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// Endpoint URL; repeat for failover order (replaces source.endpoints).
+    #[arg(long = "endpoint", value_name = "URL")]
+    pub endpoints: Vec<String>,
+    /// Start from this cursor instead of the stored one.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..), conflicts_with = "fresh")]
+    pub cursor: Option<i64>,
+    /// Forget the stored cursor and start live.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Collections to keep, comma-separated (exact, prefix.* or *); replaces filter.collections.
+    #[arg(long, value_name = "NSID,…", value_delimiter = ',')]
+    pub collections: Option<Vec<String>>,
+}
+
+impl ConsumeArgs {
+    pub fn options(&self) -> ConsumeOptions {
+        ConsumeOptions {
+            endpoints: self.endpoints.clone(),
+            cursor: self.cursor,
+            fresh: self.fresh,
+            collections: self.collections.clone(),
+        }
+    }
+}
+
+impl Cli {
+    /// Applies the global flags to a loaded config.
+    pub fn apply(&self, cfg: &mut Config) {
+        if let Some(u) = &self.database_url {
+            cfg.database.url = u.clone();
+        }
+        if let Some(l) = &self.log_level {
+            cfg.log.level = l.clone();
+        }
+        if let Some(f) = &self.log_format {
+            cfg.log.format = f.clone();
+        }
+    }
+}

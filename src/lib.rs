@@ -1,0 +1,35 @@
+//! # parity
+//!
+//! Keeps a SQL database (SQLite or PostgreSQL) in sync with the AT Protocol
+//! network.
+//!
+//! # Layout
+//!
+//! Data flows `source → filter → mapper → batch → store`, wired together by
+//! `pipeline`:
+//!
+//! - [`event`]: domain types (`Cursor`, `Did`, `Nsid`, `Event`); no IO.
+//! - [`source`]: reads the network stream; one file per wire format.
+//! - [`filter`]: which events reach the mappers (pure).
+//! - [`mapper`]: the `Mapper` trait, built-in, declarative and generic
+//!   mappers, and the registry that dispatches by collection (pure).
+//! - [`batch`]: collects mutations and cursors into one batch (pure).
+//! - [`store`]: SQLite and PostgreSQL; one transaction per batch.
+//! - [`pipeline`]: `parity consume` wiring, shutdown and drain.
+//! - [`config`], [`cli`]: configuration and the command line.
+//! - [`telemetry`]: logging setup and metric names.
+
+pub mod batch;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod filter;
+pub mod mapper;
+pub mod pipeline;
+pub mod shutdown;
+pub mod source;
+pub mod store;
+pub mod telemetry;
+
+pub use error::Error;

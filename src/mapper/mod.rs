@@ -1,0 +1,390 @@
+//! Mappers turn a record into a row of a table; the [`Registry`] picks the
+//! mapper for each collection and turns commits into [`Mutation`]s.
+//!
+//! Owns: the public [`Mapper`] trait, dispatch by collection (exact NSIDs
+//! first, then patterns, in registration order), and the mutation types the
+//! batcher collects. Does not own: SQL (store), batching (batch) or which
+//! events arrive (filter). Pure: no IO.
+//!
+//! Three kinds of mapper are registered by the pipeline: the built-ins
+//! ([`builtin`]), declarative mappers from config ([`declarative`]) and the
+//! generic catch-all `records` table ([`generic`]). Library users register
+//! their own with [`Registry::register`].
+
+pub mod builtin;
+pub mod declarative;
+pub mod generic;
+pub mod table;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use crate::event::{CommitOp, Did, Event, EventKind, Nsid, RecordKey};
+use crate::filter::CollectionPattern;
+pub use table::{Column, ColumnType, TableSchema, Value};
+
+/// One record handed to a mapper.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    pub did: &'a Did,
+    pub collection: &'a Nsid,
+    pub rkey: &'a RecordKey,
+    pub uri: &'a str,
+    /// The record as atproto JSON.
+    pub json: &'a str,
+}
+
+/// Why a record did not fit its mapper. The pipeline counts it as failed,
+/// logs the URI and goes on with the batch.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum MapError {
+    #[error("missing required field {0}")]
+    Missing(String),
+    #[error("field {field} is not a {expected}")]
+    WrongType {
+        field: String,
+        expected: &'static str,
+    },
+    #[error("record is not a JSON object: {0}")]
+    Json(String),
+}
+
+/// Turns records of some collection into rows of one table.
+///
+/// `map` returns the values of [`Mapper::table`]'s own columns, in order;
+/// parity fills the standard columns (`uri`, `did`, `rkey`, `cid`, `rev`,
+/// `record`, `synced_at`) itself and handles deletes by `uri`.
+pub trait Mapper: Send + Sync {
+    /// The table this mapper writes. parity creates it if it does not exist
+    /// and checks that an existing one has every column.
+    fn table(&self) -> &TableSchema;
+    /// Maps one record to the values of the table's own columns.
+    fn map(&self, record: &RecordRef<'_>) -> Result<Vec<Value>, MapError>;
+}
+
+/// Index of a table in [`Registry::tables`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableId(pub usize);
+
+/// A new or changed record, ready to write.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub table: TableId,
+    pub uri: String,
+    pub did: Did,
+    pub rkey: String,
+    pub cid: String,
+    pub rev: String,
+    pub record: Box<RawValue>,
+    pub values: Vec<Value>,
+}
+
+impl PartialEq for Row {
+    fn eq(&self, o: &Row) -> bool {
+        self.table == o.table
+            && self.uri == o.uri
+            && self.did == o.did
+            && self.rkey == o.rkey
+            && self.cid == o.cid
+            && self.rev == o.rev
+            && self.record.get() == o.record.get()
+            && self.values == o.values
+    }
+}
+
+/// One change to one record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mutation {
+    Upsert(Row),
+    Delete {
+        table: TableId,
+        uri: String,
+        did: Did,
+        rev: String,
+    },
+}
+
+impl Mutation {
+    pub fn uri(&self) -> &str {
+        match self {
+            Mutation::Upsert(r) => &r.uri,
+            Mutation::Delete { uri, .. } => uri,
+        }
+    }
+
+    pub fn rev(&self) -> &str {
+        match self {
+            Mutation::Upsert(r) => &r.rev,
+            Mutation::Delete { rev, .. } => rev,
+        }
+    }
+
+    pub fn did(&self) -> &Did {
+        match self {
+            Mutation::Upsert(r) => &r.did,
+            Mutation::Delete { did, .. } => did,
+        }
+    }
+
+    pub fn table(&self) -> TableId {
+        match self {
+            Mutation::Upsert(r) => r.table,
+            Mutation::Delete { table, .. } => *table,
+        }
+    }
+}
+
+/// What dispatching one event produced.
+#[derive(Debug)]
+pub enum Dispatch {
+    /// A row change.
+    Mutation(Mutation),
+    /// No mapper for this collection (or not a commit): nothing to write.
+    Unmapped,
+    /// The record did not fit its mapper.
+    Failed { uri: String, error: MapError },
+}
+
+struct Entry {
+    pattern: CollectionPattern,
+    table: TableId,
+    mapper: Arc<dyn Mapper>,
+}
+
+/// Mappers by collection.
+#[derive(Default)]
+pub struct Registry {
+    exact: HashMap<String, usize>,
+    entries: Vec<Entry>,
+    tables: Vec<TableSchema>,
+}
+
+/// Why a mapper could not be registered (a configuration mistake).
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RegistryError {
+    #[error("two mappers write table {0} with different columns; give one of them another table")]
+    TableConflict(String),
+    #[error("collection {0} already has a mapper")]
+    Duplicate(String),
+    #[error(
+        "invalid table or column name {0:?}: use lowercase letters, digits and _, not starting with parity_"
+    )]
+    BadName(String),
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Registers `mapper` for `pattern`. Exact collections win over patterns;
+    /// patterns are tried in registration order.
+    pub fn register(
+        &mut self,
+        pattern: CollectionPattern,
+        mapper: Arc<dyn Mapper>,
+    ) -> Result<TableId, RegistryError> {
+        let schema = mapper.table();
+        if !table::valid_identifier(&schema.name) {
+            return Err(RegistryError::BadName(schema.name.clone()));
+        }
+        for c in &schema.columns {
+            if !table::valid_identifier(&c.name)
+                || table::STANDARD_COLUMNS.contains(&c.name.as_str())
+            {
+                return Err(RegistryError::BadName(c.name.clone()));
+            }
+        }
+        let table = match self.tables.iter().position(|t| t.name == schema.name) {
+            Some(i) if self.tables[i].columns == schema.columns => TableId(i),
+            Some(_) => return Err(RegistryError::TableConflict(schema.name.clone())),
+            None => {
+                self.tables.push(schema.clone());
+                TableId(self.tables.len() - 1)
+            }
+        };
+        if self.entries.iter().any(|e| e.pattern == pattern) {
+            return Err(RegistryError::Duplicate(pattern.to_string()));
+        }
+        if let CollectionPattern::Exact(n) = &pattern {
+            self.exact.insert(n.clone(), self.entries.len());
+        }
+        self.entries.push(Entry {
+            pattern,
+            table,
+            mapper,
+        });
+        Ok(table)
+    }
+
+    /// Every table some mapper writes.
+    pub fn tables(&self) -> &[TableSchema] {
+        &self.tables
+    }
+
+    /// The collection patterns that have a mapper.
+    pub fn patterns(&self) -> Vec<CollectionPattern> {
+        self.entries.iter().map(|e| e.pattern.clone()).collect()
+    }
+
+    /// Whether some mapper handles this collection.
+    pub fn handles(&self, nsid: &str) -> bool {
+        self.find(nsid).is_some()
+    }
+
+    fn find(&self, nsid: &str) -> Option<&Entry> {
+        if let Some(&i) = self.exact.get(nsid) {
+            return Some(&self.entries[i]);
+        }
+        self.entries
+            .iter()
+            .find(|e| !matches!(e.pattern, CollectionPattern::Exact(_)) && e.pattern.matches(nsid))
+    }
+
+    /// Turns a commit event into a mutation of its mapper's table.
+    pub fn dispatch(&self, event: &Event) -> Dispatch {
+        let EventKind::Commit(c) = &event.kind else {
+            return Dispatch::Unmapped;
+        };
+        let Some(entry) = self.find(c.collection.as_str()) else {
+            return Dispatch::Unmapped;
+        };
+        let uri = c.uri(&event.did);
+        match (c.op, &c.record, &c.cid) {
+            (CommitOp::Delete, _, _) => Dispatch::Mutation(Mutation::Delete {
+                table: entry.table,
+                uri,
+                did: event.did.clone(),
+                rev: c.rev.clone(),
+            }),
+            (_, Some(record), Some(cid)) => {
+                let r = RecordRef {
+                    did: &event.did,
+                    collection: &c.collection,
+                    rkey: &c.rkey,
+                    uri: &uri,
+                    json: record.get(),
+                };
+                match entry.mapper.map(&r) {
+                    Ok(values) => Dispatch::Mutation(Mutation::Upsert(Row {
+                        table: entry.table,
+                        did: event.did.clone(),
+                        rkey: c.rkey.as_str().to_owned(),
+                        cid: cid.clone(),
+                        rev: c.rev.clone(),
+                        record: record.clone(),
+                        values,
+                        uri,
+                    })),
+                    Err(error) => Dispatch::Failed { uri, error },
+                }
+            }
+            _ => Dispatch::Failed {
+                uri,
+                error: MapError::Missing("record".into()),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Commit, Cursor};
+
+    fn ev(nsid: &str, op: CommitOp, record: Option<&str>) -> Event {
+        Event {
+            cursor: Cursor(1),
+            time_us: 1,
+            did: Did::parse("did:plc:a").unwrap(),
+            kind: EventKind::Commit(Commit {
+                collection: Nsid::parse(nsid).unwrap(),
+                rkey: RecordKey::parse("k").unwrap(),
+                rev: "3r".into(),
+                op,
+                cid: record.map(|_| "bafyc".to_owned()),
+                record: record.map(|r| RawValue::from_string(r.to_owned()).unwrap()),
+            }),
+        }
+    }
+
+    #[test]
+    fn exact_beats_pattern_and_unmapped_is_skipped() {
+        let mut reg = Registry::new();
+        builtin::register_all(&mut reg, &builtin::ALL).unwrap();
+        generic::register(&mut reg, &[CollectionPattern::All]).unwrap();
+        let like = r#"{"$type":"app.bsky.feed.like","subject":{"uri":"at://did:plc:b/app.bsky.feed.post/1","cid":"bafyx"},"createdAt":"2026-01-01T00:00:00Z"}"#;
+        let Dispatch::Mutation(Mutation::Upsert(row)) =
+            reg.dispatch(&ev("app.bsky.feed.like", CommitOp::Create, Some(like)))
+        else {
+            panic!("like maps")
+        };
+        assert_eq!(reg.tables()[row.table.0].name, "likes");
+        let Dispatch::Mutation(Mutation::Upsert(row)) =
+            reg.dispatch(&ev("com.example.thing", CommitOp::Create, Some("{}")))
+        else {
+            panic!("generic maps")
+        };
+        assert_eq!(reg.tables()[row.table.0].name, "records");
+        assert_eq!(row.values, vec![Value::Text("com.example.thing".into())]);
+
+        let only_builtin = {
+            let mut r = Registry::new();
+            builtin::register_all(&mut r, &builtin::ALL).unwrap();
+            r
+        };
+        assert!(matches!(
+            only_builtin.dispatch(&ev("com.example.thing", CommitOp::Create, Some("{}"))),
+            Dispatch::Unmapped
+        ));
+        let Dispatch::Mutation(Mutation::Delete { uri, .. }) =
+            only_builtin.dispatch(&ev("app.bsky.feed.post", CommitOp::Delete, None))
+        else {
+            panic!("delete maps")
+        };
+        assert_eq!(uri, "at://did:plc:a/app.bsky.feed.post/k");
+    }
+
+    #[test]
+    fn bad_records_fail_without_panicking() {
+        let mut reg = Registry::new();
+        builtin::register_all(&mut reg, &builtin::ALL).unwrap();
+        assert!(matches!(
+            reg.dispatch(&ev("app.bsky.feed.like", CommitOp::Create, Some("{}"))),
+            Dispatch::Failed { .. }
+        ));
+        assert!(matches!(
+            reg.dispatch(&ev("app.bsky.feed.like", CommitOp::Create, Some("[1]"))),
+            Dispatch::Failed { .. }
+        ));
+    }
+
+    #[test]
+    fn table_conflicts_are_rejected() {
+        let mut reg = Registry::new();
+        builtin::register_all(&mut reg, &builtin::ALL).unwrap();
+        let clash = declarative::DeclarativeMapper::new(&declarative::DeclarativeConfig {
+            collection: "com.example.x".into(),
+            table: "posts".into(),
+            columns: [(
+                "foo".to_owned(),
+                declarative::ColumnConfig {
+                    pointer: "/foo".into(),
+                    r#type: ColumnType::Text,
+                    required: false,
+                },
+            )]
+            .into(),
+        })
+        .unwrap();
+        assert_eq!(
+            reg.register(
+                CollectionPattern::parse("com.example.x").unwrap(),
+                Arc::new(clash)
+            ),
+            Err(RegistryError::TableConflict("posts".into()))
+        );
+    }
+}

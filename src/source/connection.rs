@@ -1,0 +1,437 @@
+//! The websocket connection loop: connect, read, decode, reconnect.
+//!
+//! Owns: building the subscribe URL (cursor and server-side filters),
+//! failover through the endpoints, capped exponential backoff with jitter,
+//! the liveness watchdog, the size limit, and counting what it cannot
+//! decode. Does not own: what events mean (decoders are pure functions in
+//! the sibling modules) or the stored cursor (the pipeline passes the start
+//! point in).
+//!
+//! Resume rule: the first connection starts at the cursor it is given; every
+//! later connection resumes from the last event received (rewound by
+//! `rewind_seconds` for time-based cursors), because everything received is
+//! already in the pipeline and will be committed or replayed.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::{SourceConfig, jetstream, parse_endpoint};
+use crate::event::{Cursor, Did, Event, EventKind};
+use crate::filter::CollectionPattern;
+use crate::store::cursor::{WireFormat, stream_key};
+use crate::telemetry::{DropReason, Stats};
+
+/// Jetstream v1 accepts at most this many `wantedCollections`.
+const MAX_WANTED_COLLECTIONS: usize = 100;
+/// Jetstream v1 accepts at most this many `wantedDids`.
+const MAX_WANTED_DIDS: usize = 10_000;
+/// More DIDs than this go in an `options_update` message, not the URL.
+const MAX_URL_DIDS: usize = 50;
+/// Hard cap for tungstenite; larger messages are a broken upstream.
+const WS_MAX_MESSAGE: usize = 64 << 20;
+
+/// One endpoint of the failover list.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub url: Url,
+    pub format: WireFormat,
+    /// The stream key its cursor is stored under.
+    pub key: Arc<str>,
+}
+
+impl Endpoint {
+    pub fn parse(s: &str) -> Result<Endpoint, String> {
+        let (url, format) = parse_endpoint(s)?;
+        let key = stream_key(format, &url).into();
+        Ok(Endpoint { url, format, key })
+    }
+}
+
+/// One decoded event and the stream it came from.
+#[derive(Debug)]
+pub struct Item {
+    pub stream: Arc<str>,
+    pub event: Event,
+}
+
+/// What the server is asked to filter.
+#[derive(Debug, Clone, Default)]
+pub struct Pushdown {
+    /// Collections (none: all).
+    pub collections: Vec<CollectionPattern>,
+    /// DIDs (none: all).
+    pub dids: Option<HashSet<Did>>,
+}
+
+/// Reads events from the endpoints until cancelled.
+pub struct Reader {
+    endpoints: Vec<Endpoint>,
+    cfg: SourceConfig,
+    pushdown: Pushdown,
+    start: Option<Cursor>,
+    stats: Arc<Stats>,
+}
+
+enum Outcome {
+    /// The token was cancelled or the pipeline is gone: stop.
+    Stop,
+    /// The connection ended; `got_events` says whether it was useful.
+    Lost {
+        reason: &'static str,
+        got_events: bool,
+    },
+}
+
+impl Reader {
+    pub fn new(
+        endpoints: Vec<Endpoint>,
+        cfg: SourceConfig,
+        pushdown: Pushdown,
+        start: Option<Cursor>,
+        stats: Arc<Stats>,
+    ) -> Reader {
+        Reader {
+            endpoints,
+            cfg,
+            pushdown,
+            start,
+            stats,
+        }
+    }
+
+    /// The URL for one connection attempt.
+    pub fn subscribe_url(&self, ep: &Endpoint, cursor: Option<Cursor>) -> (Url, Option<String>) {
+        let mut url = ep.url.clone();
+        let mut hello = None;
+        {
+            let mut q = url.query_pairs_mut();
+            let cols = &self.pushdown.collections;
+            if !cols.is_empty()
+                && cols.len() <= MAX_WANTED_COLLECTIONS
+                && !cols.contains(&CollectionPattern::All)
+            {
+                for c in cols {
+                    q.append_pair("wantedCollections", &c.to_string());
+                }
+            }
+            if let Some(dids) = &self.pushdown.dids {
+                let mut sorted: Vec<&str> = dids.iter().map(Did::as_str).collect();
+                sorted.sort_unstable();
+                if sorted.len() <= MAX_URL_DIDS {
+                    for d in sorted {
+                        q.append_pair("wantedDids", d);
+                    }
+                } else if sorted.len() <= MAX_WANTED_DIDS {
+                    q.append_pair("requireHello", "true");
+                    let collections: Vec<String> = if cols.contains(&CollectionPattern::All)
+                        || cols.len() > MAX_WANTED_COLLECTIONS
+                    {
+                        Vec::new()
+                    } else {
+                        cols.iter().map(ToString::to_string).collect()
+                    };
+                    hello = Some(
+                        serde_json::json!({
+                            "type": "options_update",
+                            "payload": {"wantedCollections": collections, "wantedDids": sorted}
+                        })
+                        .to_string(),
+                    );
+                }
+            }
+            if let Some(c) = cursor {
+                q.append_pair("cursor", &c.0.to_string());
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        (url, hello)
+    }
+
+    fn rewind(&self, format: WireFormat, c: Cursor) -> Cursor {
+        if format.time_based() {
+            Cursor(
+                c.0.saturating_sub(self.cfg.rewind_seconds as i64 * 1_000_000)
+                    .max(0),
+            )
+        } else {
+            c
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self
+            .cfg
+            .backoff_initial_ms
+            .saturating_mul(1u64 << attempt.min(20))
+            .min(self.cfg.backoff_max_ms);
+        // Full jitter on the upper half: spreads reconnect storms.
+        let ms = rand::rng().random_range(base / 2..=base.max(1));
+        Duration::from_millis(ms)
+    }
+
+    /// Runs until `token` is cancelled or the receiver is dropped.
+    pub async fn run(self, tx: mpsc::Sender<Item>, token: CancellationToken) {
+        let mut idx = 0usize;
+        let mut attempt = 0u32;
+        let mut last_seen: Option<(WireFormat, Cursor)> = None;
+        loop {
+            let ep = &self.endpoints[idx % self.endpoints.len()];
+            let cursor = match last_seen {
+                Some((fmt, c)) if fmt == ep.format => Some(self.rewind(fmt, c)),
+                _ => self.start,
+            };
+            let (url, hello) = self.subscribe_url(ep, cursor);
+            tracing::info!(endpoint = %ep.url, cursor = ?cursor.map(|c| c.0), "Connecting.");
+            match self
+                .session(ep, &url, hello, &tx, &token, &mut last_seen)
+                .await
+            {
+                Outcome::Stop => return,
+                Outcome::Lost { reason, got_events } => {
+                    self.stats.reconnects.fetch_add(1, Relaxed);
+                    if got_events {
+                        attempt = 0;
+                    } else {
+                        attempt = attempt.saturating_add(1);
+                        idx += 1;
+                    }
+                    let delay = self.backoff(attempt);
+                    tracing::warn!(endpoint = %ep.url, reason, delay_ms = delay.as_millis() as u64, "Connection lost; reconnecting.");
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn session(
+        &self,
+        ep: &Endpoint,
+        url: &Url,
+        hello: Option<String>,
+        tx: &mpsc::Sender<Item>,
+        token: &CancellationToken,
+        last_seen: &mut Option<(WireFormat, Cursor)>,
+    ) -> Outcome {
+        let ws_cfg = WebSocketConfig::default()
+            .max_message_size(Some(WS_MAX_MESSAGE))
+            .max_frame_size(Some(WS_MAX_MESSAGE));
+        let connect =
+            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_cfg), false);
+        let timeout = Duration::from_secs(self.cfg.connect_timeout_seconds.max(1));
+        let mut ws = tokio::select! {
+            _ = token.cancelled() => return Outcome::Stop,
+            r = tokio::time::timeout(timeout, connect) => match r {
+                Ok(Ok((ws, _))) => ws,
+                Ok(Err(e)) => {
+                    tracing::warn!(endpoint = %ep.url, error = %e, "Connect failed.");
+                    return Outcome::Lost { reason: "connect_failed", got_events: false };
+                }
+                Err(_) => return Outcome::Lost { reason: "connect_timeout", got_events: false },
+            },
+        };
+        if let Some(h) = hello
+            && ws.send(Message::text(h)).await.is_err()
+        {
+            return Outcome::Lost {
+                reason: "send_failed",
+                got_events: false,
+            };
+        }
+        tracing::info!(endpoint = %ep.url, "Connected.");
+        let idle = Duration::from_secs(self.cfg.idle_timeout_seconds);
+        let mut got_events = false;
+        loop {
+            let msg = tokio::select! {
+                _ = token.cancelled() => {
+                    let _ = tokio::time::timeout(Duration::from_millis(200), ws.close(None)).await;
+                    return Outcome::Stop;
+                }
+                r = tokio::time::timeout(idle, ws.next()) => r,
+            };
+            let data = match msg {
+                Err(_) => {
+                    return Outcome::Lost {
+                        reason: "idle_timeout",
+                        got_events,
+                    };
+                }
+                Ok(None) => {
+                    return Outcome::Lost {
+                        reason: "closed",
+                        got_events,
+                    };
+                }
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(endpoint = %ep.url, error = %e, "Websocket error.");
+                    return Outcome::Lost {
+                        reason: "error",
+                        got_events,
+                    };
+                }
+                Ok(Some(Ok(Message::Close(_)))) => {
+                    return Outcome::Lost {
+                        reason: "closed",
+                        got_events,
+                    };
+                }
+                Ok(Some(Ok(Message::Text(t)))) => Frame::Text(t.as_bytes().to_vec()),
+                Ok(Some(Ok(Message::Binary(b)))) => Frame::Binary(b.len()),
+                Ok(Some(Ok(_))) => continue,
+            };
+            let Some(event) = self.decode(ep.format, data) else {
+                continue;
+            };
+            got_events = true;
+            *last_seen = Some((ep.format, event.cursor));
+            self.count(&event);
+            let item = Item {
+                stream: ep.key.clone(),
+                event,
+            };
+            tokio::select! {
+                _ = token.cancelled() => return Outcome::Stop,
+                r = tx.send(item) => if r.is_err() { return Outcome::Stop },
+            }
+        }
+    }
+
+    fn decode(&self, format: WireFormat, frame: Frame) -> Option<Event> {
+        let bytes = match frame {
+            Frame::Binary(len) => {
+                let reason = if len > self.cfg.max_message_bytes {
+                    DropReason::Oversized
+                } else {
+                    DropReason::Malformed
+                };
+                self.stats.record_drop(reason);
+                tracing::debug!(len, "Unexpected binary message skipped.");
+                return None;
+            }
+            Frame::Text(b) => b,
+        };
+        if bytes.len() > self.cfg.max_message_bytes {
+            self.stats.record_drop(DropReason::Oversized);
+            tracing::debug!(len = bytes.len(), "Oversized message skipped.");
+            return None;
+        }
+        let decoded = match format {
+            WireFormat::JetstreamV1 => jetstream::decode_v1(&bytes),
+            _ => unreachable!("config validation admits Jetstream v1 only"),
+        };
+        match decoded {
+            Ok(ev) => Some(ev),
+            Err(e) => {
+                let reason = match e.reason() {
+                    "unknown_type" => DropReason::UnknownType,
+                    _ => DropReason::Malformed,
+                };
+                self.stats.record_drop(reason);
+                tracing::debug!(error = %e, len = bytes.len(), "Undecodable message skipped.");
+                None
+            }
+        }
+    }
+
+    fn count(&self, ev: &Event) {
+        let c = match ev.kind {
+            EventKind::Commit(_) => &self.stats.commits_received,
+            EventKind::Identity { .. } => &self.stats.identities_received,
+            EventKind::Account { .. } => &self.stats.accounts_received,
+            _ => &self.stats.others_received,
+        };
+        c.fetch_add(1, Relaxed);
+    }
+}
+
+enum Frame {
+    Text(Vec<u8>),
+    Binary(usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(collections: &[&str], dids: usize) -> Reader {
+        let dids = (dids > 0).then(|| {
+            (0..dids)
+                .map(|i| Did::parse(&format!("did:plc:{i:04}")).unwrap())
+                .collect()
+        });
+        Reader::new(
+            vec![Endpoint::parse("wss://h.example/subscribe").unwrap()],
+            SourceConfig::default(),
+            Pushdown {
+                collections: collections
+                    .iter()
+                    .map(|c| CollectionPattern::parse(c).unwrap())
+                    .collect(),
+                dids,
+            },
+            None,
+            Arc::new(Stats::default()),
+        )
+    }
+
+    #[test]
+    fn url_carries_filters_and_cursor() {
+        let r = reader(&["app.bsky.feed.post", "app.bsky.graph.*"], 2);
+        let (url, hello) = r.subscribe_url(&r.endpoints[0], Some(Cursor(1700)));
+        assert_eq!(
+            url.as_str(),
+            "wss://h.example/subscribe?wantedCollections=app.bsky.feed.post&wantedCollections=app.bsky.graph.*&wantedDids=did%3Aplc%3A0000&wantedDids=did%3Aplc%3A0001&cursor=1700"
+        );
+        assert!(hello.is_none());
+        let r = reader(&["*"], 0);
+        assert_eq!(
+            r.subscribe_url(&r.endpoints[0], None).0.as_str(),
+            "wss://h.example/subscribe"
+        );
+    }
+
+    #[test]
+    fn many_dids_go_in_a_hello_message() {
+        let r = reader(&["app.bsky.feed.post"], 500);
+        let (url, hello) = r.subscribe_url(&r.endpoints[0], None);
+        assert!(url.as_str().contains("requireHello=true"));
+        let hello: serde_json::Value = serde_json::from_str(&hello.unwrap()).unwrap();
+        assert_eq!(
+            hello["payload"]["wantedDids"].as_array().unwrap().len(),
+            500
+        );
+        let r = reader(&[], 20_000);
+        let (url, hello) = r.subscribe_url(&r.endpoints[0], None);
+        assert!(hello.is_none() && !url.as_str().contains("wantedDids"));
+    }
+
+    #[test]
+    fn rewind_and_backoff_are_bounded() {
+        let r = reader(&[], 0);
+        assert_eq!(
+            r.rewind(WireFormat::JetstreamV1, Cursor(10_000_000)),
+            Cursor(5_000_000)
+        );
+        assert_eq!(r.rewind(WireFormat::JetstreamV1, Cursor(3)), Cursor(0));
+        assert_eq!(r.rewind(WireFormat::Firehose, Cursor(3)), Cursor(3));
+        for attempt in 0..40 {
+            let d = r.backoff(attempt);
+            assert!(d <= Duration::from_millis(30_000), "{d:?}");
+        }
+        assert!(r.backoff(0) <= Duration::from_millis(250));
+    }
+}

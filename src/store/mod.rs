@@ -1,0 +1,280 @@
+//! The database: SQLite (embedded default) or PostgreSQL, behind one
+//! [`Store`].
+//!
+//! Owns: connecting, migrations, creating and checking mapper tables, and
+//! committing a [`Batch`] (rows plus cursor) in one transaction. Only this
+//! module speaks SQL.
+//!
+//! Convergence rules every backend enforces in SQL, so that any order of
+//! live events, replays and duplicates ends at the newest rev of each
+//! record:
+//! - an upsert applies only if its rev is newer than the stored row's, no
+//!   tombstone with an equal or newer rev exists for the URI, and the DID is
+//!   not in a purging account status; an unchanged CID keeps `synced_at`;
+//! - a delete removes the row only if the stored rev is not newer, and leaves
+//!   a tombstone `(uri, rev)` that expires after the configured retention.
+//!
+//! Errors: [`StoreError::is_transient`] tells the writer whether to retry
+//! the batch; anything else stops the process.
+
+pub mod cursor;
+pub mod plan;
+mod postgres;
+mod schema;
+mod sqlite;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::batch::Batch;
+use crate::event::{AccountStatus, Cursor};
+use crate::mapper::TableSchema;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Database settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://FILE` (created if missing) or `postgres://USER@HOST/DB`.
+    #[serde(default = "default_url")]
+    pub url: String,
+    /// Connections in the pool.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// How long SQLite waits for a lock before giving up, in milliseconds.
+    #[serde(default = "default_busy_timeout_ms")]
+    pub busy_timeout_ms: u64,
+    /// How long delete tombstones are kept, in hours.
+    #[serde(default = "default_tombstone_retention_hours")]
+    pub tombstone_retention_hours: u64,
+}
+
+fn default_url() -> String {
+    "sqlite://parity.db".to_owned()
+}
+
+/// One writer plus a few readers (status commands, checks).
+const fn default_max_connections() -> u32 {
+    4
+}
+
+const fn default_busy_timeout_ms() -> u64 {
+    5_000
+}
+
+/// Seven days: far longer than any replay window parity rewinds into.
+const fn default_tombstone_retention_hours() -> u64 {
+    168
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: default_url(),
+            max_connections: default_max_connections(),
+            busy_timeout_ms: default_busy_timeout_ms(),
+            tombstone_retention_hours: default_tombstone_retention_hours(),
+        }
+    }
+}
+
+/// What went wrong talking to the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL is neither `sqlite://` nor `postgres://`: a config error.
+    #[error("unsupported database URL {0:?}: use sqlite://FILE or postgres://USER@HOST/DB")]
+    BadUrl(String),
+    /// Could not connect (wrong host, server down, bad credentials).
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// A migration failed: our own corruption, stop.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A mapped table exists without a column its mapper writes.
+    #[error(
+        "table {table} has no column {column}: add it (ALTER TABLE {table} ADD COLUMN {column} ...) or change the mapper"
+    )]
+    MissingColumn { table: String, column: String },
+    /// A stored cursor is negative: corruption, stop.
+    #[error(
+        "stored cursor for {stream} is {value}, which is invalid; fix or delete the row in parity_cursors"
+    )]
+    CorruptCursor { stream: String, value: i64 },
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// Whether retrying the same work later may succeed (connection lost,
+    /// pool timeout, lock contention). Everything else is fatal.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Connect(_) => true,
+            StoreError::Sql(e) => match e {
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+                sqlx::Error::Database(db) => {
+                    let code = db.code().unwrap_or_default();
+                    // SQLite BUSY/LOCKED; PostgreSQL serialization failure,
+                    // deadlock, admin shutdown, cannot connect now.
+                    matches!(
+                        code.as_ref(),
+                        "5" | "6" | "40001" | "40P01" | "57P01" | "57P03"
+                    )
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// Bounded label for metrics.
+    pub fn kind(&self) -> &'static str {
+        if self.is_transient() {
+            "transient"
+        } else {
+            "fatal"
+        }
+    }
+}
+
+/// What a committed batch changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Rows inserted or updated, per table name.
+    pub upserted: Vec<(String, u64)>,
+    /// Rows deleted, per table name (record deletes and purges).
+    pub deleted: Vec<(String, u64)>,
+}
+
+impl CommitStats {
+    pub fn upserted_total(&self) -> u64 {
+        self.upserted.iter().map(|(_, n)| n).sum()
+    }
+    pub fn deleted_total(&self) -> u64 {
+        self.deleted.iter().map(|(_, n)| n).sum()
+    }
+    pub(crate) fn add(list: &mut Vec<(String, u64)>, table: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        match list.iter_mut().find(|(t, _)| t == table) {
+            Some((_, c)) => *c += n,
+            None => list.push((table.to_owned(), n)),
+        }
+    }
+}
+
+/// A connected database.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl Store {
+    /// Connects (creating a SQLite file if missing). Does not migrate.
+    pub async fn connect(cfg: &DatabaseConfig) -> Result<Store, StoreError> {
+        let url = cfg.url.as_str();
+        if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(SqliteStore::connect(cfg).await?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(PgStore::connect(cfg).await?))
+        } else {
+            Err(StoreError::BadUrl(cfg.url.clone()))
+        }
+    }
+
+    /// Runs the embedded migrations for this backend.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.migrate().await,
+            Store::Postgres(s) => s.migrate().await,
+        }
+    }
+
+    /// Creates missing mapper tables and checks existing ones have every
+    /// column. Also fixes which account statuses block upserts.
+    pub async fn prepare(
+        &mut self,
+        tables: &[TableSchema],
+        purge_statuses: &[AccountStatus],
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.prepare(tables, purge_statuses).await,
+            Store::Postgres(s) => s.prepare(tables, purge_statuses).await,
+        }
+    }
+
+    /// The stored cursor of one stream.
+    pub async fn load_cursor(&self, stream: &str) -> Result<Option<Cursor>, StoreError> {
+        let v = match self {
+            Store::Sqlite(s) => s.load_cursor(stream).await?,
+            Store::Postgres(s) => s.load_cursor(stream).await?,
+        };
+        match v {
+            Some(value) if value < 0 => Err(StoreError::CorruptCursor {
+                stream: stream.to_owned(),
+                value,
+            }),
+            other => Ok(other.map(Cursor)),
+        }
+    }
+
+    /// Every stored cursor whose stream key starts with `prefix`.
+    pub async fn cursors_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Cursor)>, StoreError> {
+        let rows = match self {
+            Store::Sqlite(s) => s.cursors_with_prefix(prefix).await?,
+            Store::Postgres(s) => s.cursors_with_prefix(prefix).await?,
+        };
+        rows.into_iter()
+            .map(|(stream, value)| {
+                if value < 0 {
+                    Err(StoreError::CorruptCursor { stream, value })
+                } else {
+                    Ok((stream, Cursor(value)))
+                }
+            })
+            .collect()
+    }
+
+    /// Forgets the stored cursors whose stream key starts with `prefix`.
+    pub async fn delete_cursors(&self, prefix: &str) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.delete_cursors(prefix).await,
+            Store::Postgres(s) => s.delete_cursors(prefix).await,
+        }
+    }
+
+    /// Writes one batch and its cursors in one transaction.
+    pub async fn commit(&self, batch: &Batch) -> Result<CommitStats, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.commit(batch).await,
+            Store::Postgres(s) => s.commit(batch).await,
+        }
+    }
+
+    /// Deletes tombstones older than `age`.
+    pub async fn expire_tombstones(&self, age: Duration) -> Result<u64, StoreError> {
+        let cutoff =
+            chrono::Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+        match self {
+            Store::Sqlite(s) => s.expire_tombstones(cutoff).await,
+            Store::Postgres(s) => s.expire_tombstones(cutoff).await,
+        }
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(s) => s.pool().close().await,
+            Store::Postgres(s) => s.pool().close().await,
+        }
+    }
+}

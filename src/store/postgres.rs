@@ -1,0 +1,354 @@
+//! PostgreSQL backend: one `UNNEST` statement per table and step, so a batch
+//! of any size is a handful of round trips with no bind-limit chunking.
+//!
+//! Owns: the PostgreSQL dialect of every statement the store runs.
+//! `record` and JSON columns are `json` (kept verbatim; `jsonb` would reject
+//! records containing `\u0000`), timestamps `timestamptz`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Postgres};
+
+use super::plan::{Plan, status_text};
+use super::schema::{self, Backend};
+use super::{CommitStats, DatabaseConfig, StoreError};
+use crate::batch::Batch;
+use crate::event::AccountStatus;
+use crate::mapper::{ColumnType, Row, TableSchema, Value};
+
+type Query = sqlx::query::Query<'static, Postgres, PgArguments>;
+
+/// How long to wait for a pooled connection before calling it transient.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct TableSql {
+    schema: TableSchema,
+    upsert: Arc<str>,
+    delete: Arc<str>,
+    purge: Arc<str>,
+}
+
+/// A PostgreSQL database.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    tables: Arc<Vec<TableSql>>,
+}
+
+fn array_type(t: ColumnType) -> &'static str {
+    match t {
+        ColumnType::Text | ColumnType::Json => "text[]",
+        ColumnType::Integer => "int8[]",
+        ColumnType::Boolean => "bool[]",
+        ColumnType::Timestamp => "timestamptz[]",
+    }
+}
+
+impl PgStore {
+    pub async fn connect(cfg: &DatabaseConfig) -> Result<PgStore, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(cfg.max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect(&cfg.url)
+            .await
+            .map_err(StoreError::Connect)?;
+        Ok(PgStore {
+            pool,
+            tables: Arc::new(Vec::new()),
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/postgres")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn prepare(
+        &mut self,
+        tables: &[TableSchema],
+        purge: &[AccountStatus],
+    ) -> Result<(), StoreError> {
+        let mut out = Vec::new();
+        for t in tables {
+            for ddl in schema::create_table(Backend::Postgres, t) {
+                sqlx::query(AssertSqlSafe(ddl)).execute(&self.pool).await?;
+            }
+            let existing: Vec<String> = sqlx::query_scalar(
+                "SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
+            )
+            .bind(t.name.clone())
+            .fetch_all(&self.pool)
+            .await?;
+            if let Some(col) = schema::missing_column(t, &existing) {
+                return Err(StoreError::MissingColumn {
+                    table: t.name.clone(),
+                    column: col.to_owned(),
+                });
+            }
+            let cols = schema::all_columns(t);
+            let n_extra = t.columns.len();
+            // $1..$6 standard text arrays, $7 synced_at, then one array per extra column.
+            let mut unnest: Vec<String> = (1..=6).map(|i| format!("${i}::text[]")).collect();
+            let mut select: Vec<String> = vec![
+                "v.uri".into(),
+                "v.did".into(),
+                "v.rkey".into(),
+                "v.cid".into(),
+                "v.rev".into(),
+                "v.record::json".into(),
+                "$7::timestamptz".into(),
+            ];
+            for (i, c) in t.columns.iter().enumerate() {
+                unnest.push(format!("${}::{}", 8 + i, array_type(c.ty)));
+                select.push(if c.ty == ColumnType::Json {
+                    format!("v.{}::json", c.name)
+                } else {
+                    format!("v.{}", c.name)
+                });
+            }
+            let mut alias: Vec<&str> = vec!["uri", "did", "rkey", "cid", "rev", "record"];
+            alias.extend(t.columns.iter().map(|c| c.name.as_str()));
+            debug_assert_eq!(unnest.len(), 6 + n_extra);
+            let status_guard = schema::status_list(purge)
+                .map(|l| format!(" AND NOT EXISTS (SELECT 1 FROM parity_repos r WHERE r.did = v.did AND r.status IN ({l}))"))
+                .unwrap_or_default();
+            let upsert = format!(
+                "INSERT INTO {name} ({cols}) SELECT {select} FROM UNNEST({unnest}) AS v({alias}) \
+                 WHERE NOT EXISTS (SELECT 1 FROM parity_tombstones ts WHERE ts.uri = v.uri AND ts.rev >= v.rev){status_guard} \
+                 ON CONFLICT (uri) DO UPDATE SET {set} WHERE excluded.rev > {name}.rev",
+                name = t.name,
+                cols = cols.join(", "),
+                select = select.join(", "),
+                unnest = unnest.join(", "),
+                alias = alias.join(", "),
+                set = schema::update_set(t),
+            );
+            let delete = format!(
+                "DELETE FROM {t} USING parity_tombstones ts WHERE {t}.uri = ANY($1::text[]) AND ts.uri = {t}.uri AND {t}.rev <= ts.rev",
+                t = t.name
+            );
+            out.push(TableSql {
+                schema: t.clone(),
+                upsert: upsert.into(),
+                delete: delete.into(),
+                purge: format!("DELETE FROM {} WHERE did = ANY($1::text[])", t.name).into(),
+            });
+        }
+        self.tables = Arc::new(out);
+        Ok(())
+    }
+
+    pub async fn load_cursor(&self, stream: &str) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT cursor FROM parity_cursors WHERE stream = $1")
+                .bind(stream.to_owned())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn cursors_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT stream, cursor FROM parity_cursors WHERE left(stream, length($1)) = $1",
+        )
+        .bind(prefix.to_owned())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn delete_cursors(&self, prefix: &str) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query("DELETE FROM parity_cursors WHERE left(stream, length($1)) = $1")
+                .bind(prefix.to_owned())
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    pub async fn expire_tombstones(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query("DELETE FROM parity_tombstones WHERE deleted_at < $1")
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    pub async fn commit(&self, batch: &Batch) -> Result<CommitStats, StoreError> {
+        let plan = Plan::new(batch, self.tables.len());
+        let now = Utc::now();
+        let mut stats = CommitStats::default();
+        let mut tx = self.pool.begin().await?;
+
+        for (did, change) in &plan.account_changes {
+            if let Some(handle) = &change.handle {
+                sqlx::query(
+                    "INSERT INTO parity_repos (did, handle, updated_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (did) DO UPDATE SET handle = excluded.handle, updated_at = excluded.updated_at",
+                )
+                .bind(did.as_str().to_owned())
+                .bind(handle.clone())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            if let Some((active, status)) = change.account {
+                sqlx::query(
+                    "INSERT INTO parity_repos (did, status, active, updated_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (did) DO UPDATE SET status = excluded.status, active = excluded.active, updated_at = excluded.updated_at",
+                )
+                .bind(did.as_str().to_owned())
+                .bind(status_text(active, status))
+                .bind(active)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        if !plan.purges.is_empty() {
+            let dids: Vec<String> = plan.purges.iter().map(|d| d.as_str().to_owned()).collect();
+            for t in self.tables.iter() {
+                let n = sqlx::query(AssertSqlSafe(t.purge.clone()))
+                    .bind(dids.clone())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                CommitStats::add(&mut stats.deleted, &t.schema.name, n);
+            }
+        }
+
+        let (uris, revs): (Vec<String>, Vec<String>) = plan
+            .all_deletes()
+            .map(|(u, r)| (u.to_owned(), r.to_owned()))
+            .unzip();
+        if !uris.is_empty() {
+            sqlx::query(
+                "INSERT INTO parity_tombstones (uri, rev, deleted_at) SELECT u, r, $3 FROM UNNEST($1::text[], $2::text[]) AS v(u, r) \
+                 ON CONFLICT (uri) DO UPDATE SET rev = excluded.rev, deleted_at = excluded.deleted_at WHERE excluded.rev > parity_tombstones.rev",
+            )
+            .bind(uris)
+            .bind(revs)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (t, work) in self.tables.iter().zip(&plan.tables) {
+            if !work.deletes.is_empty() {
+                let uris: Vec<String> = work.deletes.iter().map(|(u, _)| (*u).to_owned()).collect();
+                let n = sqlx::query(AssertSqlSafe(t.delete.clone()))
+                    .bind(uris)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                CommitStats::add(&mut stats.deleted, &t.schema.name, n);
+            }
+        }
+
+        for (t, work) in self.tables.iter().zip(&plan.tables) {
+            if work.upserts.is_empty() {
+                continue;
+            }
+            let n = upsert_query(t, &work.upserts, now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            CommitStats::add(&mut stats.upserted, &t.schema.name, n);
+        }
+
+        if !plan.revs.is_empty() {
+            let (dids, revs): (Vec<String>, Vec<String>) = plan
+                .revs
+                .iter()
+                .map(|(d, r)| (d.as_str().to_owned(), (*r).to_owned()))
+                .unzip();
+            sqlx::query(
+                "INSERT INTO parity_repos (did, rev, updated_at) SELECT d, r, $3 FROM UNNEST($1::text[], $2::text[]) AS v(d, r) \
+                 ON CONFLICT (did) DO UPDATE SET rev = excluded.rev, updated_at = excluded.updated_at \
+                 WHERE parity_repos.rev IS NULL OR excluded.rev > parity_repos.rev",
+            )
+            .bind(dids)
+            .bind(revs)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        for (stream, cursor) in &batch.cursors {
+            sqlx::query(
+                "INSERT INTO parity_cursors (stream, cursor, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (stream) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+            )
+            .bind(stream.clone())
+            .bind(cursor.0)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(stats)
+    }
+}
+
+fn upsert_query(t: &TableSql, rows: &[&Row], now: DateTime<Utc>) -> Query {
+    let col = |f: fn(&Row) -> String| rows.iter().map(|r| f(r)).collect::<Vec<String>>();
+    let mut q: Query = sqlx::query(AssertSqlSafe(t.upsert.clone()))
+        .bind(col(|r| r.uri.clone()))
+        .bind(col(|r| r.did.as_str().to_owned()))
+        .bind(col(|r| r.rkey.clone()))
+        .bind(col(|r| r.cid.clone()))
+        .bind(col(|r| r.rev.clone()))
+        .bind(col(|r| r.record.get().to_owned()))
+        .bind(now);
+    for (i, c) in t.schema.columns.iter().enumerate() {
+        let values = rows.iter().map(|r| r.values.get(i).unwrap_or(&Value::Null));
+        q = match c.ty {
+            ColumnType::Text | ColumnType::Json => q.bind(
+                values
+                    .map(|v| match v {
+                        Value::Text(s) | Value::Json(s) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            ColumnType::Integer => q.bind(
+                values
+                    .map(|v| match v {
+                        Value::Integer(i) => Some(*i),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            ColumnType::Boolean => q.bind(
+                values
+                    .map(|v| match v {
+                        Value::Boolean(b) => Some(*b),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            ColumnType::Timestamp => q.bind(
+                values
+                    .map(|v| match v {
+                        Value::Timestamp(t) => Some(*t),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+        };
+    }
+    q
+}

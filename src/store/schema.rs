@@ -1,0 +1,152 @@
+//! DDL and statement text generated from [`TableSchema`]s, per backend.
+//!
+//! Owns: the SQL type of each column type, `CREATE TABLE IF NOT EXISTS` for
+//! mapper tables the migrations do not create, and the guard fragments the
+//! upserts share. Identifiers come from validated schemas
+//! (`table::valid_identifier`) and statuses from a fixed enum, so the text is
+//! safe to assemble.
+
+use crate::event::AccountStatus;
+use crate::mapper::table::STANDARD_COLUMNS;
+use crate::mapper::{ColumnType, TableSchema};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn sql_type(b: Backend, t: ColumnType) -> &'static str {
+    match (b, t) {
+        (Backend::Sqlite, ColumnType::Text | ColumnType::Timestamp | ColumnType::Json) => "TEXT",
+        (Backend::Sqlite, ColumnType::Integer | ColumnType::Boolean) => "INTEGER",
+        (Backend::Postgres, ColumnType::Text) => "TEXT",
+        (Backend::Postgres, ColumnType::Integer) => "BIGINT",
+        (Backend::Postgres, ColumnType::Boolean) => "BOOLEAN",
+        (Backend::Postgres, ColumnType::Timestamp) => "TIMESTAMPTZ",
+        (Backend::Postgres, ColumnType::Json) => "JSON",
+    }
+}
+
+/// `CREATE TABLE IF NOT EXISTS` plus its indexes.
+pub fn create_table(b: Backend, t: &TableSchema) -> Vec<String> {
+    let (json, ts) = match b {
+        Backend::Sqlite => ("TEXT", "TEXT"),
+        Backend::Postgres => ("JSON", "TIMESTAMPTZ"),
+    };
+    let mut cols = vec![
+        "uri TEXT PRIMARY KEY NOT NULL".to_owned(),
+        "did TEXT NOT NULL".to_owned(),
+        "rkey TEXT NOT NULL".to_owned(),
+        "cid TEXT NOT NULL".to_owned(),
+        "rev TEXT NOT NULL".to_owned(),
+        format!("record {json} NOT NULL"),
+        format!("synced_at {ts} NOT NULL"),
+    ];
+    cols.extend(
+        t.columns
+            .iter()
+            .map(|c| format!("{} {}", c.name, sql_type(b, c.ty))),
+    );
+    let mut out = vec![format!(
+        "CREATE TABLE IF NOT EXISTS {} ({})",
+        t.name,
+        cols.join(", ")
+    )];
+    for idx in &t.indexes {
+        out.push(format!(
+            "CREATE INDEX IF NOT EXISTS {}_{}_idx ON {} ({})",
+            t.name,
+            idx.join("_"),
+            t.name,
+            idx.join(", ")
+        ));
+    }
+    out
+}
+
+/// Every column of the table, standard first, in write order.
+pub fn all_columns(t: &TableSchema) -> Vec<&str> {
+    STANDARD_COLUMNS
+        .iter()
+        .copied()
+        .chain(t.columns.iter().map(|c| c.name.as_str()))
+        .collect()
+}
+
+/// The first column the table lacks, comparing case-insensitively.
+pub fn missing_column<'a>(t: &'a TableSchema, existing: &[String]) -> Option<&'a str> {
+    all_columns(t)
+        .into_iter()
+        .find(|c| !existing.iter().any(|e| e.eq_ignore_ascii_case(c)))
+}
+
+/// `'deleted', 'takendown'` for use in `status IN (…)`; `None` when empty.
+pub fn status_list(statuses: &[AccountStatus]) -> Option<String> {
+    if statuses.is_empty() {
+        return None;
+    }
+    Some(
+        statuses
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+/// `SET` list for the upsert's `DO UPDATE`: every column from `excluded`,
+/// except that an unchanged CID keeps the stored `synced_at`.
+pub fn update_set(t: &TableSchema) -> String {
+    all_columns(t)
+        .into_iter()
+        .filter(|c| *c != "uri")
+        .map(|c| {
+            if c == "synced_at" {
+                format!(
+                    "synced_at = CASE WHEN {t}.cid = excluded.cid THEN {t}.synced_at ELSE excluded.synced_at END",
+                    t = t.name
+                )
+            } else {
+                format!("{c} = excluded.{c}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapper::builtin;
+
+    #[test]
+    fn ddl_lists_every_column() {
+        let posts = builtin::Builtin::Posts.schema();
+        let ddl = create_table(Backend::Postgres, &posts);
+        assert!(ddl[0].starts_with("CREATE TABLE IF NOT EXISTS posts (uri TEXT PRIMARY KEY"));
+        assert!(ddl[0].contains("created_at TIMESTAMPTZ"));
+        assert!(
+            ddl.iter()
+                .any(|s| s.contains("posts_did_idx ON posts (did)"))
+        );
+        let existing: Vec<String> = all_columns(&posts)
+            .iter()
+            .map(|s| s.to_uppercase())
+            .collect();
+        assert_eq!(missing_column(&posts, &existing), None);
+        assert_eq!(
+            missing_column(&posts, &existing[..existing.len() - 1]),
+            Some("langs")
+        );
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(status_list(&[]), None);
+        assert_eq!(
+            status_list(&[AccountStatus::Deleted, AccountStatus::Takendown]).unwrap(),
+            "'deleted', 'takendown'"
+        );
+    }
+}
