@@ -1,0 +1,204 @@
+//! A local Jetstream v1 server for tests and benchmarks: speaks the real
+//! wire protocol (websocket text frames on `/subscribe`) and replays
+//! recorded events.
+//!
+//! Semantics modelled on the real server: events are served in `time_us`
+//! order; a connection without `cursor` is live (it gets only events
+//! published after it connected); with `cursor` it gets every published
+//! event with `time_us >= cursor`, then the live tail. `wantedCollections`
+//! (exact and `prefix.*`) filters commits; `wantedDids` filters everything.
+//! Identity and account events ignore `wantedCollections`, as upstream.
+//! Lines that are not JSON events (malformed input under test) carry no
+//! `time_us` and are sent to every connection at their position.
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+
+/// One line to serve.
+#[derive(Clone, Debug)]
+pub struct Line {
+    pub text: Arc<str>,
+    pub time_us: Option<i64>,
+    pub did: Option<String>,
+    pub collection: Option<String>,
+}
+
+impl Line {
+    pub fn new(text: &str) -> Line {
+        let v: Option<serde_json::Value> = serde_json::from_str(text).ok();
+        let get = |p: &str| v.as_ref().and_then(|v| v.pointer(p)).and_then(|x| x.as_str()).map(str::to_owned);
+        Line {
+            text: text.into(),
+            time_us: v.as_ref().and_then(|v| v.get("time_us")).and_then(|t| t.as_i64()),
+            did: get("/did"),
+            collection: get("/commit/collection"),
+        }
+    }
+}
+
+struct State {
+    lines: Vec<Line>,
+    /// How many lines are published (visible to connections).
+    published: usize,
+    /// When true, connections stop sending (a silent server).
+    silent: bool,
+}
+
+/// A running server.
+pub struct JetstreamServer {
+    pub addr: std::net::SocketAddr,
+    state: Arc<Mutex<State>>,
+    tick: watch::Sender<u64>,
+    /// Request URIs (path + query) of every connection, in order.
+    pub requests: Arc<Mutex<Vec<String>>>,
+    connections: watch::Receiver<usize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn query_values(uri: &str, key: &str) -> Vec<String> {
+    let Some((_, q)) = uri.split_once('?') else {
+        return vec![];
+    };
+    url::form_urlencoded::parse(q.as_bytes())
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+        .collect()
+}
+
+fn wanted(line: &Line, cols: &[String], dids: &[String]) -> bool {
+    if !dids.is_empty() && line.did.as_ref().is_some_and(|d| !dids.contains(d)) {
+        return false;
+    }
+    match &line.collection {
+        Some(c) if !cols.is_empty() => cols.iter().any(|w| match w.strip_suffix(".*") {
+            Some(p) => c.starts_with(p) && c.as_bytes().get(p.len()) == Some(&b'.'),
+            None => w == c,
+        }),
+        _ => true,
+    }
+}
+
+impl JetstreamServer {
+    /// Starts a server holding `lines` (sorted by `time_us`, stable), with
+    /// none published yet.
+    pub async fn start(lines: Vec<Line>) -> JetstreamServer {
+        let mut lines = lines;
+        lines.sort_by_key(|l| l.time_us.unwrap_or(i64::MIN));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State { lines, published: 0, silent: false }));
+        let (tick, _) = watch::channel(0u64);
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (conn_tx, connections) = watch::channel(0usize);
+        let (st, tk, rq) = (state.clone(), tick.clone(), requests.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let (st, mut rx, rq, conn_tx) = (st.clone(), tk.subscribe(), rq.clone(), conn_tx.clone());
+                tokio::spawn(async move {
+                    let mut uri = String::new();
+                    let cb = |req: &Request, resp: Response| {
+                        uri = req.uri().to_string();
+                        Ok(resp)
+                    };
+                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, cb).await else { return };
+                    let cursor: Option<i64> = query_values(&uri, "cursor").first().and_then(|c| c.parse().ok());
+                    let cols = query_values(&uri, "wantedCollections");
+                    let dids = query_values(&uri, "wantedDids");
+                    let mut pos = {
+                        let s = st.lock().unwrap();
+                        match cursor {
+                            None => s.published,
+                            Some(c) => s.lines[..s.published]
+                                .iter()
+                                .position(|l| l.time_us.is_some_and(|t| t >= c))
+                                .unwrap_or(s.published),
+                        }
+                    };
+                    rq.lock().unwrap().push(uri.clone());
+                    conn_tx.send_modify(|n| *n += 1);
+                    loop {
+                        let batch: Vec<Arc<str>> = {
+                            let s = st.lock().unwrap();
+                            if s.silent {
+                                Vec::new()
+                            } else {
+                                let out = s.lines[pos..s.published]
+                                    .iter()
+                                    .filter(|l| wanted(l, &cols, &dids))
+                                    .map(|l| l.text.clone())
+                                    .collect();
+                                pos = s.published;
+                                out
+                            }
+                        };
+                        for text in batch {
+                            if ws.send(Message::text(text.to_string())).await.is_err() {
+                                return;
+                            }
+                        }
+                        tokio::select! {
+                            r = rx.changed() => if r.is_err() { return },
+                            m = ws.next() => match m {
+                                Some(Ok(_)) => {}
+                                _ => return,
+                            },
+                        }
+                    }
+                });
+            }
+        });
+        JetstreamServer { addr, state, tick, requests, connections, task }
+    }
+
+    /// `ws://127.0.0.1:PORT/subscribe`
+    pub fn url(&self) -> String {
+        format!("ws://{}/subscribe", self.addr)
+    }
+
+    /// Makes the first `n` lines visible (live events arriving).
+    pub fn publish(&self, n: usize) {
+        {
+            let mut s = self.state.lock().unwrap();
+            s.published = n.min(s.lines.len());
+        }
+        self.tick.send_modify(|t| *t += 1);
+    }
+
+    pub fn publish_all(&self) {
+        self.publish(usize::MAX);
+    }
+
+    /// Stops (or resumes) sending anything, keeping sockets open.
+    pub fn set_silent(&self, silent: bool) {
+        self.state.lock().unwrap().silent = silent;
+        self.tick.send_modify(|t| *t += 1);
+    }
+
+    /// The lines in serving order.
+    pub fn lines(&self) -> Vec<Line> {
+        self.state.lock().unwrap().lines.clone()
+    }
+
+    /// Waits until at least `n` connections have been accepted.
+    pub async fn wait_connections(&self, n: usize) {
+        let mut rx = self.connections.clone();
+        tokio::time::timeout(std::time::Duration::from_secs(30), rx.wait_for(|c| *c >= n))
+            .await
+            .expect("timed out waiting for a connection")
+            .expect("server alive");
+    }
+}
+
+impl Drop for JetstreamServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

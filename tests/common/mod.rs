@@ -1,0 +1,187 @@
+//! Shared test support: fixture paths, real databases (a SQLite file in a
+//! temp dir, a fresh PostgreSQL database per test), table snapshots, and an
+//! in-process consumer with a condition-based wait.
+
+#![allow(dead_code)]
+
+pub mod jetstream;
+pub mod model;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use parity::config::Config;
+use parity::pipeline::{ConsumeOptions, Consumer};
+use parity::telemetry::Stats;
+use sqlx::Row;
+use tokio_util::sync::CancellationToken;
+
+pub fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(rel)
+}
+
+pub fn fixture_lines(rel: &str) -> Vec<String> {
+    std::fs::read_to_string(fixture(rel))
+        .unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+pub const RELAY_JSONL: &str = "firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471/jetstream_v1.jsonl";
+pub const GOLDEN_JSONL: &str = "jetstream/golden_v1.jsonl";
+
+/// The PostgreSQL server tests use; `.ci/run` starts it.
+pub fn pg_base_url() -> String {
+    std::env::var("TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database under test; the SQLite temp dir lives as long as this.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("parity.db").display());
+        TestDb { url, _dir: Some(dir) }
+    }
+
+    /// A new, empty PostgreSQL database. Fails (never skips) when the
+    /// server is not reachable.
+    pub async fn postgres(hint: &str) -> TestDb {
+        let base = pg_base_url();
+        let admin = sqlx::PgPool::connect(&base)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {base} is required for tests (start it; .ci/run does): {e}"));
+        let name = format!("parity_t_{}_{}", hint, rand::random::<u32>());
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}"))).execute(&admin).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await.unwrap();
+        admin.close().await;
+        let (prefix, _) = base.rsplit_once('/').unwrap();
+        TestDb { url: format!("{prefix}/{name}"), _dir: None }
+    }
+
+    pub fn is_pg(&self) -> bool {
+        self.url.starts_with("postgres")
+    }
+
+    /// Rows of `table` as text, ordered by uri. Timestamps are rendered as
+    /// RFC 3339 UTC with µs and booleans as true/false on both backends.
+    pub async fn rows(&self, table: &str, cols: &[&str]) -> Vec<Vec<Option<String>>> {
+        let exprs: Vec<String> = cols.iter().map(|c| self.text_expr(table, c)).collect();
+        let sql = format!("SELECT {} FROM {table} ORDER BY uri", exprs.join(", "));
+        let n = cols.len();
+        if self.is_pg() {
+            let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&pool).await.unwrap();
+            pool.close().await;
+            rows.iter().map(|r| (0..n).map(|i| r.get::<Option<String>, _>(i)).collect()).collect()
+        } else {
+            let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&pool).await.unwrap();
+            pool.close().await;
+            rows.iter().map(|r| (0..n).map(|i| r.get::<Option<String>, _>(i)).collect()).collect()
+        }
+    }
+
+    fn text_expr(&self, _table: &str, col: &str) -> String {
+        let is_time = col == "created_at" || col == "synced_at" || col.ends_with("_at");
+        match (self.is_pg(), is_time) {
+            (true, true) => format!(
+                "to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+            ),
+            (true, false) => format!("{col}::text"),
+            (false, _) => format!("CAST({col} AS TEXT)"),
+        }
+    }
+
+    /// A single scalar as text.
+    pub async fn scalar(&self, sql: &str) -> Option<String> {
+        if self.is_pg() {
+            let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+            let v = sqlx::query_scalar::<_, Option<String>>(sqlx::AssertSqlSafe(sql.to_owned())).fetch_optional(&pool).await.unwrap().flatten();
+            pool.close().await;
+            v
+        } else {
+            let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+            let v = sqlx::query_scalar::<_, Option<String>>(sqlx::AssertSqlSafe(sql.to_owned())).fetch_optional(&pool).await.unwrap().flatten();
+            pool.close().await;
+            v
+        }
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        self.scalar(&format!("SELECT CAST(COUNT(*) AS TEXT) FROM {table}")).await.unwrap().parse().unwrap()
+    }
+
+    /// The stored cursor of the only (or newest) stream, if any.
+    pub async fn cursor(&self) -> Option<i64> {
+        self.scalar("SELECT CAST(MAX(cursor) AS TEXT) FROM parity_cursors").await.map(|s| s.parse().unwrap())
+    }
+}
+
+/// A config pointing at `db` and `endpoint`, with quick flushes and no
+/// progress lines.
+pub fn config(db: &TestDb, endpoint: &str) -> Config {
+    let mut c = Config::default();
+    c.database.url = db.url.clone();
+    c.source.endpoints = vec![endpoint.to_owned()];
+    c.source.backoff_initial_ms = 20;
+    c.source.backoff_max_ms = 200;
+    c.batch.max_age_ms = 20;
+    c.log.progress_interval_seconds = 0;
+    c
+}
+
+/// A consumer running in this process.
+pub struct Running {
+    pub stats: Arc<Stats>,
+    pub token: CancellationToken,
+    handle: tokio::task::JoinHandle<Result<(), parity::Error>>,
+}
+
+pub fn start(consumer: Consumer, opts: ConsumeOptions) -> Running {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let stats = consumer.stats();
+    let token = CancellationToken::new();
+    let t = token.clone();
+    let handle = tokio::spawn(async move { consumer.run(opts, t).await });
+    Running { stats, token, handle }
+}
+
+impl Running {
+    /// Waits until `cond(stats)` holds (checked every 10 ms, 30 s at most).
+    pub async fn wait_for(&self, what: &str, cond: impl Fn(&Stats) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !cond(&self.stats) {
+            assert!(!self.handle.is_finished(), "consumer exited while waiting for {what}");
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until the committed cursor equals `c`.
+    pub async fn wait_cursor(&self, c: i64) {
+        self.wait_for(&format!("cursor {c}"), |s| s.cursor.load(Relaxed) == c).await;
+    }
+
+    /// Cancels and waits for the drain; returns the run's result.
+    pub async fn stop(self) -> Result<(), parity::Error> {
+        self.token.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.handle)
+            .await
+            .expect("consumer drains within 10 s")
+            .expect("consumer task did not panic")
+    }
+}
+
+/// The largest `time_us` among the lines (the final cursor of a full run).
+pub fn last_time_us(lines: &[jetstream::Line]) -> i64 {
+    lines.iter().filter_map(|l| l.time_us).max().unwrap()
+}
