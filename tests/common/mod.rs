@@ -71,11 +71,11 @@ impl TestDb {
         self.url.starts_with("postgres")
     }
 
-    /// Rows of `table` as text, ordered by uri. Timestamps are rendered as
+    /// Rows of `table` as text, ordered by the first column. Timestamps are rendered as
     /// RFC 3339 UTC with µs and booleans as true/false on both backends.
     pub async fn rows(&self, table: &str, cols: &[&str]) -> Vec<Vec<Option<String>>> {
         let exprs: Vec<String> = cols.iter().map(|c| self.text_expr(table, c)).collect();
-        let sql = format!("SELECT {} FROM {table} ORDER BY uri", exprs.join(", "));
+        let sql = format!("SELECT {} FROM {table} ORDER BY 1", exprs.join(", "));
         let n = cols.len();
         if self.is_pg() {
             let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
