@@ -22,7 +22,7 @@ use crate::mapper::{ColumnType, Row, TableSchema, Value};
 type Query = sqlx::query::Query<'static, Postgres, PgArguments>;
 
 /// How long to wait for a pooled connection before calling it transient.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct TableSql {
     schema: TableSchema,
