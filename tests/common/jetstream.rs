@@ -12,6 +12,8 @@
 //! `time_us` and are sent to every connection at their position.
 
 #![allow(dead_code)]
+// tungstenite fixes the callback signature (its error is a full HTTP response).
+#![allow(clippy::result_large_err)]
 
 use std::sync::{Arc, Mutex};
 
