@@ -33,7 +33,8 @@ impl Mapper for StatusMapper {
     }
 
     fn map(&self, record: &RecordRef<'_>) -> Result<Vec<Value>, MapError> {
-        let s: Status<'_> = serde_json::from_str(record.json).map_err(|e| MapError::Json(e.to_string()))?;
+        let s: Status<'_> =
+            serde_json::from_str(record.json).map_err(|e| MapError::Json(e.to_string()))?;
         Ok(vec![
             Value::text(s.status),
             s.created_at.map_or(Value::Null, Value::timestamp),
@@ -55,10 +56,15 @@ async fn main() -> Result<(), parity::Error> {
         Arc::new(StatusMapper {
             table: TableSchema::new(
                 "statuses",
-                &[("status", ColumnType::Text), ("created_at", ColumnType::Timestamp)],
+                &[
+                    ("status", ColumnType::Text),
+                    ("created_at", ColumnType::Timestamp),
+                ],
             ),
         }),
     );
     // Stops on SIGINT/SIGTERM after committing what it has.
-    consumer.run(ConsumeOptions::default(), parity::shutdown::on_signals()).await
+    consumer
+        .run(ConsumeOptions::default(), parity::shutdown::on_signals())
+        .await
 }

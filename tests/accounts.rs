@@ -25,12 +25,18 @@ fn post(did: &str, rkey: &str, rev: &str, t: i64) -> String {
 }
 
 fn account(did: &str, active: bool, status: Option<&str>, t: i64) -> String {
-    let status = status.map(|s| format!(r#","status":"{s}""#)).unwrap_or_default();
-    format!(r#"{{"did":"{did}","time_us":{t},"kind":"account","account":{{"active":{active},"did":"{did}","seq":1,"time":"2026-07-04T14:38:07Z"{status}}}}}"#)
+    let status = status
+        .map(|s| format!(r#","status":"{s}""#))
+        .unwrap_or_default();
+    format!(
+        r#"{{"did":"{did}","time_us":{t},"kind":"account","account":{{"active":{active},"did":"{did}","seq":1,"time":"2026-07-04T14:38:07Z"{status}}}}}"#
+    )
 }
 
 fn identity(did: &str, handle: &str, t: i64) -> String {
-    format!(r#"{{"did":"{did}","time_us":{t},"kind":"identity","identity":{{"did":"{did}","handle":"{handle}","seq":2,"time":"2026-07-04T14:38:07Z"}}}}"#)
+    format!(
+        r#"{{"did":"{did}","time_us":{t},"kind":"identity","identity":{{"did":"{did}","handle":"{handle}","seq":2,"time":"2026-07-04T14:38:07Z"}}}}"#
+    )
 }
 
 async fn run(cfg: Config, lines: &[String]) {
@@ -62,9 +68,14 @@ fn story() -> Vec<String> {
 
 async fn purge(db: TestDb) {
     run(config(&db, "ws://x/subscribe"), &story()).await;
-    assert_eq!(db.rows("likes", &["did"]).await, vec![vec![Some(B.to_owned())], vec![Some(B.to_owned())]]);
+    assert_eq!(
+        db.rows("likes", &["did"]).await,
+        vec![vec![Some(B.to_owned())], vec![Some(B.to_owned())]]
+    );
     assert_eq!(db.count("posts").await, 0);
-    let repo = db.rows("parity_repos", &["did", "handle", "status", "active"]).await;
+    let repo = db
+        .rows("parity_repos", &["did", "handle", "status", "active"])
+        .await;
     assert_eq!(repo[0][0].as_deref(), Some(A));
     assert_eq!(repo[0][1].as_deref(), Some("alice.example.com"));
     assert_eq!(repo[0][2].as_deref(), Some("deleted"));
@@ -76,7 +87,14 @@ async fn purge(db: TestDb) {
         &[account(A, true, None, 200), like(A, "l9", "3a09", 201)],
     )
     .await;
-    assert_eq!(db.scalar(&format!("SELECT status FROM parity_repos WHERE did = '{A}'")).await.as_deref(), Some("active"));
+    assert_eq!(
+        db.scalar(&format!(
+            "SELECT status FROM parity_repos WHERE did = '{A}'"
+        ))
+        .await
+        .as_deref(),
+        Some("active")
+    );
     assert_eq!(db.count("likes").await, 3);
 }
 
@@ -102,11 +120,36 @@ async fn keep_policy_and_purge_on_takedown() {
     let db = TestDb::sqlite();
     let mut cfg = config(&db, "ws://x/subscribe");
     cfg.accounts.purge_on = vec!["takendown".into()];
-    run(cfg, &[like(A, "l1", "3a01", 1), account(A, false, Some("takendown"), 2), like(B, "l2", "3b01", 3)]).await;
-    assert_eq!(db.rows("likes", &["did"]).await, vec![vec![Some(B.to_owned())]]);
+    run(
+        cfg,
+        &[
+            like(A, "l1", "3a01", 1),
+            account(A, false, Some("takendown"), 2),
+            like(B, "l2", "3b01", 3),
+        ],
+    )
+    .await;
+    assert_eq!(
+        db.rows("likes", &["did"]).await,
+        vec![vec![Some(B.to_owned())]]
+    );
     // Without purge_on, a suspension is only recorded.
     let db = TestDb::sqlite();
-    run(config(&db, "ws://x/subscribe"), &[like(A, "l1", "3a01", 1), account(A, false, Some("suspended"), 2)]).await;
+    run(
+        config(&db, "ws://x/subscribe"),
+        &[
+            like(A, "l1", "3a01", 1),
+            account(A, false, Some("suspended"), 2),
+        ],
+    )
+    .await;
     assert_eq!(db.count("likes").await, 1);
-    assert_eq!(db.scalar(&format!("SELECT status FROM parity_repos WHERE did = '{A}'")).await.as_deref(), Some("suspended"));
+    assert_eq!(
+        db.scalar(&format!(
+            "SELECT status FROM parity_repos WHERE did = '{A}'"
+        ))
+        .await
+        .as_deref(),
+        Some("suspended")
+    );
 }

@@ -52,8 +52,16 @@ async fn bad_frames_are_counted_and_skipped(db: TestDb) {
     // The golden like plus the good one; the failed like is not stored.
     let likes = db.rows("likes", &["did"]).await;
     assert_eq!(likes.len(), 2);
-    assert!(likes.iter().any(|r| r[0].as_deref() == Some("did:plc:good")));
-    assert!(!likes.iter().any(|r| r[0].as_deref() == Some("did:plc:bad1")));
+    assert!(
+        likes
+            .iter()
+            .any(|r| r[0].as_deref() == Some("did:plc:good"))
+    );
+    assert!(
+        !likes
+            .iter()
+            .any(|r| r[0].as_deref() == Some("did:plc:bad1"))
+    );
     assert_eq!(db.count("posts").await, 1);
 }
 
@@ -76,7 +84,10 @@ fn parity(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
         }
     }
     let out = cmd.args(args).envs(env.iter().copied()).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn one_error_line(stderr: &str) -> &str {
@@ -93,7 +104,10 @@ fn unknown_config_key_is_a_one_line_error() {
     let (code, err) = parity(&["--config", cfg.to_str().unwrap(), "migrate"], &[]);
     assert_eq!(code, 2);
     let line = one_error_line(&err);
-    assert!(line.contains("flush_every") && line.contains("line 3"), "{line}");
+    assert!(
+        line.contains("flush_every") && line.contains("line 3"),
+        "{line}"
+    );
 
     let (code, err) = parity(&["migrate"], &[("PARITY_BATCH_MAXEVENTS", "3")]);
     assert_eq!(code, 2);
@@ -109,16 +123,29 @@ fn bad_flags_are_rejected() {
     let (code, err) = parity(&["consume", "--cursor=-5"], &[]);
     assert_ne!(code, 0);
     assert!(err.contains("--cursor"), "{err}");
-    let (code, err) = parity(&["consume", "--endpoint", "https://example.com/subscribe"], &[]);
+    let (code, err) = parity(
+        &["consume", "--endpoint", "https://example.com/subscribe"],
+        &[],
+    );
     assert_eq!(code, 2);
     assert!(one_error_line(&err).contains("ws://"));
 }
 
 #[test]
 fn unreachable_database_is_a_clear_error() {
-    let (code, err) = parity(&["migrate", "--database-url", "postgres://postgres@127.0.0.1:1/nothing"], &[]);
+    let (code, err) = parity(
+        &[
+            "migrate",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:1/nothing",
+        ],
+        &[],
+    );
     assert_eq!(code, 1);
-    assert!(one_error_line(&err).contains("cannot connect to the database"), "{err}");
+    assert!(
+        one_error_line(&err).contains("cannot connect to the database"),
+        "{err}"
+    );
     let (code, err) = parity(&["migrate", "--database-url", "mysql://x"], &[]);
     assert_eq!(code, 1);
     assert!(one_error_line(&err).contains("sqlite://"), "{err}");
@@ -130,7 +157,18 @@ fn migrate_creates_the_tables() {
     let (code, err) = parity(&["migrate", "--database-url", &db.url], &[]);
     assert_eq!(code, 0, "{err}");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    for t in ["posts", "likes", "reposts", "follows", "blocks", "profiles", "records", "parity_cursors", "parity_repos", "parity_tombstones"] {
+    for t in [
+        "posts",
+        "likes",
+        "reposts",
+        "follows",
+        "blocks",
+        "profiles",
+        "records",
+        "parity_cursors",
+        "parity_repos",
+        "parity_tombstones",
+    ] {
         assert_eq!(rt.block_on(db.count(t)), 0, "{t} exists and is empty");
     }
 }

@@ -15,7 +15,10 @@ const TABLES: [&str; 6] = ["posts", "likes", "reposts", "follows", "blocks", "pr
 
 async fn consume_all(db: &TestDb, lines: &[String]) -> common::Running {
     let server = JetstreamServer::start(lines.iter().map(|l| Line::new(l)).collect()).await;
-    let run = start(Consumer::new(config(db, &server.url())), ConsumeOptions::default());
+    let run = start(
+        Consumer::new(config(db, &server.url())),
+        ConsumeOptions::default(),
+    );
     server.wait_connections(1).await;
     server.publish_all();
     run.wait_cursor(last_time_us(&server.lines())).await;
@@ -34,7 +37,11 @@ async fn recorded_stream_gives_exact_rows(db: TestDb) {
     let texts: Vec<&str> = ordered.iter().map(|l| &*l.text).collect();
     let want = model::expected(&texts);
     for t in TABLES {
-        assert_eq!(db.rows(t, &STD).await, model::standard_rows(&want, t), "table {t}");
+        assert_eq!(
+            db.rows(t, &STD).await,
+            model::standard_rows(&want, t),
+            "table {t}"
+        );
     }
     // 71 likes, 9 reposts, 1 block (the deletes are of older records).
     assert_eq!(db.count("likes").await, 71);
@@ -42,7 +49,12 @@ async fn recorded_stream_gives_exact_rows(db: TestDb) {
     assert_eq!(db.count("blocks").await, 1);
 
     // Mapped columns, checked against the record JSON.
-    let likes = db.rows("likes", &["uri", "subject_uri", "subject_cid", "created_at"]).await;
+    let likes = db
+        .rows(
+            "likes",
+            &["uri", "subject_uri", "subject_cid", "created_at"],
+        )
+        .await;
     for row in likes {
         let e = &want["likes"][row[0].as_ref().unwrap()];
         let rec: serde_json::Value = serde_json::from_str(&e.record).unwrap();
@@ -50,21 +62,41 @@ async fn recorded_stream_gives_exact_rows(db: TestDb) {
         assert_eq!(row[2].as_deref(), rec["subject"]["cid"].as_str());
         assert_eq!(row[3], model::norm_time(rec["createdAt"].as_str()));
     }
-    let posts = db.rows("posts", &["uri", "text", "reply_parent_uri", "reply_root_uri", "langs", "created_at"]).await;
+    let posts = db
+        .rows(
+            "posts",
+            &[
+                "uri",
+                "text",
+                "reply_parent_uri",
+                "reply_root_uri",
+                "langs",
+                "created_at",
+            ],
+        )
+        .await;
     assert!(!posts.is_empty());
     for row in posts {
         let e = &want["posts"][row[0].as_ref().unwrap()];
         let rec: serde_json::Value = serde_json::from_str(&e.record).unwrap();
         assert_eq!(row[1].as_deref(), rec["text"].as_str());
-        assert_eq!(row[2].as_deref(), rec.pointer("/reply/parent/uri").and_then(|v| v.as_str()));
-        assert_eq!(row[3].as_deref(), rec.pointer("/reply/root/uri").and_then(|v| v.as_str()));
-        let langs: Option<serde_json::Value> = row[4].as_deref().map(|l| serde_json::from_str(l).unwrap());
+        assert_eq!(
+            row[2].as_deref(),
+            rec.pointer("/reply/parent/uri").and_then(|v| v.as_str())
+        );
+        assert_eq!(
+            row[3].as_deref(),
+            rec.pointer("/reply/root/uri").and_then(|v| v.as_str())
+        );
+        let langs: Option<serde_json::Value> =
+            row[4].as_deref().map(|l| serde_json::from_str(l).unwrap());
         assert_eq!(langs.as_ref(), rec.get("langs"));
         assert_eq!(row[5], model::norm_time(rec["createdAt"].as_str()));
     }
     let follows = db.rows("follows", &["uri", "subject_did"]).await;
     for row in follows {
-        let rec: serde_json::Value = serde_json::from_str(&want["follows"][row[0].as_ref().unwrap()].record).unwrap();
+        let rec: serde_json::Value =
+            serde_json::from_str(&want["follows"][row[0].as_ref().unwrap()].record).unwrap();
         assert_eq!(row[1].as_deref(), rec["subject"].as_str());
     }
     // The cursor is the last event's time_us, stored per stream.
@@ -87,21 +119,45 @@ async fn golden_events(db: TestDb) {
     let stats = run.stats.clone();
     run.stop().await.unwrap();
 
-    let post = db.rows("posts", &["did", "rkey", "text", "reply_parent_uri", "reply_root_uri", "langs", "created_at"]).await;
+    let post = db
+        .rows(
+            "posts",
+            &[
+                "did",
+                "rkey",
+                "text",
+                "reply_parent_uri",
+                "reply_root_uri",
+                "langs",
+                "created_at",
+            ],
+        )
+        .await;
     let src: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
     let rec = &src["commit"]["record"];
     assert_eq!(post.len(), 1);
     assert_eq!(post[0][0].as_deref(), src["did"].as_str());
     assert_eq!(post[0][1].as_deref(), src["commit"]["rkey"].as_str());
     assert_eq!(post[0][2].as_deref(), rec["text"].as_str());
-    assert_eq!(post[0][3].as_deref(), rec["reply"]["parent"]["uri"].as_str());
+    assert_eq!(
+        post[0][3].as_deref(),
+        rec["reply"]["parent"]["uri"].as_str()
+    );
     assert_eq!(post[0][4].as_deref(), rec["reply"]["root"]["uri"].as_str());
     assert!(post[0][3].is_some());
-    let profile = db.rows("profiles", &["did", "display_name", "description"]).await;
+    let profile = db
+        .rows("profiles", &["did", "display_name", "description"])
+        .await;
     let src: serde_json::Value = serde_json::from_str(&lines[4]).unwrap();
     assert_eq!(profile.len(), 1);
-    assert_eq!(profile[0][1].as_deref(), src["commit"]["record"]["displayName"].as_str());
-    assert_eq!(profile[0][2].as_deref(), src["commit"]["record"]["description"].as_str());
+    assert_eq!(
+        profile[0][1].as_deref(),
+        src["commit"]["record"]["displayName"].as_str()
+    );
+    assert_eq!(
+        profile[0][2].as_deref(),
+        src["commit"]["record"]["description"].as_str()
+    );
     for t in ["likes", "reposts", "follows", "blocks"] {
         assert_eq!(db.count(t).await, 1, "{t}");
     }
@@ -115,18 +171,27 @@ async fn golden_events(db: TestDb) {
     // Identity sets the handle; account records the status.
     let ident: serde_json::Value = serde_json::from_str(&lines[7]).unwrap();
     let handle = db
-        .scalar(&format!("SELECT handle FROM parity_repos WHERE did = '{}'", ident["did"].as_str().unwrap()))
+        .scalar(&format!(
+            "SELECT handle FROM parity_repos WHERE did = '{}'",
+            ident["did"].as_str().unwrap()
+        ))
         .await;
     assert_eq!(handle.as_deref(), ident["identity"]["handle"].as_str());
     let acct: serde_json::Value = serde_json::from_str(&lines[8]).unwrap();
     let status = db
-        .scalar(&format!("SELECT status FROM parity_repos WHERE did = '{}'", acct["did"].as_str().unwrap()))
+        .scalar(&format!(
+            "SELECT status FROM parity_repos WHERE did = '{}'",
+            acct["did"].as_str().unwrap()
+        ))
         .await;
     assert_eq!(status.as_deref(), Some("active"));
     // Every committing DID has its newest rev recorded.
     let like: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
     let rev = db
-        .scalar(&format!("SELECT rev FROM parity_repos WHERE did = '{}'", like["did"].as_str().unwrap()))
+        .scalar(&format!(
+            "SELECT rev FROM parity_repos WHERE did = '{}'",
+            like["did"].as_str().unwrap()
+        ))
         .await;
     assert_eq!(rev.as_deref(), like["commit"]["rev"].as_str());
 }
@@ -157,7 +222,11 @@ async fn wanted_collections_are_pushed_and_honoured() {
     let last = server
         .lines()
         .iter()
-        .filter(|l| l.collection.as_deref().is_none_or(|c| c == "app.bsky.feed.post" || c.starts_with("app.bsky.graph.")))
+        .filter(|l| {
+            l.collection
+                .as_deref()
+                .is_none_or(|c| c == "app.bsky.feed.post" || c.starts_with("app.bsky.graph."))
+        })
         .filter_map(|l| l.time_us)
         .max()
         .unwrap();
@@ -165,7 +234,10 @@ async fn wanted_collections_are_pushed_and_honoured() {
     let stats = run.stats.clone();
     run.stop().await.unwrap();
     let uri = server.requests.lock().unwrap()[0].clone();
-    assert!(uri.contains("wantedCollections=app.bsky.feed.post"), "{uri}");
+    assert!(
+        uri.contains("wantedCollections=app.bsky.feed.post"),
+        "{uri}"
+    );
     assert!(uri.contains("wantedCollections=app.bsky.graph.*"), "{uri}");
     assert_eq!(db.count("likes").await, 0);
     // The one post delete is of a post created before the window.
@@ -200,12 +272,24 @@ async fn restart_resumes_from_the_stored_cursor() {
     assert_eq!(db.count("likes").await, 71);
 
     // --fresh forgets the cursor and starts live; --cursor starts there.
-    let run = start(Consumer::new(cfg.clone()), ConsumeOptions { fresh: true, ..Default::default() });
+    let run = start(
+        Consumer::new(cfg.clone()),
+        ConsumeOptions {
+            fresh: true,
+            ..Default::default()
+        },
+    );
     server.wait_connections(3).await;
     run.stop().await.unwrap();
     assert!(!server.requests.lock().unwrap()[2].contains("cursor="));
     assert_eq!(db.cursor().await, None);
-    let run = start(Consumer::new(cfg), ConsumeOptions { cursor: Some(42), ..Default::default() });
+    let run = start(
+        Consumer::new(cfg),
+        ConsumeOptions {
+            cursor: Some(42),
+            ..Default::default()
+        },
+    );
     server.wait_connections(4).await;
     run.stop().await.unwrap();
     assert!(server.requests.lock().unwrap()[3].ends_with("cursor=42"));

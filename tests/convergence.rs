@@ -10,7 +10,9 @@ use std::time::Instant;
 
 use common::TestDb;
 use parity::batch::{BatchConfig, Batcher, PurgePolicy};
-use parity::event::{AccountStatus, Commit, CommitOp, Cursor, Did, Event, EventKind, Nsid, RecordKey};
+use parity::event::{
+    AccountStatus, Commit, CommitOp, Cursor, Did, Event, EventKind, Nsid, RecordKey,
+};
 use parity::mapper::{Dispatch, Registry, builtin};
 use parity::store::{DatabaseConfig, Store};
 use proptest::prelude::*;
@@ -27,17 +29,24 @@ struct Op {
 
 fn history() -> impl Strategy<Value = Vec<Op>> {
     // Per record: a few ops with strictly increasing revs.
-    prop::collection::vec(prop::collection::vec((any::<bool>(), 0u8..3), 1..5), 1..5).prop_map(|recs| {
-        let mut out = Vec::new();
-        let mut rev = 0;
-        for (rkey, ops) in recs.into_iter().enumerate() {
-            for (delete, content) in ops {
-                rev += 1;
-                out.push(Op { rkey, rev, delete, content });
+    prop::collection::vec(prop::collection::vec((any::<bool>(), 0u8..3), 1..5), 1..5).prop_map(
+        |recs| {
+            let mut out = Vec::new();
+            let mut rev = 0;
+            for (rkey, ops) in recs.into_iter().enumerate() {
+                for (delete, content) in ops {
+                    rev += 1;
+                    out.push(Op {
+                        rkey,
+                        rev,
+                        delete,
+                        content,
+                    });
+                }
             }
-        }
-        out
-    })
+            out
+        },
+    )
 }
 
 /// The delivered stream: the history shuffled, with some ops repeated.
@@ -45,7 +54,11 @@ fn delivery() -> impl Strategy<Value = (Vec<Op>, Vec<Op>, Vec<usize>)> {
     history()
         .prop_flat_map(|h| {
             let n = h.len();
-            (Just(h), prop::collection::vec(0..n, 0..n + 1), prop::collection::vec(1usize..6, 1..10))
+            (
+                Just(h),
+                prop::collection::vec(0..n, 0..n + 1),
+                prop::collection::vec(1usize..6, 1..10),
+            )
         })
         .prop_flat_map(|(h, dups, cuts)| {
             let mut stream = h.clone();
@@ -70,7 +83,11 @@ fn event(did: &Did, op: &Op, seq: i64) -> Event {
             collection: Nsid::parse("app.bsky.feed.like").unwrap(),
             rkey: RecordKey::parse(&format!("r{}", op.rkey)).unwrap(),
             rev,
-            op: if op.delete { CommitOp::Delete } else { CommitOp::Update },
+            op: if op.delete {
+                CommitOp::Delete
+            } else {
+                CommitOp::Update
+            },
             cid: (!op.delete).then(|| format!("bafycid{}", op.content)),
             record: (!op.delete).then(|| RawValue::from_string(record(op.content)).unwrap()),
         }),
@@ -80,13 +97,23 @@ fn event(did: &Did, op: &Op, seq: i64) -> Event {
 async fn run_case(store: &Store, did: &Did, stream: &[Op], cuts: &[usize]) {
     let mut reg = Registry::new();
     builtin::register_all(&mut reg, &builtin::ALL).unwrap();
-    let mut batcher = Batcher::new(&BatchConfig { max_events: 1_000, max_age_ms: 1_000 }, PurgePolicy { statuses: vec![AccountStatus::Deleted] });
+    let mut batcher = Batcher::new(
+        &BatchConfig {
+            max_events: 1_000,
+            max_age_ms: 1_000,
+        },
+        PurgePolicy {
+            statuses: vec![AccountStatus::Deleted],
+        },
+    );
     let mut cut = cuts.iter().cycle();
     let mut left = *cut.next().unwrap();
     for (i, op) in stream.iter().enumerate() {
         let ev = event(did, op, i as i64 + 1);
         batcher.seen("s", ev.cursor, ev.time_us, Instant::now());
-        let Dispatch::Mutation(m) = reg.dispatch(&ev) else { panic!("likes map") };
+        let Dispatch::Mutation(m) = reg.dispatch(&ev) else {
+            panic!("likes map")
+        };
         batcher.push(m);
         left -= 1;
         if left == 0 {
@@ -124,16 +151,29 @@ fn expected(did: &Did, history: &[Op]) -> Vec<Vec<Option<String>>> {
 }
 
 async fn open(db: &TestDb) -> Store {
-    let mut store = Store::connect(&DatabaseConfig { url: db.url.clone(), ..Default::default() }).await.unwrap();
+    let mut store = Store::connect(&DatabaseConfig {
+        url: db.url.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     store.migrate().await.unwrap();
     let mut reg = Registry::new();
     builtin::register_all(&mut reg, &builtin::ALL).unwrap();
-    store.prepare(reg.tables(), &[AccountStatus::Deleted]).await.unwrap();
+    store
+        .prepare(reg.tables(), &[AccountStatus::Deleted])
+        .await
+        .unwrap();
     store
 }
 
 async fn actual(db: &TestDb, did: &Did) -> Vec<Vec<Option<String>>> {
-    let all = db.rows("likes", &["uri", "rev", "cid", "record", "subject_cid", "did"]).await;
+    let all = db
+        .rows(
+            "likes",
+            &["uri", "rev", "cid", "record", "subject_cid", "did"],
+        )
+        .await;
     all.into_iter()
         .filter(|r| r[5].as_deref() == Some(did.as_str()))
         .map(|mut r| {
@@ -144,9 +184,17 @@ async fn actual(db: &TestDb, did: &Did) -> Vec<Vec<Option<String>>> {
 }
 
 fn check(backend: &'static str, cases: u32) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let db = rt.block_on(async {
-        if backend == "pg" { TestDb::postgres("converge").await } else { TestDb::sqlite() }
+        if backend == "pg" {
+            TestDb::postgres("converge").await
+        } else {
+            TestDb::sqlite()
+        }
     });
     let store = rt.block_on(open(&db));
     let n = std::sync::atomic::AtomicU32::new(0);

@@ -12,7 +12,13 @@ use parity::pipeline::{ConsumeOptions, Consumer};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_stream_reconnects_and_resumes() {
     let db = TestDb::sqlite();
-    let server = JetstreamServer::start(fixture_lines(common::RELAY_JSONL).iter().map(|l| Line::new(l)).collect()).await;
+    let server = JetstreamServer::start(
+        fixture_lines(common::RELAY_JSONL)
+            .iter()
+            .map(|l| Line::new(l))
+            .collect(),
+    )
+    .await;
     let mut cfg = config(&db, &server.url());
     cfg.source.idle_timeout_seconds = 1;
     cfg.source.rewind_seconds = 0;
@@ -23,7 +29,8 @@ async fn silent_stream_reconnects_and_resumes() {
     run.wait_cursor(c20).await;
 
     server.set_silent(true);
-    run.wait_for("a watchdog reconnect", |s| s.reconnects.load(Relaxed) >= 1).await;
+    run.wait_for("a watchdog reconnect", |s| s.reconnects.load(Relaxed) >= 1)
+        .await;
     server.wait_connections(2).await;
     server.set_silent(false);
     server.publish_all();
@@ -40,7 +47,13 @@ async fn dead_endpoint_fails_over_to_the_next() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let server = JetstreamServer::start(fixture_lines(common::GOLDEN_JSONL).iter().map(|l| Line::new(l)).collect()).await;
+    let server = JetstreamServer::start(
+        fixture_lines(common::GOLDEN_JSONL)
+            .iter()
+            .map(|l| Line::new(l))
+            .collect(),
+    )
+    .await;
     let run = start(
         Consumer::new(config(&db, "ws://unused/subscribe")),
         ConsumeOptions {

@@ -38,30 +38,117 @@ async fn wait_db_cursor(db: &TestDb, child: &mut Child, c: i64) {
             return;
         }
         assert!(child.try_wait().unwrap().is_none(), "parity exited early");
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for cursor {c}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for cursor {c}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 fn sigterm(child: &mut Child) -> std::process::ExitStatus {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(std::time::Instant::now() < deadline, "parity did not exit within 10 s of SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "parity did not exit within 10 s of SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 const SNAPSHOT: &[(&str, &[&str])] = &[
-    ("posts", &["uri", "did", "rkey", "cid", "rev", "record", "text", "created_at", "reply_parent_uri", "reply_root_uri", "langs"]),
-    ("likes", &["uri", "did", "rkey", "cid", "rev", "record", "subject_uri", "subject_cid", "created_at"]),
-    ("reposts", &["uri", "did", "rkey", "cid", "rev", "record", "subject_uri", "subject_cid", "created_at"]),
-    ("follows", &["uri", "did", "rkey", "cid", "rev", "record", "subject_did", "created_at"]),
-    ("blocks", &["uri", "did", "rkey", "cid", "rev", "record", "subject_did", "created_at"]),
-    ("profiles", &["uri", "did", "rkey", "cid", "rev", "record", "display_name", "description"]),
+    (
+        "posts",
+        &[
+            "uri",
+            "did",
+            "rkey",
+            "cid",
+            "rev",
+            "record",
+            "text",
+            "created_at",
+            "reply_parent_uri",
+            "reply_root_uri",
+            "langs",
+        ],
+    ),
+    (
+        "likes",
+        &[
+            "uri",
+            "did",
+            "rkey",
+            "cid",
+            "rev",
+            "record",
+            "subject_uri",
+            "subject_cid",
+            "created_at",
+        ],
+    ),
+    (
+        "reposts",
+        &[
+            "uri",
+            "did",
+            "rkey",
+            "cid",
+            "rev",
+            "record",
+            "subject_uri",
+            "subject_cid",
+            "created_at",
+        ],
+    ),
+    (
+        "follows",
+        &[
+            "uri",
+            "did",
+            "rkey",
+            "cid",
+            "rev",
+            "record",
+            "subject_did",
+            "created_at",
+        ],
+    ),
+    (
+        "blocks",
+        &[
+            "uri",
+            "did",
+            "rkey",
+            "cid",
+            "rev",
+            "record",
+            "subject_did",
+            "created_at",
+        ],
+    ),
+    (
+        "profiles",
+        &[
+            "uri",
+            "did",
+            "rkey",
+            "cid",
+            "rev",
+            "record",
+            "display_name",
+            "description",
+        ],
+    ),
 ];
 
 async fn snapshot(db: &TestDb) -> Vec<Vec<Vec<Option<String>>>> {
@@ -69,7 +156,10 @@ async fn snapshot(db: &TestDb) -> Vec<Vec<Vec<Option<String>>>> {
     for (t, cols) in SNAPSHOT {
         out.push(db.rows(t, cols).await);
     }
-    out.push(db.rows("parity_repos", &["did", "handle", "status", "rev"]).await);
+    out.push(
+        db.rows("parity_repos", &["did", "handle", "status", "rev"])
+            .await,
+    );
     out
 }
 
@@ -80,7 +170,11 @@ fn mapped_lines() -> Vec<Line> {
     fixture_lines(common::RELAY_JSONL)
         .iter()
         .map(|l| Line::new(l))
-        .filter(|l| l.collection.as_deref().is_none_or(|c| common::model::table_of(c).is_some()))
+        .filter(|l| {
+            l.collection
+                .as_deref()
+                .is_none_or(|c| common::model::table_of(c).is_some())
+        })
         .collect()
 }
 
@@ -106,7 +200,11 @@ async fn crash_and_resume(crashed: TestDb, clean: TestDb) {
     wait_db_cursor(&crashed, &mut child, c60).await;
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert_eq!(crashed.cursor().await, Some(c60), "nothing past the last commit is stored");
+    assert_eq!(
+        crashed.cursor().await,
+        Some(c60),
+        "nothing past the last commit is stored"
+    );
     let partial = crashed.count("likes").await;
 
     // The rest of the stream arrives while parity is down; then restart.
@@ -128,7 +226,11 @@ async fn sigkill_then_restart_equals_uninterrupted_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_then_restart_equals_uninterrupted_postgres() {
-    crash_and_resume(TestDb::postgres("crash_a").await, TestDb::postgres("crash_b").await).await;
+    crash_and_resume(
+        TestDb::postgres("crash_a").await,
+        TestDb::postgres("crash_b").await,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,5 +245,9 @@ async fn sigterm_commits_the_open_batch() {
     let c10 = server.lines()[9].time_us.unwrap();
     wait_db_cursor(&db, &mut child, c10).await;
     assert!(sigterm(&mut child).success());
-    assert_eq!(db.cursor().await, server.lines()[14].time_us, "the open batch was committed at shutdown");
+    assert_eq!(
+        db.cursor().await,
+        server.lines()[14].time_us,
+        "the open batch was committed at shutdown"
+    );
 }

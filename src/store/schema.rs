@@ -30,16 +30,18 @@ pub fn sql_type(b: Backend, t: ColumnType) -> &'static str {
 
 /// `CREATE TABLE IF NOT EXISTS` plus its indexes.
 pub fn create_table(b: Backend, t: &TableSchema) -> Vec<String> {
-    let (json, ts) = match b {
-        Backend::Sqlite => ("TEXT", "TEXT"),
-        Backend::Postgres => ("JSON", "TIMESTAMPTZ"),
+    // PostgreSQL: keys and revs compare bytewise (TIDs sort as bytes) and
+    // skip locale-aware collation in every index comparison.
+    let (json, ts, key) = match b {
+        Backend::Sqlite => ("TEXT", "TEXT", "TEXT"),
+        Backend::Postgres => ("JSON", "TIMESTAMPTZ", "TEXT COLLATE \"C\""),
     };
     let mut cols = vec![
-        "uri TEXT PRIMARY KEY NOT NULL".to_owned(),
-        "did TEXT NOT NULL".to_owned(),
-        "rkey TEXT NOT NULL".to_owned(),
-        "cid TEXT NOT NULL".to_owned(),
-        "rev TEXT NOT NULL".to_owned(),
+        format!("uri {key} PRIMARY KEY NOT NULL"),
+        format!("did {key} NOT NULL"),
+        format!("rkey {key} NOT NULL"),
+        format!("cid {key} NOT NULL"),
+        format!("rev {key} NOT NULL"),
         format!("record {json} NOT NULL"),
         format!("synced_at {ts} NOT NULL"),
     ];
@@ -124,7 +126,11 @@ mod tests {
     fn ddl_lists_every_column() {
         let posts = builtin::Builtin::Posts.schema();
         let ddl = create_table(Backend::Postgres, &posts);
-        assert!(ddl[0].starts_with("CREATE TABLE IF NOT EXISTS posts (uri TEXT PRIMARY KEY"));
+        assert!(
+            ddl[0].starts_with(
+                "CREATE TABLE IF NOT EXISTS posts (uri TEXT COLLATE \"C\" PRIMARY KEY"
+            )
+        );
         assert!(ddl[0].contains("created_at TIMESTAMPTZ"));
         assert!(
             ddl.iter()

@@ -29,6 +29,12 @@ const MAX_BINDS: usize = 32_766;
 /// small enough that sqlx's statement cache keeps a handful of shapes.
 const CHUNK_ROWS: usize = 500;
 
+/// SQLite page cache per connection, in KiB.
+const CACHE_KIB: u32 = 32 * 1024;
+/// Prepared statements kept per connection: five ladder shapes for each of
+/// a dozen tables and steps.
+const STATEMENT_CACHE: usize = 128;
+
 type Query = sqlx::query::Query<'static, Sqlite, SqliteArguments>;
 
 struct TableSql {
@@ -51,6 +57,24 @@ fn now_text() -> String {
     timestamp_text(&Utc::now())
 }
 
+/// Splits `items` into chunks whose sizes come from a fixed ladder
+/// (`max`, 128, 32, 8, 1), so each table has at most five statement shapes:
+/// preparing a multi-row statement costs more than running it, and sqlx
+/// caches prepared statements by their text.
+fn ladder<T>(items: &[T], max: usize) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut rest = items;
+    for size in [max, 128, 32, 8, 1] {
+        let size = size.min(max).max(1);
+        while rest.len() >= size {
+            let (head, tail) = rest.split_at(size);
+            out.push(head);
+            rest = tail;
+        }
+    }
+    out
+}
+
 fn placeholders(rows: usize, cols: usize) -> String {
     let one = format!("({})", vec!["?"; cols].join(","));
     vec![one; rows].join(",")
@@ -64,7 +88,11 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_millis(cfg.busy_timeout_ms))
-            .foreign_keys(false);
+            .foreign_keys(false)
+            // Index inserts land on random pages (uri, did, subject keys);
+            // a larger page cache keeps them off the disk.
+            .pragma("cache_size", format!("-{}", CACHE_KIB))
+            .statement_cache_capacity(STATEMENT_CACHE);
         let pool = SqlitePoolOptions::new()
             .max_connections(cfg.max_connections.max(1))
             .connect_with(opts)
@@ -214,7 +242,7 @@ impl SqliteStore {
         }
 
         let deletes: Vec<(&str, &str)> = plan.all_deletes().collect();
-        for chunk in deletes.chunks(CHUNK_ROWS) {
+        for chunk in ladder(&deletes, CHUNK_ROWS) {
             let sql = format!(
                 "INSERT INTO parity_tombstones (uri, rev, deleted_at) VALUES {} \
                  ON CONFLICT(uri) DO UPDATE SET rev = excluded.rev, deleted_at = excluded.deleted_at \
@@ -231,7 +259,7 @@ impl SqliteStore {
             q.execute(&mut *tx).await?;
         }
         for (t, work) in self.tables.iter().zip(&plan.tables) {
-            for chunk in work.deletes.chunks(CHUNK_ROWS) {
+            for chunk in ladder(&work.deletes, CHUNK_ROWS) {
                 let sql = format!(
                     "DELETE FROM {t} WHERE uri IN ({}) AND rev <= (SELECT ts.rev FROM parity_tombstones ts WHERE ts.uri = {t}.uri)",
                     vec!["?"; chunk.len()].join(","),
@@ -248,7 +276,7 @@ impl SqliteStore {
 
         for (t, work) in self.tables.iter().zip(&plan.tables) {
             let ncols = 7 + t.schema.columns.len();
-            for chunk in work.upserts.chunks(t.rows_per_chunk) {
+            for chunk in ladder(&work.upserts, t.rows_per_chunk) {
                 let sql = format!(
                     "{}{}{}",
                     t.upsert_head,
@@ -274,7 +302,7 @@ impl SqliteStore {
             }
         }
 
-        for chunk in plan.revs.chunks(CHUNK_ROWS) {
+        for chunk in ladder(&plan.revs, CHUNK_ROWS) {
             let sql = format!(
                 "INSERT INTO parity_repos (did, rev, updated_at) VALUES {} \
                  ON CONFLICT(did) DO UPDATE SET rev = excluded.rev, updated_at = excluded.updated_at \
@@ -314,5 +342,23 @@ fn bind_value(q: Query, v: &Value) -> Query {
         Value::Integer(i) => q.bind(*i),
         Value::Boolean(b) => q.bind(*b),
         Value::Timestamp(t) => q.bind(timestamp_text(t)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ladder;
+
+    #[test]
+    fn ladder_covers_everything_with_few_shapes() {
+        let items: Vec<u32> = (0..1_337).collect();
+        let chunks = ladder(&items, 500);
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 1_337);
+        assert!(sizes.iter().all(|s| [500, 128, 32, 8, 1].contains(s)));
+        let flat: Vec<u32> = chunks.concat();
+        assert_eq!(flat, items);
+        assert!(ladder::<u32>(&[], 500).is_empty());
+        assert_eq!(ladder(&items[..3], 2).len(), 2);
     }
 }

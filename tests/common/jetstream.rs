@@ -35,10 +35,18 @@ pub struct Line {
 impl Line {
     pub fn new(text: &str) -> Line {
         let v: Option<serde_json::Value> = serde_json::from_str(text).ok();
-        let get = |p: &str| v.as_ref().and_then(|v| v.pointer(p)).and_then(|x| x.as_str()).map(str::to_owned);
+        let get = |p: &str| {
+            v.as_ref()
+                .and_then(|v| v.pointer(p))
+                .and_then(|x| x.as_str())
+                .map(str::to_owned)
+        };
         Line {
             text: text.into(),
-            time_us: v.as_ref().and_then(|v| v.get("time_us")).and_then(|t| t.as_i64()),
+            time_us: v
+                .as_ref()
+                .and_then(|v| v.get("time_us"))
+                .and_then(|t| t.as_i64()),
             did: get("/did"),
             collection: get("/commit/collection"),
         }
@@ -95,23 +103,34 @@ impl JetstreamServer {
         lines.sort_by_key(|l| l.time_us.unwrap_or(i64::MIN));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(State { lines, published: 0, silent: false }));
+        let state = Arc::new(Mutex::new(State {
+            lines,
+            published: 0,
+            silent: false,
+        }));
         let (tick, _) = watch::channel(0u64);
         let requests = Arc::new(Mutex::new(Vec::new()));
         let (conn_tx, connections) = watch::channel(0usize);
         let (st, tk, rq) = (state.clone(), tick.clone(), requests.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
-                let (st, mut rx, rq, conn_tx) = (st.clone(), tk.subscribe(), rq.clone(), conn_tx.clone());
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (st, mut rx, rq, conn_tx) =
+                    (st.clone(), tk.subscribe(), rq.clone(), conn_tx.clone());
                 tokio::spawn(async move {
                     let mut uri = String::new();
                     let cb = |req: &Request, resp: Response| {
                         uri = req.uri().to_string();
                         Ok(resp)
                     };
-                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, cb).await else { return };
-                    let cursor: Option<i64> = query_values(&uri, "cursor").first().and_then(|c| c.parse().ok());
+                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, cb).await else {
+                        return;
+                    };
+                    let cursor: Option<i64> = query_values(&uri, "cursor")
+                        .first()
+                        .and_then(|c| c.parse().ok());
                     let cols = query_values(&uri, "wantedCollections");
                     let dids = query_values(&uri, "wantedDids");
                     let mut pos = {
@@ -157,7 +176,14 @@ impl JetstreamServer {
                 });
             }
         });
-        JetstreamServer { addr, state, tick, requests, connections, task }
+        JetstreamServer {
+            addr,
+            state,
+            tick,
+            requests,
+            connections,
+            task,
+        }
     }
 
     /// `ws://127.0.0.1:PORT/subscribe`

@@ -19,7 +19,9 @@ use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
 pub fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures")
+        .join(rel)
 }
 
 pub fn fixture_lines(rel: &str) -> Vec<String> {
@@ -31,12 +33,14 @@ pub fn fixture_lines(rel: &str) -> Vec<String> {
         .collect()
 }
 
-pub const RELAY_JSONL: &str = "firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471/jetstream_v1.jsonl";
+pub const RELAY_JSONL: &str =
+    "firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471/jetstream_v1.jsonl";
 pub const GOLDEN_JSONL: &str = "jetstream/golden_v1.jsonl";
 
 /// The PostgreSQL server tests use; `.ci/run` starts it.
 pub fn pg_base_url() -> String {
-    std::env::var("TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A database under test; the SQLite temp dir lives as long as this.
@@ -49,22 +53,36 @@ impl TestDb {
     pub fn sqlite() -> TestDb {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("parity.db").display());
-        TestDb { url, _dir: Some(dir) }
+        TestDb {
+            url,
+            _dir: Some(dir),
+        }
     }
 
     /// A new, empty PostgreSQL database. Fails (never skips) when the
     /// server is not reachable.
     pub async fn postgres(hint: &str) -> TestDb {
         let base = pg_base_url();
-        let admin = sqlx::PgPool::connect(&base)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {base} is required for tests (start it; .ci/run does): {e}"));
+        let admin = sqlx::PgPool::connect(&base).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL at {base} is required for tests (start it; .ci/run does): {e}")
+        });
         let name = format!("parity_t_{}_{}", hint, rand::random::<u32>());
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}"))).execute(&admin).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name}"
+        )))
+        .execute(&admin)
+        .await
+        .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .unwrap();
         admin.close().await;
         let (prefix, _) = base.rsplit_once('/').unwrap();
-        TestDb { url: format!("{prefix}/{name}"), _dir: None }
+        TestDb {
+            url: format!("{prefix}/{name}"),
+            _dir: None,
+        }
     }
 
     pub fn is_pg(&self) -> bool {
@@ -79,23 +97,33 @@ impl TestDb {
         let n = cols.len();
         if self.is_pg() {
             let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&pool).await.unwrap();
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
             pool.close().await;
-            rows.iter().map(|r| (0..n).map(|i| r.get::<Option<String>, _>(i)).collect()).collect()
+            rows.iter()
+                .map(|r| (0..n).map(|i| r.get::<Option<String>, _>(i)).collect())
+                .collect()
         } else {
             let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&pool).await.unwrap();
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
             pool.close().await;
-            rows.iter().map(|r| (0..n).map(|i| r.get::<Option<String>, _>(i)).collect()).collect()
+            rows.iter()
+                .map(|r| (0..n).map(|i| r.get::<Option<String>, _>(i)).collect())
+                .collect()
         }
     }
 
     fn text_expr(&self, _table: &str, col: &str) -> String {
         let is_time = col == "created_at" || col == "synced_at" || col.ends_with("_at");
         match (self.is_pg(), is_time) {
-            (true, true) => format!(
-                "to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-            ),
+            (true, true) => {
+                format!("to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+            }
             (true, false) => format!("{col}::text"),
             (false, _) => format!("CAST({col} AS TEXT)"),
         }
@@ -105,24 +133,38 @@ impl TestDb {
     pub async fn scalar(&self, sql: &str) -> Option<String> {
         if self.is_pg() {
             let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
-            let v = sqlx::query_scalar::<_, Option<String>>(sqlx::AssertSqlSafe(sql.to_owned())).fetch_optional(&pool).await.unwrap().flatten();
+            let v = sqlx::query_scalar::<_, Option<String>>(sqlx::AssertSqlSafe(sql.to_owned()))
+                .fetch_optional(&pool)
+                .await
+                .unwrap()
+                .flatten();
             pool.close().await;
             v
         } else {
             let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
-            let v = sqlx::query_scalar::<_, Option<String>>(sqlx::AssertSqlSafe(sql.to_owned())).fetch_optional(&pool).await.unwrap().flatten();
+            let v = sqlx::query_scalar::<_, Option<String>>(sqlx::AssertSqlSafe(sql.to_owned()))
+                .fetch_optional(&pool)
+                .await
+                .unwrap()
+                .flatten();
             pool.close().await;
             v
         }
     }
 
     pub async fn count(&self, table: &str) -> i64 {
-        self.scalar(&format!("SELECT CAST(COUNT(*) AS TEXT) FROM {table}")).await.unwrap().parse().unwrap()
+        self.scalar(&format!("SELECT CAST(COUNT(*) AS TEXT) FROM {table}"))
+            .await
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 
     /// The stored cursor of the only (or newest) stream, if any.
     pub async fn cursor(&self) -> Option<i64> {
-        self.scalar("SELECT CAST(MAX(cursor) AS TEXT) FROM parity_cursors").await.map(|s| s.parse().unwrap())
+        self.scalar("SELECT CAST(MAX(cursor) AS TEXT) FROM parity_cursors")
+            .await
+            .map(|s| s.parse().unwrap())
     }
 }
 
@@ -152,7 +194,11 @@ pub fn start(consumer: Consumer, opts: ConsumeOptions) -> Running {
     let token = CancellationToken::new();
     let t = token.clone();
     let handle = tokio::spawn(async move { consumer.run(opts, t).await });
-    Running { stats, token, handle }
+    Running {
+        stats,
+        token,
+        handle,
+    }
 }
 
 impl Running {
@@ -160,15 +206,22 @@ impl Running {
     pub async fn wait_for(&self, what: &str, cond: impl Fn(&Stats) -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while !cond(&self.stats) {
-            assert!(!self.handle.is_finished(), "consumer exited while waiting for {what}");
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                !self.handle.is_finished(),
+                "consumer exited while waiting for {what}"
+            );
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     /// Waits until the committed cursor equals `c`.
     pub async fn wait_cursor(&self, c: i64) {
-        self.wait_for(&format!("cursor {c}"), |s| s.cursor.load(Relaxed) == c).await;
+        self.wait_for(&format!("cursor {c}"), |s| s.cursor.load(Relaxed) == c)
+            .await;
     }
 
     /// Cancels and waits for the drain; returns the run's result.

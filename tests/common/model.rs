@@ -55,8 +55,12 @@ pub fn expected(lines: &[&str]) -> BTreeMap<&'static str, BTreeMap<String, Expec
     let mut live: BTreeMap<String, Expected> = BTreeMap::new();
     let mut dead: BTreeMap<String, String> = BTreeMap::new();
     for line in lines {
-        let Ok(ev) = serde_json::from_str::<Ev>(line) else { continue };
-        let (Some(c), "commit") = (ev.commit, ev.kind.as_str()) else { continue };
+        let Ok(ev) = serde_json::from_str::<Ev>(line) else {
+            continue;
+        };
+        let (Some(c), "commit") = (ev.commit, ev.kind.as_str()) else {
+            continue;
+        };
         if table_of(&c.collection).is_none() {
             continue;
         }
@@ -71,7 +75,9 @@ pub fn expected(lines: &[&str]) -> BTreeMap<&'static str, BTreeMap<String, Expec
             }
             continue;
         }
-        if dead.get(&uri).is_some_and(|r| *r >= c.rev) || live.get(&uri).is_some_and(|r| r.rev >= c.rev) {
+        if dead.get(&uri).is_some_and(|r| *r >= c.rev)
+            || live.get(&uri).is_some_and(|r| r.rev >= c.rev)
+        {
             continue;
         }
         live.insert(
@@ -89,14 +95,19 @@ pub fn expected(lines: &[&str]) -> BTreeMap<&'static str, BTreeMap<String, Expec
     }
     let mut out: BTreeMap<&'static str, BTreeMap<String, Expected>> = BTreeMap::new();
     for (uri, row) in live {
-        out.entry(table_of(&row.collection).unwrap()).or_default().insert(uri, row);
+        out.entry(table_of(&row.collection).unwrap())
+            .or_default()
+            .insert(uri, row);
     }
     out
 }
 
 /// The standard columns of expected rows of one table, as the snapshot
 /// helper returns them.
-pub fn standard_rows(m: &BTreeMap<&'static str, BTreeMap<String, Expected>>, table: &str) -> Vec<Vec<Option<String>>> {
+pub fn standard_rows(
+    m: &BTreeMap<&'static str, BTreeMap<String, Expected>>,
+    table: &str,
+) -> Vec<Vec<Option<String>>> {
     m.get(table)
         .map(|rows| {
             rows.values()
@@ -118,5 +129,8 @@ pub fn standard_rows(m: &BTreeMap<&'static str, BTreeMap<String, Expected>>, tab
 /// `createdAt` normalised the way the snapshot renders timestamps.
 pub fn norm_time(s: Option<&str>) -> Option<String> {
     let t = chrono::DateTime::parse_from_rfc3339(s?).ok()?;
-    Some(t.with_timezone(&chrono::Utc).to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    Some(
+        t.with_timezone(&chrono::Utc)
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    )
 }
