@@ -6,7 +6,8 @@
 //! Reports events/s, rows/s and the consumer's peak RSS. Not a test: run it
 //! with `cargo bench --bench consume` (see README → Benchmarks). Options via
 //! env: `BENCH_EVENTS` (default 1,000,000), `BENCH_BACKENDS` (default
-//! `sqlite,postgres`), `TEST_PG_URL` (PostgreSQL server).
+//! `sqlite,postgres`), `BENCH_MAX_EVENTS` (batch.max_events for the consumer),
+//! `TEST_PG_URL` (PostgreSQL server).
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -149,6 +150,7 @@ async fn run(backend: &str, events: Arc<Vec<Arc<str>>>, last: i64) {
         .args(["consume", "--endpoint", &endpoint, "--database-url", &url])
         .env("PARITY_LOG_LEVEL", "warn")
         .env("PARITY_LOG_PROGRESS_INTERVAL_SECONDS", "0")
+        .envs(std::env::var("BENCH_MAX_EVENTS").ok().map(|v| ("PARITY_BATCH_MAX_EVENTS", v)))
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
