@@ -150,7 +150,11 @@ async fn run(backend: &str, events: Arc<Vec<Arc<str>>>, last: i64) {
         .args(["consume", "--endpoint", &endpoint, "--database-url", &url])
         .env("PARITY_LOG_LEVEL", "warn")
         .env("PARITY_LOG_PROGRESS_INTERVAL_SECONDS", "0")
-        .envs(std::env::var("BENCH_MAX_EVENTS").ok().map(|v| ("PARITY_BATCH_MAX_EVENTS", v)))
+        .envs(
+            std::env::var("BENCH_MAX_EVENTS")
+                .ok()
+                .map(|v| ("PARITY_BATCH_MAX_EVENTS", v)),
+        )
         .stdin(Stdio::null())
         .spawn()
         .unwrap();

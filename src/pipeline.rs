@@ -113,6 +113,13 @@ impl Consumer {
         store.prepare(registry.tables(), &purge).await?;
 
         let mut collections = cfg.collection_patterns()?;
+        for c in &collections {
+            if let CollectionPattern::Exact(n) = c
+                && !registry.handles(n)
+            {
+                tracing::warn!(collection = %n, "Collection has no mapper; its events only move the cursor.");
+            }
+        }
         if collections.is_empty() {
             collections = registry.patterns();
         }

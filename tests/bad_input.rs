@@ -172,3 +172,33 @@ fn migrate_creates_the_tables() {
         assert_eq!(rt.block_on(db.count(t)), 0, "{t} exists and is empty");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmapped_collections_are_skipped_not_failed() {
+    // With `--collections '*'` the server sends every collection, including
+    // ones no mapper handles: they are counted as filtered and move the cursor.
+    let db = TestDb::sqlite();
+    let lines = fixture_lines(common::GOLDEN_JSONL);
+    let server = JetstreamServer::start(lines.iter().map(|l| Line::new(l)).collect()).await;
+    let opts = ConsumeOptions {
+        collections: Some(vec!["*".into()]),
+        ..Default::default()
+    };
+    let run = start(Consumer::new(config(&db, &server.url())), opts);
+    server.wait_connections(1).await;
+    server.publish_all();
+    run.wait_cursor(common::last_time_us(&server.lines())).await;
+    let stats = run.stats.clone();
+    run.stop().await.unwrap();
+    assert!(!server.requests.lock().unwrap()[0].contains("wantedCollections"));
+    assert_eq!(
+        stats
+            .commits_received
+            .load(std::sync::atomic::Ordering::Relaxed),
+        8
+    );
+    assert_eq!(stats.filtered.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert_eq!(stats.dropped(DropReason::MapperFailure), 0);
+    assert_eq!(db.count("records").await, 0);
+    assert_eq!(db.count("posts").await, 1);
+}
