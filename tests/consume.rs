@@ -33,7 +33,7 @@ async fn recorded_stream_gives_exact_rows(db: TestDb) {
 
     // Serve order is time_us order; the model applies the same order.
     let mut ordered: Vec<Line> = lines.iter().map(|l| Line::new(l)).collect();
-    ordered.sort_by_key(|l| l.time_us);
+    ordered.sort_by_key(|l| l.cursor);
     let texts: Vec<&str> = ordered.iter().map(|l| &*l.text).collect();
     let want = model::expected(&texts);
     for t in TABLES {
@@ -227,7 +227,7 @@ async fn wanted_collections_are_pushed_and_honoured() {
                 .as_deref()
                 .is_none_or(|c| c == "app.bsky.feed.post" || c.starts_with("app.bsky.graph."))
         })
-        .filter_map(|l| l.time_us)
+        .filter_map(|l| l.cursor)
         .max()
         .unwrap();
     run.wait_cursor(last).await;
@@ -258,7 +258,7 @@ async fn restart_resumes_from_the_stored_cursor() {
     let run = start(Consumer::new(cfg.clone()), ConsumeOptions::default());
     server.wait_connections(1).await;
     server.publish(50);
-    let c50 = server.lines()[49].time_us.unwrap();
+    let c50 = server.lines()[49].cursor.unwrap();
     run.wait_cursor(c50).await;
     run.stop().await.unwrap();
     assert_eq!(db.cursor().await, Some(c50));
@@ -293,4 +293,129 @@ async fn restart_resumes_from_the_stored_cursor() {
     server.wait_connections(4).await;
     run.stop().await.unwrap();
     assert!(server.requests.lock().unwrap()[3].ends_with("cursor=42"));
+}
+
+/// The same 100 relay frames consumed from a local relay (the raw firehose)
+/// give exactly the tables the production Jetstream output for them gives.
+async fn firehose_equals_jetstream(fh: TestDb, js: TestDb) {
+    let frames = common::relay_frames();
+    assert_eq!(frames.len(), 100);
+    let relay =
+        JetstreamServer::start(frames.iter().map(|(seq, b)| Line::frame(b, *seq)).collect()).await;
+    let run = start(
+        Consumer::new(config(&fh, &relay.firehose_url())),
+        ConsumeOptions::default(),
+    );
+    relay.wait_connections(1).await;
+    relay.publish_all();
+    run.wait_cursor(frames.last().unwrap().0).await;
+    run.stop().await.unwrap();
+
+    let lines = fixture_lines(common::RELAY_JSONL);
+    consume_all(&js, &lines).await.stop().await.unwrap();
+
+    let cols: &[(&str, &[&str])] = &[
+        (
+            "posts",
+            &[
+                "uri",
+                "did",
+                "rkey",
+                "cid",
+                "rev",
+                "record",
+                "text",
+                "created_at",
+                "reply_parent_uri",
+                "reply_root_uri",
+                "langs",
+            ],
+        ),
+        (
+            "likes",
+            &[
+                "uri",
+                "did",
+                "rkey",
+                "cid",
+                "rev",
+                "record",
+                "subject_uri",
+                "subject_cid",
+                "created_at",
+            ],
+        ),
+        (
+            "reposts",
+            &[
+                "uri",
+                "did",
+                "rkey",
+                "cid",
+                "rev",
+                "record",
+                "subject_uri",
+                "subject_cid",
+                "created_at",
+            ],
+        ),
+        (
+            "follows",
+            &[
+                "uri",
+                "did",
+                "rkey",
+                "cid",
+                "rev",
+                "record",
+                "subject_did",
+                "created_at",
+            ],
+        ),
+        (
+            "blocks",
+            &[
+                "uri",
+                "did",
+                "rkey",
+                "cid",
+                "rev",
+                "record",
+                "subject_did",
+                "created_at",
+            ],
+        ),
+        (
+            "profiles",
+            &[
+                "uri",
+                "did",
+                "rkey",
+                "cid",
+                "rev",
+                "record",
+                "display_name",
+                "description",
+            ],
+        ),
+        (
+            "parity_repos",
+            &["did", "handle", "status", "active", "rev"],
+        ),
+    ];
+    for (t, c) in cols {
+        assert_eq!(fh.rows(t, c).await, js.rows(t, c).await, "table {t}");
+    }
+    assert_eq!(fh.count("likes").await, 71);
+    assert_eq!(fh.cursor().await, Some(frames.last().unwrap().0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firehose_equals_jetstream_sqlite() {
+    firehose_equals_jetstream(TestDb::sqlite(), TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firehose_equals_jetstream_postgres() {
+    firehose_equals_jetstream(TestDb::postgres("fh").await, TestDb::postgres("js").await).await;
 }

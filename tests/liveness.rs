@@ -25,7 +25,7 @@ async fn silent_stream_reconnects_and_resumes() {
     let run = start(Consumer::new(cfg), ConsumeOptions::default());
     server.wait_connections(1).await;
     server.publish(20);
-    let c20 = server.lines()[19].time_us.unwrap();
+    let c20 = server.lines()[19].cursor.unwrap();
     run.wait_cursor(c20).await;
 
     server.set_silent(true);

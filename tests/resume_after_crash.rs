@@ -196,7 +196,7 @@ async fn crash_and_resume(crashed: TestDb, clean: TestDb) {
     let mut child = spawn(&crashed, &server.url(), 60_000);
     server.wait_connections(1).await;
     server.publish(65);
-    let c60 = server.lines()[59].time_us.unwrap();
+    let c60 = server.lines()[59].cursor.unwrap();
     wait_db_cursor(&crashed, &mut child, c60).await;
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -242,12 +242,12 @@ async fn sigterm_commits_the_open_batch() {
     let mut child = spawn(&db, &server.url(), 60_000);
     server.wait_connections(1).await;
     server.publish(15);
-    let c10 = server.lines()[9].time_us.unwrap();
+    let c10 = server.lines()[9].cursor.unwrap();
     wait_db_cursor(&db, &mut child, c10).await;
     assert!(sigterm(&mut child).success());
     assert_eq!(
         db.cursor().await,
-        server.lines()[14].time_us,
+        server.lines()[14].cursor,
         "the open batch was committed at shutdown"
     );
 }

@@ -25,6 +25,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use super::dagcbor::Transcoder;
+use super::firehose::{self, Frame as FirehoseFrame};
 use super::{SourceConfig, jetstream, parse_endpoint};
 use crate::event::{Cursor, Did, Event, EventKind};
 use crate::filter::CollectionPattern;
@@ -113,6 +115,14 @@ impl Reader {
     pub fn subscribe_url(&self, ep: &Endpoint, cursor: Option<Cursor>) -> (Url, Option<String>) {
         let mut url = ep.url.clone();
         let mut hello = None;
+        if ep.format == WireFormat::Firehose {
+            // subscribeRepos has no server-side filters; only the cursor.
+            if let Some(c) = cursor {
+                url.query_pairs_mut()
+                    .append_pair("cursor", &c.0.to_string());
+            }
+            return (url, None);
+        }
         {
             let mut q = url.query_pairs_mut();
             let cols = &self.pushdown.collections;
@@ -255,6 +265,8 @@ impl Reader {
         tracing::info!(endpoint = %ep.url, "Connected.");
         let idle = Duration::from_secs(self.cfg.idle_timeout_seconds);
         let mut got_events = false;
+        let mut transcoder = Transcoder::new();
+        let mut events = Vec::new();
         loop {
             let msg = tokio::select! {
                 _ = token.cancelled() => {
@@ -289,62 +301,96 @@ impl Reader {
                         got_events,
                     };
                 }
-                Ok(Some(Ok(Message::Text(t)))) => Frame::Text(t.as_bytes().to_vec()),
-                Ok(Some(Ok(Message::Binary(b)))) => Frame::Binary(b.len()),
+                Ok(Some(Ok(Message::Text(t)))) => Msg::Text(t),
+                Ok(Some(Ok(Message::Binary(b)))) => Msg::Binary(b),
                 Ok(Some(Ok(_))) => continue,
             };
-            let Some(event) = self.decode(ep.format, data) else {
-                continue;
-            };
-            got_events = true;
-            *last_seen = Some((ep.format, event.cursor));
-            self.count(&event);
-            let item = Item {
-                stream: ep.key.clone(),
-                event,
-            };
-            tokio::select! {
-                _ = token.cancelled() => return Outcome::Stop,
-                r = tx.send(item) => if r.is_err() { return Outcome::Stop },
+            if let Err(reason) = self.decode(ep, data, &mut transcoder, &mut events) {
+                return Outcome::Lost { reason, got_events };
+            }
+            for event in events.drain(..) {
+                got_events = true;
+                *last_seen = Some((ep.format, event.cursor));
+                self.count(&event);
+                let item = Item {
+                    stream: ep.key.clone(),
+                    event,
+                };
+                tokio::select! {
+                    _ = token.cancelled() => return Outcome::Stop,
+                    r = tx.send(item) => if r.is_err() { return Outcome::Stop },
+                }
             }
         }
     }
 
-    fn decode(&self, format: WireFormat, frame: Frame) -> Option<Event> {
-        let bytes = match frame {
-            Frame::Binary(len) => {
-                let reason = if len > self.cfg.max_message_bytes {
-                    DropReason::Oversized
-                } else {
-                    DropReason::Malformed
-                };
-                self.stats.record_drop(reason);
-                tracing::debug!(len, "Unexpected binary message skipped.");
-                return None;
-            }
-            Frame::Text(b) => b,
-        };
-        if bytes.len() > self.cfg.max_message_bytes {
+    /// Decodes one message into `out`. Undecodable input is counted and
+    /// skipped; `Err` means upstream asked us to go away (an error frame),
+    /// so the caller reconnects.
+    fn decode(
+        &self,
+        ep: &Endpoint,
+        msg: Msg,
+        tc: &mut Transcoder,
+        out: &mut Vec<Event>,
+    ) -> Result<(), &'static str> {
+        let len = msg.len();
+        if len > self.cfg.max_message_bytes {
             self.stats.record_drop(DropReason::Oversized);
-            tracing::debug!(len = bytes.len(), "Oversized message skipped.");
-            return None;
+            tracing::debug!(len, "Oversized message skipped.");
+            return Ok(());
         }
-        let decoded = match format {
-            WireFormat::JetstreamV1 => jetstream::decode_v1(&bytes),
-            _ => unreachable!("config validation admits Jetstream v1 only"),
-        };
-        match decoded {
-            Ok(ev) => Some(ev),
-            Err(e) => {
-                let reason = match e.reason() {
-                    "unknown_type" => DropReason::UnknownType,
-                    _ => DropReason::Malformed,
-                };
-                self.stats.record_drop(reason);
-                tracing::debug!(error = %e, len = bytes.len(), "Undecodable message skipped.");
-                None
+        match (ep.format, msg) {
+            (WireFormat::JetstreamV1, Msg::Text(t)) => match jetstream::decode_v1(t.as_bytes()) {
+                Ok(ev) => out.push(ev),
+                Err(e) => {
+                    let reason = match e.reason() {
+                        "unknown_type" => DropReason::UnknownType,
+                        _ => DropReason::Malformed,
+                    };
+                    self.stats.record_drop(reason);
+                    tracing::debug!(error = %e, len, "Undecodable message skipped.");
+                }
+            },
+            (WireFormat::Firehose, Msg::Binary(b)) => return self.decode_firehose(&b, tc, out),
+            _ => {
+                self.stats.record_drop(DropReason::Malformed);
+                tracing::debug!(len, "Message of the wrong frame type skipped.");
             }
         }
+        Ok(())
+    }
+
+    fn decode_firehose(
+        &self,
+        bytes: &[u8],
+        tc: &mut Transcoder,
+        out: &mut Vec<Event>,
+    ) -> Result<(), &'static str> {
+        match firehose::decode_frame_with(bytes, tc) {
+            Ok(FirehoseFrame::Commit(c)) => {
+                for bad in &c.bad_ops {
+                    self.stats.record_drop(DropReason::Malformed);
+                    tracing::debug!(did = %c.meta.did, seq = c.meta.seq, op = bad.index, reason = bad.kind.label(), "Commit op skipped.");
+                }
+                out.extend(c.events);
+            }
+            Ok(FirehoseFrame::Event(ev)) => out.push(ev),
+            Ok(FirehoseFrame::Info { name, message }) => {
+                self.stats.others_received.fetch_add(1, Relaxed);
+                tracing::warn!(name = %name, message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream info message.");
+            }
+            Ok(FirehoseFrame::Error { error, message }) => {
+                tracing::warn!(error = %error, message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream error frame; reconnecting.");
+                return Err("upstream_error");
+            }
+            Ok(FirehoseFrame::Unknown { .. }) => self.stats.record_drop(DropReason::UnknownType),
+            Err(e) => {
+                self.stats.record_drop(DropReason::Malformed);
+                tracing::debug!(error = %e, len = bytes.len(), "Undecodable frame skipped.");
+            }
+        }
+        Ok(())
     }
 
     fn count(&self, ev: &Event) {
@@ -358,9 +404,19 @@ impl Reader {
     }
 }
 
-enum Frame {
-    Text(Vec<u8>),
-    Binary(usize),
+/// One data message, as tungstenite hands it over (no copy).
+enum Msg {
+    Text(tokio_tungstenite::tungstenite::Utf8Bytes),
+    Binary(tokio_tungstenite::tungstenite::Bytes),
+}
+
+impl Msg {
+    fn len(&self) -> usize {
+        match self {
+            Msg::Text(t) => t.len(),
+            Msg::Binary(b) => b.len(),
+        }
+    }
 }
 
 #[cfg(test)]

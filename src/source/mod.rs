@@ -5,7 +5,10 @@
 //! mapping from an endpoint URL to its wire format. The decoders are pure;
 //! only [`connection`] does IO.
 
+pub mod car;
 pub mod connection;
+pub mod dagcbor;
+pub mod firehose;
 pub mod jetstream;
 
 use serde::{Deserialize, Serialize};
@@ -97,13 +100,13 @@ pub fn parse_endpoint(s: &str) -> Result<(Url, WireFormat), String> {
         return Err(format!("endpoint {s}: use a ws:// or wss:// URL"));
     }
     match WireFormat::from_url(&url) {
-        Some(WireFormat::JetstreamV1) => Ok((url, WireFormat::JetstreamV1)),
+        Some(f @ (WireFormat::JetstreamV1 | WireFormat::Firehose)) => Ok((url, f)),
         Some(other) => Err(format!(
-            "endpoint {s}: the {} wire format is not supported by this version; use a Jetstream v1 /subscribe endpoint",
+            "endpoint {s}: the {} wire format is not supported by this version; use /subscribe (Jetstream v1) or /xrpc/com.atproto.sync.subscribeRepos (firehose)",
             other.as_str()
         )),
         None => Err(format!(
-            "endpoint {s}: unknown wire format; the path must end in /subscribe (Jetstream v1)"
+            "endpoint {s}: unknown wire format; the path must end in /subscribe (Jetstream v1) or /xrpc/com.atproto.sync.subscribeRepos (firehose)"
         )),
     }
 }

@@ -10,6 +10,10 @@
 //! Identity and account events ignore `wantedCollections`, as upstream.
 //! Lines that are not JSON events (malformed input under test) carry no
 //! `time_us` and are sent to every connection at their position.
+//!
+//! The same server plays a relay (`subscribeRepos`): [`Line::frame`] holds
+//! one binary firehose message whose stream position is its `seq`, with the
+//! same cursor rule (`seq >= cursor`).
 
 #![allow(dead_code)]
 // tungstenite fixes the callback signature (its error is a full HTTP response).
@@ -23,11 +27,14 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
-/// One line to serve.
+/// One message to serve.
 #[derive(Clone, Debug)]
 pub struct Line {
     pub text: Arc<str>,
-    pub time_us: Option<i64>,
+    /// A binary message to send instead of `text` (firehose frames).
+    pub binary: Option<Arc<[u8]>>,
+    /// The stream position: `time_us` for Jetstream lines, `seq` for frames.
+    pub cursor: Option<i64>,
     pub did: Option<String>,
     pub collection: Option<String>,
 }
@@ -43,12 +50,24 @@ impl Line {
         };
         Line {
             text: text.into(),
-            time_us: v
+            binary: None,
+            cursor: v
                 .as_ref()
                 .and_then(|v| v.get("time_us"))
                 .and_then(|t| t.as_i64()),
             did: get("/did"),
             collection: get("/commit/collection"),
+        }
+    }
+
+    /// A binary firehose message at stream position `seq`.
+    pub fn frame(bytes: &[u8], seq: i64) -> Line {
+        Line {
+            text: "".into(),
+            binary: Some(bytes.into()),
+            cursor: Some(seq),
+            did: None,
+            collection: None,
         }
     }
 }
@@ -100,7 +119,7 @@ impl JetstreamServer {
     /// none published yet.
     pub async fn start(lines: Vec<Line>) -> JetstreamServer {
         let mut lines = lines;
-        lines.sort_by_key(|l| l.time_us.unwrap_or(i64::MIN));
+        lines.sort_by_key(|l| l.cursor.unwrap_or(i64::MIN));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
@@ -139,14 +158,14 @@ impl JetstreamServer {
                             None => s.published,
                             Some(c) => s.lines[..s.published]
                                 .iter()
-                                .position(|l| l.time_us.is_some_and(|t| t >= c))
+                                .position(|l| l.cursor.is_some_and(|t| t >= c))
                                 .unwrap_or(s.published),
                         }
                     };
                     rq.lock().unwrap().push(uri.clone());
                     conn_tx.send_modify(|n| *n += 1);
                     loop {
-                        let batch: Vec<Arc<str>> = {
+                        let batch: Vec<Message> = {
                             let s = st.lock().unwrap();
                             if s.silent {
                                 Vec::new()
@@ -154,14 +173,17 @@ impl JetstreamServer {
                                 let out = s.lines[pos..s.published]
                                     .iter()
                                     .filter(|l| wanted(l, &cols, &dids))
-                                    .map(|l| l.text.clone())
+                                    .map(|l| match &l.binary {
+                                        Some(b) => Message::binary(b.to_vec()),
+                                        None => Message::text(l.text.to_string()),
+                                    })
                                     .collect();
                                 pos = s.published;
                                 out
                             }
                         };
-                        for text in batch {
-                            if ws.send(Message::text(text.to_string())).await.is_err() {
+                        for msg in batch {
+                            if ws.send(msg).await.is_err() {
                                 return;
                             }
                         }
@@ -189,6 +211,11 @@ impl JetstreamServer {
     /// `ws://127.0.0.1:PORT/subscribe`
     pub fn url(&self) -> String {
         format!("ws://{}/subscribe", self.addr)
+    }
+
+    /// `ws://127.0.0.1:PORT/xrpc/com.atproto.sync.subscribeRepos`
+    pub fn firehose_url(&self) -> String {
+        format!("ws://{}/xrpc/com.atproto.sync.subscribeRepos", self.addr)
     }
 
     /// Makes the first `n` lines visible (live events arriving).

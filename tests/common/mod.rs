@@ -234,7 +234,34 @@ impl Running {
     }
 }
 
-/// The largest `time_us` among the lines (the final cursor of a full run).
+/// The largest cursor among the lines (the final cursor of a full run).
 pub fn last_time_us(lines: &[jetstream::Line]) -> i64 {
-    lines.iter().filter_map(|l| l.time_us).max().unwrap()
+    lines.iter().filter_map(|l| l.cursor).max().unwrap()
+}
+
+/// The relay frames of the recording as `(seq, message bytes)`; the seq is
+/// read with `serde_ipld_dagcbor`, independently of parity's decoder.
+pub fn relay_frames() -> Vec<(i64, Vec<u8>)> {
+    let bytes = std::fs::read(fixture(
+        "firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471/frames.bin",
+    ))
+    .unwrap();
+    let mut out = Vec::new();
+    let mut rest = &bytes[..];
+    while rest.len() >= 4 {
+        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        let msg = &rest[4..4 + len];
+        let mut de = serde_ipld_dagcbor::de::Deserializer::from_slice(msg);
+        let _header: ipld_core::ipld::Ipld = serde::Deserialize::deserialize(&mut de).unwrap();
+        let body: ipld_core::ipld::Ipld = serde::Deserialize::deserialize(&mut de).unwrap();
+        let ipld_core::ipld::Ipld::Map(m) = body else {
+            panic!("body is a map")
+        };
+        let Some(ipld_core::ipld::Ipld::Integer(seq)) = m.get("seq") else {
+            panic!("seq")
+        };
+        out.push((*seq as i64, msg.to_vec()));
+        rest = &rest[4 + len..];
+    }
+    out
 }
