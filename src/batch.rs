@@ -77,6 +77,9 @@ pub struct RepoChange {
     pub account: Option<(bool, Option<AccountStatus>)>,
     /// Delete every row of this DID before applying the batch's mutations.
     pub purge: bool,
+    /// The stream says this repo must be fetched again (`#sync`, broken
+    /// `since` chain).
+    pub resync: bool,
 }
 
 /// One unit of work for the store: everything in it commits together.
@@ -181,6 +184,11 @@ impl Batcher {
         if let Some(h) = handle {
             self.repos.entry(did.clone()).or_default().handle = Some(h);
         }
+    }
+
+    /// Records that the DID's repo must be fetched again.
+    pub fn resync(&mut self, did: &Did) {
+        self.repos.entry(did.clone()).or_default().resync = true;
     }
 
     /// Records an account status change; returns whether it purges the DID.

@@ -237,6 +237,9 @@ pub enum EventKind {
     Info {
         name: String,
     },
+    /// Nothing to apply (a stale or fully invalid commit), but the stream
+    /// position still moves past it.
+    Skip,
 }
 
 impl EventKind {
@@ -248,6 +251,7 @@ impl EventKind {
             EventKind::Account { .. } => "account",
             EventKind::Sync { .. } => "sync",
             EventKind::Info { .. } => "info",
+            EventKind::Skip => "skip",
         }
     }
 }

@@ -322,7 +322,11 @@ async fn process(
                         tracing::info!(did = %event.did, status = ?status.map(|s| s.as_str()), "Account purged.");
                     }
                 }
-                EventKind::Sync { .. } | EventKind::Info { .. } => {}
+                EventKind::Sync { .. } => {
+                    tracing::info!(did = %event.did, "Repo needs a full re-import; recorded.");
+                    batcher.resync(&event.did);
+                }
+                EventKind::Info { .. } | EventKind::Skip => {}
             }
         }
         if batcher.is_full()

@@ -12,7 +12,7 @@
 //! `rewind_seconds` for time-based cursors), because everything received is
 //! already in the pipeline and will be committed or replayed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -39,6 +39,10 @@ const MAX_WANTED_COLLECTIONS: usize = 100;
 const MAX_WANTED_DIDS: usize = 10_000;
 /// More DIDs than this go in an `options_update` message, not the URL.
 const MAX_URL_DIDS: usize = 50;
+/// Most DIDs whose last firehose rev is remembered; past this the memory is
+/// cleared (chain checks pause for those DIDs; the SQL rev guards still keep
+/// stale data out).
+const MAX_TRACKED_REPOS: usize = 2_000_000;
 /// Hard cap for tungstenite; larger messages are a broken upstream.
 const WS_MAX_MESSAGE: usize = 64 << 20;
 
@@ -82,6 +86,8 @@ pub struct Reader {
     pushdown: Pushdown,
     start: Option<Cursor>,
     stats: Arc<Stats>,
+    /// Last firehose commit rev seen per DID (this process's lifetime).
+    revs: std::sync::Mutex<HashMap<Did, String>>,
 }
 
 enum Outcome {
@@ -108,6 +114,7 @@ impl Reader {
             pushdown,
             start,
             stats,
+            revs: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -369,13 +376,35 @@ impl Reader {
     ) -> Result<(), &'static str> {
         match firehose::decode_frame_with(bytes, tc) {
             Ok(FirehoseFrame::Commit(c)) => {
+                let skip = Event {
+                    cursor: Cursor(c.meta.seq),
+                    time_us: c.meta.time_us,
+                    did: c.meta.did.clone(),
+                    kind: EventKind::Skip,
+                };
+                if !self.check_chain(&c.meta, out) {
+                    for _ in &c.events {
+                        self.stats.record_drop(DropReason::StaleRev);
+                    }
+                    tracing::debug!(did = %c.meta.did, seq = c.meta.seq, "Stale commit skipped (rev not newer).");
+                    out.push(skip);
+                    return Ok(());
+                }
+                if c.events.is_empty() {
+                    out.push(skip);
+                }
                 for bad in &c.bad_ops {
                     self.stats.record_drop(DropReason::Malformed);
                     tracing::debug!(did = %c.meta.did, seq = c.meta.seq, op = bad.index, reason = bad.kind.label(), "Commit op skipped.");
                 }
                 out.extend(c.events);
             }
-            Ok(FirehoseFrame::Event(ev)) => out.push(ev),
+            Ok(FirehoseFrame::Event(ev)) => {
+                if let EventKind::Sync { rev } = &ev.kind {
+                    self.remember_rev(&ev.did, rev);
+                }
+                out.push(ev)
+            }
             Ok(FirehoseFrame::Info { name, message }) => {
                 self.stats.others_received.fetch_add(1, Relaxed);
                 tracing::warn!(name = %name, message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream info message.");
@@ -393,11 +422,51 @@ impl Reader {
         Ok(())
     }
 
+    /// The sync rules for one firehose commit: `false` when its rev is not
+    /// newer than the last one seen for the DID (stale: skip it). When its
+    /// `since` does not follow that rev, a `Sync` event is emitted first so
+    /// the repo is recorded as needing a re-import; the commit still applies.
+    fn check_chain(&self, meta: &firehose::CommitMeta, out: &mut Vec<Event>) -> bool {
+        let known = self
+            .revs
+            .lock()
+            .expect("rev map lock")
+            .get(&meta.did)
+            .cloned();
+        if let Some(known) = known {
+            if meta.rev <= known {
+                return false;
+            }
+            if meta.since.as_deref().is_some_and(|s| s != known) {
+                tracing::info!(did = %meta.did, seq = meta.seq, "Commit does not follow the last rev seen; repo out of sync.");
+                out.push(Event {
+                    cursor: Cursor(meta.seq),
+                    time_us: meta.time_us,
+                    did: meta.did.clone(),
+                    kind: EventKind::Sync {
+                        rev: meta.rev.clone(),
+                    },
+                });
+            }
+        }
+        self.remember_rev(&meta.did, &meta.rev);
+        true
+    }
+
+    fn remember_rev(&self, did: &Did, rev: &str) {
+        let mut revs = self.revs.lock().expect("rev map lock");
+        if revs.len() >= MAX_TRACKED_REPOS && !revs.contains_key(did) {
+            revs.clear();
+        }
+        revs.insert(did.clone(), rev.to_owned());
+    }
+
     fn count(&self, ev: &Event) {
         let c = match ev.kind {
             EventKind::Commit(_) => &self.stats.commits_received,
             EventKind::Identity { .. } => &self.stats.identities_received,
             EventKind::Account { .. } => &self.stats.accounts_received,
+            EventKind::Skip => return,
             _ => &self.stats.others_received,
         };
         c.fetch_add(1, Relaxed);

@@ -54,7 +54,7 @@ impl<'a> Plan<'a> {
         let mut purges = Vec::new();
         let mut revs = Vec::new();
         for (did, change) in &batch.repos {
-            if change.account.is_some() || change.handle.is_some() {
+            if change.account.is_some() || change.handle.is_some() || change.resync {
                 account_changes.push((did, change));
             }
             if change.purge {

@@ -225,6 +225,18 @@ impl PgStore {
                 .await?;
             }
         }
+        for (did, change) in &plan.account_changes {
+            if change.resync {
+                sqlx::query(
+                    "INSERT INTO parity_repos (did, resync_requested_at, updated_at) VALUES ($1, $2, $2) \
+                     ON CONFLICT (did) DO UPDATE SET resync_requested_at = excluded.resync_requested_at, updated_at = excluded.updated_at",
+                )
+                .bind(did.as_str().to_owned())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         if !plan.purges.is_empty() {
             let dids: Vec<String> = plan.purges.iter().map(|d| d.as_str().to_owned()).collect();
             for t in self.tables.iter() {

@@ -229,6 +229,18 @@ impl SqliteStore {
                 .await?;
             }
         }
+        for (did, change) in &plan.account_changes {
+            if change.resync {
+                sqlx::query(
+                    "INSERT INTO parity_repos (did, resync_requested_at, updated_at) VALUES (?1, ?2, ?2) \
+                     ON CONFLICT(did) DO UPDATE SET resync_requested_at = excluded.resync_requested_at, updated_at = excluded.updated_at",
+                )
+                .bind(did.as_str().to_owned())
+                .bind(now.clone())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         for did in &plan.purges {
             for t in self.tables.iter() {
                 let sql = format!("DELETE FROM {} WHERE did = ?", t.schema.name);
