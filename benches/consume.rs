@@ -3,9 +3,14 @@
 //! `time_us`, the same mix of collections) to the release `parity consume`
 //! process, which writes them into SQLite or PostgreSQL.
 //!
+//! With `BENCH_SOURCE=firehose` the server plays a relay instead: the 100
+//! recorded `subscribeRepos` frames, re-encoded with a new DID, `seq` and
+//! `rev` each (the CAR blocks, and so the record CIDs, are the real ones).
+//!
 //! Reports events/s, rows/s and the consumer's peak RSS. Not a test: run it
 //! with `cargo bench --bench consume` (see README → Benchmarks). Options via
-//! env: `BENCH_EVENTS` (default 1,000,000), `BENCH_BACKENDS` (default
+//! env: `BENCH_EVENTS` (default 1,000,000; frames for the firehose),
+//! `BENCH_BACKENDS` (default
 //! `sqlite,postgres`), `BENCH_MAX_EVENTS` (batch.max_events for the consumer),
 //! `TEST_PG_URL` (PostgreSQL server).
 
@@ -20,6 +25,10 @@ use tokio_tungstenite::tungstenite::Message;
 const RELAY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../shared/fixtures/firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471/jetstream_v1.jsonl"
+);
+const FRAMES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/fixtures/firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471/frames.bin"
 );
 const B32: &[u8] = b"234567abcdefghijklmnopqrstuvwxyz";
 
@@ -36,7 +45,7 @@ fn tid(mut n: u64) -> String {
 
 /// `n` events from the recorded templates, each with a fresh DID (from a
 /// pool of 100k), rkey, rev and increasing time_us.
-fn generate(n: usize) -> Vec<Arc<str>> {
+fn generate(n: usize) -> Vec<Message> {
     let templates: Vec<serde_json::Value> = std::fs::read_to_string(RELAY)
         .expect("fixtures in ../shared")
         .lines()
@@ -58,22 +67,64 @@ fn generate(n: usize) -> Vec<Arc<str>> {
                     x["did"] = did.clone().into();
                 }
             }
-            serde_json::to_string(&v).unwrap().into()
+            Message::text(serde_json::to_string(&v).unwrap())
         })
         .collect()
 }
 
-/// Serves every event to the first connection, then idles.
-async fn serve(events: Arc<Vec<Arc<str>>>) -> (String, tokio::sync::oneshot::Receiver<Instant>) {
+/// `n` relay frames from the recorded ones, each with a fresh DID, `seq`
+/// (1..=n) and `rev`.
+fn generate_frames(n: usize) -> Vec<Message> {
+    use ipld_core::ipld::Ipld;
+    let bytes = std::fs::read(FRAMES).expect("fixtures in ../shared");
+    let mut templates = Vec::new();
+    let mut rest = &bytes[..];
+    while rest.len() >= 4 {
+        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        let mut de = serde_ipld_dagcbor::de::Deserializer::from_slice(&rest[4..4 + len]);
+        let header: Ipld = serde::Deserialize::deserialize(&mut de).unwrap();
+        let body: Ipld = serde::Deserialize::deserialize(&mut de).unwrap();
+        templates.push((serde_ipld_dagcbor::to_vec(&header).unwrap(), body));
+        rest = &rest[4 + len..];
+    }
+    (0..n)
+        .map(|i| {
+            let (header, body) = &templates[i % templates.len()];
+            let Ipld::Map(mut m) = body.clone() else {
+                panic!("map body")
+            };
+            // A DID per frame: the records (and so the URIs) repeat with the templates.
+            let did = Ipld::String(format!("did:plc:bench{i:019}"));
+            m.insert("seq".into(), Ipld::Integer(i as i128 + 1));
+            if m.contains_key("repo") {
+                m.insert("repo".into(), did);
+                m.insert("rev".into(), Ipld::String(tid(1_000_000_000 + i as u64)));
+                m.insert("since".into(), Ipld::Null);
+                m.remove("prevData");
+            } else {
+                m.insert("did".into(), did);
+            }
+            let mut msg = header.clone();
+            msg.extend(serde_ipld_dagcbor::to_vec(&Ipld::Map(m)).unwrap());
+            Message::binary(msg)
+        })
+        .collect()
+}
+
+/// Serves every message to the first connection, then idles.
+async fn serve(
+    events: Arc<Vec<Message>>,
+    path: &str,
+) -> (String, tokio::sync::oneshot::Receiver<Instant>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/subscribe", listener.local_addr().unwrap());
+    let url = format!("ws://{}{path}", listener.local_addr().unwrap());
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
         let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
         let _ = started_tx.send(Instant::now());
         for e in events.iter() {
-            if ws.feed(Message::text(e.to_string())).await.is_err() {
+            if ws.feed(e.clone()).await.is_err() {
                 return;
             }
         }
@@ -119,7 +170,7 @@ async fn rows(url: &str) -> i64 {
     }
 }
 
-async fn run(backend: &str, events: Arc<Vec<Arc<str>>>, last: i64) {
+async fn run(backend: &str, events: Arc<Vec<Message>>, last: i64, path: &str) {
     let _dir = tempfile::tempdir().unwrap();
     let url = if backend == "postgres" {
         let base = std::env::var("TEST_PG_URL")
@@ -139,7 +190,7 @@ async fn run(backend: &str, events: Arc<Vec<Arc<str>>>, last: i64) {
     } else {
         format!("sqlite://{}", _dir.path().join("bench.db").display())
     };
-    let (endpoint, started) = serve(events.clone()).await;
+    let (endpoint, started) = serve(events.clone(), path).await;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_parity"));
     for (k, _) in std::env::vars() {
         if k.starts_with("PARITY_") {
@@ -175,7 +226,7 @@ async fn run(backend: &str, events: Arc<Vec<Arc<str>>>, last: i64) {
     child.wait().unwrap();
     let rows = rows(&url).await;
     println!(
-        "{backend:>8}: {} events in {elapsed:.2} s = {:.0} events/s, {rows} rows = {:.0} rows/s, peak RSS {:.1} MB",
+        "{backend:>8}: {} messages in {elapsed:.2} s = {:.0} messages/s, {rows} rows = {:.0} rows/s, peak RSS {:.1} MB",
         events.len(),
         events.len() as f64 / elapsed,
         rows as f64 / elapsed,
@@ -195,14 +246,27 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let firehose = std::env::var("BENCH_SOURCE").is_ok_and(|s| s == "firehose");
     let gen_start = Instant::now();
-    let events = Arc::new(generate(n));
-    let last = 1_783_175_888_000_000i64 + n as i64 - 1;
+    let (events, last, path) = if firehose {
+        (
+            generate_frames(n),
+            n as i64,
+            "/xrpc/com.atproto.sync.subscribeRepos",
+        )
+    } else {
+        (
+            generate(n),
+            1_783_175_888_000_000i64 + n as i64 - 1,
+            "/subscribe",
+        )
+    };
+    let events = Arc::new(events);
     eprintln!(
-        "generated {n} events in {:.1} s",
+        "generated {n} messages in {:.1} s",
         gen_start.elapsed().as_secs_f64()
     );
     for b in backends.split(',') {
-        rt.block_on(run(b.trim(), events.clone(), last));
+        rt.block_on(run(b.trim(), events.clone(), last, path));
     }
 }
