@@ -3,7 +3,7 @@
 //! one second, and prints the best and median round: frames/s, commits/s,
 //! events/s. (Best-of-N because the machine is shared and noisy.)
 //!
-//! `CARGO_TARGET_DIR=/work/target-firehose cargo run --release --example firehose_throughput [rounds]`
+//! `cargo run --release --example firehose_throughput [rounds]`
 
 use std::time::{Duration, Instant};
 

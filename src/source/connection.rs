@@ -21,12 +21,15 @@ use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::dagcbor::Transcoder;
 use super::firehose::{self, Frame as FirehoseFrame};
+use super::jetstream_v2::{self, V2Frame};
+use super::zstd_frames::FrameDecompressor;
 use super::{SourceConfig, jetstream, parse_endpoint};
 use crate::event::{Cursor, Did, Event, EventKind};
 use crate::filter::CollectionPattern;
@@ -122,6 +125,29 @@ impl Reader {
     pub fn subscribe_url(&self, ep: &Endpoint, cursor: Option<Cursor>) -> (Url, Option<String>) {
         let mut url = ep.url.clone();
         let mut hello = None;
+        if ep.format == WireFormat::JetstreamV2 {
+            let cols = &self.pushdown.collections;
+            let collections: Vec<String> =
+                if cols.contains(&CollectionPattern::All) || cols.len() > MAX_WANTED_COLLECTIONS {
+                    Vec::new()
+                } else {
+                    cols.iter().map(ToString::to_string).collect()
+                };
+            let mut dids: Vec<String> = match &self.pushdown.dids {
+                Some(d) if d.len() <= MAX_URL_DIDS => {
+                    d.iter().map(|d| d.as_str().to_owned()).collect()
+                }
+                _ => Vec::new(),
+            };
+            dids.sort_unstable();
+            let q =
+                jetstream_v2::subscribe_query(&collections, &dids, &[], cursor.map(|c| c.0), None);
+            url.query_pairs_mut().extend_pairs(q);
+            if url.query() == Some("") {
+                url.set_query(None);
+            }
+            return (url, None);
+        }
         if ep.format == WireFormat::Firehose {
             // subscribeRepos has no server-side filters; only the cursor.
             if let Some(c) = cursor {
@@ -169,6 +195,9 @@ impl Reader {
             if let Some(c) = cursor {
                 q.append_pair("cursor", &c.0.to_string());
             }
+            if self.cfg.compress {
+                q.append_pair("compress", "true");
+            }
         }
         if url.query() == Some("") {
             url.set_query(None);
@@ -205,16 +234,22 @@ impl Reader {
         let mut last_seen: Option<(WireFormat, Cursor)> = None;
         loop {
             let ep = &self.endpoints[idx % self.endpoints.len()];
-            let cursor = match last_seen {
-                Some((fmt, c)) if fmt == ep.format => Some(self.rewind(fmt, c)),
-                _ => self.start,
+            // `floor`: events at or below it were already received. seq
+            // cursors replay inclusively; on a restart only Jetstream v2's
+            // one-event-per-seq makes the stored cursor safe to skip.
+            let (cursor, floor) = match last_seen {
+                Some((fmt, c)) if fmt == ep.format => {
+                    (Some(self.rewind(fmt, c)), (!fmt.time_based()).then_some(c))
+                }
+                _ => (
+                    self.start,
+                    self.start.filter(|_| ep.format == WireFormat::JetstreamV2),
+                ),
             };
             let (url, hello) = self.subscribe_url(ep, cursor);
             tracing::info!(endpoint = %ep.url, cursor = ?cursor.map(|c| c.0), "Connecting.");
-            match self
-                .session(ep, &url, hello, &tx, &token, &mut last_seen)
-                .await
-            {
+            let plan = Attempt { url, hello, floor };
+            match self.session(ep, plan, &tx, &token, &mut last_seen).await {
                 Outcome::Stop => return,
                 Outcome::Lost { reason, got_events } => {
                     self.stats.reconnects.fetch_add(1, Relaxed);
@@ -238,8 +273,7 @@ impl Reader {
     async fn session(
         &self,
         ep: &Endpoint,
-        url: &Url,
-        hello: Option<String>,
+        plan: Attempt,
         tx: &mpsc::Sender<Item>,
         token: &CancellationToken,
         last_seen: &mut Option<(WireFormat, Cursor)>,
@@ -247,8 +281,26 @@ impl Reader {
         let ws_cfg = WebSocketConfig::default()
             .max_message_size(Some(WS_MAX_MESSAGE))
             .max_frame_size(Some(WS_MAX_MESSAGE));
-        let connect =
-            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_cfg), false);
+        let Attempt { url, hello, floor } = plan;
+        let mut request = match url.as_str().into_client_request() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(endpoint = %ep.url, error = %e, "Bad endpoint URL.");
+                return Outcome::Lost {
+                    reason: "connect_failed",
+                    got_events: false,
+                };
+            }
+        };
+        if ep.format == WireFormat::JetstreamV2 {
+            request.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                tokio_tungstenite::tungstenite::http::HeaderValue::from_static(
+                    jetstream_v2::subscribe::SUBPROTOCOL,
+                ),
+            );
+        }
+        let connect = tokio_tungstenite::connect_async_with_config(request, Some(ws_cfg), false);
         let timeout = Duration::from_secs(self.cfg.connect_timeout_seconds.max(1));
         let mut ws = tokio::select! {
             _ = token.cancelled() => return Outcome::Stop,
@@ -272,7 +324,10 @@ impl Reader {
         tracing::info!(endpoint = %ep.url, "Connected.");
         let idle = Duration::from_secs(self.cfg.idle_timeout_seconds);
         let mut got_events = false;
-        let mut transcoder = Transcoder::new();
+        let mut codec = Codec {
+            transcoder: Transcoder::new(),
+            zstd: None,
+        };
         let mut events = Vec::new();
         loop {
             let msg = tokio::select! {
@@ -312,10 +367,13 @@ impl Reader {
                 Ok(Some(Ok(Message::Binary(b)))) => Msg::Binary(b),
                 Ok(Some(Ok(_))) => continue,
             };
-            if let Err(reason) = self.decode(ep, data, &mut transcoder, &mut events) {
+            if let Err(reason) = self.decode(ep, data, &mut codec, &mut events) {
                 return Outcome::Lost { reason, got_events };
             }
             for event in events.drain(..) {
+                if floor.is_some_and(|f| event.cursor <= f) {
+                    continue;
+                }
                 got_events = true;
                 *last_seen = Some((ep.format, event.cursor));
                 self.count(&event);
@@ -338,7 +396,7 @@ impl Reader {
         &self,
         ep: &Endpoint,
         msg: Msg,
-        tc: &mut Transcoder,
+        codec: &mut Codec,
         out: &mut Vec<Event>,
     ) -> Result<(), &'static str> {
         let len = msg.len();
@@ -348,22 +406,77 @@ impl Reader {
             return Ok(());
         }
         match (ep.format, msg) {
-            (WireFormat::JetstreamV1, Msg::Text(t)) => match jetstream::decode_v1(t.as_bytes()) {
-                Ok(ev) => out.push(ev),
-                Err(e) => {
-                    let reason = match e.reason() {
-                        "unknown_type" => DropReason::UnknownType,
-                        _ => DropReason::Malformed,
-                    };
-                    self.stats.record_drop(reason);
-                    tracing::debug!(error = %e, len, "Undecodable message skipped.");
+            (WireFormat::JetstreamV1, Msg::Text(t)) => self.decode_json_v1(t.as_bytes(), out),
+            (WireFormat::JetstreamV1, Msg::Binary(b)) => {
+                if codec.zstd.is_none() {
+                    match FrameDecompressor::v1() {
+                        Ok(d) => codec.zstd = Some(d),
+                        Err(e) => {
+                            tracing::error!(error = %e, "Bundled zstd dictionary unusable.");
+                            return Err("zstd_dictionary");
+                        }
+                    }
                 }
-            },
-            (WireFormat::Firehose, Msg::Binary(b)) => return self.decode_firehose(&b, tc, out),
+                let d = codec.zstd.as_mut().expect("set above");
+                match d.decompress(&b, self.cfg.max_message_bytes) {
+                    Ok(text) => {
+                        let text = text.to_vec();
+                        self.decode_json_v1(&text, out)
+                    }
+                    Err(e) => {
+                        let reason = if e.reason() == "too_large" {
+                            DropReason::Oversized
+                        } else {
+                            DropReason::Malformed
+                        };
+                        self.stats.record_drop(reason);
+                        tracing::debug!(error = %e, len, "Undecompressable frame skipped.");
+                    }
+                }
+            }
+            (WireFormat::JetstreamV2, Msg::Text(t)) => {
+                return self.decode_json_v2(t.as_bytes(), out);
+            }
+            (WireFormat::Firehose, Msg::Binary(b)) => {
+                return self.decode_firehose(&b, &mut codec.transcoder, out);
+            }
             _ => {
                 self.stats.record_drop(DropReason::Malformed);
                 tracing::debug!(len, "Message of the wrong frame type skipped.");
             }
+        }
+        Ok(())
+    }
+
+    fn decode_json_v1(&self, bytes: &[u8], out: &mut Vec<Event>) {
+        match jetstream::decode_v1(bytes) {
+            Ok(ev) => out.push(ev),
+            Err(e) => self.undecodable(&e, bytes.len()),
+        }
+    }
+
+    fn undecodable(&self, e: &jetstream::DecodeError, len: usize) {
+        let reason = match e.reason() {
+            "unknown_type" => DropReason::UnknownType,
+            _ => DropReason::Malformed,
+        };
+        self.stats.record_drop(reason);
+        tracing::debug!(error = %e, len, "Undecodable message skipped.");
+    }
+
+    fn decode_json_v2(&self, bytes: &[u8], out: &mut Vec<Event>) -> Result<(), &'static str> {
+        match jetstream_v2::decode_v2(bytes) {
+            Ok(V2Frame::Event(ev)) => out.push(ev),
+            Ok(V2Frame::Info { name, message }) => {
+                self.stats.others_received.fetch_add(1, Relaxed);
+                tracing::warn!(name = %name, message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream info message.");
+            }
+            Ok(V2Frame::Error { error, message }) => {
+                tracing::warn!(error = %error, message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream error frame; reconnecting from the stored position.");
+                return Err("upstream_error");
+            }
+            Ok(V2Frame::Unknown { .. }) => self.stats.record_drop(DropReason::UnknownType),
+            Err(e) => self.undecodable(&e, bytes.len()),
         }
         Ok(())
     }
@@ -473,6 +586,22 @@ impl Reader {
     }
 }
 
+/// What one connection attempt asks for.
+struct Attempt {
+    url: Url,
+    /// First message to send (`options_update` with many DIDs).
+    hello: Option<String>,
+    /// Events at or below this cursor were already received: drop them.
+    floor: Option<Cursor>,
+}
+
+/// Per-connection decoding state.
+struct Codec {
+    transcoder: Transcoder,
+    /// Created on the first compressed frame.
+    zstd: Option<FrameDecompressor>,
+}
+
 /// One data message, as tungstenite hands it over (no copy).
 enum Msg {
     Text(tokio_tungstenite::tungstenite::Utf8Bytes),
@@ -519,13 +648,13 @@ mod tests {
         let (url, hello) = r.subscribe_url(&r.endpoints[0], Some(Cursor(1700)));
         assert_eq!(
             url.as_str(),
-            "wss://h.example/subscribe?wantedCollections=app.bsky.feed.post&wantedCollections=app.bsky.graph.*&wantedDids=did%3Aplc%3A0000&wantedDids=did%3Aplc%3A0001&cursor=1700"
+            "wss://h.example/subscribe?wantedCollections=app.bsky.feed.post&wantedCollections=app.bsky.graph.*&wantedDids=did%3Aplc%3A0000&wantedDids=did%3Aplc%3A0001&cursor=1700&compress=true"
         );
         assert!(hello.is_none());
         let r = reader(&["*"], 0);
         assert_eq!(
             r.subscribe_url(&r.endpoints[0], None).0.as_str(),
-            "wss://h.example/subscribe"
+            "wss://h.example/subscribe?compress=true"
         );
     }
 

@@ -61,32 +61,32 @@ struct Envelope<'a> {
 }
 
 #[derive(Deserialize)]
-struct CommitJson<'a> {
+pub(super) struct CommitJson<'a> {
     #[serde(borrow)]
-    rev: Cow<'a, str>,
+    pub(super) rev: Cow<'a, str>,
     #[serde(borrow)]
-    operation: Cow<'a, str>,
+    pub(super) operation: Cow<'a, str>,
     #[serde(borrow)]
-    collection: Cow<'a, str>,
+    pub(super) collection: Cow<'a, str>,
     #[serde(borrow)]
-    rkey: Cow<'a, str>,
+    pub(super) rkey: Cow<'a, str>,
     #[serde(borrow)]
-    record: Option<&'a RawValue>,
+    pub(super) record: Option<&'a RawValue>,
     #[serde(borrow)]
-    cid: Option<Cow<'a, str>>,
+    pub(super) cid: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
-struct IdentityJson<'a> {
+pub(super) struct IdentityJson<'a> {
     #[serde(borrow)]
-    handle: Option<Cow<'a, str>>,
+    pub(super) handle: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
-struct AccountJson<'a> {
-    active: bool,
+pub(super) struct AccountJson<'a> {
+    pub(super) active: bool,
     #[serde(borrow)]
-    status: Option<Cow<'a, str>>,
+    pub(super) status: Option<Cow<'a, str>>,
 }
 
 /// Decodes one Jetstream v1 JSON message. The cursor is `time_us`.
@@ -123,7 +123,7 @@ pub fn decode_v1(text: &[u8]) -> Result<Event, DecodeError> {
     })
 }
 
-fn commit_from(c: CommitJson<'_>) -> Result<Commit, DecodeError> {
+pub(super) fn commit_from(c: CommitJson<'_>) -> Result<Commit, DecodeError> {
     let op = CommitOp::parse(&c.operation).ok_or(DecodeError::Invalid { field: "operation" })?;
     let collection = Nsid::parse(&c.collection).ok_or(DecodeError::Invalid {
         field: "collection",

@@ -60,6 +60,19 @@ impl Line {
         }
     }
 
+    /// A Jetstream v2 (`subscribeEvents`) text frame; its position is `seq`.
+    pub fn v2(text: &str) -> Line {
+        let v: serde_json::Value = serde_json::from_str(text).expect("v2 frame is JSON");
+        let p = &v["payload"];
+        Line {
+            text: text.into(),
+            binary: None,
+            cursor: p["seq"].as_i64(),
+            did: p["did"].as_str().map(str::to_owned),
+            collection: p["collection"].as_str().map(str::to_owned),
+        }
+    }
+
     /// A binary firehose message at stream position `seq`.
     pub fn frame(bytes: &[u8], seq: i64) -> Line {
         Line {
@@ -87,6 +100,8 @@ pub struct JetstreamServer {
     tick: watch::Sender<u64>,
     /// Request URIs (path + query) of every connection, in order.
     pub requests: Arc<Mutex<Vec<String>>>,
+    /// Frames sent zstd-compressed (to clients that asked `compress=true`).
+    pub compressed: Arc<std::sync::atomic::AtomicUsize>,
     connections: watch::Receiver<usize>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -130,18 +145,34 @@ impl JetstreamServer {
         let (tick, _) = watch::channel(0u64);
         let requests = Arc::new(Mutex::new(Vec::new()));
         let (conn_tx, connections) = watch::channel(0usize);
-        let (st, tk, rq) = (state.clone(), tick.clone(), requests.clone());
+        let compressed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (st, tk, rq, cz) = (
+            state.clone(),
+            tick.clone(),
+            requests.clone(),
+            compressed.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (st, mut rx, rq, conn_tx) =
-                    (st.clone(), tk.subscribe(), rq.clone(), conn_tx.clone());
+                let (st, mut rx, rq, conn_tx, compressed) = (
+                    st.clone(),
+                    tk.subscribe(),
+                    rq.clone(),
+                    conn_tx.clone(),
+                    cz.clone(),
+                );
                 tokio::spawn(async move {
                     let mut uri = String::new();
-                    let cb = |req: &Request, resp: Response| {
+                    let cb = |req: &Request, mut resp: Response| {
                         uri = req.uri().to_string();
+                        // Agree to the subprotocol the client asks for (v2: xrpc.v1.json).
+                        if let Some(p) = req.headers().get("Sec-WebSocket-Protocol") {
+                            resp.headers_mut()
+                                .insert("Sec-WebSocket-Protocol", p.clone());
+                        }
                         Ok(resp)
                     };
                     let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, cb).await else {
@@ -150,8 +181,18 @@ impl JetstreamServer {
                     let cursor: Option<i64> = query_values(&uri, "cursor")
                         .first()
                         .and_then(|c| c.parse().ok());
-                    let cols = query_values(&uri, "wantedCollections");
-                    let dids = query_values(&uri, "wantedDids");
+                    let mut cols = query_values(&uri, "wantedCollections");
+                    cols.extend(query_values(&uri, "collections"));
+                    let mut dids = query_values(&uri, "wantedDids");
+                    dids.extend(query_values(&uri, "dids"));
+                    let compress = query_values(&uri, "compress").iter().any(|v| v == "true");
+                    let mut zstd = compress.then(|| {
+                        zstd::bulk::Compressor::with_dictionary(
+                            3,
+                            parity::source::zstd_frames::V1_DICTIONARY,
+                        )
+                        .unwrap()
+                    });
                     let mut pos = {
                         let s = st.lock().unwrap();
                         match cursor {
@@ -173,9 +214,14 @@ impl JetstreamServer {
                                 let out = s.lines[pos..s.published]
                                     .iter()
                                     .filter(|l| wanted(l, &cols, &dids))
-                                    .map(|l| match &l.binary {
-                                        Some(b) => Message::binary(b.to_vec()),
-                                        None => Message::text(l.text.to_string()),
+                                    .map(|l| match (&l.binary, zstd.as_mut()) {
+                                        (Some(b), _) => Message::binary(b.to_vec()),
+                                        (None, Some(z)) if Line::new(&l.text).cursor.is_some() => {
+                                            compressed
+                                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                            Message::binary(z.compress(l.text.as_bytes()).unwrap())
+                                        }
+                                        (None, _) => Message::text(l.text.to_string()),
                                     })
                                     .collect();
                                 pos = s.published;
@@ -203,6 +249,7 @@ impl JetstreamServer {
             state,
             tick,
             requests,
+            compressed,
             connections,
             task,
         }
@@ -211,6 +258,14 @@ impl JetstreamServer {
     /// `ws://127.0.0.1:PORT/subscribe`
     pub fn url(&self) -> String {
         format!("ws://{}/subscribe", self.addr)
+    }
+
+    /// `ws://127.0.0.1:PORT/xrpc/network.bsky.jetstream.subscribeEvents`
+    pub fn v2_url(&self) -> String {
+        format!(
+            "ws://{}/xrpc/network.bsky.jetstream.subscribeEvents",
+            self.addr
+        )
     }
 
     /// `ws://127.0.0.1:PORT/xrpc/com.atproto.sync.subscribeRepos`
