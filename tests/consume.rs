@@ -474,6 +474,7 @@ async fn v2_equals_v1(v2db: TestDb, v1db: TestDb) {
     let server = JetstreamServer::start(frames).await;
     let mut cfg = config(&v2db, &server.v2_url());
     cfg.source.idle_timeout_seconds = 1;
+    cfg.source.compress = false;
     let run = start(Consumer::new(cfg), ConsumeOptions::default());
     server.wait_connections(1).await;
     server.publish(40);
@@ -523,4 +524,61 @@ async fn jetstream_v2_equals_v1_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_v2_equals_v1_postgres() {
     v2_equals_v1(TestDb::postgres("v2").await, TestDb::postgres("v1").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_v2_zstd_with_a_fetched_and_cached_dictionary() {
+    let (packed, plain) = (TestDb::sqlite(), TestDb::sqlite());
+    let cache = tempfile::tempdir().unwrap();
+    let lines = fixture_lines(common::RELAY_JSONL);
+    let frames: Vec<Line> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Line::v2(&common::v1_to_v2(l, 100 + i as i64)))
+        .collect();
+    // The last frame the server sends under parity's default collections.
+    let last = frames
+        .iter()
+        .filter(|l| {
+            l.collection
+                .as_deref()
+                .is_none_or(|c| model::table_of(c).is_some())
+        })
+        .filter_map(|l| l.cursor)
+        .max()
+        .unwrap();
+    for (db, compress) in [(&packed, true), (&plain, false)] {
+        let server = JetstreamServer::start(frames.clone()).await;
+        let mut cfg = config(db, &server.v2_url());
+        cfg.source.compress = compress;
+        cfg.source.cache_dir = cache.path().display().to_string();
+        let run = start(Consumer::new(cfg.clone()), ConsumeOptions::default());
+        server.wait_connections(1).await;
+        server.publish_all();
+        run.wait_cursor(last).await;
+        run.stop().await.unwrap();
+        let uri = server.requests.lock().unwrap()[0].clone();
+        assert_eq!(uri.contains("zstdDictionary=20260811"), compress, "{uri}");
+        assert_eq!(
+            server.dictionary_fetches.load(Relaxed),
+            usize::from(compress)
+        );
+        assert_eq!(server.compressed.load(Relaxed) > 90, compress);
+        if compress {
+            // A restart uses the cached dictionary: no second download.
+            let run = start(Consumer::new(cfg), ConsumeOptions::default());
+            server.wait_connections(2).await;
+            run.stop().await.unwrap();
+            assert_eq!(server.dictionary_fetches.load(Relaxed), 1);
+            assert!(server.requests.lock().unwrap()[1].contains("zstdDictionary=20260811"));
+        }
+    }
+    for t in TABLES {
+        assert_eq!(
+            packed.rows(t, &STD).await,
+            plain.rows(t, &STD).await,
+            "table {t}"
+        );
+    }
+    assert_eq!(packed.count("likes").await, 71);
 }

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::dagcbor::Transcoder;
+use super::dictionary;
 use super::firehose::{self, Frame as FirehoseFrame};
 use super::jetstream_v2::{self, V2Frame};
 use super::zstd_frames::FrameDecompressor;
@@ -122,7 +123,13 @@ impl Reader {
     }
 
     /// The URL for one connection attempt.
-    pub fn subscribe_url(&self, ep: &Endpoint, cursor: Option<Cursor>) -> (Url, Option<String>) {
+    /// `dict_id`: the Jetstream v2 zstd dictionary to ask for.
+    pub fn subscribe_url(
+        &self,
+        ep: &Endpoint,
+        cursor: Option<Cursor>,
+        dict_id: Option<u32>,
+    ) -> (Url, Option<String>) {
         let mut url = ep.url.clone();
         let mut hello = None;
         if ep.format == WireFormat::JetstreamV2 {
@@ -140,8 +147,13 @@ impl Reader {
                 _ => Vec::new(),
             };
             dids.sort_unstable();
-            let q =
-                jetstream_v2::subscribe_query(&collections, &dids, &[], cursor.map(|c| c.0), None);
+            let q = jetstream_v2::subscribe_query(
+                &collections,
+                &dids,
+                &[],
+                cursor.map(|c| c.0),
+                dict_id,
+            );
             url.query_pairs_mut().extend_pairs(q);
             if url.query() == Some("") {
                 url.set_query(None);
@@ -246,13 +258,38 @@ impl Reader {
                     self.start.filter(|_| ep.format == WireFormat::JetstreamV2),
                 ),
             };
-            let (url, hello) = self.subscribe_url(ep, cursor);
+            let dict = if ep.format == WireFormat::JetstreamV2 && self.cfg.compress {
+                let cache = std::path::PathBuf::from(&self.cfg.cache_dir);
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    r = dictionary::get(&ep.url, &cache) => match r {
+                        Ok(d) => Some(d),
+                        Err(e) => {
+                            tracing::warn!(endpoint = %ep.url, error = %e, "No zstd dictionary; connecting uncompressed.");
+                            None
+                        }
+                    },
+                }
+            } else {
+                None
+            };
+            let (url, hello) = self.subscribe_url(ep, cursor, dict.as_ref().map(|d| d.0));
             tracing::info!(endpoint = %ep.url, cursor = ?cursor.map(|c| c.0), "Connecting.");
-            let plan = Attempt { url, hello, floor };
+            let dict_id = dict.as_ref().map(|d| d.0);
+            let plan = Attempt {
+                url,
+                hello,
+                floor,
+                dict,
+            };
             match self.session(ep, plan, &tx, &token, &mut last_seen).await {
                 Outcome::Stop => return,
                 Outcome::Lost { reason, got_events } => {
                     self.stats.reconnects.fetch_add(1, Relaxed);
+                    if let (Some(id), false) = (dict_id, got_events) {
+                        // The server may no longer accept this dictionary ID.
+                        dictionary::forget(&ep.url, std::path::Path::new(&self.cfg.cache_dir), id);
+                    }
                     if got_events {
                         attempt = 0;
                     } else {
@@ -281,7 +318,12 @@ impl Reader {
         let ws_cfg = WebSocketConfig::default()
             .max_message_size(Some(WS_MAX_MESSAGE))
             .max_frame_size(Some(WS_MAX_MESSAGE));
-        let Attempt { url, hello, floor } = plan;
+        let Attempt {
+            url,
+            hello,
+            floor,
+            dict,
+        } = plan;
         let mut request = match url.as_str().into_client_request() {
             Ok(r) => r,
             Err(e) => {
@@ -326,7 +368,16 @@ impl Reader {
         let mut got_events = false;
         let mut codec = Codec {
             transcoder: Transcoder::new(),
-            zstd: None,
+            zstd: match dict {
+                Some((_, bytes)) => match FrameDecompressor::new(&bytes) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        tracing::warn!(endpoint = %ep.url, error = %e, "Unusable zstd dictionary.");
+                        None
+                    }
+                },
+                None => None,
+            },
         };
         let mut events = Vec::new();
         loop {
@@ -417,21 +468,13 @@ impl Reader {
                         }
                     }
                 }
-                let d = codec.zstd.as_mut().expect("set above");
-                match d.decompress(&b, self.cfg.max_message_bytes) {
-                    Ok(text) => {
-                        let text = text.to_vec();
-                        self.decode_json_v1(&text, out)
-                    }
-                    Err(e) => {
-                        let reason = if e.reason() == "too_large" {
-                            DropReason::Oversized
-                        } else {
-                            DropReason::Malformed
-                        };
-                        self.stats.record_drop(reason);
-                        tracing::debug!(error = %e, len, "Undecompressable frame skipped.");
-                    }
+                if let Some(text) = self.inflate(codec, &b) {
+                    self.decode_json_v1(&text, out);
+                }
+            }
+            (WireFormat::JetstreamV2, Msg::Binary(b)) => {
+                if let Some(text) = self.inflate(codec, &b) {
+                    return self.decode_json_v2(&text, out);
                 }
             }
             (WireFormat::JetstreamV2, Msg::Text(t)) => {
@@ -446,6 +489,32 @@ impl Reader {
             }
         }
         Ok(())
+    }
+
+    /// Decompresses one zstd frame with the connection's dictionary; counts
+    /// and skips what cannot be (no dictionary, corrupt, over the size limit).
+    fn inflate(&self, codec: &mut Codec, frame: &[u8]) -> Option<Vec<u8>> {
+        let Some(d) = codec.zstd.as_mut() else {
+            self.stats.record_drop(DropReason::Malformed);
+            tracing::debug!(
+                len = frame.len(),
+                "Compressed frame without a dictionary skipped."
+            );
+            return None;
+        };
+        match d.decompress(frame, self.cfg.max_message_bytes) {
+            Ok(text) => Some(text.to_vec()),
+            Err(e) => {
+                let reason = if e.reason() == "too_large" {
+                    DropReason::Oversized
+                } else {
+                    DropReason::Malformed
+                };
+                self.stats.record_drop(reason);
+                tracing::debug!(error = %e, len = frame.len(), "Undecompressable frame skipped.");
+                None
+            }
+        }
     }
 
     fn decode_json_v1(&self, bytes: &[u8], out: &mut Vec<Event>) {
@@ -593,6 +662,8 @@ struct Attempt {
     hello: Option<String>,
     /// Events at or below this cursor were already received: drop them.
     floor: Option<Cursor>,
+    /// Jetstream v2 zstd dictionary `(id, bytes)` asked for, if any.
+    dict: Option<(u32, Vec<u8>)>,
 }
 
 /// Per-connection decoding state.
@@ -645,7 +716,7 @@ mod tests {
     #[test]
     fn url_carries_filters_and_cursor() {
         let r = reader(&["app.bsky.feed.post", "app.bsky.graph.*"], 2);
-        let (url, hello) = r.subscribe_url(&r.endpoints[0], Some(Cursor(1700)));
+        let (url, hello) = r.subscribe_url(&r.endpoints[0], Some(Cursor(1700)), None);
         assert_eq!(
             url.as_str(),
             "wss://h.example/subscribe?wantedCollections=app.bsky.feed.post&wantedCollections=app.bsky.graph.*&wantedDids=did%3Aplc%3A0000&wantedDids=did%3Aplc%3A0001&cursor=1700&compress=true"
@@ -653,7 +724,7 @@ mod tests {
         assert!(hello.is_none());
         let r = reader(&["*"], 0);
         assert_eq!(
-            r.subscribe_url(&r.endpoints[0], None).0.as_str(),
+            r.subscribe_url(&r.endpoints[0], None, None).0.as_str(),
             "wss://h.example/subscribe?compress=true"
         );
     }
@@ -661,7 +732,7 @@ mod tests {
     #[test]
     fn many_dids_go_in_a_hello_message() {
         let r = reader(&["app.bsky.feed.post"], 500);
-        let (url, hello) = r.subscribe_url(&r.endpoints[0], None);
+        let (url, hello) = r.subscribe_url(&r.endpoints[0], None, None);
         assert!(url.as_str().contains("requireHello=true"));
         let hello: serde_json::Value = serde_json::from_str(&hello.unwrap()).unwrap();
         assert_eq!(
@@ -669,7 +740,7 @@ mod tests {
             500
         );
         let r = reader(&[], 20_000);
-        let (url, hello) = r.subscribe_url(&r.endpoints[0], None);
+        let (url, hello) = r.subscribe_url(&r.endpoints[0], None, None);
         assert!(hello.is_none() && !url.as_str().contains("wantedDids"));
     }
 

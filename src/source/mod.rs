@@ -8,6 +8,7 @@
 pub mod car;
 pub mod connection;
 pub mod dagcbor;
+pub mod dictionary;
 pub mod firehose;
 pub mod jetstream;
 pub mod jetstream_v2;
@@ -55,10 +56,18 @@ pub struct SourceConfig {
     /// oversized and skipped.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
-    /// Ask Jetstream v1 for zstd-compressed frames (`compress=true`, decoded
-    /// with the bundled v1 dictionary): about half the bandwidth.
+    /// Ask Jetstream for zstd-compressed frames: v1 `compress=true` (bundled
+    /// dictionary), v2 `zstdDictionary` (fetched once, cached in
+    /// `cache_dir`). About half the bandwidth.
     #[serde(default = "default_compress")]
     pub compress: bool,
+    /// Where downloaded Jetstream v2 dictionaries are kept.
+    #[serde(default = "default_cache_dir")]
+    pub cache_dir: String,
+}
+
+fn default_cache_dir() -> String {
+    "parity-cache".to_owned()
 }
 
 const fn default_compress() -> bool {
@@ -102,6 +111,7 @@ impl Default for SourceConfig {
             backoff_max_ms: default_backoff_max_ms(),
             max_message_bytes: default_max_message_bytes(),
             compress: default_compress(),
+            cache_dir: default_cache_dir(),
         }
     }
 }

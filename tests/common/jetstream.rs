@@ -100,10 +100,51 @@ pub struct JetstreamServer {
     tick: watch::Sender<u64>,
     /// Request URIs (path + query) of every connection, in order.
     pub requests: Arc<Mutex<Vec<String>>>,
-    /// Frames sent zstd-compressed (to clients that asked `compress=true`).
+    /// Frames sent zstd-compressed (to clients that asked `compress=true`
+    /// or `zstdDictionary=20260811`).
     pub compressed: Arc<std::sync::atomic::AtomicUsize>,
+    /// `getZstdDictionary` requests answered.
+    pub dictionary_fetches: Arc<std::sync::atomic::AtomicUsize>,
     connections: watch::Receiver<usize>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// The Jetstream v2 zstd dictionary from the shared fixtures (ID 20260811).
+pub fn v2_dictionary() -> Vec<u8> {
+    std::fs::read(super::fixture(
+        "jetstream/zstd/subscribe_events_20260811.zdict",
+    ))
+    .unwrap()
+}
+
+/// Answers `GET …/getZstdDictionary` on the websocket port, as Jetstream v2
+/// does (raw dictionary, `application/octet-stream`). Returns false, having
+/// read nothing, for any other request.
+async fn serve_dictionary(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const PREFIX: &[u8] = b"GET /xrpc/network.bsky.jetstream.getZstdDictionary";
+    let mut head = vec![0u8; PREFIX.len()];
+    match stream.peek(&mut head).await {
+        Ok(n) if n == PREFIX.len() && head == PREFIX => {}
+        _ => return false,
+    }
+    let mut req = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return true,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    }
+    let dict = v2_dictionary();
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nX-Zstd-Dictionary-Id: 20260811\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        dict.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(&dict).await;
+    let _ = stream.shutdown().await;
+    true
 }
 
 fn query_values(uri: &str, key: &str) -> Vec<String> {
@@ -152,11 +193,17 @@ impl JetstreamServer {
             requests.clone(),
             compressed.clone(),
         );
+        let dictionary_fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let dict_fetches = dictionary_fetches.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((mut stream, _)) = listener.accept().await else {
                     return;
                 };
+                if serve_dictionary(&mut stream).await {
+                    dict_fetches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                }
                 let (st, mut rx, rq, conn_tx, compressed) = (
                     st.clone(),
                     tk.subscribe(),
@@ -186,13 +233,22 @@ impl JetstreamServer {
                     let mut dids = query_values(&uri, "wantedDids");
                     dids.extend(query_values(&uri, "dids"));
                     let compress = query_values(&uri, "compress").iter().any(|v| v == "true");
-                    let mut zstd = compress.then(|| {
-                        zstd::bulk::Compressor::with_dictionary(
-                            3,
-                            parity::source::zstd_frames::V1_DICTIONARY,
-                        )
-                        .unwrap()
-                    });
+                    let v2_dict = query_values(&uri, "zstdDictionary")
+                        .iter()
+                        .any(|v| v == "20260811");
+                    let mut zstd = match (compress, v2_dict) {
+                        (true, _) => Some(
+                            zstd::bulk::Compressor::with_dictionary(
+                                3,
+                                parity::source::zstd_frames::V1_DICTIONARY,
+                            )
+                            .unwrap(),
+                        ),
+                        (_, true) => Some(
+                            zstd::bulk::Compressor::with_dictionary(3, &v2_dictionary()).unwrap(),
+                        ),
+                        _ => None,
+                    };
                     let mut pos = {
                         let s = st.lock().unwrap();
                         match cursor {
@@ -216,7 +272,7 @@ impl JetstreamServer {
                                     .filter(|l| wanted(l, &cols, &dids))
                                     .map(|l| match (&l.binary, zstd.as_mut()) {
                                         (Some(b), _) => Message::binary(b.to_vec()),
-                                        (None, Some(z)) if Line::new(&l.text).cursor.is_some() => {
+                                        (None, Some(z)) if l.cursor.is_some() => {
                                             compressed
                                                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                             Message::binary(z.compress(l.text.as_bytes()).unwrap())
@@ -250,6 +306,7 @@ impl JetstreamServer {
             tick,
             requests,
             compressed,
+            dictionary_fetches,
             connections,
             task,
         }

@@ -213,7 +213,11 @@ impl Running {
             );
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
+                "timed out waiting for {what}; cursor {}, received {}, malformed {}, reconnects {}",
+                self.stats.cursor.load(Relaxed),
+                self.stats.received(),
+                self.stats.dropped(parity::telemetry::DropReason::Malformed),
+                self.stats.reconnects.load(Relaxed)
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
