@@ -77,8 +77,18 @@ async fn account_lifecycle_and_sync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_lifecycle_applies_every_commit() {
+    lifecycle("post_lifecycle.json").await;
+}
+
+/// The same story from pre-Sync-1.1 commits (no `prevData`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_post_lifecycle_applies_every_commit() {
+    lifecycle("post_lifecycle_legacy.json").await;
+}
+
+async fn lifecycle(name: &str) {
     let db = TestDb::sqlite();
-    let (server, frames) = relay("post_lifecycle.json").await;
+    let (server, frames) = relay(name).await;
     let run = start(
         Consumer::new(config(&db, &server.firehose_url())),
         ConsumeOptions::default(),
@@ -92,9 +102,9 @@ async fn post_lifecycle_applies_every_commit() {
     assert_eq!(stats.dropped(DropReason::Malformed), 0);
     // Independent expectation from the frames' ops: the last action per path wins.
     let v: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(common::fixture(
-            "firehose/indigo-relay-scenarios/post_lifecycle.json",
-        ))
+        &std::fs::read_to_string(common::fixture(&format!(
+            "firehose/indigo-relay-scenarios/{name}"
+        )))
         .unwrap(),
     )
     .unwrap();

@@ -6,7 +6,7 @@
 //! `{"$type":"error","error":…,"message"?:…}`), the five payload variants of
 //! the `subscribeEvents` lexicon, and (in [`subscribe`]) the pure pieces of
 //! connecting: query parameters, the `getZstdDictionary` response, and the
-//! inclusive-cursor [`Dedup`]. Does not own: the socket, zstd
+//! inclusive-cursor overlap (dropped by `connection`). Does not own: the socket, zstd
 //! (`zstd_frames`), nor record contents (mappers).
 //!
 //! Wire facts (bluesky-social/jetstream `lexicons/network/bsky/jetstream/
@@ -37,7 +37,7 @@ pub use crate::source::jetstream::DecodeError;
 
 pub mod subscribe;
 pub use subscribe::{
-    Dedup, DictionaryError, parse_zstd_dictionary, subscribe_query, zstd_dictionary_query,
+    DictionaryError, parse_zstd_dictionary, subscribe_query, zstd_dictionary_query,
 };
 
 /// `$type` prefix of every payload in the `subscribeEvents` message union.

@@ -9,9 +9,8 @@
 //! Invariants: arrays are repeated keys (`kinds=commit&kinds=sync`), never
 //! comma-joined; `cursor` is a v2 `seq` (values ≥ 1e15 would be read by the
 //! server as a µs timestamp); resuming replays the cursor's own event, which
-//! [`Dedup`] drops.
+//! the connection loop drops.
 
-use crate::event::Cursor;
 use crate::source::zstd_frames::dictionary_id;
 
 /// XRPC path of the v2 stream.
@@ -117,36 +116,5 @@ pub fn parse_zstd_dictionary<'b>(
     match requested {
         Some(requested) if requested != got => Err(DictionaryError::WrongId { requested, got }),
         _ => Ok((got, body)),
-    }
-}
-
-/// Drops the replayed overlap of an inclusive v2 cursor: resuming with
-/// `cursor=N` delivers seq N again, so every seq ≤ the last one handled is
-/// dropped. Seqs only rise on one server; after switching servers (cursors
-/// are instance-local) start a fresh `Dedup`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Dedup {
-    last_seq: Option<Cursor>,
-}
-
-impl Dedup {
-    /// `resume` is the cursor the connection was opened with (the last seq
-    /// already stored), or `None` for a live start.
-    pub fn new(resume: Option<Cursor>) -> Dedup {
-        Dedup { last_seq: resume }
-    }
-
-    /// Whether the event at `seq` is new; if so it becomes the last seq.
-    pub fn admit(&mut self, seq: Cursor) -> bool {
-        if self.last_seq.is_some_and(|last| seq <= last) {
-            return false;
-        }
-        self.last_seq = Some(seq);
-        true
-    }
-
-    /// The last admitted (or resumed-from) seq: the next `cursor` to send.
-    pub fn last_seq(&self) -> Option<Cursor> {
-        self.last_seq
     }
 }

@@ -288,19 +288,6 @@ fn dictionary_responses() {
     assert_eq!(d.decompress(&frame, 1 << 16).unwrap(), line.as_bytes());
 }
 
-#[test]
-fn dedup_drops_the_inclusive_overlap() {
-    let mut d = Dedup::new(Some(Cursor(10)));
-    let admitted: Vec<i64> = [10, 11, 11, 12, 9, 13]
-        .into_iter()
-        .filter(|s| d.admit(Cursor(*s)))
-        .collect();
-    assert_eq!(admitted, [11, 12, 13]);
-    assert_eq!(d.last_seq(), Some(Cursor(13)));
-    let mut live = Dedup::new(None);
-    assert!(live.admit(Cursor(0)) && !live.admit(Cursor(0)));
-}
-
 proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
