@@ -65,104 +65,6 @@ fn sigterm(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
-const SNAPSHOT: &[(&str, &[&str])] = &[
-    (
-        "posts",
-        &[
-            "uri",
-            "did",
-            "rkey",
-            "cid",
-            "rev",
-            "record",
-            "text",
-            "created_at",
-            "reply_parent_uri",
-            "reply_root_uri",
-            "langs",
-        ],
-    ),
-    (
-        "likes",
-        &[
-            "uri",
-            "did",
-            "rkey",
-            "cid",
-            "rev",
-            "record",
-            "subject_uri",
-            "subject_cid",
-            "created_at",
-        ],
-    ),
-    (
-        "reposts",
-        &[
-            "uri",
-            "did",
-            "rkey",
-            "cid",
-            "rev",
-            "record",
-            "subject_uri",
-            "subject_cid",
-            "created_at",
-        ],
-    ),
-    (
-        "follows",
-        &[
-            "uri",
-            "did",
-            "rkey",
-            "cid",
-            "rev",
-            "record",
-            "subject_did",
-            "created_at",
-        ],
-    ),
-    (
-        "blocks",
-        &[
-            "uri",
-            "did",
-            "rkey",
-            "cid",
-            "rev",
-            "record",
-            "subject_did",
-            "created_at",
-        ],
-    ),
-    (
-        "profiles",
-        &[
-            "uri",
-            "did",
-            "rkey",
-            "cid",
-            "rev",
-            "record",
-            "display_name",
-            "description",
-        ],
-    ),
-];
-
-async fn snapshot(db: &TestDb) -> Vec<Vec<Vec<Option<String>>>> {
-    let mut out = Vec::new();
-    for (t, cols) in SNAPSHOT {
-        out.push(db.rows(t, cols).await);
-    }
-    out.push(
-        db.rows("parity_repos", &["did", "handle", "status", "rev"])
-            .await,
-    );
-    out
-}
-
 /// The relay recording without the one commit no built-in maps (the server
 /// would not send it under parity's default wantedCollections), so that
 /// "the Nth event" means the same to server and consumer.
@@ -214,7 +116,7 @@ async fn crash_and_resume(crashed: TestDb, clean: TestDb) {
     assert!(sigterm(&mut child).success(), "SIGTERM exits 0");
     assert!(server.requests.lock().unwrap()[1].contains(&format!("cursor={c60}")));
 
-    let (a, b) = (snapshot(&crashed).await, snapshot(&clean).await);
+    let (a, b) = (crashed.snapshot().await, clean.snapshot().await);
     assert!(partial < a[1].len() as i64, "the crash happened mid-stream");
     assert_eq!(a, b);
 }

@@ -161,6 +161,19 @@ impl TestDb {
             .unwrap()
     }
 
+    /// Every built-in table ([`SNAPSHOT`]) and `parity_repos`, as text.
+    pub async fn snapshot(&self) -> Vec<Vec<Vec<Option<String>>>> {
+        let mut out = Vec::new();
+        for (t, cols) in SNAPSHOT {
+            out.push(self.rows(t, cols).await);
+        }
+        out.push(
+            self.rows("parity_repos", &["did", "handle", "status", "rev"])
+                .await,
+        );
+        out
+    }
+
     /// The stored cursor of the only (or newest) stream, if any.
     pub async fn cursor(&self) -> Option<i64> {
         self.scalar("SELECT CAST(MAX(cursor) AS TEXT) FROM parity_cursors")
@@ -168,6 +181,93 @@ impl TestDb {
             .map(|s| s.parse().unwrap())
     }
 }
+
+/// Every built-in table with all its columns except `synced_at`.
+pub const SNAPSHOT: &[(&str, &[&str])] = &[
+    (
+        "posts",
+        &[
+            "uri",
+            "did",
+            "rkey",
+            "cid",
+            "rev",
+            "record",
+            "text",
+            "created_at",
+            "reply_parent_uri",
+            "reply_root_uri",
+            "langs",
+        ],
+    ),
+    (
+        "likes",
+        &[
+            "uri",
+            "did",
+            "rkey",
+            "cid",
+            "rev",
+            "record",
+            "subject_uri",
+            "subject_cid",
+            "created_at",
+        ],
+    ),
+    (
+        "reposts",
+        &[
+            "uri",
+            "did",
+            "rkey",
+            "cid",
+            "rev",
+            "record",
+            "subject_uri",
+            "subject_cid",
+            "created_at",
+        ],
+    ),
+    (
+        "follows",
+        &[
+            "uri",
+            "did",
+            "rkey",
+            "cid",
+            "rev",
+            "record",
+            "subject_did",
+            "created_at",
+        ],
+    ),
+    (
+        "blocks",
+        &[
+            "uri",
+            "did",
+            "rkey",
+            "cid",
+            "rev",
+            "record",
+            "subject_did",
+            "created_at",
+        ],
+    ),
+    (
+        "profiles",
+        &[
+            "uri",
+            "did",
+            "rkey",
+            "cid",
+            "rev",
+            "record",
+            "display_name",
+            "description",
+        ],
+    ),
+];
 
 /// A config pointing at `db` and `endpoint`, with quick flushes and no
 /// progress lines.
