@@ -145,7 +145,7 @@ impl Consumer {
             "Starting consumer."
         );
 
-        let reader = Reader::new(
+        let mut reader = Reader::new(
             endpoints,
             cfg.source.clone(),
             Pushdown {
@@ -155,6 +155,9 @@ impl Consumer {
             start,
             self.stats.clone(),
         );
+        if opts.cursor.is_none() {
+            reader = reader.start_is_stored();
+        }
         let batcher = Batcher::new(&cfg.batch, PurgePolicy { statuses: purge });
         let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
         let (batch_tx, batch_rx) = mpsc::channel(BATCH_QUEUE);

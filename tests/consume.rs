@@ -491,3 +491,54 @@ async fn jetstream_v2_zstd_with_a_fetched_and_cached_dictionary() {
     }
     assert_eq!(packed.count("likes").await, 71);
 }
+
+/// Jetstream v2 replays the cursor's own event: after a restart from the
+/// stored cursor it is not applied twice; `--cursor N` does include N.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_v2_cursor_is_inclusive_only_for_the_user() {
+    let db = TestDb::sqlite();
+    let lines = fixture_lines(common::RELAY_JSONL);
+    let frames: Vec<Line> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| !l.contains("app.bsky.actor.status"))
+        .map(|(i, l)| Line::v2(&common::v1_to_v2(l, 500 + i as i64)))
+        .collect();
+    let seqs: Vec<i64> = frames.iter().filter_map(|l| l.cursor).collect();
+    let server = JetstreamServer::start(frames).await;
+    let mut cfg = config(&db, &server.v2_url());
+    cfg.source.compress = false;
+    let received = |s: &parity::telemetry::Stats| s.received();
+
+    let run = start(Consumer::new(cfg.clone()), ConsumeOptions::default());
+    server.wait_connections(1).await;
+    server.publish(10);
+    run.wait_cursor(seqs[9]).await;
+    run.stop().await.unwrap();
+
+    server.publish_all();
+    let run = start(Consumer::new(cfg.clone()), ConsumeOptions::default());
+    run.wait_cursor(*seqs.last().unwrap()).await;
+    let stats = run.stats.clone();
+    run.stop().await.unwrap();
+    assert!(server.requests.lock().unwrap()[1].contains(&format!("cursor={}", seqs[9])));
+    assert_eq!(
+        received(&stats),
+        (seqs.len() - 10) as u64,
+        "the stored event is not delivered again"
+    );
+
+    let opts = ConsumeOptions {
+        cursor: Some(seqs[4]),
+        ..Default::default()
+    };
+    let run = start(Consumer::new(cfg), opts);
+    run.wait_cursor(*seqs.last().unwrap()).await;
+    let stats = run.stats.clone();
+    run.stop().await.unwrap();
+    assert_eq!(
+        received(&stats),
+        (seqs.len() - 4) as u64,
+        "--cursor N starts at N itself"
+    );
+}

@@ -92,6 +92,9 @@ pub struct Reader {
     stats: Arc<Stats>,
     /// Last firehose commit rev seen per DID (this process's lifetime).
     revs: std::sync::Mutex<HashMap<Did, String>>,
+    /// The start cursor is the stored one (already applied), not one the
+    /// user asked to start from.
+    start_is_stored: bool,
 }
 
 enum Outcome {
@@ -119,7 +122,15 @@ impl Reader {
             start,
             stats,
             revs: std::sync::Mutex::new(HashMap::new()),
+            start_is_stored: false,
         }
+    }
+
+    /// Marks the start cursor as the stored one: on Jetstream v2, whose
+    /// cursor replays its own event, that event is then skipped.
+    pub fn start_is_stored(mut self) -> Reader {
+        self.start_is_stored = true;
+        self
     }
 
     /// The URL for one connection attempt.
@@ -255,7 +266,8 @@ impl Reader {
                 }
                 _ => (
                     self.start,
-                    self.start.filter(|_| ep.format == WireFormat::JetstreamV2),
+                    self.start
+                        .filter(|_| self.start_is_stored && ep.format == WireFormat::JetstreamV2),
                 ),
             };
             let dict = if ep.format == WireFormat::JetstreamV2 && self.cfg.compress {
