@@ -90,33 +90,35 @@ impl TestDb {
         self.url.starts_with("postgres")
     }
 
+    /// Runs `sql` and returns the first `n` columns of every row as text.
+    async fn query_text(&self, sql: String, n: usize) -> Vec<Vec<Option<String>>> {
+        // One body for both pool types.
+        macro_rules! fetch {
+            ($pool:ty) => {{
+                let pool = <$pool>::connect(&self.url).await.unwrap();
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                rows.iter()
+                    .map(|r| (0..n).map(|i| r.get::<Option<String>, _>(i)).collect())
+                    .collect()
+            }};
+        }
+        if self.is_pg() {
+            fetch!(sqlx::PgPool)
+        } else {
+            fetch!(sqlx::SqlitePool)
+        }
+    }
+
     /// Rows of `table` as text, ordered by the first column. Timestamps are rendered as
     /// RFC 3339 UTC with µs and booleans as true/false on both backends.
     pub async fn rows(&self, table: &str, cols: &[&str]) -> Vec<Vec<Option<String>>> {
         let exprs: Vec<String> = cols.iter().map(|c| self.text_expr(table, c)).collect();
         let sql = format!("SELECT {} FROM {table} ORDER BY 1", exprs.join(", "));
-        let n = cols.len();
-        if self.is_pg() {
-            let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-            rows.iter()
-                .map(|r| (0..n).map(|i| r.get::<Option<String>, _>(i)).collect())
-                .collect()
-        } else {
-            let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-            rows.iter()
-                .map(|r| (0..n).map(|i| r.get::<Option<String>, _>(i)).collect())
-                .collect()
-        }
+        self.query_text(sql, cols.len()).await
     }
 
     fn text_expr(&self, _table: &str, col: &str) -> String {
@@ -132,25 +134,11 @@ impl TestDb {
 
     /// A single scalar as text.
     pub async fn scalar(&self, sql: &str) -> Option<String> {
-        if self.is_pg() {
-            let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
-            let v = sqlx::query_scalar::<_, Option<String>>(sqlx::AssertSqlSafe(sql.to_owned()))
-                .fetch_optional(&pool)
-                .await
-                .unwrap()
-                .flatten();
-            pool.close().await;
-            v
-        } else {
-            let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
-            let v = sqlx::query_scalar::<_, Option<String>>(sqlx::AssertSqlSafe(sql.to_owned()))
-                .fetch_optional(&pool)
-                .await
-                .unwrap()
-                .flatten();
-            pool.close().await;
-            v
-        }
+        self.query_text(sql.to_owned(), 1)
+            .await
+            .into_iter()
+            .next()
+            .and_then(|mut r| r.pop().flatten())
     }
 
     pub async fn count(&self, table: &str) -> i64 {
