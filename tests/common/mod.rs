@@ -327,6 +327,23 @@ impl Running {
     }
 }
 
+/// Runs a consumer against a fresh `server` (no connection yet) until every published line up to
+/// cursor `last` is committed, then stops it cleanly; returns its counters.
+pub async fn run_to_end(
+    server: &jetstream::JetstreamServer,
+    cfg: Config,
+    opts: ConsumeOptions,
+    last: i64,
+) -> Arc<Stats> {
+    let run = start(Consumer::new(cfg), opts);
+    server.wait_connections(1).await;
+    server.publish_all();
+    run.wait_cursor(last).await;
+    let stats = run.stats.clone();
+    run.stop().await.unwrap();
+    stats
+}
+
 /// The largest cursor among the lines (the final cursor of a full run).
 pub fn last_time_us(lines: &[jetstream::Line]) -> i64 {
     lines.iter().filter_map(|l| l.cursor).max().unwrap()
