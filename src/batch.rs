@@ -73,6 +73,8 @@ pub struct RepoChange {
     pub rev: Option<String>,
     /// New handle from an identity event.
     pub handle: Option<String>,
+    /// An identity event arrived: the cached identity (PDS) is stale.
+    pub identity: bool,
     /// `(active, status)` from the last account event.
     pub account: Option<(bool, Option<AccountStatus>)>,
     /// Delete every row of this DID before applying the batch's mutations.
@@ -94,6 +96,25 @@ pub struct Batch {
     pub last_time_us: i64,
     /// Events seen, filtered ones included.
     pub events: usize,
+    /// Set when the batch is one page of an import.
+    pub import: Option<ImportPage>,
+}
+
+/// One page of an import: its rows commit in the same transaction as the
+/// page's listRecords cursor and counters, so a crash loses at most the page
+/// in flight.
+#[derive(Debug, Clone)]
+pub struct ImportPage {
+    /// `parity_import_states.id`.
+    pub state_id: i64,
+    /// The lease owner; the page is refused if the lease was taken over.
+    pub owner: String,
+    /// Where the next page starts; `None` after the last page.
+    pub cursor: Option<String>,
+    /// Records that failed their mapper (not in `mutations`).
+    pub failed: u64,
+    /// New lease expiry, RFC 3339.
+    pub lease_until: String,
 }
 
 /// What the batcher did with a pushed mutation.
@@ -181,8 +202,10 @@ impl Batcher {
 
     /// Records a handle change.
     pub fn identity(&mut self, did: &Did, handle: Option<String>) {
+        let repo = self.repos.entry(did.clone()).or_default();
+        repo.identity = true;
         if let Some(h) = handle {
-            self.repos.entry(did.clone()).or_default().handle = Some(h);
+            repo.handle = Some(h);
         }
     }
 
@@ -244,6 +267,7 @@ impl Batcher {
             cursors: std::mem::take(&mut self.cursors),
             last_time_us: self.last_time_us,
             events: std::mem::take(&mut self.events),
+            import: None,
         })
     }
 }

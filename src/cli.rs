@@ -36,8 +36,96 @@ pub struct Cli {
 pub enum Command {
     /// Read the network stream and keep the database in sync (runs until stopped).
     Consume(ConsumeArgs),
+    /// Backfill existing records from each account's PDS (listRecords).
+    Import(ImportArgs),
+    /// Show the state of imports: a summary and a table, or one DID's collections.
+    ImportStatus(ImportStatusArgs),
+    /// Continue every interrupted or failed import (or one DID's) from its saved cursor.
+    Resume(ResumeArgs),
     /// Run the database migrations and exit.
     Migrate,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// DIDs (did:plc:…, did:web:…) and handles to import.
+    #[arg(value_name = "DID|HANDLE")]
+    pub targets: Vec<String>,
+    /// Read more DIDs or handles from FILE, one per line (# comments).
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Only this collection (repeatable); default: every collection with a mapper.
+    #[arg(long = "collection", value_name = "NSID")]
+    pub collections: Vec<String>,
+    /// Progress bars on a terminal, periodic log lines otherwise.
+    #[arg(long)]
+    pub progress: bool,
+    /// DIDs imported in parallel [default: import.concurrency].
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Import collections again even if already completed.
+    #[arg(long)]
+    pub force: bool,
+    /// PLC directory URL [env: PARITY_PLC_URL] [default: https://plc.directory].
+    #[arg(long, value_name = "URL")]
+    pub plc_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportStatusArgs {
+    /// Show every collection of this DID.
+    #[arg(value_name = "DID")]
+    pub did: Option<String>,
+    /// Only imports not completed (pending, in progress, failed).
+    #[arg(long, group = "which")]
+    pub pending: bool,
+    /// Only failed imports.
+    #[arg(long, group = "which")]
+    pub failed: bool,
+    /// Only completed imports.
+    #[arg(long, group = "which")]
+    pub completed: bool,
+    /// Machine-readable rows (every column) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ImportStatusArgs {
+    pub fn filter(&self) -> crate::store::StatusFilter {
+        use crate::store::StatusFilter;
+        match (self.pending, self.failed, self.completed) {
+            (true, _, _) => StatusFilter::Pending,
+            (_, true, _) => StatusFilter::Failed,
+            (_, _, true) => StatusFilter::Completed,
+            _ => StatusFilter::All,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Only this DID.
+    #[arg(value_name = "DID")]
+    pub did: Option<String>,
+    /// Progress bars on a terminal, periodic log lines otherwise.
+    #[arg(long)]
+    pub progress: bool,
+    /// DIDs imported in parallel [default: import.concurrency].
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+}
+
+impl ImportArgs {
+    pub fn options(&self) -> crate::import::ImportOptions {
+        crate::import::ImportOptions {
+            targets: self.targets.clone(),
+            file: self.file.clone(),
+            collections: self.collections.clone(),
+            progress: self.progress,
+            concurrency: self.concurrency,
+            force: self.force,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +166,11 @@ impl Cli {
         }
         if let Some(f) = &self.log_format {
             cfg.log.format = f.clone();
+        }
+        if let Command::Import(a) = &self.command
+            && let Some(u) = &a.plc_url
+        {
+            cfg.identity.plc_url = u.clone();
         }
     }
 }

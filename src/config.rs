@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::batch::BatchConfig;
 use crate::event::{AccountStatus, CommitOp, Did};
 use crate::filter::CollectionPattern;
+use crate::import::{IdentityConfig, ImportConfig};
 use crate::mapper::builtin::Builtin;
 use crate::mapper::declarative::{DeclarativeConfig, DeclarativeMapper};
 use crate::source::SourceConfig;
@@ -28,6 +29,9 @@ use crate::store::DatabaseConfig;
 
 /// Environment variables parity reads that are not config keys.
 const EXTRA_ENV: &[&str] = &["PARITY_CONFIG"];
+
+/// Short names for keys operators set often: `(alias, canonical)`.
+const ENV_ALIASES: &[(&str, &str)] = &[("PARITY_PLC_URL", "PARITY_IDENTITY_PLC_URL")];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -47,6 +51,10 @@ pub struct Config {
     pub accounts: AccountsConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub import: ImportConfig,
+    #[serde(default)]
+    pub identity: IdentityConfig,
 }
 
 /// Which events reach the mappers.
@@ -296,6 +304,11 @@ impl Config {
             if !name.starts_with("PARITY_") || EXTRA_ENV.contains(&name.as_str()) {
                 continue;
             }
+            let name = ENV_ALIASES
+                .iter()
+                .find(|(alias, _)| *alias == name)
+                .map(|(_, canonical)| (*canonical).to_owned())
+                .unwrap_or(name);
             let Some((path, default)) = keys.get(&name) else {
                 return Err(err(format!(
                     "unknown environment variable {name}; config keys map to PARITY_SECTION_KEY, e.g. PARITY_DATABASE_URL"
@@ -329,6 +342,8 @@ impl Config {
                 ))
             })?;
         }
+        self.import.validate().map_err(err)?;
+        self.identity.validate().map_err(err)?;
         if self.batch.max_events == 0 {
             return Err(err("batch.max_events must be at least 1"));
         }

@@ -16,6 +16,8 @@
 //! - [`batch`]: collects mutations and cursors into one batch (pure).
 //! - [`store`]: SQLite and PostgreSQL; one transaction per batch.
 //! - [`pipeline`]: `parity consume` wiring, shutdown and drain.
+//! - [`import`]: `parity import`, `import-status` and `resume` (backfill
+//!   from each account's PDS through the same mappers and store).
 //! - [`config`], [`cli`]: configuration and the command line.
 //! - [`telemetry`]: logging setup and metric names.
 
@@ -25,6 +27,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod filter;
+pub mod import;
 pub mod mapper;
 pub mod pipeline;
 pub mod shutdown;

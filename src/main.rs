@@ -28,23 +28,63 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&e, 1),
     };
-    let result: Result<(), parity::Error> = rt.block_on(async move {
+    let result: Result<ExitCode, parity::Error> = rt.block_on(async move {
         match cli.command {
             Command::Consume(args) => {
                 let token = parity::shutdown::on_signals();
-                Consumer::new(cfg).run(args.options(), token).await
+                Consumer::new(cfg).run(args.options(), token).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Import(args) => {
+                let token = parity::shutdown::on_signals();
+                let summary = parity::import::import(&cfg, args.options(), token).await?;
+                println!("{}", summary.line());
+                if !summary.is_success() {
+                    return Ok(ExitCode::FAILURE);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Resume(args) => {
+                let token = parity::shutdown::on_signals();
+                let summary = parity::import::resume(
+                    &cfg,
+                    args.did.clone(),
+                    args.progress,
+                    args.concurrency,
+                    token,
+                )
+                .await?;
+                println!("{}", summary.line());
+                if !summary.is_success() {
+                    return Ok(ExitCode::FAILURE);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::ImportStatus(args) => {
+                let out = parity::import::import_status(
+                    &cfg,
+                    args.did.as_deref(),
+                    args.filter(),
+                    args.json,
+                )
+                .await?;
+                print!("{out}");
+                if !out.ends_with('\n') {
+                    println!();
+                }
+                Ok(ExitCode::SUCCESS)
             }
             Command::Migrate => {
                 let store = Store::connect(&cfg.database).await?;
                 store.migrate().await?;
                 store.close().await;
                 eprintln!("Migrations are up to date.");
-                Ok(())
+                Ok(ExitCode::SUCCESS)
             }
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e @ parity::Error::Config(_)) => fail(&e, 2),
         Err(e) => fail(&e, 1),
     }

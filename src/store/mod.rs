@@ -18,6 +18,7 @@
 //! the batch; anything else stops the process.
 
 pub mod cursor;
+mod imports;
 pub mod plan;
 mod postgres;
 mod schema;
@@ -31,6 +32,7 @@ use crate::batch::Batch;
 use crate::event::{AccountStatus, Cursor};
 use crate::mapper::TableSchema;
 
+pub use imports::{CachedIdentity, ImportState, StatusFilter};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -103,6 +105,10 @@ pub enum StoreError {
         "stored cursor for {stream} is {value}, which is invalid; fix or delete the row in parity_cursors"
     )]
     CorruptCursor { stream: String, value: i64 },
+    /// An import page was written after another process took over the
+    /// (did, collection) lease; the page was rolled back.
+    #[error("the import lease was taken over by another process")]
+    LeaseLost,
     /// Any other database error.
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),

@@ -54,7 +54,11 @@ impl<'a> Plan<'a> {
         let mut purges = Vec::new();
         let mut revs = Vec::new();
         for (did, change) in &batch.repos {
-            if change.account.is_some() || change.handle.is_some() || change.resync {
+            if change.account.is_some()
+                || change.identity
+                || change.handle.is_some()
+                || change.resync
+            {
                 account_changes.push((did, change));
             }
             if change.purge {
@@ -75,6 +79,11 @@ impl<'a> Plan<'a> {
             purges,
             revs,
         }
+    }
+
+    /// Upserts in this batch, across tables.
+    pub fn upsert_count(&self) -> usize {
+        self.tables.iter().map(|t| t.upserts.len()).sum()
     }
 
     /// Every `(uri, rev)` deleted in this batch, across tables.

@@ -14,7 +14,7 @@ use sqlx::{AssertSqlSafe, Postgres};
 
 use super::plan::{Plan, status_text};
 use super::schema::{self, Backend};
-use super::{CommitStats, DatabaseConfig, StoreError};
+use super::{CommitStats, DatabaseConfig, StoreError, imports};
 use crate::batch::Batch;
 use crate::event::AccountStatus;
 use crate::mapper::{ColumnType, Row, TableSchema, Value};
@@ -201,10 +201,12 @@ impl PgStore {
             .await?;
 
         for (did, change) in &plan.account_changes {
-            if let Some(handle) = &change.handle {
+            if change.identity || change.handle.is_some() {
+                let handle = &change.handle;
                 sqlx::query(
                     "INSERT INTO parity_repos (did, handle, updated_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (did) DO UPDATE SET handle = excluded.handle, updated_at = excluded.updated_at",
+                     ON CONFLICT (did) DO UPDATE SET handle = COALESCE(excluded.handle, parity_repos.handle), \
+                     identity_resolved_at = NULL, updated_at = excluded.updated_at",
                 )
                 .bind(did.as_str().to_owned())
                 .bind(handle.clone())
@@ -235,6 +237,11 @@ impl PgStore {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+                sqlx::query(imports::QUEUE_RESYNC_PG)
+                    .bind(did.as_str().to_owned())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
         if !plan.purges.is_empty() {
@@ -303,6 +310,26 @@ impl PgStore {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+        }
+
+        if let Some(page) = &batch.import {
+            let offered = plan.upsert_count() as u64;
+            let synced = stats.upserted_total();
+            let n = sqlx::query(imports::PAGE_DONE_PG)
+                .bind(page.cursor.clone())
+                .bind(synced as i64)
+                .bind(offered.saturating_sub(synced) as i64)
+                .bind(page.failed as i64)
+                .bind(page.lease_until.clone())
+                .bind(now)
+                .bind(page.state_id)
+                .bind(page.owner.clone())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n == 0 {
+                return Err(StoreError::LeaseLost);
+            }
         }
 
         for (stream, cursor) in &batch.cursors {

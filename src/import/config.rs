@@ -1,0 +1,176 @@
+//! The `[import]` and `[identity]` config sections.
+//!
+//! Owns: defaults and checks of every import and identity knob. Used by
+//! `parity import` and `parity resume`; `parity consume` ignores them.
+
+use serde::{Deserialize, Serialize};
+
+/// How `parity import` pages, paces and retries.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportConfig {
+    /// Records per `listRecords` page (1–100).
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+    /// Pause between two pages of one (did, collection), in milliseconds.
+    #[serde(default)]
+    pub page_delay: u64,
+    /// DIDs imported in parallel (flag `--concurrency`).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Requests per second to one PDS host, however many DIDs live there.
+    #[serde(default = "default_rps")]
+    pub requests_per_second: u32,
+    /// Give up one HTTP request after this many seconds (then retry).
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+    /// Attempts per request on 5xx, timeouts and malformed answers before
+    /// the (did, collection) is marked failed. 429s wait and do not count.
+    #[serde(default = "default_retries")]
+    pub max_retries: u32,
+    /// Retry delay: starts here, doubles per attempt (with jitter)...
+    #[serde(default = "default_backoff_initial")]
+    pub backoff_initial_ms: u64,
+    /// ...up to this.
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_ms: u64,
+    /// How long a claimed (did, collection) stays reserved for its importer
+    /// without a renewal (renewed every third of it while running).
+    #[serde(default = "default_lease")]
+    pub lease_seconds: u64,
+}
+
+const fn default_page_size() -> u32 {
+    100
+}
+const fn default_concurrency() -> usize {
+    8
+}
+/// Bluesky's PDSes allow 3000 requests / 5 min per IP (10/s).
+const fn default_rps() -> u32 {
+    10
+}
+const fn default_timeout() -> u64 {
+    30
+}
+const fn default_retries() -> u32 {
+    5
+}
+const fn default_backoff_initial() -> u64 {
+    500
+}
+const fn default_backoff_max() -> u64 {
+    30_000
+}
+const fn default_lease() -> u64 {
+    60
+}
+
+impl Default for ImportConfig {
+    fn default() -> Self {
+        ImportConfig {
+            page_size: default_page_size(),
+            page_delay: 0,
+            concurrency: default_concurrency(),
+            requests_per_second: default_rps(),
+            timeout_seconds: default_timeout(),
+            max_retries: default_retries(),
+            backoff_initial_ms: default_backoff_initial(),
+            backoff_max_ms: default_backoff_max(),
+            lease_seconds: default_lease(),
+        }
+    }
+}
+
+impl ImportConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=100).contains(&self.page_size) {
+            return Err(format!(
+                "import.page_size is {}; listRecords accepts 1 to 100",
+                self.page_size
+            ));
+        }
+        if self.concurrency == 0 {
+            return Err("import.concurrency must be at least 1".into());
+        }
+        if self.requests_per_second == 0 {
+            return Err("import.requests_per_second must be at least 1".into());
+        }
+        if self.timeout_seconds == 0 {
+            return Err("import.timeout_seconds must be at least 1".into());
+        }
+        if self.lease_seconds < 3 {
+            return Err("import.lease_seconds must be at least 3".into());
+        }
+        Ok(())
+    }
+}
+
+/// Where DIDs and handles are resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// PLC directory for did:plc (flag `--plc-url`, env `PARITY_PLC_URL`).
+    #[serde(default = "default_plc")]
+    pub plc_url: String,
+    /// How long a resolved identity is trusted, in seconds. An `#identity`
+    /// event from the stream ends it early.
+    #[serde(default = "default_ttl")]
+    pub cache_ttl_seconds: u64,
+    /// DNS servers for handle TXT lookups (`IP` or `IP:PORT`); empty: the
+    /// system resolver.
+    #[serde(default)]
+    pub dns_servers: Vec<String>,
+    /// Give up one resolution request after this many seconds.
+    #[serde(default = "default_identity_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_plc() -> String {
+    "https://plc.directory".into()
+}
+/// Tap and goat cache identities for 24 h.
+const fn default_ttl() -> u64 {
+    86_400
+}
+const fn default_identity_timeout() -> u64 {
+    10
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            plc_url: default_plc(),
+            cache_ttl_seconds: default_ttl(),
+            dns_servers: Vec::new(),
+            timeout_seconds: default_identity_timeout(),
+        }
+    }
+}
+
+impl IdentityConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let u = url::Url::parse(&self.plc_url)
+            .map_err(|e| format!("identity.plc_url {:?} is not a URL: {e}", self.plc_url))?;
+        if !matches!(u.scheme(), "http" | "https") {
+            return Err(format!(
+                "identity.plc_url {:?} must be http:// or https://",
+                self.plc_url
+            ));
+        }
+        for s in &self.dns_servers {
+            parse_dns_server(s)?;
+        }
+        Ok(())
+    }
+}
+
+/// `IP` or `IP:PORT` (port 53 by default).
+pub fn parse_dns_server(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse::<std::net::SocketAddr>()
+        .or_else(|_| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| std::net::SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| format!("identity.dns_servers: {s:?} is not IP or IP:PORT"))
+}

@@ -1,0 +1,209 @@
+//! Progress of an import run: indicatif bars on a terminal, periodic log
+//! lines elsewhere.
+//!
+//! Owns: the overall bar (DIDs done / total, records/s, ETA), one bar per
+//! running DID (collection, records and pages), and the plain log line used
+//! when `--progress` is given without a TTY (`import.progress` every
+//! [`LOG_EVERY`]). Without `--progress` nothing is drawn; the run still
+//! logs one line per DID and the final summary.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+
+use super::job::Counts;
+
+/// Interval of the plain progress line.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+struct Inner {
+    bars: Option<(MultiProgress, ProgressBar)>,
+    log: bool,
+    dids_total: AtomicU64,
+    dids_done: AtomicU64,
+    records: AtomicU64,
+    started: Instant,
+}
+
+/// Shared by every task of one run.
+#[derive(Clone)]
+pub struct Progress(Arc<Inner>);
+
+impl Progress {
+    /// `enabled`: the `--progress` flag.
+    pub fn new(enabled: bool, dids_total: u64) -> Progress {
+        let tty = std::io::stderr().is_terminal();
+        let bars = (enabled && tty).then(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let overall = multi.add(ProgressBar::new(dids_total));
+            overall.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:.bold} [{bar:30}] {pos}/{len} DIDs · {msg} · ETA {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            overall.set_prefix("import");
+            (multi, overall)
+        });
+        Progress(Arc::new(Inner {
+            bars,
+            log: enabled && !tty,
+            dids_total: AtomicU64::new(dids_total),
+            dids_done: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+            started: Instant::now(),
+        }))
+    }
+
+    /// Adds DIDs discovered after the start (resume expanding requests).
+    pub fn add_total(&self, n: u64) {
+        let total = self.0.dids_total.fetch_add(n, Relaxed) + n;
+        if let Some((_, o)) = &self.0.bars {
+            o.set_length(total);
+        }
+    }
+
+    /// A bar for one DID while it runs.
+    pub fn did(&self, did: &str) -> DidBar {
+        let bar = self.0.bars.as_ref().map(|(m, _)| {
+            let b = m.add(ProgressBar::new_spinner());
+            b.set_style(
+                ProgressStyle::with_template("  {spinner} {prefix} {msg}").expect("valid template"),
+            );
+            b.set_prefix(did.to_owned());
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        });
+        DidBar {
+            progress: self.clone(),
+            bar,
+        }
+    }
+
+    fn records_per_second(&self) -> f64 {
+        let secs = self.0.started.elapsed().as_secs_f64().max(0.001);
+        self.0.records.load(Relaxed) as f64 / secs
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "{}/{} DIDs, {} records ({:.0}/s)",
+            self.0.dids_done.load(Relaxed),
+            self.0.dids_total.load(Relaxed),
+            self.0.records.load(Relaxed),
+            self.records_per_second()
+        )
+    }
+
+    /// Starts the periodic log line when `--progress` has no TTY.
+    pub fn spawn_logger(&self, token: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+        if !self.0.log {
+            return None;
+        }
+        let me = self.clone();
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LOG_EVERY);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => tracing::info!(progress = %me.line(), "import progress"),
+                    _ = token.cancelled() => return,
+                }
+            }
+        }))
+    }
+
+    /// Clears the bars.
+    pub fn finish(&self) {
+        if let Some((_, o)) = &self.0.bars {
+            o.finish_and_clear();
+        }
+    }
+
+    /// Prints above the bars (or to stderr without them).
+    pub fn println(&self, msg: &str) {
+        match &self.0.bars {
+            Some((m, _)) => {
+                let _ = m.println(msg);
+            }
+            None => eprintln!("{msg}"),
+        }
+    }
+}
+
+/// The bar of one running DID.
+pub struct DidBar {
+    progress: Progress,
+    bar: Option<ProgressBar>,
+}
+
+impl DidBar {
+    /// Progress of one collection of this DID.
+    pub fn pair(&self, collection: &str) -> PairBar {
+        if let Some(b) = &self.bar {
+            b.set_message(format!("{collection}: starting"));
+        }
+        PairBar {
+            progress: self.progress.clone(),
+            bar: self.bar.clone(),
+            collection: collection.to_owned(),
+            records: AtomicU64::new(0),
+            pages: AtomicU64::new(0),
+        }
+    }
+
+    /// The DID is done (either way).
+    pub fn finish(self) {
+        let inner = &self.progress.0;
+        inner.dids_done.fetch_add(1, Relaxed);
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+        if let Some((_, o)) = &inner.bars {
+            o.inc(1);
+            o.set_message(format!(
+                "{} records, {:.0}/s",
+                inner.records.load(Relaxed),
+                self.progress.records_per_second()
+            ));
+        }
+    }
+}
+
+/// Progress of one (did, collection).
+pub struct PairBar {
+    progress: Progress,
+    bar: Option<ProgressBar>,
+    collection: String,
+    records: AtomicU64,
+    pages: AtomicU64,
+}
+
+impl PairBar {
+    /// One page committed.
+    pub fn page(&self, c: Counts) {
+        let n = c.synced + c.skipped + c.failed;
+        let records = self.records.fetch_add(n, Relaxed) + n;
+        let pages = self.pages.fetch_add(1, Relaxed) + 1;
+        let inner = &self.progress.0;
+        inner.records.fetch_add(n, Relaxed);
+        if let Some(b) = &self.bar {
+            b.set_message(format!(
+                "{}: {records} records, {pages} pages",
+                self.collection
+            ));
+        }
+        if let Some((_, o)) = &inner.bars {
+            o.set_message(format!(
+                "{} records, {:.0}/s",
+                inner.records.load(Relaxed),
+                self.progress.records_per_second()
+            ));
+        }
+    }
+}

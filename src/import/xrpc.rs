@@ -1,0 +1,346 @@
+//! The XRPC client of `parity import`: paced per PDS host, patient with
+//! rate limits, retrying transient faults.
+//!
+//! Owns: one GCRA limiter per host (`import.requests_per_second`, shared by
+//! every DID on that host), the host's "not before" time set by `429` +
+//! `Retry-After` / `ratelimit-reset` or by `ratelimit-remaining: 0`,
+//! exponential backoff with jitter on 5xx, timeouts, cut-off bodies and
+//! malformed JSON (at most `import.max_retries` attempts), and the
+//! `parity_import_requests_total{status}` / `parity_import_rate_limited_total`
+//! metrics. Error bodies from peers are reduced to their XRPC error name
+//! (letters only), never echoed.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use rand::Rng;
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::config::ImportConfig;
+use super::identity::describe;
+
+/// 429s in a row on one request before giving up on it.
+const MAX_RATE_LIMITED: u32 = 50;
+/// Longest wait a server may impose with one 429 or reset header.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+/// Why a request did not produce an answer.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum XrpcError {
+    /// A definitive answer (4xx other than 429): retrying will not help.
+    #[error("{method} answered HTTP {status}{}", .error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default())]
+    Refused {
+        method: String,
+        status: u16,
+        /// The XRPC `error` name (letters only), e.g. `RepoNotFound`.
+        error: Option<String>,
+    },
+    /// Transient faults until the retry budget ran out.
+    #[error("{method}: {detail} (gave up after {attempts} attempts)")]
+    Exhausted {
+        method: String,
+        detail: String,
+        attempts: u32,
+    },
+    #[error("interrupted")]
+    Cancelled,
+}
+
+/// A paced XRPC client shared by every import task.
+pub struct Xrpc {
+    http: reqwest::Client,
+    limiter: DefaultKeyedRateLimiter<String>,
+    not_before: Mutex<HashMap<String, Instant>>,
+    max_retries: u32,
+    backoff_initial: Duration,
+    backoff_max: Duration,
+}
+
+impl Xrpc {
+    pub fn new(cfg: &ImportConfig) -> Result<Xrpc, String> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(cfg.timeout_seconds))
+            .user_agent(concat!("parity/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let rps = NonZeroU32::new(cfg.requests_per_second).unwrap_or(NonZeroU32::MIN);
+        // Burst of one: requests are spread evenly, never bunched.
+        let quota = Quota::per_second(rps).allow_burst(NonZeroU32::MIN);
+        Ok(Xrpc {
+            http,
+            limiter: RateLimiter::keyed(quota),
+            not_before: Mutex::new(HashMap::new()),
+            max_retries: cfg.max_retries.max(1),
+            backoff_initial: Duration::from_millis(cfg.backoff_initial_ms.max(1)),
+            backoff_max: Duration::from_millis(cfg.backoff_max_ms.max(1)),
+        })
+    }
+
+    /// `GET {base}/xrpc/{method}?{params}`, decoded as `T`.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        base: &str,
+        method: &str,
+        params: &[(&str, &str)],
+        token: &CancellationToken,
+    ) -> Result<T, XrpcError> {
+        let url = format!("{base}/xrpc/{method}");
+        let host = host_key(base);
+        let mut attempts = 0u32;
+        let mut limited = 0u32;
+        loop {
+            self.pace(&host, token).await?;
+            let sent = self.http.get(&url).query(params).send();
+            let result = tokio::select! {
+                r = sent => r,
+                _ = token.cancelled() => return Err(XrpcError::Cancelled),
+            };
+            let fault = match result {
+                Err(e) => {
+                    count(if e.is_timeout() { "timeout" } else { "error" });
+                    describe(&e)
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    count(status_label(status));
+                    self.note_headers(&host, resp.headers());
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        metrics::counter!("parity_import_rate_limited_total").increment(1);
+                        limited += 1;
+                        if limited > MAX_RATE_LIMITED {
+                            return Err(XrpcError::Exhausted {
+                                method: method.into(),
+                                detail: "rate limited (429) too many times".into(),
+                                attempts: attempts + limited,
+                            });
+                        }
+                        let wait =
+                            retry_after(resp.headers()).unwrap_or_else(|| self.backoff(limited));
+                        tracing::info!(host = %host, wait_ms = wait.as_millis() as u64, "PDS rate limit (429): waiting");
+                        self.block(&host, wait);
+                        continue;
+                    }
+                    if status.is_success() {
+                        match resp.bytes().await {
+                            Ok(body) => match serde_json::from_slice::<T>(&body) {
+                                Ok(v) => return Ok(v),
+                                Err(_) => "the answer is not the expected JSON".to_owned(),
+                            },
+                            Err(e) => describe(&e),
+                        }
+                    } else if status.is_server_error() {
+                        format!("HTTP {}", status.as_u16())
+                    } else {
+                        let body = resp.bytes().await.unwrap_or_default();
+                        return Err(XrpcError::Refused {
+                            method: method.into(),
+                            status: status.as_u16(),
+                            error: xrpc_error_name(&body),
+                        });
+                    }
+                }
+            };
+            attempts += 1;
+            if attempts >= self.max_retries {
+                return Err(XrpcError::Exhausted {
+                    method: method.into(),
+                    detail: fault,
+                    attempts,
+                });
+            }
+            let wait = self.backoff(attempts);
+            tracing::debug!(host = %host, method, attempt = attempts, fault = %fault, "retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = token.cancelled() => return Err(XrpcError::Cancelled),
+            }
+        }
+    }
+
+    /// Waits for the host's rate-limit window and then for a limiter slot.
+    async fn pace(&self, host: &str, token: &CancellationToken) -> Result<(), XrpcError> {
+        loop {
+            let until = self
+                .not_before
+                .lock()
+                .expect("not_before lock")
+                .get(host)
+                .copied();
+            match until {
+                Some(t) if t > Instant::now() => tokio::select! {
+                    _ = tokio::time::sleep_until(t) => {}
+                    _ = token.cancelled() => return Err(XrpcError::Cancelled),
+                },
+                _ => break,
+            }
+        }
+        let key = host.to_owned();
+        tokio::select! {
+            _ = self.limiter.until_key_ready(&key) => Ok(()),
+            _ = token.cancelled() => Err(XrpcError::Cancelled),
+        }
+    }
+
+    fn block(&self, host: &str, wait: Duration) {
+        let until = Instant::now() + wait.min(MAX_WAIT);
+        let mut map = self.not_before.lock().expect("not_before lock");
+        let e = map.entry(host.to_owned()).or_insert(until);
+        if *e < until {
+            *e = until;
+        }
+    }
+
+    /// `ratelimit-remaining: 0` means the next request would be refused:
+    /// wait for `ratelimit-reset` instead of provoking a 429.
+    fn note_headers(&self, host: &str, h: &HeaderMap) {
+        let remaining = header_u64(h, "ratelimit-remaining");
+        if remaining == Some(0)
+            && let Some(wait) = reset_wait(h)
+        {
+            self.block(host, wait);
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self
+            .backoff_initial
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.backoff_max);
+        // Full jitter on the upper half: spread retries of many tasks.
+        let half = base / 2;
+        half + half.mul_f64(rand::rng().random::<f64>())
+    }
+}
+
+fn count(status: &'static str) {
+    metrics::counter!("parity_import_requests_total", "status" => status).increment(1);
+}
+
+/// A bounded label: the code for the statuses that matter, else the class.
+fn status_label(s: StatusCode) -> &'static str {
+    match s.as_u16() {
+        400 => "400",
+        404 => "404",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        100..=299 => "2xx",
+        300..=399 => "3xx",
+        401..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// `host[:port]` of a base URL: the unit of pacing.
+fn host_key(base: &str) -> String {
+    url::Url::parse(base)
+        .ok()
+        .and_then(|u| {
+            u.host_str().map(|h| match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_owned(),
+            })
+        })
+        .unwrap_or_else(|| base.to_owned())
+}
+
+fn header_u64(h: &HeaderMap, name: &str) -> Option<u64> {
+    h.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// `Retry-After` (seconds or an HTTP date), else `ratelimit-reset`.
+fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    if let Some(v) = h.get("retry-after").and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        if let Ok(secs) = v.parse::<u64>() {
+            return Some(Duration::from_secs(secs));
+        }
+        if let Ok(t) = chrono::DateTime::parse_from_rfc2822(v) {
+            let t: SystemTime = t.into();
+            return Some(t.duration_since(SystemTime::now()).unwrap_or_default());
+        }
+    }
+    reset_wait(h)
+}
+
+/// `ratelimit-reset`: an epoch time in seconds (Bluesky), or a delta in
+/// seconds (IETF draft) when it is small.
+fn reset_wait(h: &HeaderMap) -> Option<Duration> {
+    let reset = header_u64(h, "ratelimit-reset")?;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    Some(Duration::from_secs(if reset > 1_000_000_000 {
+        reset.saturating_sub(now)
+    } else {
+        reset
+    }))
+}
+
+/// The `error` field of an XRPC error body, if it is a plain name.
+fn xrpc_error_name(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct E {
+        error: String,
+    }
+    let e: E = serde_json::from_slice(body).ok()?;
+    (!e.error.is_empty() && e.error.len() <= 64 && e.error.bytes().all(|b| b.is_ascii_alphabetic()))
+        .then_some(e.error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn retry_after_reads_seconds_dates_and_reset() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        let mut h = HeaderMap::new();
+        let soon = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 30;
+        h.insert(
+            "ratelimit-reset",
+            HeaderValue::from_str(&soon.to_string()).unwrap(),
+        );
+        let w = retry_after(&h).unwrap();
+        assert!(
+            w <= Duration::from_secs(30) && w >= Duration::from_secs(28),
+            "{w:?}"
+        );
+        h.insert("ratelimit-reset", HeaderValue::from_static("12"));
+        assert_eq!(reset_wait(&h), Some(Duration::from_secs(12)));
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn error_names_are_letters_only() {
+        assert_eq!(
+            xrpc_error_name(br#"{"error":"RepoNotFound","message":"x"}"#).as_deref(),
+            Some("RepoNotFound")
+        );
+        assert_eq!(xrpc_error_name(br#"{"error":"\u001b[31mred"}"#), None);
+        assert_eq!(xrpc_error_name(b"<html>"), None);
+    }
+
+    #[test]
+    fn hosts_include_the_port() {
+        assert_eq!(host_key("http://127.0.0.1:8080"), "127.0.0.1:8080");
+        assert_eq!(host_key("https://pds.example.com"), "pds.example.com");
+    }
+}
