@@ -1,0 +1,239 @@
+//! `parity import` end to end: the real binary against a local PLC
+//! directory + PDS serving real repositories (CAR fixtures, MST walked),
+//! into SQLite and PostgreSQL. Rows are checked against what the PDS serves
+//! and, for `jetstream_repo.car`, against the independent `goat repo ls`
+//! listing; states and the summary line are checked too.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::importer::{self, BUILTIN, parity, run};
+use common::pds::Pds;
+use common::{TestDb, fixture};
+
+const JETSTREAM_CAR: &str = "car/jetstream_repo.car";
+const LITTLE_CAR: &str = "car/repostream_little.car";
+
+async fn multi_page(db: TestDb) {
+    let pds = Pds::start().await;
+    let a = pds.add_car(fixture(JETSTREAM_CAR));
+    let b = pds.add_car(fixture(LITTLE_CAR));
+    let mut cmd = parity(&db, &pds, &["import", &a.did, &b.did, "--concurrency", "2"]);
+    cmd.env("PARITY_IMPORT_PAGE_SIZE", "7")
+        .env("PARITY_MAPPERS_GENERIC", "*");
+    let (code, out, err) = run(cmd).await;
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    let total = a.records + b.records;
+    assert!(
+        out.contains(&format!("{total} records synced, 0 skipped, 0 failed; 2 DIDs completed")),
+        "{out}"
+    );
+
+    let revs: BTreeMap<String, String> =
+        [(a.did.clone(), a.rev.clone()), (b.did.clone(), b.rev.clone())].into();
+    let want = importer::expected(&pds, &[&a.did, &b.did], &revs, true);
+    let got = importer::stored(&db, want.keys().copied()).await;
+    assert_eq!(got, want);
+    let stored_total: usize = got.values().map(Vec::len).sum();
+    assert_eq!(stored_total, total);
+
+    // The independent listing of the first repo: every record, same CID.
+    let tsv = std::fs::read_to_string(fixture("car/jetstream_repo.car_expected_records.tsv")).unwrap();
+    let mut listing: Vec<(String, String)> = tsv
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (k, cid) = l.split_once('\t').unwrap();
+            (format!("at://{}/{k}", a.did), cid.trim().to_owned())
+        })
+        .collect();
+    listing.sort();
+    let mut imported: Vec<(String, String)> = got
+        .values()
+        .flatten()
+        .filter(|r| r[0].as_deref().unwrap().starts_with(&format!("at://{}/", a.did)))
+        .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
+        .collect();
+    imported.sort();
+    assert_eq!(imported, listing);
+
+    // One completed state per collection, with its pages and counters.
+    for info in [&a, &b] {
+        let states = importer::states(&db, &info.did).await;
+        let mut per_collection: BTreeMap<String, i64> = BTreeMap::new();
+        for r in pds.records(&info.did) {
+            *per_collection.entry(r.collection).or_default() += 1;
+        }
+        let want: Vec<(String, String, i64, i64, i64)> = per_collection
+            .into_iter()
+            .map(|(c, n)| (c, "completed".to_owned(), n, 0, 0))
+            .collect();
+        assert_eq!(states, want, "{}", info.did);
+    }
+    // Paging really happened: ceil(n / 7) pages per collection.
+    let pages = db
+        .scalar(&format!(
+            "SELECT CAST(pages AS TEXT) FROM parity_import_states WHERE did = '{}' AND collection = 'app.bsky.feed.like'",
+            a.did
+        ))
+        .await;
+    assert_eq!(pages.as_deref(), Some("2"));
+    let list_calls = pds.list_records_pages();
+    let mut unique = list_calls.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), list_calls.len(), "a page was fetched twice");
+
+    // A second run finds everything done; --force imports it again.
+    let (code, out, _) = run(parity(&db, &pds, &["import", &a.did])).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("0 records synced") && out.contains("1 skipped"), "{out}");
+    let (code, out, _) = run(parity(&db, &pds, &["import", &a.did, "--force"])).await;
+    assert_eq!(code, 0);
+    // Same rev: the rows are already there, so the convergence rules skip them.
+    assert!(
+        out.contains(&format!("0 records synced, {} skipped, 0 failed; 1 DIDs completed", a.records)),
+        "{out}"
+    );
+    assert_eq!(importer::stored(&db, want.keys().copied()).await, want);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn multi_page_import_into_sqlite() {
+    multi_page(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn multi_page_import_into_postgres() {
+    multi_page(TestDb::postgres("import").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_named_collection_and_unknown_collections_are_refused() {
+    let db = TestDb::sqlite();
+    let pds = Pds::start().await;
+    let a = pds.add_car(fixture(JETSTREAM_CAR));
+    let (code, out, err) = run(parity(
+        &db,
+        &pds,
+        &["import", &a.did, "--collection", "app.bsky.feed.like"],
+    ))
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(db.count("likes").await, 10);
+    assert_eq!(db.count("posts").await, 0);
+
+    let (code, _, err) = run(parity(
+        &db,
+        &pds,
+        &["import", &a.did, "--collection", "com.example.nomapper"],
+    ))
+    .await;
+    assert_eq!(code, 2);
+    assert!(err.contains("com.example.nomapper") && err.contains("no mapper"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tombstoned_and_unknown_dids_fail_clearly_and_the_rest_goes_on() {
+    let db = TestDb::sqlite();
+    let pds = Pds::start().await;
+    let good = pds.add_car(fixture("car/repostream_tiny.car"));
+    let gone = pds.add_car(fixture("car/indigo_greenground.repo.car"));
+    pds.tombstone(&gone.did);
+    let unknown = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa";
+    let (code, out, err) = run(parity(&db, &pds, &["import", unknown, &gone.did, &good.did])).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains(&format!("{unknown}: failed")) && err.contains("not known to the PLC directory"), "{err}");
+    assert!(err.contains(&gone.did) && err.contains("tombstoned"), "{err}");
+    assert!(out.contains("1 DIDs completed, 0 skipped, 2 failed"), "{out}");
+    // The good DID is fully imported (8 records, all built-in collections).
+    let stored: i64 = {
+        let mut n = 0;
+        for (_, t) in BUILTIN {
+            n += db.count(t).await;
+        }
+        n
+    };
+    assert_eq!(stored as usize, good.records);
+    // Failures are visible in import-status, with a hint to resume.
+    let (code, out, _) = run(parity(&db, &pds, &["import-status", "--failed"])).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("failed: 2"), "{out}");
+    assert!(out.contains(unknown) && out.contains(&gone.did), "{out}");
+    assert!(out.contains("parity resume"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn handles_and_a_file_with_an_invalid_line() {
+    let db = TestDb::sqlite();
+    let pds = Pds::start().await;
+    let dns = common::dns::Dns::start().await;
+    let a = pds.add_car(fixture("car/repostream_tiny.car"));
+    let b = pds.add_car(fixture("car/rsky_valid_repo.car"));
+    pds.add_did_doc(&a.did, "alice.test");
+    dns.set_handle("alice.test", &a.did);
+    // A handle whose DNS record points at a DID that does not claim it.
+    dns.set_handle("mallory.test", &b.did);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("accounts.txt");
+    std::fs::write(
+        &file,
+        format!("# accounts to import\nAlice.Test\n\nthis is not a did\n{}  # second\n", b.did),
+    )
+    .unwrap();
+    let mut cmd = parity(&db, &pds, &["import", "--file", file.to_str().unwrap(), "mallory.test"]);
+    cmd.env("PARITY_IDENTITY_DNS_SERVERS", dns.addr().to_string());
+    let (code, out, err) = run(cmd).await;
+    assert!(err.contains("line 4") && err.contains("this is not a did"), "{err}");
+    assert!(err.contains("mallory.test") && err.contains("does not claim"), "{err}");
+    assert_eq!(code, 1, "mallory failed: {out}{err}");
+    assert!(out.contains("2 DIDs completed, 0 skipped, 1 failed"), "{out}");
+    assert!(out.contains("1 invalid input lines skipped"), "{out}");
+    let mut n = 0;
+    for (_, t) in BUILTIN {
+        n += db.count(t).await;
+    }
+    assert_eq!(n as usize, a.records + b.records);
+    assert_eq!(
+        db.scalar(&format!("SELECT handle FROM parity_repos WHERE did = '{}'", a.did)).await.as_deref(),
+        Some("alice.test")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_status_summarises_lists_and_prints_json() {
+    let db = TestDb::sqlite();
+    let pds = Pds::start().await;
+    let a = pds.add_car(fixture(JETSTREAM_CAR));
+    let (code, _, err) = run(parity(&db, &pds, &["import", &a.did])).await;
+    assert_eq!(code, 0, "{err}");
+
+    let (code, out, _) = run(parity(&db, &pds, &["import-status"])).await;
+    assert_eq!(code, 0);
+    assert!(out.starts_with("pending: 0, in_progress: 0, completed: 5, failed: 0"), "{out}");
+    for c in ["app.bsky.feed.like", "app.bsky.feed.post", "app.bsky.actor.profile"] {
+        assert!(out.contains(c), "{out}");
+    }
+    assert!(!out.contains("parity resume"), "{out}");
+
+    let (_, out, _) = run(parity(&db, &pds, &["import-status", "--pending"])).await;
+    assert!(out.contains("No imports match"), "{out}");
+
+    let (_, out, _) = run(parity(&db, &pds, &["import-status", &a.did])).await;
+    assert!(out.contains("pages") && out.contains("completed"), "{out}");
+
+    let (_, out, _) = run(parity(&db, &pds, &["import-status", "--json", "--completed"])).await;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.len(), 5);
+    let likes = rows
+        .iter()
+        .find(|r| r["collection"] == "app.bsky.feed.like")
+        .unwrap();
+    assert_eq!(likes["records_synced"], 10);
+    assert_eq!(likes["status"], "completed");
+    assert_eq!(likes["did"], a.did.as_str());
+    assert_eq!(likes["rev"], a.rev.as_str());
+}
