@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod frames;
 pub mod jetstream;
 pub mod model;
