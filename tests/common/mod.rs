@@ -4,9 +4,11 @@
 
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod frames;
 pub mod jetstream;
 pub mod model;
+pub mod pds;
 
 use std::path::PathBuf;
 use std::sync::Arc;
