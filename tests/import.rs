@@ -26,12 +26,17 @@ async fn multi_page(db: TestDb) {
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     let total = a.records + b.records;
     assert!(
-        out.contains(&format!("{total} records synced, 0 skipped, 0 failed; 2 DIDs completed")),
+        out.contains(&format!(
+            "{total} records synced, 0 skipped, 0 failed; 2 DIDs completed"
+        )),
         "{out}"
     );
 
-    let revs: BTreeMap<String, String> =
-        [(a.did.clone(), a.rev.clone()), (b.did.clone(), b.rev.clone())].into();
+    let revs: BTreeMap<String, String> = [
+        (a.did.clone(), a.rev.clone()),
+        (b.did.clone(), b.rev.clone()),
+    ]
+    .into();
     let want = importer::expected(&pds, &[&a.did, &b.did], &revs, true);
     let got = importer::stored(&db, want.keys().copied()).await;
     assert_eq!(got, want);
@@ -39,7 +44,8 @@ async fn multi_page(db: TestDb) {
     assert_eq!(stored_total, total);
 
     // The independent listing of the first repo: every record, same CID.
-    let tsv = std::fs::read_to_string(fixture("car/jetstream_repo.car_expected_records.tsv")).unwrap();
+    let tsv =
+        std::fs::read_to_string(fixture("car/jetstream_repo.car_expected_records.tsv")).unwrap();
     let mut listing: Vec<(String, String)> = tsv
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -52,7 +58,11 @@ async fn multi_page(db: TestDb) {
     let mut imported: Vec<(String, String)> = got
         .values()
         .flatten()
-        .filter(|r| r[0].as_deref().unwrap().starts_with(&format!("at://{}/", a.did)))
+        .filter(|r| {
+            r[0].as_deref()
+                .unwrap()
+                .starts_with(&format!("at://{}/", a.did))
+        })
         .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
         .collect();
     imported.sort();
@@ -71,14 +81,15 @@ async fn multi_page(db: TestDb) {
             .collect();
         assert_eq!(states, want, "{}", info.did);
     }
-    // Paging really happened: ceil(n / 7) pages per collection.
+    // Paging really happened: ceil(10 / 7) pages of likes, plus the empty
+    // page that ends a listing on the reference PDS.
     let pages = db
         .scalar(&format!(
             "SELECT CAST(pages AS TEXT) FROM parity_import_states WHERE did = '{}' AND collection = 'app.bsky.feed.like'",
             a.did
         ))
         .await;
-    assert_eq!(pages.as_deref(), Some("2"));
+    assert_eq!(pages.as_deref(), Some("3"));
     let list_calls = pds.list_records_pages();
     let mut unique = list_calls.clone();
     unique.sort();
@@ -88,12 +99,18 @@ async fn multi_page(db: TestDb) {
     // A second run finds everything done; --force imports it again.
     let (code, out, _) = run(parity(&db, &pds, &["import", &a.did])).await;
     assert_eq!(code, 0);
-    assert!(out.contains("0 records synced") && out.contains("1 skipped"), "{out}");
+    assert!(
+        out.contains("0 records synced") && out.contains("1 skipped"),
+        "{out}"
+    );
     let (code, out, _) = run(parity(&db, &pds, &["import", &a.did, "--force"])).await;
     assert_eq!(code, 0);
     // Same rev: the rows are already there, so the convergence rules skip them.
     assert!(
-        out.contains(&format!("0 records synced, {} skipped, 0 failed; 1 DIDs completed", a.records)),
+        out.contains(&format!(
+            "0 records synced, {} skipped, 0 failed; 1 DIDs completed",
+            a.records
+        )),
         "{out}"
     );
     assert_eq!(importer::stored(&db, want.keys().copied()).await, want);
@@ -131,7 +148,10 @@ async fn only_the_named_collection_and_unknown_collections_are_refused() {
     ))
     .await;
     assert_eq!(code, 2);
-    assert!(err.contains("com.example.nomapper") && err.contains("no mapper"), "{err}");
+    assert!(
+        err.contains("com.example.nomapper") && err.contains("no mapper"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
@@ -143,11 +163,26 @@ async fn tombstoned_and_unknown_dids_fail_clearly_and_the_rest_goes_on() {
     let gone = pds.add_car(fixture("car/indigo_greenground.repo.car"));
     pds.tombstone(&gone.did);
     let unknown = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa";
-    let (code, out, err) = run(parity(&db, &pds, &["import", unknown, &gone.did, &good.did])).await;
+    let (code, out, err) = run(parity(
+        &db,
+        &pds,
+        &["import", unknown, &gone.did, &good.did],
+    ))
+    .await;
     assert_eq!(code, 1, "{out}{err}");
-    assert!(err.contains(&format!("{unknown}: failed")) && err.contains("not known to the PLC directory"), "{err}");
-    assert!(err.contains(&gone.did) && err.contains("tombstoned"), "{err}");
-    assert!(out.contains("1 DIDs completed, 0 skipped, 2 failed"), "{out}");
+    assert!(
+        err.contains(&format!("{unknown}: failed"))
+            && err.contains("not known to the PLC directory"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&gone.did) && err.contains("tombstoned"),
+        "{err}"
+    );
+    assert!(
+        out.contains("1 DIDs completed, 0 skipped, 2 failed"),
+        "{out}"
+    );
     // The good DID is fully imported (8 records, all built-in collections).
     let stored: i64 = {
         let mut n = 0;
@@ -181,16 +216,32 @@ async fn handles_and_a_file_with_an_invalid_line() {
     let file = dir.path().join("accounts.txt");
     std::fs::write(
         &file,
-        format!("# accounts to import\nAlice.Test\n\nthis is not a did\n{}  # second\n", b.did),
+        format!(
+            "# accounts to import\nAlice.Test\n\nthis is not a did\n{}  # second\n",
+            b.did
+        ),
     )
     .unwrap();
-    let mut cmd = parity(&db, &pds, &["import", "--file", file.to_str().unwrap(), "mallory.test"]);
+    let mut cmd = parity(
+        &db,
+        &pds,
+        &["import", "--file", file.to_str().unwrap(), "mallory.test"],
+    );
     cmd.env("PARITY_IDENTITY_DNS_SERVERS", dns.addr().to_string());
     let (code, out, err) = run(cmd).await;
-    assert!(err.contains("line 4") && err.contains("this is not a did"), "{err}");
-    assert!(err.contains("mallory.test") && err.contains("does not claim"), "{err}");
+    assert!(
+        err.contains("line 4") && err.contains("this is not a did"),
+        "{err}"
+    );
+    assert!(
+        err.contains("mallory.test") && err.contains("does not claim"),
+        "{err}"
+    );
     assert_eq!(code, 1, "mallory failed: {out}{err}");
-    assert!(out.contains("2 DIDs completed, 0 skipped, 1 failed"), "{out}");
+    assert!(
+        out.contains("2 DIDs completed, 0 skipped, 1 failed"),
+        "{out}"
+    );
     assert!(out.contains("1 invalid input lines skipped"), "{out}");
     let mut n = 0;
     for (_, t) in BUILTIN {
@@ -198,7 +249,12 @@ async fn handles_and_a_file_with_an_invalid_line() {
     }
     assert_eq!(n as usize, a.records + b.records);
     assert_eq!(
-        db.scalar(&format!("SELECT handle FROM parity_repos WHERE did = '{}'", a.did)).await.as_deref(),
+        db.scalar(&format!(
+            "SELECT handle FROM parity_repos WHERE did = '{}'",
+            a.did
+        ))
+        .await
+        .as_deref(),
         Some("alice.test")
     );
 }
@@ -213,8 +269,15 @@ async fn import_status_summarises_lists_and_prints_json() {
 
     let (code, out, _) = run(parity(&db, &pds, &["import-status"])).await;
     assert_eq!(code, 0);
-    assert!(out.starts_with("pending: 0, in_progress: 0, completed: 5, failed: 0"), "{out}");
-    for c in ["app.bsky.feed.like", "app.bsky.feed.post", "app.bsky.actor.profile"] {
+    assert!(
+        out.starts_with("pending: 0, in_progress: 0, completed: 5, failed: 0"),
+        "{out}"
+    );
+    for c in [
+        "app.bsky.feed.like",
+        "app.bsky.feed.post",
+        "app.bsky.actor.profile",
+    ] {
         assert!(out.contains(c), "{out}");
     }
     assert!(!out.contains("parity resume"), "{out}");
@@ -225,7 +288,12 @@ async fn import_status_summarises_lists_and_prints_json() {
     let (_, out, _) = run(parity(&db, &pds, &["import-status", &a.did])).await;
     assert!(out.contains("pages") && out.contains("completed"), "{out}");
 
-    let (_, out, _) = run(parity(&db, &pds, &["import-status", "--json", "--completed"])).await;
+    let (_, out, _) = run(parity(
+        &db,
+        &pds,
+        &["import-status", "--json", "--completed"],
+    ))
+    .await;
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(rows.len(), 5);
     let likes = rows

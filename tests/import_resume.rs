@@ -44,7 +44,9 @@ async fn kill_then_resume(db: TestDb, reference: TestDb) {
     let before_resume = pds.count(LIST_RECORDS);
 
     let interrupted = db
-        .scalar("SELECT CAST(COUNT(*) AS TEXT) FROM parity_import_states WHERE status = 'in_progress'")
+        .scalar(
+            "SELECT CAST(COUNT(*) AS TEXT) FROM parity_import_states WHERE status = 'in_progress'",
+        )
         .await;
     assert_eq!(interrupted.as_deref(), Some("1"));
     let (code, out, err) = run(parity(&db, &pds, &["import-status", "--pending"])).await;
@@ -56,7 +58,9 @@ async fn kill_then_resume(db: TestDb, reference: TestDb) {
     let (code, out, err) = run(cmd).await;
     assert_eq!(code, 0, "{out}{err}");
 
-    let tables = ["posts", "likes", "reposts", "follows", "blocks", "profiles", "records"];
+    let tables = [
+        "posts", "likes", "reposts", "follows", "blocks", "profiles", "records",
+    ];
     assert_eq!(
         importer::stored(&db, tables.into_iter()).await,
         importer::stored(&reference, tables.into_iter()).await
@@ -99,7 +103,11 @@ async fn two_importers_on_one_postgres_never_import_the_same_pair_twice() {
     for d in 0..6u16 {
         let did = format!("did:plc:two{d:021}");
         let mut records = Vec::new();
-        for (c, n) in [(POST, 30u64), ("app.bsky.feed.like", 20), ("app.bsky.graph.follow", 10)] {
+        for (c, n) in [
+            (POST, 30u64),
+            ("app.bsky.feed.like", 20),
+            ("app.bsky.graph.follow", 10),
+        ] {
             for i in 0..n {
                 let json = match c {
                     POST => post_json(&format!("post {i} of {d}")),
@@ -110,7 +118,11 @@ async fn two_importers_on_one_postgres_never_import_the_same_pair_twice() {
                         r#"{{"$type":"{c}","subject":"did:plc:friend{i:018}","createdAt":"2026-01-01T00:00:00.000Z"}}"#
                     ),
                 };
-                records.push(SynthRecord::new(c, &tid(1_700_000_000_000_000 + i, d), &json));
+                records.push(SynthRecord::new(
+                    c,
+                    &tid(1_700_000_000_000_000 + i, d),
+                    &json,
+                ));
                 total += 1;
             }
         }
@@ -148,7 +160,10 @@ async fn two_importers_on_one_postgres_never_import_the_same_pair_twice() {
     for did in &dids {
         let states = importer::states(&db, did).await;
         assert_eq!(states.len(), 3);
-        assert!(states.iter().all(|s| s.1 == "completed" && s.3 == 0), "{states:?}");
+        assert!(
+            states.iter().all(|s| s.1 == "completed" && s.3 == 0),
+            "{states:?}"
+        );
     }
     let revs: BTreeMap<String, String> = dids
         .iter()
@@ -162,8 +177,15 @@ async fn two_importers_on_one_postgres_never_import_the_same_pair_twice() {
 
 /// A repo of 20 posts at rev `old`, and live events at rev `new` that
 /// update posts 0–4, delete posts 5–9 and create two more.
-fn race_fixture(pds: &Pds, did: &str, old: &str, new: &str) -> (Vec<Line>, Vec<(String, String, String)>) {
-    let rkeys: Vec<String> = (0..22u64).map(|i| tid(1_700_000_000_000_000 + i, 7)).collect();
+fn race_fixture(
+    pds: &Pds,
+    did: &str,
+    old: &str,
+    new: &str,
+) -> (Vec<Line>, Vec<(String, String, String)>) {
+    let rkeys: Vec<String> = (0..22u64)
+        .map(|i| tid(1_700_000_000_000_000 + i, 7))
+        .collect();
     let records: Vec<SynthRecord> = (0..20)
         .map(|i| SynthRecord::new(POST, &rkeys[i], &post_json(&format!("original {i}"))))
         .collect();
@@ -183,9 +205,13 @@ fn race_fixture(pds: &Pds, did: &str, old: &str, new: &str) -> (Vec<Line>, Vec<(
                 r#"{{"rev":"{new}","operation":"{op}","collection":"{POST}","rkey":"{rkey}","record":{},"cid":"{}"}}"#,
                 r.json, r.cid
             ),
-            None => format!(r#"{{"rev":"{new}","operation":"{op}","collection":"{POST}","rkey":"{rkey}"}}"#),
+            None => format!(
+                r#"{{"rev":"{new}","operation":"{op}","collection":"{POST}","rkey":"{rkey}"}}"#
+            ),
         };
-        Line::new(&format!(r#"{{"did":"{did}","time_us":{t},"kind":"commit","commit":{commit}}}"#))
+        Line::new(&format!(
+            r#"{{"did":"{did}","time_us":{t},"kind":"commit","commit":{commit}}}"#
+        ))
     };
     for (i, rkey) in rkeys.iter().enumerate().take(5).chain([(19, &rkeys[19])]) {
         let r = SynthRecord::new(POST, rkey, &post_json(&format!("edited {i}")));
@@ -212,7 +238,13 @@ async fn posts(db: &TestDb) -> Vec<(String, String, String)> {
     db.rows("posts", &["uri", "cid", "rev"])
         .await
         .into_iter()
-        .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap(), r[2].clone().unwrap()))
+        .map(|r| {
+            (
+                r[0].clone().unwrap(),
+                r[1].clone().unwrap(),
+                r[2].clone().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -232,15 +264,28 @@ async fn race(db: TestDb) {
     cmd.env("PARITY_IMPORT_PAGE_SIZE", "5");
     let child = importer::spawn(cmd);
     pds.wait_for_list_records(2).await;
-    common::run_to_end(&server, config(&db, &server.url()), ConsumeOptions::default(), last).await;
+    common::run_to_end(
+        &server,
+        config(&db, &server.url()),
+        ConsumeOptions::default(),
+        last,
+    )
+    .await;
     pds.open_gate();
     let out = child.wait_with_output().await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(posts(&db).await, want, "import then live, interleaved");
     let stdout = String::from_utf8_lossy(&out.stdout);
     // The 10 records the stream changed or deleted were refused by the
     // convergence rules and counted as skipped.
-    assert!(stdout.contains("10 records synced, 10 skipped, 0 failed"), "{stdout}");
+    assert!(
+        stdout.contains("10 records synced, 10 skipped, 0 failed"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -279,7 +324,13 @@ async fn resync_then_resume(db: TestDb) {
     let store = open_store(&db).await;
     // What `parity consume` commits for a #sync frame or a broken since chain.
     store
-        .commit(&repo_batch(&did, RepoChange { resync: true, ..Default::default() }))
+        .commit(&repo_batch(
+            &did,
+            RepoChange {
+                resync: true,
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap();
     let (_, out, _) = run(parity(&db, &pds, &["import-status", "--pending"])).await;
@@ -287,13 +338,19 @@ async fn resync_then_resume(db: TestDb) {
 
     let (code, out, err) = run(parity(&db, &pds, &["resume", &a.did])).await;
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains(&format!("{} records synced", a.records)), "{out}");
+    assert!(
+        out.contains(&format!("{} records synced", a.records)),
+        "{out}"
+    );
     let states = importer::states(&db, &a.did).await;
     assert_eq!(states.len(), 5, "{states:?}");
     assert!(states.iter().all(|s| s.1 == "completed"), "{states:?}");
     assert_eq!(
-        db.scalar(&format!("SELECT resync_requested_at FROM parity_repos WHERE did = '{}'", a.did))
-            .await,
+        db.scalar(&format!(
+            "SELECT resync_requested_at FROM parity_repos WHERE did = '{}'",
+            a.did
+        ))
+        .await,
         None
     );
 
@@ -304,14 +361,24 @@ async fn resync_then_resume(db: TestDb) {
     );
     assert_eq!(db.scalar(&cached).await, Some(pds.url()));
     store
-        .commit(&repo_batch(&did, RepoChange { identity: true, ..Default::default() }))
+        .commit(&repo_batch(
+            &did,
+            RepoChange {
+                identity: true,
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap();
     assert_eq!(db.scalar(&cached).await, None);
     let plc_before = pds.count(common::pds::PLC);
     let (code, _, err) = run(parity(&db, &pds, &["import", &a.did, "--force"])).await;
     assert_eq!(code, 0, "{err}");
-    assert_eq!(pds.count(common::pds::PLC), plc_before + 1, "resolved again");
+    assert_eq!(
+        pds.count(common::pds::PLC),
+        plc_before + 1,
+        "resolved again"
+    );
     assert_eq!(db.scalar(&cached).await, Some(pds.url()));
     store.close().await;
 }

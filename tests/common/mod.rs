@@ -6,6 +6,7 @@
 
 pub mod dns;
 pub mod frames;
+pub mod importer;
 pub mod jetstream;
 pub mod model;
 pub mod pds;
