@@ -35,7 +35,10 @@ fn build_release() -> PathBuf {
         .status()
         .expect("cargo build");
     assert!(status.success());
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/parity"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/release/parity"
+    ))
 }
 
 fn repo(d: usize, records: usize) -> (String, Vec<SynthRecord>) {
@@ -67,10 +70,12 @@ fn repo(d: usize, records: usize) -> (String, Vec<SynthRecord>) {
 
 async fn pg_database(base: &str, name: &str) -> String {
     let admin = sqlx::PgPool::connect(base).await.expect("PostgreSQL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
-        .execute(&admin)
-        .await
-        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name}"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&admin)
         .await
@@ -110,12 +115,17 @@ async fn main() {
         "import benchmark: {dids_n} DIDs × {records_n} records, {} ms latency per request, concurrency {concurrency}",
         latency.as_millis()
     );
-    println!("| store | rate limit (req/s) | records/s | XRPC req/s seen | of limit | parity CPU (of 1 core) |");
+    println!(
+        "| store | rate limit (req/s) | records/s | XRPC req/s seen | of limit | parity CPU (of 1 core) |"
+    );
     println!("|---|---|---|---|---|---|");
     for backend in backends.split(',') {
         for (i, rps) in rates.iter().enumerate() {
             let url = match backend.trim() {
-                "sqlite" => format!("sqlite://{}", dir.path().join(format!("bench{i}.db")).display()),
+                "sqlite" => format!(
+                    "sqlite://{}",
+                    dir.path().join(format!("bench{i}.db")).display()
+                ),
                 "postgres" => pg_database(&pg_base, &format!("parity_bench_import_{i}")).await,
                 other => panic!("unknown backend {other}"),
             };
@@ -130,7 +140,13 @@ async fn main() {
                 let conc = concurrency.to_string();
                 move || {
                     Command::new(bin)
-                        .args(["import", "--file", file.to_str().unwrap(), "--concurrency", &conc])
+                        .args([
+                            "import",
+                            "--file",
+                            file.to_str().unwrap(),
+                            "--concurrency",
+                            &conc,
+                        ])
                         .env("PARITY_DATABASE_URL", &url)
                         .env("PARITY_PLC_URL", plc)
                         .env("PARITY_IMPORT_REQUESTS_PER_SECOND", rps)
@@ -165,7 +181,10 @@ async fn main() {
             let cpu = |u: &nix::sys::resource::Usage| {
                 let t = u.user_time();
                 let s = u.system_time();
-                t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6 + s.tv_sec() as f64 + s.tv_usec() as f64 / 1e6
+                t.tv_sec() as f64
+                    + t.tv_usec() as f64 / 1e6
+                    + s.tv_sec() as f64
+                    + s.tv_usec() as f64 / 1e6
             };
             let cpu_share = (cpu(&usage1) - cpu(&usage0)) / wall;
             println!(

@@ -305,3 +305,101 @@ async fn import_status_summarises_lists_and_prints_json() {
     assert_eq!(likes["did"], a.did.as_str());
     assert_eq!(likes["rev"], a.rev.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_is_logged_without_a_terminal_and_drawn_on_one() {
+    let db = TestDb::sqlite();
+    let pds = Pds::start().await;
+    let a = pds.add_car(fixture(JETSTREAM_CAR));
+    pds.set_latency(std::time::Duration::from_millis(150));
+    // No TTY (pipes): plain log lines every second.
+    let mut cmd = parity(&db, &pds, &["import", &a.did, "--progress"]);
+    cmd.env("PARITY_LOG_LEVEL", "info")
+        .env("PARITY_LOG_PROGRESS_INTERVAL_SECONDS", "1")
+        .env("PARITY_IMPORT_PAGE_SIZE", "3");
+    let (code, _, err) = run(cmd).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("import progress") && err.contains("/1 DIDs"),
+        "{err}"
+    );
+
+    // A terminal (script(1) gives the command a pty): indicatif bars.
+    let db2 = TestDb::sqlite();
+    let cmd = parity(&db2, &pds, &[]);
+    let std = cmd.as_std();
+    let mut line: Vec<String> = std
+        .get_envs()
+        .filter_map(|(k, v)| Some(format!("{}={:?}", k.to_str()?, v?.to_str()?)))
+        .collect();
+    line.insert(0, "env".into());
+    line.push(std.get_program().to_str().unwrap().into());
+    line.extend(["import".into(), a.did.clone(), "--progress".into()]);
+    let out = tokio::process::Command::new("script")
+        .args(["-qec", &line.join(" "), "/dev/null"])
+        .output()
+        .await
+        .expect("script(1) from util-linux");
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    // The overall bar's "done/total DIDs" (the summary says "1 DIDs
+    // completed"; info log lines are off at the warn level).
+    assert!(tty.contains("/1 DIDs"), "{tty}");
+    assert!(tty.contains(&a.did), "the DID's own bar: {tty}");
+    assert!(tty.contains("records synced"), "{tty}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn did_web_accounts_resolve_through_their_well_known_document() {
+    let db = TestDb::sqlite();
+    let pds = Pds::start().await;
+    let did = pds.local_did_web();
+    let records: Vec<common::pds::SynthRecord> = (0..3)
+        .map(|i| {
+            common::pds::SynthRecord::new(
+                "app.bsky.feed.post",
+                &common::pds::tid(1_700_000_000_000_000 + i, 3),
+                &format!(r#"{{"$type":"app.bsky.feed.post","text":"web {i}","createdAt":"2026-01-01T00:00:00.000Z"}}"#),
+            )
+        })
+        .collect();
+    pds.add_repo(
+        &did,
+        &common::pds::tid(1_800_000_000_000_000, 3),
+        None,
+        records,
+    );
+    pds.set_did_web(&did);
+    let (code, out, err) = run(parity(&db, &pds, &["import", &did])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(db.count("posts").await, 3);
+    assert_eq!(pds.count(common::pds::DID_WEB), 1);
+    assert_eq!(pds.count(common::pds::PLC), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_status_caps_the_table_with_a_note() {
+    let db = TestDb::sqlite();
+    let pds = Pds::start().await;
+    let mut cfg = parity::config::Config::default();
+    cfg.database.url = db.url.clone();
+    let store = parity::store::Store::connect(&cfg.database).await.unwrap();
+    store.migrate().await.unwrap();
+    let collections: Vec<String> = (0..60).map(|i| format!("com.example.c{i}")).collect();
+    store
+        .enqueue_imports("did:plc:ewvi7nxzyoun6zhxrhs64oiz", &collections, false)
+        .await
+        .unwrap();
+    store.close().await;
+    let (code, out, _) = run(parity(&db, &pds, &["import-status"])).await;
+    assert_eq!(code, 0);
+    assert!(out.starts_with("pending: 60, in_progress: 0"), "{out}");
+    assert!(
+        out.contains("Showing the 50 most recently updated"),
+        "{out}"
+    );
+    assert_eq!(out.matches("com.example.c").count(), 50);
+    let (_, out, _) = run(parity(&db, &pds, &["import-status", "--json"])).await;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.len(), 60);
+}

@@ -97,6 +97,14 @@ fn valid_target(t: &str) -> bool {
     identity::is_handle(&t.trim_start_matches('@').to_ascii_lowercase())
 }
 
+/// The plain progress line's interval (`log.progress_interval_seconds`).
+fn log_every(cfg: &Config) -> Duration {
+    match cfg.log.progress_interval_seconds {
+        0 => progress::LOG_EVERY,
+        s => Duration::from_secs(s),
+    }
+}
+
 /// Connects, migrates and prepares the mapped tables.
 async fn open(cfg: &Config) -> Result<(Store, crate::mapper::Registry), Error> {
     let registry = crate::pipeline::build_registry(cfg, &[])?;
@@ -172,7 +180,7 @@ pub async fn import(
         }
         Some(out)
     };
-    let progress = progress::Progress::new(opts.progress, targets.len() as u64);
+    let progress = progress::Progress::new(opts.progress, targets.len() as u64, log_every(cfg));
     for bad in &invalid {
         progress.println(&bad.0);
     }
@@ -222,7 +230,7 @@ pub async fn resume(
     dids.dedup();
     let mut seen = std::collections::HashSet::new();
     dids.retain(|d| seen.insert(d.clone()));
-    let progress = progress::Progress::new(show_progress, dids.len() as u64);
+    let progress = progress::Progress::new(show_progress, dids.len() as u64, log_every(cfg));
     let r = runner(cfg, store.clone(), registry, progress.clone(), concurrency)?;
     let logger = progress.spawn_logger(token.child_token());
     let summary = r.run(dids, runner::Work::Resume, &token).await;

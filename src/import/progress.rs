@@ -3,9 +3,10 @@
 //!
 //! Owns: the overall bar (DIDs done / total, records/s, ETA), one bar per
 //! running DID (collection, records and pages), and the plain log line used
-//! when `--progress` is given without a TTY (`import.progress` every
-//! [`LOG_EVERY`]). Without `--progress` nothing is drawn; the run still
-//! logs one line per DID and the final summary.
+//! when `--progress` is given without a TTY (every
+//! `log.progress_interval_seconds`, or [`LOG_EVERY`] when that is 0).
+//! Without `--progress` nothing is drawn; the run still logs one line per
+//! DID and the final summary.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -17,12 +18,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::job::Counts;
 
-/// Interval of the plain progress line.
-const LOG_EVERY: Duration = Duration::from_secs(10);
+/// Interval of the plain progress line when none is configured.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
 
 struct Inner {
     bars: Option<(MultiProgress, ProgressBar)>,
-    log: bool,
+    /// Interval of the plain progress line, when it is on.
+    log: Option<Duration>,
     dids_total: AtomicU64,
     dids_done: AtomicU64,
     records: AtomicU64,
@@ -34,8 +36,9 @@ struct Inner {
 pub struct Progress(Arc<Inner>);
 
 impl Progress {
-    /// `enabled`: the `--progress` flag.
-    pub fn new(enabled: bool, dids_total: u64) -> Progress {
+    /// `enabled`: the `--progress` flag; `log_every`: the plain line's
+    /// interval without a TTY.
+    pub fn new(enabled: bool, dids_total: u64, log_every: Duration) -> Progress {
         let tty = std::io::stderr().is_terminal();
         let bars = (enabled && tty).then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
@@ -52,7 +55,7 @@ impl Progress {
         });
         Progress(Arc::new(Inner {
             bars,
-            log: enabled && !tty,
+            log: (enabled && !tty).then_some(log_every),
             dids_total: AtomicU64::new(dids_total),
             dids_done: AtomicU64::new(0),
             records: AtomicU64::new(0),
@@ -102,12 +105,10 @@ impl Progress {
 
     /// Starts the periodic log line when `--progress` has no TTY.
     pub fn spawn_logger(&self, token: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
-        if !self.0.log {
-            return None;
-        }
+        let every = self.0.log?;
         let me = self.clone();
         Some(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(LOG_EVERY);
+            let mut tick = tokio::time::interval(every);
             tick.tick().await;
             loop {
                 tokio::select! {
