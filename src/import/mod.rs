@@ -105,10 +105,24 @@ fn log_every(cfg: &Config) -> Duration {
     }
 }
 
+/// Connections an import uses on PostgreSQL: each running DID commits its
+/// own pages, so the pool grows with `concurrency` (measured: at 400
+/// requests/s the default 4 connections held the import to 31 % of the rate,
+/// 16 let it reach 81 %; see BENCHMARKS.md). SQLite has one writer anyway.
+const MAX_IMPORT_CONNECTIONS: u32 = 16;
+
 /// Connects, migrates and prepares the mapped tables.
-async fn open(cfg: &Config) -> Result<(Store, crate::mapper::Registry), Error> {
+async fn open(
+    cfg: &Config,
+    concurrency: usize,
+) -> Result<(Store, crate::mapper::Registry), Error> {
     let registry = crate::pipeline::build_registry(cfg, &[])?;
-    let mut store = Store::connect(&cfg.database).await?;
+    let mut db = cfg.database.clone();
+    if db.url.starts_with("postgres") {
+        let wanted = (concurrency as u32).clamp(1, MAX_IMPORT_CONNECTIONS);
+        db.max_connections = db.max_connections.max(wanted);
+    }
+    let mut store = Store::connect(&db).await?;
     store.migrate().await?;
     store
         .prepare(registry.tables(), &cfg.purge_statuses()?)
@@ -158,7 +172,7 @@ pub async fn import(
     if opts.concurrency == Some(0) {
         return Err(ConfigError("--concurrency must be at least 1".into()).into());
     }
-    let (store, registry) = open(cfg).await?;
+    let (store, registry) = open(cfg, opts.concurrency.unwrap_or(cfg.import.concurrency)).await?;
     let collections = if opts.collections.is_empty() {
         None
     } else {
@@ -224,7 +238,7 @@ pub async fn resume(
     {
         return Err(ConfigError(format!("{d:?} is not a DID (did:plc:… or did:web:…)")).into());
     }
-    let (store, registry) = open(cfg).await?;
+    let (store, registry) = open(cfg, concurrency.unwrap_or(cfg.import.concurrency)).await?;
     let rows = store.resumable_imports(did.as_deref()).await?;
     let mut dids: Vec<String> = rows.into_iter().map(|s| s.did).collect();
     dids.dedup();
