@@ -28,6 +28,10 @@ pub struct Cli {
     /// Log format: text or json [env: PARITY_LOG_FORMAT].
     #[arg(long, global = true, value_name = "FORMAT", value_parser = ["text", "json"])]
     pub log_format: Option<String>,
+    /// Where /metrics, /health and /ready listen: IP:PORT, or off
+    /// [env: PARITY_METRICS_ADDR] [default: 127.0.0.1:9464].
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -78,6 +82,9 @@ impl Cli {
         }
         if let Some(f) = &self.log_format {
             cfg.log.format = f.clone();
+        }
+        if let Some(a) = &self.metrics_addr {
+            cfg.metrics.addr = a.clone();
         }
     }
 }

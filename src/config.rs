@@ -23,6 +23,7 @@ use crate::event::{AccountStatus, CommitOp, Did};
 use crate::filter::CollectionPattern;
 use crate::mapper::builtin::Builtin;
 use crate::mapper::declarative::{DeclarativeConfig, DeclarativeMapper};
+use crate::ops::{HealthConfig, MetricsConfig};
 use crate::source::SourceConfig;
 use crate::store::DatabaseConfig;
 
@@ -47,6 +48,10 @@ pub struct Config {
     pub accounts: AccountsConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
 }
 
 /// Which events reach the mappers.
@@ -338,6 +343,8 @@ impl Config {
                 self.log.format
             )));
         }
+        self.metrics.listen_addr().map_err(err)?;
+        self.health.validate().map_err(err)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             err(format!(
                 "log.level {:?} is not a valid filter: {e}",

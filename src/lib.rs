@@ -17,7 +17,10 @@
 //! - [`store`]: SQLite and PostgreSQL; one transaction per batch.
 //! - [`pipeline`]: `parity consume` wiring, shutdown and drain.
 //! - [`config`], [`cli`]: configuration and the command line.
-//! - [`telemetry`]: logging setup and metric names.
+//! - [`telemetry`]: logging setup and the pipeline's counters.
+//! - [`ops`]: Prometheus metrics (names and help texts), `/metrics`,
+//!   `/health` and `/ready` on one listener, `parity config check` and
+//!   `parity health`.
 
 pub mod batch;
 pub mod cli;
@@ -26,6 +29,7 @@ pub mod error;
 pub mod event;
 pub mod filter;
 pub mod mapper;
+pub mod ops;
 pub mod pipeline;
 pub mod shutdown;
 pub mod source;

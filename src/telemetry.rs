@@ -1,13 +1,19 @@
 //! Logging setup and the pipeline's counters.
 //!
-//! Owns: the tracing subscriber (text or JSON lines) and [`Stats`], the one
-//! place every stage counts what it received, dropped and wrote. Counters
-//! are plain atomics, updated per event or per batch, read by the progress
-//! log line, by tests and (later) by the metrics exporter. Labels are
-//! bounded: reasons and kinds are fixed enums, never DIDs, URIs or error
-//! text.
+//! Owns: the tracing subscriber (text or JSON lines) and [`Stats`], the one place every stage
+//! counts what it received, dropped and wrote. Each counter is a plain
+//! atomic (read by the progress log line and by tests) paired with a
+//! Prometheus counter handle resolved once when `Stats` is created, so a
+//! per-event update costs two atomic adds and no registry lookup. Metric
+//! names and help texts live in `ops::metrics`. Labels are bounded: reasons
+//! and kinds are fixed enums, never DIDs, URIs or error text.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use metrics::{Counter, counter};
+
+use crate::event::EventKind;
+use crate::ops::metrics::{EVENTS_DROPPED, EVENTS_FILTERED, EVENTS_RECEIVED};
 
 /// Why an event (or message) was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,10 +52,56 @@ impl DropReason {
             DropReason::AccountGone => "account_gone",
         }
     }
+
+    /// Whether parity drops these on purpose (convergence rules) rather
+    /// than because the input was bad.
+    pub fn intentional(self) -> bool {
+        matches!(self, DropReason::StaleRev | DropReason::AccountGone)
+    }
 }
 
-/// Counters shared by the pipeline's tasks.
-#[derive(Debug, Default)]
+/// The `kind` label of `parity_events_received_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceivedKind {
+    Commit,
+    Identity,
+    Account,
+    /// `#sync`, `#info` and other frames that are not records or repo state.
+    Other,
+}
+
+impl ReceivedKind {
+    pub const ALL: [ReceivedKind; 4] = [
+        ReceivedKind::Commit,
+        ReceivedKind::Identity,
+        ReceivedKind::Account,
+        ReceivedKind::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReceivedKind::Commit => "commit",
+            ReceivedKind::Identity => "identity",
+            ReceivedKind::Account => "account",
+            ReceivedKind::Other => "other",
+        }
+    }
+
+    /// `None` for internal cursor-only events, which are not counted.
+    pub fn of(kind: &EventKind) -> Option<ReceivedKind> {
+        match kind {
+            EventKind::Commit(_) => Some(ReceivedKind::Commit),
+            EventKind::Identity { .. } => Some(ReceivedKind::Identity),
+            EventKind::Account { .. } => Some(ReceivedKind::Account),
+            EventKind::Skip => None,
+            _ => Some(ReceivedKind::Other),
+        }
+    }
+}
+
+/// Counters shared by the pipeline's tasks. Update them through the
+/// `record_*` methods, which also feed the Prometheus counters.
+#[derive(Debug)]
 pub struct Stats {
     pub commits_received: AtomicU64,
     pub identities_received: AtomicU64,
@@ -65,11 +117,73 @@ pub struct Stats {
     pub cursor: AtomicI64,
     /// Event time (µs) of the last committed event.
     pub committed_time_us: AtomicI64,
+    exported: Exported,
+}
+
+/// Prometheus handles, resolved once (no-ops without a recorder).
+#[derive(Debug)]
+struct Exported {
+    received: [Counter; 4],
+    filtered: Counter,
+    dropped: [Counter; 6],
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            commits_received: AtomicU64::new(0),
+            identities_received: AtomicU64::new(0),
+            accounts_received: AtomicU64::new(0),
+            others_received: AtomicU64::new(0),
+            filtered: AtomicU64::new(0),
+            dropped: Default::default(),
+            rows_upserted: AtomicU64::new(0),
+            rows_deleted: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            cursor: AtomicI64::new(0),
+            committed_time_us: AtomicI64::new(0),
+            exported: Exported {
+                received: ReceivedKind::ALL
+                    .map(|k| counter!(EVENTS_RECEIVED, "kind" => k.as_str())),
+                filtered: counter!(EVENTS_FILTERED),
+                dropped: DropReason::ALL.map(|r| {
+                    let intentional = if r.intentional() { "true" } else { "false" };
+                    counter!(EVENTS_DROPPED, "reason" => r.as_str(), "intentional" => intentional)
+                }),
+            },
+        }
+    }
 }
 
 impl Stats {
+    /// One event decoded from the stream.
+    pub fn record_received(&self, kind: ReceivedKind) {
+        let c = match kind {
+            ReceivedKind::Commit => &self.commits_received,
+            ReceivedKind::Identity => &self.identities_received,
+            ReceivedKind::Account => &self.accounts_received,
+            ReceivedKind::Other => &self.others_received,
+        };
+        c.fetch_add(1, Relaxed);
+        self.exported.received[kind as usize].increment(1);
+    }
+
+    /// One event kept out of the database (filter, or no mapper).
+    pub fn record_filtered(&self) {
+        self.filtered.fetch_add(1, Relaxed);
+        self.exported.filtered.increment(1);
+    }
+
+    /// One connection lost; `reason` is a fixed label.
+    pub fn record_reconnect(&self, reason: &'static str) {
+        self.reconnects.fetch_add(1, Relaxed);
+        crate::ops::metrics::record_reconnect(reason);
+    }
+
     pub fn record_drop(&self, reason: DropReason) {
         self.dropped[reason as usize].fetch_add(1, Relaxed);
+        self.exported.dropped[reason as usize].increment(1);
     }
 
     pub fn dropped(&self, reason: DropReason) -> u64 {

@@ -3,9 +3,11 @@
 //! Owns: building the subscribe URL (cursor and server-side filters),
 //! failover through the endpoints, capped exponential backoff with jitter,
 //! the liveness watchdog, the size limit, and counting what it cannot
-//! decode. Does not own: what events mean (decoders are pure functions in
-//! the sibling modules) or the stored cursor (the pipeline passes the start
-//! point in).
+//! decode. Reports connection state and every message (pings included) to
+//! [`Health`], so a silent stream shows as `stale` before the watchdog
+//! reconnects it. Does not own: what events mean (decoders are pure
+//! functions in the sibling modules) or the stored cursor (the pipeline
+//! passes the start point in).
 //!
 //! Resume rule: the first connection starts at the cursor it is given; every
 //! later connection resumes from the last event received (rewound by
@@ -14,7 +16,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -34,8 +35,9 @@ use super::zstd_frames::FrameDecompressor;
 use super::{SourceConfig, jetstream, parse_endpoint};
 use crate::event::{Cursor, Did, Event, EventKind};
 use crate::filter::CollectionPattern;
+use crate::ops::{Health, metrics};
 use crate::store::cursor::{WireFormat, stream_key};
-use crate::telemetry::{DropReason, Stats};
+use crate::telemetry::{DropReason, ReceivedKind, Stats};
 
 /// Jetstream v1 accepts at most this many `wantedCollections`.
 const MAX_WANTED_COLLECTIONS: usize = 100;
@@ -90,6 +92,8 @@ pub struct Reader {
     pushdown: Pushdown,
     start: Option<Cursor>,
     stats: Arc<Stats>,
+    /// Connection state and last message time, for `/health`.
+    health: Arc<Health>,
     /// Last firehose commit rev seen per DID (this process's lifetime).
     revs: std::sync::Mutex<HashMap<Did, String>>,
     /// The start cursor is the stored one (already applied), not one the
@@ -121,9 +125,23 @@ impl Reader {
             pushdown,
             start,
             stats,
+            health: Arc::new(Health::new(Duration::from_secs(60))),
             revs: std::sync::Mutex::new(HashMap::new()),
             start_is_stored: false,
         }
+    }
+
+    /// Reports to `health` (otherwise to a private state nobody reads).
+    pub fn with_health(mut self, health: Arc<Health>) -> Reader {
+        self.health = health;
+        self
+    }
+
+    /// The connection to `ep` came up or went down: `/health` and the
+    /// `parity_source_connected` gauge.
+    fn set_connected(&self, ep: &Endpoint, up: bool) {
+        self.health.set_connected(up);
+        metrics::set_source_connected(&ep.url, up);
     }
 
     /// Marks the start cursor as the stored one: on Jetstream v2, whose
@@ -294,10 +312,12 @@ impl Reader {
                 floor,
                 dict,
             };
-            match self.session(ep, plan, &tx, &token, &mut last_seen).await {
+            let outcome = self.session(ep, plan, &tx, &token, &mut last_seen).await;
+            self.set_connected(ep, false);
+            match outcome {
                 Outcome::Stop => return,
                 Outcome::Lost { reason, got_events } => {
-                    self.stats.reconnects.fetch_add(1, Relaxed);
+                    self.stats.record_reconnect(reason);
                     if let (Some(id), false) = (dict_id, got_events) {
                         // The server may no longer accept this dictionary ID.
                         dictionary::forget(&ep.url, std::path::Path::new(&self.cfg.cache_dir), id);
@@ -376,6 +396,7 @@ impl Reader {
             };
         }
         tracing::info!(endpoint = %ep.url, "Connected.");
+        self.set_connected(ep, true);
         let idle = Duration::from_secs(self.cfg.idle_timeout_seconds);
         let mut got_events = false;
         let mut codec = Codec {
@@ -400,6 +421,10 @@ impl Reader {
                 }
                 r = tokio::time::timeout(idle, ws.next()) => r,
             };
+            if let Ok(Some(Ok(_))) = &msg {
+                // Any message counts, pings included: a quiet stream is alive.
+                self.health.touch();
+            }
             let data = match msg {
                 Err(_) => {
                     return Outcome::Lost {
@@ -549,7 +574,7 @@ impl Reader {
         match jetstream_v2::decode_v2(bytes) {
             Ok(V2Frame::Event(ev)) => out.push(ev),
             Ok(V2Frame::Info { name, message }) => {
-                self.stats.others_received.fetch_add(1, Relaxed);
+                self.stats.record_received(ReceivedKind::Other);
                 tracing::warn!(name = %name, message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream info message.");
             }
             Ok(V2Frame::Error { error, message }) => {
@@ -600,7 +625,7 @@ impl Reader {
                 out.push(ev)
             }
             Ok(FirehoseFrame::Info { name, message }) => {
-                self.stats.others_received.fetch_add(1, Relaxed);
+                self.stats.record_received(ReceivedKind::Other);
                 tracing::warn!(name = %name, message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream info message.");
             }
             Ok(FirehoseFrame::Error { error, message }) => {
@@ -656,14 +681,9 @@ impl Reader {
     }
 
     fn count(&self, ev: &Event) {
-        let c = match ev.kind {
-            EventKind::Commit(_) => &self.stats.commits_received,
-            EventKind::Identity { .. } => &self.stats.identities_received,
-            EventKind::Account { .. } => &self.stats.accounts_received,
-            EventKind::Skip => return,
-            _ => &self.stats.others_received,
-        };
-        c.fetch_add(1, Relaxed);
+        if let Some(kind) = ReceivedKind::of(&ev.kind) {
+            self.stats.record_received(kind);
+        }
     }
 }
 
