@@ -8,6 +8,7 @@ use parity::cli::{Cli, Command};
 use parity::config::Config;
 use parity::pipeline::Consumer;
 use parity::store::Store;
+use parity::telemetry::Escaped;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -50,7 +51,8 @@ fn main() -> ExitCode {
     }
 }
 
+/// One line on stderr, with any text that came from outside escaped.
 fn fail(e: &dyn std::fmt::Display, code: u8) -> ExitCode {
-    eprintln!("error: {e}");
+    eprintln!("error: {}", Escaped(e));
     ExitCode::from(code)
 }

@@ -33,7 +33,7 @@ use crate::ops::{self, Health};
 use crate::source::connection::{Endpoint, Item, Pushdown, Reader};
 use crate::store::cursor::WireFormat;
 use crate::store::{Store, StoreError};
-use crate::telemetry::{DropReason, Stats};
+use crate::telemetry::{DropReason, Escaped, Stats};
 
 /// Events buffered between reader and processor: about a second of
 /// firehose at peak, a few MB.
@@ -347,7 +347,7 @@ async fn process(
                     Dispatch::Unmapped => stats.record_filtered(),
                     Dispatch::Failed { uri, error } => {
                         stats.record_drop(DropReason::MapperFailure);
-                        tracing::warn!(uri = %uri, error = %error, "Record does not fit its mapper; skipped.");
+                        tracing::warn!(uri = %Escaped(&uri), error = %Escaped(&error), "Record does not fit its mapper; skipped.");
                     }
                 },
                 EventKind::Identity { handle } => batcher.identity(&event.did, handle.clone()),
@@ -397,7 +397,7 @@ async fn write(
                 Ok(s) => break (s, started.elapsed()),
                 Err(e) if e.is_transient() => {
                     health.set_database_reachable(false);
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Commit failed; retrying.");
+                    tracing::warn!(error = %Escaped(&e), retry_in_ms = delay.as_millis() as u64, "Commit failed; retrying.");
                     tokio::select! {
                         // Shutting down while the database is away: the batch
                         // is not committed, so its events replay on restart.
@@ -410,7 +410,7 @@ async fn write(
                     delay = (delay * 2).min(MAX_RETRY_DELAY);
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "Commit failed; stopping.");
+                    tracing::error!(error = %Escaped(&e), "Commit failed; stopping.");
                     return Err(e);
                 }
             }
@@ -436,7 +436,7 @@ async fn write(
                 Ok(_) => {}
                 Err(e) if e.is_transient() => {
                     ops::metrics::record_db_error(&e);
-                    tracing::warn!(error = %e, "Tombstone sweep failed; will retry.")
+                    tracing::warn!(error = %Escaped(&e), "Tombstone sweep failed; will retry.")
                 }
                 Err(e) => {
                     ops::metrics::record_db_error(&e);

@@ -37,7 +37,7 @@ use crate::event::{Cursor, Did, Event, EventKind};
 use crate::filter::CollectionPattern;
 use crate::ops::{Health, metrics};
 use crate::store::cursor::{WireFormat, stream_key};
-use crate::telemetry::{DropReason, ReceivedKind, Stats};
+use crate::telemetry::{DropReason, Escaped, ReceivedKind, Stats};
 
 /// Jetstream v1 accepts at most this many `wantedCollections`.
 const MAX_WANTED_COLLECTIONS: usize = 100;
@@ -295,7 +295,7 @@ impl Reader {
                     r = dictionary::get(&ep.url, &cache) => match r {
                         Ok(d) => Some(d),
                         Err(e) => {
-                            tracing::warn!(endpoint = %ep.url, error = %e, "No zstd dictionary; connecting uncompressed.");
+                            tracing::warn!(endpoint = %ep.url, error = %Escaped(&e), "No zstd dictionary; connecting uncompressed.");
                             None
                         }
                     },
@@ -359,7 +359,7 @@ impl Reader {
         let mut request = match url.as_str().into_client_request() {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(endpoint = %ep.url, error = %e, "Bad endpoint URL.");
+                tracing::warn!(endpoint = %ep.url, error = %Escaped(&e), "Bad endpoint URL.");
                 return Outcome::Lost {
                     reason: "connect_failed",
                     got_events: false,
@@ -381,7 +381,7 @@ impl Reader {
             r = tokio::time::timeout(timeout, connect) => match r {
                 Ok(Ok((ws, _))) => ws,
                 Ok(Err(e)) => {
-                    tracing::warn!(endpoint = %ep.url, error = %e, "Connect failed.");
+                    tracing::warn!(endpoint = %ep.url, error = %Escaped(&e), "Connect failed.");
                     return Outcome::Lost { reason: "connect_failed", got_events: false };
                 }
                 Err(_) => return Outcome::Lost { reason: "connect_timeout", got_events: false },
@@ -405,7 +405,7 @@ impl Reader {
                 Some((_, bytes)) => match FrameDecompressor::new(&bytes) {
                     Ok(d) => Some(d),
                     Err(e) => {
-                        tracing::warn!(endpoint = %ep.url, error = %e, "Unusable zstd dictionary.");
+                        tracing::warn!(endpoint = %ep.url, error = %Escaped(&e), "Unusable zstd dictionary.");
                         None
                     }
                 },
@@ -439,7 +439,7 @@ impl Reader {
                     };
                 }
                 Ok(Some(Err(e))) => {
-                    tracing::warn!(endpoint = %ep.url, error = %e, "Websocket error.");
+                    tracing::warn!(endpoint = %ep.url, error = %Escaped(&e), "Websocket error.");
                     return Outcome::Lost {
                         reason: "error",
                         got_events,
@@ -500,7 +500,7 @@ impl Reader {
                     match FrameDecompressor::v1() {
                         Ok(d) => codec.zstd = Some(d),
                         Err(e) => {
-                            tracing::error!(error = %e, "Bundled zstd dictionary unusable.");
+                            tracing::error!(error = %Escaped(&e), "Bundled zstd dictionary unusable.");
                             return Err("zstd_dictionary");
                         }
                     }
@@ -548,7 +548,7 @@ impl Reader {
                     DropReason::Malformed
                 };
                 self.stats.record_drop(reason);
-                tracing::debug!(error = %e, len = frame.len(), "Undecompressable frame skipped.");
+                tracing::debug!(error = %Escaped(&e), len = frame.len(), "Undecompressable frame skipped.");
                 None
             }
         }
@@ -567,7 +567,7 @@ impl Reader {
             _ => DropReason::Malformed,
         };
         self.stats.record_drop(reason);
-        tracing::debug!(error = %e, len, "Undecodable message skipped.");
+        tracing::debug!(error = %Escaped(e), len, "Undecodable message skipped.");
     }
 
     fn decode_json_v2(&self, bytes: &[u8], out: &mut Vec<Event>) -> Result<(), &'static str> {
@@ -575,10 +575,10 @@ impl Reader {
             Ok(V2Frame::Event(ev)) => out.push(ev),
             Ok(V2Frame::Info { name, message }) => {
                 self.stats.record_received(ReceivedKind::Other);
-                tracing::warn!(name = %name, message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream info message.");
+                tracing::warn!(name = %Escaped(&name), message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream info message.");
             }
             Ok(V2Frame::Error { error, message }) => {
-                tracing::warn!(error = %error, message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream error frame; reconnecting from the stored position.");
+                tracing::warn!(error = %Escaped(&error), message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream error frame; reconnecting from the stored position.");
                 return Err("upstream_error");
             }
             Ok(V2Frame::Unknown { .. }) => self.stats.record_drop(DropReason::UnknownType),
@@ -626,16 +626,16 @@ impl Reader {
             }
             Ok(FirehoseFrame::Info { name, message }) => {
                 self.stats.record_received(ReceivedKind::Other);
-                tracing::warn!(name = %name, message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream info message.");
+                tracing::warn!(name = %Escaped(&name), message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream info message.");
             }
             Ok(FirehoseFrame::Error { error, message }) => {
-                tracing::warn!(error = %error, message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream error frame; reconnecting.");
+                tracing::warn!(error = %Escaped(&error), message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream error frame; reconnecting.");
                 return Err("upstream_error");
             }
             Ok(FirehoseFrame::Unknown { .. }) => self.stats.record_drop(DropReason::UnknownType),
             Err(e) => {
                 self.stats.record_drop(DropReason::Malformed);
-                tracing::debug!(error = %e, len = bytes.len(), "Undecodable frame skipped.");
+                tracing::debug!(error = %Escaped(&e), len = bytes.len(), "Undecodable frame skipped.");
             }
         }
         Ok(())
