@@ -42,6 +42,28 @@ pub enum Command {
     Consume(ConsumeArgs),
     /// Run the database migrations and exit.
     Migrate,
+    /// Check the configuration, or print the example one.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Ask a running parity's /health: exit 0 when healthy, else print why and exit 1.
+    Health(HealthArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration (file, then PARITY_* variables, then flags)
+    /// and the mapper tables against the database, read-only; print the
+    /// effective configuration as TOML with passwords masked.
+    Check,
+    /// Print the example configuration: every key, its default and a comment.
+    Example,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The health URL [default: http://127.0.0.1:PORT/health, PORT from metrics.addr, else 9464].
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Args)]

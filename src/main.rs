@@ -4,14 +4,20 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use parity::cli::{Cli, Command};
+use parity::cli::{Cli, Command, ConfigCommand};
 use parity::config::Config;
+use parity::ops::{check, probe};
 use parity::pipeline::Consumer;
 use parity::store::Store;
 use parity::telemetry::Escaped;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Config(ConfigCommand::Example) = cli.command {
+        // Needs no config: it is what you start one from.
+        print!("{}", Config::example());
+        return ExitCode::SUCCESS;
+    }
     let mut cfg = match Config::load(cli.config.as_deref(), std::env::vars()) {
         Ok(c) => c,
         Err(e) => return fail(&e, 2),
@@ -29,23 +35,48 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&e, 1),
     };
-    let result: Result<(), parity::Error> = rt.block_on(async move {
+    let result: Result<ExitCode, parity::Error> = rt.block_on(async move {
         match cli.command {
             Command::Consume(args) => {
                 let token = parity::shutdown::on_signals();
-                Consumer::new(cfg).run(args.options(), token).await
+                Consumer::new(cfg).run(args.options(), token).await?;
+                Ok(ExitCode::SUCCESS)
             }
             Command::Migrate => {
                 let store = Store::connect(&cfg.database).await?;
                 store.migrate().await?;
                 store.close().await;
                 eprintln!("Migrations are up to date.");
-                Ok(())
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Config(ConfigCommand::Check) => {
+                print!("{}", check::effective_toml(&cfg));
+                let findings = check::check_database(&cfg).await?;
+                for f in &findings {
+                    eprintln!("{}", Escaped(f));
+                }
+                let failed = findings.iter().any(|f| f.level == check::Level::Error);
+                Ok(ExitCode::from(if failed { 2 } else { 0 }))
+            }
+            // Printed above, before loading the config.
+            Command::Config(ConfigCommand::Example) => Ok(ExitCode::SUCCESS),
+            Command::Health(args) => {
+                let url = args.url.unwrap_or_else(|| probe::default_url(&cfg.metrics));
+                match probe::probe(&url).await {
+                    Ok(()) => {
+                        println!("healthy");
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Err(why) => {
+                        println!("unhealthy: {why}");
+                        Ok(ExitCode::FAILURE)
+                    }
+                }
             }
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e @ parity::Error::Config(_)) => fail(&e, 2),
         Err(e) => fail(&e, 1),
     }

@@ -7,6 +7,7 @@
 pub mod frames;
 pub mod jetstream;
 pub mod model;
+pub mod process;
 
 use std::path::PathBuf;
 use std::sync::Arc;
