@@ -290,6 +290,35 @@ mod tests {
     }
 
     #[test]
+    fn readme_and_alerts_use_these_names() {
+        let readme = include_str!("../../README.md");
+        for &(name, _, help) in ALL {
+            assert!(
+                readme.contains(&format!("| `{name}` |")),
+                "{name} not in the README"
+            );
+            assert!(
+                readme.contains(help),
+                "help of {name} differs in the README"
+            );
+        }
+        let alerts = include_str!("../../deploy/prometheus/alerts.yml");
+        let names = alerts
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("parity_"));
+        for n in names {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| n.strip_suffix(s))
+                .unwrap_or(n);
+            assert!(
+                ALL.iter().any(|(m, ..)| *m == base),
+                "alerts.yml uses unknown {n}"
+            );
+        }
+    }
+
+    #[test]
     fn endpoint_label_is_the_host() {
         let u = Url::parse("wss://jetstream2.us-east.bsky.network/subscribe?cursor=5").unwrap();
         assert_eq!(endpoint_label(&u), "jetstream2.us-east.bsky.network");
