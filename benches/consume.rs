@@ -201,6 +201,8 @@ async fn run(backend: &str, events: Arc<Vec<Message>>, last: i64, path: &str) {
         .args(["consume", "--endpoint", &endpoint, "--database-url", &url])
         .env("PARITY_LOG_LEVEL", "warn")
         .env("PARITY_LOG_PROGRESS_INTERVAL_SECONDS", "0")
+        // Metrics stay on, as in production, on a port nothing else holds.
+        .env("PARITY_METRICS_ADDR", "127.0.0.1:0")
         .envs(
             std::env::var("BENCH_MAX_EVENTS")
                 .ok()

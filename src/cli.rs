@@ -28,6 +28,10 @@ pub struct Cli {
     /// Log format: text or json [env: PARITY_LOG_FORMAT].
     #[arg(long, global = true, value_name = "FORMAT", value_parser = ["text", "json"])]
     pub log_format: Option<String>,
+    /// Where /metrics, /health and /ready listen: IP:PORT, or off
+    /// [env: PARITY_METRICS_ADDR] [default: 127.0.0.1:9464].
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -44,6 +48,28 @@ pub enum Command {
     Resume(ResumeArgs),
     /// Run the database migrations and exit.
     Migrate,
+    /// Check the configuration, or print the example one.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Ask a running parity's /health: exit 0 when healthy, else print why and exit 1.
+    Health(HealthArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration (file, then PARITY_* variables, then flags)
+    /// and the mapper tables against the database, read-only; print the
+    /// effective configuration as TOML with passwords masked.
+    Check,
+    /// Print the example configuration: every key, its default and a comment.
+    Example,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The health URL [default: http://127.0.0.1:PORT/health, PORT from metrics.addr, else 9464].
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -171,6 +197,9 @@ impl Cli {
             && let Some(u) = &a.plc_url
         {
             cfg.identity.plc_url = u.clone();
+        }
+        if let Some(a) = &self.metrics_addr {
+            cfg.metrics.addr = a.clone();
         }
     }
 }

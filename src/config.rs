@@ -24,6 +24,7 @@ use crate::filter::CollectionPattern;
 use crate::import::{IdentityConfig, ImportConfig};
 use crate::mapper::builtin::Builtin;
 use crate::mapper::declarative::{DeclarativeConfig, DeclarativeMapper};
+use crate::ops::{HealthConfig, MetricsConfig};
 use crate::source::SourceConfig;
 use crate::store::DatabaseConfig;
 
@@ -55,6 +56,10 @@ pub struct Config {
     pub import: ImportConfig,
     #[serde(default)]
     pub identity: IdentityConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
 }
 
 /// Which events reach the mappers.
@@ -353,6 +358,8 @@ impl Config {
                 self.log.format
             )));
         }
+        self.metrics.listen_addr().map_err(err)?;
+        self.health.validate().map_err(err)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             err(format!(
                 "log.level {:?} is not a valid filter: {e}",

@@ -5,6 +5,7 @@
 
 use crate::config::ConfigError;
 use crate::mapper::RegistryError;
+use crate::ops::ServeError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +14,9 @@ pub enum Error {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The metrics and health listener could not start.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
     #[error("mapper registration: {0}")]
     Registry(#[from] RegistryError),
     /// A pipeline task panicked or was aborted: a bug, stop loudly.

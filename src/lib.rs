@@ -19,7 +19,10 @@
 //! - [`import`]: `parity import`, `import-status` and `resume` (backfill
 //!   from each account's PDS through the same mappers and store).
 //! - [`config`], [`cli`]: configuration and the command line.
-//! - [`telemetry`]: logging setup and metric names.
+//! - [`telemetry`]: logging setup and the pipeline's counters.
+//! - [`ops`]: Prometheus metrics (names and help texts), `/metrics`,
+//!   `/health` and `/ready` on one listener, `parity config check` and
+//!   `parity health`.
 
 pub mod batch;
 pub mod cli;
@@ -29,6 +32,7 @@ pub mod event;
 pub mod filter;
 pub mod import;
 pub mod mapper;
+pub mod ops;
 pub mod pipeline;
 pub mod shutdown;
 pub mod source;

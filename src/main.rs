@@ -4,13 +4,20 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use parity::cli::{Cli, Command};
+use parity::cli::{Cli, Command, ConfigCommand};
 use parity::config::Config;
+use parity::ops::{check, probe};
 use parity::pipeline::Consumer;
 use parity::store::Store;
+use parity::telemetry::Escaped;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Config(ConfigCommand::Example) = cli.command {
+        // Needs no config: it is what you start one from.
+        print!("{}", Config::example());
+        return ExitCode::SUCCESS;
+    }
     let mut cfg = match Config::load(cli.config.as_deref(), std::env::vars()) {
         Ok(c) => c,
         Err(e) => return fail(&e, 2),
@@ -81,6 +88,30 @@ fn main() -> ExitCode {
                 eprintln!("Migrations are up to date.");
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Config(ConfigCommand::Check) => {
+                print!("{}", check::effective_toml(&cfg));
+                let findings = check::check_database(&cfg).await?;
+                for f in &findings {
+                    eprintln!("{}", Escaped(f));
+                }
+                let failed = findings.iter().any(|f| f.level == check::Level::Error);
+                Ok(ExitCode::from(if failed { 2 } else { 0 }))
+            }
+            // Printed above, before loading the config.
+            Command::Config(ConfigCommand::Example) => Ok(ExitCode::SUCCESS),
+            Command::Health(args) => {
+                let url = args.url.unwrap_or_else(|| probe::default_url(&cfg.metrics));
+                match probe::probe(&url).await {
+                    Ok(()) => {
+                        println!("healthy");
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Err(why) => {
+                        println!("unhealthy: {why}");
+                        Ok(ExitCode::FAILURE)
+                    }
+                }
+            }
         }
     });
     match result {
@@ -90,7 +121,8 @@ fn main() -> ExitCode {
     }
 }
 
+/// One line on stderr, with any text that came from outside escaped.
 fn fail(e: &dyn std::fmt::Display, code: u8) -> ExitCode {
-    eprintln!("error: {e}");
+    eprintln!("error: {}", Escaped(e));
     ExitCode::from(code)
 }

@@ -3,8 +3,9 @@
 //!
 //! Owns: building the registry, filter and start cursor from config; the
 //! processing task (filter, dispatch, batch); the writer task (commit with
-//! retry on transient errors); the progress log; shutdown order. Does not
-//! own any wire format, SQL or mapping rule.
+//! retry on transient errors); the progress log; the metrics and health
+//! listener's lifetime; shutdown order. Does not own any wire format, SQL
+//! or mapping rule.
 //!
 //! Channels are bounded ([`EVENT_QUEUE`], [`BATCH_QUEUE`]), so a slow
 //! database fills the batch queue, the processor blocks, the event queue
@@ -28,10 +29,11 @@ use crate::error::Error;
 use crate::event::{Cursor, EventKind};
 use crate::filter::{CollectionPattern, Filter};
 use crate::mapper::{Dispatch, Mapper, Registry, builtin, declarative::DeclarativeMapper, generic};
+use crate::ops::{self, Health};
 use crate::source::connection::{Endpoint, Item, Pushdown, Reader};
 use crate::store::cursor::WireFormat;
 use crate::store::{Store, StoreError};
-use crate::telemetry::{DropReason, Stats};
+use crate::telemetry::{DropReason, Escaped, Stats};
 
 /// Events buffered between reader and processor: about a second of
 /// firehose at peak, a few MB.
@@ -63,14 +65,22 @@ pub struct Consumer {
     config: Config,
     custom: Vec<(CollectionPattern, Arc<dyn Mapper>)>,
     stats: Arc<Stats>,
+    health: Arc<Health>,
 }
 
 impl Consumer {
+    /// With `metrics.addr` set, installs the Prometheus recorder first so
+    /// the counters created here feed it.
     pub fn new(config: Config) -> Consumer {
+        if matches!(config.metrics.listen_addr(), Ok(Some(_))) {
+            ops::metrics::install();
+        }
+        let health = Health::new(Duration::from_secs(config.health.max_stale));
         Consumer {
             config,
             custom: Vec::new(),
             stats: Arc::new(Stats::default()),
+            health: Arc::new(health),
         }
     }
 
@@ -91,6 +101,11 @@ impl Consumer {
         self.stats.clone()
     }
 
+    /// What `/health` and `/ready` report for this run.
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
     /// Builds the registry: built-ins, declarative, custom, then generic.
     pub fn registry(&self) -> Result<Registry, Error> {
         build_registry(&self.config, &self.custom)
@@ -108,9 +123,22 @@ impl Consumer {
         cfg.validate()?;
         let registry = build_registry(&cfg, &self.custom)?;
         let purge = cfg.purge_statuses()?;
+        // The listener outlives the drain (its own token, cancelled on every
+        // way out of this function) so the last batch is visible in metrics.
+        let ops_token = CancellationToken::new();
+        let ops_guard = ops_token.clone().drop_guard();
+        let server = match cfg
+            .metrics
+            .listen_addr()
+            .map_err(crate::config::ConfigError)?
+        {
+            Some(addr) => Some(ops::serve(addr, self.health.clone(), ops_token).await?),
+            None => None,
+        };
         let mut store = Store::connect(&cfg.database).await?;
         store.migrate().await?;
         store.prepare(registry.tables(), &purge).await?;
+        self.health.mark_migrated();
 
         let mut collections = cfg.collection_patterns()?;
         for c in &collections {
@@ -154,7 +182,8 @@ impl Consumer {
             },
             start,
             self.stats.clone(),
-        );
+        )
+        .with_health(self.health.clone());
         if opts.cursor.is_none() {
             reader = reader.start_is_stored();
         }
@@ -174,10 +203,10 @@ impl Consumer {
             process(event_rx, batch_tx, filter, registry, batcher, stats).await;
             Ok(())
         });
-        let (s, t) = (self.stats.clone(), token.clone());
+        let (s, h, t) = (self.stats.clone(), self.health.clone(), token.clone());
         let writer_store = store.clone();
         tasks.spawn(async move {
-            write(batch_rx, writer_store, s, t, retention)
+            write(batch_rx, writer_store, s, h, t, retention)
                 .await
                 .map_err(Error::from)
         });
@@ -201,6 +230,10 @@ impl Consumer {
         }
         progress.abort();
         store.close().await;
+        drop(ops_guard);
+        if let Some(server) = server {
+            server.close().await;
+        }
         tracing::info!(
             received = self.stats.received(),
             rows_upserted = self.stats.rows_upserted.load(Relaxed),
@@ -302,7 +335,7 @@ async fn process(
         };
         batcher.seen(&stream, event.cursor, event.time_us, Instant::now());
         if !filter.accepts(&event) {
-            stats.filtered.fetch_add(1, Relaxed);
+            stats.record_filtered();
         } else {
             match &event.kind {
                 EventKind::Commit(_) => match registry.dispatch(&event) {
@@ -311,12 +344,10 @@ async fn process(
                         Pushed::Superseded => stats.record_drop(DropReason::StaleRev),
                         Pushed::AccountGone => stats.record_drop(DropReason::AccountGone),
                     },
-                    Dispatch::Unmapped => {
-                        stats.filtered.fetch_add(1, Relaxed);
-                    }
+                    Dispatch::Unmapped => stats.record_filtered(),
                     Dispatch::Failed { uri, error } => {
                         stats.record_drop(DropReason::MapperFailure);
-                        tracing::warn!(uri = %uri, error = %error, "Record does not fit its mapper; skipped.");
+                        tracing::warn!(uri = %Escaped(&uri), error = %Escaped(&error), "Record does not fit its mapper; skipped.");
                     }
                 },
                 EventKind::Identity { handle } => batcher.identity(&event.did, handle.clone()),
@@ -349,17 +380,24 @@ async fn write(
     mut rx: mpsc::Receiver<Batch>,
     store: Store,
     stats: Arc<Stats>,
+    health: Arc<Health>,
     token: CancellationToken,
     retention: Duration,
 ) -> Result<(), StoreError> {
     let mut next_sweep = Instant::now();
     while let Some(batch) = rx.recv().await {
         let mut delay = Duration::from_millis(100);
-        let committed = loop {
-            match store.commit(&batch).await {
-                Ok(s) => break s,
+        let (committed, took) = loop {
+            let started = Instant::now();
+            let result = store.commit(&batch).await;
+            if let Err(e) = &result {
+                ops::metrics::record_db_error(e);
+            }
+            match result {
+                Ok(s) => break (s, started.elapsed()),
                 Err(e) if e.is_transient() => {
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Commit failed; retrying.");
+                    health.set_database_reachable(false);
+                    tracing::warn!(error = %Escaped(&e), retry_in_ms = delay.as_millis() as u64, "Commit failed; retrying.");
                     tokio::select! {
                         // Shutting down while the database is away: the batch
                         // is not committed, so its events replay on restart.
@@ -372,11 +410,14 @@ async fn write(
                     delay = (delay * 2).min(MAX_RETRY_DELAY);
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "Commit failed; stopping.");
+                    tracing::error!(error = %Escaped(&e), "Commit failed; stopping.");
                     return Err(e);
                 }
             }
         };
+        let cursor = batch.cursors.last().map(|(_, c)| c.0);
+        ops::metrics::record_commit(&committed, batch.events, took, cursor);
+        health.committed(batch.last_time_us);
         stats
             .rows_upserted
             .fetch_add(committed.upserted_total(), Relaxed);
@@ -384,8 +425,8 @@ async fn write(
             .rows_deleted
             .fetch_add(committed.deleted_total(), Relaxed);
         stats.batches.fetch_add(1, Relaxed);
-        if let Some((_, c)) = batch.cursors.last() {
-            stats.cursor.store(c.0, Relaxed);
+        if let Some(c) = cursor {
+            stats.cursor.store(c, Relaxed);
         }
         stats.committed_time_us.store(batch.last_time_us, Relaxed);
         if Instant::now() >= next_sweep {
@@ -394,9 +435,13 @@ async fn write(
                 Ok(n) if n > 0 => tracing::info!(expired = n, "Expired delete tombstones."),
                 Ok(_) => {}
                 Err(e) if e.is_transient() => {
-                    tracing::warn!(error = %e, "Tombstone sweep failed; will retry.")
+                    ops::metrics::record_db_error(&e);
+                    tracing::warn!(error = %Escaped(&e), "Tombstone sweep failed; will retry.")
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    ops::metrics::record_db_error(&e);
+                    return Err(e);
+                }
             }
         }
     }

@@ -112,10 +112,7 @@ fn log_every(cfg: &Config) -> Duration {
 const MAX_IMPORT_CONNECTIONS: u32 = 16;
 
 /// Connects, migrates and prepares the mapped tables.
-async fn open(
-    cfg: &Config,
-    concurrency: usize,
-) -> Result<(Store, crate::mapper::Registry), Error> {
+async fn open(cfg: &Config, concurrency: usize) -> Result<(Store, crate::mapper::Registry), Error> {
     let registry = crate::pipeline::build_registry(cfg, &[])?;
     let mut db = cfg.database.clone();
     if db.url.starts_with("postgres") {

@@ -3,9 +3,11 @@
 //! Owns: building the subscribe URL (cursor and server-side filters),
 //! failover through the endpoints, capped exponential backoff with jitter,
 //! the liveness watchdog, the size limit, and counting what it cannot
-//! decode. Does not own: what events mean (decoders are pure functions in
-//! the sibling modules) or the stored cursor (the pipeline passes the start
-//! point in).
+//! decode. Reports connection state and every message (pings included) to
+//! [`Health`], so a silent stream shows as `stale` before the watchdog
+//! reconnects it. Does not own: what events mean (decoders are pure
+//! functions in the sibling modules) or the stored cursor (the pipeline
+//! passes the start point in).
 //!
 //! Resume rule: the first connection starts at the cursor it is given; every
 //! later connection resumes from the last event received (rewound by
@@ -14,7 +16,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -34,8 +35,9 @@ use super::zstd_frames::FrameDecompressor;
 use super::{SourceConfig, jetstream, parse_endpoint};
 use crate::event::{Cursor, Did, Event, EventKind};
 use crate::filter::CollectionPattern;
+use crate::ops::{Health, metrics};
 use crate::store::cursor::{WireFormat, stream_key};
-use crate::telemetry::{DropReason, Stats};
+use crate::telemetry::{DropReason, Escaped, ReceivedKind, Stats};
 
 /// Jetstream v1 accepts at most this many `wantedCollections`.
 const MAX_WANTED_COLLECTIONS: usize = 100;
@@ -90,6 +92,8 @@ pub struct Reader {
     pushdown: Pushdown,
     start: Option<Cursor>,
     stats: Arc<Stats>,
+    /// Connection state and last message time, for `/health`.
+    health: Arc<Health>,
     /// Last firehose commit rev seen per DID (this process's lifetime).
     revs: std::sync::Mutex<HashMap<Did, String>>,
     /// The start cursor is the stored one (already applied), not one the
@@ -121,9 +125,23 @@ impl Reader {
             pushdown,
             start,
             stats,
+            health: Arc::new(Health::new(Duration::from_secs(60))),
             revs: std::sync::Mutex::new(HashMap::new()),
             start_is_stored: false,
         }
+    }
+
+    /// Reports to `health` (otherwise to a private state nobody reads).
+    pub fn with_health(mut self, health: Arc<Health>) -> Reader {
+        self.health = health;
+        self
+    }
+
+    /// The connection to `ep` came up or went down: `/health` and the
+    /// `parity_source_connected` gauge.
+    fn set_connected(&self, ep: &Endpoint, up: bool) {
+        self.health.set_connected(up);
+        metrics::set_source_connected(&ep.url, up);
     }
 
     /// Marks the start cursor as the stored one: on Jetstream v2, whose
@@ -277,7 +295,7 @@ impl Reader {
                     r = dictionary::get(&ep.url, &cache) => match r {
                         Ok(d) => Some(d),
                         Err(e) => {
-                            tracing::warn!(endpoint = %ep.url, error = %e, "No zstd dictionary; connecting uncompressed.");
+                            tracing::warn!(endpoint = %ep.url, error = %Escaped(&e), "No zstd dictionary; connecting uncompressed.");
                             None
                         }
                     },
@@ -294,10 +312,12 @@ impl Reader {
                 floor,
                 dict,
             };
-            match self.session(ep, plan, &tx, &token, &mut last_seen).await {
+            let outcome = self.session(ep, plan, &tx, &token, &mut last_seen).await;
+            self.set_connected(ep, false);
+            match outcome {
                 Outcome::Stop => return,
                 Outcome::Lost { reason, got_events } => {
-                    self.stats.reconnects.fetch_add(1, Relaxed);
+                    self.stats.record_reconnect(reason);
                     if let (Some(id), false) = (dict_id, got_events) {
                         // The server may no longer accept this dictionary ID.
                         dictionary::forget(&ep.url, std::path::Path::new(&self.cfg.cache_dir), id);
@@ -339,7 +359,7 @@ impl Reader {
         let mut request = match url.as_str().into_client_request() {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(endpoint = %ep.url, error = %e, "Bad endpoint URL.");
+                tracing::warn!(endpoint = %ep.url, error = %Escaped(&e), "Bad endpoint URL.");
                 return Outcome::Lost {
                     reason: "connect_failed",
                     got_events: false,
@@ -361,7 +381,7 @@ impl Reader {
             r = tokio::time::timeout(timeout, connect) => match r {
                 Ok(Ok((ws, _))) => ws,
                 Ok(Err(e)) => {
-                    tracing::warn!(endpoint = %ep.url, error = %e, "Connect failed.");
+                    tracing::warn!(endpoint = %ep.url, error = %Escaped(&e), "Connect failed.");
                     return Outcome::Lost { reason: "connect_failed", got_events: false };
                 }
                 Err(_) => return Outcome::Lost { reason: "connect_timeout", got_events: false },
@@ -376,6 +396,7 @@ impl Reader {
             };
         }
         tracing::info!(endpoint = %ep.url, "Connected.");
+        self.set_connected(ep, true);
         let idle = Duration::from_secs(self.cfg.idle_timeout_seconds);
         let mut got_events = false;
         let mut codec = Codec {
@@ -384,7 +405,7 @@ impl Reader {
                 Some((_, bytes)) => match FrameDecompressor::new(&bytes) {
                     Ok(d) => Some(d),
                     Err(e) => {
-                        tracing::warn!(endpoint = %ep.url, error = %e, "Unusable zstd dictionary.");
+                        tracing::warn!(endpoint = %ep.url, error = %Escaped(&e), "Unusable zstd dictionary.");
                         None
                     }
                 },
@@ -400,6 +421,10 @@ impl Reader {
                 }
                 r = tokio::time::timeout(idle, ws.next()) => r,
             };
+            if let Ok(Some(Ok(_))) = &msg {
+                // Any message counts, pings included: a quiet stream is alive.
+                self.health.touch();
+            }
             let data = match msg {
                 Err(_) => {
                     return Outcome::Lost {
@@ -414,7 +439,7 @@ impl Reader {
                     };
                 }
                 Ok(Some(Err(e))) => {
-                    tracing::warn!(endpoint = %ep.url, error = %e, "Websocket error.");
+                    tracing::warn!(endpoint = %ep.url, error = %Escaped(&e), "Websocket error.");
                     return Outcome::Lost {
                         reason: "error",
                         got_events,
@@ -475,7 +500,7 @@ impl Reader {
                     match FrameDecompressor::v1() {
                         Ok(d) => codec.zstd = Some(d),
                         Err(e) => {
-                            tracing::error!(error = %e, "Bundled zstd dictionary unusable.");
+                            tracing::error!(error = %Escaped(&e), "Bundled zstd dictionary unusable.");
                             return Err("zstd_dictionary");
                         }
                     }
@@ -523,7 +548,7 @@ impl Reader {
                     DropReason::Malformed
                 };
                 self.stats.record_drop(reason);
-                tracing::debug!(error = %e, len = frame.len(), "Undecompressable frame skipped.");
+                tracing::debug!(error = %Escaped(&e), len = frame.len(), "Undecompressable frame skipped.");
                 None
             }
         }
@@ -542,18 +567,18 @@ impl Reader {
             _ => DropReason::Malformed,
         };
         self.stats.record_drop(reason);
-        tracing::debug!(error = %e, len, "Undecodable message skipped.");
+        tracing::debug!(error = %Escaped(e), len, "Undecodable message skipped.");
     }
 
     fn decode_json_v2(&self, bytes: &[u8], out: &mut Vec<Event>) -> Result<(), &'static str> {
         match jetstream_v2::decode_v2(bytes) {
             Ok(V2Frame::Event(ev)) => out.push(ev),
             Ok(V2Frame::Info { name, message }) => {
-                self.stats.others_received.fetch_add(1, Relaxed);
-                tracing::warn!(name = %name, message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream info message.");
+                self.stats.record_received(ReceivedKind::Other);
+                tracing::warn!(name = %Escaped(&name), message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream info message.");
             }
             Ok(V2Frame::Error { error, message }) => {
-                tracing::warn!(error = %error, message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream error frame; reconnecting from the stored position.");
+                tracing::warn!(error = %Escaped(&error), message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream error frame; reconnecting from the stored position.");
                 return Err("upstream_error");
             }
             Ok(V2Frame::Unknown { .. }) => self.stats.record_drop(DropReason::UnknownType),
@@ -600,17 +625,17 @@ impl Reader {
                 out.push(ev)
             }
             Ok(FirehoseFrame::Info { name, message }) => {
-                self.stats.others_received.fetch_add(1, Relaxed);
-                tracing::warn!(name = %name, message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream info message.");
+                self.stats.record_received(ReceivedKind::Other);
+                tracing::warn!(name = %Escaped(&name), message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream info message.");
             }
             Ok(FirehoseFrame::Error { error, message }) => {
-                tracing::warn!(error = %error, message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream error frame; reconnecting.");
+                tracing::warn!(error = %Escaped(&error), message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream error frame; reconnecting.");
                 return Err("upstream_error");
             }
             Ok(FirehoseFrame::Unknown { .. }) => self.stats.record_drop(DropReason::UnknownType),
             Err(e) => {
                 self.stats.record_drop(DropReason::Malformed);
-                tracing::debug!(error = %e, len = bytes.len(), "Undecodable frame skipped.");
+                tracing::debug!(error = %Escaped(&e), len = bytes.len(), "Undecodable frame skipped.");
             }
         }
         Ok(())
@@ -656,14 +681,9 @@ impl Reader {
     }
 
     fn count(&self, ev: &Event) {
-        let c = match ev.kind {
-            EventKind::Commit(_) => &self.stats.commits_received,
-            EventKind::Identity { .. } => &self.stats.identities_received,
-            EventKind::Account { .. } => &self.stats.accounts_received,
-            EventKind::Skip => return,
-            _ => &self.stats.others_received,
-        };
-        c.fetch_add(1, Relaxed);
+        if let Some(kind) = ReceivedKind::of(&ev.kind) {
+            self.stats.record_received(kind);
+        }
     }
 }
 

@@ -174,6 +174,26 @@ impl CommitStats {
     }
 }
 
+/// What a mapper table looks like in the database (`parity config check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableState {
+    /// Exists with every column the mapper writes.
+    Ready,
+    /// Does not exist; `consume` creates it.
+    Absent,
+    /// Exists without this column; `consume` would stop with
+    /// [`StoreError::MissingColumn`].
+    MissingColumn(String),
+}
+
+/// Embedded up-migrations whose version is not in `applied`.
+fn pending(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> usize {
+    migrator
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+        .count()
+}
+
 /// A connected database.
 #[derive(Clone)]
 pub enum Store {
@@ -192,6 +212,50 @@ impl Store {
         } else {
             Err(StoreError::BadUrl(cfg.url.clone()))
         }
+    }
+
+    /// Connects without creating or changing anything: SQLite opens the
+    /// file read-only, PostgreSQL sessions are read-only. `None` when the
+    /// SQLite file does not exist yet (`consume` and `migrate` create it).
+    pub async fn connect_read_only(cfg: &DatabaseConfig) -> Result<Option<Store>, StoreError> {
+        let url = cfg.url.as_str();
+        if url.starts_with("sqlite:") {
+            Ok(SqliteStore::open_read_only(cfg).await?.map(Store::Sqlite))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Some(Store::Postgres(
+                PgStore::connect_read_only(cfg).await?,
+            )))
+        } else {
+            Err(StoreError::BadUrl(cfg.url.clone()))
+        }
+    }
+
+    /// How many embedded migrations are not applied yet.
+    pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.pending_migrations().await,
+            Store::Postgres(s) => s.pending_migrations().await,
+        }
+    }
+
+    /// Compares each table with its schema without changing anything.
+    pub async fn inspect(&self, tables: &[TableSchema]) -> Result<Vec<TableState>, StoreError> {
+        let mut out = Vec::with_capacity(tables.len());
+        for t in tables {
+            let existing = match self {
+                Store::Sqlite(s) => s.columns(&t.name).await?,
+                Store::Postgres(s) => s.columns(&t.name).await?,
+            };
+            out.push(if existing.is_empty() {
+                TableState::Absent
+            } else {
+                match schema::missing_column(t, &existing) {
+                    Some(c) => TableState::MissingColumn(c.to_owned()),
+                    None => TableState::Ready,
+                }
+            });
+        }
+        Ok(out)
     }
 
     /// Runs the embedded migrations for this backend.

@@ -5,11 +5,12 @@
 //! `record` and JSON columns are `json` (kept verbatim; `jsonb` would reject
 //! records containing `\u0000`), timestamps `timestamptz`.
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Postgres};
 
 use super::plan::{Plan, status_text};
@@ -20,6 +21,8 @@ use crate::event::AccountStatus;
 use crate::mapper::{ColumnType, Row, TableSchema, Value};
 
 type Query = sqlx::query::Query<'static, Postgres, PgArguments>;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// How long to wait for a pooled connection before calling it transient.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -65,11 +68,52 @@ impl PgStore {
         &self.pool
     }
 
+    /// Connects with every transaction read-only: nothing can be created
+    /// or changed.
+    pub async fn connect_read_only(cfg: &DatabaseConfig) -> Result<PgStore, StoreError> {
+        let opts = PgConnectOptions::from_str(&cfg.url)
+            .map_err(StoreError::Connect)?
+            .options([("default_transaction_read_only", "on")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(opts)
+            .await
+            .map_err(StoreError::Connect)?;
+        Ok(PgStore {
+            pool,
+            tables: Arc::new(Vec::new()),
+        })
+    }
+
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations/postgres")
-            .run(&self.pool)
-            .await?;
+        MIGRATOR.run(&self.pool).await?;
         Ok(())
+    }
+
+    /// Embedded migrations not applied yet (read-only).
+    pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        let applied: Vec<i64> = if exists {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok(super::pending(&MIGRATOR, &applied))
+    }
+
+    /// The column names of `table`; empty when it does not exist.
+    pub async fn columns(&self, table: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
+        )
+        .bind(table.to_owned())
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     pub async fn prepare(
@@ -82,12 +126,7 @@ impl PgStore {
             for ddl in schema::create_table(Backend::Postgres, t) {
                 sqlx::query(AssertSqlSafe(ddl)).execute(&self.pool).await?;
             }
-            let existing: Vec<String> = sqlx::query_scalar(
-                "SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
-            )
-            .bind(t.name.clone())
-            .fetch_all(&self.pool)
-            .await?;
+            let existing = self.columns(&t.name).await?;
             if let Some(col) = schema::missing_column(t, &existing) {
                 return Err(StoreError::MissingColumn {
                     table: t.name.clone(),

@@ -29,6 +29,8 @@ const MAX_BINDS: usize = 32_766;
 /// small enough that sqlx's statement cache keeps a handful of shapes.
 const CHUNK_ROWS: usize = 500;
 
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
 /// SQLite page cache per connection, in KiB.
 const CACHE_KIB: u32 = 32 * 1024;
 /// Prepared statements kept per connection: five ladder shapes for each of
@@ -108,11 +110,57 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// Opens an existing database file read-only (nothing is created or
+    /// changed); `None` when the file does not exist yet.
+    pub async fn open_read_only(cfg: &DatabaseConfig) -> Result<Option<SqliteStore>, StoreError> {
+        let opts = SqliteConnectOptions::from_str(&cfg.url)
+            .map_err(StoreError::Connect)?
+            .read_only(true)
+            .create_if_missing(false)
+            .busy_timeout(Duration::from_millis(cfg.busy_timeout_ms));
+        if !opts.get_filename().exists() {
+            return Ok(None);
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await
+            .map_err(StoreError::Connect)?;
+        Ok(Some(SqliteStore {
+            pool,
+            tables: Arc::new(Vec::new()),
+        }))
+    }
+
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&self.pool)
-            .await?;
+        MIGRATOR.run(&self.pool).await?;
         Ok(())
+    }
+
+    /// Embedded migrations not applied yet (read-only).
+    pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
+        let applied: Vec<i64> = if sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_one(&self.pool)
+        .await?
+            > 0
+        {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok(super::pending(&MIGRATOR, &applied))
+    }
+
+    /// The column names of `table`; empty when it does not exist.
+    pub async fn columns(&self, table: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
+            .bind(table.to_owned())
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     pub async fn prepare(
@@ -125,10 +173,7 @@ impl SqliteStore {
             for ddl in schema::create_table(Backend::Sqlite, t) {
                 sqlx::query(AssertSqlSafe(ddl)).execute(&self.pool).await?;
             }
-            let existing: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
-                .bind(t.name.clone())
-                .fetch_all(&self.pool)
-                .await?;
+            let existing = self.columns(&t.name).await?;
             if let Some(col) = schema::missing_column(t, &existing) {
                 return Err(StoreError::MissingColumn {
                     table: t.name.clone(),

@@ -10,6 +10,7 @@ pub mod importer;
 pub mod jetstream;
 pub mod model;
 pub mod pds;
+pub mod process;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -260,8 +261,8 @@ pub const SNAPSHOT: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// A config pointing at `db` and `endpoint`, with quick flushes and no
-/// progress lines.
+/// A config pointing at `db` and `endpoint`, with quick flushes, no
+/// progress lines and no metrics listener (tests run in parallel).
 pub fn config(db: &TestDb, endpoint: &str) -> Config {
     let mut c = Config::default();
     c.database.url = db.url.clone();
@@ -270,6 +271,7 @@ pub fn config(db: &TestDb, endpoint: &str) -> Config {
     c.source.backoff_max_ms = 200;
     c.batch.max_age_ms = 20;
     c.log.progress_interval_seconds = 0;
+    c.metrics.addr = "off".into();
     c
 }
 
