@@ -403,3 +403,64 @@ async fn import_status_caps_the_table_with_a_note() {
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(rows.len(), 60);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_serves_metrics_and_health_while_it_runs() {
+    use common::pds::{Fault, LIST_RECORDS};
+    use common::process::{Parity, get, scrape};
+    let db = TestDb::sqlite();
+    let pds = Pds::start().await;
+    let a = pds.add_car(fixture(JETSTREAM_CAR));
+    pds.inject(
+        LIST_RECORDS,
+        vec![Fault::RateLimited {
+            retry_after_secs: Some(0),
+            remaining: None,
+            reset_epoch_secs: None,
+        }],
+    );
+    // One page with all 10 likes, then the import waits at the gate for
+    // the empty page that ends the listing.
+    pds.gate_list_records_after(1);
+    let plc = pds.url();
+    let mut p = Parity::spawn(&[
+        "--database-url",
+        &db.url,
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "import",
+        &a.did,
+        "--collection",
+        "app.bsky.feed.like",
+        "--plc-url",
+        &plc,
+    ]);
+    let addr = p.metrics_addr().await;
+    pds.wait_for_list_records(3).await;
+    // The first page is committed before the second is asked for.
+    let m = scrape(addr).await;
+    assert_eq!(
+        m.get("parity_import_records_total", &[("outcome", "synced")]),
+        10.0
+    );
+    assert_eq!(m.get("parity_import_rate_limited_total", &[]), 1.0);
+    assert_eq!(
+        m.get("parity_import_requests_total", &[("status", "429")]),
+        1.0
+    );
+    assert_eq!(
+        m.get("parity_import_dids", &[("status", "in_progress")]),
+        1.0
+    );
+    assert_eq!(
+        m.get(
+            "parity_records_written_total",
+            &[("table", "likes"), ("op", "upsert")]
+        ),
+        10.0
+    );
+    assert_eq!(get(addr, "/health").await.0, 200);
+    assert_eq!(get(addr, "/ready").await.0, 200);
+    pds.open_gate();
+    drop(p);
+}

@@ -81,6 +81,8 @@ pub struct Ctx {
     pub page_size: u32,
     pub page_delay: Duration,
     pub lease: Duration,
+    /// Touched after every committed page (`/health` staleness).
+    pub health: Arc<crate::ops::Health>,
 }
 
 #[derive(Deserialize)]
@@ -166,7 +168,10 @@ pub async fn run(
             next.clone(),
             state.id,
         );
+        let started = std::time::Instant::now();
         let stats = commit(ctx, &batch, token).await?;
+        crate::ops::metrics::record_commit(&stats, batch.events, started.elapsed(), None);
+        ctx.health.committed(0);
         let synced = stats.upserted_total();
         let counts = Counts {
             synced,
@@ -297,6 +302,8 @@ async fn commit(
         match ctx.store.commit(batch).await {
             Ok(s) => return Ok(s),
             Err(e) if e.is_transient() && attempt + 1 < COMMIT_ATTEMPTS => {
+                crate::ops::metrics::record_db_error(&e);
+                ctx.health.set_database_reachable(false);
                 attempt += 1;
                 tracing::warn!(error = %e, attempt, "import: database busy, retrying the page");
                 tokio::select! {
@@ -304,7 +311,12 @@ async fn commit(
                     _ = token.cancelled() => return Err(JobError::Cancelled),
                 }
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                if !matches!(e, StoreError::LeaseLost) {
+                    crate::ops::metrics::record_db_error(&e);
+                }
+                return Err(e.into());
+            }
         }
     }
 }

@@ -97,6 +97,40 @@ fn valid_target(t: &str) -> bool {
     identity::is_handle(&t.trim_start_matches('@').to_ascii_lowercase())
 }
 
+/// The metrics and health listener of an import run (`metrics.addr`).
+/// The recorder is installed before any import counter is touched.
+struct Ops {
+    health: Arc<crate::ops::Health>,
+    server: Option<crate::ops::Server>,
+    token: CancellationToken,
+}
+
+impl Ops {
+    async fn start(cfg: &Config) -> Result<Ops, Error> {
+        let addr = cfg.metrics.listen_addr().map_err(ConfigError)?;
+        let health = Arc::new(crate::ops::Health::new(Duration::from_secs(
+            cfg.health.max_stale,
+        )));
+        let token = CancellationToken::new();
+        let server = match addr {
+            Some(a) => Some(crate::ops::serve(a, health.clone(), token.clone()).await?),
+            None => None,
+        };
+        Ok(Ops {
+            health,
+            server,
+            token,
+        })
+    }
+
+    async fn stop(self) {
+        self.token.cancel();
+        if let Some(s) = self.server {
+            s.close().await;
+        }
+    }
+}
+
 /// The plain progress line's interval (`log.progress_interval_seconds`).
 fn log_every(cfg: &Config) -> Duration {
     match cfg.log.progress_interval_seconds {
@@ -133,6 +167,7 @@ fn runner(
     registry: crate::mapper::Registry,
     progress: progress::Progress,
     concurrency: Option<usize>,
+    health: Arc<crate::ops::Health>,
 ) -> Result<runner::Runner, Error> {
     let xrpc = xrpc::Xrpc::new(&cfg.import).map_err(ConfigError)?;
     let resolver =
@@ -145,6 +180,7 @@ fn runner(
         page_size: cfg.import.page_size,
         page_delay: Duration::from_millis(cfg.import.page_delay),
         lease: Duration::from_secs(cfg.import.lease_seconds),
+        health,
     };
     Ok(runner::Runner::new(
         Arc::new(ctx),
@@ -169,7 +205,9 @@ pub async fn import(
     if opts.concurrency == Some(0) {
         return Err(ConfigError("--concurrency must be at least 1".into()).into());
     }
+    let ops = Ops::start(cfg).await?;
     let (store, registry) = open(cfg, opts.concurrency.unwrap_or(cfg.import.concurrency)).await?;
+    ops.health.mark_ready();
     let collections = if opts.collections.is_empty() {
         None
     } else {
@@ -201,6 +239,7 @@ pub async fn import(
         registry,
         progress.clone(),
         opts.concurrency,
+        ops.health.clone(),
     )?;
     let logger = progress.spawn_logger(token.child_token());
     let mut summary = r
@@ -219,6 +258,7 @@ pub async fn import(
     }
     progress.finish();
     store.close().await;
+    ops.stop().await;
     Ok(summary)
 }
 
@@ -235,14 +275,23 @@ pub async fn resume(
     {
         return Err(ConfigError(format!("{d:?} is not a DID (did:plc:… or did:web:…)")).into());
     }
+    let ops = Ops::start(cfg).await?;
     let (store, registry) = open(cfg, concurrency.unwrap_or(cfg.import.concurrency)).await?;
+    ops.health.mark_ready();
     let rows = store.resumable_imports(did.as_deref()).await?;
     let mut dids: Vec<String> = rows.into_iter().map(|s| s.did).collect();
     dids.dedup();
     let mut seen = std::collections::HashSet::new();
     dids.retain(|d| seen.insert(d.clone()));
     let progress = progress::Progress::new(show_progress, dids.len() as u64, log_every(cfg));
-    let r = runner(cfg, store.clone(), registry, progress.clone(), concurrency)?;
+    let r = runner(
+        cfg,
+        store.clone(),
+        registry,
+        progress.clone(),
+        concurrency,
+        ops.health.clone(),
+    )?;
     let logger = progress.spawn_logger(token.child_token());
     let summary = r.run(dids, runner::Work::Resume, &token).await;
     if let Some(l) = logger {
@@ -250,6 +299,7 @@ pub async fn resume(
     }
     progress.finish();
     store.close().await;
+    ops.stop().await;
     Ok(summary)
 }
 

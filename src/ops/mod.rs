@@ -10,7 +10,7 @@
 //! counting decision: the source, pipeline and importer say what happened,
 //! this module only exports it.
 //!
-//! For a command (`consume` now, `import` later):
+//! For a command (`consume`, `import`, `resume`):
 //! 1. [`metrics::install`] before creating anything that caches metric
 //!    handles (`telemetry::Stats` does);
 //! 2. [`serve`]`(addr, health, token)` with an `Arc<`[`Health`]`>`, before

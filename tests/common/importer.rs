@@ -47,6 +47,7 @@ pub fn parity(db: &TestDb, pds: &Pds, args: &[&str]) -> Command {
         .env("PARITY_IMPORT_BACKOFF_MAX_MS", "50")
         .env("PARITY_IMPORT_TIMEOUT_SECONDS", "5")
         .env("PARITY_LOG_LEVEL", "warn")
+        .env("PARITY_METRICS_ADDR", "off")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
