@@ -458,8 +458,11 @@ impl Config {
     }
 
     /// Every `PARITY_*` variable name that sets a config key.
+    /// (Short aliases such as `PARITY_PLC_URL` included.)
     pub fn env_names() -> Vec<String> {
-        env_keys().into_keys().collect()
+        let mut names: Vec<String> = env_keys().into_keys().collect();
+        names.extend(ENV_ALIASES.iter().map(|(a, _)| (*a).to_owned()));
+        names
     }
 }
 
@@ -519,8 +522,15 @@ mod tests {
         assert!(names.contains(&"PARITY_DATABASE_URL".to_owned()));
         assert!(names.contains(&"PARITY_BATCH_MAX_EVENTS".to_owned()));
         assert!(names.contains(&"PARITY_FILTER_DIDS_FILE".to_owned()));
+        assert!(names.contains(&"PARITY_PLC_URL".to_owned()));
         let set: HashSet<&String> = names.iter().collect();
         assert_eq!(set.len(), names.len());
+    }
+
+    #[test]
+    fn plc_url_has_a_short_env_name() {
+        let c = Config::load(None, env(&[("PARITY_PLC_URL", "http://127.0.0.1:2582")])).unwrap();
+        assert_eq!(c.identity.plc_url, "http://127.0.0.1:2582");
     }
 
     #[test]

@@ -21,9 +21,6 @@ const STATE_DIR: &str = "/var/lib/parity";
 const IMAGE_DATABASE_URL: &str = "sqlite:///var/lib/parity/parity.db";
 /// `PARITY_*` names the deployment files may use that are not config keys.
 const EXTRA_ENV: &[&str] = &["PARITY_CONFIG"];
-/// Being added with the metrics listener (`metrics.addr`); harmless once
-/// `Config::env_names()` lists it.
-const PENDING_ENV: &[&str] = &["PARITY_METRICS_ADDR"];
 /// Longest wait of one commit on the database: SQLite's default
 /// busy_timeout_ms and PostgreSQL's pool acquire timeout are both 5 s.
 const COMMIT_WAIT: Duration = Duration::from_secs(5);
@@ -513,9 +510,7 @@ fn deployment_files_use_only_known_parity_variables() {
                 continue;
             }
             assert!(
-                known.contains(&name)
-                    || EXTRA_ENV.contains(&name.as_str())
-                    || PENDING_ENV.contains(&name.as_str()),
+                known.contains(&name) || EXTRA_ENV.contains(&name.as_str()),
                 "{file}: {name} is not a variable parity accepts"
             );
         }
