@@ -161,6 +161,42 @@ async fn open(cfg: &Config, concurrency: usize) -> Result<(Store, crate::mapper:
     Ok((store, registry))
 }
 
+/// What one import or resume run holds open.
+struct Session {
+    store: Store,
+    registry: crate::mapper::Registry,
+    progress: progress::Progress,
+    ops: Ops,
+}
+
+/// Runs `work` for `inputs`, then closes everything the session opened.
+async fn run_all(
+    cfg: &Config,
+    s: Session,
+    inputs: Vec<String>,
+    work: runner::Work,
+    concurrency: Option<usize>,
+    token: &CancellationToken,
+) -> Result<Summary, Error> {
+    let r = runner(
+        cfg,
+        s.store.clone(),
+        s.registry,
+        s.progress.clone(),
+        concurrency,
+        s.ops.health.clone(),
+    )?;
+    let logger = s.progress.spawn_logger(token.child_token());
+    let summary = r.run(inputs, work, token).await;
+    if let Some(l) = logger {
+        l.abort();
+    }
+    s.progress.finish();
+    s.store.close().await;
+    s.ops.stop().await;
+    Ok(summary)
+}
+
 fn runner(
     cfg: &Config,
     store: Store,
@@ -233,32 +269,24 @@ pub async fn import(
     for bad in &invalid {
         progress.println(&bad.0);
     }
-    let r = runner(
+    let mut summary = run_all(
         cfg,
-        store.clone(),
-        registry,
-        progress.clone(),
+        Session {
+            store,
+            registry,
+            progress,
+            ops,
+        },
+        targets,
+        runner::Work::Import {
+            collections,
+            force: opts.force,
+        },
         opts.concurrency,
-        ops.health.clone(),
-    )?;
-    let logger = progress.spawn_logger(token.child_token());
-    let mut summary = r
-        .run(
-            targets,
-            runner::Work::Import {
-                collections,
-                force: opts.force,
-            },
-            &token,
-        )
-        .await;
+        &token,
+    )
+    .await?;
     summary.invalid_inputs = invalid.len() as u64;
-    if let Some(l) = logger {
-        l.abort();
-    }
-    progress.finish();
-    store.close().await;
-    ops.stop().await;
     Ok(summary)
 }
 
@@ -284,23 +312,20 @@ pub async fn resume(
     let mut seen = std::collections::HashSet::new();
     dids.retain(|d| seen.insert(d.clone()));
     let progress = progress::Progress::new(show_progress, dids.len() as u64, log_every(cfg));
-    let r = runner(
+    run_all(
         cfg,
-        store.clone(),
-        registry,
-        progress.clone(),
+        Session {
+            store,
+            registry,
+            progress,
+            ops,
+        },
+        dids,
+        runner::Work::Resume,
         concurrency,
-        ops.health.clone(),
-    )?;
-    let logger = progress.spawn_logger(token.child_token());
-    let summary = r.run(dids, runner::Work::Resume, &token).await;
-    if let Some(l) = logger {
-        l.abort();
-    }
-    progress.finish();
-    store.close().await;
-    ops.stop().await;
-    Ok(summary)
+        &token,
+    )
+    .await
 }
 
 /// `parity import-status`.

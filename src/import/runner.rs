@@ -175,7 +175,9 @@ impl Runner {
         while let Some(o) = results.next().await {
             match &o.status {
                 DidStatus::Failed(e) => {
-                    self.progress.println(&format!("{}: failed: {e}", o.did));
+                    let line = format!("{}: failed: {e}", o.did);
+                    self.progress
+                        .println(&crate::telemetry::Escaped(&line).to_string());
                     tracing::warn!(did = ?o.did, error = %e, "import failed");
                 }
                 DidStatus::Skipped(why) => {
