@@ -392,3 +392,51 @@ async fn resync_requests_are_queued_and_resumed_sqlite() {
 async fn resync_requests_are_queued_and_resumed_postgres() {
     resync_then_resume(TestDb::postgres("resync").await).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_releases_the_lease_and_resume_continues_at_once() {
+    let db = TestDb::sqlite();
+    let pds = Pds::start().await;
+    let a = pds.add_car(fixture("car/jetstream_repo.car"));
+    pds.gate_list_records_after(2);
+    let mut cmd = parity(
+        &db,
+        &pds,
+        &["import", &a.did, "--collection", "app.bsky.feed.like"],
+    );
+    cmd.env("PARITY_IMPORT_PAGE_SIZE", "3");
+    let child = importer::spawn(cmd);
+    pds.wait_for_list_records(3).await;
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "interrupted is not success: {stdout}"
+    );
+    assert!(stdout.contains("1 interrupted"), "{stdout}");
+    pds.open_gate();
+    // Still in progress, but its lease is given back: not held for the
+    // default 60 s by a process that is gone.
+    let state = db
+        .rows(
+            "parity_import_states",
+            &["status", "cursor", "lease_expires_at", "updated_at"],
+        )
+        .await;
+    assert_eq!(state.len(), 1);
+    assert_eq!(state[0][0].as_deref(), Some("in_progress"));
+    assert!(state[0][1].is_some(), "the saved cursor");
+    assert!(
+        state[0][2] <= state[0][3],
+        "lease expired when released: {state:?}"
+    );
+    assert_eq!(db.count("likes").await, 6);
+
+    let (code, out, err) = run(parity(&db, &pds, &["resume"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("4 records synced"), "{out}");
+    assert_eq!(db.count("likes").await, 10);
+}
