@@ -550,29 +550,44 @@ async fn renew_lease(ctx: &Ctx, id: i64, run: CancellationToken) {
 
 /// `host:pid:nonce` — unique per process, and checkable on this host.
 pub fn new_owner() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into());
     format!(
-        "{host}:{}:{:08x}",
+        "{}:{}:{:08x}",
+        this_host(),
         std::process::id(),
         rand::random::<u32>()
     )
 }
 
+/// This machine's name, read once. When it cannot be read (a sandbox
+/// hiding `/proc/sys`, no `/etc/hostname`) a random name stands in, so no
+/// other process's lease ever looks like ours: two sandboxed machines must
+/// not both call themselves `localhost` and take each other's leases.
+fn this_host() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        ["/proc/sys/kernel/hostname", "/etc/hostname"]
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .map(|h| h.trim().replace(':', "_"))
+            .find(|h| !h.is_empty() && h != "localhost")
+            .unwrap_or_else(|| format!("unnamed-{:016x}", rand::random::<u64>()))
+    })
+}
+
 /// Whether a lease owner is a process of this host that no longer runs
 /// (killed importer): its pairs can be taken over without waiting for the
-/// lease to expire.
+/// lease to expire. Anything doubtful counts as alive; the lease then
+/// simply expires.
 pub fn owner_is_dead(owner: &str) -> bool {
     let mut parts = owner.rsplitn(3, ':');
     let (Some(_nonce), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
         return false;
     };
-    let me = new_owner();
-    let my_host = me.rsplitn(3, ':').nth(2).unwrap_or_default();
-    host == my_host
+    host == this_host()
         && pid.parse::<u32>().is_ok_and(|p| {
-            p != std::process::id() && !std::path::Path::new(&format!("/proc/{p}")).exists()
+            p != std::process::id()
+                && std::path::Path::new("/proc/self").exists()
+                && !std::path::Path::new(&format!("/proc/{p}")).exists()
         })
 }
 
