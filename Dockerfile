@@ -21,8 +21,8 @@ ARG DEBIAN_RELEASE=bookworm
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS build
 WORKDIR /src
 
-# Dependency layer: the manifests, the build script and empty targets (the
-# bench is declared in Cargo.toml, so its file must exist). The stub crate's
+# Dependency layer: the manifests, the build script and empty targets (every
+# [[bench]] declared in Cargo.toml must have its file). The stub crate's
 # own artifacts are then cleaned so the real sources always recompile,
 # whatever their timestamps.
 COPY Cargo.toml Cargo.lock ./
@@ -30,7 +30,9 @@ COPY scripts/build scripts/build
 RUN mkdir -p src benches \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
- && echo 'fn main() {}' > benches/consume.rs \
+ && for b in $(awk '/^\[\[bench\]\]/ {b = 1; next} b && /^name/ {gsub(/"/, "", $3); print $3; b = 0}' Cargo.toml); do \
+      echo 'fn main() {}' > "benches/$b.rs"; \
+    done \
  && scripts/build --release \
  && cargo clean --release --locked --package parity
 
