@@ -161,6 +161,18 @@ async fn open(cfg: &Config, concurrency: usize) -> Result<(Store, crate::mapper:
     Ok((store, registry))
 }
 
+/// Starts the metrics listener, then opens the database; ready once
+/// migrated.
+async fn start(
+    cfg: &Config,
+    concurrency: Option<usize>,
+) -> Result<(Ops, Store, crate::mapper::Registry), Error> {
+    let ops = Ops::start(cfg).await?;
+    let (store, registry) = open(cfg, concurrency.unwrap_or(cfg.import.concurrency)).await?;
+    ops.health.mark_ready();
+    Ok((ops, store, registry))
+}
+
 /// What one import or resume run holds open.
 struct Session {
     store: Store,
@@ -241,9 +253,7 @@ pub async fn import(
     if opts.concurrency == Some(0) {
         return Err(ConfigError("--concurrency must be at least 1".into()).into());
     }
-    let ops = Ops::start(cfg).await?;
-    let (store, registry) = open(cfg, opts.concurrency.unwrap_or(cfg.import.concurrency)).await?;
-    ops.health.mark_ready();
+    let (ops, store, registry) = start(cfg, opts.concurrency).await?;
     let collections = if opts.collections.is_empty() {
         None
     } else {
@@ -303,14 +313,14 @@ pub async fn resume(
     {
         return Err(ConfigError(format!("{d:?} is not a DID (did:plc:… or did:web:…)")).into());
     }
-    let ops = Ops::start(cfg).await?;
-    let (store, registry) = open(cfg, concurrency.unwrap_or(cfg.import.concurrency)).await?;
-    ops.health.mark_ready();
+    let (ops, store, registry) = start(cfg, concurrency).await?;
     let rows = store.resumable_imports(did.as_deref()).await?;
-    let mut dids: Vec<String> = rows.into_iter().map(|s| s.did).collect();
-    dids.dedup();
     let mut seen = std::collections::HashSet::new();
-    dids.retain(|d| seen.insert(d.clone()));
+    let dids: Vec<String> = rows
+        .into_iter()
+        .map(|s| s.did)
+        .filter(|d| seen.insert(d.clone()))
+        .collect();
     let progress = progress::Progress::new(show_progress, dids.len() as u64, log_every(cfg));
     run_all(
         cfg,
