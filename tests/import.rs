@@ -198,6 +198,19 @@ async fn tombstoned_and_unknown_dids_fail_clearly_and_the_rest_goes_on() {
     assert!(out.contains("failed: 2"), "{out}");
     assert!(out.contains(unknown) && out.contains(&gone.did), "{out}");
     assert!(out.contains("parity resume"), "{out}");
+
+    // Once the unknown DID exists, importing it again clears its failure.
+    pds.add_repo(
+        unknown,
+        &common::pds::tid(1_800_000_000_000_000, 9),
+        None,
+        pds.records(&good.did),
+    );
+    let (code, out, err) = run(parity(&db, &pds, &["import", unknown])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, out, _) = run(parity(&db, &pds, &["import-status", "--failed"])).await;
+    assert!(out.contains("failed: 1"), "{out}");
+    assert!(!out.contains(unknown), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

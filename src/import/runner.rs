@@ -241,11 +241,13 @@ impl Runner {
                     None => self.mapped_collections(&id, token).await,
                 };
                 match cols {
-                    Ok(cols) => store
-                        .enqueue_imports(&did, &cols, *force)
-                        .await
-                        .map(|()| cols)
-                        .map_err(|e| e.to_string()),
+                    Ok(cols) => async {
+                        store.enqueue_imports(&did, &cols, *force).await?;
+                        store.clear_failed_discovery(&did).await?;
+                        Ok(cols)
+                    }
+                    .await
+                    .map_err(|e: crate::store::StoreError| e.to_string()),
                     Err(e) => Err(e),
                 }
             }

@@ -399,6 +399,17 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets a recorded failure to start a DID (a failed `*` state) once
+    /// the DID resolves and its collections are known again.
+    pub async fn clear_failed_discovery(&self, did: &str) -> Result<(), StoreError> {
+        self.exec(
+            "DELETE FROM parity_import_states WHERE did = $1 AND collection = '*' AND status = 'failed'",
+            vec![did.into()],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// States, most recently updated first.
     pub async fn import_states(
         &self,
