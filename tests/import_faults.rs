@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::importer::{self, parity, run};
-use common::pds::{Fault, GET_LATEST_COMMIT, LIST_RECORDS, Pds, SynthRecord, tid};
+use common::pds::{Fault, GET_LATEST_COMMIT, LIST_RECORDS, PLC, Pds, SynthRecord, tid};
 use common::{TestDb, fixture};
 
 const LIKE: &str = "app.bsky.feed.like";
@@ -203,4 +203,23 @@ async fn requests_to_one_host_are_paced_however_many_dids_live_there() {
             window + 1
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plc_directory_blip_is_retried_but_not_forever() {
+    let db = TestDb::sqlite();
+    let pds = Pds::start().await;
+    let a = pds.add_car(fixture("car/repostream_tiny.car"));
+    pds.inject(PLC, vec![Fault::Status(503), Fault::Status(500)]);
+    let (code, out, err) = run(parity(&db, &pds, &["import", &a.did])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(pds.count(PLC), 3);
+
+    // A directory that stays down fails the DID with a clear error.
+    let db = TestDb::sqlite();
+    pds.inject(PLC, vec![Fault::Status(503); 4]);
+    let (code, _, err) = run(parity(&db, &pds, &["import", &a.did])).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("answered HTTP 503"), "{err}");
+    assert_eq!(pds.count(PLC), 3 + 4);
 }

@@ -25,6 +25,11 @@ use super::config::{IdentityConfig, parse_dns_server};
 use crate::event::Did;
 use crate::store::Store;
 
+/// Attempts at fetching one DID document.
+const DOC_ATTEMPTS: u32 = 4;
+/// First retry delay of a DID document fetch (doubles).
+const DOC_BACKOFF: Duration = Duration::from_millis(100);
+
 /// A resolved account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -54,6 +59,9 @@ pub enum IdentityError {
     HandleMismatch { handle: String, did: String },
     #[error("resolving {what}: {detail}")]
     Fetch { what: String, detail: String },
+    /// A fault that may pass (timeout, 429, 5xx): retried a few times.
+    #[error("resolving {what}: {detail}")]
+    Unavailable { what: String, detail: String },
 }
 
 #[derive(Debug, Deserialize)]
@@ -251,7 +259,23 @@ impl Resolver {
         })
     }
 
+    /// Fetches the DID document, retrying transport faults, 429 and 5xx
+    /// answers a few times (the directory is one shared service; a blip
+    /// must not fail every DID of a run).
     async fn fetch_doc(&self, did: &Did) -> Result<DidDoc, IdentityError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.fetch_doc_once(did).await {
+                Err(IdentityError::Unavailable { .. }) if attempt < DOC_ATTEMPTS => {
+                    tokio::time::sleep(DOC_BACKOFF * (1 << attempt)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn fetch_doc_once(&self, did: &Did) -> Result<DidDoc, IdentityError> {
         let url = if did.as_str().starts_with("did:plc:") {
             format!("{}/{}", self.plc_url, did)
         } else {
@@ -261,19 +285,28 @@ impl Resolver {
             what: did.to_string(),
             detail,
         };
+        let unavailable = |detail: String| IdentityError::Unavailable {
+            what: did.to_string(),
+            detail,
+        };
         let resp = self
             .http
             .get(&url)
             .send()
             .await
-            .map_err(|e| fetch(describe(&e)))?;
+            .map_err(|e| unavailable(describe(&e)))?;
         match resp.status().as_u16() {
             200 => {}
             404 => return Err(IdentityError::NotFound(did.to_string())),
             410 => return Err(IdentityError::Tombstoned(did.to_string())),
-            s => return Err(fetch(format!("DID document request answered HTTP {s}"))),
+            s @ (429 | 500..=599) => {
+                return Err(unavailable(format!(
+                    "the DID document request answered HTTP {s}"
+                )));
+            }
+            s => return Err(fetch(format!("the DID document request answered HTTP {s}"))),
         }
-        let body = resp.bytes().await.map_err(|e| fetch(describe(&e)))?;
+        let body = resp.bytes().await.map_err(|e| unavailable(describe(&e)))?;
         let doc: DidDoc = serde_json::from_slice(&body)
             .map_err(|_| fetch("the DID document is not valid JSON".into()))?;
         if doc.id != did.as_str() {
