@@ -223,3 +223,45 @@ async fn a_plc_directory_blip_is_retried_but_not_forever() {
     assert!(err.contains("answered HTTP 503"), "{err}");
     assert_eq!(pds.count(PLC), 3 + 4);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn records_that_fail_their_mapper_are_counted_and_named() {
+    let db = TestDb::sqlite();
+    let pds = Pds::start().await;
+    let did = "did:plc:mapperfail00000000000000";
+    let post = "app.bsky.feed.post";
+    let good = |i: u64| {
+        SynthRecord::new(
+            post,
+            &tid(1_700_000_000_000_000 + i, 1),
+            &format!(
+                r#"{{"$type":"{post}","text":"ok {i}","createdAt":"2026-01-01T00:00:00.000Z"}}"#
+            ),
+        )
+    };
+    // No text: the built-in posts mapper requires it.
+    let bad = SynthRecord::new(
+        post,
+        &tid(1_700_000_000_000_009, 1),
+        &format!(r#"{{"$type":"{post}","createdAt":"2026-01-01T00:00:00.000Z"}}"#),
+    );
+    let bad_uri = format!("at://{did}/{post}/{}", bad.rkey);
+    pds.add_repo(
+        did,
+        &tid(1_800_000_000_000_000, 1),
+        None,
+        vec![good(1), bad, good(2)],
+    );
+    let (code, out, err) = run(parity(&db, &pds, &["import", did])).await;
+    assert_eq!(code, 0, "a bad record does not fail the DID: {out}{err}");
+    assert!(
+        out.contains("2 records synced, 0 skipped, 1 failed"),
+        "{out}"
+    );
+    assert!(err.contains(&bad_uri) && err.contains("text"), "{err}");
+    assert_eq!(db.count("posts").await, 2);
+    assert_eq!(
+        importer::states(&db, did).await,
+        vec![(post.to_owned(), "completed".to_owned(), 2, 0, 1)]
+    );
+}
