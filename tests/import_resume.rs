@@ -193,9 +193,8 @@ fn race_fixture(
     pds.add_did_doc(did, "racer.test");
     let mut lines = Vec::new();
     let mut want: BTreeMap<String, (String, String)> = BTreeMap::new();
-    for (i, r) in records.iter().enumerate() {
+    for r in &records {
         want.insert(r.rkey.clone(), (r.cid.clone(), old.to_owned()));
-        let _ = i;
     }
     let mut t = 1_750_000_000_000_000i64;
     let mut event = |op: &str, rkey: &str, rec: Option<&SynthRecord>| {

@@ -255,8 +255,7 @@ impl Runner {
         };
         let collections = match result {
             Ok(c) => c,
-            Err(e) if token.is_cancelled() => {
-                let _ = e;
+            Err(_) if token.is_cancelled() => {
                 return DidOutcome {
                     did,
                     counts: Counts::default(),
