@@ -265,3 +265,24 @@ async fn records_that_fail_their_mapper_are_counted_and_named() {
         vec![(post.to_owned(), "completed".to_owned(), 2, 0, 1)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pds_without_get_latest_commit_imports_rows_that_yield_to_live_changes() {
+    let db = TestDb::sqlite();
+    let pds = Pds::start().await;
+    let a = pds.add_car(fixture("car/repostream_tiny.car"));
+    // The route is missing (404), and this PDS does not implement
+    // getRepoStatus either (501).
+    pds.inject(GET_LATEST_COMMIT, vec![Fault::Status(404)]);
+    let (code, out, err) = run(parity(&db, &pds, &["import", &a.did, "--collection", LIKE])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(db.count("likes").await, 2);
+    // The empty rev sorts before every real one.
+    let revs = db.rows("likes", &["rev"]).await;
+    assert!(revs.iter().all(|r| r[0].as_deref() == Some("")), "{revs:?}");
+    assert!(
+        pds.requests()
+            .iter()
+            .any(|r| r.method == "com.atproto.sync.getRepoStatus")
+    );
+}

@@ -85,8 +85,10 @@ pub struct Ctx {
     pub health: Arc<crate::ops::Health>,
 }
 
+/// `getLatestCommit` and `getRepoStatus` both carry the rev.
 #[derive(Deserialize)]
 struct LatestCommit {
+    #[serde(default)]
     rev: String,
 }
 
@@ -115,15 +117,7 @@ pub async fn run(
     let did = Did::parse(&state.did).ok_or_else(|| JobError::Protocol("invalid DID".into()))?;
     let collection = Nsid::parse(&state.collection)
         .ok_or_else(|| JobError::Protocol(format!("invalid collection {:?}", state.collection)))?;
-    let latest: LatestCommit = ctx
-        .xrpc
-        .get(
-            pds,
-            "com.atproto.sync.getLatestCommit",
-            &[("did", did.as_str())],
-            token,
-        )
-        .await?;
+    let latest = repo_rev(ctx, pds, &did, token).await?;
     if !ctx
         .store
         .set_import_rev(state.id, &ctx.owner, &latest.rev)
@@ -191,6 +185,48 @@ pub async fn run(
                 _ = token.cancelled() => return Err(JobError::Cancelled),
             }
         }
+    }
+}
+
+/// The repo's current rev: `getLatestCommit`, else (a PDS without that
+/// route) `getRepoStatus`, else the empty rev. An empty rev sorts before
+/// every real one, so such rows never overwrite a stored row nor pass a
+/// tombstone: the import can only add records nobody has seen, and any live
+/// event replaces them.
+async fn repo_rev(
+    ctx: &Ctx,
+    pds: &str,
+    did: &Did,
+    token: &CancellationToken,
+) -> Result<LatestCommit, JobError> {
+    let params = [("did", did.as_str())];
+    let unimplemented = |e: &XrpcError| {
+        matches!(
+            e,
+            XrpcError::Refused {
+                status: 404 | 501,
+                ..
+            }
+        ) || matches!(e, XrpcError::Refused { error: Some(n), .. } if n == "MethodNotImplemented")
+    };
+    let first = ctx
+        .xrpc
+        .get::<LatestCommit>(pds, "com.atproto.sync.getLatestCommit", &params, token)
+        .await;
+    match first {
+        Err(e) if unimplemented(&e) => {}
+        r => return Ok(r?),
+    }
+    match ctx
+        .xrpc
+        .get::<LatestCommit>(pds, "com.atproto.sync.getRepoStatus", &params, token)
+        .await
+    {
+        Err(e) if unimplemented(&e) => {
+            tracing::warn!(did = %did, "the PDS reports no repo rev; imported rows yield to every live change");
+            Ok(LatestCommit { rev: String::new() })
+        }
+        r => Ok(r?),
     }
 }
 

@@ -34,7 +34,8 @@ const MAX_WAIT: Duration = Duration::from_secs(3600);
 /// Why a request did not produce an answer.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum XrpcError {
-    /// A definitive answer (4xx other than 429): retrying will not help.
+    /// A definitive answer (4xx other than 429, or 501): retrying will not
+    /// help.
     #[error("{method} answered HTTP {status}{}", .error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default())]
     Refused {
         method: String,
@@ -135,7 +136,7 @@ impl Xrpc {
                             },
                             Err(e) => describe(&e),
                         }
-                    } else if status.is_server_error() {
+                    } else if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED {
                         format!("HTTP {}", status.as_u16())
                     } else {
                         let body = resp.bytes().await.unwrap_or_default();
