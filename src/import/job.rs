@@ -11,7 +11,7 @@
 //! loses at most the page in flight; the next run starts at the saved
 //! cursor.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -255,7 +255,7 @@ fn page_batch(
     state_id: i64,
 ) -> (Batch, u64, u64) {
     let mut mutations = Vec::with_capacity(records.len());
-    let mut seen: HashMap<String, ()> = HashMap::with_capacity(records.len());
+    let mut seen: HashSet<String> = HashSet::with_capacity(records.len());
     let mut failed = 0u64;
     let events = records.len();
     for r in records {
@@ -279,7 +279,7 @@ fn page_batch(
         };
         match ctx.registry.dispatch(&event) {
             Dispatch::Mutation(m) => {
-                if seen.insert(m.uri().to_owned(), ()).is_none() {
+                if seen.insert(m.uri().to_owned()) {
                     mutations.push(m);
                 }
             }

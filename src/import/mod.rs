@@ -163,21 +163,21 @@ async fn open(cfg: &Config, concurrency: usize) -> Result<(Store, crate::mapper:
 
 /// Starts the metrics listener, then opens the database; ready once
 /// migrated.
-async fn start(
-    cfg: &Config,
-    concurrency: Option<usize>,
-) -> Result<(Ops, Store, crate::mapper::Registry), Error> {
+async fn start(cfg: &Config, concurrency: Option<usize>) -> Result<Session, Error> {
     let ops = Ops::start(cfg).await?;
     let (store, registry) = open(cfg, concurrency.unwrap_or(cfg.import.concurrency)).await?;
     ops.health.mark_ready();
-    Ok((ops, store, registry))
+    Ok(Session {
+        store,
+        registry,
+        ops,
+    })
 }
 
 /// What one import or resume run holds open.
 struct Session {
     store: Store,
     registry: crate::mapper::Registry,
-    progress: progress::Progress,
     ops: Ops,
 }
 
@@ -185,6 +185,7 @@ struct Session {
 async fn run_all(
     cfg: &Config,
     s: Session,
+    progress: progress::Progress,
     inputs: Vec<String>,
     work: runner::Work,
     concurrency: Option<usize>,
@@ -194,16 +195,16 @@ async fn run_all(
         cfg,
         s.store.clone(),
         s.registry,
-        s.progress.clone(),
+        progress.clone(),
         concurrency,
         s.ops.health.clone(),
     )?;
-    let logger = s.progress.spawn_logger(token.child_token());
+    let logger = progress.spawn_logger(token.child_token());
     let summary = r.run(inputs, work, token).await;
     if let Some(l) = logger {
         l.abort();
     }
-    s.progress.finish();
+    progress.finish();
     s.store.close().await;
     s.ops.stop().await;
     Ok(summary)
@@ -253,7 +254,7 @@ pub async fn import(
     if opts.concurrency == Some(0) {
         return Err(ConfigError("--concurrency must be at least 1".into()).into());
     }
-    let (ops, store, registry) = start(cfg, opts.concurrency).await?;
+    let session = start(cfg, opts.concurrency).await?;
     let collections = if opts.collections.is_empty() {
         None
     } else {
@@ -265,7 +266,7 @@ pub async fn import(
                 ))
                 .into());
             }
-            if !registry.handles(c) {
+            if !session.registry.handles(c) {
                 return Err(ConfigError(format!(
                     "--collection {c}: no mapper handles this collection; enable a built-in, declarative or generic mapper for it (see [mappers])"
                 ))
@@ -281,12 +282,8 @@ pub async fn import(
     }
     let mut summary = run_all(
         cfg,
-        Session {
-            store,
-            registry,
-            progress,
-            ops,
-        },
+        session,
+        progress,
         targets,
         runner::Work::Import {
             collections,
@@ -313,8 +310,8 @@ pub async fn resume(
     {
         return Err(ConfigError(format!("{d:?} is not a DID (did:plc:… or did:web:…)")).into());
     }
-    let (ops, store, registry) = start(cfg, concurrency).await?;
-    let rows = store.resumable_imports(did.as_deref()).await?;
+    let session = start(cfg, concurrency).await?;
+    let rows = session.store.resumable_imports(did.as_deref()).await?;
     let mut seen = std::collections::HashSet::new();
     let dids: Vec<String> = rows
         .into_iter()
@@ -324,12 +321,8 @@ pub async fn resume(
     let progress = progress::Progress::new(show_progress, dids.len() as u64, log_every(cfg));
     run_all(
         cfg,
-        Session {
-            store,
-            registry,
-            progress,
-            ops,
-        },
+        session,
+        progress,
         dids,
         runner::Work::Resume,
         concurrency,
