@@ -359,6 +359,15 @@ async fn resync_then_resume(db: TestDb) {
         a.did
     );
     assert_eq!(db.scalar(&cached).await, Some(pds.url()));
+    // Another process uses the shared cache: no new DID document fetch.
+    let plc_cached = pds.count(common::pds::PLC);
+    let (code, _, err) = run(parity(&db, &pds, &["import", &a.did, "--force"])).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        pds.count(common::pds::PLC),
+        plc_cached,
+        "served from the cache"
+    );
     store
         .commit(&repo_batch(
             &did,
