@@ -7,10 +7,10 @@
 
 use std::sync::Arc;
 
+use parity::cmd::consume::{ConsumeOptions, Consumer};
 use parity::config::Config;
 use parity::filter::CollectionPattern;
 use parity::mapper::{ColumnType, MapError, Mapper, RecordRef, TableSchema, Value};
-use parity::pipeline::{ConsumeOptions, Consumer};
 use serde::Deserialize;
 
 /// The mapper: a table layout plus `map`, which returns the values of the

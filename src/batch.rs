@@ -9,6 +9,9 @@
 //! with rev, tombstone and repo-status guards). Pure: no IO, no clocks except
 //! the `Instant` passed in.
 //!
+//! Also owns the `[batch]` and `[accounts]` config sections ([`BatchConfig`],
+//! [`AccountsConfig`] → [`PurgePolicy`]).
+//!
 //! Invariant: every event pushed, filtered or not, moves the batch cursor, so
 //! the stored cursor covers exactly the events whose effects are in the same
 //! transaction.
@@ -61,8 +64,61 @@ pub struct PurgePolicy {
 }
 
 impl PurgePolicy {
+    /// The statuses `cfg` names: `deleted` unless `on_delete = "keep"`,
+    /// plus `purge_on`. The message names the key and the bad value.
+    pub fn from_config(cfg: &AccountsConfig) -> Result<PurgePolicy, String> {
+        let mut statuses = match cfg.on_delete.as_str() {
+            "purge" => vec![AccountStatus::Deleted],
+            "keep" => Vec::new(),
+            other => {
+                return Err(format!(
+                    "accounts.on_delete is {other:?}; use purge or keep"
+                ));
+            }
+        };
+        for s in &cfg.purge_on {
+            match AccountStatus::parse(s) {
+                st @ (AccountStatus::Takendown
+                | AccountStatus::Suspended
+                | AccountStatus::Deactivated) => statuses.push(st),
+                _ => {
+                    return Err(format!(
+                        "accounts.purge_on: {s:?} is not a status; use takendown, suspended, deactivated"
+                    ));
+                }
+            }
+        }
+        Ok(PurgePolicy { statuses })
+    }
+
     pub fn purges(&self, active: bool, status: Option<AccountStatus>) -> bool {
         !active && status.is_some_and(|s| self.statuses.contains(&s))
+    }
+}
+
+/// What account events do to stored rows (the `[accounts]` section; built
+/// into a [`PurgePolicy`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountsConfig {
+    /// `purge` (delete every row of a deleted account) or `keep`.
+    #[serde(default = "default_on_delete")]
+    pub on_delete: String,
+    /// Other statuses that purge too: takendown, suspended, deactivated.
+    #[serde(default)]
+    pub purge_on: Vec<String>,
+}
+
+fn default_on_delete() -> String {
+    "purge".into()
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        AccountsConfig {
+            on_delete: default_on_delete(),
+            purge_on: Vec::new(),
+        }
     }
 }
 

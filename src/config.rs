@@ -1,38 +1,32 @@
-//! Configuration: the TOML file, then `PARITY_*` environment variables, then
-//! command-line flags, composed from each stage's own config type.
+//! Configuration: the whole [`Config`], composed of each stage's own
+//! section, layered file → `PARITY_*` environment → command-line flags once
+//! ([`Config::resolve`]) and validated once.
 //!
-//! Owns: loading and layering, the env-variable naming rule, reading DID
-//! list files, and `validate()`. Does not own the meaning of each key: that
-//! lives with the stage that uses it (`BatchConfig` in `batch`,
-//! `DatabaseConfig` in `store`, …).
+//! Owns: the composition (which section sits under which key), the layer
+//! order, the flags that override keys ([`Flags`]), and `validate()`, which
+//! calls each section's own checks. Does not own the meaning of any key:
+//! that lives with the stage that uses it (`FilterConfig` in `filter`,
+//! `MappersConfig` in `mapper`, `BatchConfig` and `AccountsConfig` in
+//! `batch`, `DatabaseConfig` in `store`, `SourceConfig` in `source`, …).
+//! The environment rule lives in [`env`]. Unknown keys in the file and
+//! unknown `PARITY_*` variables are errors that name them.
 //!
-//! Env rule: every key `section.key` can be set as `PARITY_SECTION_KEY`
-//! (upper case, dots to underscores). The value is read as a TOML value when
-//! it parses as one of the key's type (`5000`, `true`, `["a","b"]`), and as
-//! a plain string otherwise; a list of strings may also be given
-//! comma-separated. Unknown keys in the file and unknown `PARITY_*`
-//! variables are errors that name them.
+//! Only `cmd/` and `main` see the whole `Config`; components take their own
+//! section.
 
-use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+mod env;
+
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::batch::BatchConfig;
-use crate::event::{AccountStatus, CommitOp, Did};
-use crate::filter::CollectionPattern;
+use crate::batch::{AccountsConfig, BatchConfig, PurgePolicy};
+use crate::filter::FilterConfig;
 use crate::import::{IdentityConfig, ImportConfig};
-use crate::mapper::builtin::Builtin;
-use crate::mapper::declarative::{DeclarativeConfig, DeclarativeMapper};
+use crate::mapper::MappersConfig;
 use crate::ops::{HealthConfig, MetricsConfig};
 use crate::source::SourceConfig;
 use crate::store::DatabaseConfig;
-
-/// Environment variables parity reads that are not config keys.
-const EXTRA_ENV: &[&str] = &["PARITY_CONFIG"];
-
-/// Short names for keys operators set often: `(alias, canonical)`.
-const ENV_ALIASES: &[(&str, &str)] = &[("PARITY_PLC_URL", "PARITY_IDENTITY_PLC_URL")];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -62,103 +56,28 @@ pub struct Config {
     pub health: HealthConfig,
 }
 
-/// Which events reach the mappers.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FilterConfig {
-    /// Collections to keep (`app.bsky.feed.post`, `app.bsky.*`, `*`).
-    /// Empty: every collection that has a mapper.
-    #[serde(default)]
-    pub collections: Vec<String>,
-    /// Only these DIDs (empty: every DID).
-    #[serde(default)]
-    pub dids: Vec<String>,
-    /// File with more allowed DIDs, one per line, `#` comments.
-    #[serde(default)]
-    pub dids_file: String,
-    /// Never these DIDs.
-    #[serde(default)]
-    pub exclude_dids: Vec<String>,
-    /// File with more excluded DIDs.
-    #[serde(default)]
-    pub exclude_dids_file: String,
-    /// Commit operations to apply.
-    #[serde(default = "default_operations")]
-    pub operations: Vec<String>,
-}
-
-fn default_operations() -> Vec<String> {
-    vec!["create".into(), "update".into(), "delete".into()]
-}
-
-impl Default for FilterConfig {
-    fn default() -> Self {
-        FilterConfig {
-            collections: Vec::new(),
-            dids: Vec::new(),
-            dids_file: String::new(),
-            exclude_dids: Vec::new(),
-            exclude_dids_file: String::new(),
-            operations: default_operations(),
-        }
-    }
-}
-
-/// Which mappers run.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct MappersConfig {
-    /// Built-in mappers to enable, by table name.
-    #[serde(default = "default_builtin")]
-    pub builtin: Vec<String>,
-    /// Collections stored whole in the `records` table (`*` for all).
-    #[serde(default)]
-    pub generic: Vec<String>,
-    /// Mappers defined here: collection, table, columns.
-    #[serde(default)]
-    pub declarative: Vec<DeclarativeConfig>,
-}
-
-fn default_builtin() -> Vec<String> {
-    crate::mapper::builtin::ALL
-        .iter()
-        .map(|b| b.table_name().to_owned())
-        .collect()
-}
-
-impl Default for MappersConfig {
-    fn default() -> Self {
-        MappersConfig {
-            builtin: default_builtin(),
-            generic: Vec::new(),
-            declarative: Vec::new(),
-        }
-    }
-}
-
-/// What account events do to stored rows.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccountsConfig {
-    /// `purge` (delete every row of a deleted account) or `keep`.
-    #[serde(default = "default_on_delete")]
-    pub on_delete: String,
-    /// Other statuses that purge too: takendown, suspended, deactivated.
-    #[serde(default)]
-    pub purge_on: Vec<String>,
-}
-
-fn default_on_delete() -> String {
-    "purge".into()
-}
-
-impl Default for AccountsConfig {
-    fn default() -> Self {
-        AccountsConfig {
-            on_delete: default_on_delete(),
-            purge_on: Vec::new(),
-        }
-    }
+/// Values given on the command line; each replaces its key after the file
+/// and the environment. The global ones are clap arguments of every
+/// subcommand (flattened into `cli::Cli`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct Flags {
+    /// Database URL: sqlite://FILE (created if missing) or postgres://USER@HOST/DB.
+    /// [env: PARITY_DATABASE_URL] [default: sqlite://parity.db]
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Log filter, e.g. info or parity=debug [env: PARITY_LOG_LEVEL].
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Log format: text or json [env: PARITY_LOG_FORMAT].
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+    /// Where /metrics, /health and /ready listen: IP:PORT, or off
+    /// [env: PARITY_METRICS_ADDR] [default: 127.0.0.1:9464].
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+    /// `identity.plc_url`, from `parity import --plc-url` (not a global flag).
+    #[arg(skip)]
+    pub plc_url: Option<String>,
 }
 
 /// Logging.
@@ -205,73 +124,6 @@ fn err(msg: impl Into<String>) -> ConfigError {
     ConfigError(msg.into())
 }
 
-/// `section.key` → `PARITY_SECTION_KEY` for every key of the default config.
-fn env_keys() -> BTreeMap<String, (Vec<String>, toml::Value)> {
-    let value = toml::Value::try_from(Config::default()).expect("default config serialises");
-    let mut out = BTreeMap::new();
-    fn walk(
-        prefix: &mut Vec<String>,
-        v: &toml::Value,
-        out: &mut BTreeMap<String, (Vec<String>, toml::Value)>,
-    ) {
-        match v {
-            toml::Value::Table(t) if !prefix.is_empty() || !t.is_empty() => {
-                for (k, v) in t {
-                    prefix.push(k.clone());
-                    if let toml::Value::Table(_) = v {
-                        walk(prefix, v, out);
-                    } else {
-                        let name = format!("PARITY_{}", prefix.join("_").to_uppercase());
-                        out.insert(name, (prefix.clone(), v.clone()));
-                    }
-                    prefix.pop();
-                }
-            }
-            _ => {}
-        }
-    }
-    walk(&mut Vec::new(), &value, &mut out);
-    out
-}
-
-/// Parses an env value as the type of the key's default.
-fn env_value(name: &str, raw: &str, default: &toml::Value) -> Result<toml::Value, ConfigError> {
-    let parsed: Option<toml::Value> = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"));
-    let same_type = |v: &toml::Value| std::mem::discriminant(v) == std::mem::discriminant(default);
-    match (parsed, default) {
-        (Some(v), _) if same_type(&v) => Ok(v),
-        (_, toml::Value::String(_)) => Ok(toml::Value::String(raw.to_owned())),
-        (_, toml::Value::Array(_)) => Ok(toml::Value::Array(
-            raw.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| toml::Value::String(s.to_owned()))
-                .collect(),
-        )),
-        _ => Err(err(format!(
-            "{name}={raw:?} is not a valid {}; fix or unset it",
-            default.type_str()
-        ))),
-    }
-}
-
-fn set_path(table: &mut toml::Table, path: &[String], v: toml::Value) -> Result<(), ConfigError> {
-    let (last, parents) = path.split_last().expect("non-empty path");
-    let mut t = table;
-    for p in parents {
-        let entry = t
-            .entry(p.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        t = entry
-            .as_table_mut()
-            .ok_or_else(|| err(format!("config key {p} must be a table")))?;
-    }
-    t.insert(last.clone(), v);
-    Ok(())
-}
-
 fn one_line(e: &toml::de::Error, source: &str, text: Option<&str>) -> ConfigError {
     let msg = e.message().replace('\n', " ");
     match (e.span(), text) {
@@ -284,8 +136,21 @@ fn one_line(e: &toml::de::Error, source: &str, text: Option<&str>) -> ConfigErro
 }
 
 impl Config {
+    /// The configuration of one run: the file (if any), then `PARITY_*`
+    /// variables from `env`, then `flags`; validated.
+    pub fn resolve(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &Flags,
+    ) -> Result<Config, ConfigError> {
+        let mut cfg = Config::load(path, env)?;
+        cfg.apply(flags);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
     /// Loads the file (if any), then applies `PARITY_*` variables from
-    /// `env`. Flags are applied by the caller afterwards.
+    /// `env`. Neither flags nor validation: see [`Config::resolve`].
     pub fn load(
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
@@ -304,49 +169,40 @@ impl Config {
         if let Some(text) = &text {
             toml::from_str::<Config>(text).map_err(|e| one_line(&e, &source, Some(text)))?;
         }
-        let keys = env_keys();
-        for (name, raw) in env {
-            if !name.starts_with("PARITY_") || EXTRA_ENV.contains(&name.as_str()) {
-                continue;
-            }
-            let name = ENV_ALIASES
-                .iter()
-                .find(|(alias, _)| *alias == name)
-                .map(|(_, canonical)| (*canonical).to_owned())
-                .unwrap_or(name);
-            let Some((path, default)) = keys.get(&name) else {
-                return Err(err(format!(
-                    "unknown environment variable {name}; config keys map to PARITY_SECTION_KEY, e.g. PARITY_DATABASE_URL"
-                )));
-            };
-            set_path(&mut table, path, env_value(&name, &raw, default)?)?;
-        }
+        env::apply(&mut table, env)?;
         toml::Value::Table(table)
             .try_into::<Config>()
             .map_err(|e| one_line(&e, "environment", None))
     }
 
+    /// Applies command-line values (flags win over file and environment).
+    pub fn apply(&mut self, flags: &Flags) {
+        if let Some(u) = &flags.database_url {
+            self.database.url = u.clone();
+        }
+        if let Some(l) = &flags.log_level {
+            self.log.level = l.clone();
+        }
+        if let Some(f) = &flags.log_format {
+            self.log.format = f.clone();
+        }
+        if let Some(u) = &flags.plc_url {
+            self.identity.plc_url = u.clone();
+        }
+        if let Some(a) = &flags.metrics_addr {
+            self.metrics.addr = a.clone();
+        }
+    }
+
     /// Checks every value that can be checked without the network or the
-    /// database.
+    /// database, section by section.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.source.validate().map_err(err)?;
-        self.collection_patterns()?;
-        self.operations()?;
-        self.purge_statuses()?;
-        self.builtins()?;
-        self.generic_patterns()?;
-        for d in &self.mappers.declarative {
-            CollectionPattern::parse(&d.collection)
-                .map_err(|e| err(format!("mappers.declarative: {e}")))?;
-            DeclarativeMapper::new(d).map_err(|e| err(e.to_string()))?;
-        }
-        for d in self.filter.dids.iter().chain(&self.filter.exclude_dids) {
-            Did::parse(d).ok_or_else(|| {
-                err(format!(
-                    "filter: {d:?} is not a DID (did:plc:… or did:web:…)"
-                ))
-            })?;
-        }
+        self.filter.collection_patterns().map_err(err)?;
+        self.filter.operations().map_err(err)?;
+        PurgePolicy::from_config(&self.accounts).map_err(err)?;
+        self.mappers.validate().map_err(err)?;
+        self.filter.validate().map_err(err)?;
         self.import.validate().map_err(err)?;
         self.identity.validate().map_err(err)?;
         if self.batch.max_events == 0 {
@@ -369,89 +225,6 @@ impl Config {
         Ok(())
     }
 
-    pub fn collection_patterns(&self) -> Result<Vec<CollectionPattern>, ConfigError> {
-        self.filter
-            .collections
-            .iter()
-            .map(|c| {
-                CollectionPattern::parse(c).map_err(|e| err(format!("filter.collections: {e}")))
-            })
-            .collect()
-    }
-
-    pub fn generic_patterns(&self) -> Result<Vec<CollectionPattern>, ConfigError> {
-        self.mappers
-            .generic
-            .iter()
-            .map(|c| CollectionPattern::parse(c).map_err(|e| err(format!("mappers.generic: {e}"))))
-            .collect()
-    }
-
-    pub fn operations(&self) -> Result<Vec<CommitOp>, ConfigError> {
-        self.filter
-            .operations
-            .iter()
-            .map(|o| {
-                CommitOp::parse(o).ok_or_else(|| {
-                    err(format!(
-                        "filter.operations: {o:?} is not an operation; use create, update, delete"
-                    ))
-                })
-            })
-            .collect()
-    }
-
-    pub fn builtins(&self) -> Result<Vec<Builtin>, ConfigError> {
-        self.mappers
-            .builtin
-            .iter()
-            .map(|b| {
-                Builtin::from_table_name(b).ok_or_else(|| {
-                    err(format!(
-                        "mappers.builtin: unknown mapper {b:?}; use posts, likes, reposts, follows, blocks, profiles"
-                    ))
-                })
-            })
-            .collect()
-    }
-
-    /// Account statuses that delete a DID's rows.
-    pub fn purge_statuses(&self) -> Result<Vec<AccountStatus>, ConfigError> {
-        let mut out = match self.accounts.on_delete.as_str() {
-            "purge" => vec![AccountStatus::Deleted],
-            "keep" => Vec::new(),
-            other => {
-                return Err(err(format!(
-                    "accounts.on_delete is {other:?}; use purge or keep"
-                )));
-            }
-        };
-        for s in &self.accounts.purge_on {
-            match AccountStatus::parse(s) {
-                st @ (AccountStatus::Takendown
-                | AccountStatus::Suspended
-                | AccountStatus::Deactivated) => out.push(st),
-                _ => {
-                    return Err(err(format!(
-                        "accounts.purge_on: {s:?} is not a status; use takendown, suspended, deactivated"
-                    )));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// The allow-list (inline plus file), or `None` for every DID.
-    pub fn allowed_dids(&self) -> Result<Option<HashSet<Did>>, ConfigError> {
-        let set = did_set(&self.filter.dids, &self.filter.dids_file)?;
-        Ok((!set.is_empty()).then_some(set))
-    }
-
-    /// The deny-list (inline plus file).
-    pub fn excluded_dids(&self) -> Result<HashSet<Did>, ConfigError> {
-        did_set(&self.filter.exclude_dids, &self.filter.exclude_dids_file)
-    }
-
     /// The example file shipped with parity.
     pub fn example() -> &'static str {
         include_str!("../config/parity.example.toml")
@@ -460,46 +233,14 @@ impl Config {
     /// Every `PARITY_*` variable name that sets a config key.
     /// (Short aliases such as `PARITY_PLC_URL` included.)
     pub fn env_names() -> Vec<String> {
-        let mut names: Vec<String> = env_keys().into_keys().collect();
-        names.extend(ENV_ALIASES.iter().map(|(a, _)| (*a).to_owned()));
-        names
+        env::names()
     }
-}
-
-fn did_set(inline: &[String], file: &str) -> Result<HashSet<Did>, ConfigError> {
-    let mut set = HashSet::new();
-    for d in inline {
-        set.insert(Did::parse(d).ok_or_else(|| err(format!("filter: {d:?} is not a DID")))?);
-    }
-    if !file.is_empty() {
-        set.extend(read_did_file(&PathBuf::from(file))?);
-    }
-    Ok(set)
-}
-
-/// Reads one DID per line; blank lines and `#` comments are ignored.
-pub fn read_did_file(path: &Path) -> Result<Vec<Did>, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| err(format!("cannot read DID file {}: {e}", path.display())))?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        out.push(Did::parse(line).ok_or_else(|| {
-            err(format!(
-                "{} line {}: {line:?} is not a DID",
-                path.display(),
-                i + 1
-            ))
-        })?);
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -600,19 +341,5 @@ mod tests {
         let mut c = Config::default();
         c.source.endpoints = vec!["http://example.com/subscribe".into()];
         assert!(c.validate().unwrap_err().0.contains("http://example.com"));
-    }
-
-    #[test]
-    fn did_files_skip_comments_and_name_bad_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("dids.txt");
-        std::fs::write(
-            &p,
-            "# allow\ndid:plc:a\n\n did:web:example.com # trailing\n",
-        )
-        .unwrap();
-        assert_eq!(read_did_file(&p).unwrap().len(), 2);
-        std::fs::write(&p, "did:plc:a\nbob\n").unwrap();
-        assert!(read_did_file(&p).unwrap_err().0.contains("line 2"));
     }
 }

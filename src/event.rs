@@ -256,6 +256,75 @@ impl EventKind {
     }
 }
 
+/// A collection selector: `app.bsky.feed.post`, `app.bsky.feed.*` or `*`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CollectionPattern {
+    /// Every collection.
+    All,
+    /// Exactly this NSID.
+    Exact(String),
+    /// Every NSID that starts with this prefix followed by a dot
+    /// (stored without the trailing `.*`).
+    Prefix(String),
+}
+
+impl CollectionPattern {
+    /// Parses `*`, `prefix.*` (prefix with at least two segments, as
+    /// Jetstream requires) or an exact NSID. Returns a message fit for a
+    /// one-line config error otherwise.
+    pub fn parse(s: &str) -> Result<CollectionPattern, String> {
+        let s = s.trim();
+        if s == "*" {
+            return Ok(CollectionPattern::All);
+        }
+        let segment_ok = |seg: &str| {
+            !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if let Some(prefix) = s.strip_suffix(".*") {
+            if prefix.split('.').count() >= 2 && prefix.split('.').all(segment_ok) {
+                return Ok(CollectionPattern::Prefix(prefix.to_owned()));
+            }
+            return Err(format!(
+                "invalid collection pattern {s:?}: a wildcard must be a whole NSID prefix such as app.bsky.*"
+            ));
+        }
+        if Nsid::parse(s).is_some() {
+            Ok(CollectionPattern::Exact(s.to_owned()))
+        } else {
+            Err(format!(
+                "invalid collection {s:?}: expected an NSID such as app.bsky.feed.post, a prefix such as app.bsky.*, or *"
+            ))
+        }
+    }
+
+    pub fn matches(&self, nsid: &str) -> bool {
+        match self {
+            CollectionPattern::All => true,
+            CollectionPattern::Exact(n) => n == nsid,
+            CollectionPattern::Prefix(p) => {
+                nsid.len() > p.len() + 1
+                    && nsid.starts_with(p.as_str())
+                    && nsid.as_bytes()[p.len()] == b'.'
+            }
+        }
+    }
+}
+
+impl fmt::Display for CollectionPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CollectionPattern::All => f.write_str("*"),
+            CollectionPattern::Exact(n) => f.write_str(n),
+            CollectionPattern::Prefix(p) => write!(f, "{p}.*"),
+        }
+    }
+}
+
+/// Whether any pattern in the list matches.
+pub fn any_matches(patterns: &[CollectionPattern], nsid: &str) -> bool {
+    patterns.iter().any(|p| p.matches(nsid))
+}
+
 /// One decoded upstream event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -270,6 +339,22 @@ pub struct Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns() {
+        let p = CollectionPattern::parse("app.bsky.*").unwrap();
+        assert!(p.matches("app.bsky.feed.post"));
+        assert!(!p.matches("app.bskyx.feed.post"));
+        assert!(!p.matches("app.bsky"));
+        assert!(CollectionPattern::parse("*").unwrap().matches("x.y.z"));
+        assert!(CollectionPattern::parse("app.bsky.graph.fo*").is_err());
+        assert!(CollectionPattern::parse("app.*").is_err());
+        assert!(CollectionPattern::parse("nope").is_err());
+        assert_eq!(
+            CollectionPattern::parse("app.bsky.*").unwrap().to_string(),
+            "app.bsky.*"
+        );
+    }
 
     #[test]
     fn did_syntax() {

@@ -1,85 +1,143 @@
-//! Pure event filtering: which events reach the mappers.
+//! Event filtering: which events reach the mappers, and the `[filter]`
+//! config section that builds the filter.
 //!
-//! Owns: collection patterns (exact NSIDs, `prefix.*` and `*`), the DID
-//! allow- and deny-lists and the operation set. Does not own: reading DID
-//! files (config does that) or the cursor: an event the filter rejects still
-//! advances the cursor, because the pipeline passes it on as "seen".
+//! Owns: [`FilterConfig`] (its keys, defaults and checks), the DID allow-
+//! and deny-lists (inline and from DID list files) and the operation set.
+//! Collection patterns themselves live in `event` ([`CollectionPattern`],
+//! re-exported here). Does not own the cursor: an event the filter rejects
+//! still advances the cursor, because the pipeline passes it on as "seen".
+//!
+//! IO: only [`Filter::from_config`] (and [`read_did_file`]) read files, once
+//! at startup; [`Filter::accepts`] is pure.
 //!
 //! Identity and account events carry no collection, so only the DID lists
 //! apply to them.
 
 use std::collections::HashSet;
-use std::fmt;
+use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
+pub use crate::event::{CollectionPattern, any_matches};
 use crate::event::{CommitOp, Did, Event, EventKind};
 
-/// A collection selector: `app.bsky.feed.post`, `app.bsky.feed.*` or `*`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum CollectionPattern {
-    /// Every collection.
-    All,
-    /// Exactly this NSID.
-    Exact(String),
-    /// Every NSID that starts with this prefix followed by a dot
-    /// (stored without the trailing `.*`).
-    Prefix(String),
+/// Which events reach the mappers (the `[filter]` section).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Collections to keep (`app.bsky.feed.post`, `app.bsky.*`, `*`).
+    /// Empty: every collection that has a mapper.
+    #[serde(default)]
+    pub collections: Vec<String>,
+    /// Only these DIDs (empty: every DID).
+    #[serde(default)]
+    pub dids: Vec<String>,
+    /// File with more allowed DIDs, one per line, `#` comments.
+    #[serde(default)]
+    pub dids_file: String,
+    /// Never these DIDs.
+    #[serde(default)]
+    pub exclude_dids: Vec<String>,
+    /// File with more excluded DIDs.
+    #[serde(default)]
+    pub exclude_dids_file: String,
+    /// Commit operations to apply.
+    #[serde(default = "default_operations")]
+    pub operations: Vec<String>,
 }
 
-impl CollectionPattern {
-    /// Parses `*`, `prefix.*` (prefix with at least two segments, as
-    /// Jetstream requires) or an exact NSID. Returns a message fit for a
-    /// one-line config error otherwise.
-    pub fn parse(s: &str) -> Result<CollectionPattern, String> {
-        let s = s.trim();
-        if s == "*" {
-            return Ok(CollectionPattern::All);
-        }
-        let segment_ok = |seg: &str| {
-            !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        };
-        if let Some(prefix) = s.strip_suffix(".*") {
-            if prefix.split('.').count() >= 2 && prefix.split('.').all(segment_ok) {
-                return Ok(CollectionPattern::Prefix(prefix.to_owned()));
-            }
-            return Err(format!(
-                "invalid collection pattern {s:?}: a wildcard must be a whole NSID prefix such as app.bsky.*"
-            ));
-        }
-        if crate::event::Nsid::parse(s).is_some() {
-            Ok(CollectionPattern::Exact(s.to_owned()))
-        } else {
-            Err(format!(
-                "invalid collection {s:?}: expected an NSID such as app.bsky.feed.post, a prefix such as app.bsky.*, or *"
-            ))
-        }
-    }
+fn default_operations() -> Vec<String> {
+    vec!["create".into(), "update".into(), "delete".into()]
+}
 
-    pub fn matches(&self, nsid: &str) -> bool {
-        match self {
-            CollectionPattern::All => true,
-            CollectionPattern::Exact(n) => n == nsid,
-            CollectionPattern::Prefix(p) => {
-                nsid.len() > p.len() + 1
-                    && nsid.starts_with(p.as_str())
-                    && nsid.as_bytes()[p.len()] == b'.'
-            }
+impl Default for FilterConfig {
+    fn default() -> Self {
+        FilterConfig {
+            collections: Vec::new(),
+            dids: Vec::new(),
+            dids_file: String::new(),
+            exclude_dids: Vec::new(),
+            exclude_dids_file: String::new(),
+            operations: default_operations(),
         }
     }
 }
 
-impl fmt::Display for CollectionPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CollectionPattern::All => f.write_str("*"),
-            CollectionPattern::Exact(n) => f.write_str(n),
-            CollectionPattern::Prefix(p) => write!(f, "{p}.*"),
+impl FilterConfig {
+    /// Checks every value that can be checked without reading files; the
+    /// message names the key and the bad value.
+    pub fn validate(&self) -> Result<(), String> {
+        self.collection_patterns()?;
+        self.operations()?;
+        for d in self.dids.iter().chain(&self.exclude_dids) {
+            Did::parse(d)
+                .ok_or_else(|| format!("filter: {d:?} is not a DID (did:plc:… or did:web:…)"))?;
         }
+        Ok(())
+    }
+
+    /// `collections`, parsed.
+    pub fn collection_patterns(&self) -> Result<Vec<CollectionPattern>, String> {
+        self.collections
+            .iter()
+            .map(|c| CollectionPattern::parse(c).map_err(|e| format!("filter.collections: {e}")))
+            .collect()
+    }
+
+    /// `operations`, parsed.
+    pub fn operations(&self) -> Result<Vec<CommitOp>, String> {
+        self.operations
+            .iter()
+            .map(|o| {
+                CommitOp::parse(o).ok_or_else(|| {
+                    format!(
+                        "filter.operations: {o:?} is not an operation; use create, update, delete"
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// The allow-list (inline plus file), or `None` for every DID.
+    pub fn allowed_dids(&self) -> Result<Option<HashSet<Did>>, String> {
+        let set = did_set(&self.dids, &self.dids_file)?;
+        Ok((!set.is_empty()).then_some(set))
+    }
+
+    /// The deny-list (inline plus file).
+    pub fn excluded_dids(&self) -> Result<HashSet<Did>, String> {
+        did_set(&self.exclude_dids, &self.exclude_dids_file)
     }
 }
 
-/// Whether any pattern in the list matches.
-pub fn any_matches(patterns: &[CollectionPattern], nsid: &str) -> bool {
-    patterns.iter().any(|p| p.matches(nsid))
+fn did_set(inline: &[String], file: &str) -> Result<HashSet<Did>, String> {
+    let mut set = HashSet::new();
+    for d in inline {
+        set.insert(Did::parse(d).ok_or_else(|| format!("filter: {d:?} is not a DID"))?);
+    }
+    if !file.is_empty() {
+        set.extend(read_did_file(&PathBuf::from(file))?);
+    }
+    Ok(set)
+}
+
+/// Reads one DID per line; blank lines and `#` comments are ignored.
+pub fn read_did_file(path: &Path) -> Result<Vec<Did>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read DID file {}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        out.push(
+            Did::parse(line).ok_or_else(|| {
+                format!("{} line {}: {line:?} is not a DID", path.display(), i + 1)
+            })?,
+        );
+    }
+    Ok(out)
 }
 
 /// The filter applied to every decoded event.
@@ -110,6 +168,25 @@ impl Filter {
             update: ops.contains(&CommitOp::Update),
             delete: ops.contains(&CommitOp::Delete),
         }
+    }
+
+    /// The filter `cfg` describes, reading its DID list files. `mapped` (the
+    /// collections that have a mapper) stands in for an empty
+    /// `collections`.
+    pub fn from_config(
+        cfg: &FilterConfig,
+        mapped: Vec<CollectionPattern>,
+    ) -> Result<Filter, String> {
+        let mut collections = cfg.collection_patterns()?;
+        if collections.is_empty() {
+            collections = mapped;
+        }
+        Ok(Filter::new(
+            collections,
+            cfg.allowed_dids()?,
+            cfg.excluded_dids()?,
+            &cfg.operations()?,
+        ))
     }
 
     /// A filter that keeps everything.
@@ -179,22 +256,6 @@ mod tests {
     }
 
     #[test]
-    fn patterns() {
-        let p = CollectionPattern::parse("app.bsky.*").unwrap();
-        assert!(p.matches("app.bsky.feed.post"));
-        assert!(!p.matches("app.bskyx.feed.post"));
-        assert!(!p.matches("app.bsky"));
-        assert!(CollectionPattern::parse("*").unwrap().matches("x.y.z"));
-        assert!(CollectionPattern::parse("app.bsky.graph.fo*").is_err());
-        assert!(CollectionPattern::parse("app.*").is_err());
-        assert!(CollectionPattern::parse("nope").is_err());
-        assert_eq!(
-            CollectionPattern::parse("app.bsky.*").unwrap().to_string(),
-            "app.bsky.*"
-        );
-    }
-
-    #[test]
     fn collections_dids_and_ops() {
         let allow: HashSet<Did> = [
             Did::parse("did:plc:a").unwrap(),
@@ -225,5 +286,19 @@ mod tests {
         };
         assert!(f.accepts(&ident));
         assert!(Filter::all().accepts(&commit("did:plc:z", "x.y.z", CommitOp::Update)));
+    }
+
+    #[test]
+    fn did_files_skip_comments_and_name_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("dids.txt");
+        std::fs::write(
+            &p,
+            "# allow\ndid:plc:a\n\n did:web:example.com # trailing\n",
+        )
+        .unwrap();
+        assert_eq!(read_did_file(&p).unwrap().len(), 2);
+        std::fs::write(&p, "did:plc:a\nbob\n").unwrap();
+        assert!(read_did_file(&p).unwrap_err().contains("line 2"));
     }
 }

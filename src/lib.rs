@@ -26,6 +26,7 @@
 
 pub mod batch;
 pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod error;
 pub mod event;

@@ -1,31 +1,25 @@
-//! The `parity` binary: parse the command line, load config, start logging,
-//! dispatch. No logic lives here.
+//! The `parity` binary: parse the command line, resolve the configuration,
+//! start logging, dispatch to the command in `cmd/`, and map the result to
+//! an exit code. No command logic lives here.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use parity::cli::{Cli, Command, ConfigCommand};
+use parity::cmd;
 use parity::config::Config;
-use parity::ops::{check, probe};
-use parity::pipeline::Consumer;
-use parity::store::Store;
 use parity::telemetry::Escaped;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Config(ConfigCommand::Example) = cli.command {
         // Needs no config: it is what you start one from.
-        print!("{}", Config::example());
-        return ExitCode::SUCCESS;
+        return cmd::config_example::run();
     }
-    let mut cfg = match Config::load(cli.config.as_deref(), std::env::vars()) {
+    let cfg = match Config::resolve(cli.config.as_deref(), std::env::vars(), &cli.flags()) {
         Ok(c) => c,
         Err(e) => return fail(&e, 2),
     };
-    cli.apply(&mut cfg);
-    if let Err(e) = cfg.validate() {
-        return fail(&e, 2);
-    }
     parity::telemetry::init_logging(&cfg.log.level, cfg.log.format == "json");
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -35,83 +29,17 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&e, 1),
     };
-    let result: Result<ExitCode, parity::Error> = rt.block_on(async move {
+    let result = rt.block_on(async move {
         match cli.command {
-            Command::Consume(args) => {
-                let token = parity::shutdown::on_signals();
-                Consumer::new(cfg).run(args.options(), token).await?;
-                Ok(ExitCode::SUCCESS)
-            }
-            Command::Import(args) => {
-                let token = parity::shutdown::on_signals();
-                let summary = parity::import::import(&cfg, args.options(), token).await?;
-                println!("{}", summary.line());
-                if !summary.is_success() {
-                    return Ok(ExitCode::FAILURE);
-                }
-                Ok(ExitCode::SUCCESS)
-            }
-            Command::Resume(args) => {
-                let token = parity::shutdown::on_signals();
-                let summary = parity::import::resume(
-                    &cfg,
-                    args.did.clone(),
-                    args.progress,
-                    args.concurrency,
-                    token,
-                )
-                .await?;
-                println!("{}", summary.line());
-                if !summary.is_success() {
-                    return Ok(ExitCode::FAILURE);
-                }
-                Ok(ExitCode::SUCCESS)
-            }
-            Command::ImportStatus(args) => {
-                let out = parity::import::import_status(
-                    &cfg,
-                    args.did.as_deref(),
-                    args.filter(),
-                    args.json,
-                )
-                .await?;
-                print!("{out}");
-                if !out.ends_with('\n') {
-                    println!();
-                }
-                Ok(ExitCode::SUCCESS)
-            }
-            Command::Migrate => {
-                let store = Store::connect(&cfg.database).await?;
-                store.migrate().await?;
-                store.close().await;
-                eprintln!("Migrations are up to date.");
-                Ok(ExitCode::SUCCESS)
-            }
-            Command::Config(ConfigCommand::Check) => {
-                print!("{}", check::effective_toml(&cfg));
-                let findings = check::check_database(&cfg).await?;
-                for f in &findings {
-                    eprintln!("{}", Escaped(f));
-                }
-                let failed = findings.iter().any(|f| f.level == check::Level::Error);
-                Ok(ExitCode::from(if failed { 2 } else { 0 }))
-            }
-            // Printed above, before loading the config.
+            Command::Consume(opts) => cmd::consume::run(cfg, opts).await,
+            Command::Import(opts) => cmd::import::run(cfg, opts).await,
+            Command::Resume(opts) => cmd::resume::run(cfg, opts).await,
+            Command::ImportStatus(opts) => cmd::import_status::run(&cfg, opts).await,
+            Command::Migrate => cmd::migrate::run(&cfg).await,
+            Command::Config(ConfigCommand::Check) => cmd::config_check::run(&cfg).await,
+            // Run above, before loading the config.
             Command::Config(ConfigCommand::Example) => Ok(ExitCode::SUCCESS),
-            Command::Health(args) => {
-                let url = args.url.unwrap_or_else(|| probe::default_url(&cfg.metrics));
-                match probe::probe(&url).await {
-                    Ok(()) => {
-                        println!("healthy");
-                        Ok(ExitCode::SUCCESS)
-                    }
-                    Err(why) => {
-                        println!("unhealthy: {why}");
-                        Ok(ExitCode::FAILURE)
-                    }
-                }
-            }
+            Command::Health(opts) => Ok(cmd::health::run(&cfg, opts).await),
         }
     });
     match result {

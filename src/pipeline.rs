@@ -1,11 +1,13 @@
-//! `parity consume`: wires reader → processor → writer and drains them on
-//! shutdown.
+//! The consume pipeline: wires reader → processor → writer and drains them
+//! on shutdown.
 //!
-//! Owns: building the registry, filter and start cursor from config; the
-//! processing task (filter, dispatch, batch); the writer task (commit with
-//! retry on transient errors); the progress log; the metrics and health
-//! listener's lifetime; shutdown order. Does not own any wire format, SQL
-//! or mapping rule.
+//! Owns: the metrics and health listener's lifetime during a run, opening
+//! the store (connect, migrate, prepare the mapped tables), the start
+//! cursor, the processing task (filter, dispatch, batch), the writer task
+//! (commit with retry on transient errors), the progress log and shutdown
+//! order. Does not own the configuration: `cmd::consume` builds its
+//! [`Parts`] (registry, filter, purge policy, endpoints, sections) from the
+//! `Config`. Does not own any wire format, SQL or mapping rule.
 //!
 //! Channels are bounded ([`EVENT_QUEUE`], [`BATCH_QUEUE`]), so a slow
 //! database fills the batch queue, the processor blocks, the event queue
@@ -15,6 +17,7 @@
 //! processor flushes its partial batch and drops its sender; the writer
 //! commits what is queued and returns. Any task failing cancels the rest.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -23,16 +26,15 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Batch, Batcher, PurgePolicy, Pushed};
-use crate::config::Config;
-use crate::error::Error;
+use crate::batch::{Batch, BatchConfig, Batcher, PurgePolicy, Pushed};
 use crate::event::{Cursor, EventKind};
-use crate::filter::{CollectionPattern, Filter};
-use crate::mapper::{Dispatch, Mapper, Registry, builtin, declarative::DeclarativeMapper, generic};
-use crate::ops::{self, Health};
+use crate::filter::Filter;
+use crate::mapper::{Dispatch, Registry};
+use crate::ops::{self, Health, ServeError};
+use crate::source::SourceConfig;
 use crate::source::connection::{Endpoint, Item, Pushdown, Reader};
 use crate::store::cursor::WireFormat;
-use crate::store::{Store, StoreError};
+use crate::store::{DatabaseConfig, Store, StoreError};
 use crate::telemetry::{DropReason, Escaped, Stats};
 
 /// Events buffered between reader and processor: about a second of
@@ -47,223 +49,166 @@ const TOMBSTONE_SWEEP: Duration = Duration::from_secs(3_600);
 /// Longest wait between retries of a batch after a transient DB error.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
-/// Per-run choices from the command line.
-#[derive(Debug, Clone, Default)]
+/// Per-run choices from the command line (`parity consume`'s flags).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct ConsumeOptions {
-    /// Replaces `source.endpoints` when not empty.
+    /// Endpoint URL; repeat for failover order (replaces source.endpoints).
+    #[arg(long = "endpoint", value_name = "URL")]
     pub endpoints: Vec<String>,
-    /// Start here instead of the stored cursor.
+    /// Start from this cursor instead of the stored one.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..), conflicts_with = "fresh")]
     pub cursor: Option<i64>,
     /// Forget the stored cursor and start live.
+    #[arg(long)]
     pub fresh: bool,
-    /// Replaces `filter.collections` when set.
+    /// Collections to keep, comma-separated (exact, prefix.* or *); replaces filter.collections.
+    #[arg(long, value_name = "NSID,…", value_delimiter = ',')]
     pub collections: Option<Vec<String>>,
 }
 
-/// The consume pipeline, with any mappers a library user registered.
-pub struct Consumer {
-    config: Config,
-    custom: Vec<(CollectionPattern, Arc<dyn Mapper>)>,
-    stats: Arc<Stats>,
-    health: Arc<Health>,
+/// Why a consume run stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The database refused a statement or went away for good: stop.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The metrics and health listener could not start.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// A pipeline task panicked or was aborted: a bug, stop loudly.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
-impl Consumer {
-    /// With `metrics.addr` set, installs the Prometheus recorder first so
-    /// the counters created here feed it.
-    pub fn new(config: Config) -> Consumer {
-        if matches!(config.metrics.listen_addr(), Ok(Some(_))) {
-            ops::metrics::install();
-        }
-        let health = Health::new(Duration::from_secs(config.health.max_stale));
-        Consumer {
-            config,
-            custom: Vec::new(),
-            stats: Arc::new(Stats::default()),
-            health: Arc::new(health),
-        }
-    }
-
-    /// Adds a mapper of your own for `pattern`. Built-in and declarative
-    /// mappers win for the collections they name; yours win over the
-    /// generic catch-all.
-    pub fn register(
-        &mut self,
-        pattern: CollectionPattern,
-        mapper: Arc<dyn Mapper>,
-    ) -> &mut Consumer {
-        self.custom.push((pattern, mapper));
-        self
-    }
-
-    /// The counters this run updates.
-    pub fn stats(&self) -> Arc<Stats> {
-        self.stats.clone()
-    }
-
-    /// What `/health` and `/ready` report for this run.
-    pub fn health(&self) -> Arc<Health> {
-        self.health.clone()
-    }
-
-    /// Builds the registry: built-ins, declarative, custom, then generic.
-    pub fn registry(&self) -> Result<Registry, Error> {
-        build_registry(&self.config, &self.custom)
-    }
-
-    /// Runs until `token` is cancelled (then drains) or a fatal error.
-    pub async fn run(self, opts: ConsumeOptions, token: CancellationToken) -> Result<(), Error> {
-        let mut cfg = self.config.clone();
-        if !opts.endpoints.is_empty() {
-            cfg.source.endpoints = opts.endpoints.clone();
-        }
-        if let Some(c) = &opts.collections {
-            cfg.filter.collections = c.clone();
-        }
-        cfg.validate()?;
-        let registry = build_registry(&cfg, &self.custom)?;
-        let purge = cfg.purge_statuses()?;
-        // The listener outlives the drain (its own token, cancelled on every
-        // way out of this function) so the last batch is visible in metrics.
-        let ops_token = CancellationToken::new();
-        let ops_guard = ops_token.clone().drop_guard();
-        let server = match cfg
-            .metrics
-            .listen_addr()
-            .map_err(crate::config::ConfigError)?
-        {
-            Some(addr) => Some(ops::serve(addr, self.health.clone(), ops_token).await?),
-            None => None,
-        };
-        let mut store = Store::connect(&cfg.database).await?;
-        store.migrate().await?;
-        store.prepare(registry.tables(), &purge).await?;
-        self.health.mark_migrated();
-
-        let mut collections = cfg.collection_patterns()?;
-        for c in &collections {
-            if let CollectionPattern::Exact(n) = c
-                && !registry.handles(n)
-            {
-                tracing::warn!(collection = %n, "Collection has no mapper; its events only move the cursor.");
-            }
-        }
-        if collections.is_empty() {
-            collections = registry.patterns();
-        }
-        let filter = Filter::new(
-            collections.clone(),
-            cfg.allowed_dids()?,
-            cfg.excluded_dids()?,
-            &cfg.operations()?,
-        );
-        let endpoints: Vec<Endpoint> = cfg
-            .source
-            .endpoints
-            .iter()
-            .map(|e| Endpoint::parse(e).map_err(crate::config::ConfigError))
-            .collect::<Result<_, _>>()?;
-        let start = start_cursor(&store, &endpoints, &opts, cfg.source.rewind_seconds).await?;
-        let table_names: Vec<&str> = registry.tables().iter().map(|t| t.name.as_str()).collect();
-        tracing::info!(
-            endpoint = %endpoints[0].url,
-            cursor = ?start.map(|c| c.0),
-            tables = ?table_names,
-            collections = %collections.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
-            "Starting consumer."
-        );
-
-        let mut reader = Reader::new(
-            endpoints,
-            cfg.source.clone(),
-            Pushdown {
-                collections,
-                dids: filter.allowed_dids().cloned(),
-            },
-            start,
-            self.stats.clone(),
-        )
-        .with_health(self.health.clone());
-        if opts.cursor.is_none() {
-            reader = reader.start_is_stored();
-        }
-        let batcher = Batcher::new(&cfg.batch, PurgePolicy { statuses: purge });
-        let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
-        let (batch_tx, batch_rx) = mpsc::channel(BATCH_QUEUE);
-        let retention = Duration::from_secs(cfg.database.tombstone_retention_hours * 3_600);
-
-        let mut tasks: JoinSet<Result<(), Error>> = JoinSet::new();
-        let t = token.clone();
-        tasks.spawn(async move {
-            reader.run(event_tx, t).await;
-            Ok(())
-        });
-        let stats = self.stats.clone();
-        tasks.spawn(async move {
-            process(event_rx, batch_tx, filter, registry, batcher, stats).await;
-            Ok(())
-        });
-        let (s, h, t) = (self.stats.clone(), self.health.clone(), token.clone());
-        let writer_store = store.clone();
-        tasks.spawn(async move {
-            write(batch_rx, writer_store, s, h, t, retention)
-                .await
-                .map_err(Error::from)
-        });
-        let progress = spawn_progress(
-            self.stats.clone(),
-            cfg.log.progress_interval_seconds,
-            token.clone(),
-        );
-
-        let mut result = Ok(());
-        while let Some(joined) = tasks.join_next().await {
-            let r = joined
-                .map_err(|e| Error::Internal(e.to_string()))
-                .and_then(|r| r);
-            if let Err(e) = r {
-                token.cancel();
-                if result.is_ok() {
-                    result = Err(e);
-                }
-            }
-        }
-        progress.abort();
-        store.close().await;
-        drop(ops_guard);
-        if let Some(server) = server {
-            server.close().await;
-        }
-        tracing::info!(
-            received = self.stats.received(),
-            rows_upserted = self.stats.rows_upserted.load(Relaxed),
-            rows_deleted = self.stats.rows_deleted.load(Relaxed),
-            cursor = self.stats.cursor.load(Relaxed),
-            "Consumer stopped."
-        );
-        result
-    }
+/// What one consume run is made of, built from the configuration by
+/// `cmd::consume`.
+pub struct Parts {
+    pub database: DatabaseConfig,
+    pub source: SourceConfig,
+    /// In failover order; never empty (the config is validated).
+    pub endpoints: Vec<Endpoint>,
+    pub batch: BatchConfig,
+    pub purge: PurgePolicy,
+    pub filter: Filter,
+    pub registry: Registry,
+    /// Where `/metrics`, `/health` and `/ready` listen, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Seconds between progress lines (0: none).
+    pub progress_interval_seconds: u64,
+    pub stats: Arc<Stats>,
+    pub health: Arc<Health>,
 }
 
-/// Built-ins, declarative, custom, then generic: the first registered
-/// pattern that matches wins, exact collections before patterns.
-pub fn build_registry(
-    cfg: &Config,
-    custom: &[(CollectionPattern, Arc<dyn Mapper>)],
-) -> Result<Registry, Error> {
-    let mut reg = Registry::new();
-    builtin::register_all(&mut reg, &cfg.builtins()?)?;
-    for d in &cfg.mappers.declarative {
-        let pattern =
-            CollectionPattern::parse(&d.collection).map_err(crate::config::ConfigError)?;
-        let m = DeclarativeMapper::new(d).map_err(|e| crate::config::ConfigError(e.to_string()))?;
-        reg.register(pattern, Arc::new(m))?;
+/// Runs until `token` is cancelled (then drains) or a fatal error. `opts`
+/// chooses the start cursor (`cursor`, `fresh`); its config overrides are
+/// already in `parts`.
+pub async fn run(
+    parts: Parts,
+    opts: &ConsumeOptions,
+    token: CancellationToken,
+) -> Result<(), PipelineError> {
+    let Parts {
+        database,
+        source,
+        endpoints,
+        batch,
+        purge,
+        filter,
+        registry,
+        metrics_addr,
+        progress_interval_seconds,
+        stats,
+        health,
+    } = parts;
+    // The listener outlives the drain (its own token, cancelled on every
+    // way out of this function) so the last batch is visible in metrics.
+    let ops_token = CancellationToken::new();
+    let ops_guard = ops_token.clone().drop_guard();
+    let server = match metrics_addr {
+        Some(addr) => Some(ops::serve(addr, health.clone(), ops_token).await?),
+        None => None,
+    };
+    let mut store = Store::connect(&database).await?;
+    store.migrate().await?;
+    store.prepare(registry.tables(), &purge.statuses).await?;
+    health.mark_migrated();
+
+    let collections = filter.collections().to_vec();
+    let start = start_cursor(&store, &endpoints, opts, source.rewind_seconds).await?;
+    let table_names: Vec<&str> = registry.tables().iter().map(|t| t.name.as_str()).collect();
+    tracing::info!(
+        endpoint = %endpoints[0].url,
+        cursor = ?start.map(|c| c.0),
+        tables = ?table_names,
+        collections = %collections.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        "Starting consumer."
+    );
+
+    let mut reader = Reader::new(
+        endpoints,
+        source,
+        Pushdown {
+            collections,
+            dids: filter.allowed_dids().cloned(),
+        },
+        start,
+        stats.clone(),
+    )
+    .with_health(health.clone());
+    if opts.cursor.is_none() {
+        reader = reader.start_is_stored();
     }
-    for (p, m) in custom {
-        reg.register(p.clone(), m.clone())?;
+    let batcher = Batcher::new(&batch, purge);
+    let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+    let (batch_tx, batch_rx) = mpsc::channel(BATCH_QUEUE);
+    let retention = Duration::from_secs(database.tombstone_retention_hours * 3_600);
+
+    let mut tasks: JoinSet<Result<(), PipelineError>> = JoinSet::new();
+    let t = token.clone();
+    tasks.spawn(async move {
+        reader.run(event_tx, t).await;
+        Ok(())
+    });
+    let s = stats.clone();
+    tasks.spawn(async move {
+        process(event_rx, batch_tx, filter, registry, batcher, s).await;
+        Ok(())
+    });
+    let (s, h, t) = (stats.clone(), health.clone(), token.clone());
+    let writer_store = store.clone();
+    tasks.spawn(async move {
+        write(batch_rx, writer_store, s, h, t, retention)
+            .await
+            .map_err(PipelineError::from)
+    });
+    let progress = spawn_progress(stats.clone(), progress_interval_seconds, token.clone());
+
+    let mut result = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        let r = joined
+            .map_err(|e| PipelineError::Internal(e.to_string()))
+            .and_then(|r| r);
+        if let Err(e) = r {
+            token.cancel();
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
     }
-    generic::register(&mut reg, &cfg.generic_patterns()?)?;
-    Ok(reg)
+    progress.abort();
+    store.close().await;
+    drop(ops_guard);
+    if let Some(server) = server {
+        server.close().await;
+    }
+    tracing::info!(
+        received = stats.received(),
+        rows_upserted = stats.rows_upserted.load(Relaxed),
+        rows_deleted = stats.rows_deleted.load(Relaxed),
+        cursor = stats.cursor.load(Relaxed),
+        "Consumer stopped."
+    );
+    result
 }
 
 /// The cursor of the first connection.

@@ -6,8 +6,8 @@ mod common;
 
 use common::jetstream::{JetstreamServer, Line};
 use common::{TestDb, config, start};
+use parity::cmd::consume::{ConsumeOptions, Consumer};
 use parity::config::Config;
-use parity::pipeline::{ConsumeOptions, Consumer};
 
 const A: &str = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa";
 const B: &str = "did:plc:bbbbbbbbbbbbbbbbbbbbbbbb";

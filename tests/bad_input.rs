@@ -9,7 +9,7 @@ use std::process::Command;
 
 use common::jetstream::{JetstreamServer, Line};
 use common::{TestDb, config, fixture_lines, start};
-use parity::pipeline::{ConsumeOptions, Consumer};
+use parity::cmd::consume::{ConsumeOptions, Consumer};
 use parity::telemetry::DropReason;
 
 fn like(did: &str, rkey: &str, t: i64, record: &str) -> String {

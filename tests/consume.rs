@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use common::jetstream::{JetstreamServer, Line};
 use common::{TestDb, config, fixture_lines, last_time_us, model, start};
-use parity::pipeline::{ConsumeOptions, Consumer};
+use parity::cmd::consume::{ConsumeOptions, Consumer};
 use parity::telemetry::DropReason;
 
 const STD: [&str; 6] = ["uri", "did", "rkey", "cid", "rev", "record"];

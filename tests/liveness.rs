@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use common::jetstream::{JetstreamServer, Line};
 use common::{TestDb, config, fixture_lines, last_time_us, start};
-use parity::pipeline::{ConsumeOptions, Consumer};
+use parity::cmd::consume::{ConsumeOptions, Consumer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_stream_reconnects_and_resumes() {

@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use common::jetstream::{JetstreamServer, Line};
 use common::{TestDb, config, fixture_lines, last_time_us, start};
+use parity::cmd::consume::{ConsumeOptions, Consumer};
 use parity::config::Config;
 use parity::filter::CollectionPattern;
 use parity::mapper::declarative::{ColumnConfig, DeclarativeConfig};
 use parity::mapper::{ColumnType, MapError, Mapper, RecordRef, TableSchema, Value};
-use parity::pipeline::{ConsumeOptions, Consumer};
 
 fn status_mapper() -> DeclarativeConfig {
     let col = |p: &str, t, required| ColumnConfig {

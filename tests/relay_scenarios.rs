@@ -7,7 +7,7 @@ mod common;
 use common::frames::scenario;
 use common::jetstream::{JetstreamServer, Line};
 use common::{TestDb, config, start};
-use parity::pipeline::{ConsumeOptions, Consumer};
+use parity::cmd::consume::{ConsumeOptions, Consumer};
 use parity::telemetry::DropReason;
 
 async fn relay(name: &str) -> (JetstreamServer, Vec<(i64, Vec<u8>, bool)>) {

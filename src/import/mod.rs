@@ -5,6 +5,13 @@
 //! (`com.atproto.repo.listRecords`), through the same mappers, batches and
 //! convergence rules as `parity consume`.
 //!
+//! Entry points: [`import`], [`resume`] and [`import_status`], called by
+//! `cmd::import`, `cmd::resume` and `cmd::import_status` with [`Settings`]
+//! (the sections and runtime types built from the config) and the run's
+//! options ([`ImportOptions`], [`ResumeOptions`], [`StatusOptions`]).
+//! Run-level failures are [`ImportError`]s; a DID's or collection's failure
+//! is counted in the [`Summary`].
+//!
 //! Layout: [`config`] (the `[import]` and `[identity]` sections),
 //! [`identity`] (DID/handle → PDS, cached), [`xrpc`] (paced, retrying HTTP),
 //! [`job`] (one (did, collection): pages with their cursor), [`runner`]
@@ -13,39 +20,48 @@
 //! (see `store::imports`).
 
 pub mod config;
+mod error;
 pub mod identity;
 pub mod job;
+mod options;
 pub mod progress;
 pub mod runner;
 pub mod status;
 pub mod xrpc;
 
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 pub use config::{IdentityConfig, ImportConfig};
+pub use error::ImportError;
+pub use options::{ImportOptions, ResumeOptions, StatusOptions};
 pub use runner::{DidStatus, Summary};
 
-use crate::config::{Config, ConfigError};
-use crate::error::Error;
+use crate::batch::PurgePolicy;
 use crate::event::Nsid;
-use crate::store::Store;
+use crate::mapper::Registry;
+use crate::store::{DatabaseConfig, StatusFilter, Store};
 
-/// `parity import` arguments, after the command line.
-#[derive(Debug, Clone, Default)]
-pub struct ImportOptions {
-    /// DIDs and handles.
-    pub targets: Vec<String>,
-    /// A file with one DID or handle per line.
-    pub file: Option<PathBuf>,
-    /// Only these collections (each must have a mapper).
-    pub collections: Vec<String>,
-    pub progress: bool,
-    pub concurrency: Option<usize>,
-    pub force: bool,
+/// What an import or resume run takes from the configuration, built from
+/// it by `cmd::import` and `cmd::resume`.
+pub struct Settings {
+    pub import: ImportConfig,
+    pub identity: IdentityConfig,
+    pub database: DatabaseConfig,
+    /// The mappers records go through (`Registry::from_config`).
+    pub registry: Registry,
+    /// What account statuses purge (`PurgePolicy::from_config`).
+    pub purge: PurgePolicy,
+    /// Where `/metrics`, `/health` and `/ready` listen, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
+    /// `health.max_stale`.
+    pub health_max_stale: Duration,
+    /// `log.progress_interval_seconds` (0: the default interval).
+    pub progress_interval_seconds: u64,
 }
 
 /// One input that is not a DID or handle, with where it came from.
@@ -58,7 +74,7 @@ pub struct InvalidInput(pub String);
 pub fn read_targets(
     args: &[String],
     file: Option<&Path>,
-) -> Result<(Vec<String>, Vec<InvalidInput>), ConfigError> {
+) -> Result<(Vec<String>, Vec<InvalidInput>), ImportError> {
     let mut ok = Vec::new();
     let mut bad = Vec::new();
     let mut take = |raw: &str, origin: String| {
@@ -78,8 +94,9 @@ pub fn read_targets(
         take(a, "argument".into());
     }
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("cannot read --file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ImportError::Invalid(format!("cannot read --file {}: {e}", path.display()))
+        })?;
         for (i, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
             if !line.is_empty() {
@@ -106,13 +123,10 @@ struct Ops {
 }
 
 impl Ops {
-    async fn start(cfg: &Config) -> Result<Ops, Error> {
-        let addr = cfg.metrics.listen_addr().map_err(ConfigError)?;
-        let health = Arc::new(crate::ops::Health::new(Duration::from_secs(
-            cfg.health.max_stale,
-        )));
+    async fn start(s: &Settings) -> Result<Ops, ImportError> {
+        let health = Arc::new(crate::ops::Health::new(s.health_max_stale));
         let token = CancellationToken::new();
-        let server = match addr {
+        let server = match s.metrics_addr {
             Some(a) => Some(crate::ops::serve(a, health.clone(), token.clone()).await?),
             None => None,
         };
@@ -132,10 +146,10 @@ impl Ops {
 }
 
 /// The plain progress line's interval (`log.progress_interval_seconds`).
-fn log_every(cfg: &Config) -> Duration {
-    match cfg.log.progress_interval_seconds {
+fn log_every(s: &Settings) -> Duration {
+    match s.progress_interval_seconds {
         0 => progress::LOG_EVERY,
-        s => Duration::from_secs(s),
+        secs => Duration::from_secs(secs),
     }
 }
 
@@ -146,9 +160,8 @@ fn log_every(cfg: &Config) -> Duration {
 const MAX_IMPORT_CONNECTIONS: u32 = 16;
 
 /// Connects, migrates and prepares the mapped tables.
-async fn open(cfg: &Config, concurrency: usize) -> Result<(Store, crate::mapper::Registry), Error> {
-    let registry = crate::pipeline::build_registry(cfg, &[])?;
-    let mut db = cfg.database.clone();
+async fn open(s: &Settings, concurrency: usize) -> Result<Store, ImportError> {
+    let mut db = s.database.clone();
     if db.url.starts_with("postgres") {
         let wanted = (concurrency as u32).clamp(1, MAX_IMPORT_CONNECTIONS);
         db.max_connections = db.max_connections.max(wanted);
@@ -156,43 +169,49 @@ async fn open(cfg: &Config, concurrency: usize) -> Result<(Store, crate::mapper:
     let mut store = Store::connect(&db).await?;
     store.migrate().await?;
     store
-        .prepare(registry.tables(), &cfg.purge_statuses()?)
+        .prepare(s.registry.tables(), &s.purge.statuses)
         .await?;
-    Ok((store, registry))
+    Ok(store)
 }
 
 /// Starts the metrics listener, then opens the database; ready once
 /// migrated.
-async fn start(cfg: &Config, concurrency: Option<usize>) -> Result<Session, Error> {
-    let ops = Ops::start(cfg).await?;
-    let (store, registry) = open(cfg, concurrency.unwrap_or(cfg.import.concurrency)).await?;
+async fn start(s: Settings, concurrency: Option<usize>) -> Result<Session, ImportError> {
+    let ops = Ops::start(&s).await?;
+    let store = open(&s, concurrency.unwrap_or(s.import.concurrency)).await?;
     ops.health.mark_ready();
     Ok(Session {
         store,
-        registry,
         ops,
+        log_every: log_every(&s),
+        import: s.import,
+        identity: s.identity,
+        registry: s.registry,
     })
 }
 
 /// What one import or resume run holds open.
 struct Session {
     store: Store,
-    registry: crate::mapper::Registry,
+    registry: Registry,
     ops: Ops,
+    import: ImportConfig,
+    identity: IdentityConfig,
+    log_every: Duration,
 }
 
 /// Runs `work` for `inputs`, then closes everything the session opened.
 async fn run_all(
-    cfg: &Config,
     s: Session,
     progress: progress::Progress,
     inputs: Vec<String>,
     work: runner::Work,
     concurrency: Option<usize>,
     token: &CancellationToken,
-) -> Result<Summary, Error> {
+) -> Result<Summary, ImportError> {
     let r = runner(
-        cfg,
+        &s.import,
+        &s.identity,
         s.store.clone(),
         s.registry,
         progress.clone(),
@@ -211,77 +230,78 @@ async fn run_all(
 }
 
 fn runner(
-    cfg: &Config,
+    import: &ImportConfig,
+    identity: &IdentityConfig,
     store: Store,
-    registry: crate::mapper::Registry,
+    registry: Registry,
     progress: progress::Progress,
     concurrency: Option<usize>,
     health: Arc<crate::ops::Health>,
-) -> Result<runner::Runner, Error> {
-    let xrpc = xrpc::Xrpc::new(&cfg.import).map_err(ConfigError)?;
+) -> Result<runner::Runner, ImportError> {
+    let xrpc = xrpc::Xrpc::new(import).map_err(ImportError::Invalid)?;
     let resolver =
-        identity::Resolver::new(&cfg.identity, Some(store.clone())).map_err(ConfigError)?;
+        identity::Resolver::new(identity, Some(store.clone())).map_err(ImportError::Invalid)?;
     let ctx = job::Ctx {
         store,
         xrpc: Arc::new(xrpc),
         registry: Arc::new(registry),
         owner: runner::new_owner(),
-        page_size: cfg.import.page_size,
-        page_delay: Duration::from_millis(cfg.import.page_delay),
-        lease: Duration::from_secs(cfg.import.lease_seconds),
+        page_size: import.page_size,
+        page_delay: Duration::from_millis(import.page_delay),
+        lease: Duration::from_secs(import.lease_seconds),
         health,
     };
     Ok(runner::Runner::new(
         Arc::new(ctx),
         Arc::new(resolver),
         progress,
-        concurrency.unwrap_or(cfg.import.concurrency),
+        concurrency.unwrap_or(import.concurrency),
     ))
 }
 
-/// `parity import`.
+/// `parity import`: the targets of `opts` (arguments and `--file`), each
+/// DID's collections through `settings.registry`.
 pub async fn import(
-    cfg: &Config,
+    settings: Settings,
     opts: ImportOptions,
     token: CancellationToken,
-) -> Result<Summary, Error> {
+) -> Result<Summary, ImportError> {
     let (targets, invalid) = read_targets(&opts.targets, opts.file.as_deref())?;
     if targets.is_empty() && invalid.is_empty() {
-        return Err(
-            ConfigError("nothing to import: give DIDs or handles, or --file FILE".into()).into(),
-        );
+        return Err(ImportError::Invalid(
+            "nothing to import: give DIDs or handles, or --file FILE".into(),
+        ));
     }
     if opts.concurrency == Some(0) {
-        return Err(ConfigError("--concurrency must be at least 1".into()).into());
+        return Err(ImportError::Invalid(
+            "--concurrency must be at least 1".into(),
+        ));
     }
-    let session = start(cfg, opts.concurrency).await?;
+    let session = start(settings, opts.concurrency).await?;
     let collections = if opts.collections.is_empty() {
         None
     } else {
         let mut out = Vec::new();
         for c in &opts.collections {
             if Nsid::parse(c).is_none() {
-                return Err(ConfigError(format!(
+                return Err(ImportError::Invalid(format!(
                     "--collection {c:?} is not an NSID (e.g. app.bsky.feed.post)"
-                ))
-                .into());
+                )));
             }
             if !session.registry.handles(c) {
-                return Err(ConfigError(format!(
+                return Err(ImportError::Invalid(format!(
                     "--collection {c}: no mapper handles this collection; enable a built-in, declarative or generic mapper for it (see [mappers])"
-                ))
-                .into());
+                )));
             }
             out.push(c.clone());
         }
         Some(out)
     };
-    let progress = progress::Progress::new(opts.progress, targets.len() as u64, log_every(cfg));
+    let progress = progress::Progress::new(opts.progress, targets.len() as u64, session.log_every);
     for bad in &invalid {
         progress.println(&bad.0);
     }
     let mut summary = run_all(
-        cfg,
         session,
         progress,
         targets,
@@ -299,46 +319,45 @@ pub async fn import(
 
 /// `parity resume [DID]`: every pending, failed or interrupted import.
 pub async fn resume(
-    cfg: &Config,
-    did: Option<String>,
-    show_progress: bool,
-    concurrency: Option<usize>,
+    settings: Settings,
+    opts: ResumeOptions,
     token: CancellationToken,
-) -> Result<Summary, Error> {
-    if let Some(d) = &did
+) -> Result<Summary, ImportError> {
+    if let Some(d) = &opts.did
         && crate::event::Did::parse(d).is_none()
     {
-        return Err(ConfigError(format!("{d:?} is not a DID (did:plc:… or did:web:…)")).into());
+        return Err(ImportError::Invalid(format!(
+            "{d:?} is not a DID (did:plc:… or did:web:…)"
+        )));
     }
-    let session = start(cfg, concurrency).await?;
-    let rows = session.store.resumable_imports(did.as_deref()).await?;
+    let session = start(settings, opts.concurrency).await?;
+    let rows = session.store.resumable_imports(opts.did.as_deref()).await?;
     let mut seen = std::collections::HashSet::new();
     let dids: Vec<String> = rows
         .into_iter()
         .map(|s| s.did)
         .filter(|d| seen.insert(d.clone()))
         .collect();
-    let progress = progress::Progress::new(show_progress, dids.len() as u64, log_every(cfg));
+    let progress = progress::Progress::new(opts.progress, dids.len() as u64, session.log_every);
     run_all(
-        cfg,
         session,
         progress,
         dids,
         runner::Work::Resume,
-        concurrency,
+        opts.concurrency,
         &token,
     )
     .await
 }
 
-/// `parity import-status`.
+/// `parity import-status`: the report, as text or JSON lines.
 pub async fn import_status(
-    cfg: &Config,
+    database: &DatabaseConfig,
     did: Option<&str>,
-    filter: crate::store::StatusFilter,
+    filter: StatusFilter,
     json: bool,
-) -> Result<String, Error> {
-    let store = Store::connect(&cfg.database).await?;
+) -> Result<String, ImportError> {
+    let store = Store::connect(database).await?;
     store.migrate().await?;
     let out = status::report(&store, did, filter, json).await?;
     store.close().await;

@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 
 use super::table::{ColumnType as T, TableSchema, Value};
 use super::{MapError, Mapper, RecordRef, Registry, RegistryError};
-use crate::filter::CollectionPattern;
+use crate::event::CollectionPattern;
 
 /// One bundled mapper.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::table::{ColumnType, TableSchema, Value};
 use super::{MapError, Mapper, RecordRef, Registry, RegistryError};
-use crate::filter::CollectionPattern;
+use crate::event::CollectionPattern;
 
 /// The table the generic mapper writes.
 pub const TABLE: &str = "records";

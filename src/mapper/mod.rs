@@ -6,12 +6,14 @@
 //! batcher collects. Does not own: SQL (store), batching (batch) or which
 //! events arrive (filter). Pure: no IO.
 //!
-//! Three kinds of mapper are registered by the pipeline: the built-ins
-//! ([`builtin`]), declarative mappers from config ([`declarative`]) and the
-//! generic catch-all `records` table ([`generic`]). Library users register
-//! their own with [`Registry::register`].
+//! Three kinds of mapper are registered by [`Registry::from_config`] (from
+//! the `[mappers]` section, [`MappersConfig`]): the built-ins ([`builtin`]),
+//! declarative mappers from config ([`declarative`]) and the generic
+//! catch-all `records` table ([`generic`]). Library users register their
+//! own with [`Registry::register`] or pass them to `from_config`.
 
 pub mod builtin;
+mod config;
 pub mod declarative;
 pub mod generic;
 pub mod table;
@@ -21,8 +23,8 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-use crate::event::{CommitOp, Did, Event, EventKind, Nsid, RecordKey};
-use crate::filter::CollectionPattern;
+use crate::event::{CollectionPattern, CommitOp, Did, Event, EventKind, Nsid, RecordKey};
+pub use config::{MappersConfig, MappersError};
 pub use table::{Column, ColumnType, TableSchema, Value};
 
 /// One record handed to a mapper.

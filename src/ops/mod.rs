@@ -1,13 +1,12 @@
-//! Operations: Prometheus metrics, the health state, the one HTTP listener
-//! that serves them, and the `parity config` / `parity health` commands.
+//! Operations: Prometheus metrics, the health state and the one HTTP
+//! listener that serves them.
 //!
 //! Owns: [`MetricsConfig`] (`metrics.addr`) and [`HealthConfig`]
 //! (`health.max_stale`); every metric name and help text ([`metrics`]);
 //! what "healthy" and "ready" mean ([`Health`]); serving `/metrics`,
-//! `/health` and `/ready` on one listener ([`serve`]); checking a config
-//! against the database read-only and printing it with secrets masked
-//! ([`check`]); probing a running parity ([`probe`]). Does not own any
-//! counting decision: the source, pipeline and importer say what happened,
+//! `/health` and `/ready` on one listener ([`serve`]). Does not own the
+//! `parity config check` and `parity health` commands (`cmd::config_check`,
+//! `cmd::health`) or any counting decision: the source, pipeline and importer say what happened,
 //! this module only exports it.
 //!
 //! For a command (`consume`, `import`, `resume`):
@@ -23,10 +22,8 @@
 //! from the config, configured endpoint hosts), never a DID, URI or error
 //! text.
 
-pub mod check;
 mod health;
 pub mod metrics;
-pub mod probe;
 mod server;
 
 use std::net::SocketAddr;

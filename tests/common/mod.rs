@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use parity::cmd::consume::{ConsumeOptions, Consumer};
 use parity::config::Config;
-use parity::pipeline::{ConsumeOptions, Consumer};
 use parity::telemetry::Stats;
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;

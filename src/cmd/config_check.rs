@@ -10,10 +10,25 @@ use std::fmt;
 
 use url::Url;
 
+use std::process::ExitCode;
+
 use crate::config::Config;
 use crate::error::Error;
-use crate::pipeline::build_registry;
+use crate::mapper::Registry;
 use crate::store::{Store, StoreError, TableState};
+use crate::telemetry::Escaped;
+
+/// `parity config check`: the effective configuration on stdout, one
+/// finding per line on stderr; exit 2 when a finding is an error.
+pub async fn run(cfg: &Config) -> Result<ExitCode, Error> {
+    print!("{}", effective_toml(cfg));
+    let findings = check_database(cfg).await?;
+    for f in &findings {
+        eprintln!("{}", Escaped(f));
+    }
+    let failed = findings.iter().any(|f| f.level == Level::Error);
+    Ok(ExitCode::from(if failed { 2 } else { 0 }))
+}
 
 /// Replaces a password wherever it appears.
 const MASK: &str = "****";
@@ -60,7 +75,7 @@ impl fmt::Display for Finding {
 /// changing it. `Err` when the mappers cannot be built or the database
 /// cannot be reached.
 pub async fn check_database(cfg: &Config) -> Result<Vec<Finding>, Error> {
-    let registry = build_registry(cfg, &[])?;
+    let registry = Registry::from_config(&cfg.mappers, &[])?;
     let url = mask_url(&cfg.database.url);
     let Some(store) = Store::connect_read_only(&cfg.database).await? else {
         return Ok(vec![Finding::new(

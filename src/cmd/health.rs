@@ -4,13 +4,38 @@
 //!
 //! Owns: the default URL (derived from `metrics.addr`), the request with a
 //! timeout, and turning the answer into one short, escaped line. Does not
-//! own what healthy means (`ops::Health`).
+//! own what healthy means (`ops::Health`) or serving `/health` (`ops`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
 use std::time::Duration;
 
-use super::MetricsConfig;
+use crate::config::Config;
+use crate::ops::MetricsConfig;
 use crate::telemetry::Escaped;
+
+/// `parity health` arguments.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct HealthOptions {
+    /// The health URL [default: http://127.0.0.1:PORT/health, PORT from metrics.addr, else 9464].
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+}
+
+/// `parity health`: prints `healthy` (exit 0) or `unhealthy: WHY` (exit 1).
+pub async fn run(cfg: &Config, opts: HealthOptions) -> ExitCode {
+    let url = opts.url.unwrap_or_else(|| default_url(&cfg.metrics));
+    match probe(&url).await {
+        Ok(()) => {
+            println!("healthy");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            println!("unhealthy: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// Longer than any healthy answer takes; shorter than a HEALTHCHECK
 /// interval.

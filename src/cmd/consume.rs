@@ -1,0 +1,130 @@
+//! `parity consume`: builds the pipeline's parts from the configuration and
+//! runs it.
+//!
+//! Owns: [`Consumer`], the library entry point (a `Config` plus any mappers
+//! a library user registers), applying the run's overrides (`--endpoint`,
+//! `--collections`) and validating the result, and turning each config
+//! section into its runtime type (`Registry::from_config`,
+//! `Filter::from_config`, `PurgePolicy::from_config`, endpoints). Does not
+//! own the run itself: that is [`pipeline::run`].
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::PurgePolicy;
+use crate::config::{Config, ConfigError};
+use crate::error::Error;
+use crate::event::CollectionPattern;
+use crate::filter::Filter;
+use crate::mapper::{Mapper, Registry};
+use crate::ops::{self, Health};
+pub use crate::pipeline::ConsumeOptions;
+use crate::pipeline::{self, Parts};
+use crate::source::connection::Endpoint;
+use crate::telemetry::Stats;
+
+/// The consume pipeline, with any mappers a library user registered.
+pub struct Consumer {
+    config: Config,
+    custom: Vec<(CollectionPattern, Arc<dyn Mapper>)>,
+    stats: Arc<Stats>,
+    health: Arc<Health>,
+}
+
+impl Consumer {
+    /// With `metrics.addr` set, installs the Prometheus recorder first so
+    /// the counters created here feed it.
+    pub fn new(config: Config) -> Consumer {
+        if matches!(config.metrics.listen_addr(), Ok(Some(_))) {
+            ops::metrics::install();
+        }
+        let health = Health::new(Duration::from_secs(config.health.max_stale));
+        Consumer {
+            config,
+            custom: Vec::new(),
+            stats: Arc::new(Stats::default()),
+            health: Arc::new(health),
+        }
+    }
+
+    /// Adds a mapper of your own for `pattern`. Built-in and declarative
+    /// mappers win for the collections they name; yours win over the
+    /// generic catch-all.
+    pub fn register(
+        &mut self,
+        pattern: CollectionPattern,
+        mapper: Arc<dyn Mapper>,
+    ) -> &mut Consumer {
+        self.custom.push((pattern, mapper));
+        self
+    }
+
+    /// The counters this run updates.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// What `/health` and `/ready` report for this run.
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    /// Builds the registry: built-ins, declarative, custom, then generic.
+    pub fn registry(&self) -> Result<Registry, Error> {
+        Ok(Registry::from_config(&self.config.mappers, &self.custom)?)
+    }
+
+    /// Runs until `token` is cancelled (then drains) or a fatal error.
+    pub async fn run(self, opts: ConsumeOptions, token: CancellationToken) -> Result<(), Error> {
+        let mut cfg = self.config;
+        if !opts.endpoints.is_empty() {
+            cfg.source.endpoints = opts.endpoints.clone();
+        }
+        if let Some(c) = &opts.collections {
+            cfg.filter.collections = c.clone();
+        }
+        cfg.validate()?;
+        let registry = Registry::from_config(&cfg.mappers, &self.custom)?;
+        let purge = PurgePolicy::from_config(&cfg.accounts).map_err(ConfigError)?;
+        let metrics_addr = cfg.metrics.listen_addr().map_err(ConfigError)?;
+        for c in cfg.filter.collection_patterns().map_err(ConfigError)? {
+            if let CollectionPattern::Exact(n) = c
+                && !registry.handles(&n)
+            {
+                tracing::warn!(collection = %n, "Collection has no mapper; its events only move the cursor.");
+            }
+        }
+        let filter = Filter::from_config(&cfg.filter, registry.patterns()).map_err(ConfigError)?;
+        let endpoints: Vec<Endpoint> = cfg
+            .source
+            .endpoints
+            .iter()
+            .map(|e| Endpoint::parse(e).map_err(ConfigError))
+            .collect::<Result<_, _>>()?;
+        let parts = Parts {
+            database: cfg.database,
+            source: cfg.source,
+            endpoints,
+            batch: cfg.batch,
+            purge,
+            filter,
+            registry,
+            metrics_addr,
+            progress_interval_seconds: cfg.log.progress_interval_seconds,
+            stats: self.stats,
+            health: self.health,
+        };
+        pipeline::run(parts, &opts, token).await?;
+        Ok(())
+    }
+}
+
+/// `parity consume`: runs until SIGINT/SIGTERM.
+pub async fn run(cfg: Config, opts: ConsumeOptions) -> Result<ExitCode, Error> {
+    let token = crate::shutdown::on_signals();
+    Consumer::new(cfg).run(opts, token).await?;
+    Ok(ExitCode::SUCCESS)
+}
