@@ -5,24 +5,54 @@
 //!
 //! # Layout
 //!
-//! Data flows `source → filter → mapper → batch → store`, wired together by
-//! `pipeline`:
+//! Three layers; a module uses only the layers below it (checked by
+//! `tests/architecture.rs`: no import cycle between top-level modules).
 //!
-//! - [`event`]: domain types (`Cursor`, `Did`, `Nsid`, `Event`); no IO.
-//! - [`source`]: reads the network stream; one file per wire format.
-//! - [`filter`]: which events reach the mappers (pure).
-//! - [`mapper`]: the `Mapper` trait, built-in, declarative and generic
-//!   mappers, and the registry that dispatches by collection (pure).
-//! - [`batch`]: collects mutations and cursors into one batch (pure).
-//! - [`store`]: SQLite and PostgreSQL; one transaction per batch.
-//! - [`pipeline`]: `parity consume` wiring, shutdown and drain.
-//! - [`import`]: `parity import`, `import-status` and `resume` (backfill
-//!   from each account's PDS through the same mappers and store).
-//! - [`config`], [`cli`]: configuration and the command line.
-//! - [`telemetry`]: logging setup and the pipeline's counters.
-//! - [`ops`]: Prometheus metrics (names and help texts), `/metrics`,
-//!   `/health` and `/ready` on one listener, `parity config check` and
-//!   `parity health`.
+//! 1. **Entry**: [`cli`] (clap: subcommands and global flags) and the
+//!    `parity` binary (`main.rs`: parse, resolve the config, dispatch).
+//!    [`cmd`] holds one file per command (`consume`, `import`, `resume`,
+//!    `import_status`, `migrate`, `config_check`, `config_example`,
+//!    `health`); a command is the only code that sees the whole
+//!    [`config::Config`], turns its sections into runtime types, runs the
+//!    components and picks the exit code. [`config`] composes the sections
+//!    and layers file → `PARITY_*` environment → flags once; [`error`]
+//!    aggregates the component errors into [`Error`].
+//! 2. **Components** (IO): [`pipeline`] (`parity consume`: reader →
+//!    processor → writer, drain), [`import`] (backfill from each account's
+//!    PDS), [`source`] (the network stream), [`store`] (SQLite and
+//!    PostgreSQL), [`telemetry`] (logging, the pipeline's counters) and
+//!    [`ops`] (Prometheus metrics, `/metrics`, `/health`, `/ready`),
+//!    [`shutdown`] (the signal token). Each takes its own config section,
+//!    never `Config`.
+//! 3. **Pure core** (no IO): [`event`] (`Cursor`, `Did`, `Nsid`, `Event`,
+//!    `CollectionPattern`), [`filter`] (which events reach the mappers),
+//!    [`mapper`] (the `Mapper` trait, built-in, declarative and generic
+//!    mappers, the registry), [`batch`] (one batch: mutations, repo changes
+//!    and cursors). Each owns its config section and builds its runtime
+//!    type from it (`Filter::from_config`, `Registry::from_config`,
+//!    `PurgePolicy::from_config`).
+//!
+//! # One event, from websocket frame to committed row
+//!
+//! 1. `cmd::consume` builds the pipeline's `Parts` from the config and calls
+//!    `pipeline::run`, which opens the store (migrate, prepare the mapped
+//!    tables), loads the start cursor and spawns three tasks.
+//! 2. `source::connection::Reader` reads a frame from the websocket and
+//!    decodes it with the format's pure decoder (`source::jetstream`,
+//!    `source::jetstream_v2`, or `source::firehose` with `source::car` and
+//!    `source::dagcbor`) into an [`event::Event`]; it is sent on the bounded
+//!    event channel with the key of its stream.
+//! 3. The processor task (`pipeline.rs`) asks the [`filter::Filter`] whether
+//!    to keep it, maps a commit through the [`mapper::Registry`] into a
+//!    `Mutation`, and pushes it into the [`batch::Batcher`], which also
+//!    records the event's cursor whether it was kept or not.
+//! 4. When the batch is full or old enough, it goes on the bounded batch
+//!    channel; the writer task calls `store::Store::commit`, which runs the
+//!    statements in the order `store::plan` documents (repos, tombstones and
+//!    deletes, upserts, revs) and saves the stream cursor in the same
+//!    transaction (the contract in `store::cursor`). On a transient error the
+//!    writer retries the same batch; the row and its cursor commit together
+//!    or not at all.
 
 pub mod batch;
 pub mod cli;
