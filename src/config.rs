@@ -342,4 +342,39 @@ mod tests {
         c.source.endpoints = vec!["http://example.com/subscribe".into()];
         assert!(c.validate().unwrap_err().0.contains("http://example.com"));
     }
+
+    #[test]
+    fn resolve_layers_file_then_env_then_flags_and_validates() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[database]\nurl = \"sqlite://file.db\"\n[log]\nlevel = \"debug\"\nformat = \"json\"\n",
+        )
+        .unwrap();
+        let flags = Flags {
+            database_url: Some("sqlite://flag.db".into()),
+            plc_url: Some("http://127.0.0.1:1".into()),
+            ..Flags::default()
+        };
+        let c = Config::resolve(
+            Some(&p),
+            env(&[
+                ("PARITY_DATABASE_URL", "sqlite://env.db"),
+                ("PARITY_LOG_LEVEL", "warn"),
+            ]),
+            &flags,
+        )
+        .unwrap();
+        assert_eq!(c.database.url, "sqlite://flag.db");
+        assert_eq!(c.log.level, "warn");
+        assert_eq!(c.log.format, "json");
+        assert_eq!(c.identity.plc_url, "http://127.0.0.1:1");
+        let bad = Flags {
+            metrics_addr: Some("nowhere".into()),
+            ..Flags::default()
+        };
+        let e = Config::resolve(None, env(&[]), &bad).unwrap_err();
+        assert!(e.0.contains("metrics.addr"), "{e}");
+    }
 }
