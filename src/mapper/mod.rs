@@ -3,8 +3,11 @@
 //!
 //! Owns: the public [`Mapper`] trait, dispatch by collection (exact NSIDs
 //! first, then patterns, in registration order), and the mutation types the
-//! batcher collects. Does not own: SQL (store), batching (batch) or which
-//! events arrive (filter). Pure: no IO.
+//! batcher collects. Two entry points share one mapping path: a stream
+//! event ([`Registry::dispatch`]) and a record as it exists in a repo
+//! ([`Registry::map_listed`], used by import; it carries no stream
+//! cursor). Does not own: SQL (store), batching (batch) or which events
+//! arrive (filter). Pure: no IO.
 //!
 //! Three kinds of mapper are registered by the pipeline: the built-ins
 //! ([`builtin`]), declarative mappers from config ([`declarative`]) and the
