@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use tokio_util::sync::CancellationToken;
 
 use super::discover::{self, ALL_COLLECTIONS, Collection};
-use super::error::DidError;
+use super::failure::DidError;
 use super::identity::Identity;
 use super::job::Counts;
 use super::lease::stealable;

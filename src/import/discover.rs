@@ -13,7 +13,7 @@ use std::fmt;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use super::error::DidError;
+use super::failure::DidError;
 use super::identity::Identity;
 use super::job::Ctx;
 use super::lease::stealable;

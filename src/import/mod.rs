@@ -12,8 +12,8 @@
 //! run it under its lease, record how it ended), [`job`] (one pair's pages
 //! with their cursor), [`page`] (a listed page → its batch, through the
 //! mappers). Beside them: [`lease`] (owner names, expiry, renewal),
-//! [`summary`] (outcomes and the final line), [`error`] (why a DID or pair
-//! failed), [`config`] (the `[import]` and `[identity]` sections),
+//! [`summary`] (outcomes and the final line), [`failure`] (why a DID or
+//! pair failed), [`config`] (the `[import]` and `[identity]` sections),
 //! [`identity`] (DID/handle → PDS, cached), [`xrpc`] (paced, retrying
 //! HTTP), [`progress`] (bars or log lines), [`status`] (the status report).
 //! State lives in `parity_import_states` (see `store::imports`).
@@ -27,7 +27,7 @@
 pub mod account;
 pub mod config;
 pub mod discover;
-pub mod error;
+pub mod failure;
 pub mod identity;
 pub mod job;
 pub mod lease;

@@ -10,7 +10,7 @@
 use tokio_util::sync::CancellationToken;
 
 use super::discover::Collection;
-use super::error::PairError;
+use super::failure::PairError;
 use super::identity::Identity;
 use super::job::{self, Counts, Ctx, JobError};
 use super::progress::DidBar;

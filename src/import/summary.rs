@@ -9,7 +9,7 @@
 use std::fmt;
 
 use super::discover::Collection;
-use super::error::DidError;
+use super::failure::DidError;
 use super::job::Counts;
 use super::pair::NotClaimed;
 use super::progress::Progress;
@@ -144,7 +144,7 @@ impl Summary {
 mod tests {
     use super::*;
     use crate::event::Nsid;
-    use crate::import::error::PairError;
+    use crate::import::failure::PairError;
     use crate::import::identity::IdentityError;
 
     fn col(s: &str) -> Collection {

@@ -1,6 +1,7 @@
 //! Why an account, or one of its collections, failed to import.
 //!
-//! Owns: the runner's error types. They stay typed until they reach an
+//! Owns: the runner's error types (per account and per pair; a failure of
+//! the whole run is not one of these). They stay typed until they reach an
 //! edge: the `error` column of a failed state, the `DID: failed: …` line and
 //! the logs, which all show their `Display` text. That text is part of the
 //! interface (operators and tests read it), so each variant shows exactly
