@@ -5,7 +5,7 @@
 
 use crate::config::ConfigError;
 use crate::mapper::RegistryError;
-use crate::ops::ServeError;
+use crate::obs::ServeError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]

@@ -19,10 +19,10 @@
 //! - [`import`]: `parity import`, `import-status` and `resume` (backfill
 //!   from each account's PDS through the same mappers and store).
 //! - [`config`], [`cli`]: configuration and the command line.
-//! - [`telemetry`]: logging setup and the pipeline's counters.
-//! - [`ops`]: Prometheus metrics (names and help texts), `/metrics`,
-//!   `/health` and `/ready` on one listener, `parity config check` and
-//!   `parity health`.
+//! - [`obs`]: the one observability object (`Obs`: counters, health,
+//!   metric handles, `on_commit`), metric names and help texts, `/metrics`,
+//!   `/health` and `/ready` on one listener, and logging setup.
+//! - [`ops`]: `parity config check` and `parity health`.
 
 pub mod batch;
 pub mod cli;
@@ -32,11 +32,11 @@ pub mod event;
 pub mod filter;
 pub mod import;
 pub mod mapper;
+pub mod obs;
 pub mod ops;
 pub mod pipeline;
 pub mod shutdown;
 pub mod source;
 pub mod store;
-pub mod telemetry;
 
 pub use error::Error;

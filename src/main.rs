@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use parity::cli::{Cli, Command, ConfigCommand};
 use parity::config::Config;
+use parity::obs::Escaped;
 use parity::ops::{check, probe};
 use parity::pipeline::Consumer;
 use parity::store::Store;
-use parity::telemetry::Escaped;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -26,7 +26,7 @@ fn main() -> ExitCode {
     if let Err(e) = cfg.validate() {
         return fail(&e, 2);
     }
-    parity::telemetry::init_logging(&cfg.log.level, cfg.log.format == "json");
+    parity::obs::init_logging(&cfg.log.level, cfg.log.format == "json");
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

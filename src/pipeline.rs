@@ -29,11 +29,10 @@ use crate::error::Error;
 use crate::event::{Cursor, EventKind};
 use crate::filter::{CollectionPattern, Filter};
 use crate::mapper::{Dispatch, Mapper, Registry, builtin, declarative::DeclarativeMapper, generic};
-use crate::ops::{self, Health};
+use crate::obs::{self, DropReason, Escaped, Obs};
 use crate::source::connection::{Endpoint, Item, Pushdown, Reader};
 use crate::store::cursor::WireFormat;
 use crate::store::{Store, StoreError};
-use crate::telemetry::{DropReason, Escaped, Stats};
 
 /// Events buffered between reader and processor: about a second of
 /// firehose at peak, a few MB.
@@ -64,8 +63,7 @@ pub struct ConsumeOptions {
 pub struct Consumer {
     config: Config,
     custom: Vec<(CollectionPattern, Arc<dyn Mapper>)>,
-    stats: Arc<Stats>,
-    health: Arc<Health>,
+    obs: Arc<Obs>,
 }
 
 impl Consumer {
@@ -73,14 +71,13 @@ impl Consumer {
     /// the counters created here feed it.
     pub fn new(config: Config) -> Consumer {
         if matches!(config.metrics.listen_addr(), Ok(Some(_))) {
-            ops::metrics::install();
+            obs::install();
         }
-        let health = Health::new(Duration::from_secs(config.health.max_stale));
+        let obs = Obs::new(Duration::from_secs(config.health.max_stale));
         Consumer {
             config,
             custom: Vec::new(),
-            stats: Arc::new(Stats::default()),
-            health: Arc::new(health),
+            obs: Arc::new(obs),
         }
     }
 
@@ -96,14 +93,10 @@ impl Consumer {
         self
     }
 
-    /// The counters this run updates.
-    pub fn stats(&self) -> Arc<Stats> {
-        self.stats.clone()
-    }
-
-    /// What `/health` and `/ready` report for this run.
-    pub fn health(&self) -> Arc<Health> {
-        self.health.clone()
+    /// The counters, health and metrics this run updates (what `/health`
+    /// and `/ready` report).
+    pub fn obs(&self) -> Arc<Obs> {
+        self.obs.clone()
     }
 
     /// Builds the registry: built-ins, declarative, custom, then generic.
@@ -132,13 +125,13 @@ impl Consumer {
             .listen_addr()
             .map_err(crate::config::ConfigError)?
         {
-            Some(addr) => Some(ops::serve(addr, self.health.clone(), ops_token).await?),
+            Some(addr) => Some(obs::serve(addr, self.obs.clone(), ops_token).await?),
             None => None,
         };
         let mut store = Store::connect(&cfg.database).await?;
         store.migrate().await?;
         store.prepare(registry.tables(), &purge).await?;
-        self.health.mark_migrated();
+        self.obs.mark_migrated();
 
         let mut collections = cfg.collection_patterns()?;
         for c in &collections {
@@ -181,9 +174,8 @@ impl Consumer {
                 dids: filter.allowed_dids().cloned(),
             },
             start,
-            self.stats.clone(),
-        )
-        .with_health(self.health.clone());
+            self.obs.clone(),
+        );
         if opts.cursor.is_none() {
             reader = reader.start_is_stored();
         }
@@ -198,20 +190,20 @@ impl Consumer {
             reader.run(event_tx, t).await;
             Ok(())
         });
-        let stats = self.stats.clone();
+        let o = self.obs.clone();
         tasks.spawn(async move {
-            process(event_rx, batch_tx, filter, registry, batcher, stats).await;
+            process(event_rx, batch_tx, filter, registry, batcher, o).await;
             Ok(())
         });
-        let (s, h, t) = (self.stats.clone(), self.health.clone(), token.clone());
+        let (o, t) = (self.obs.clone(), token.clone());
         let writer_store = store.clone();
         tasks.spawn(async move {
-            write(batch_rx, writer_store, s, h, t, retention)
+            write(batch_rx, writer_store, o, t, retention)
                 .await
                 .map_err(Error::from)
         });
         let progress = spawn_progress(
-            self.stats.clone(),
+            self.obs.clone(),
             cfg.log.progress_interval_seconds,
             token.clone(),
         );
@@ -235,10 +227,10 @@ impl Consumer {
             server.close().await;
         }
         tracing::info!(
-            received = self.stats.received(),
-            rows_upserted = self.stats.rows_upserted.load(Relaxed),
-            rows_deleted = self.stats.rows_deleted.load(Relaxed),
-            cursor = self.stats.cursor.load(Relaxed),
+            received = self.obs.received(),
+            rows_upserted = self.obs.rows_upserted.load(Relaxed),
+            rows_deleted = self.obs.rows_deleted.load(Relaxed),
+            cursor = self.obs.cursor.load(Relaxed),
             "Consumer stopped."
         );
         result
@@ -317,7 +309,7 @@ async fn process(
     filter: Filter,
     registry: Registry,
     mut batcher: Batcher,
-    stats: Arc<Stats>,
+    obs: Arc<Obs>,
 ) {
     loop {
         let deadline = batcher.deadline().map(tokio::time::Instant::from_std);
@@ -335,18 +327,18 @@ async fn process(
         };
         batcher.seen(&stream, event.cursor, event.time_us, Instant::now());
         if !filter.accepts(&event) {
-            stats.record_filtered();
+            obs.record_filtered();
         } else {
             match &event.kind {
                 EventKind::Commit(_) => match registry.dispatch(&event) {
                     Dispatch::Mutation(m) => match batcher.push(m) {
                         Pushed::Kept => {}
-                        Pushed::Superseded => stats.record_drop(DropReason::StaleRev),
-                        Pushed::AccountGone => stats.record_drop(DropReason::AccountGone),
+                        Pushed::Superseded => obs.record_drop(DropReason::StaleRev),
+                        Pushed::AccountGone => obs.record_drop(DropReason::AccountGone),
                     },
-                    Dispatch::Unmapped => stats.record_filtered(),
+                    Dispatch::Unmapped => obs.record_filtered(),
                     Dispatch::Failed { uri, error } => {
-                        stats.record_drop(DropReason::MapperFailure);
+                        obs.record_drop(DropReason::MapperFailure);
                         tracing::warn!(uri = %Escaped(&uri), error = %Escaped(&error), "Record does not fit its mapper; skipped.");
                     }
                 },
@@ -379,8 +371,7 @@ async fn process(
 async fn write(
     mut rx: mpsc::Receiver<Batch>,
     store: Store,
-    stats: Arc<Stats>,
-    health: Arc<Health>,
+    obs: Arc<Obs>,
     token: CancellationToken,
     retention: Duration,
 ) -> Result<(), StoreError> {
@@ -391,12 +382,12 @@ async fn write(
             let started = Instant::now();
             let result = store.commit(&batch).await;
             if let Err(e) = &result {
-                ops::metrics::record_db_error(e);
+                obs.record_db_error(e);
             }
             match result {
                 Ok(s) => break (s, started.elapsed()),
                 Err(e) if e.is_transient() => {
-                    health.set_database_reachable(false);
+                    obs.set_database_reachable(false);
                     tracing::warn!(error = %Escaped(&e), retry_in_ms = delay.as_millis() as u64, "Commit failed; retrying.");
                     tokio::select! {
                         // Shutting down while the database is away: the batch
@@ -416,30 +407,18 @@ async fn write(
             }
         };
         let cursor = batch.cursors.last().map(|(_, c)| c.0);
-        ops::metrics::record_commit(&committed, batch.events, took, cursor);
-        health.committed(batch.last_time_us);
-        stats
-            .rows_upserted
-            .fetch_add(committed.upserted_total(), Relaxed);
-        stats
-            .rows_deleted
-            .fetch_add(committed.deleted_total(), Relaxed);
-        stats.batches.fetch_add(1, Relaxed);
-        if let Some(c) = cursor {
-            stats.cursor.store(c, Relaxed);
-        }
-        stats.committed_time_us.store(batch.last_time_us, Relaxed);
+        obs.on_commit(&committed, batch.events, took, cursor, batch.last_time_us);
         if Instant::now() >= next_sweep {
             next_sweep = Instant::now() + TOMBSTONE_SWEEP;
             match store.expire_tombstones(retention).await {
                 Ok(n) if n > 0 => tracing::info!(expired = n, "Expired delete tombstones."),
                 Ok(_) => {}
                 Err(e) if e.is_transient() => {
-                    ops::metrics::record_db_error(&e);
+                    obs.record_db_error(&e);
                     tracing::warn!(error = %Escaped(&e), "Tombstone sweep failed; will retry.")
                 }
                 Err(e) => {
-                    ops::metrics::record_db_error(&e);
+                    obs.record_db_error(&e);
                     return Err(e);
                 }
             }
@@ -449,7 +428,7 @@ async fn write(
 }
 
 fn spawn_progress(
-    stats: Arc<Stats>,
+    obs: Arc<Obs>,
     every: u64,
     token: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
@@ -458,20 +437,20 @@ fn spawn_progress(
             return;
         }
         let period = Duration::from_secs(every);
-        let mut last = (Instant::now(), stats.received());
+        let mut last = (Instant::now(), obs.received());
         loop {
             tokio::select! {
                 _ = token.cancelled() => return,
                 _ = tokio::time::sleep(period) => {}
             }
-            let now = (Instant::now(), stats.received());
+            let now = (Instant::now(), obs.received());
             let rate = (now.1 - last.1) as f64 / now.0.duration_since(last.0).as_secs_f64();
             tracing::info!(
                 events_per_sec = rate.round() as u64,
-                lag_seconds = stats.lag_seconds().map(|l| (l * 10.0).round() / 10.0),
-                rows_upserted = stats.rows_upserted.load(Relaxed),
-                rows_deleted = stats.rows_deleted.load(Relaxed),
-                cursor = stats.cursor.load(Relaxed),
+                lag_seconds = obs.lag_seconds().map(|l| (l * 10.0).round() / 10.0),
+                rows_upserted = obs.rows_upserted.load(Relaxed),
+                rows_deleted = obs.rows_deleted.load(Relaxed),
+                cursor = obs.cursor.load(Relaxed),
                 "Progress."
             );
             last = now;

@@ -9,8 +9,8 @@ use std::process::Command;
 
 use common::jetstream::{JetstreamServer, Line};
 use common::{TestDb, config, fixture_lines, start};
+use parity::obs::DropReason;
 use parity::pipeline::{ConsumeOptions, Consumer};
-use parity::telemetry::DropReason;
 
 fn like(did: &str, rkey: &str, t: i64, record: &str) -> String {
     format!(

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use common::jetstream::{JetstreamServer, Line};
 use common::{TestDb, config, fixture_lines, last_time_us, model, start};
+use parity::obs::DropReason;
 use parity::pipeline::{ConsumeOptions, Consumer};
-use parity::telemetry::DropReason;
 
 const STD: [&str; 6] = ["uri", "did", "rkey", "cid", "rev", "record"];
 const TABLES: [&str; 6] = ["posts", "likes", "reposts", "follows", "blocks", "profiles"];
@@ -482,7 +482,7 @@ async fn jetstream_v2_cursor_is_inclusive_only_for_the_user() {
     let server = JetstreamServer::start(frames).await;
     let mut cfg = config(&db, &server.v2_url());
     cfg.source.compress = false;
-    let received = |s: &parity::telemetry::Stats| s.received();
+    let received = |s: &parity::obs::Obs| s.received();
 
     let run = start(Consumer::new(cfg.clone()), ConsumeOptions::default());
     server.wait_connections(1).await;

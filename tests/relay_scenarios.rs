@@ -7,8 +7,8 @@ mod common;
 use common::frames::scenario;
 use common::jetstream::{JetstreamServer, Line};
 use common::{TestDb, config, start};
+use parity::obs::DropReason;
 use parity::pipeline::{ConsumeOptions, Consumer};
-use parity::telemetry::DropReason;
 
 async fn relay(name: &str) -> (JetstreamServer, Vec<(i64, Vec<u8>, bool)>) {
     let frames = scenario(name);

@@ -32,6 +32,7 @@ pub use runner::{DidStatus, Summary};
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
 use crate::event::Nsid;
+use crate::obs::Obs;
 use crate::store::Store;
 
 /// `parity import` arguments, after the command line.
@@ -100,27 +101,24 @@ fn valid_target(t: &str) -> bool {
 /// The metrics and health listener of an import run (`metrics.addr`).
 /// The recorder is installed before any import counter is touched.
 struct Ops {
-    health: Arc<crate::ops::Health>,
-    server: Option<crate::ops::Server>,
+    obs: Arc<Obs>,
+    server: Option<crate::obs::Server>,
     token: CancellationToken,
 }
 
 impl Ops {
     async fn start(cfg: &Config) -> Result<Ops, Error> {
         let addr = cfg.metrics.listen_addr().map_err(ConfigError)?;
-        let health = Arc::new(crate::ops::Health::new(Duration::from_secs(
-            cfg.health.max_stale,
-        )));
+        if addr.is_some() {
+            crate::obs::install();
+        }
+        let obs = Arc::new(Obs::new(Duration::from_secs(cfg.health.max_stale)));
         let token = CancellationToken::new();
         let server = match addr {
-            Some(a) => Some(crate::ops::serve(a, health.clone(), token.clone()).await?),
+            Some(a) => Some(crate::obs::serve(a, obs.clone(), token.clone()).await?),
             None => None,
         };
-        Ok(Ops {
-            health,
-            server,
-            token,
-        })
+        Ok(Ops { obs, server, token })
     }
 
     async fn stop(self) {
@@ -166,7 +164,7 @@ async fn open(cfg: &Config, concurrency: usize) -> Result<(Store, crate::mapper:
 async fn start(cfg: &Config, concurrency: Option<usize>) -> Result<Session, Error> {
     let ops = Ops::start(cfg).await?;
     let (store, registry) = open(cfg, concurrency.unwrap_or(cfg.import.concurrency)).await?;
-    ops.health.mark_ready();
+    ops.obs.mark_ready();
     Ok(Session {
         store,
         registry,
@@ -197,7 +195,7 @@ async fn run_all(
         s.registry,
         progress.clone(),
         concurrency,
-        s.ops.health.clone(),
+        s.ops.obs.clone(),
     )?;
     let logger = progress.spawn_logger(token.child_token());
     let summary = r.run(inputs, work, token).await;
@@ -216,7 +214,7 @@ fn runner(
     registry: crate::mapper::Registry,
     progress: progress::Progress,
     concurrency: Option<usize>,
-    health: Arc<crate::ops::Health>,
+    obs: Arc<Obs>,
 ) -> Result<runner::Runner, Error> {
     let xrpc = xrpc::Xrpc::new(&cfg.import).map_err(ConfigError)?;
     let resolver =
@@ -229,7 +227,7 @@ fn runner(
         page_size: cfg.import.page_size,
         page_delay: Duration::from_millis(cfg.import.page_delay),
         lease: Duration::from_secs(cfg.import.lease_seconds),
-        health,
+        obs,
     };
     Ok(runner::Runner::new(
         Arc::new(ctx),

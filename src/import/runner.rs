@@ -21,6 +21,7 @@ use super::identity::{Identity, Resolver};
 use super::job::{self, Counts, Ctx, JobError};
 use super::progress::{DidBar, Progress};
 use super::xrpc::XrpcError;
+use crate::obs::{Escaped, names};
 use crate::store::{ImportState, StatusFilter};
 
 /// The collection name of a "discover every collection" request.
@@ -134,7 +135,7 @@ impl Gauges {
             ("completed", &self.completed),
             ("failed", &self.failed),
         ] {
-            metrics::gauge!("parity_import_dids", "status" => status).set(v.load(Relaxed) as f64);
+            metrics::gauge!(names::IMPORT_DIDS, "status" => status).set(v.load(Relaxed) as f64);
         }
     }
 }
@@ -176,8 +177,7 @@ impl Runner {
             match &o.status {
                 DidStatus::Failed(e) => {
                     let line = format!("{}: failed: {e}", o.did);
-                    self.progress
-                        .println(&crate::telemetry::Escaped(&line).to_string());
+                    self.progress.println(&Escaped(&line).to_string());
                     tracing::warn!(did = ?o.did, error = %e, "import failed");
                 }
                 DidStatus::Skipped(why) => {

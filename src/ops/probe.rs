@@ -4,13 +4,12 @@
 //!
 //! Owns: the default URL (derived from `metrics.addr`), the request with a
 //! timeout, and turning the answer into one short, escaped line. Does not
-//! own what healthy means (`ops::Health`).
+//! own what healthy means (`obs::Obs`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use super::MetricsConfig;
-use crate::telemetry::Escaped;
+use crate::obs::{Escaped, MetricsConfig};
 
 /// Longer than any healthy answer takes; shorter than a HEALTHCHECK
 /// interval.

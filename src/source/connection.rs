@@ -3,8 +3,8 @@
 //! Owns: building the subscribe URL (cursor and server-side filters),
 //! failover through the endpoints, capped exponential backoff with jitter,
 //! the liveness watchdog, the size limit, and counting what it cannot
-//! decode. Reports connection state and every message (pings included) to
-//! [`Health`], so a silent stream shows as `stale` before the watchdog
+//! decode. Reports connection state, every message (pings included) and
+//! every drop to [`Obs`], so a silent stream shows as `stale` before the watchdog
 //! reconnects it. Does not own: what events mean (decoders are pure
 //! functions in the sibling modules) or the stored cursor (the pipeline
 //! passes the start point in).
@@ -35,9 +35,8 @@ use super::zstd_frames::FrameDecompressor;
 use super::{SourceConfig, jetstream, parse_endpoint};
 use crate::event::{Cursor, Did, Event, EventKind};
 use crate::filter::CollectionPattern;
-use crate::ops::{Health, metrics};
+use crate::obs::{DropReason, Escaped, Obs, ReceivedKind};
 use crate::store::cursor::{WireFormat, stream_key};
-use crate::telemetry::{DropReason, Escaped, ReceivedKind, Stats};
 
 /// Jetstream v1 accepts at most this many `wantedCollections`.
 const MAX_WANTED_COLLECTIONS: usize = 100;
@@ -91,9 +90,8 @@ pub struct Reader {
     cfg: SourceConfig,
     pushdown: Pushdown,
     start: Option<Cursor>,
-    stats: Arc<Stats>,
-    /// Connection state and last message time, for `/health`.
-    health: Arc<Health>,
+    /// Counters, connection state and last message time (`/health`).
+    obs: Arc<Obs>,
     /// Last firehose commit rev seen per DID (this process's lifetime).
     revs: std::sync::Mutex<HashMap<Did, String>>,
     /// The start cursor is the stored one (already applied), not one the
@@ -117,31 +115,23 @@ impl Reader {
         cfg: SourceConfig,
         pushdown: Pushdown,
         start: Option<Cursor>,
-        stats: Arc<Stats>,
+        obs: Arc<Obs>,
     ) -> Reader {
         Reader {
             endpoints,
             cfg,
             pushdown,
             start,
-            stats,
-            health: Arc::new(Health::new(Duration::from_secs(60))),
+            obs,
             revs: std::sync::Mutex::new(HashMap::new()),
             start_is_stored: false,
         }
     }
 
-    /// Reports to `health` (otherwise to a private state nobody reads).
-    pub fn with_health(mut self, health: Arc<Health>) -> Reader {
-        self.health = health;
-        self
-    }
-
     /// The connection to `ep` came up or went down: `/health` and the
     /// `parity_source_connected` gauge.
     fn set_connected(&self, ep: &Endpoint, up: bool) {
-        self.health.set_connected(up);
-        metrics::set_source_connected(&ep.url, up);
+        self.obs.set_connected(&ep.url, up);
     }
 
     /// Marks the start cursor as the stored one: on Jetstream v2, whose
@@ -317,7 +307,7 @@ impl Reader {
             match outcome {
                 Outcome::Stop => return,
                 Outcome::Lost { reason, got_events } => {
-                    self.stats.record_reconnect(reason);
+                    self.obs.record_reconnect(reason);
                     if let (Some(id), false) = (dict_id, got_events) {
                         // The server may no longer accept this dictionary ID.
                         dictionary::forget(&ep.url, std::path::Path::new(&self.cfg.cache_dir), id);
@@ -423,7 +413,7 @@ impl Reader {
             };
             if let Ok(Some(Ok(_))) = &msg {
                 // Any message counts, pings included: a quiet stream is alive.
-                self.health.touch();
+                self.obs.touch();
             }
             let data = match msg {
                 Err(_) => {
@@ -489,7 +479,7 @@ impl Reader {
     ) -> Result<(), &'static str> {
         let len = msg.len();
         if len > self.cfg.max_message_bytes {
-            self.stats.record_drop(DropReason::Oversized);
+            self.obs.record_drop(DropReason::Oversized);
             tracing::debug!(len, "Oversized message skipped.");
             return Ok(());
         }
@@ -521,7 +511,7 @@ impl Reader {
                 return self.decode_firehose(&b, &mut codec.transcoder, out);
             }
             _ => {
-                self.stats.record_drop(DropReason::Malformed);
+                self.obs.record_drop(DropReason::Malformed);
                 tracing::debug!(len, "Message of the wrong frame type skipped.");
             }
         }
@@ -532,7 +522,7 @@ impl Reader {
     /// and skips what cannot be (no dictionary, corrupt, over the size limit).
     fn inflate(&self, codec: &mut Codec, frame: &[u8]) -> Option<Vec<u8>> {
         let Some(d) = codec.zstd.as_mut() else {
-            self.stats.record_drop(DropReason::Malformed);
+            self.obs.record_drop(DropReason::Malformed);
             tracing::debug!(
                 len = frame.len(),
                 "Compressed frame without a dictionary skipped."
@@ -547,7 +537,7 @@ impl Reader {
                 } else {
                     DropReason::Malformed
                 };
-                self.stats.record_drop(reason);
+                self.obs.record_drop(reason);
                 tracing::debug!(error = %Escaped(&e), len = frame.len(), "Undecompressable frame skipped.");
                 None
             }
@@ -566,7 +556,7 @@ impl Reader {
             "unknown_type" => DropReason::UnknownType,
             _ => DropReason::Malformed,
         };
-        self.stats.record_drop(reason);
+        self.obs.record_drop(reason);
         tracing::debug!(error = %Escaped(e), len, "Undecodable message skipped.");
     }
 
@@ -574,14 +564,14 @@ impl Reader {
         match jetstream_v2::decode_v2(bytes) {
             Ok(V2Frame::Event(ev)) => out.push(ev),
             Ok(V2Frame::Info { name, message }) => {
-                self.stats.record_received(ReceivedKind::Other);
+                self.obs.record_received(ReceivedKind::Other);
                 tracing::warn!(name = %Escaped(&name), message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream info message.");
             }
             Ok(V2Frame::Error { error, message }) => {
                 tracing::warn!(error = %Escaped(&error), message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream error frame; reconnecting from the stored position.");
                 return Err("upstream_error");
             }
-            Ok(V2Frame::Unknown { .. }) => self.stats.record_drop(DropReason::UnknownType),
+            Ok(V2Frame::Unknown { .. }) => self.obs.record_drop(DropReason::UnknownType),
             Err(e) => self.undecodable(&e, bytes.len()),
         }
         Ok(())
@@ -603,7 +593,7 @@ impl Reader {
                 };
                 if !self.check_chain(&c.meta, out) {
                     for _ in &c.events {
-                        self.stats.record_drop(DropReason::StaleRev);
+                        self.obs.record_drop(DropReason::StaleRev);
                     }
                     tracing::debug!(did = %c.meta.did, seq = c.meta.seq, "Stale commit skipped (rev not newer).");
                     out.push(skip);
@@ -613,7 +603,7 @@ impl Reader {
                     out.push(skip);
                 }
                 for bad in &c.bad_ops {
-                    self.stats.record_drop(DropReason::Malformed);
+                    self.obs.record_drop(DropReason::Malformed);
                     tracing::debug!(did = %c.meta.did, seq = c.meta.seq, op = bad.index, reason = bad.kind.label(), "Commit op skipped.");
                 }
                 out.extend(c.events);
@@ -625,16 +615,16 @@ impl Reader {
                 out.push(ev)
             }
             Ok(FirehoseFrame::Info { name, message }) => {
-                self.stats.record_received(ReceivedKind::Other);
+                self.obs.record_received(ReceivedKind::Other);
                 tracing::warn!(name = %Escaped(&name), message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream info message.");
             }
             Ok(FirehoseFrame::Error { error, message }) => {
                 tracing::warn!(error = %Escaped(&error), message = ?message.as_deref().map(|m| m.chars().take(200).collect::<String>()), "Upstream error frame; reconnecting.");
                 return Err("upstream_error");
             }
-            Ok(FirehoseFrame::Unknown { .. }) => self.stats.record_drop(DropReason::UnknownType),
+            Ok(FirehoseFrame::Unknown { .. }) => self.obs.record_drop(DropReason::UnknownType),
             Err(e) => {
-                self.stats.record_drop(DropReason::Malformed);
+                self.obs.record_drop(DropReason::Malformed);
                 tracing::debug!(error = %Escaped(&e), len = bytes.len(), "Undecodable frame skipped.");
             }
         }
@@ -682,7 +672,7 @@ impl Reader {
 
     fn count(&self, ev: &Event) {
         if let Some(kind) = ReceivedKind::of(&ev.kind) {
-            self.stats.record_received(kind);
+            self.obs.record_received(kind);
         }
     }
 }
@@ -741,7 +731,7 @@ mod tests {
                 dids,
             },
             None,
-            Arc::new(Stats::default()),
+            Arc::new(Obs::new(Duration::from_secs(60))),
         )
     }
 

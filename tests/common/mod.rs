@@ -18,8 +18,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use parity::config::Config;
+use parity::obs::Obs;
 use parity::pipeline::{ConsumeOptions, Consumer};
-use parity::telemetry::Stats;
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
@@ -277,14 +277,14 @@ pub fn config(db: &TestDb, endpoint: &str) -> Config {
 
 /// A consumer running in this process.
 pub struct Running {
-    pub stats: Arc<Stats>,
+    pub stats: Arc<Obs>,
     pub token: CancellationToken,
     handle: tokio::task::JoinHandle<Result<(), parity::Error>>,
 }
 
 pub fn start(consumer: Consumer, opts: ConsumeOptions) -> Running {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let stats = consumer.stats();
+    let stats = consumer.obs();
     let token = CancellationToken::new();
     let t = token.clone();
     let handle = tokio::spawn(async move { consumer.run(opts, t).await });
@@ -297,7 +297,7 @@ pub fn start(consumer: Consumer, opts: ConsumeOptions) -> Running {
 
 impl Running {
     /// Waits until `cond(stats)` holds (checked every 10 ms, 30 s at most).
-    pub async fn wait_for(&self, what: &str, cond: impl Fn(&Stats) -> bool) {
+    pub async fn wait_for(&self, what: &str, cond: impl Fn(&Obs) -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while !cond(&self.stats) {
             assert!(
@@ -309,7 +309,7 @@ impl Running {
                 "timed out waiting for {what}; cursor {}, received {}, malformed {}, reconnects {}",
                 self.stats.cursor.load(Relaxed),
                 self.stats.received(),
-                self.stats.dropped(parity::telemetry::DropReason::Malformed),
+                self.stats.dropped(parity::obs::DropReason::Malformed),
                 self.stats.reconnects.load(Relaxed)
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -339,7 +339,7 @@ pub async fn run_to_end(
     cfg: Config,
     opts: ConsumeOptions,
     last: i64,
-) -> Arc<Stats> {
+) -> Arc<Obs> {
     let run = start(Consumer::new(cfg), opts);
     server.wait_connections(1).await;
     server.publish_all();

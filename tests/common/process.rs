@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The message `ops::serve` logs with the bound address.
+/// The message `obs::serve` logs with the bound address.
 const SERVING: &str = "Serving /metrics, /health and /ready.";
 
 /// A `Command` for the binary with no `PARITY_*` variable inherited.

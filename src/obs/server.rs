@@ -3,7 +3,7 @@
 //! Owns: binding (a busy port is a start-up error, not a silent gap in
 //! monitoring), the three routes and their status codes, periodic
 //! histogram upkeep, and stopping when the token is cancelled. Does not own
-//! what is healthy ([`Health`]) or what is counted (`ops::metrics`).
+//! what is healthy or what is counted (both [`Obs`]).
 //!
 //! - `GET /metrics`: Prometheus text format.
 //! - `GET /health`: 200 `{"status":"ok"}`, or 503
@@ -25,8 +25,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::Health;
-use super::metrics;
+use super::{Obs, recorder};
 
 /// How often histogram samples are drained into buckets when nobody
 /// scrapes: keeps memory flat at a few KB.
@@ -66,13 +65,13 @@ impl Server {
 }
 
 /// Installs the recorder if needed, binds `addr`, logs the bound address
-/// and serves until `token` is cancelled.
+/// and serves `obs` until `token` is cancelled.
 pub async fn serve(
     addr: SocketAddr,
-    health: Arc<Health>,
+    obs: Arc<Obs>,
     token: CancellationToken,
 ) -> Result<Server, ServeError> {
-    metrics::install();
+    recorder::install();
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError { addr, source })?;
@@ -84,7 +83,7 @@ pub async fn serve(
         .route("/metrics", get(render_metrics))
         .route("/health", get(health_status))
         .route("/ready", get(ready_status))
-        .with_state(health);
+        .with_state(obs);
     let task = tokio::spawn(async move {
         let shutdown = token.clone().cancelled_owned();
         let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
@@ -92,7 +91,7 @@ pub async fn serve(
             let mut every = tokio::time::interval(UPKEEP_EVERY);
             loop {
                 every.tick().await;
-                metrics::upkeep();
+                recorder::upkeep();
             }
         };
         tokio::select! {
@@ -105,9 +104,9 @@ pub async fn serve(
     Ok(Server { addr: bound, task })
 }
 
-async fn render_metrics(State(health): State<Arc<Health>>) -> Response {
-    metrics::set_lag(health.lag_seconds());
-    match metrics::render() {
+async fn render_metrics(State(obs): State<Arc<Obs>>) -> Response {
+    obs.publish_lag();
+    match recorder::render() {
         Some(text) => ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -117,8 +116,8 @@ async fn render_metrics(State(health): State<Arc<Health>>) -> Response {
     }
 }
 
-async fn health_status(State(health): State<Arc<Health>>) -> Response {
-    match health.check() {
+async fn health_status(State(obs): State<Arc<Obs>>) -> Response {
+    match obs.check() {
         Ok(()) => (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response(),
         Err(r) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -128,8 +127,8 @@ async fn health_status(State(health): State<Arc<Health>>) -> Response {
     }
 }
 
-async fn ready_status(State(health): State<Arc<Health>>) -> Response {
-    match health.ready() {
+async fn ready_status(State(obs): State<Arc<Obs>>) -> Response {
+    match obs.ready() {
         Ok(()) => (StatusCode::OK, axum::Json(json!({"status": "ready"}))).into_response(),
         Err(r) => (
             StatusCode::SERVICE_UNAVAILABLE,

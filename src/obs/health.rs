@@ -1,5 +1,5 @@
 //! What `/health` and `/ready` answer, from state the running command
-//! updates.
+//! updates through [`super::Obs`].
 //!
 //! Owns: the liveness rules. Healthy means connected, the database
 //! reachable, and progress within `max_stale`. Progress is any message or
@@ -12,9 +12,11 @@
 //!
 //! Everything is a relaxed atomic: writers are the hot path (one store per
 //! message), readers are occasional probes that tolerate a stale view.
+//! Only [`super::Obs`] holds a [`Health`]; everyone else reports through it.
+//! The lag (event time of the last commit) lives in `Obs`, not here.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 
 /// Why `/health` answers 503.
@@ -57,9 +59,9 @@ impl NotReady {
     }
 }
 
-/// Shared liveness state of one running command.
+/// Liveness state of one running command.
 #[derive(Debug)]
-pub struct Health {
+pub(super) struct Health {
     max_stale: Duration,
     /// Reference point for `last_progress_ms`.
     epoch: Instant,
@@ -69,13 +71,10 @@ pub struct Health {
     database_ok: AtomicBool,
     /// Milliseconds after `epoch` of the last progress; 0 before any.
     last_progress_ms: AtomicU64,
-    /// Event time (µs since the Unix epoch) of the last committed event;
-    /// 0 before the first commit.
-    committed_time_us: AtomicI64,
 }
 
 impl Health {
-    pub fn new(max_stale: Duration) -> Health {
+    pub(super) fn new(max_stale: Duration) -> Health {
         Health {
             max_stale,
             epoch: Instant::now(),
@@ -84,25 +83,24 @@ impl Health {
             connected: AtomicBool::new(false),
             database_ok: AtomicBool::new(true),
             last_progress_ms: AtomicU64::new(0),
-            committed_time_us: AtomicI64::new(0),
         }
     }
 
     /// Migrations ran.
-    pub fn mark_migrated(&self) {
+    pub(super) fn mark_migrated(&self) {
         self.migrated.store(true, Relaxed);
     }
 
     /// For commands without a stream (`import`): migrated, started and
     /// making progress from now on. Keep calling [`Health::touch`] as work
     /// completes.
-    pub fn mark_ready(&self) {
+    pub(super) fn mark_ready(&self) {
         self.migrated.store(true, Relaxed);
         self.set_connected(true);
     }
 
     /// The stream connection came up (counts as progress) or went away.
-    pub fn set_connected(&self, up: bool) {
+    pub(super) fn set_connected(&self, up: bool) {
         if up {
             self.started.store(true, Relaxed);
             self.touch();
@@ -111,33 +109,30 @@ impl Health {
     }
 
     /// Something arrived or was done: a message, a ping, a fetched page.
-    pub fn touch(&self) {
+    pub(super) fn touch(&self) {
         let ms = self.epoch.elapsed().as_millis() as u64;
         self.last_progress_ms.store(ms.max(1), Relaxed);
     }
 
     /// A commit succeeded (`true`) or failed and is being retried.
-    pub fn set_database_reachable(&self, ok: bool) {
+    pub(super) fn set_database_reachable(&self, ok: bool) {
         self.database_ok.store(ok, Relaxed);
     }
 
-    /// A batch whose last event happened at `time_us` committed.
-    pub fn committed(&self, time_us: i64) {
+    /// A batch committed: the database is reachable and work progressed.
+    pub(super) fn committed(&self) {
         self.set_database_reachable(true);
         self.touch();
-        if time_us > 0 {
-            self.committed_time_us.store(time_us, Relaxed);
-        }
     }
 
     /// `Ok` while healthy; otherwise the first reason, in the order
     /// disconnected, database unreachable, stale.
-    pub fn check(&self) -> Result<(), Unhealthy> {
+    pub(super) fn check(&self) -> Result<(), Unhealthy> {
         self.check_at(self.epoch.elapsed())
     }
 
     /// [`Health::check`] as seen `now` after this state was created.
-    fn check_at(&self, now: Duration) -> Result<(), Unhealthy> {
+    pub(super) fn check_at(&self, now: Duration) -> Result<(), Unhealthy> {
         if !self.connected.load(Relaxed) {
             return Err(Unhealthy::Disconnected);
         }
@@ -152,7 +147,7 @@ impl Health {
     }
 
     /// `Ok` once migrations ran and the first connection came up.
-    pub fn ready(&self) -> Result<(), NotReady> {
+    pub(super) fn ready(&self) -> Result<(), NotReady> {
         if !self.migrated.load(Relaxed) {
             Err(NotReady::Migrating)
         } else if !self.started.load(Relaxed) {
@@ -160,12 +155,6 @@ impl Health {
         } else {
             Ok(())
         }
-    }
-
-    /// Now minus the event time of the last committed event, in seconds.
-    pub fn lag_seconds(&self) -> Option<f64> {
-        let t = self.committed_time_us.load(Relaxed);
-        (t > 0).then(|| (chrono::Utc::now().timestamp_micros() - t) as f64 / 1e6)
     }
 }
 
@@ -189,19 +178,10 @@ mod tests {
         assert_eq!(h.check(), Ok(()));
         h.set_database_reachable(false);
         assert_eq!(h.check(), Err(Unhealthy::DatabaseUnreachable));
-        h.committed(1);
+        h.committed();
         assert_eq!(h.check(), Ok(()));
         h.set_connected(false);
         assert_eq!(h.check(), Err(Unhealthy::Disconnected));
         assert_eq!(h.ready(), Ok(()), "ready never goes back");
-    }
-
-    #[test]
-    fn lag_is_measured_from_the_last_committed_event() {
-        let h = Health::new(Duration::from_secs(60));
-        assert_eq!(h.lag_seconds(), None);
-        h.committed(chrono::Utc::now().timestamp_micros() - 5_000_000);
-        let lag = h.lag_seconds().unwrap();
-        assert!((5.0..6.0).contains(&lag), "{lag}");
     }
 }
