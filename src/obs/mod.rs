@@ -44,5 +44,5 @@ pub use health::{NotReady, Unhealthy};
 pub use labels::{DropReason, ReceivedKind, endpoint_label};
 pub use logging::{Escaped, LogConfig, init_logging};
 pub use observer::Obs;
-pub use recorder::{install, render, upkeep};
+pub use recorder::install;
 pub use server::{ServeError, Server, serve};
