@@ -2,7 +2,7 @@
 //! every table and stay purged when its older commits are replayed; `keep`
 //! leaves them; `active=true` restores the status; identity sets the handle.
 
-mod common;
+use crate::common;
 
 use common::jetstream::{JetstreamServer, Line};
 use common::{TestDb, config, start};

@@ -3,7 +3,7 @@
 //! each kind of bad config gets its own one-line error, the check masks
 //! passwords and reports a missing column without changing the database.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! Liveness: a silent stream is detected by the watchdog and reconnected
 //! from the last event received; a dead endpoint fails over to the next.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering::Relaxed;
 

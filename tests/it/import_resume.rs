@@ -4,7 +4,7 @@
 //! newest state; resync requests from the stream are queued and resumed;
 //! an `#identity` event invalidates the shared identity cache.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -3,7 +3,7 @@
 //! uninterrupted run: nothing lost, nothing duplicated. Also: SIGTERM
 //! commits the buffered batch and exits 0.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Store-level behaviour not covered through the pipeline: tombstone
 //! expiry, and a corrupt stored cursor stopping the process.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

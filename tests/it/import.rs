@@ -4,7 +4,7 @@
 //! and, for `jetstream_repo.car`, against the independent `goat repo ls`
 //! listing; states and the summary line are checked too.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

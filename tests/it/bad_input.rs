@@ -3,7 +3,7 @@
 //! unmapped collections are counted and skipped; bad config, bad flags and
 //! an unreachable database get a one-line error and a non-zero exit.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -4,7 +4,7 @@
 //! server is silent for `health.max_stale`, a watchdog reconnect after
 //! `source.idle_timeout_seconds`, 200 again when events flow.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

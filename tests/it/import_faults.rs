@@ -2,7 +2,7 @@
 //! a hung request (client timeout), malformed and non-JSON bodies; retries
 //! running out (the pair fails, `resume` finishes it); and per-host pacing.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

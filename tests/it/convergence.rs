@@ -3,7 +3,7 @@
 //! tables end up holding the newest rev of each record (or nothing, when
 //! the newest op is a delete). Runs against real SQLite and PostgreSQL.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Instant;

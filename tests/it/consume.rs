@@ -1,7 +1,7 @@
 //! Consuming recorded Jetstream v1 streams from a local server into real
 //! SQLite and PostgreSQL databases, asserting the exact rows.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering::Relaxed;
 

@@ -3,7 +3,7 @@
 //! reference PDS's recorded responses (byte for byte), plc.directory's
 //! status codes, and a real hickory resolver for the DNS server.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

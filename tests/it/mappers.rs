@@ -2,7 +2,7 @@
 //! created with the standard columns, values taken by JSON pointer, an
 //! existing table missing a mapped column refused with an error naming it.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

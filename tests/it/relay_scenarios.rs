@@ -2,7 +2,7 @@
 //! local relay: stale revs are dropped, accounts are deleted, `#sync` marks
 //! the repo for re-import.
 
-mod common;
+use crate::common;
 
 use common::frames::scenario;
 use common::jetstream::{JetstreamServer, Line};
