@@ -25,7 +25,6 @@ mod import_resume;
 mod liveness;
 mod mappers;
 mod metrics;
-mod pds_server;
 mod relay_scenarios;
 mod resume_after_crash;
 mod store;

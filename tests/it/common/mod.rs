@@ -4,15 +4,15 @@
 
 #![allow(dead_code)]
 
-pub mod dns;
-pub mod frames;
 pub mod importer;
-pub mod jetstream;
 pub mod model;
-pub mod pds;
 pub mod process;
 
-use std::path::PathBuf;
+// The fake network peers and fixture paths, from the dev-only `testnet` crate.
+pub use testnet::frames::relay_frames;
+pub use testnet::jetstream::v1_to_v2;
+pub use testnet::{GOLDEN_JSONL, RELAY_JSONL, dns, fixture, fixture_lines, frames, jetstream, pds};
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -22,25 +22,6 @@ use parity::pipeline::{ConsumeOptions, Consumer};
 use parity::telemetry::Stats;
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
-
-pub fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures")
-        .join(rel)
-}
-
-pub fn fixture_lines(rel: &str) -> Vec<String> {
-    std::fs::read_to_string(fixture(rel))
-        .unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-pub const RELAY_JSONL: &str =
-    "firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471/jetstream_v1.jsonl";
-pub const GOLDEN_JSONL: &str = "jetstream/golden_v1.jsonl";
 
 /// The PostgreSQL server tests use; `.ci/run` starts it.
 pub fn pg_base_url() -> String {
@@ -352,74 +333,4 @@ pub async fn run_to_end(
 /// The largest cursor among the lines (the final cursor of a full run).
 pub fn last_time_us(lines: &[jetstream::Line]) -> i64 {
     lines.iter().filter_map(|l| l.cursor).max().unwrap()
-}
-
-/// The relay frames of the recording as `(seq, message bytes)`; the seq is
-/// read with `serde_ipld_dagcbor`, independently of parity's decoder.
-pub fn relay_frames() -> Vec<(i64, Vec<u8>)> {
-    let bytes = std::fs::read(fixture(
-        "firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471/frames.bin",
-    ))
-    .unwrap();
-    let mut out = Vec::new();
-    let mut rest = &bytes[..];
-    while rest.len() >= 4 {
-        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
-        let msg = &rest[4..4 + len];
-        let mut de = serde_ipld_dagcbor::de::Deserializer::from_slice(msg);
-        let _header: ipld_core::ipld::Ipld = serde::Deserialize::deserialize(&mut de).unwrap();
-        let body: ipld_core::ipld::Ipld = serde::Deserialize::deserialize(&mut de).unwrap();
-        let ipld_core::ipld::Ipld::Map(m) = body else {
-            panic!("body is a map")
-        };
-        let Some(ipld_core::ipld::Ipld::Integer(seq)) = m.get("seq") else {
-            panic!("seq")
-        };
-        out.push((*seq as i64, msg.to_vec()));
-        rest = &rest[4 + len..];
-    }
-    out
-}
-
-/// The Jetstream v2 frame for a v1 line (subscribeEvents lexicon): `seq` as
-/// given, `time` from `time_us` (RFC 3339, µs), commit fields moved up into
-/// the payload with the record copied byte for byte, identity/account
-/// objects nested as they are.
-pub fn v1_to_v2(line: &str, seq: i64) -> String {
-    #[derive(serde::Deserialize)]
-    struct V1<'a> {
-        did: String,
-        time_us: i64,
-        kind: String,
-        #[serde(borrow)]
-        commit: Option<std::collections::BTreeMap<String, &'a serde_json::value::RawValue>>,
-        #[serde(borrow)]
-        identity: Option<&'a serde_json::value::RawValue>,
-        #[serde(borrow)]
-        account: Option<&'a serde_json::value::RawValue>,
-    }
-    let v1: V1<'_> = serde_json::from_str(line).unwrap();
-    let time = chrono::DateTime::from_timestamp_micros(v1.time_us)
-        .unwrap()
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string();
-    let mut fields = vec![
-        format!(
-            r#""$type":"network.bsky.jetstream.subscribeEvents#{}""#,
-            v1.kind
-        ),
-        format!(r#""seq":{seq}"#),
-        format!(r#""did":{}"#, serde_json::to_string(&v1.did).unwrap()),
-        format!(r#""time":"{time}""#),
-    ];
-    match (v1.commit, v1.identity, v1.account) {
-        (Some(c), _, _) => fields.extend(c.iter().map(|(k, v)| format!(r#""{k}":{}"#, v.get()))),
-        (_, Some(i), _) => fields.push(format!(r#""identity":{}"#, i.get())),
-        (_, _, Some(a)) => fields.push(format!(r#""account":{}"#, a.get())),
-        _ => panic!("unexpected v1 event"),
-    }
-    format!(
-        r#"{{"$type":"message","payload":{{{}}}}}"#,
-        fields.join(",")
-    )
 }

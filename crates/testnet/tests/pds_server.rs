@@ -3,14 +3,12 @@
 //! reference PDS's recorded responses (byte for byte), plc.directory's
 //! status codes, and a real hickory resolver for the DNS server.
 
-use crate::common;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::dns::Dns;
-use common::fixture;
-use common::pds::{
+use testnet::dns::Dns;
+use testnet::fixture;
+use testnet::pds::{
     DESCRIBE_REPO, Fault, GET_LATEST_COMMIT, LIST_RECORDS, PLC, Pds, SynthRecord, tid,
 };
 use serde_json::{Value, json};
@@ -141,7 +139,7 @@ async fn jetstream_car_is_listed_exactly_as_goat_lists_it() {
     let pds = Pds::start().await;
     let info = pds.add_car(fixture("car/jetstream_repo.car"));
     let expected: BTreeSet<(String, String)> =
-        common::fixture_lines("car/jetstream_repo.car_expected_records.tsv")
+        testnet::fixture_lines("car/jetstream_repo.car_expected_records.tsv")
             .iter()
             .map(|l| {
                 let (path, cid) = l.split_once('\t').unwrap();
@@ -250,7 +248,7 @@ async fn every_car_fixture_walks_to_its_documented_record_counts() {
             "{file}"
         );
         let bytes = std::fs::read(fixture(&format!("car/{file}"))).unwrap();
-        let repo = common::pds::mst::read_car(&bytes);
+        let repo = testnet::pds::mst::read_car(&bytes);
         assert_eq!((&repo.did, &repo.rev), (&info.did, &info.rev));
         // Served as read. (Not in the same order: the MST sorts whole keys,
         // and `.` < `/` puts `a.b.c/x` before `a.b/y`.)

@@ -3,7 +3,7 @@
 //! `com.atproto.repo.listRecords`, `repo.describeRepo`,
 //! `sync.getLatestCommit`), the **PLC directory** (`GET /<did>`) and a
 //! **did:web / handle host** (`/.well-known/did.json`,
-//! `/.well-known/atproto-did`). DNS handle records are in [`super::dns`].
+//! `/.well-known/atproto-did`). DNS handle records are in [`crate::dns`].
 //!
 //! Data: repositories read from CAR fixtures ([`Pds::add_car`], MST walk in
 //! `mst`) or built by the test ([`Pds::add_repo`]), stored as one `BTreeMap`

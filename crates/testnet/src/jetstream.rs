@@ -111,7 +111,7 @@ pub struct JetstreamServer {
 
 /// The Jetstream v2 zstd dictionary from the shared fixtures (ID 20260811).
 pub fn v2_dictionary() -> Vec<u8> {
-    std::fs::read(super::fixture(
+    std::fs::read(crate::fixture(
         "jetstream/zstd/subscribe_events_20260811.zdict",
     ))
     .unwrap()
@@ -368,4 +368,47 @@ impl Drop for JetstreamServer {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The Jetstream v2 frame for a v1 line (subscribeEvents lexicon): `seq` as
+/// given, `time` from `time_us` (RFC 3339, µs), commit fields moved up into
+/// the payload with the record copied byte for byte, identity/account
+/// objects nested as they are.
+pub fn v1_to_v2(line: &str, seq: i64) -> String {
+    #[derive(serde::Deserialize)]
+    struct V1<'a> {
+        did: String,
+        time_us: i64,
+        kind: String,
+        #[serde(borrow)]
+        commit: Option<std::collections::BTreeMap<String, &'a serde_json::value::RawValue>>,
+        #[serde(borrow)]
+        identity: Option<&'a serde_json::value::RawValue>,
+        #[serde(borrow)]
+        account: Option<&'a serde_json::value::RawValue>,
+    }
+    let v1: V1<'_> = serde_json::from_str(line).unwrap();
+    let time = chrono::DateTime::from_timestamp_micros(v1.time_us)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string();
+    let mut fields = vec![
+        format!(
+            r#""$type":"network.bsky.jetstream.subscribeEvents#{}""#,
+            v1.kind
+        ),
+        format!(r#""seq":{seq}"#),
+        format!(r#""did":{}"#, serde_json::to_string(&v1.did).unwrap()),
+        format!(r#""time":"{time}""#),
+    ];
+    match (v1.commit, v1.identity, v1.account) {
+        (Some(c), _, _) => fields.extend(c.iter().map(|(k, v)| format!(r#""{k}":{}"#, v.get()))),
+        (_, Some(i), _) => fields.push(format!(r#""identity":{}"#, i.get())),
+        (_, _, Some(a)) => fields.push(format!(r#""account":{}"#, a.get())),
+        _ => panic!("unexpected v1 event"),
+    }
+    format!(
+        r#"{{"$type":"message","payload":{{{}}}}}"#,
+        fields.join(",")
+    )
 }

@@ -47,7 +47,7 @@ pub fn message(header: &serde_json::Value, body: &serde_json::Value) -> Vec<u8> 
 
 /// `(seq, message, drop flag)` for every message of a relay scenario file.
 pub fn scenario(name: &str) -> Vec<(i64, Vec<u8>, bool)> {
-    let path = super::fixture(&format!("firehose/indigo-relay-scenarios/{name}"));
+    let path = crate::fixture(&format!("firehose/indigo-relay-scenarios/{name}"));
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     v["messages"]
@@ -64,3 +64,29 @@ pub fn scenario(name: &str) -> Vec<(i64, Vec<u8>, bool)> {
         })
         .collect()
 }
+
+/// The relay frames of the recording as `(seq, message bytes)`; the seq is
+/// read with `serde_ipld_dagcbor`, independently of parity's decoder.
+pub fn relay_frames() -> Vec<(i64, Vec<u8>)> {
+    let bytes = std::fs::read(crate::fixture(crate::RELAY_FRAMES))
+    .unwrap();
+    let mut out = Vec::new();
+    let mut rest = &bytes[..];
+    while rest.len() >= 4 {
+        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        let msg = &rest[4..4 + len];
+        let mut de = serde_ipld_dagcbor::de::Deserializer::from_slice(msg);
+        let _header: ipld_core::ipld::Ipld = serde::Deserialize::deserialize(&mut de).unwrap();
+        let body: ipld_core::ipld::Ipld = serde::Deserialize::deserialize(&mut de).unwrap();
+        let ipld_core::ipld::Ipld::Map(m) = body else {
+            panic!("body is a map")
+        };
+        let Some(ipld_core::ipld::Ipld::Integer(seq)) = m.get("seq") else {
+            panic!("seq")
+        };
+        out.push((*seq as i64, msg.to_vec()));
+        rest = &rest[4 + len..];
+    }
+    out
+}
+

@@ -24,7 +24,7 @@ use super::state::{Doc, State};
 fn template() -> &'static Value {
     static T: OnceLock<Value> = OnceLock::new();
     T.get_or_init(|| {
-        let path = super::super::fixture("identity/did-docs/indigo_did_plc_doc.json");
+        let path = crate::fixture("identity/did-docs/indigo_did_plc_doc.json");
         let text =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         serde_json::from_str(&text).expect("DID doc fixture is JSON")
