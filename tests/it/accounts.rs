@@ -98,15 +98,7 @@ async fn purge(db: TestDb) {
     assert_eq!(db.count("likes").await, 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleted_accounts_are_purged_sqlite() {
-    purge(TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleted_accounts_are_purged_postgres() {
-    purge(TestDb::postgres("purge").await).await;
-}
+backend_tests!(deleted_accounts_are_purged, |db| purge(db));
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_policy_and_purge_on_takedown() {

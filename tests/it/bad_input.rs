@@ -5,8 +5,6 @@
 
 use crate::common;
 
-use std::process::Command;
-
 use common::jetstream::{JetstreamServer, Line};
 use common::{TestDb, config, fixture_lines, start};
 use parity::pipeline::{ConsumeOptions, Consumer};
@@ -65,25 +63,15 @@ async fn bad_frames_are_counted_and_skipped(db: TestDb) {
     assert_eq!(db.count("posts").await, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_frames_sqlite() {
-    bad_frames_are_counted_and_skipped(TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_frames_postgres() {
-    bad_frames_are_counted_and_skipped(TestDb::postgres("bad").await).await;
-}
+backend_tests!(bad_frames, |db| bad_frames_are_counted_and_skipped(db));
 
 /// Runs the binary; returns (exit code, stderr).
 fn parity(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_parity"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("PARITY_") {
-            cmd.env_remove(k);
-        }
-    }
-    let out = cmd.args(args).envs(env.iter().copied()).output().unwrap();
+    let out = common::process::command()
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -103,15 +103,7 @@ async fn recorded_stream_gives_exact_rows(db: TestDb) {
     assert_eq!(db.cursor().await, Some(last_time_us(&ordered)));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recorded_stream_sqlite() {
-    recorded_stream_gives_exact_rows(TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recorded_stream_postgres() {
-    recorded_stream_gives_exact_rows(TestDb::postgres("relay").await).await;
-}
+backend_tests!(recorded_stream, |db| recorded_stream_gives_exact_rows(db));
 
 async fn golden_events(db: TestDb) {
     let lines = fixture_lines(common::GOLDEN_JSONL);
@@ -196,15 +188,7 @@ async fn golden_events(db: TestDb) {
     assert_eq!(rev.as_deref(), like["commit"]["rev"].as_str());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn golden_events_sqlite() {
-    golden_events(TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn golden_events_postgres() {
-    golden_events(TestDb::postgres("golden").await).await;
-}
+backend_tests!(golden_events, |db| golden_events(db));
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wanted_collections_are_pushed_and_honoured() {
@@ -319,15 +303,9 @@ async fn firehose_equals_jetstream(fh: TestDb, js: TestDb) {
     assert_eq!(fh.cursor().await, Some(frames.last().unwrap().0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn firehose_equals_jetstream_sqlite() {
-    firehose_equals_jetstream(TestDb::sqlite(), TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn firehose_equals_jetstream_postgres() {
-    firehose_equals_jetstream(TestDb::postgres("fh").await, TestDb::postgres("js").await).await;
-}
+backend_tests!(firehose_equals_jetstream, |a, b| firehose_equals_jetstream(
+    a, b
+));
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zstd_frames_give_the_same_rows() {
@@ -409,15 +387,7 @@ async fn v2_equals_v1(v2db: TestDb, v1db: TestDb) {
     assert_eq!(v2db.snapshot().await, v1db.snapshot().await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jetstream_v2_equals_v1_sqlite() {
-    v2_equals_v1(TestDb::sqlite(), TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jetstream_v2_equals_v1_postgres() {
-    v2_equals_v1(TestDb::postgres("v2").await, TestDb::postgres("v1").await).await;
-}
+backend_tests!(jetstream_v2_equals_v1, |a, b| v2_equals_v1(a, b));
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_v2_zstd_with_a_fetched_and_cached_dictionary() {

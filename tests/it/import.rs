@@ -116,15 +116,11 @@ async fn multi_page(db: TestDb) {
     assert_eq!(importer::stored(&db, want.keys().copied()).await, want);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn multi_page_import_into_sqlite() {
-    multi_page(TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn multi_page_import_into_postgres() {
-    multi_page(TestDb::postgres("import").await).await;
-}
+backend_tests!(
+    #[tokio::test(flavor = "multi_thread")]
+    multi_page_import,
+    |db| multi_page(db)
+);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_named_collection_and_unknown_collections_are_refused() {

@@ -75,19 +75,11 @@ async fn kill_then_resume(db: TestDb, reference: TestDb) {
     assert_eq!(pds.count(LIST_RECORDS) - before_resume, full_run - 8);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn killed_import_resumes_to_the_same_tables_sqlite() {
-    kill_then_resume(TestDb::sqlite(), TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn killed_import_resumes_to_the_same_tables_postgres() {
-    kill_then_resume(
-        TestDb::postgres("resume").await,
-        TestDb::postgres("resume_ref").await,
-    )
-    .await;
-}
+backend_tests!(
+    #[tokio::test(flavor = "multi_thread")]
+    killed_import_resumes_to_the_same_tables,
+    |a, b| kill_then_resume(a, b)
+);
 
 fn post_json(text: &str) -> String {
     format!(r#"{{"$type":"{POST}","text":"{text}","createdAt":"2026-01-01T00:00:00.000Z"}}"#)
@@ -287,15 +279,11 @@ async fn race(db: TestDb) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn import_racing_live_updates_converges_to_the_newest_state_sqlite() {
-    race(TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn import_racing_live_updates_converges_to_the_newest_state_postgres() {
-    race(TestDb::postgres("race").await).await;
-}
+backend_tests!(
+    #[tokio::test(flavor = "multi_thread")]
+    import_racing_live_updates_converges_to_the_newest_state,
+    |db| race(db)
+);
 
 async fn open_store(db: &TestDb) -> Store {
     let mut cfg = parity::config::Config::default();
@@ -391,15 +379,11 @@ async fn resync_then_resume(db: TestDb) {
     store.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn resync_requests_are_queued_and_resumed_sqlite() {
-    resync_then_resume(TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn resync_requests_are_queued_and_resumed_postgres() {
-    resync_then_resume(TestDb::postgres("resync").await).await;
-}
+backend_tests!(
+    #[tokio::test(flavor = "multi_thread")]
+    resync_requests_are_queued_and_resumed,
+    |db| resync_then_resume(db)
+);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_releases_the_lease_and_resume_continues_at_once() {

@@ -131,15 +131,7 @@ async fn declarative_and_generic(db: TestDb) {
     assert_eq!(db.count("likes").await, 72);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn declarative_and_generic_sqlite() {
-    declarative_and_generic(TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn declarative_and_generic_postgres() {
-    declarative_and_generic(TestDb::postgres("decl").await).await;
-}
+backend_tests!(declarative_and_generic, |db| declarative_and_generic(db));
 
 async fn missing_column_is_refused(db: TestDb) {
     // An existing table without the `title` column.
@@ -168,15 +160,9 @@ async fn missing_column_is_refused(db: TestDb) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_column_is_refused_sqlite() {
-    missing_column_is_refused(TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_column_is_refused_postgres() {
-    missing_column_is_refused(TestDb::postgres("missing").await).await;
-}
+backend_tests!(missing_column_is_refused, |db| missing_column_is_refused(
+    db
+));
 
 /// A mapper a library user would write: post lengths.
 struct PostLength(TableSchema);

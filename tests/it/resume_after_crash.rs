@@ -5,20 +5,15 @@
 
 use crate::common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use common::jetstream::{JetstreamServer, Line};
 use common::{TestDb, fixture_lines, last_time_us};
 
 fn spawn(db: &TestDb, endpoint: &str, max_age_ms: u64) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_parity"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("PARITY_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.args(["consume", "--endpoint", endpoint, "--database-url", &db.url])
+    common::process::command()
+        .args(["consume", "--endpoint", endpoint, "--database-url", &db.url])
         .env("PARITY_BATCH_MAX_EVENTS", "10")
         .env("PARITY_BATCH_MAX_AGE_MS", max_age_ms.to_string())
         .env("PARITY_SOURCE_REWIND_SECONDS", "0")
@@ -121,19 +116,9 @@ async fn crash_and_resume(crashed: TestDb, clean: TestDb) {
     assert_eq!(a, b);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_then_restart_equals_uninterrupted_sqlite() {
-    crash_and_resume(TestDb::sqlite(), TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_then_restart_equals_uninterrupted_postgres() {
-    crash_and_resume(
-        TestDb::postgres("crash_a").await,
-        TestDb::postgres("crash_b").await,
-    )
-    .await;
-}
+backend_tests!(sigkill_then_restart_equals_uninterrupted, |a, b| {
+    crash_and_resume(a, b)
+});
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_commits_the_open_batch() {

@@ -48,15 +48,7 @@ async fn tombstones_expire(db: TestDb) {
     assert_eq!(db.count("parity_tombstones").await, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tombstones_expire_sqlite() {
-    tombstones_expire(TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tombstones_expire_postgres() {
-    tombstones_expire(TestDb::postgres("tomb").await).await;
-}
+backend_tests!(tombstones_expire, |db| tombstones_expire(db));
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negative_cursor_is_corruption() {

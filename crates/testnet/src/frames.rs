@@ -68,8 +68,7 @@ pub fn scenario(name: &str) -> Vec<(i64, Vec<u8>, bool)> {
 /// The relay frames of the recording as `(seq, message bytes)`; the seq is
 /// read with `serde_ipld_dagcbor`, independently of parity's decoder.
 pub fn relay_frames() -> Vec<(i64, Vec<u8>)> {
-    let bytes = std::fs::read(crate::fixture(crate::RELAY_FRAMES))
-    .unwrap();
+    let bytes = std::fs::read(crate::fixture(crate::RELAY_FRAMES)).unwrap();
     let mut out = Vec::new();
     let mut rest = &bytes[..];
     while rest.len() >= 4 {
@@ -89,4 +88,3 @@ pub fn relay_frames() -> Vec<(i64, Vec<u8>)> {
     }
     out
 }
-

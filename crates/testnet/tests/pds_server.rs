@@ -6,12 +6,12 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
 use testnet::dns::Dns;
 use testnet::fixture;
 use testnet::pds::{
     DESCRIBE_REPO, Fault, GET_LATEST_COMMIT, LIST_RECORDS, PLC, Pds, SynthRecord, tid,
 };
-use serde_json::{Value, json};
 
 const ALICE: &str = "did:plc:xnu5z7akmky27sltgn7hbneu";
 const BOB: &str = "did:plc:p2jidewytiik24tsb37m4ktc";

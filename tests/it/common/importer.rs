@@ -33,12 +33,7 @@ pub fn table_of(collection: &str) -> Option<&'static str> {
 /// A `parity` command with a clean environment pointing at `db` and `pds`
 /// (as PLC directory), fast retries and a generous request rate.
 pub fn parity(db: &TestDb, pds: &Pds, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_parity"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("PARITY_") {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = super::process::tokio_command();
     cmd.args(args)
         .env("PARITY_DATABASE_URL", &db.url)
         .env("PARITY_PLC_URL", pds.url())

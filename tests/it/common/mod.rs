@@ -1,9 +1,13 @@
 //! Shared test support: fixture paths, real databases (a SQLite file in a
 //! temp dir, a fresh PostgreSQL database per test), table snapshots, and an
-//! in-process consumer with a condition-based wait.
+//! in-process consumer with a condition-based wait, and [`backend_tests!`]
+//! (one scenario, every backend). The fake network peers and fixture paths
+//! are re-exported from the dev-only `testnet` crate.
 
 #![allow(dead_code)]
 
+#[macro_use]
+mod backend;
 pub mod importer;
 pub mod model;
 pub mod process;
@@ -52,6 +56,8 @@ impl TestDb {
         let admin = sqlx::PgPool::connect(&base).await.unwrap_or_else(|e| {
             panic!("PostgreSQL at {base} is required for tests (start it; .ci/run does): {e}")
         });
+        // PostgreSQL truncates names at 63 bytes; keep the random part.
+        let hint: String = hint.chars().take(24).collect();
         let name = format!("parity_t_{}_{}", hint, rand::random::<u32>());
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {name}"

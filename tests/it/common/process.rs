@@ -1,5 +1,6 @@
-//! The real `parity` binary as a child process: JSON logs collected from
-//! stderr, the metrics listener's bound address read from them, HTTP
+//! The real `parity` binary as a child process: [`command`] (the only place
+//! the tests name the binary; the environment is cleared of `PARITY_*`),
+//! JSON logs collected from stderr, the metrics listener's bound address read from them, HTTP
 //! scrapes of `/metrics`, `/health` and `/ready`, and SIGTERM to stop.
 
 #![allow(dead_code)]
@@ -14,7 +15,8 @@ use std::time::Duration;
 /// The message `ops::serve` logs with the bound address.
 const SERVING: &str = "Serving /metrics, /health and /ready.";
 
-/// A `Command` for the binary with no `PARITY_*` variable inherited.
+/// A `Command` for the binary with no `PARITY_*` variable inherited: the
+/// one place the tests start `parity` from (every other helper builds on it).
 pub fn command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_parity"));
     for (k, _) in std::env::vars() {
@@ -23,6 +25,11 @@ pub fn command() -> Command {
         }
     }
     cmd
+}
+
+/// [`command`] for async tests that await the child (`tokio::process`).
+pub fn tokio_command() -> tokio::process::Command {
+    command().into()
 }
 
 /// A running `parity` whose stderr lines are collected.
