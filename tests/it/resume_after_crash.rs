@@ -20,6 +20,8 @@ fn spawn(db: &TestDb, endpoint: &str, max_age_ms: u64) -> Child {
         .env("PARITY_SOURCE_BACKOFF_INITIAL_MS", "20")
         .env("PARITY_LOG_PROGRESS_INTERVAL_SECONDS", "0")
         .env("PARITY_LOG_LEVEL", "warn")
+        // The listener stays on, on a free port: tests run in parallel.
+        .env("PARITY_METRICS_ADDR", "127.0.0.1:0")
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn parity")
