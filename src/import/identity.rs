@@ -445,7 +445,7 @@ mod tests {
     #[test]
     fn documents_give_pds_and_handle() {
         for f in ["indigo_did_plc_doc.json", "indigo_did_plc_doc_legacy.json"] {
-            let text = std::fs::read_to_string(format!("../shared/fixtures/identity/did-docs/{f}"))
+            let text = std::fs::read_to_string(format!("tests/fixtures/identity/did-docs/{f}"))
                 .unwrap();
             let doc: DidDoc = serde_json::from_str(&text).unwrap();
             assert_eq!(doc.id, "did:plc:ewvi7nxzyoun6zhxrhs64oiz", "{f}");
