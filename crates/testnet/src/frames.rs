@@ -1,6 +1,8 @@
-//! Builds binary firehose messages from the JSON-form frames in the shared
+//! Builds binary firehose messages from the JSON-form frames in the
 //! fixtures (`{"$bytes": …}` for bytes, `{"$link": …}` for CIDs), with
-//! `serde_ipld_dagcbor` as the encoder: header object then body object.
+//! `serde_ipld_dagcbor` as the encoder: header object then body object; and
+//! reads the recorded relay capture into `(seq, message)` pairs
+//! ([`relay_frames`]).
 
 #![allow(dead_code)]
 

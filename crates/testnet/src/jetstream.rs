@@ -14,6 +14,9 @@
 //! The same server plays a relay (`subscribeRepos`): [`Line::frame`] holds
 //! one binary firehose message whose stream position is its `seq`, with the
 //! same cursor rule (`seq >= cursor`).
+//!
+//! [`v1_to_v2`] rewrites a recorded v1 line as the Jetstream v2 frame the
+//! server then serves on the v2 path.
 
 #![allow(dead_code)]
 // tungstenite fixes the callback signature (its error is a full HTTP response).
@@ -109,7 +112,7 @@ pub struct JetstreamServer {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// The Jetstream v2 zstd dictionary from the shared fixtures (ID 20260811).
+/// The Jetstream v2 zstd dictionary from the fixtures (ID 20260811).
 pub fn v2_dictionary() -> Vec<u8> {
     std::fs::read(crate::fixture(
         "jetstream/zstd/subscribe_events_20260811.zdict",
