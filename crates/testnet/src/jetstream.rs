@@ -112,6 +112,10 @@ pub struct JetstreamServer {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The Jetstream v1 zstd dictionary parity ships (`assets/`), read here
+/// directly rather than through parity's modules.
+const V1_DICTIONARY: &[u8] = include_bytes!("../../../assets/jetstream_v1.zdict");
+
 /// The Jetstream v2 zstd dictionary from the fixtures (ID 20260811).
 pub fn v2_dictionary() -> Vec<u8> {
     std::fs::read(crate::fixture(
@@ -240,13 +244,9 @@ impl JetstreamServer {
                         .iter()
                         .any(|v| v == "20260811");
                     let mut zstd = match (compress, v2_dict) {
-                        (true, _) => Some(
-                            zstd::bulk::Compressor::with_dictionary(
-                                3,
-                                parity::source::zstd_frames::V1_DICTIONARY,
-                            )
-                            .unwrap(),
-                        ),
+                        (true, _) => {
+                            Some(zstd::bulk::Compressor::with_dictionary(3, V1_DICTIONARY).unwrap())
+                        }
                         (_, true) => Some(
                             zstd::bulk::Compressor::with_dictionary(3, &v2_dictionary()).unwrap(),
                         ),
