@@ -415,7 +415,7 @@ async fn write(
                 }
             }
         };
-        let cursor = batch.cursors.last().map(|(_, c)| c.0);
+        let cursor = batch.checkpoint.last_cursor().map(|c| c.0);
         ops::metrics::record_commit(&committed, batch.events, took, cursor);
         health.committed(batch.last_time_us);
         stats

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::progress::PairBar;
 use super::xrpc::{Xrpc, XrpcError};
-use crate::batch::{Batch, ImportPage};
+use crate::batch::{Batch, Checkpoint, ImportPage};
 use crate::event::{Commit, CommitOp, Cursor, Did, Event, EventKind, Nsid, RecordKey};
 use crate::mapper::{Dispatch, Registry};
 use crate::store::{ImportState, Store, StoreError};
@@ -297,10 +297,9 @@ fn page_batch(
     let batch = Batch {
         mutations,
         repos: HashMap::new(),
-        cursors: Vec::new(),
         last_time_us: 0,
         events,
-        import: Some(ImportPage {
+        checkpoint: Checkpoint::ImportPage(ImportPage {
             state_id,
             owner: ctx.owner.clone(),
             cursor: next,

@@ -21,7 +21,7 @@ use super::identity::{Identity, Resolver};
 use super::job::{self, Counts, Ctx, JobError};
 use super::progress::{DidBar, Progress};
 use super::xrpc::XrpcError;
-use crate::store::{ImportState, StatusFilter};
+use crate::store::{ImportState, ImportStatus, StatusFilter};
 
 /// The collection name of a "discover every collection" request.
 pub const ALL_COLLECTIONS: &str = "*";
@@ -469,8 +469,9 @@ impl Runner {
                     .await
                 {
                     Ok(v)
-                        if v.iter()
-                            .any(|s| s.collection == collection && s.status == "completed") =>
+                        if v.iter().any(|s| {
+                            s.collection == collection && s.status == ImportStatus::Completed
+                        }) =>
                     {
                         "already imported (use --force to import again)"
                     }
