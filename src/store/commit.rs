@@ -178,3 +178,6 @@ pub(super) async fn commit<S: Steps>(mut tx: S, batch: &Batch) -> Result<CommitS
     tx.commit().await?;
     Ok(stats)
 }
+
+#[cfg(test)]
+mod tests;

@@ -16,6 +16,30 @@
 //!
 //! Errors: [`StoreError::is_transient`] tells the writer whether to retry
 //! the batch; anything else stops the process.
+//!
+//! # Layout
+//! - `plan.rs`: a batch grouped per table, and the statement order of a
+//!   commit (pure);
+//! - `commit.rs`: walks that order once for both backends, through the
+//!   bulk steps each backend implements (`Steps`);
+//! - `sqlite.rs` / `postgres.rs`: pools, migrations, mapper-table DDL and
+//!   catalog checks, and those bulk steps;
+//! - `dialect.rs`: the one dialect strategy (below) and running a shared
+//!   statement on the pool;
+//! - `schema.rs`: DDL and guard fragments from mapper schemas;
+//! - `imports.rs`: import states, leases and the identity cache;
+//! - `cursor.rs`: the cursor contract.
+//!
+//! # Dialect
+//! One strategy for the whole module: a statement both backends run is
+//! written once, in PostgreSQL form (`$N`, `::timestamptz`/`::text` casts,
+//! `FOR UPDATE SKIP LOCKED`), and `dialect::Dialect::translate` is the only
+//! place that turns it into SQLite (`?N`, casts and row locks dropped).
+//! Arguments are `dialect::Arg`s, bound the way each backend stores them
+//! (timestamps: `timestamptz` vs RFC 3339 text). Only statements that
+//! genuinely differ are written per backend: bulk writes (ladder-chunked
+//! multi-row `VALUES` on SQLite, one `UNNEST` per table on PostgreSQL), DDL,
+//! catalog queries and connection setup.
 
 mod commit;
 pub mod cursor;
