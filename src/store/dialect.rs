@@ -209,25 +209,13 @@ impl Store {
         })
     }
 
-    /// Runs a query; returns its first row, if any.
+    /// Runs a query that selects at most one row (by key); returns it.
     pub(super) async fn fetch_optional<T: AnyRow>(
         &self,
         sql: &str,
         args: Vec<Arg>,
     ) -> Result<Option<T>, StoreError> {
-        let sql = AssertSqlSafe(self.dialect().translate(sql).into_owned());
-        Ok(match self {
-            Store::Sqlite(s) => {
-                bind_args!(Sqlite, sqlx::query_as(sql), args)
-                    .fetch_optional(s.pool())
-                    .await?
-            }
-            Store::Postgres(p) => {
-                bind_args!(Postgres, sqlx::query_as(sql), args)
-                    .fetch_optional(p.pool())
-                    .await?
-            }
-        })
+        Ok(self.fetch_all(sql, args).await?.into_iter().next())
     }
 }
 
