@@ -272,7 +272,7 @@ mod tests {
     use crate::source::dagcbor::{self, tests::ipld_to_json};
     use proptest::prelude::*;
 
-    const CAR_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/car");
+    const CAR_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/car");
 
     fn car_files() -> Vec<(String, Vec<u8>)> {
         let mut files: Vec<_> = std::fs::read_dir(CAR_DIR)

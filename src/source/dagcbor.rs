@@ -333,7 +333,7 @@ pub(crate) mod tests {
     use proptest::prelude::*;
     use serde_json::{Value, json};
 
-    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures");
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
     pub(crate) fn b64(s: &str) -> Vec<u8> {
         STANDARD_NO_PAD.decode(s.trim_end_matches('=')).unwrap()

@@ -120,7 +120,7 @@ mod tests {
         std::fs::create_dir_all(&hd).unwrap();
         let v2 = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/jetstream/zstd/subscribe_events_20260811.zdict"
+            "/tests/fixtures/jetstream/zstd/subscribe_events_20260811.zdict"
         ))
         .unwrap();
         std::fs::write(hd.join("20260811.zdict"), &v2).unwrap();

@@ -444,9 +444,9 @@ mod tests {
 
     const RELAY_DIR: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471"
+        "/tests/fixtures/firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471"
     );
-    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures");
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
     /// The recorded messages: repeated `[u32 LE length][message]`.
     pub(crate) fn relay_frames() -> Vec<Vec<u8>> {

@@ -156,7 +156,7 @@ mod tests {
 
     const GOLDEN: &str = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/jetstream/golden_v1.jsonl"
+        "/tests/fixtures/jetstream/golden_v1.jsonl"
     ));
 
     #[test]

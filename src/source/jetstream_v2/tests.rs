@@ -20,11 +20,11 @@ use crate::source::jetstream::decode_v1;
 
 const GOLDEN: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/jetstream/golden_v1.jsonl"
+    "/tests/fixtures/jetstream/golden_v1.jsonl"
 ));
 const RELAY: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471/jetstream_v1.jsonl"
+    "/tests/fixtures/firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471/jetstream_v1.jsonl"
 ));
 const SEQ_BASE: i64 = 7_000_000;
 
@@ -256,7 +256,7 @@ fn query_parameters_use_v2_names() {
 fn dictionary_responses() {
     let dict = include_bytes!(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/jetstream/zstd/subscribe_events_20260811.zdict"
+        "/tests/fixtures/jetstream/zstd/subscribe_events_20260811.zdict"
     ));
     let octet = Some("application/octet-stream");
     let (id, bytes) = parse_zstd_dictionary(octet, dict, None).unwrap();

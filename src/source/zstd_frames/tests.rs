@@ -9,15 +9,15 @@ use crate::source::jetstream::decode_v1;
 
 const GOLDEN: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/jetstream/golden_v1.jsonl"
+    "/tests/fixtures/jetstream/golden_v1.jsonl"
 ));
 const RELAY: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471/jetstream_v1.jsonl"
+    "/tests/fixtures/firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471/jetstream_v1.jsonl"
 ));
 const V2_DICT: &[u8] = include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/jetstream/zstd/subscribe_events_20260811.zdict"
+    "/tests/fixtures/jetstream/zstd/subscribe_events_20260811.zdict"
 ));
 const MAX: usize = 1 << 20;
 
