@@ -406,7 +406,7 @@ async fn write(
                 }
             }
         };
-        let cursor = batch.cursors.last().map(|(_, c)| c.0);
+        let cursor = batch.checkpoint.last_cursor().map(|c| c.0);
         obs.on_commit(&committed, batch.events, took, cursor, batch.last_time_us);
         if Instant::now() >= next_sweep {
             next_sweep = Instant::now() + TOMBSTONE_SWEEP;

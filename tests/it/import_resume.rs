@@ -12,7 +12,7 @@ use common::importer::{self, parity, run};
 use common::jetstream::{JetstreamServer, Line};
 use common::pds::{LIST_RECORDS, Pds, SynthRecord, tid};
 use common::{TestDb, config, fixture};
-use parity::batch::{Batch, RepoChange};
+use parity::batch::{Batch, Checkpoint, RepoChange};
 use parity::event::Did;
 use parity::pipeline::ConsumeOptions;
 use parity::store::Store;
@@ -297,10 +297,9 @@ fn repo_batch(did: &Did, change: RepoChange) -> Batch {
     Batch {
         mutations: Vec::new(),
         repos: [(did.clone(), change)].into(),
-        cursors: Vec::new(),
         last_time_us: 0,
         events: 1,
-        import: None,
+        checkpoint: Checkpoint::Stream(Vec::new()),
     }
 }
 
