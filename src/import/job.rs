@@ -6,25 +6,25 @@
 //! first page, so the store's rev and tombstone guards let a live update or
 //! delete newer than the import win, whichever is written first.
 //!
-//! Each page is one [`Batch`] with an [`ImportPage`]: its rows, its cursor
-//! and its counters commit together and only while our lease holds. A crash
-//! loses at most the page in flight; the next run starts at the saved
-//! cursor.
+//! Each page is one `Batch` with an `ImportPage` (built by `page`): its
+//! rows, its cursor and its counters commit together and only while our
+//! lease holds. A crash loses at most the page in flight; the next run
+//! starts at the saved cursor. A busy database is retried here, a few
+//! times, before the page fails the pair.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
+use super::lease::Lease;
+use super::page::{self, Page, PageOf};
 use super::progress::PairBar;
 use super::xrpc::{Xrpc, XrpcError};
-use crate::batch::{Batch, ImportPage};
-use crate::event::{Commit, CommitOp, Cursor, Did, Event, EventKind, Nsid, RecordKey};
-use crate::mapper::{Dispatch, Registry};
+use crate::batch::Batch;
+use crate::event::{Did, Nsid};
+use crate::mapper::Registry;
 use crate::store::{ImportState, Store, StoreError};
 
 /// Attempts at committing one page when the database hiccups.
@@ -49,16 +49,22 @@ impl std::ops::AddAssign for Counts {
 /// Why a pair stopped before its last page.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    /// The PDS refused or kept failing: the pair is marked failed.
+    /// The PDS refused or kept failing: the pair is marked failed (or, if
+    /// the run is being cancelled, released for the next run).
     #[error(transparent)]
     Remote(#[from] XrpcError),
-    #[error("{0}")]
-    Protocol(String),
+    /// The PDS handed back the cursor it was given: paging would never
+    /// end, so the pair is marked failed.
+    #[error("the PDS returned the same cursor twice")]
+    RepeatedCursor,
     /// Another importer holds the lease now: leave the pair to it.
     #[error("the lease was taken over by another importer")]
     LeaseLost,
+    /// A page could not be committed (after retries, if transient): the
+    /// pair is marked failed and resumes from its last committed page.
     #[error(transparent)]
     Store(StoreError),
+    /// The run was cancelled between pages: the pair is released.
     #[error("interrupted")]
     Cancelled,
 }
@@ -77,10 +83,10 @@ pub struct Ctx {
     pub store: Store,
     pub xrpc: Arc<Xrpc>,
     pub registry: Arc<Registry>,
-    pub owner: String,
+    /// Our owner name and lease length, for every claim and page.
+    pub lease: Lease,
     pub page_size: u32,
     pub page_delay: Duration,
-    pub lease: Duration,
     /// Touched after every committed page (`/health` staleness).
     pub health: Arc<crate::ops::Health>,
 }
@@ -92,35 +98,22 @@ struct LatestCommit {
     rev: String,
 }
 
-#[derive(Deserialize)]
-struct Page {
-    cursor: Option<String>,
-    records: Vec<Listed>,
-}
-
-#[derive(Deserialize)]
-struct Listed {
-    uri: String,
-    cid: String,
-    value: Box<RawValue>,
-}
-
-/// Runs one claimed pair to its last page. The caller finishes the state
+/// Runs one claimed pair (`state`, the row claimed for `did` and
+/// `collection`) to its last page. The caller finishes the state
 /// (completed or failed) from the result.
 pub async fn run(
     ctx: &Ctx,
     pds: &str,
+    did: &Did,
+    collection: &Nsid,
     state: &ImportState,
     bar: &PairBar,
     token: &CancellationToken,
 ) -> Result<Counts, JobError> {
-    let did = Did::parse(&state.did).ok_or_else(|| JobError::Protocol("invalid DID".into()))?;
-    let collection = Nsid::parse(&state.collection)
-        .ok_or_else(|| JobError::Protocol(format!("invalid collection {:?}", state.collection)))?;
-    let latest = repo_rev(ctx, pds, &did, token).await?;
+    let latest = repo_rev(ctx, pds, did, token).await?;
     if !ctx
         .store
-        .set_import_rev(state.id, &ctx.owner, &latest.rev)
+        .set_import_rev(state.id, ctx.lease.owner(), &latest.rev)
         .await?
     {
         return Err(JobError::LeaseLost);
@@ -146,22 +139,20 @@ pub async fn run(
                 tracing::debug!(did = %did, cursor = ?c, "empty page with a cursor: treating as the end");
                 None
             }
-            Some(c) if Some(&c) == cursor.as_ref() => {
-                return Err(JobError::Protocol(
-                    "the PDS returned the same cursor twice".into(),
-                ));
-            }
+            Some(c) if Some(&c) == cursor.as_ref() => return Err(JobError::RepeatedCursor),
             c => c,
         };
-        let (batch, offered, failed) = page_batch(
-            ctx,
-            &did,
-            &collection,
-            &latest.rev,
-            page.records,
-            next.clone(),
-            state.id,
-        );
+        let of = PageOf {
+            did,
+            collection,
+            rev: &latest.rev,
+            state_id: state.id,
+        };
+        let page::MappedPage {
+            batch,
+            offered,
+            failed,
+        } = page::map(&of, &ctx.registry, &ctx.lease, page.records, next.clone());
         let started = std::time::Instant::now();
         let stats = commit(ctx, &batch, token).await?;
         crate::ops::metrics::record_commit(&stats, batch.events, started.elapsed(), None);
@@ -242,92 +233,6 @@ fn record_metrics(c: Counts) {
     }
 }
 
-/// Maps one page through the registry, exactly as live commits are mapped.
-/// Returns the batch, the number of rows offered to the store and the
-/// number of records that failed.
-fn page_batch(
-    ctx: &Ctx,
-    did: &Did,
-    collection: &Nsid,
-    rev: &str,
-    records: Vec<Listed>,
-    next: Option<String>,
-    state_id: i64,
-) -> (Batch, u64, u64) {
-    let mut mutations = Vec::with_capacity(records.len());
-    let mut seen: HashSet<String> = HashSet::with_capacity(records.len());
-    let mut failed = 0u64;
-    let events = records.len();
-    for r in records {
-        let Some(rkey) = record_key(&r.uri, did, collection) else {
-            failed += 1;
-            tracing::warn!(uri = ?truncate(&r.uri), "import: record URI does not belong to this repo and collection");
-            continue;
-        };
-        let event = Event {
-            cursor: Cursor(0),
-            time_us: 0,
-            did: did.clone(),
-            kind: EventKind::Commit(Commit {
-                collection: collection.clone(),
-                rkey,
-                rev: rev.to_owned(),
-                op: CommitOp::Create,
-                cid: Some(r.cid),
-                record: Some(r.value),
-            }),
-        };
-        match ctx.registry.dispatch(&event) {
-            Dispatch::Mutation(m) => {
-                if seen.insert(m.uri().to_owned()) {
-                    mutations.push(m);
-                }
-            }
-            Dispatch::Failed { uri, error } => {
-                failed += 1;
-                tracing::warn!(uri = ?uri, error = %error, "import: record does not fit its mapper");
-            }
-            Dispatch::Unmapped => failed += 1,
-        }
-    }
-    let offered = mutations.len() as u64;
-    let lease_until = crate::mapper::table::timestamp_text(
-        &(Utc::now() + chrono::Duration::from_std(ctx.lease).unwrap_or_default()),
-    );
-    let batch = Batch {
-        mutations,
-        repos: HashMap::new(),
-        cursors: Vec::new(),
-        last_time_us: 0,
-        events,
-        import: Some(ImportPage {
-            state_id,
-            owner: ctx.owner.clone(),
-            cursor: next,
-            failed,
-            lease_until,
-        }),
-    };
-    (batch, offered, failed)
-}
-
-/// The rkey of `at://DID/COLLECTION/RKEY` if DID and collection match.
-fn record_key(uri: &str, did: &Did, collection: &Nsid) -> Option<RecordKey> {
-    let rest = uri.strip_prefix("at://")?;
-    let (d, rest) = rest.split_once('/')?;
-    let (c, rkey) = rest.split_once('/')?;
-    (d == did.as_str() && c == collection.as_str())
-        .then(|| RecordKey::parse(rkey))
-        .flatten()
-}
-
-fn truncate(s: &str) -> &str {
-    match s.char_indices().nth(200) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
-}
-
 async fn commit(
     ctx: &Ctx,
     batch: &Batch,
@@ -354,23 +259,5 @@ async fn commit(
                 return Err(e.into());
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn record_keys_must_match_repo_and_collection() {
-        let did = Did::parse("did:plc:abc").unwrap();
-        let c = Nsid::parse("app.bsky.feed.post").unwrap();
-        assert_eq!(
-            record_key("at://did:plc:abc/app.bsky.feed.post/3k2", &did, &c).map(|k| k.to_string()),
-            Some("3k2".into())
-        );
-        assert!(record_key("at://did:plc:xyz/app.bsky.feed.post/3k2", &did, &c).is_none());
-        assert!(record_key("at://did:plc:abc/app.bsky.feed.like/3k2", &did, &c).is_none());
-        assert!(record_key("https://x/y", &did, &c).is_none());
     }
 }

@@ -5,19 +5,38 @@
 //! (`com.atproto.repo.listRecords`), through the same mappers, batches and
 //! convergence rules as `parity consume`.
 //!
-//! Layout: [`config`] (the `[import]` and `[identity]` sections),
-//! [`identity`] (DID/handle → PDS, cached), [`xrpc`] (paced, retrying HTTP),
-//! [`job`] (one (did, collection): pages with their cursor), [`runner`]
-//! (DIDs in parallel, leases, resume), [`progress`] (bars or log lines),
-//! [`status`] (the status report). State lives in `parity_import_states`
-//! (see `store::imports`).
+//! Layout, from the run down to one page: [`runner`] (inputs in
+//! parallel, gauges, the run's totals), [`account`] (one DID: resolve,
+//! decide its collections, run them), [`discover`] (which collections:
+//! `describeRepo`, `*` requests), [`pair`] (claim one (did, collection),
+//! run it under its lease, record how it ended), [`job`] (one pair's pages
+//! with their cursor), [`page`] (a listed page → its batch, through the
+//! mappers). Beside them: [`lease`] (owner names, expiry, renewal),
+//! [`summary`] (outcomes and the final line), [`failure`] (why a DID or
+//! pair failed), [`config`] (the `[import]` and `[identity]` sections),
+//! [`identity`] (DID/handle → PDS, cached), [`xrpc`] (paced, retrying
+//! HTTP), [`progress`] (bars or log lines), [`status`] (the status report).
+//! State lives in `parity_import_states` (see `store::imports`).
+//!
+//! Inputs are strings only up to the resolver (DIDs and handles from the
+//! command line or the state table); from there on an account is a
+//! [`Did`](crate::event::Did) and a collection an
+//! [`Nsid`](crate::event::Nsid), and errors stay typed until they are
+//! written to a state row, printed or logged.
 
+pub mod account;
 pub mod config;
+pub mod discover;
+pub mod failure;
 pub mod identity;
 pub mod job;
+pub mod lease;
+pub mod page;
+pub mod pair;
 pub mod progress;
 pub mod runner;
 pub mod status;
+pub mod summary;
 pub mod xrpc;
 
 use std::path::{Path, PathBuf};
@@ -27,7 +46,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{IdentityConfig, ImportConfig};
-pub use runner::{DidStatus, Summary};
+pub use summary::{DidStatus, Summary};
 
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
@@ -225,10 +244,9 @@ fn runner(
         store,
         xrpc: Arc::new(xrpc),
         registry: Arc::new(registry),
-        owner: runner::new_owner(),
+        lease: lease::Lease::new(Duration::from_secs(cfg.import.lease_seconds)),
         page_size: cfg.import.page_size,
         page_delay: Duration::from_millis(cfg.import.page_delay),
-        lease: Duration::from_secs(cfg.import.lease_seconds),
         health,
     };
     Ok(runner::Runner::new(
@@ -260,19 +278,19 @@ pub async fn import(
     } else {
         let mut out = Vec::new();
         for c in &opts.collections {
-            if Nsid::parse(c).is_none() {
+            let Some(nsid) = Nsid::parse(c) else {
                 return Err(ConfigError(format!(
                     "--collection {c:?} is not an NSID (e.g. app.bsky.feed.post)"
                 ))
                 .into());
-            }
+            };
             if !session.registry.handles(c) {
                 return Err(ConfigError(format!(
                     "--collection {c}: no mapper handles this collection; enable a built-in, declarative or generic mapper for it (see [mappers])"
                 ))
                 .into());
             }
-            out.push(c.clone());
+            out.push(nsid);
         }
         Some(out)
     };

@@ -3,8 +3,11 @@
 //!
 //! Owns: the public [`Mapper`] trait, dispatch by collection (exact NSIDs
 //! first, then patterns, in registration order), and the mutation types the
-//! batcher collects. Does not own: SQL (store), batching (batch) or which
-//! events arrive (filter). Pure: no IO.
+//! batcher collects. Two entry points share one mapping path: a stream
+//! event ([`Registry::dispatch`]) and a record as it exists in a repo
+//! ([`Registry::map_listed`], used by import; it carries no stream
+//! cursor). Does not own: SQL (store), batching (batch) or which events
+//! arrive (filter). Pure: no IO.
 //!
 //! Three kinds of mapper are registered by the pipeline: the built-ins
 //! ([`builtin`]), declarative mappers from config ([`declarative`]) and the
@@ -243,49 +246,89 @@ impl Registry {
             .find(|e| !matches!(e.pattern, CollectionPattern::Exact(_)) && e.pattern.matches(nsid))
     }
 
-    /// Turns a commit event into a mutation of its mapper's table.
+    /// Turns a commit event into a mutation of its mapper's table. A
+    /// create or update goes through [`Registry::map_listed`], so the stream
+    /// and the import map a record with the same code.
     pub fn dispatch(&self, event: &Event) -> Dispatch {
         let EventKind::Commit(c) = &event.kind else {
             return Dispatch::Unmapped;
         };
-        let Some(entry) = self.find(c.collection.as_str()) else {
-            return Dispatch::Unmapped;
-        };
-        let uri = c.uri(&event.did);
         match (c.op, &c.record, &c.cid) {
-            (CommitOp::Delete, _, _) => Dispatch::Mutation(Mutation::Delete {
-                table: entry.table,
-                uri,
-                did: event.did.clone(),
-                rev: c.rev.clone(),
+            (CommitOp::Delete, _, _) => match self.find(c.collection.as_str()) {
+                Some(entry) => Dispatch::Mutation(Mutation::Delete {
+                    table: entry.table,
+                    uri: c.uri(&event.did),
+                    did: event.did.clone(),
+                    rev: c.rev.clone(),
+                }),
+                None => Dispatch::Unmapped,
+            },
+            (_, Some(record), Some(cid)) => self.map_listed(&ListedRecord {
+                did: &event.did,
+                collection: &c.collection,
+                rkey: &c.rkey,
+                cid,
+                rev: &c.rev,
+                record,
             }),
-            (_, Some(record), Some(cid)) => {
-                let r = RecordRef {
-                    did: &event.did,
-                    collection: &c.collection,
-                    rkey: &c.rkey,
-                    uri: &uri,
-                    json: record.get(),
-                };
-                match entry.mapper.map(&r) {
-                    Ok(values) => Dispatch::Mutation(Mutation::Upsert(Row {
-                        table: entry.table,
-                        did: event.did.clone(),
-                        rkey: c.rkey.as_str().to_owned(),
-                        cid: cid.clone(),
-                        rev: c.rev.clone(),
-                        record: record.clone(),
-                        values,
-                        uri,
-                    })),
-                    Err(error) => Dispatch::Failed { uri, error },
-                }
-            }
-            _ => Dispatch::Failed {
-                uri,
+            _ if self.handles(c.collection.as_str()) => Dispatch::Failed {
+                uri: c.uri(&event.did),
                 error: MapError::Missing("record".into()),
             },
+            _ => Dispatch::Unmapped,
         }
+    }
+
+    /// Maps one record as it exists in a repo (a `listRecords` entry, or
+    /// the record of a create or update) into an upsert of its mapper's
+    /// table. Carries no stream position: the caller checkpoints it.
+    pub fn map_listed(&self, r: &ListedRecord<'_>) -> Dispatch {
+        let Some(entry) = self.find(r.collection.as_str()) else {
+            return Dispatch::Unmapped;
+        };
+        let uri = r.uri();
+        let rec = RecordRef {
+            did: r.did,
+            collection: r.collection,
+            rkey: r.rkey,
+            uri: &uri,
+            json: r.record.get(),
+        };
+        match entry.mapper.map(&rec) {
+            Ok(values) => Dispatch::Mutation(Mutation::Upsert(Row {
+                table: entry.table,
+                did: r.did.clone(),
+                rkey: r.rkey.as_str().to_owned(),
+                cid: r.cid.to_owned(),
+                rev: r.rev.to_owned(),
+                record: r.record.to_owned(),
+                values,
+                uri,
+            })),
+            Err(error) => Dispatch::Failed { uri, error },
+        }
+    }
+}
+
+/// One existing record of a repo, with the commit rev it is known at: what
+/// [`Registry::map_listed`] turns into a row.
+#[derive(Debug, Clone, Copy)]
+pub struct ListedRecord<'a> {
+    pub did: &'a Did,
+    pub collection: &'a Nsid,
+    pub rkey: &'a RecordKey,
+    pub cid: &'a str,
+    /// The repo rev the record is known at (a TID; may be empty when the
+    /// PDS reports none, which sorts before every real rev).
+    pub rev: &'a str,
+    /// The record as atproto JSON.
+    pub record: &'a RawValue,
+}
+
+impl ListedRecord<'_> {
+    /// `at://DID/COLLECTION/RKEY`
+    pub fn uri(&self) -> String {
+        format!("at://{}/{}/{}", self.did, self.collection, self.rkey)
     }
 }
 
@@ -345,6 +388,49 @@ mod tests {
             panic!("delete maps")
         };
         assert_eq!(uri, "at://did:plc:a/app.bsky.feed.post/k");
+    }
+
+    #[test]
+    fn a_listed_record_maps_like_its_create() {
+        let mut reg = Registry::new();
+        builtin::register_all(&mut reg, &builtin::ALL).unwrap();
+        let like = r#"{"$type":"app.bsky.feed.like","subject":{"uri":"at://did:plc:b/app.bsky.feed.post/1","cid":"bafyx"},"createdAt":"2026-01-01T00:00:00Z"}"#;
+        let event = ev("app.bsky.feed.like", CommitOp::Create, Some(like));
+        let EventKind::Commit(c) = &event.kind else {
+            unreachable!()
+        };
+        let listed = ListedRecord {
+            did: &event.did,
+            collection: &c.collection,
+            rkey: &c.rkey,
+            cid: "bafyc",
+            rev: "3r",
+            record: c.record.as_deref().unwrap(),
+        };
+        assert_eq!(listed.uri(), c.uri(&event.did));
+        let (Dispatch::Mutation(a), Dispatch::Mutation(b)) =
+            (reg.map_listed(&listed), reg.dispatch(&event))
+        else {
+            panic!("both map")
+        };
+        assert_eq!(a, b);
+        let other = Nsid::parse("com.example.thing").unwrap();
+        assert!(matches!(
+            reg.map_listed(&ListedRecord {
+                collection: &other,
+                ..listed
+            }),
+            Dispatch::Unmapped
+        ));
+        // A create without its record fails only where a mapper exists.
+        assert!(matches!(
+            reg.dispatch(&ev("app.bsky.feed.like", CommitOp::Create, None)),
+            Dispatch::Failed { .. }
+        ));
+        assert!(matches!(
+            reg.dispatch(&ev("com.example.thing", CommitOp::Create, None)),
+            Dispatch::Unmapped
+        ));
     }
 
     #[test]

@@ -1,0 +1,179 @@
+//! Imports one account: resolve the input to a DID and PDS, decide its
+//! collections, then run each (did, collection) in turn.
+//!
+//! Owns: the per-DID flow and its outcome, and the failed `*` state left
+//! for a DID that failed before its collections were known (so
+//! `import-status` shows it and `resume` retries it). Does not own which
+//! collections exist (`discover`) or one pair's claim and run (`pair`).
+
+use std::collections::BTreeMap;
+
+use tokio_util::sync::CancellationToken;
+
+use super::discover::{self, ALL_COLLECTIONS, Collection};
+use super::failure::DidError;
+use super::identity::Identity;
+use super::job::Counts;
+use super::lease::stealable;
+use super::pair::{self, PairResult};
+use super::progress::DidBar;
+use super::runner::{Runner, Work};
+use super::summary::{DidOutcome, DidStatus, PerCollection};
+use crate::store::{ImportState, StatusFilter};
+
+impl Runner {
+    /// Runs `work` for one input (a DID or a handle).
+    pub(super) async fn account(
+        &self,
+        input: &str,
+        work: &Work,
+        bar: &DidBar,
+        token: &CancellationToken,
+    ) -> DidOutcome {
+        let id = match self.resolver.resolve(input).await {
+            Ok(id) => id,
+            Err(e) => {
+                let e = DidError::from(e);
+                if input.starts_with("did:") {
+                    self.record_failure(input, &e).await;
+                }
+                return DidOutcome::failed(input, e);
+            }
+        };
+        let did = id.did.to_string();
+        let collections = match self.collections(&id, work, token).await {
+            Ok(c) => c,
+            Err(_) if token.is_cancelled() => {
+                return DidOutcome {
+                    did,
+                    counts: Counts::default(),
+                    status: DidStatus::Interrupted,
+                };
+            }
+            Err(e) => {
+                self.record_failure(&did, &e).await;
+                return DidOutcome::failed(&did, e);
+            }
+        };
+        self.run_pairs(&id, &collections, bar, token).await
+    }
+
+    /// The collections `work` runs for this DID, with their states queued.
+    async fn collections(
+        &self,
+        id: &Identity,
+        work: &Work,
+        token: &CancellationToken,
+    ) -> Result<Vec<Collection>, DidError> {
+        let (ctx, did) = (&self.ctx, id.did.as_str());
+        match work {
+            Work::Import { collections, force } => {
+                let cols = match collections {
+                    Some(c) => c.clone(),
+                    None => discover::mapped_collections(ctx, id, token).await?,
+                };
+                ctx.store
+                    .enqueue_imports(did, &discover::names(&cols), *force)
+                    .await?;
+                ctx.store.clear_failed_discovery(did).await?;
+                Ok(cols.into_iter().map(Collection::Nsid).collect())
+            }
+            Work::Resume => discover::expand_requests(ctx, id, token).await,
+        }
+    }
+
+    /// Leaves a visible failed `*` state for a DID that failed before its
+    /// collections were known. `did` is the input as given when it did not
+    /// resolve, as the store keys it.
+    async fn record_failure(&self, did: &str, error: &DidError) {
+        let store = &self.ctx.store;
+        let owner = self.ctx.lease.owner();
+        let lease_until = self.ctx.lease.until();
+        let r = async {
+            store
+                .enqueue_imports(did, &[ALL_COLLECTIONS.to_owned()], false)
+                .await?;
+            if let Some(s) = store
+                .claim_import(did, ALL_COLLECTIONS, owner, lease_until, None)
+                .await?
+            {
+                store
+                    .finish_import(s.id, owner, Some(&error.to_string()))
+                    .await?;
+            }
+            Ok::<(), crate::store::StoreError>(())
+        };
+        if let Err(e) = r.await {
+            tracing::warn!(did = ?did, error = %e, "cannot record the import failure");
+        }
+    }
+
+    /// Runs each collection in turn; stops early only when interrupted.
+    async fn run_pairs(
+        &self,
+        id: &Identity,
+        collections: &[Collection],
+        bar: &DidBar,
+        token: &CancellationToken,
+    ) -> DidOutcome {
+        let did = id.did.to_string();
+        let mut counts = Counts::default();
+        let mut ran = 0usize;
+        let mut skipped = PerCollection::default();
+        let mut failures = PerCollection::default();
+        let existing: BTreeMap<String, ImportState> = self
+            .ctx
+            .store
+            .import_states(Some(&did), StatusFilter::All, i64::MAX)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| (s.collection.clone(), s))
+            .collect();
+        for c in collections {
+            if token.is_cancelled() {
+                return DidOutcome {
+                    did,
+                    counts,
+                    status: DidStatus::Interrupted,
+                };
+            }
+            let steal = stealable(
+                existing
+                    .get(c.as_str())
+                    .and_then(|s| s.lease_owner.as_deref()),
+            );
+            match pair::run(&self.ctx, id, c, steal, bar, token).await {
+                PairResult::Done(n) => {
+                    counts += n;
+                    ran += 1;
+                }
+                PairResult::NotClaimed(why) => skipped.0.push((c.clone(), why)),
+                PairResult::Failed(n, e) => {
+                    counts += n;
+                    failures.0.push((c.clone(), e));
+                }
+                PairResult::Interrupted(n) => {
+                    counts += n;
+                    return DidOutcome {
+                        did,
+                        counts,
+                        status: DidStatus::Interrupted,
+                    };
+                }
+            }
+        }
+        let status = if !failures.0.is_empty() {
+            DidStatus::Failed(DidError::Collections(failures))
+        } else if ran == 0 && !skipped.0.is_empty() {
+            DidStatus::Skipped(skipped)
+        } else {
+            DidStatus::Completed
+        };
+        DidOutcome {
+            did,
+            counts,
+            status,
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Runs one (did, collection): claim its state under our lease, run the
+//! job while the lease is renewed beside it, and record how it ended.
+//!
+//! Owns: the state transitions of one pair around its job: claimed
+//! (`in_progress`), then `completed`, `failed` with the error text, or
+//! released back to `pending` when the run is interrupted. A pair that
+//! cannot be claimed (completed, or held by a live importer) is skipped.
+//! Does not own paging (`job`) or the lease clock (`lease`).
+
+use tokio_util::sync::CancellationToken;
+
+use super::discover::Collection;
+use super::failure::PairError;
+use super::identity::Identity;
+use super::job::{self, Counts, Ctx, JobError};
+use super::progress::DidBar;
+use super::xrpc::XrpcError;
+use crate::store::{ImportState, StatusFilter};
+
+/// Why a pair was not claimed: nothing to do here. The runner counts it
+/// as skipped; if no pair of the DID ran, the DID is skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotClaimed {
+    /// The pair is completed; `--force` imports it again.
+    #[error("already imported (use --force to import again)")]
+    AlreadyImported,
+    /// A live importer holds the lease; it finishes the pair.
+    #[error("being imported by another process")]
+    Busy,
+    /// Another importer took the lease over while this one ran; it
+    /// finishes the pair from the last committed page.
+    #[error("the lease was taken over by another importer")]
+    LeaseLost,
+}
+
+/// How one pair ended, with the records it added.
+pub enum PairResult {
+    Done(Counts),
+    NotClaimed(NotClaimed),
+    Failed(Counts, PairError),
+    Interrupted(Counts),
+}
+
+/// Claims and runs one pair. `steal` is a dead local owner whose lease may
+/// be taken over before it expires.
+pub async fn run(
+    ctx: &Ctx,
+    id: &Identity,
+    collection: &Collection,
+    steal: Option<&str>,
+    bar: &DidBar,
+    token: &CancellationToken,
+) -> PairResult {
+    let did = id.did.as_str();
+    let owner = ctx.lease.owner();
+    let state = match ctx
+        .store
+        .claim_import(did, collection.as_str(), owner, ctx.lease.until(), steal)
+        .await
+    {
+        Ok(Some(s)) => s,
+        Ok(None) => return PairResult::NotClaimed(why_not_claimed(ctx, id, collection).await),
+        Err(e) => return PairResult::Failed(Counts::default(), e.into()),
+    };
+    let nsid = match collection {
+        Collection::Nsid(n) => n,
+        Collection::Unreadable(name) => {
+            return fail(ctx, &state, PairError::InvalidCollection(name.clone())).await;
+        }
+    };
+    let pair_bar = bar.pair(nsid.as_str());
+    let lease_token = token.child_token();
+    let renew = ctx.lease.keep(&ctx.store, state.id, lease_token.clone());
+    let result = tokio::select! {
+        r = job::run(ctx, &id.pds, &id.did, nsid, &state, &pair_bar, &lease_token) => r,
+        () = renew => Err(JobError::LeaseLost),
+    };
+    lease_token.cancel();
+    match result {
+        Ok(n) => match ctx.store.finish_import(state.id, owner, None).await {
+            Ok(true) => PairResult::Done(n),
+            Ok(false) => PairResult::NotClaimed(NotClaimed::LeaseLost),
+            Err(e) => PairResult::Failed(n, e.into()),
+        },
+        Err(JobError::Cancelled) | Err(JobError::Remote(XrpcError::Cancelled))
+            if token.is_cancelled() =>
+        {
+            let _ = ctx.store.release_import(state.id, owner).await;
+            PairResult::Interrupted(Counts::default())
+        }
+        Err(JobError::LeaseLost) => PairResult::NotClaimed(NotClaimed::LeaseLost),
+        Err(e) => fail(ctx, &state, e.into()).await,
+    }
+}
+
+/// A pair that was not claimable: completed, or someone else's.
+async fn why_not_claimed(ctx: &Ctx, id: &Identity, collection: &Collection) -> NotClaimed {
+    let states = ctx
+        .store
+        .import_states(Some(id.did.as_str()), StatusFilter::All, i64::MAX)
+        .await;
+    match states {
+        Ok(v) if v.iter().any(|s| is_completed(s, collection)) => NotClaimed::AlreadyImported,
+        _ => NotClaimed::Busy,
+    }
+}
+
+fn is_completed(s: &ImportState, collection: &Collection) -> bool {
+    s.collection == collection.as_str() && s.status == "completed"
+}
+
+/// Marks a claimed pair failed with the error's text.
+async fn fail(ctx: &Ctx, state: &ImportState, error: PairError) -> PairResult {
+    let msg = error.to_string();
+    if let Err(se) = ctx
+        .store
+        .finish_import(state.id, ctx.lease.owner(), Some(&msg))
+        .await
+    {
+        tracing::warn!(error = %se, "cannot record the import failure");
+    }
+    PairResult::Failed(Counts::default(), error)
+}
