@@ -30,8 +30,7 @@ use crate::event::{Cursor, EventKind};
 use crate::filter::{CollectionPattern, Filter};
 use crate::mapper::{Dispatch, Mapper, Registry, builtin, declarative::DeclarativeMapper, generic};
 use crate::obs::{self, DropReason, Escaped, Obs};
-use crate::source::connection::{Endpoint, Item, Pushdown, Reader};
-use crate::store::cursor::WireFormat;
+use crate::source::{Endpoint, Item, Pushdown, Reader, WireFormat};
 use crate::store::{Store, StoreError};
 
 /// Events buffered between reader and processor: about a second of
@@ -293,13 +292,7 @@ async fn start_cursor(
     } else {
         store.load_cursor(&first.key).await?
     };
-    Ok(stored.map(|c| {
-        if first.format.time_based() {
-            Cursor(c.0.saturating_sub(rewind_seconds as i64 * 1_000_000).max(0))
-        } else {
-            c
-        }
-    }))
+    Ok(stored.map(|c| first.format.rewind(c, rewind_seconds)))
 }
 
 /// Filters, maps and batches events until the reader is done, then flushes.

@@ -1,13 +1,16 @@
 //! Pure decoding of Jetstream v2 frames
 //! (`/xrpc/network.bsky.jetstream.subscribeEvents`, `xrpc.v1.json`
-//! framing, atproto proposal 0015) into [`V2Frame`]s.
+//! framing, atproto proposal 0015) into [`V2Frame`]s, and the v2
+//! [`Decoder`] that holds the connection's zstd dictionary.
 //!
 //! Owns: the frame envelope (`{"$type":"message","payload":{…}}` or
-//! `{"$type":"error","error":…,"message"?:…}`), the five payload variants of
-//! the `subscribeEvents` lexicon, and (in [`subscribe`]) the pure pieces of
-//! connecting: query parameters, the `getZstdDictionary` response, and the
-//! inclusive-cursor overlap (dropped by `connection`). Does not own: the socket, zstd
-//! (`zstd_frames`), nor record contents (mappers).
+//! `{"$type":"error","error":…,"message"?:…}`) and the five payload variants
+//! of the `subscribeEvents` lexicon (`#info` and error frames become the
+//! shared [`Control`]). Does not own: the socket, the subscribe query and the
+//! dictionary download (`transport::subscribe_v2`, `transport::dictionary`),
+//! the inclusive-cursor floor (`stream::Resume`, applied by
+//! `formats::Decoder`), zstd itself (`codecs::zstd_frames`), nor record
+//! contents (mappers).
 //!
 //! Wire facts (bluesky-social/jetstream `lexicons/network/bsky/jetstream/
 //! subscribeEvents.json`, `internal/subscribe/encoder.go`):
@@ -17,12 +20,12 @@
 //!   upstream `subscribeRepos` event *nested* under `identity` / `account` /
 //!   `sync` (its own `seq`/`time` are the relay's and are ignored here).
 //! - `time` is RFC 3339 UTC with six fractional digits; `time_us` is its
-//!   value in µs. The cursor is `seq`.
+//!   value in µs (`formats::time`). The cursor is `seq`.
 //! - `#info` (`name`, `message?`) has no seq/time and never moves the cursor.
 //!
 //! Invariants: the record stays a `RawValue` copied once (as in
 //! `decode_v1`), commits pass the same validation as v1's, and no input
-//! panics. An unknown payload `$type` is [`V2Frame::Unknown`] (skip it), not
+//! panics. An unknown payload `$type` is [`Control::Unknown`] (skip it), not
 //! an error, so additive lexicon changes do not count as malformed.
 
 use std::borrow::Cow;
@@ -30,15 +33,14 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::jetstream::{AccountJson, CommitJson, IdentityJson, commit_from};
+use super::rev::valid_rev;
+use super::time::parse_time_us;
+use super::{Control, Dropped, Message, Output, inflate};
 use crate::event::{AccountStatus, Cursor, Did, Event, EventKind};
-use crate::source::jetstream::{AccountJson, CommitJson, IdentityJson, commit_from};
+use crate::source::codecs::zstd_frames::{FrameDecompressor, ZstdError};
 
-pub use crate::source::jetstream::DecodeError;
-
-pub mod subscribe;
-pub use subscribe::{
-    DictionaryError, parse_zstd_dictionary, subscribe_query, zstd_dictionary_query,
-};
+pub use super::jetstream::DecodeError;
 
 /// `$type` prefix of every payload in the `subscribeEvents` message union.
 pub const PAYLOAD_TYPE_PREFIX: &str = "network.bsky.jetstream.subscribeEvents#";
@@ -48,19 +50,10 @@ pub const PAYLOAD_TYPE_PREFIX: &str = "network.bsky.jetstream.subscribeEvents#";
 pub enum V2Frame {
     /// `#commit`, `#identity`, `#account` or `#sync`; `cursor` is `seq`.
     Event(Event),
-    /// `#info`: an advisory (`OutdatedCursor`); log it, keep reading.
-    Info {
-        name: String,
-        message: Option<String>,
-    },
-    /// An error frame: the server closes the stream right after it
-    /// (`ConsumerTooSlow`). Log it and reconnect from the saved cursor.
-    Error {
-        error: String,
-        message: Option<String>,
-    },
-    /// A message whose payload `$type` this version does not know: skip it.
-    Unknown { t: String },
+    /// `#info` (`OutdatedCursor`), an error frame (`ConsumerTooSlow`; the
+    /// server closes the stream right after it), or a payload `$type` this
+    /// version does not know (`op` is `None`).
+    Control(Control),
 }
 
 #[derive(Deserialize)]
@@ -147,13 +140,13 @@ pub fn decode_v2(text: &[u8]) -> Result<V2Frame, DecodeError> {
                 .ok_or(DecodeError::Invalid { field: "payload" })?;
             decode_payload(p)
         }
-        "error" => Ok(V2Frame::Error {
+        "error" => Ok(V2Frame::Control(Control::Error {
             error: frame
                 .error
                 .ok_or(DecodeError::Invalid { field: "error" })?
                 .into_owned(),
             message: frame.message.map(Cow::into_owned),
-        }),
+        })),
         _ => Err(DecodeError::UnknownKind),
     }
 }
@@ -166,9 +159,7 @@ fn classify_failure(text: &[u8], e: serde_json::Error) -> Result<V2Frame, Decode
         return Err(e.into());
     };
     match (probe.t.as_ref(), probe.payload) {
-        ("message", Some(p)) if !is_known(&p.t) => Ok(V2Frame::Unknown {
-            t: p.t.into_owned(),
-        }),
+        ("message", Some(p)) if !is_known(&p.t) => Ok(unknown(p.t)),
         ("message" | "error", _) => Err(e.into()),
         _ => Err(DecodeError::UnknownKind),
     }
@@ -182,20 +173,16 @@ fn is_known(t: &str) -> bool {
 fn decode_payload(p: Payload<'_>) -> Result<V2Frame, DecodeError> {
     let fragment = match p.t.strip_prefix(PAYLOAD_TYPE_PREFIX) {
         Some(f) if KNOWN.contains(&f) => f,
-        _ => {
-            return Ok(V2Frame::Unknown {
-                t: p.t.into_owned(),
-            });
-        }
+        _ => return Ok(unknown(p.t)),
     };
     if fragment == "info" {
-        return Ok(V2Frame::Info {
+        return Ok(V2Frame::Control(Control::Info {
             name: p
                 .name
                 .ok_or(DecodeError::Invalid { field: "name" })?
                 .into_owned(),
             message: p.message.map(Cow::into_owned),
-        });
+        }));
     }
     let seq = p.seq.ok_or(DecodeError::Invalid { field: "seq" })?;
     if seq < 0 {
@@ -209,7 +196,7 @@ fn decode_payload(p: Payload<'_>) -> Result<V2Frame, DecodeError> {
     let time_us = p
         .time
         .as_deref()
-        .and_then(parse_time_us)
+        .and_then(|t| parse_time_us(t).ok())
         .ok_or(DecodeError::Invalid { field: "time" })?;
     let kind = match fragment {
         "commit" => EventKind::Commit(commit_from(CommitJson {
@@ -237,7 +224,7 @@ fn decode_payload(p: Payload<'_>) -> Result<V2Frame, DecodeError> {
         // "sync"; `KNOWN` leaves nothing else.
         _ => {
             let s = p.sync.ok_or(DecodeError::Invalid { field: "sync" })?;
-            if s.rev.is_empty() || s.rev.len() > 64 {
+            if !valid_rev(&s.rev) {
                 return Err(DecodeError::Invalid { field: "rev" });
             }
             EventKind::Sync {
@@ -253,11 +240,52 @@ fn decode_payload(p: Payload<'_>) -> Result<V2Frame, DecodeError> {
     }))
 }
 
-/// `time` (RFC 3339) → µs since the epoch; `None` if unparsable or before
-/// 1970 (cursors and lag are never negative).
-pub fn parse_time_us(s: &str) -> Option<i64> {
-    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
-    Some(t.timestamp_micros()).filter(|us| *us >= 0)
+fn unknown(t: Cow<'_, str>) -> V2Frame {
+    V2Frame::Control(Control::Unknown {
+        op: None,
+        t: Some(t.into_owned()),
+    })
+}
+
+/// The v2 decoder of one reader: JSON text, or zstd frames inflated with the
+/// dictionary negotiated for the current connection.
+#[derive(Default)]
+pub struct Decoder {
+    zstd: Option<FrameDecompressor>,
+}
+
+impl Decoder {
+    /// A new connection, which asked for `dict` (`None`: uncompressed).
+    /// `Err`: zstd refused the dictionary; the connection then has none, and
+    /// compressed frames are dropped.
+    pub fn connect(&mut self, dict: Option<&[u8]>) -> Result<(), ZstdError> {
+        self.zstd = None;
+        if let Some(bytes) = dict {
+            self.zstd = Some(FrameDecompressor::new(bytes)?);
+        }
+        Ok(())
+    }
+
+    /// Decodes one message into `out`.
+    pub fn decode(&mut self, msg: Message<'_>, max_len: usize, out: &mut Output) {
+        let text = match msg {
+            Message::Text(text) => text,
+            Message::Binary(frame) => {
+                match inflate(self.zstd.as_mut(), frame, max_len, &mut out.dropped) {
+                    Some(text) => text,
+                    None => return,
+                }
+            }
+        };
+        match decode_v2(text) {
+            Ok(V2Frame::Event(ev)) => out.events.push(ev),
+            Ok(V2Frame::Control(c)) => out.control = Some(c),
+            Err(error) => out.dropped.push(Dropped::Jetstream {
+                error,
+                len: text.len(),
+            }),
+        }
+    }
 }
 
 #[cfg(test)]

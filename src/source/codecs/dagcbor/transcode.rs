@@ -354,8 +354,8 @@ pub fn value_to_json(bytes: &[u8]) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::dagcbor::push_cid_base32;
-    use crate::source::dagcbor::tests::{
+    use crate::source::codecs::dagcbor::push_cid_base32;
+    use crate::source::codecs::dagcbor::tests::{
         b64, hex, ipld_to_json, json_to_dagcbor, reference_accepts,
     };
     use ipld_core::ipld::Ipld;

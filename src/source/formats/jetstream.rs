@@ -1,9 +1,11 @@
-//! Pure decoding of Jetstream v1 messages (`/subscribe`, JSON text frames)
-//! into [`Event`]s.
+//! Jetstream v1 (`/subscribe`): JSON text frames, or the same JSON in
+//! zstd frames made with the bundled dictionary (`compress=true`).
 //!
 //! Owns: the v1 JSON envelope (`did`, `time_us`, `kind`, `commit` /
-//! `identity` / `account`). Does not own: the socket, size limits or
-//! compression (see `source::connection`), nor record contents (mappers).
+//! `identity` / `account`) → [`Event`] ([`decode_v1`], pure), the commit
+//! validation Jetstream v2 shares ([`commit_from`]), and the v1 [`Decoder`],
+//! which holds the connection's zstd decompressor. Does not own: the socket
+//! or the size limit (`formats::Decoder`), nor record contents (mappers).
 //!
 //! The envelope is deserialised into a borrowed struct and the record is kept
 //! as a `&RawValue`, so the record JSON is copied once and never re-parsed
@@ -15,13 +17,15 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::rev::valid_rev;
+use super::{Dropped, Fault, Message, Output, inflate};
 use crate::event::{
     AccountStatus, Commit, CommitOp, Cursor, Did, Event, EventKind, Nsid, RecordKey,
 };
+use crate::source::codecs::zstd_frames::FrameDecompressor;
 
 /// Why a message could not be turned into an event. The caller drops the
-/// message, counts it under the `reason()` label and moves on; none of these
-/// is fatal.
+/// message (as [`Dropped::Jetstream`]) and moves on; none of these is fatal.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     /// Not JSON, or JSON of the wrong shape.
@@ -129,7 +133,7 @@ pub(super) fn commit_from(c: CommitJson<'_>) -> Result<Commit, DecodeError> {
         field: "collection",
     })?;
     let rkey = RecordKey::parse(&c.rkey).ok_or(DecodeError::Invalid { field: "rkey" })?;
-    if c.rev.is_empty() || c.rev.len() > 64 {
+    if !valid_rev(&c.rev) {
         return Err(DecodeError::Invalid { field: "rev" });
     }
     let (record, cid) = match op {
@@ -148,6 +152,48 @@ pub(super) fn commit_from(c: CommitJson<'_>) -> Result<Commit, DecodeError> {
         cid,
         record,
     })
+}
+
+/// The v1 decoder of one reader: JSON text, or zstd frames inflated with the
+/// bundled dictionary (loaded on the first compressed frame).
+#[derive(Default)]
+pub struct Decoder {
+    zstd: Option<FrameDecompressor>,
+}
+
+impl Decoder {
+    /// Decodes one message into `out`; `Err` only when the bundled
+    /// dictionary cannot be loaded.
+    pub fn decode(
+        &mut self,
+        msg: Message<'_>,
+        max_len: usize,
+        out: &mut Output,
+    ) -> Result<(), Fault> {
+        match msg {
+            Message::Text(text) => push(text, out),
+            Message::Binary(frame) => {
+                if self.zstd.is_none() {
+                    let d = FrameDecompressor::v1().map_err(Fault::BundledDictionary)?;
+                    self.zstd = Some(d);
+                }
+                if let Some(text) = inflate(self.zstd.as_mut(), frame, max_len, &mut out.dropped) {
+                    push(text, out);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn push(text: &[u8], out: &mut Output) {
+    match decode_v1(text) {
+        Ok(ev) => out.events.push(ev),
+        Err(error) => out.dropped.push(Dropped::Jetstream {
+            error,
+            len: text.len(),
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -4,21 +4,22 @@
 //! with a shared dictionary) back into the JSON text frame it carries, under
 //! a hard cap on the decompressed size; the vendored Jetstream v1 dictionary;
 //! reading a dictionary's ID from its header. Does not own: the socket,
-//! fetching a v2 dictionary (`jetstream_v2::parse_zstd_dictionary`), or the
-//! JSON inside (`jetstream::decode_v1`, `jetstream_v2::decode_v2`).
+//! fetching a v2 dictionary (`transport::dictionary`), or the JSON inside
+//! (`formats::jetstream`, `formats::jetstream_v2`).
 //!
 //! Invariants: a frame never makes us allocate more than `max_len` bytes
 //! for its output (a frame that declares a bigger content size is refused
 //! before any allocation; one that declares nothing is decoded into a
 //! buffer whose capacity is the cap, and zstd stops at the capacity); bad
-//! input is an error, never a panic. One [`FrameDecompressor`] per
-//! connection: it owns a zstd context and reuses one output buffer.
+//! input is an error, never a panic. Each Jetstream decoder holds one
+//! [`FrameDecompressor`]: it owns a zstd context and reuses one output
+//! buffer.
 
 use zstd::zstd_safe;
 
 /// The Jetstream v1 `/subscribe` dictionary (`compress=true`), vendored from
 /// bluesky-social/jetstream (see `assets/README.md`).
-pub const V1_DICTIONARY: &[u8] = include_bytes!("../../assets/jetstream_v1.zdict");
+pub const V1_DICTIONARY: &[u8] = include_bytes!("../../../assets/jetstream_v1.zdict");
 
 /// The dictionary ID in [`V1_DICTIONARY`]'s header.
 pub const V1_DICTIONARY_ID: u32 = 1_612_007_021;
@@ -46,9 +47,10 @@ pub enum ZstdError {
     /// the dictionary again).
     #[error("unusable zstd dictionary: {0}")]
     Dictionary(String),
-    /// The frame names a dictionary other than ours. The connection was
-    /// negotiated with the wrong dictionary: the caller reconnects (after
-    /// fetching the right one) rather than dropping frames forever.
+    /// The frame names a dictionary other than ours: the connection was
+    /// negotiated with the wrong dictionary. The decoder drops the message
+    /// as malformed; a connection that yields no event then forgets the
+    /// cached dictionary on reconnect.
     #[error("frame wants dictionary {frame}, we hold {ours}")]
     WrongDictionary { frame: u32, ours: u32 },
     /// The frame decompresses to more than the cap (`declared` is the size

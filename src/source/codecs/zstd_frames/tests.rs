@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use zstd::zstd_safe::CParameter;
 
 use super::*;
-use crate::source::jetstream::decode_v1;
+use crate::source::formats::jetstream::decode_v1;
 
 const GOLDEN: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),

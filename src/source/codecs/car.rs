@@ -269,7 +269,7 @@ fn parse_header(header: &[u8]) -> Result<Vec<&[u8]>, CarError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::dagcbor::{self, tests::ipld_to_json};
+    use crate::source::codecs::dagcbor::{self, tests::ipld_to_json};
     use proptest::prelude::*;
 
     const CAR_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/car");

@@ -1,11 +1,12 @@
-//! The Jetstream v2 zstd dictionary: fetched from the endpoint's
+//! The Jetstream v2 zstd dictionary: fetched over HTTP from the endpoint's
 //! `network.bsky.jetstream.getZstdDictionary` and cached on disk by host and
-//! ID, so a restart does not fetch it again.
+//! ID, so a restart does not fetch it again. This file does IO (HTTP and
+//! the file system); that is why it sits in `transport`.
 //!
 //! Owns: the HTTP fetch and the cache files
 //! (`CACHE_DIR/jetstream-v2/<host>_<port>/<id>.zdict`, written to a temp
-//! file and renamed). Does not own: decompression (`zstd_frames`) or the
-//! response format (`jetstream_v2::subscribe::parse_zstd_dictionary`).
+//! file and renamed). Does not own: decompression (`codecs::zstd_frames`)
+//! or the response format (`subscribe_v2::parse_zstd_dictionary`).
 //!
 //! Dictionaries are immutable per ID. If the server no longer accepts a
 //! cached ID, the caller calls [`forget`] and the next attempt fetches the
@@ -16,8 +17,8 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::jetstream_v2::parse_zstd_dictionary;
-use super::jetstream_v2::subscribe::{GET_ZSTD_DICTIONARY_PATH, MAX_DICTIONARY_LEN};
+use super::subscribe_v2::{GET_ZSTD_DICTIONARY_PATH, MAX_DICTIONARY_LEN, parse_zstd_dictionary};
+use crate::source::codecs::zstd_frames::dictionary_id;
 
 /// Longest wait for the dictionary download.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
@@ -30,7 +31,7 @@ pub enum DictionaryError {
     #[error("dictionary request answered HTTP {0}")]
     Status(u16),
     #[error("bad dictionary response: {0}")]
-    Body(#[from] super::jetstream_v2::subscribe::DictionaryError),
+    Body(#[from] super::subscribe_v2::DictionaryError),
     #[error("dictionary cache: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -54,7 +55,7 @@ fn cached(dir: &Path) -> Option<(u32, Vec<u8>)> {
     }
     let id = best?;
     let bytes = std::fs::read(dir.join(format!("{id}.zdict"))).ok()?;
-    (super::zstd_frames::dictionary_id(&bytes) == Some(id)).then_some((id, bytes))
+    (dictionary_id(&bytes) == Some(id)).then_some((id, bytes))
 }
 
 /// The dictionary to use with `endpoint`: from the cache, else fetched.
@@ -86,10 +87,7 @@ pub async fn get(endpoint: &Url, cache: &Path) -> Result<(u32, Vec<u8>), Diction
         .content_length()
         .is_some_and(|l| l as usize > MAX_DICTIONARY_LEN)
     {
-        return Err(super::jetstream_v2::subscribe::DictionaryError::TooLarge(
-            MAX_DICTIONARY_LEN + 1,
-        )
-        .into());
+        return Err(super::subscribe_v2::DictionaryError::TooLarge(MAX_DICTIONARY_LEN + 1).into());
     }
     let body = resp.bytes().await?;
     let (id, dict) = parse_zstd_dictionary(content_type.as_deref(), &body, None)?;

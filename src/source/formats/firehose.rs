@@ -1,12 +1,15 @@
-//! Pure decoder for raw firehose messages (`com.atproto.sync.subscribeRepos`).
+//! The raw firehose (`com.atproto.sync.subscribeRepos`): frames → events.
 //!
-//! Owns: one websocket binary message → [`Frame`]. A message is two
-//! concatenated DAG-CBOR objects, a header `{op, t}` and a body. `#commit`
-//! bodies are split into one [`Event`] per op, with each create/update record
-//! looked up in the body's CAR slice, CID-verified and transcoded to
-//! Jetstream-identical JSON (see `dagcbor`). Does not own: the websocket,
-//! cursors, commit signatures, the per-DID rev/`since`/`prevData` chain checks
-//! (the caller does them with [`CommitMeta`]), filtering.
+//! Owns: one websocket binary message → [`Frame`] ([`decode_frame_with`],
+//! pure). A message is two concatenated DAG-CBOR objects, a header
+//! `{op, t}` and a body. `#commit` bodies are split into one [`Event`] per
+//! op, with each create/update record looked up in the body's CAR slice,
+//! CID-verified and transcoded to Jetstream-identical JSON (see
+//! `codecs::dagcbor`). `#info` and error frames are the shared [`Control`].
+//! The firehose [`Decoder`] of a reader owns the protocol state that
+//! outlives one message: the record [`Transcoder`] and the per-DID
+//! rev/`since` chain ([`chain`]). Does not own: the websocket, cursors,
+//! commit signatures, `prevData` checks, filtering.
 //!
 //! Error policy, chosen to keep the most good data:
 //! - A problem that makes the whole message untrustworthy (bad CBOR framing,
@@ -24,9 +27,13 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::car::{self, Car, CarError};
-use super::dagcbor::{self, CborError, Reader, Transcoder};
+use super::rev::valid_rev;
+use super::time::parse_time_us;
+use super::{Control, Dropped, Output};
+use crate::source::codecs::car::{self, Car, CarError};
+use crate::source::codecs::dagcbor::{self, CborError, Reader, Transcoder};
 
+pub mod chain;
 mod wire;
 
 use crate::event::{
@@ -50,19 +57,11 @@ pub enum Frame {
     Commit(CommitFrame),
     /// `#identity`, `#account` or `#sync`: exactly one event.
     Event(Event),
-    /// `#info` (e.g. `OutdatedCursor`): log it, keep reading.
-    Info {
-        name: String,
-        message: Option<String>,
-    },
-    /// `op = -1`: upstream error (e.g. `FutureCursor`); the stream closes next.
-    Error {
-        error: String,
-        message: Option<String>,
-    },
-    /// A message type this version does not know (unknown `t`, or an `op`
-    /// other than 1/-1): skip and count. The body is not decoded.
-    Unknown { op: i64, t: Option<String> },
+    /// `#info` (e.g. `OutdatedCursor`); `op = -1`, an upstream error (e.g.
+    /// `FutureCursor`; the stream closes next); or a message type this
+    /// version does not know (unknown `t`, or an `op` other than 1/-1; its
+    /// body is not decoded).
+    Control(Control),
 }
 
 /// A decoded `#commit`.
@@ -216,11 +215,18 @@ fn cursor(t: &'static str, seq: i64) -> Result<Cursor, DecodeError> {
     Ok(Cursor(seq))
 }
 
-/// RFC 3339 → µs since the epoch.
+/// The body's `time` (RFC 3339) → µs since the epoch.
 fn time_us(t: &'static str, s: &str) -> Result<i64, DecodeError> {
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|d| d.timestamp_micros())
-        .map_err(|e| field(t, "time", format!("{s:?}: {e}")))
+    parse_time_us(s).map_err(|e| field(t, "time", format!("{s:?}: {e}")))
+}
+
+/// A commit's or `#sync`'s `rev`, checked.
+fn rev<'a>(t: &'static str, s: &'a str) -> Result<&'a str, DecodeError> {
+    if valid_rev(s) {
+        Ok(s)
+    } else {
+        Err(field(t, "rev", format!("invalid rev of {} bytes", s.len())))
+    }
 }
 
 /// String form of a binary CID: multibase base32 for v1 (what every
@@ -295,28 +301,28 @@ pub fn decode_frame_with(bytes: &[u8], tc: &mut Transcoder) -> Result<Frame, Dec
                 b.did,
                 b.time,
                 EventKind::Sync {
-                    rev: b.rev.to_owned(),
+                    rev: rev("#sync", b.rev)?.to_owned(),
                 },
             )
         }
         (1, Some("#info")) => {
             let b: InfoBody = body(rest, "#info")?;
-            Ok(Frame::Info {
+            Ok(Frame::Control(Control::Info {
                 name: b.name,
                 message: b.message,
-            })
+            }))
         }
         (-1, _) => {
             let b: ErrorBody = body(rest, "error")?;
-            Ok(Frame::Error {
+            Ok(Frame::Control(Control::Error {
                 error: b.error,
                 message: b.message,
-            })
+            }))
         }
-        (op, t) => Ok(Frame::Unknown {
-            op,
+        (op, t) => Ok(Frame::Control(Control::Unknown {
+            op: Some(op),
             t: t.map(str::to_owned),
-        }),
+        })),
     }
 }
 
@@ -340,6 +346,7 @@ fn decode_commit(b: CommitBody<'_>, tc: &mut Transcoder) -> Result<CommitFrame, 
     let did = did(T, b.repo)?;
     let cursor = cursor(T, b.seq)?;
     let time_us = time_us(T, b.time)?;
+    rev(T, b.rev)?;
     let too_large = |what, size, max| DecodeError::TooLarge {
         did: b.repo.to_owned(),
         seq: b.seq,
@@ -436,10 +443,69 @@ fn decode_op(
     })
 }
 
+/// The firehose decoder of one reader. It lives as long as the reader, so
+/// the rev chain survives reconnects.
+#[derive(Default)]
+pub struct Decoder {
+    transcoder: Transcoder,
+    chain: chain::RevChain,
+}
+
+impl Decoder {
+    /// Decodes one binary message into `out`, applying the chain rules to
+    /// commits (stale ones become a `Skip` event; one that does not follow
+    /// is preceded by a `Sync` event).
+    pub fn decode(&mut self, bytes: &[u8], out: &mut Output) {
+        match decode_frame_with(bytes, &mut self.transcoder) {
+            Ok(Frame::Commit(c)) => self.commit(c, out),
+            Ok(Frame::Event(ev)) => {
+                if let EventKind::Sync { rev } = &ev.kind {
+                    self.chain.remember(&ev.did, rev);
+                }
+                out.events.push(ev)
+            }
+            Ok(Frame::Control(c)) => out.control = Some(c),
+            Err(error) => out.dropped.push(Dropped::Firehose {
+                error,
+                len: bytes.len(),
+            }),
+        }
+    }
+
+    fn commit(&mut self, c: CommitFrame, out: &mut Output) {
+        let skip = Event {
+            cursor: Cursor(c.meta.seq),
+            time_us: c.meta.time_us,
+            did: c.meta.did.clone(),
+            kind: EventKind::Skip,
+        };
+        if !self.chain.check(&c.meta, &mut out.events) {
+            out.dropped.push(Dropped::StaleCommit {
+                did: c.meta.did,
+                seq: c.meta.seq,
+                ops: c.events.len(),
+            });
+            out.events.push(skip);
+            return;
+        }
+        if c.events.is_empty() {
+            out.events.push(skip);
+        }
+        for op in c.bad_ops {
+            out.dropped.push(Dropped::BadOp {
+                did: c.meta.did.clone(),
+                seq: c.meta.seq,
+                op,
+            });
+        }
+        out.events.extend(c.events);
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
-    use crate::source::dagcbor::tests::json_to_dagcbor;
+    use crate::source::codecs::dagcbor::tests::json_to_dagcbor;
     use proptest::prelude::*;
 
     const RELAY_DIR: &str = concat!(
@@ -692,10 +758,10 @@ mod tests {
         .unwrap();
         assert_debug_eq!(
             info,
-            Frame::Info {
+            Frame::Control(Control::Info {
                 name: "OutdatedCursor".into(),
                 message: Some("old".into())
-            }
+            })
         );
         let err = wire(
             &serde_json::json!({"op": -1}),
@@ -703,18 +769,18 @@ mod tests {
         );
         assert_debug_eq!(
             decode_frame(&err).unwrap(),
-            Frame::Error {
+            Frame::Control(Control::Error {
                 error: "FutureCursor".into(),
                 message: None
-            }
+            })
         );
         let unknown = body_frame("#labels", serde_json::json!({"seq": 1})).unwrap();
         assert_debug_eq!(
             unknown,
-            Frame::Unknown {
-                op: 1,
+            Frame::Control(Control::Unknown {
+                op: Some(1),
                 t: Some("#labels".into())
-            }
+            })
         );
         let op2 = wire(
             &serde_json::json!({"op": 2, "t": "#x"}),
@@ -722,10 +788,10 @@ mod tests {
         );
         assert_debug_eq!(
             decode_frame(&op2).unwrap(),
-            Frame::Unknown {
-                op: 2,
+            Frame::Control(Control::Unknown {
+                op: Some(2),
                 t: Some("#x".into())
-            }
+            })
         );
         assert!(matches!(decode_frame(&[]), Err(DecodeError::Header(_))));
         // Trailing bytes after the body.
@@ -801,7 +867,7 @@ mod tests {
         let mut de = serde_ipld_dagcbor::de::Deserializer::from_slice(f);
         let _h: ipld_core::ipld::Ipld = Deserialize::deserialize(&mut de).unwrap();
         let body: ipld_core::ipld::Ipld = Deserialize::deserialize(&mut de).unwrap();
-        crate::source::dagcbor::tests::ipld_to_json(&body)
+        crate::source::codecs::dagcbor::tests::ipld_to_json(&body)
     }
 
     #[test]
@@ -857,7 +923,7 @@ mod tests {
     fn corrupted_record_block_is_a_bad_op() {
         let mut body = sample_commit();
         let mut car =
-            crate::source::dagcbor::tests::b64(body["blocks"]["$bytes"].as_str().unwrap());
+            crate::source::codecs::dagcbor::tests::b64(body["blocks"]["$bytes"].as_str().unwrap());
         let op_cid = cid::Cid::try_from(body["ops"][0]["cid"]["$link"].as_str().unwrap())
             .unwrap()
             .to_bytes();
@@ -868,7 +934,8 @@ mod tests {
             data.as_ptr() as usize - car.as_ptr() as usize + data.len() - 1
         };
         car[offset] ^= 0x01;
-        body["blocks"] = serde_json::json!({"$bytes": crate::source::dagcbor::tests::to_b64(&car)});
+        body["blocks"] =
+            serde_json::json!({"$bytes": crate::source::codecs::dagcbor::tests::to_b64(&car)});
         let Frame::Commit(c) = body_frame("#commit", body).unwrap() else {
             panic!()
         };
@@ -897,7 +964,7 @@ mod tests {
         assert_eq!(err.did(), Some("did:plc:wlnukjmqlxmtguqls4pmmgzq"));
 
         let mut body = sample_commit();
-        body["blocks"] = serde_json::json!({"$bytes": crate::source::dagcbor::tests::to_b64(&vec![0u8; MAX_BLOCKS_BYTES + 1])});
+        body["blocks"] = serde_json::json!({"$bytes": crate::source::codecs::dagcbor::tests::to_b64(&vec![0u8; MAX_BLOCKS_BYTES + 1])});
         assert!(matches!(
             body_frame("#commit", body),
             Err(DecodeError::TooLarge { what: "blocks", .. })

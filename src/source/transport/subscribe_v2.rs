@@ -1,17 +1,16 @@
-//! The pure parts of connecting to a Jetstream v2 server: subscribe query
-//! parameters, the `getZstdDictionary` response, and dedup of the
-//! inclusive resume cursor.
+//! The Jetstream v2 handshake, pure: subscribe query parameters, the
+//! websocket subprotocol, and reading the `getZstdDictionary` response.
 //!
 //! Owns: parameter names and encodings as the `subscribeEvents` and
-//! `getZstdDictionary` lexicons define them. Does not own: URL building,
-//! HTTP, websocket IO (the connection module does those with these values).
+//! `getZstdDictionary` lexicons define them. Does not own: URL building
+//! (`subscribe`), HTTP (`dictionary`), websocket IO (`connection`).
 //!
 //! Invariants: arrays are repeated keys (`kinds=commit&kinds=sync`), never
 //! comma-joined; `cursor` is a v2 `seq` (values ≥ 1e15 would be read by the
 //! server as a µs timestamp); resuming replays the cursor's own event, which
-//! the connection loop drops.
+//! the decoder drops (`stream::Resume`).
 
-use crate::source::zstd_frames::dictionary_id;
+use crate::source::codecs::zstd_frames::dictionary_id;
 
 /// XRPC path of the v2 stream.
 pub const SUBSCRIBE_PATH: &str = "/xrpc/network.bsky.jetstream.subscribeEvents";

@@ -14,8 +14,8 @@
 
 use serde::Deserialize;
 
-use crate::source::car;
-use crate::source::dagcbor::{self, CborError, Reader};
+use crate::source::codecs::car;
+use crate::source::codecs::dagcbor::{self, CborError, Reader};
 
 /// A `#commit` body, borrowed from the message (CIDs in binary form).
 pub(super) struct CommitBody<'a> {
