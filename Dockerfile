@@ -22,23 +22,28 @@ FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS build
 WORKDIR /src
 
 # Dependency layer: the manifests, the build script and empty targets (every
-# [[bench]] declared in Cargo.toml must have its file). The stub crate's
-# own artifacts are then cleaned so the real sources always recompile,
-# whatever their timestamps.
+# [[bench]] and [[test]] declared in Cargo.toml must have its file, and the
+# workspace's dev-only test-network crate its manifest and lib; that crate is
+# never built here, only resolved). The stub crate's own artifacts are then
+# cleaned so the real sources always recompile, whatever their timestamps.
 COPY Cargo.toml Cargo.lock ./
+COPY crates/testnet/Cargo.toml crates/testnet/Cargo.toml
 COPY scripts/build scripts/build
-RUN mkdir -p src benches \
+RUN mkdir -p src benches crates/testnet/src \
  && echo 'fn main() {}' > src/main.rs \
- && touch src/lib.rs \
+ && touch src/lib.rs crates/testnet/src/lib.rs \
  && for b in $(awk '/^\[\[bench\]\]/ {b = 1; next} b && /^name/ {gsub(/"/, "", $3); print $3; b = 0}' Cargo.toml); do \
       echo 'fn main() {}' > "benches/$b.rs"; \
+    done \
+ && for t in $(awk '/^\[\[test\]\]/ {t = 1; next} t && /^path/ {gsub(/"/, "", $3); print $3; t = 0}' Cargo.toml); do \
+      mkdir -p "$(dirname "$t")" && echo 'fn main() {}' > "$t"; \
     done \
  && scripts/build --release \
  && cargo clean --release --locked --package parity
 
 # The crate: sources plus what the compiler embeds (migrations via
 # sqlx::migrate!, the Jetstream v1 zstd dictionary and the example config
-# via include_bytes!/include_str!; tests/deploy.rs checks this list).
+# via include_bytes!/include_str!; tests/it/deploy.rs checks this list).
 COPY src src
 COPY migrations migrations
 COPY assets assets

@@ -24,11 +24,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 const RELAY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471/jetstream_v1.jsonl"
+    "/tests/fixtures/firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471/jetstream_v1.jsonl"
 );
 const FRAMES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471/frames.bin"
+    "/tests/fixtures/firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471/frames.bin"
 );
 const B32: &[u8] = b"234567abcdefghijklmnopqrstuvwxyz";
 
@@ -47,7 +47,7 @@ fn tid(mut n: u64) -> String {
 /// pool of 100k), rkey, rev and increasing time_us.
 fn generate(n: usize) -> Vec<Message> {
     let templates: Vec<serde_json::Value> = std::fs::read_to_string(RELAY)
-        .expect("fixtures in ../shared")
+        .expect("fixtures in tests/fixtures")
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -76,7 +76,7 @@ fn generate(n: usize) -> Vec<Message> {
 /// (1..=n) and `rev`.
 fn generate_frames(n: usize) -> Vec<Message> {
     use ipld_core::ipld::Ipld;
-    let bytes = std::fs::read(FRAMES).expect("fixtures in ../shared");
+    let bytes = std::fs::read(FRAMES).expect("fixtures in tests/fixtures");
     let mut templates = Vec::new();
     let mut rest = &bytes[..];
     while rest.len() >= 4 {

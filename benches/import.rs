@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::resource::{UsageWho, getrusage};
 
-mod common;
-
-use common::pds::{Pds, SynthRecord, tid};
+use testnet::pds::{Pds, SynthRecord, tid};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

@@ -45,7 +45,7 @@ impl Mapper for StatusMapper {
 #[tokio::main]
 async fn main() -> Result<(), parity::Error> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    parity::telemetry::init_logging("info", false);
+    parity::obs::init_logging("info", false);
     let mut config = Config::load(None, std::env::vars())?;
     if let Some(url) = std::env::args().nth(1) {
         config.database.url = url;

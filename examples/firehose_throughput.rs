@@ -12,7 +12,7 @@ use parity::source::firehose::{Frame, decode_frame_with};
 
 const FRAMES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471/frames.bin"
+    "/tests/fixtures/firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471/frames.bin"
 );
 
 struct Round {

@@ -16,12 +16,12 @@ use parity::source::jetstream_v2::{PAYLOAD_TYPE_PREFIX, decode_v2};
 use parity::source::zstd_frames::{FrameDecompressor, V1_DICTIONARY};
 use serde_json::Value;
 
-const GOLDEN: &str = include_str!("../../shared/fixtures/jetstream/golden_v1.jsonl");
+const GOLDEN: &str = include_str!("../tests/fixtures/jetstream/golden_v1.jsonl");
 const RELAY: &str = include_str!(
-    "../../shared/fixtures/firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471/jetstream_v1.jsonl"
+    "../tests/fixtures/firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471/jetstream_v1.jsonl"
 );
 const V2_DICT: &[u8] =
-    include_bytes!("../../shared/fixtures/jetstream/zstd/subscribe_events_20260811.zdict");
+    include_bytes!("../tests/fixtures/jetstream/zstd/subscribe_events_20260811.zdict");
 const MAX: usize = 1 << 20;
 
 fn report(name: &str, events: usize, bytes: usize, t: Instant) {

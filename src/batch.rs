@@ -146,20 +146,39 @@ pub struct Batch {
     /// At most one mutation per URI.
     pub mutations: Vec<Mutation>,
     pub repos: HashMap<Did, RepoChange>,
-    /// The last cursor seen per stream key.
-    pub cursors: Vec<(String, Cursor)>,
     /// Event time of the last event, µs since the epoch (for lag).
     pub last_time_us: i64,
     /// Events seen, filtered ones included.
     pub events: usize,
-    /// Set when the batch is one page of an import.
-    pub import: Option<ImportPage>,
+    /// Where the source stands once this batch is durable.
+    pub checkpoint: Checkpoint,
+}
+
+/// What a batch moves forward, written in the same transaction as its rows,
+/// so it is never ahead of them. A batch has exactly one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// The last cursor seen per stream key (a consumed batch; empty when the
+    /// batch moves no stream).
+    Stream(Vec<(String, Cursor)>),
+    /// One page of an import: its listRecords cursor and counters.
+    ImportPage(ImportPage),
+}
+
+impl Checkpoint {
+    /// The cursor of the stream written last, for a stream checkpoint.
+    pub fn last_cursor(&self) -> Option<Cursor> {
+        match self {
+            Checkpoint::Stream(cursors) => cursors.last().map(|(_, c)| *c),
+            Checkpoint::ImportPage(_) => None,
+        }
+    }
 }
 
 /// One page of an import: its rows commit in the same transaction as the
 /// page's listRecords cursor and counters, so a crash loses at most the page
 /// in flight.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportPage {
     /// `parity_import_states.id`.
     pub state_id: i64,
@@ -320,10 +339,9 @@ impl Batcher {
         Some(Batch {
             mutations,
             repos: std::mem::take(&mut self.repos),
-            cursors: std::mem::take(&mut self.cursors),
             last_time_us: self.last_time_us,
             events: std::mem::take(&mut self.events),
-            import: None,
+            checkpoint: Checkpoint::Stream(std::mem::take(&mut self.cursors)),
         })
     }
 }
@@ -388,7 +406,10 @@ mod tests {
         let batch = b.take().unwrap();
         assert_eq!(batch.mutations.len(), 2);
         assert!(matches!(batch.mutations[0], Mutation::Delete { .. }));
-        assert_eq!(batch.cursors, vec![("s".to_owned(), Cursor(7))]);
+        assert_eq!(
+            batch.checkpoint,
+            Checkpoint::Stream(vec![("s".to_owned(), Cursor(7))])
+        );
         assert_eq!(batch.repos[&did("did:plc:a")].rev.as_deref(), Some("3"));
         assert_eq!(batch.events, 2);
         assert!(b.take().is_none());
@@ -437,8 +458,12 @@ mod tests {
         b.seen("a", Cursor(3), 3, t);
         let batch = b.take().unwrap();
         assert_eq!(
-            batch.cursors,
-            vec![("a".to_owned(), Cursor(3)), ("b".to_owned(), Cursor(9))]
+            batch.checkpoint,
+            Checkpoint::Stream(vec![
+                ("a".to_owned(), Cursor(3)),
+                ("b".to_owned(), Cursor(9))
+            ])
         );
+        assert_eq!(batch.checkpoint.last_cursor(), Some(Cursor(9)));
     }
 }

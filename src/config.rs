@@ -24,7 +24,7 @@ use crate::batch::{AccountsConfig, BatchConfig, PurgePolicy};
 use crate::filter::FilterConfig;
 use crate::import::{IdentityConfig, ImportConfig};
 use crate::mapper::MappersConfig;
-use crate::ops::{HealthConfig, MetricsConfig};
+use crate::obs::{HealthConfig, LogConfig, MetricsConfig};
 use crate::source::SourceConfig;
 use crate::store::DatabaseConfig;
 
@@ -78,41 +78,6 @@ pub struct Flags {
     /// `identity.plc_url`, from `parity import --plc-url` (not a global flag).
     #[arg(skip)]
     pub plc_url: Option<String>,
-}
-
-/// Logging.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogConfig {
-    /// A `RUST_LOG`-style filter, e.g. `info` or `parity=debug,sqlx=warn`.
-    #[serde(default = "default_level")]
-    pub level: String,
-    /// `text` or `json`.
-    #[serde(default = "default_format")]
-    pub format: String,
-    /// Seconds between progress lines while consuming (0: none).
-    #[serde(default = "default_progress")]
-    pub progress_interval_seconds: u64,
-}
-
-fn default_level() -> String {
-    "info".into()
-}
-fn default_format() -> String {
-    "text".into()
-}
-const fn default_progress() -> u64 {
-    30
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            level: default_level(),
-            format: default_format(),
-            progress_interval_seconds: default_progress(),
-        }
-    }
 }
 
 /// A configuration mistake; the message says what to fix, on one line.

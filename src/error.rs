@@ -11,7 +11,7 @@
 use crate::config::ConfigError;
 use crate::import::ImportError;
 use crate::mapper::{MappersError, RegistryError};
-use crate::ops::ServeError;
+use crate::obs::ServeError;
 use crate::pipeline::PipelineError;
 use crate::store::StoreError;
 

@@ -20,9 +20,9 @@
 //! 2. **Components** (IO): [`pipeline`] (`parity consume`: reader →
 //!    processor → writer, drain), [`import`] (backfill from each account's
 //!    PDS), [`source`] (the network stream), [`store`] (SQLite and
-//!    PostgreSQL), [`telemetry`] (logging, the pipeline's counters) and
-//!    [`ops`] (Prometheus metrics, `/metrics`, `/health`, `/ready`),
-//!    [`shutdown`] (the signal token). Each takes its own config section,
+//!    PostgreSQL), [`obs`] (the one observability object `Obs`: counters,
+//!    health, metric handles and `on_commit`; metric names, `/metrics`,
+//!    `/health`, `/ready`, logging), [`shutdown`] (the signal token). Each takes its own config section,
 //!    never `Config`.
 //! 3. **Pure core** (no IO): [`event`] (`Cursor`, `Did`, `Nsid`, `Event`,
 //!    `CollectionPattern`), [`filter`] (which events reach the mappers),
@@ -37,11 +37,15 @@
 //! 1. `cmd::consume` builds the pipeline's `Parts` from the config and calls
 //!    `pipeline::run`, which opens the store (migrate, prepare the mapped
 //!    tables), loads the start cursor and spawns three tasks.
-//! 2. `source::connection::Reader` reads a frame from the websocket and
-//!    decodes it with the format's pure decoder (`source::jetstream`,
-//!    `source::jetstream_v2`, or `source::firehose` with `source::car` and
-//!    `source::dagcbor`) into an [`event::Event`]; it is sent on the bounded
-//!    event channel with the key of its stream.
+//! 2. `source::transport::connection::Reader` reads a frame from the
+//!    websocket (transport only: connect, reconnect, back off, fail over,
+//!    watchdog) and hands it to the format's decoder in `source::formats`
+//!    (`jetstream`, `jetstream_v2`, or `firehose` over the codecs in
+//!    `source::codecs`: `zstd_frames`, `car`, `dagcbor`). The decoder owns
+//!    the protocol state and returns [`event::Event`]s plus typed drops,
+//!    which `source::transport::report` counts on the [`obs::Obs`]; each
+//!    event goes on the bounded event channel with the key of its stream
+//!    (`source::stream`).
 //! 3. The processor task (`pipeline.rs`) asks the [`filter::Filter`] whether
 //!    to keep it, maps a commit through the [`mapper::Registry`] into a
 //!    `Mutation`, and pushes it into the [`batch::Batcher`], which also
@@ -49,8 +53,10 @@
 //! 4. When the batch is full or old enough, it goes on the bounded batch
 //!    channel; the writer task calls `store::Store::commit`, which runs the
 //!    statements in the order `store::plan` documents (repos, tombstones and
-//!    deletes, upserts, revs) and saves the stream cursor in the same
-//!    transaction (the contract in `store::cursor`). On a transient error the
+//!    deletes, upserts, revs, checkpoint) once, in `store::commit`, over
+//!    the backend's bulk steps (`store::sqlite`, `store::postgres`), and
+//!    saves the stream cursor in the same transaction (the contract in
+//!    `store::cursor`). The writer then calls `Obs::on_commit`. On a transient error the
 //!    writer retries the same batch; the row and its cursor commit together
 //!    or not at all.
 
@@ -63,11 +69,10 @@ pub mod event;
 pub mod filter;
 pub mod import;
 pub mod mapper;
-pub mod ops;
+pub mod obs;
 pub mod pipeline;
 pub mod shutdown;
 pub mod source;
 pub mod store;
-pub mod telemetry;
 
 pub use error::Error;

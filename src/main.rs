@@ -8,7 +8,7 @@ use clap::Parser;
 use parity::cli::{Cli, Command, ConfigCommand};
 use parity::cmd;
 use parity::config::Config;
-use parity::telemetry::Escaped;
+use parity::obs::Escaped;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e, 2),
     };
-    parity::telemetry::init_logging(&cfg.log.level, cfg.log.format == "json");
+    parity::obs::init_logging(&cfg.log.level, cfg.log.format == "json");
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -30,12 +30,10 @@ use crate::batch::{Batch, BatchConfig, Batcher, PurgePolicy, Pushed};
 use crate::event::{Cursor, EventKind};
 use crate::filter::Filter;
 use crate::mapper::{Dispatch, Registry};
-use crate::ops::{self, Health, ServeError};
+use crate::obs::{self, DropReason, Escaped, Obs, ServeError};
 use crate::source::SourceConfig;
-use crate::source::connection::{Endpoint, Item, Pushdown, Reader};
-use crate::store::cursor::WireFormat;
+use crate::source::{Endpoint, Item, Pushdown, Reader, WireFormat};
 use crate::store::{DatabaseConfig, Store, StoreError};
-use crate::telemetry::{DropReason, Escaped, Stats};
 
 /// Events buffered between reader and processor: about a second of
 /// firehose at peak, a few MB.
@@ -95,8 +93,8 @@ pub struct Parts {
     pub metrics_addr: Option<SocketAddr>,
     /// Seconds between progress lines (0: none).
     pub progress_interval_seconds: u64,
-    pub stats: Arc<Stats>,
-    pub health: Arc<Health>,
+    /// Counters, health and metric handles this run updates.
+    pub obs: Arc<Obs>,
 }
 
 /// Runs until `token` is cancelled (then drains) or a fatal error. `opts`
@@ -117,21 +115,20 @@ pub async fn run(
         registry,
         metrics_addr,
         progress_interval_seconds,
-        stats,
-        health,
+        obs,
     } = parts;
     // The listener outlives the drain (its own token, cancelled on every
     // way out of this function) so the last batch is visible in metrics.
     let ops_token = CancellationToken::new();
     let ops_guard = ops_token.clone().drop_guard();
     let server = match metrics_addr {
-        Some(addr) => Some(ops::serve(addr, health.clone(), ops_token).await?),
+        Some(addr) => Some(obs::serve(addr, obs.clone(), ops_token).await?),
         None => None,
     };
     let mut store = Store::connect(&database).await?;
     store.migrate().await?;
     store.prepare(registry.tables(), &purge.statuses).await?;
-    health.mark_migrated();
+    obs.mark_migrated();
 
     let collections = filter.collections().to_vec();
     let start = start_cursor(&store, &endpoints, opts, source.rewind_seconds).await?;
@@ -152,9 +149,8 @@ pub async fn run(
             dids: filter.allowed_dids().cloned(),
         },
         start,
-        stats.clone(),
-    )
-    .with_health(health.clone());
+        obs.clone(),
+    );
     if opts.cursor.is_none() {
         reader = reader.start_is_stored();
     }
@@ -169,19 +165,19 @@ pub async fn run(
         reader.run(event_tx, t).await;
         Ok(())
     });
-    let s = stats.clone();
+    let o = obs.clone();
     tasks.spawn(async move {
-        process(event_rx, batch_tx, filter, registry, batcher, s).await;
+        process(event_rx, batch_tx, filter, registry, batcher, o).await;
         Ok(())
     });
-    let (s, h, t) = (stats.clone(), health.clone(), token.clone());
+    let (o, t) = (obs.clone(), token.clone());
     let writer_store = store.clone();
     tasks.spawn(async move {
-        write(batch_rx, writer_store, s, h, t, retention)
+        write(batch_rx, writer_store, o, t, retention)
             .await
             .map_err(PipelineError::from)
     });
-    let progress = spawn_progress(stats.clone(), progress_interval_seconds, token.clone());
+    let progress = spawn_progress(obs.clone(), progress_interval_seconds, token.clone());
 
     let mut result = Ok(());
     while let Some(joined) = tasks.join_next().await {
@@ -202,10 +198,10 @@ pub async fn run(
         server.close().await;
     }
     tracing::info!(
-        received = stats.received(),
-        rows_upserted = stats.rows_upserted.load(Relaxed),
-        rows_deleted = stats.rows_deleted.load(Relaxed),
-        cursor = stats.cursor.load(Relaxed),
+        received = obs.received(),
+        rows_upserted = obs.rows_upserted.load(Relaxed),
+        rows_deleted = obs.rows_deleted.load(Relaxed),
+        cursor = obs.cursor.load(Relaxed),
         "Consumer stopped."
     );
     result
@@ -246,13 +242,7 @@ async fn start_cursor(
     } else {
         store.load_cursor(&first.key).await?
     };
-    Ok(stored.map(|c| {
-        if first.format.time_based() {
-            Cursor(c.0.saturating_sub(rewind_seconds as i64 * 1_000_000).max(0))
-        } else {
-            c
-        }
-    }))
+    Ok(stored.map(|c| first.format.rewind(c, rewind_seconds)))
 }
 
 /// Filters, maps and batches events until the reader is done, then flushes.
@@ -262,7 +252,7 @@ async fn process(
     filter: Filter,
     registry: Registry,
     mut batcher: Batcher,
-    stats: Arc<Stats>,
+    obs: Arc<Obs>,
 ) {
     loop {
         let deadline = batcher.deadline().map(tokio::time::Instant::from_std);
@@ -280,18 +270,18 @@ async fn process(
         };
         batcher.seen(&stream, event.cursor, event.time_us, Instant::now());
         if !filter.accepts(&event) {
-            stats.record_filtered();
+            obs.record_filtered();
         } else {
             match &event.kind {
                 EventKind::Commit(_) => match registry.dispatch(&event) {
                     Dispatch::Mutation(m) => match batcher.push(m) {
                         Pushed::Kept => {}
-                        Pushed::Superseded => stats.record_drop(DropReason::StaleRev),
-                        Pushed::AccountGone => stats.record_drop(DropReason::AccountGone),
+                        Pushed::Superseded => obs.record_drop(DropReason::StaleRev),
+                        Pushed::AccountGone => obs.record_drop(DropReason::AccountGone),
                     },
-                    Dispatch::Unmapped => stats.record_filtered(),
+                    Dispatch::Unmapped => obs.record_filtered(),
                     Dispatch::Failed { uri, error } => {
-                        stats.record_drop(DropReason::MapperFailure);
+                        obs.record_drop(DropReason::MapperFailure);
                         tracing::warn!(uri = %Escaped(&uri), error = %Escaped(&error), "Record does not fit its mapper; skipped.");
                     }
                 },
@@ -324,8 +314,7 @@ async fn process(
 async fn write(
     mut rx: mpsc::Receiver<Batch>,
     store: Store,
-    stats: Arc<Stats>,
-    health: Arc<Health>,
+    obs: Arc<Obs>,
     token: CancellationToken,
     retention: Duration,
 ) -> Result<(), StoreError> {
@@ -336,12 +325,12 @@ async fn write(
             let started = Instant::now();
             let result = store.commit(&batch).await;
             if let Err(e) = &result {
-                ops::metrics::record_db_error(e);
+                obs.record_db_error(e);
             }
             match result {
                 Ok(s) => break (s, started.elapsed()),
                 Err(e) if e.is_transient() => {
-                    health.set_database_reachable(false);
+                    obs.set_database_reachable(false);
                     tracing::warn!(error = %Escaped(&e), retry_in_ms = delay.as_millis() as u64, "Commit failed; retrying.");
                     tokio::select! {
                         // Shutting down while the database is away: the batch
@@ -360,31 +349,19 @@ async fn write(
                 }
             }
         };
-        let cursor = batch.cursors.last().map(|(_, c)| c.0);
-        ops::metrics::record_commit(&committed, batch.events, took, cursor);
-        health.committed(batch.last_time_us);
-        stats
-            .rows_upserted
-            .fetch_add(committed.upserted_total(), Relaxed);
-        stats
-            .rows_deleted
-            .fetch_add(committed.deleted_total(), Relaxed);
-        stats.batches.fetch_add(1, Relaxed);
-        if let Some(c) = cursor {
-            stats.cursor.store(c, Relaxed);
-        }
-        stats.committed_time_us.store(batch.last_time_us, Relaxed);
+        let cursor = batch.checkpoint.last_cursor().map(|c| c.0);
+        obs.on_commit(&committed, batch.events, took, cursor, batch.last_time_us);
         if Instant::now() >= next_sweep {
             next_sweep = Instant::now() + TOMBSTONE_SWEEP;
             match store.expire_tombstones(retention).await {
                 Ok(n) if n > 0 => tracing::info!(expired = n, "Expired delete tombstones."),
                 Ok(_) => {}
                 Err(e) if e.is_transient() => {
-                    ops::metrics::record_db_error(&e);
+                    obs.record_db_error(&e);
                     tracing::warn!(error = %Escaped(&e), "Tombstone sweep failed; will retry.")
                 }
                 Err(e) => {
-                    ops::metrics::record_db_error(&e);
+                    obs.record_db_error(&e);
                     return Err(e);
                 }
             }
@@ -394,7 +371,7 @@ async fn write(
 }
 
 fn spawn_progress(
-    stats: Arc<Stats>,
+    obs: Arc<Obs>,
     every: u64,
     token: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
@@ -403,20 +380,20 @@ fn spawn_progress(
             return;
         }
         let period = Duration::from_secs(every);
-        let mut last = (Instant::now(), stats.received());
+        let mut last = (Instant::now(), obs.received());
         loop {
             tokio::select! {
                 _ = token.cancelled() => return,
                 _ = tokio::time::sleep(period) => {}
             }
-            let now = (Instant::now(), stats.received());
+            let now = (Instant::now(), obs.received());
             let rate = (now.1 - last.1) as f64 / now.0.duration_since(last.0).as_secs_f64();
             tracing::info!(
                 events_per_sec = rate.round() as u64,
-                lag_seconds = stats.lag_seconds().map(|l| (l * 10.0).round() / 10.0),
-                rows_upserted = stats.rows_upserted.load(Relaxed),
-                rows_deleted = stats.rows_deleted.load(Relaxed),
-                cursor = stats.cursor.load(Relaxed),
+                lag_seconds = obs.lag_seconds().map(|l| (l * 10.0).round() / 10.0),
+                rows_upserted = obs.rows_upserted.load(Relaxed),
+                rows_deleted = obs.rows_deleted.load(Relaxed),
+                cursor = obs.cursor.load(Relaxed),
                 "Progress."
             );
             last = now;

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::mapper::Registry;
 use crate::store::{Store, StoreError, TableState};
-use crate::telemetry::Escaped;
+use crate::obs::Escaped;
 
 /// `parity config check`: the effective configuration on stdout, one
 /// finding per line on stderr; exit 2 when a finding is an error.

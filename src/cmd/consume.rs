@@ -20,18 +20,16 @@ use crate::error::Error;
 use crate::event::CollectionPattern;
 use crate::filter::Filter;
 use crate::mapper::{Mapper, Registry};
-use crate::ops::{self, Health};
+use crate::obs::{self, Obs};
 pub use crate::pipeline::ConsumeOptions;
 use crate::pipeline::{self, Parts};
-use crate::source::connection::Endpoint;
-use crate::telemetry::Stats;
+use crate::source::Endpoint;
 
 /// The consume pipeline, with any mappers a library user registered.
 pub struct Consumer {
     config: Config,
     custom: Vec<(CollectionPattern, Arc<dyn Mapper>)>,
-    stats: Arc<Stats>,
-    health: Arc<Health>,
+    obs: Arc<Obs>,
 }
 
 impl Consumer {
@@ -39,14 +37,13 @@ impl Consumer {
     /// the counters created here feed it.
     pub fn new(config: Config) -> Consumer {
         if matches!(config.metrics.listen_addr(), Ok(Some(_))) {
-            ops::metrics::install();
+            obs::install();
         }
-        let health = Health::new(Duration::from_secs(config.health.max_stale));
+        let obs = Obs::new(Duration::from_secs(config.health.max_stale));
         Consumer {
             config,
             custom: Vec::new(),
-            stats: Arc::new(Stats::default()),
-            health: Arc::new(health),
+            obs: Arc::new(obs),
         }
     }
 
@@ -62,14 +59,10 @@ impl Consumer {
         self
     }
 
-    /// The counters this run updates.
-    pub fn stats(&self) -> Arc<Stats> {
-        self.stats.clone()
-    }
-
-    /// What `/health` and `/ready` report for this run.
-    pub fn health(&self) -> Arc<Health> {
-        self.health.clone()
+    /// The counters, health and metrics this run updates (what `/health`
+    /// and `/ready` report).
+    pub fn obs(&self) -> Arc<Obs> {
+        self.obs.clone()
     }
 
     /// Builds the registry: built-ins, declarative, custom, then generic.
@@ -114,8 +107,7 @@ impl Consumer {
             registry,
             metrics_addr,
             progress_interval_seconds: cfg.log.progress_interval_seconds,
-            stats: self.stats,
-            health: self.health,
+            obs: self.obs,
         };
         pipeline::run(parts, &opts, token).await?;
         Ok(())

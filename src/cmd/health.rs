@@ -4,15 +4,14 @@
 //!
 //! Owns: the default URL (derived from `metrics.addr`), the request with a
 //! timeout, and turning the answer into one short, escaped line. Does not
-//! own what healthy means (`ops::Health`) or serving `/health` (`ops`).
+//! own what healthy means (`obs::Obs`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::ops::MetricsConfig;
-use crate::telemetry::Escaped;
+use crate::obs::{Escaped, MetricsConfig};
 
 /// `parity health` arguments.
 #[derive(Debug, Clone, Default, clap::Args)]

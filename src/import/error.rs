@@ -4,7 +4,7 @@
 //! counted in the run's `Summary` and recorded in `parity_import_states`.
 //! These are the failures of the run as a whole.
 
-use crate::ops::ServeError;
+use crate::obs::ServeError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]

@@ -445,8 +445,8 @@ mod tests {
     #[test]
     fn documents_give_pds_and_handle() {
         for f in ["indigo_did_plc_doc.json", "indigo_did_plc_doc_legacy.json"] {
-            let text = std::fs::read_to_string(format!("../shared/fixtures/identity/did-docs/{f}"))
-                .unwrap();
+            let text =
+                std::fs::read_to_string(format!("tests/fixtures/identity/did-docs/{f}")).unwrap();
             let doc: DidDoc = serde_json::from_str(&text).unwrap();
             assert_eq!(doc.id, "did:plc:ewvi7nxzyoun6zhxrhs64oiz", "{f}");
             assert_eq!(doc.handle().as_deref(), Some("atproto.com"), "{f}");

@@ -25,6 +25,7 @@ use super::xrpc::{Xrpc, XrpcError};
 use crate::batch::Batch;
 use crate::event::{Did, Nsid};
 use crate::mapper::Registry;
+use crate::obs::{Obs, names};
 use crate::store::{ImportState, Store, StoreError};
 
 /// Attempts at committing one page when the database hiccups.
@@ -87,8 +88,8 @@ pub struct Ctx {
     pub lease: Lease,
     pub page_size: u32,
     pub page_delay: Duration,
-    /// Touched after every committed page (`/health` staleness).
-    pub health: Arc<crate::ops::Health>,
+    /// Told about every committed page (metrics, `/health` staleness).
+    pub obs: Arc<Obs>,
 }
 
 /// `getLatestCommit` and `getRepoStatus` both carry the rev.
@@ -155,8 +156,8 @@ pub async fn run(
         } = page::map(&of, &ctx.registry, &ctx.lease, page.records, next.clone());
         let started = std::time::Instant::now();
         let stats = commit(ctx, &batch, token).await?;
-        crate::ops::metrics::record_commit(&stats, batch.events, started.elapsed(), None);
-        ctx.health.committed(0);
+        ctx.obs
+            .on_commit(&stats, batch.events, started.elapsed(), None, 0);
         let synced = stats.upserted_total();
         let counts = Counts {
             synced,
@@ -228,7 +229,7 @@ fn record_metrics(c: Counts) {
         ("failed", c.failed),
     ] {
         if n > 0 {
-            metrics::counter!("parity_import_records_total", "outcome" => outcome).increment(n);
+            metrics::counter!(names::IMPORT_RECORDS, "outcome" => outcome).increment(n);
         }
     }
 }
@@ -243,8 +244,8 @@ async fn commit(
         match ctx.store.commit(batch).await {
             Ok(s) => return Ok(s),
             Err(e) if e.is_transient() && attempt + 1 < COMMIT_ATTEMPTS => {
-                crate::ops::metrics::record_db_error(&e);
-                ctx.health.set_database_reachable(false);
+                ctx.obs.record_db_error(&e);
+                ctx.obs.set_database_reachable(false);
                 attempt += 1;
                 tracing::warn!(error = %e, attempt, "import: database busy, retrying the page");
                 tokio::select! {
@@ -254,7 +255,7 @@ async fn commit(
             }
             Err(e) => {
                 if !matches!(e, StoreError::LeaseLost) {
-                    crate::ops::metrics::record_db_error(&e);
+                    ctx.obs.record_db_error(&e);
                 }
                 return Err(e.into());
             }

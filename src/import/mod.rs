@@ -63,6 +63,7 @@ pub use summary::{DidStatus, Summary};
 use crate::batch::PurgePolicy;
 use crate::event::Nsid;
 use crate::mapper::Registry;
+use crate::obs::Obs;
 use crate::store::{DatabaseConfig, StatusFilter, Store};
 
 /// What an import or resume run takes from the configuration, built from
@@ -136,24 +137,23 @@ fn valid_target(t: &str) -> bool {
 /// The metrics and health listener of an import run (`metrics.addr`).
 /// The recorder is installed before any import counter is touched.
 struct Ops {
-    health: Arc<crate::ops::Health>,
-    server: Option<crate::ops::Server>,
+    obs: Arc<Obs>,
+    server: Option<crate::obs::Server>,
     token: CancellationToken,
 }
 
 impl Ops {
     async fn start(s: &Settings) -> Result<Ops, ImportError> {
-        let health = Arc::new(crate::ops::Health::new(s.health_max_stale));
+        if s.metrics_addr.is_some() {
+            crate::obs::install();
+        }
+        let obs = Arc::new(Obs::new(s.health_max_stale));
         let token = CancellationToken::new();
         let server = match s.metrics_addr {
-            Some(a) => Some(crate::ops::serve(a, health.clone(), token.clone()).await?),
+            Some(a) => Some(crate::obs::serve(a, obs.clone(), token.clone()).await?),
             None => None,
         };
-        Ok(Ops {
-            health,
-            server,
-            token,
-        })
+        Ok(Ops { obs, server, token })
     }
 
     async fn stop(self) {
@@ -198,7 +198,7 @@ async fn open(s: &Settings, concurrency: usize) -> Result<Store, ImportError> {
 async fn start(s: Settings, concurrency: Option<usize>) -> Result<Session, ImportError> {
     let ops = Ops::start(&s).await?;
     let store = open(&s, concurrency.unwrap_or(s.import.concurrency)).await?;
-    ops.health.mark_ready();
+    ops.obs.mark_ready();
     Ok(Session {
         store,
         ops,
@@ -235,7 +235,7 @@ async fn run_all(
         s.registry,
         progress.clone(),
         concurrency,
-        s.ops.health.clone(),
+        s.ops.obs.clone(),
     )?;
     let logger = progress.spawn_logger(token.child_token());
     let summary = r.run(inputs, work, token).await;
@@ -255,7 +255,7 @@ fn runner(
     registry: Registry,
     progress: progress::Progress,
     concurrency: Option<usize>,
-    health: Arc<crate::ops::Health>,
+    obs: Arc<Obs>,
 ) -> Result<runner::Runner, ImportError> {
     let xrpc = xrpc::Xrpc::new(import).map_err(ImportError::Invalid)?;
     let resolver =
@@ -267,7 +267,7 @@ fn runner(
         lease: lease::Lease::new(Duration::from_secs(import.lease_seconds)),
         page_size: import.page_size,
         page_delay: Duration::from_millis(import.page_delay),
-        health,
+        obs,
     };
     Ok(runner::Runner::new(
         Arc::new(ctx),

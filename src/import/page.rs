@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::lease::Lease;
-use crate::batch::{Batch, ImportPage};
+use crate::batch::{Batch, Checkpoint, ImportPage};
 use crate::event::{Did, Nsid, RecordKey};
 use crate::mapper::{Dispatch, ListedRecord, Registry};
 
@@ -94,10 +94,9 @@ pub fn map(
     let batch = Batch {
         mutations,
         repos: HashMap::new(),
-        cursors: Vec::new(),
         last_time_us: 0,
         events,
-        import: Some(ImportPage {
+        checkpoint: Checkpoint::ImportPage(ImportPage {
             state_id: of.state_id,
             owner: lease.owner().to_owned(),
             cursor: next,
@@ -192,7 +191,9 @@ mod tests {
             (row.uri.as_str(), row.rev.as_str(), row.cid.as_str()),
             ("at://did:plc:abc/app.bsky.feed.post/1", "3rev", "bafyc")
         );
-        let cp = page.batch.import.as_ref().unwrap();
+        let Checkpoint::ImportPage(cp) = &page.batch.checkpoint else {
+            panic!("an import page checkpoint")
+        };
         assert_eq!(
             (
                 cp.state_id,

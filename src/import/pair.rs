@@ -15,7 +15,7 @@ use super::identity::Identity;
 use super::job::{self, Counts, Ctx, JobError};
 use super::progress::DidBar;
 use super::xrpc::XrpcError;
-use crate::store::{ImportState, StatusFilter};
+use crate::store::{ImportState, ImportStatus, StatusFilter};
 
 /// Why a pair was not claimed: nothing to do here. The runner counts it
 /// as skipped; if no pair of the DID ran, the DID is skipped.
@@ -106,7 +106,7 @@ async fn why_not_claimed(ctx: &Ctx, id: &Identity, collection: &Collection) -> N
 }
 
 fn is_completed(s: &ImportState, collection: &Collection) -> bool {
-    s.collection == collection.as_str() && s.status == "completed"
+    s.collection == collection.as_str() && s.status == ImportStatus::Completed
 }
 
 /// Marks a claimed pair failed with the error's text.

@@ -17,6 +17,7 @@ use super::job::Ctx;
 use super::progress::Progress;
 use super::summary::{DidOutcome, DidStatus, Summary};
 use crate::event::Nsid;
+use crate::obs::names;
 
 /// What to do with each DID.
 #[derive(Debug, Clone)]
@@ -57,7 +58,7 @@ impl Gauges {
             ("completed", &self.completed),
             ("failed", &self.failed),
         ] {
-            metrics::gauge!("parity_import_dids", "status" => status).set(v.load(Relaxed) as f64);
+            metrics::gauge!(names::IMPORT_DIDS, "status" => status).set(v.load(Relaxed) as f64);
         }
     }
 }

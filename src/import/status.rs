@@ -73,7 +73,7 @@ pub async fn report(
                 t.add_row([
                     clean(&r.did),
                     clean(&r.collection),
-                    r.status.clone(),
+                    r.status.as_str().to_owned(),
                     r.records_synced.to_string(),
                     r.records_skipped.to_string(),
                     r.records_failed.to_string(),
@@ -97,7 +97,7 @@ pub async fn report(
             for r in &rows {
                 t.add_row([
                     clean(&r.collection),
-                    r.status.clone(),
+                    r.status.as_str().to_owned(),
                     r.records_synced.to_string(),
                     r.records_skipped.to_string(),
                     r.records_failed.to_string(),

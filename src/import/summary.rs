@@ -72,7 +72,7 @@ impl DidOutcome {
         match &self.status {
             DidStatus::Failed(e) => {
                 let line = format!("{}: failed: {e}", self.did);
-                progress.println(&crate::telemetry::Escaped(&line).to_string());
+                progress.println(&crate::obs::Escaped(&line).to_string());
                 tracing::warn!(did = ?self.did, error = %e, "import failed");
             }
             DidStatus::Skipped(why) => {

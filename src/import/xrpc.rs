@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::ImportConfig;
 use super::identity::describe;
+use crate::obs::names;
 
 /// 429s in a row on one request before giving up on it.
 const MAX_RATE_LIMITED: u32 = 50;
@@ -113,7 +114,7 @@ impl Xrpc {
                     count(status_label(status));
                     self.note_headers(&host, resp.headers());
                     if status == StatusCode::TOO_MANY_REQUESTS {
-                        metrics::counter!("parity_import_rate_limited_total").increment(1);
+                        metrics::counter!(names::IMPORT_RATE_LIMITED).increment(1);
                         limited += 1;
                         if limited > MAX_RATE_LIMITED {
                             return Err(XrpcError::Exhausted {
@@ -221,7 +222,7 @@ impl Xrpc {
 }
 
 fn count(status: &'static str) {
-    metrics::counter!("parity_import_requests_total", "status" => status).increment(1);
+    metrics::counter!(names::IMPORT_REQUESTS, "status" => status).increment(1);
 }
 
 /// A bounded label: the code for the statuses that matter, else the class.

@@ -3,14 +3,14 @@
 //!
 //! Owns: claiming a (did, collection) pair under a lease, renewing and
 //! releasing it, finishing it, listing states, and the shared identity
-//! cache. The page writes themselves (rows + cursor + counters in one
-//! transaction) live in each backend's `commit`, guarded by
-//! [`PAGE_DONE_SQLITE`] / [`PAGE_DONE_PG`].
+//! cache, and the typed [`ImportStatus`] of a state. The page writes
+//! themselves (rows + cursor + counters in one transaction) are the
+//! checkpoint step of `commit.rs`, guarded by [`PAGE_DONE`].
 //!
 //! Every statement is written once in PostgreSQL syntax and translated for
-//! SQLite by [`lite`] (`$N` → `?N`, casts dropped). Timestamps are bound as
-//! RFC 3339 text (UTC, µs) and read back as the same text on both backends,
-//! so lexical order is time order.
+//! SQLite by `dialect.rs`. Timestamps are bound as RFC 3339 text (UTC, µs)
+//! and read back as the same text on both backends, so lexical order is time
+//! order.
 //!
 //! Lease invariant: a pair is worked on only by the process named in
 //! `lease_owner`, and only while `lease_expires_at` is in the future; every
@@ -20,35 +20,105 @@
 //! importers on several machines share the queue without waiting on each
 //! other.
 
-use chrono::{DateTime, Utc};
-use sqlx::AssertSqlSafe;
+use std::fmt;
+use std::str::FromStr;
 
+use chrono::{DateTime, Utc};
+
+use super::dialect::{Arg, Dialect, Sql};
 use super::{Store, StoreError};
 use crate::mapper::table::timestamp_text;
 
 /// Queues a full re-import of a DID (collection `*`: discover them) when the
 /// stream says the repo is out of sync. `$1` did, `$2` now.
-pub(super) const QUEUE_RESYNC_SQLITE: &str = "INSERT INTO parity_import_states (did, collection, status, created_at, updated_at) \
-     VALUES (?1, '*', 'pending', ?2, ?2) \
-     ON CONFLICT(did, collection) DO UPDATE SET status = 'pending', updated_at = excluded.updated_at \
-     WHERE parity_import_states.status <> 'in_progress'";
-pub(super) const QUEUE_RESYNC_PG: &str = "INSERT INTO parity_import_states (did, collection, status, created_at, updated_at) \
+pub(super) static QUEUE_RESYNC: Sql = Sql::new(
+    "INSERT INTO parity_import_states (did, collection, status, created_at, updated_at) \
      VALUES ($1, '*', 'pending', $2, $2) \
      ON CONFLICT (did, collection) DO UPDATE SET status = 'pending', updated_at = excluded.updated_at \
-     WHERE parity_import_states.status <> 'in_progress'";
+     WHERE parity_import_states.status <> 'in_progress'",
+);
 
 /// Records one committed import page, in the page's transaction. Matches no
 /// row (and the batch is rolled back) if the lease was taken over.
 /// `$1` cursor, `$2` synced, `$3` skipped, `$4` failed, `$5` lease until,
 /// `$6` now, `$7` id, `$8` owner.
-pub(super) const PAGE_DONE_SQLITE: &str = "UPDATE parity_import_states SET cursor = ?1, pages = pages + 1, \
-     records_synced = records_synced + ?2, records_skipped = records_skipped + ?3, \
-     records_failed = records_failed + ?4, lease_expires_at = ?5, updated_at = ?6 \
-     WHERE id = ?7 AND lease_owner = ?8 AND status = 'in_progress'";
-pub(super) const PAGE_DONE_PG: &str = "UPDATE parity_import_states SET cursor = $1, pages = pages + 1, \
+pub(super) static PAGE_DONE: Sql = Sql::new(
+    "UPDATE parity_import_states SET cursor = $1, pages = pages + 1, \
      records_synced = records_synced + $2, records_skipped = records_skipped + $3, \
      records_failed = records_failed + $4, lease_expires_at = $5::timestamptz, updated_at = $6 \
-     WHERE id = $7 AND lease_owner = $8 AND status = 'in_progress'";
+     WHERE id = $7 AND lease_owner = $8 AND status = 'in_progress'",
+);
+
+/// Where a (did, collection) import stands: `parity_import_states.status`,
+/// stored as the stable strings of [`ImportStatus::as_str`] (the column's
+/// CHECK constraint lists the same four).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportStatus {
+    /// Waiting to be claimed (new, forced again, or a queued resync).
+    Pending,
+    /// Claimed under a lease; continued by `resume` once the lease expires.
+    InProgress,
+    /// Every page imported.
+    Completed,
+    /// Stopped with an error; `resume` retries it.
+    Failed,
+}
+
+impl ImportStatus {
+    pub const ALL: [ImportStatus; 4] = [
+        ImportStatus::Pending,
+        ImportStatus::InProgress,
+        ImportStatus::Completed,
+        ImportStatus::Failed,
+    ];
+
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportStatus::Pending => "pending",
+            ImportStatus::InProgress => "in_progress",
+            ImportStatus::Completed => "completed",
+            ImportStatus::Failed => "failed",
+        }
+    }
+
+    /// Whether this run of the pair is over (`completed` or `failed`); a
+    /// failed pair stays resumable, since `resume` starts a new run.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, ImportStatus::Completed | ImportStatus::Failed)
+    }
+}
+
+impl fmt::Display for ImportStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored status parity does not write: corruption.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown import status {0:?}")]
+pub struct UnknownImportStatus(pub String);
+
+impl FromStr for ImportStatus {
+    type Err = UnknownImportStatus;
+
+    fn from_str(s: &str) -> Result<ImportStatus, UnknownImportStatus> {
+        ImportStatus::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| UnknownImportStatus(s.to_owned()))
+    }
+}
+
+impl TryFrom<String> for ImportStatus {
+    type Error = UnknownImportStatus;
+
+    fn try_from(s: String) -> Result<ImportStatus, UnknownImportStatus> {
+        s.parse()
+    }
+}
 
 /// One row of `parity_import_states`. Timestamps are RFC 3339 text.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
@@ -56,7 +126,8 @@ pub struct ImportState {
     pub id: i64,
     pub did: String,
     pub collection: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: ImportStatus,
     pub cursor: Option<String>,
     pub rev: Option<String>,
     pub records_synced: i64,
@@ -112,7 +183,7 @@ const TS_COLUMNS: [&str; 6] = [
 ];
 
 /// The state columns, with timestamps read as RFC 3339 text.
-fn state_columns(pg: bool) -> String {
+fn state_columns(dialect: Dialect) -> String {
     [
         "id",
         "did",
@@ -133,67 +204,17 @@ fn state_columns(pg: bool) -> String {
         "updated_at",
     ]
     .iter()
-    .map(|c| column(c, pg))
+    .map(|c| column(c, dialect))
     .collect::<Vec<_>>()
     .join(", ")
 }
 
-fn column(c: &str, pg: bool) -> String {
-    if pg && TS_COLUMNS.contains(&c) {
+fn column(c: &str, dialect: Dialect) -> String {
+    if dialect == Dialect::Postgres && TS_COLUMNS.contains(&c) {
         format!("to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS {c}")
     } else {
         c.to_owned()
     }
-}
-
-/// PostgreSQL statement text → SQLite: `$N` → `?N`, casts dropped,
-/// `FOR UPDATE SKIP LOCKED` dropped (SQLite serialises writers anyway).
-fn lite(sql: &str) -> String {
-    sql.replace("::timestamptz", "")
-        .replace("::text", "")
-        .replace(" FOR UPDATE SKIP LOCKED", "")
-        .replace('$', "?")
-}
-
-/// A bound argument (both backends decode these the same way).
-#[derive(Debug, Clone)]
-enum Arg {
-    Text(Option<String>),
-    Int(i64),
-}
-
-impl From<&str> for Arg {
-    fn from(s: &str) -> Arg {
-        Arg::Text(Some(s.to_owned()))
-    }
-}
-impl From<String> for Arg {
-    fn from(s: String) -> Arg {
-        Arg::Text(Some(s))
-    }
-}
-impl From<Option<&str>> for Arg {
-    fn from(s: Option<&str>) -> Arg {
-        Arg::Text(s.map(str::to_owned))
-    }
-}
-impl From<i64> for Arg {
-    fn from(i: i64) -> Arg {
-        Arg::Int(i)
-    }
-}
-
-macro_rules! bind_all {
-    ($q:expr, $args:expr) => {{
-        let mut q = $q;
-        for a in $args {
-            q = match a {
-                Arg::Text(t) => q.bind(t),
-                Arg::Int(i) => q.bind(i),
-            };
-        }
-        q
-    }};
 }
 
 fn now_text() -> String {
@@ -201,38 +222,6 @@ fn now_text() -> String {
 }
 
 impl Store {
-    fn is_pg(&self) -> bool {
-        matches!(self, Store::Postgres(_))
-    }
-
-    async fn exec(&self, sql: &str, args: Vec<Arg>) -> Result<u64, StoreError> {
-        Ok(match self {
-            Store::Sqlite(s) => bind_all!(sqlx::query(AssertSqlSafe(lite(sql))), args)
-                .execute(s.pool())
-                .await?
-                .rows_affected(),
-            Store::Postgres(p) => bind_all!(sqlx::query(AssertSqlSafe(sql.to_owned())), args)
-                .execute(p.pool())
-                .await?
-                .rows_affected(),
-        })
-    }
-
-    async fn states(&self, sql: &str, args: Vec<Arg>) -> Result<Vec<ImportState>, StoreError> {
-        Ok(match self {
-            Store::Sqlite(s) => {
-                bind_all!(sqlx::query_as(AssertSqlSafe(lite(sql))), args)
-                    .fetch_all(s.pool())
-                    .await?
-            }
-            Store::Postgres(p) => {
-                bind_all!(sqlx::query_as(AssertSqlSafe(sql.to_owned())), args)
-                    .fetch_all(p.pool())
-                    .await?
-            }
-        })
-    }
-
     /// Adds `pending` states for the pairs that have none. With `force`,
     /// resets every pair that is not being worked on (completed or failed
     /// ones start over from the first page with zeroed counters).
@@ -244,14 +233,14 @@ impl Store {
     ) -> Result<(), StoreError> {
         let now = now_text();
         for c in collections {
-            self.exec(
+            self.execute(
                 "INSERT INTO parity_import_states (did, collection, status, created_at, updated_at) \
                  VALUES ($1, $2, 'pending', $3::timestamptz, $3::timestamptz) ON CONFLICT (did, collection) DO NOTHING",
                 vec![did.into(), c.as_str().into(), now.clone().into()],
             )
             .await?;
             if force {
-                self.exec(
+                self.execute(
                     "UPDATE parity_import_states SET status = 'pending', cursor = NULL, rev = NULL, \
                      records_synced = 0, records_skipped = 0, records_failed = 0, pages = 0, \
                      started_at = NULL, completed_at = NULL, error = NULL, updated_at = $3::timestamptz \
@@ -285,10 +274,10 @@ impl Store {
                     AND (lease_expires_at IS NULL OR lease_expires_at < $5::timestamptz OR lease_owner = $6::text))) \
                FOR UPDATE SKIP LOCKED) \
              RETURNING {}",
-            state_columns(self.is_pg())
+            state_columns(self.dialect())
         );
         let rows = self
-            .states(
+            .fetch_all(
                 &sql,
                 vec![
                     did.into(),
@@ -311,7 +300,7 @@ impl Store {
         lease_until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let n = self
-            .exec(
+            .execute(
                 "UPDATE parity_import_states SET lease_expires_at = $3::timestamptz \
                  WHERE id = $1 AND lease_owner = $2 AND status = 'in_progress'",
                 vec![id.into(), owner.into(), timestamp_text(&lease_until).into()],
@@ -328,7 +317,7 @@ impl Store {
         rev: &str,
     ) -> Result<bool, StoreError> {
         let n = self
-            .exec(
+            .execute(
                 "UPDATE parity_import_states SET rev = $3, updated_at = $4::timestamptz \
                  WHERE id = $1 AND lease_owner = $2 AND status = 'in_progress'",
                 vec![id.into(), owner.into(), rev.into(), now_text().into()],
@@ -361,13 +350,13 @@ impl Store {
         if let Some(e) = error {
             args.push(e.into());
         }
-        Ok(self.exec(sql, args).await? == 1)
+        Ok(self.execute(sql, args).await? == 1)
     }
 
     /// Gives a lease back without finishing (shutdown): the pair stays
     /// `in_progress` with an expired lease, which `parity resume` continues.
     pub async fn release_import(&self, id: i64, owner: &str) -> Result<(), StoreError> {
-        self.exec(
+        self.execute(
             "UPDATE parity_import_states SET lease_expires_at = $3::timestamptz, updated_at = $3::timestamptz \
              WHERE id = $1 AND lease_owner = $2 AND status = 'in_progress'",
             vec![id.into(), owner.into(), now_text().into()],
@@ -385,12 +374,12 @@ impl Store {
         did: &str,
         claimed_at: &str,
     ) -> Result<(), StoreError> {
-        self.exec(
+        self.execute(
             "DELETE FROM parity_import_states WHERE id = $1 AND lease_owner = $2",
             vec![id.into(), owner.into()],
         )
         .await?;
-        self.exec(
+        self.execute(
             "UPDATE parity_repos SET resync_requested_at = NULL \
              WHERE did = $1 AND resync_requested_at <= $2::timestamptz",
             vec![did.into(), claimed_at.into()],
@@ -402,7 +391,7 @@ impl Store {
     /// Forgets a recorded failure to start a DID (a failed `*` state) once
     /// the DID resolves and its collections are known again.
     pub async fn clear_failed_discovery(&self, did: &str) -> Result<(), StoreError> {
-        self.exec(
+        self.execute(
             "DELETE FROM parity_import_states WHERE did = $1 AND collection = '*' AND status = 'failed'",
             vec![did.into()],
         )
@@ -420,26 +409,17 @@ impl Store {
         let sql = format!(
             "SELECT {} FROM parity_import_states WHERE ($1::text IS NULL OR did = $1::text) AND {} \
              ORDER BY updated_at DESC, id DESC LIMIT $2",
-            state_columns(self.is_pg()),
+            state_columns(self.dialect()),
             filter.sql()
         );
-        self.states(&sql, vec![did.into(), limit.into()]).await
+        self.fetch_all(&sql, vec![did.into(), limit.into()]).await
     }
 
     /// Number of states per status (optionally of one DID).
     pub async fn import_counts(&self, did: Option<&str>) -> Result<Vec<(String, i64)>, StoreError> {
         let sql = "SELECT status, COUNT(*) FROM parity_import_states \
                    WHERE ($1::text IS NULL OR did = $1::text) GROUP BY status ORDER BY status";
-        let did = did.map(str::to_owned);
-        Ok(match self {
-            Store::Sqlite(s) => {
-                sqlx::query_as(AssertSqlSafe(lite(sql)))
-                    .bind(did)
-                    .fetch_all(s.pool())
-                    .await?
-            }
-            Store::Postgres(p) => sqlx::query_as(sql).bind(did).fetch_all(p.pool()).await?,
-        })
+        self.fetch_all(sql, vec![did.into()]).await
     }
 
     /// Every state `parity resume` may continue (not completed), oldest
@@ -451,31 +431,18 @@ impl Store {
         let sql = format!(
             "SELECT {} FROM parity_import_states WHERE ($1::text IS NULL OR did = $1::text) \
              AND status <> 'completed' ORDER BY id",
-            state_columns(self.is_pg())
+            state_columns(self.dialect())
         );
-        self.states(&sql, vec![did.into()]).await
+        self.fetch_all(&sql, vec![did.into()]).await
     }
 
     /// The cached identity of a DID, if any.
     pub async fn cached_identity(&self, did: &str) -> Result<Option<CachedIdentity>, StoreError> {
         let sql = format!(
             "SELECT pds, handle, {} FROM parity_repos WHERE did = $1",
-            column("identity_resolved_at", self.is_pg())
+            column("identity_resolved_at", self.dialect())
         );
-        Ok(match self {
-            Store::Sqlite(s) => {
-                sqlx::query_as(AssertSqlSafe(lite(&sql)))
-                    .bind(did.to_owned())
-                    .fetch_optional(s.pool())
-                    .await?
-            }
-            Store::Postgres(p) => {
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(did.to_owned())
-                    .fetch_optional(p.pool())
-                    .await?
-            }
-        })
+        self.fetch_optional(&sql, vec![did.into()]).await
     }
 
     /// Stores a resolved identity for other importers (and later runs).
@@ -485,7 +452,7 @@ impl Store {
         pds: &str,
         handle: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.exec(
+        self.execute(
             "INSERT INTO parity_repos (did, handle, pds, identity_resolved_at, updated_at) \
              VALUES ($1, $2, $3, $4::timestamptz, $4::timestamptz) \
              ON CONFLICT (did) DO UPDATE SET pds = excluded.pds, \
@@ -500,13 +467,26 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::lite;
+    use super::ImportStatus;
 
     #[test]
-    fn translates_statements_for_sqlite() {
+    fn statuses_round_trip_their_stored_text() {
+        for s in ImportStatus::ALL {
+            assert_eq!(s.as_str().parse::<ImportStatus>(), Ok(s));
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                serde_json::json!(s.as_str())
+            );
+        }
         assert_eq!(
-            lite("SELECT $1::text, $12::timestamptz FROM t FOR UPDATE SKIP LOCKED"),
-            "SELECT ?1, ?12 FROM t"
+            ["pending", "in_progress", "completed", "failed"],
+            ImportStatus::ALL.map(ImportStatus::as_str)
         );
+        assert!("done".parse::<ImportStatus>().is_err());
+        let terminal: Vec<_> = ImportStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
+        assert_eq!(terminal, [ImportStatus::Completed, ImportStatus::Failed]);
     }
 }

@@ -16,8 +16,34 @@
 //!
 //! Errors: [`StoreError::is_transient`] tells the writer whether to retry
 //! the batch; anything else stops the process.
+//!
+//! # Layout
+//! - `plan.rs`: a batch grouped per table, and the statement order of a
+//!   commit (pure);
+//! - `commit.rs`: walks that order once for both backends, through the
+//!   bulk steps each backend implements (`Steps`);
+//! - `sqlite.rs` / `postgres.rs`: pools, migrations, mapper-table DDL and
+//!   catalog checks, and those bulk steps;
+//! - `dialect.rs`: the one dialect strategy (below) and running a shared
+//!   statement on the pool;
+//! - `schema.rs`: DDL and guard fragments from mapper schemas;
+//! - `imports.rs`: import states, leases and the identity cache;
+//! - `cursor.rs`: the cursor contract.
+//!
+//! # Dialect
+//! One strategy for the whole module: a statement both backends run is
+//! written once, in PostgreSQL form (`$N`, `::timestamptz`/`::text` casts,
+//! `FOR UPDATE SKIP LOCKED`), and `dialect::Dialect::translate` is the only
+//! place that turns it into SQLite (`?N`, casts and row locks dropped).
+//! Arguments are `dialect::Arg`s, bound the way each backend stores them
+//! (timestamps: `timestamptz` vs RFC 3339 text). Only statements that
+//! genuinely differ are written per backend: bulk writes (ladder-chunked
+//! multi-row `VALUES` on SQLite, one `UNNEST` per table on PostgreSQL), DDL,
+//! catalog queries and connection setup.
 
+mod commit;
 pub mod cursor;
+mod dialect;
 mod imports;
 pub mod plan;
 mod postgres;
@@ -32,7 +58,7 @@ use crate::batch::Batch;
 use crate::event::{AccountStatus, Cursor};
 use crate::mapper::TableSchema;
 
-pub use imports::{CachedIdentity, ImportState, StatusFilter};
+pub use imports::{CachedIdentity, ImportState, ImportStatus, StatusFilter, UnknownImportStatus};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -281,16 +307,18 @@ impl Store {
 
     /// The stored cursor of one stream.
     pub async fn load_cursor(&self, stream: &str) -> Result<Option<Cursor>, StoreError> {
-        let v = match self {
-            Store::Sqlite(s) => s.load_cursor(stream).await?,
-            Store::Postgres(s) => s.load_cursor(stream).await?,
-        };
+        let v: Option<(i64,)> = self
+            .fetch_optional(
+                "SELECT cursor FROM parity_cursors WHERE stream = $1",
+                vec![stream.into()],
+            )
+            .await?;
         match v {
-            Some(value) if value < 0 => Err(StoreError::CorruptCursor {
+            Some((value,)) if value < 0 => Err(StoreError::CorruptCursor {
                 stream: stream.to_owned(),
                 value,
             }),
-            other => Ok(other.map(Cursor)),
+            other => Ok(other.map(|(v,)| Cursor(v))),
         }
     }
 
@@ -299,10 +327,12 @@ impl Store {
         &self,
         prefix: &str,
     ) -> Result<Vec<(String, Cursor)>, StoreError> {
-        let rows = match self {
-            Store::Sqlite(s) => s.cursors_with_prefix(prefix).await?,
-            Store::Postgres(s) => s.cursors_with_prefix(prefix).await?,
-        };
+        let rows: Vec<(String, i64)> = self
+            .fetch_all(
+                "SELECT stream, cursor FROM parity_cursors WHERE substr(stream, 1, length($1)) = $1",
+                vec![prefix.into()],
+            )
+            .await?;
         rows.into_iter()
             .map(|(stream, value)| {
                 if value < 0 {
@@ -316,13 +346,14 @@ impl Store {
 
     /// Forgets the stored cursors whose stream key starts with `prefix`.
     pub async fn delete_cursors(&self, prefix: &str) -> Result<u64, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.delete_cursors(prefix).await,
-            Store::Postgres(s) => s.delete_cursors(prefix).await,
-        }
+        self.execute(
+            "DELETE FROM parity_cursors WHERE substr(stream, 1, length($1)) = $1",
+            vec![prefix.into()],
+        )
+        .await
     }
 
-    /// Writes one batch and its cursors in one transaction.
+    /// Writes one batch and its checkpoint in one transaction.
     pub async fn commit(&self, batch: &Batch) -> Result<CommitStats, StoreError> {
         match self {
             Store::Sqlite(s) => s.commit(batch).await,
@@ -334,10 +365,11 @@ impl Store {
     pub async fn expire_tombstones(&self, age: Duration) -> Result<u64, StoreError> {
         let cutoff =
             chrono::Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
-        match self {
-            Store::Sqlite(s) => s.expire_tombstones(cutoff).await,
-            Store::Postgres(s) => s.expire_tombstones(cutoff).await,
-        }
+        self.execute(
+            "DELETE FROM parity_tombstones WHERE deleted_at < $1",
+            vec![cutoff.into()],
+        )
+        .await
     }
 
     /// Closes the pool.

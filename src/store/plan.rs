@@ -1,7 +1,8 @@
 //! Splits a [`Batch`] into per-table work, the shape both backends write.
 //!
-//! Owns: grouping by table and the order statements run in within one
-//! transaction. Pure: no SQL here.
+//! Owns: grouping by table, and the documented order statements run in
+//! within one transaction, which `commit.rs` walks (once, for both
+//! backends). Pure: no SQL here.
 //!
 //! Order inside the transaction (each step relies on the ones before):
 //! 1. account and identity changes to `parity_repos`, then purges, so the
@@ -10,7 +11,9 @@
 //!    tombstone's rev);
 //! 3. upserts (guarded by rev, tombstone and repo status);
 //! 4. per-DID commit revs in `parity_repos`;
-//! 5. the stream cursors.
+//! 5. the batch's checkpoint: the stream cursors, or an import page's
+//!    cursor and counters (refused, and the batch rolled back, if the page's
+//!    lease was taken over).
 
 use crate::batch::{Batch, RepoChange};
 use crate::event::Did;

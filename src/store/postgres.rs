@@ -1,8 +1,11 @@
 //! PostgreSQL backend: one `UNNEST` statement per table and step, so a batch
 //! of any size is a handful of round trips with no bind-limit chunking.
 //!
-//! Owns: the PostgreSQL dialect of every statement the store runs.
-//! `record` and JSON columns are `json` (kept verbatim; `jsonb` would reject
+//! Owns: the pool, migrations, mapper-table DDL and catalog checks, and
+//! the bulk commit [`Steps`] (purges, tombstones, deletes, upserts, revs),
+//! each one statement over `UNNEST` arrays. Does not own: the commit order
+//! (`commit.rs`) or the statements written once for both backends
+//! (`dialect.rs`). `record` and JSON columns are `json` (kept verbatim; `jsonb` would reject
 //! records containing `\u0000`), timestamps `timestamptz`.
 
 use std::str::FromStr;
@@ -13,11 +16,12 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Postgres};
 
-use super::plan::{Plan, status_text};
-use super::schema::{self, Backend};
-use super::{CommitStats, DatabaseConfig, StoreError, imports};
+use super::commit::{self, Steps};
+use super::dialect::{Arg, Dialect, Sql, bind_args};
+use super::schema;
+use super::{CommitStats, DatabaseConfig, StoreError};
 use crate::batch::Batch;
-use crate::event::AccountStatus;
+use crate::event::{AccountStatus, Did};
 use crate::mapper::{ColumnType, Row, TableSchema, Value};
 
 type Query = sqlx::query::Query<'static, Postgres, PgArguments>;
@@ -123,7 +127,7 @@ impl PgStore {
     ) -> Result<(), StoreError> {
         let mut out = Vec::new();
         for t in tables {
-            for ddl in schema::create_table(Backend::Postgres, t) {
+            for ddl in schema::create_table(Dialect::Postgres, t) {
                 sqlx::query(AssertSqlSafe(ddl)).execute(&self.pool).await?;
             }
             let existing = self.columns(&t.name).await?;
@@ -186,51 +190,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn load_cursor(&self, stream: &str) -> Result<Option<i64>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT cursor FROM parity_cursors WHERE stream = $1")
-                .bind(stream.to_owned())
-                .fetch_optional(&self.pool)
-                .await?,
-        )
-    }
-
-    pub async fn cursors_with_prefix(
-        &self,
-        prefix: &str,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT stream, cursor FROM parity_cursors WHERE left(stream, length($1)) = $1",
-        )
-        .bind(prefix.to_owned())
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    pub async fn delete_cursors(&self, prefix: &str) -> Result<u64, StoreError> {
-        Ok(
-            sqlx::query("DELETE FROM parity_cursors WHERE left(stream, length($1)) = $1")
-                .bind(prefix.to_owned())
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
-        )
-    }
-
-    pub async fn expire_tombstones(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-        Ok(
-            sqlx::query("DELETE FROM parity_tombstones WHERE deleted_at < $1")
-                .bind(cutoff)
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
-        )
-    }
-
     pub async fn commit(&self, batch: &Batch) -> Result<CommitStats, StoreError> {
-        let plan = Plan::new(batch, self.tables.len());
-        let now = Utc::now();
-        let mut stats = CommitStats::default();
         let mut tx = self.pool.begin().await?;
         // The cursor commits in this same transaction, so a commit lost to a
         // server crash loses its cursor too and is simply consumed again:
@@ -238,152 +198,118 @@ impl PgStore {
         sqlx::query("SET LOCAL synchronous_commit = off")
             .execute(&mut *tx)
             .await?;
+        commit::commit(
+            PgSteps {
+                tx,
+                tables: &self.tables,
+            },
+            batch,
+        )
+        .await
+    }
+}
 
-        for (did, change) in &plan.account_changes {
-            if change.identity || change.handle.is_some() {
-                let handle = &change.handle;
-                sqlx::query(
-                    "INSERT INTO parity_repos (did, handle, updated_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (did) DO UPDATE SET handle = COALESCE(excluded.handle, parity_repos.handle), \
-                     identity_resolved_at = NULL, updated_at = excluded.updated_at",
-                )
-                .bind(did.as_str().to_owned())
-                .bind(handle.clone())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            if let Some((active, status)) = change.account {
-                sqlx::query(
-                    "INSERT INTO parity_repos (did, status, active, updated_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (did) DO UPDATE SET status = excluded.status, active = excluded.active, updated_at = excluded.updated_at",
-                )
-                .bind(did.as_str().to_owned())
-                .bind(status_text(active, status))
-                .bind(active)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        for (did, change) in &plan.account_changes {
-            if change.resync {
-                sqlx::query(
-                    "INSERT INTO parity_repos (did, resync_requested_at, updated_at) VALUES ($1, $2, $2) \
-                     ON CONFLICT (did) DO UPDATE SET resync_requested_at = excluded.resync_requested_at, updated_at = excluded.updated_at",
-                )
-                .bind(did.as_str().to_owned())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(imports::QUEUE_RESYNC_PG)
-                    .bind(did.as_str().to_owned())
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        if !plan.purges.is_empty() {
-            let dids: Vec<String> = plan.purges.iter().map(|d| d.as_str().to_owned()).collect();
-            for t in self.tables.iter() {
-                let n = sqlx::query(AssertSqlSafe(t.purge.clone()))
-                    .bind(dids.clone())
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                CommitStats::add(&mut stats.deleted, &t.schema.name, n);
-            }
-        }
+/// A PostgreSQL commit transaction: each bulk step is one `UNNEST`
+/// statement per table, whatever the batch size.
+struct PgSteps<'a> {
+    tx: sqlx::Transaction<'static, Postgres>,
+    tables: &'a [TableSql],
+}
 
-        let (uris, revs): (Vec<String>, Vec<String>) = plan
-            .all_deletes()
-            .map(|(u, r)| (u.to_owned(), r.to_owned()))
+impl Steps for PgSteps<'_> {
+    fn table_count(&self) -> usize {
+        self.tables.len()
+    }
+
+    fn table_name(&self, table: usize) -> &str {
+        &self.tables[table].schema.name
+    }
+
+    async fn run(&mut self, sql: &'static Sql, args: Vec<Arg>) -> Result<u64, StoreError> {
+        let q = sqlx::query(sql.text(Dialect::Postgres));
+        Ok(bind_args!(Postgres, q, args)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected())
+    }
+
+    async fn purge(&mut self, dids: &[&Did], stats: &mut CommitStats) -> Result<(), StoreError> {
+        let dids: Vec<String> = dids.iter().map(|d| d.as_str().to_owned()).collect();
+        for t in self.tables {
+            let n = sqlx::query(AssertSqlSafe(t.purge.clone()))
+                .bind(dids.clone())
+                .execute(&mut *self.tx)
+                .await?
+                .rows_affected();
+            CommitStats::add(&mut stats.deleted, &t.schema.name, n);
+        }
+        Ok(())
+    }
+
+    async fn tombstones(
+        &mut self,
+        deletes: &[(&str, &str)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let (uris, revs): (Vec<String>, Vec<String>) = deletes
+            .iter()
+            .map(|(u, r)| ((*u).to_owned(), (*r).to_owned()))
             .unzip();
-        if !uris.is_empty() {
-            sqlx::query(
-                "INSERT INTO parity_tombstones (uri, rev, deleted_at) SELECT u, r, $3 FROM UNNEST($1::text[], $2::text[]) AS v(u, r) \
-                 ON CONFLICT (uri) DO UPDATE SET rev = excluded.rev, deleted_at = excluded.deleted_at WHERE excluded.rev > parity_tombstones.rev",
-            )
-            .bind(uris)
-            .bind(revs)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for (t, work) in self.tables.iter().zip(&plan.tables) {
-            if !work.deletes.is_empty() {
-                let uris: Vec<String> = work.deletes.iter().map(|(u, _)| (*u).to_owned()).collect();
-                let n = sqlx::query(AssertSqlSafe(t.delete.clone()))
-                    .bind(uris)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                CommitStats::add(&mut stats.deleted, &t.schema.name, n);
-            }
-        }
+        sqlx::query(
+            "INSERT INTO parity_tombstones (uri, rev, deleted_at) SELECT u, r, $3 FROM UNNEST($1::text[], $2::text[]) AS v(u, r) \
+             ON CONFLICT (uri) DO UPDATE SET rev = excluded.rev, deleted_at = excluded.deleted_at WHERE excluded.rev > parity_tombstones.rev",
+        )
+        .bind(uris)
+        .bind(revs)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
 
-        for (t, work) in self.tables.iter().zip(&plan.tables) {
-            if work.upserts.is_empty() {
-                continue;
-            }
-            let n = upsert_query(t, &work.upserts, now)
-                .execute(&mut *tx)
+    async fn delete(&mut self, table: usize, deletes: &[(&str, &str)]) -> Result<u64, StoreError> {
+        let uris: Vec<String> = deletes.iter().map(|(u, _)| (*u).to_owned()).collect();
+        Ok(
+            sqlx::query(AssertSqlSafe(self.tables[table].delete.clone()))
+                .bind(uris)
+                .execute(&mut *self.tx)
                 .await?
-                .rows_affected();
-            CommitStats::add(&mut stats.upserted, &t.schema.name, n);
-        }
+                .rows_affected(),
+        )
+    }
 
-        if !plan.revs.is_empty() {
-            let (dids, revs): (Vec<String>, Vec<String>) = plan
-                .revs
-                .iter()
-                .map(|(d, r)| (d.as_str().to_owned(), (*r).to_owned()))
-                .unzip();
-            sqlx::query(
-                "INSERT INTO parity_repos (did, rev, updated_at) SELECT d, r, $3 FROM UNNEST($1::text[], $2::text[]) AS v(d, r) \
-                 ON CONFLICT (did) DO UPDATE SET rev = excluded.rev, updated_at = excluded.updated_at \
-                 WHERE parity_repos.rev IS NULL OR excluded.rev > parity_repos.rev",
-            )
-            .bind(dids)
-            .bind(revs)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
+    async fn upsert(
+        &mut self,
+        table: usize,
+        rows: &[&Row],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        Ok(upsert_query(&self.tables[table], rows, now)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected())
+    }
 
-        if let Some(page) = &batch.import {
-            let offered = plan.upsert_count() as u64;
-            let synced = stats.upserted_total();
-            let n = sqlx::query(imports::PAGE_DONE_PG)
-                .bind(page.cursor.clone())
-                .bind(synced as i64)
-                .bind(offered.saturating_sub(synced) as i64)
-                .bind(page.failed as i64)
-                .bind(page.lease_until.clone())
-                .bind(now)
-                .bind(page.state_id)
-                .bind(page.owner.clone())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if n == 0 {
-                return Err(StoreError::LeaseLost);
-            }
-        }
+    async fn revs(&mut self, revs: &[(&Did, &str)], now: DateTime<Utc>) -> Result<(), StoreError> {
+        let (dids, revs): (Vec<String>, Vec<String>) = revs
+            .iter()
+            .map(|(d, r)| (d.as_str().to_owned(), (*r).to_owned()))
+            .unzip();
+        sqlx::query(
+            "INSERT INTO parity_repos (did, rev, updated_at) SELECT d, r, $3 FROM UNNEST($1::text[], $2::text[]) AS v(d, r) \
+             ON CONFLICT (did) DO UPDATE SET rev = excluded.rev, updated_at = excluded.updated_at \
+             WHERE parity_repos.rev IS NULL OR excluded.rev > parity_repos.rev",
+        )
+        .bind(dids)
+        .bind(revs)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
 
-        for (stream, cursor) in &batch.cursors {
-            sqlx::query(
-                "INSERT INTO parity_cursors (stream, cursor, updated_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (stream) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
-            )
-            .bind(stream.clone())
-            .bind(cursor.0)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(stats)
+    async fn commit(self) -> Result<(), StoreError> {
+        Ok(self.tx.commit().await?)
     }
 }
 

@@ -6,35 +6,30 @@
 //! (`table::valid_identifier`) and statuses from a fixed enum, so the text is
 //! safe to assemble.
 
+use super::dialect::Dialect;
 use crate::event::AccountStatus;
 use crate::mapper::table::STANDARD_COLUMNS;
 use crate::mapper::{ColumnType, TableSchema};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-pub fn sql_type(b: Backend, t: ColumnType) -> &'static str {
+pub fn sql_type(b: Dialect, t: ColumnType) -> &'static str {
     match (b, t) {
-        (Backend::Sqlite, ColumnType::Text | ColumnType::Timestamp | ColumnType::Json) => "TEXT",
-        (Backend::Sqlite, ColumnType::Integer | ColumnType::Boolean) => "INTEGER",
-        (Backend::Postgres, ColumnType::Text) => "TEXT",
-        (Backend::Postgres, ColumnType::Integer) => "BIGINT",
-        (Backend::Postgres, ColumnType::Boolean) => "BOOLEAN",
-        (Backend::Postgres, ColumnType::Timestamp) => "TIMESTAMPTZ",
-        (Backend::Postgres, ColumnType::Json) => "JSON",
+        (Dialect::Sqlite, ColumnType::Text | ColumnType::Timestamp | ColumnType::Json) => "TEXT",
+        (Dialect::Sqlite, ColumnType::Integer | ColumnType::Boolean) => "INTEGER",
+        (Dialect::Postgres, ColumnType::Text) => "TEXT",
+        (Dialect::Postgres, ColumnType::Integer) => "BIGINT",
+        (Dialect::Postgres, ColumnType::Boolean) => "BOOLEAN",
+        (Dialect::Postgres, ColumnType::Timestamp) => "TIMESTAMPTZ",
+        (Dialect::Postgres, ColumnType::Json) => "JSON",
     }
 }
 
 /// `CREATE TABLE IF NOT EXISTS` plus its indexes.
-pub fn create_table(b: Backend, t: &TableSchema) -> Vec<String> {
+pub fn create_table(b: Dialect, t: &TableSchema) -> Vec<String> {
     // PostgreSQL: keys and revs compare bytewise (TIDs sort as bytes) and
     // skip locale-aware collation in every index comparison.
     let (json, ts, key) = match b {
-        Backend::Sqlite => ("TEXT", "TEXT", "TEXT"),
-        Backend::Postgres => ("JSON", "TIMESTAMPTZ", "TEXT COLLATE \"C\""),
+        Dialect::Sqlite => ("TEXT", "TEXT", "TEXT"),
+        Dialect::Postgres => ("JSON", "TIMESTAMPTZ", "TEXT COLLATE \"C\""),
     };
     let mut cols = vec![
         format!("uri {key} PRIMARY KEY NOT NULL"),
@@ -125,7 +120,7 @@ mod tests {
     #[test]
     fn ddl_lists_every_column() {
         let posts = builtin::Builtin::Posts.schema();
-        let ddl = create_table(Backend::Postgres, &posts);
+        let ddl = create_table(Dialect::Postgres, &posts);
         assert!(
             ddl[0].starts_with(
                 "CREATE TABLE IF NOT EXISTS posts (uri TEXT COLLATE \"C\" PRIMARY KEY"

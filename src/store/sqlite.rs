@@ -1,8 +1,13 @@
 //! SQLite backend: WAL, `synchronous=NORMAL`, a busy timeout, and multi-row
 //! statements chunked under SQLite's bind limit.
 //!
-//! Owns: the SQLite dialect of every statement the store runs. Timestamps
-//! are stored as RFC 3339 text (UTC, µs), JSON as text, booleans as 0/1.
+//! Owns: the pool and its pragmas, migrations, mapper-table DDL and
+//! catalog checks, and the bulk commit [`Steps`] (purges, tombstones,
+//! deletes, upserts, revs) as multi-row `VALUES` statements chunked by a
+//! fixed ladder of sizes, so sqlx's statement cache keeps a few shapes per
+//! table. Does not own: the commit order (`commit.rs`) or the statements
+//! written once for both backends (`dialect.rs`). Timestamps are stored as
+//! RFC 3339 text (UTC, µs), JSON as text, booleans as 0/1.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -15,13 +20,14 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Sqlite};
 
-use super::plan::{Plan, status_text};
-use super::schema::{self, Backend};
-use super::{CommitStats, DatabaseConfig, StoreError, imports};
+use super::commit::{self, Steps};
+use super::dialect::{Arg, Dialect, Sql, bind_args};
+use super::schema;
+use super::{CommitStats, DatabaseConfig, StoreError};
 use crate::batch::Batch;
-use crate::event::AccountStatus;
+use crate::event::{AccountStatus, Did};
 use crate::mapper::table::timestamp_text;
-use crate::mapper::{TableSchema, Value};
+use crate::mapper::{Row, TableSchema, Value};
 
 /// SQLite's default `SQLITE_MAX_VARIABLE_NUMBER` since 3.32.
 const MAX_BINDS: usize = 32_766;
@@ -53,10 +59,6 @@ struct TableSql {
 pub struct SqliteStore {
     pool: SqlitePool,
     tables: Arc<Vec<TableSql>>,
-}
-
-fn now_text() -> String {
-    timestamp_text(&Utc::now())
 }
 
 /// Splits `items` into chunks whose sizes come from a fixed ladder
@@ -170,7 +172,7 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let mut out = Vec::new();
         for t in tables {
-            for ddl in schema::create_table(Backend::Sqlite, t) {
+            for ddl in schema::create_table(Dialect::Sqlite, t) {
                 sqlx::query(AssertSqlSafe(ddl)).execute(&self.pool).await?;
             }
             let existing = self.columns(&t.name).await?;
@@ -202,111 +204,67 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub async fn load_cursor(&self, stream: &str) -> Result<Option<i64>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT cursor FROM parity_cursors WHERE stream = ?")
-                .bind(stream.to_owned())
-                .fetch_optional(&self.pool)
-                .await?,
-        )
-    }
-
-    pub async fn cursors_with_prefix(
-        &self,
-        prefix: &str,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT stream, cursor FROM parity_cursors WHERE substr(stream, 1, length(?1)) = ?1",
-        )
-        .bind(prefix.to_owned())
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    pub async fn delete_cursors(&self, prefix: &str) -> Result<u64, StoreError> {
-        Ok(
-            sqlx::query("DELETE FROM parity_cursors WHERE substr(stream, 1, length(?1)) = ?1")
-                .bind(prefix.to_owned())
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
-        )
-    }
-
-    pub async fn expire_tombstones(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-        Ok(
-            sqlx::query("DELETE FROM parity_tombstones WHERE deleted_at < ?")
-                .bind(timestamp_text(&cutoff))
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
-        )
-    }
-
     pub async fn commit(&self, batch: &Batch) -> Result<CommitStats, StoreError> {
-        let plan = Plan::new(batch, self.tables.len());
-        let now = now_text();
-        let mut stats = CommitStats::default();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // Take the write lock up front: a deferred transaction that reads
+        // first could fail to upgrade under a concurrent writer.
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        commit::commit(
+            SqliteSteps {
+                tx,
+                tables: &self.tables,
+            },
+            batch,
+        )
+        .await
+    }
+}
 
-        for (did, change) in &plan.account_changes {
-            if change.identity || change.handle.is_some() {
-                let handle = &change.handle;
-                sqlx::query(
-                    "INSERT INTO parity_repos (did, handle, updated_at) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT(did) DO UPDATE SET handle = COALESCE(excluded.handle, parity_repos.handle), \
-                     identity_resolved_at = NULL, updated_at = excluded.updated_at",
-                )
-                .bind(did.as_str().to_owned())
-                .bind(handle.clone())
-                .bind(now.clone())
-                .execute(&mut *tx)
-                .await?;
-            }
-            if let Some((active, status)) = change.account {
-                sqlx::query(
-                    "INSERT INTO parity_repos (did, status, active, updated_at) VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT(did) DO UPDATE SET status = excluded.status, active = excluded.active, updated_at = excluded.updated_at",
-                )
-                .bind(did.as_str().to_owned())
-                .bind(status_text(active, status))
-                .bind(active)
-                .bind(now.clone())
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        for (did, change) in &plan.account_changes {
-            if change.resync {
-                sqlx::query(
-                    "INSERT INTO parity_repos (did, resync_requested_at, updated_at) VALUES (?1, ?2, ?2) \
-                     ON CONFLICT(did) DO UPDATE SET resync_requested_at = excluded.resync_requested_at, updated_at = excluded.updated_at",
-                )
-                .bind(did.as_str().to_owned())
-                .bind(now.clone())
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(imports::QUEUE_RESYNC_SQLITE)
-                    .bind(did.as_str().to_owned())
-                    .bind(now.clone())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        for did in &plan.purges {
-            for t in self.tables.iter() {
+/// A SQLite commit transaction: the bulk steps as multi-row statements,
+/// chunked by [`ladder`] so each table and step has a few cached shapes.
+struct SqliteSteps<'a> {
+    tx: sqlx::Transaction<'static, Sqlite>,
+    tables: &'a [TableSql],
+}
+
+impl Steps for SqliteSteps<'_> {
+    fn table_count(&self) -> usize {
+        self.tables.len()
+    }
+
+    fn table_name(&self, table: usize) -> &str {
+        &self.tables[table].schema.name
+    }
+
+    async fn run(&mut self, sql: &'static Sql, args: Vec<Arg>) -> Result<u64, StoreError> {
+        let q = sqlx::query(sql.text(Dialect::Sqlite));
+        Ok(bind_args!(Sqlite, q, args)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected())
+    }
+
+    async fn purge(&mut self, dids: &[&Did], stats: &mut CommitStats) -> Result<(), StoreError> {
+        for did in dids {
+            for t in self.tables {
                 let sql = format!("DELETE FROM {} WHERE did = ?", t.schema.name);
                 let n = sqlx::query(AssertSqlSafe(sql))
                     .bind(did.as_str().to_owned())
-                    .execute(&mut *tx)
+                    .execute(&mut *self.tx)
                     .await?
                     .rows_affected();
                 CommitStats::add(&mut stats.deleted, &t.schema.name, n);
             }
         }
+        Ok(())
+    }
 
-        let deletes: Vec<(&str, &str)> = plan.all_deletes().collect();
-        for chunk in ladder(&deletes, CHUNK_ROWS) {
+    async fn tombstones(
+        &mut self,
+        deletes: &[(&str, &str)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let now = timestamp_text(&now);
+        for chunk in ladder(deletes, CHUNK_ROWS) {
             let sql = format!(
                 "INSERT INTO parity_tombstones (uri, rev, deleted_at) VALUES {} \
                  ON CONFLICT(uri) DO UPDATE SET rev = excluded.rev, deleted_at = excluded.deleted_at \
@@ -320,53 +278,68 @@ impl SqliteStore {
                     .bind(rev.to_string())
                     .bind(now.clone());
             }
-            q.execute(&mut *tx).await?;
+            q.execute(&mut *self.tx).await?;
         }
-        for (t, work) in self.tables.iter().zip(&plan.tables) {
-            for chunk in ladder(&work.deletes, CHUNK_ROWS) {
-                let sql = format!(
-                    "DELETE FROM {t} WHERE uri IN ({}) AND rev <= (SELECT ts.rev FROM parity_tombstones ts WHERE ts.uri = {t}.uri)",
-                    vec!["?"; chunk.len()].join(","),
-                    t = t.schema.name
-                );
-                let mut q: Query = sqlx::query(AssertSqlSafe(sql));
-                for (uri, _) in chunk {
-                    q = q.bind(uri.to_string());
-                }
-                let n = q.execute(&mut *tx).await?.rows_affected();
-                CommitStats::add(&mut stats.deleted, &t.schema.name, n);
-            }
-        }
+        Ok(())
+    }
 
-        for (t, work) in self.tables.iter().zip(&plan.tables) {
-            let ncols = 7 + t.schema.columns.len();
-            for chunk in ladder(&work.upserts, t.rows_per_chunk) {
-                let sql = format!(
-                    "{}{}{}",
-                    t.upsert_head,
-                    placeholders(chunk.len(), ncols),
-                    t.upsert_tail
-                );
-                let mut q: Query = sqlx::query(AssertSqlSafe(sql));
-                for row in chunk {
-                    q = q
-                        .bind(row.uri.clone())
-                        .bind(row.did.as_str().to_owned())
-                        .bind(row.rkey.clone())
-                        .bind(row.cid.clone())
-                        .bind(row.rev.clone())
-                        .bind(row.record.get().to_owned())
-                        .bind(now.clone());
-                    for v in &row.values {
-                        q = bind_value(q, v);
-                    }
-                }
-                let n = q.execute(&mut *tx).await?.rows_affected();
-                CommitStats::add(&mut stats.upserted, &t.schema.name, n);
+    async fn delete(&mut self, table: usize, deletes: &[(&str, &str)]) -> Result<u64, StoreError> {
+        let t = &self.tables[table];
+        let mut deleted = 0;
+        for chunk in ladder(deletes, CHUNK_ROWS) {
+            let sql = format!(
+                "DELETE FROM {t} WHERE uri IN ({}) AND rev <= (SELECT ts.rev FROM parity_tombstones ts WHERE ts.uri = {t}.uri)",
+                vec!["?"; chunk.len()].join(","),
+                t = t.schema.name
+            );
+            let mut q: Query = sqlx::query(AssertSqlSafe(sql));
+            for (uri, _) in chunk {
+                q = q.bind(uri.to_string());
             }
+            deleted += q.execute(&mut *self.tx).await?.rows_affected();
         }
+        Ok(deleted)
+    }
 
-        for chunk in ladder(&plan.revs, CHUNK_ROWS) {
+    async fn upsert(
+        &mut self,
+        table: usize,
+        rows: &[&Row],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let t = &self.tables[table];
+        let now = timestamp_text(&now);
+        let ncols = 7 + t.schema.columns.len();
+        let mut upserted = 0;
+        for chunk in ladder(rows, t.rows_per_chunk) {
+            let sql = format!(
+                "{}{}{}",
+                t.upsert_head,
+                placeholders(chunk.len(), ncols),
+                t.upsert_tail
+            );
+            let mut q: Query = sqlx::query(AssertSqlSafe(sql));
+            for row in chunk {
+                q = q
+                    .bind(row.uri.clone())
+                    .bind(row.did.as_str().to_owned())
+                    .bind(row.rkey.clone())
+                    .bind(row.cid.clone())
+                    .bind(row.rev.clone())
+                    .bind(row.record.get().to_owned())
+                    .bind(now.clone());
+                for v in &row.values {
+                    q = bind_value(q, v);
+                }
+            }
+            upserted += q.execute(&mut *self.tx).await?.rows_affected();
+        }
+        Ok(upserted)
+    }
+
+    async fn revs(&mut self, revs: &[(&Did, &str)], now: DateTime<Utc>) -> Result<(), StoreError> {
+        let now = timestamp_text(&now);
+        for chunk in ladder(revs, CHUNK_ROWS) {
             let sql = format!(
                 "INSERT INTO parity_repos (did, rev, updated_at) VALUES {} \
                  ON CONFLICT(did) DO UPDATE SET rev = excluded.rev, updated_at = excluded.updated_at \
@@ -380,42 +353,13 @@ impl SqliteStore {
                     .bind(rev.to_string())
                     .bind(now.clone());
             }
-            q.execute(&mut *tx).await?;
+            q.execute(&mut *self.tx).await?;
         }
+        Ok(())
+    }
 
-        if let Some(page) = &batch.import {
-            let offered = plan.upsert_count() as u64;
-            let synced = stats.upserted_total();
-            let n = sqlx::query(imports::PAGE_DONE_SQLITE)
-                .bind(page.cursor.clone())
-                .bind(synced as i64)
-                .bind(offered.saturating_sub(synced) as i64)
-                .bind(page.failed as i64)
-                .bind(page.lease_until.clone())
-                .bind(now.clone())
-                .bind(page.state_id)
-                .bind(page.owner.clone())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if n == 0 {
-                return Err(StoreError::LeaseLost);
-            }
-        }
-
-        for (stream, cursor) in &batch.cursors {
-            sqlx::query(
-                "INSERT INTO parity_cursors (stream, cursor, updated_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT(stream) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
-            )
-            .bind(stream.clone())
-            .bind(cursor.0)
-            .bind(now.clone())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(stats)
+    async fn commit(self) -> Result<(), StoreError> {
+        Ok(self.tx.commit().await?)
     }
 }
 

@@ -1,0 +1,129 @@
+//! The local Jetstream server keeps the upstream cursor rules the consumer
+//! tests rely on, checked here with a plain websocket client (no parity
+//! code): events in `time_us` order, `cursor` replays from the first event
+//! at or after it, no cursor means live only, `wantedCollections` filters
+//! commits but never identity or account events, and relay frames are sent
+//! as binary messages by `seq`.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use testnet::jetstream::{JetstreamServer, Line};
+use testnet::{GOLDEN_JSONL, fixture_lines};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(url: &str) -> Ws {
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+/// The next `n` messages (5 s at most each).
+async fn take(ws: &mut Ws, n: usize) -> Vec<Message> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("stream open")
+            .unwrap();
+        if matches!(m, Message::Text(_) | Message::Binary(_)) {
+            out.push(m);
+        }
+    }
+    out
+}
+
+/// Nothing more arrives for 200 ms.
+async fn quiet(ws: &mut Ws) {
+    let r = tokio::time::timeout(Duration::from_millis(200), ws.next()).await;
+    assert!(r.is_err(), "unexpected message: {r:?}");
+}
+
+fn texts(msgs: &[Message]) -> Vec<String> {
+    msgs.iter()
+        .map(|m| m.to_text().unwrap().to_owned())
+        .collect()
+}
+
+fn golden() -> Vec<Line> {
+    fixture_lines(GOLDEN_JSONL)
+        .iter()
+        .map(|l| Line::new(l))
+        .collect()
+}
+
+/// Golden lines in `time_us` order (the order the server serves).
+fn sorted() -> Vec<Line> {
+    let mut lines = golden();
+    lines.sort_by_key(|l| l.cursor.unwrap());
+    lines
+}
+
+#[tokio::test]
+async fn cursor_replays_in_time_order_from_the_first_event_at_or_after_it() {
+    let server = JetstreamServer::start(golden()).await;
+    server.publish_all();
+    let lines = sorted();
+    let from = lines[3].cursor.unwrap();
+    let mut ws = connect(&format!("{}?cursor={from}", server.url())).await;
+    let got = texts(&take(&mut ws, lines.len() - 3).await);
+    let want: Vec<String> = lines[3..].iter().map(|l| l.text.to_string()).collect();
+    assert_eq!(got, want);
+    quiet(&mut ws).await;
+}
+
+#[tokio::test]
+async fn without_cursor_only_events_published_after_connecting_arrive() {
+    let server = JetstreamServer::start(golden()).await;
+    server.publish(2);
+    let mut ws = connect(&server.url()).await;
+    server.wait_connections(1).await;
+    quiet(&mut ws).await;
+    server.publish(5);
+    let got = texts(&take(&mut ws, 3).await);
+    let want: Vec<String> = sorted()[2..5].iter().map(|l| l.text.to_string()).collect();
+    assert_eq!(got, want);
+    quiet(&mut ws).await;
+}
+
+#[tokio::test]
+async fn wanted_collections_filter_commits_but_not_identity_or_account() {
+    let server = JetstreamServer::start(golden()).await;
+    server.publish_all();
+    let url = format!(
+        "{}?cursor=0&wantedCollections=app.bsky.feed.like&wantedCollections=app.bsky.graph.*",
+        server.url()
+    );
+    let want: Vec<String> = sorted()
+        .iter()
+        .filter(|l| match l.collection.as_deref() {
+            None => true,
+            Some(c) => c == "app.bsky.feed.like" || c.starts_with("app.bsky.graph."),
+        })
+        .map(|l| l.text.to_string())
+        .collect();
+    // like, follow, block, identity, account.
+    assert_eq!(want.len(), 5);
+    let mut ws = connect(&url).await;
+    assert_eq!(texts(&take(&mut ws, want.len()).await), want);
+    quiet(&mut ws).await;
+    assert_eq!(server.requests.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn relay_frames_are_binary_messages_served_by_seq() {
+    let frames = testnet::frames::relay_frames();
+    assert_eq!(frames.len(), 100);
+    let lines: Vec<Line> = frames.iter().map(|(seq, b)| Line::frame(b, *seq)).collect();
+    let server = JetstreamServer::start(lines).await;
+    server.publish_all();
+    let from = frames[90].0;
+    let mut ws = connect(&format!("{}?cursor={from}", server.firehose_url())).await;
+    let got = take(&mut ws, 10).await;
+    for (m, (_, bytes)) in got.iter().zip(&frames[90..]) {
+        assert_eq!(m, &Message::binary(bytes.clone()));
+    }
+    quiet(&mut ws).await;
+}

@@ -1,0 +1,120 @@
+//! The bounded label values parity puts on its metrics.
+//!
+//! Owns: [`DropReason`] (`reason` and `intentional` of
+//! `parity_events_dropped_total`), [`ReceivedKind`] (`kind` of
+//! `parity_events_received_total`) and [`endpoint_label`] (`endpoint` of
+//! `parity_source_connected`). Does not own counting (see [`super::Obs`]).
+//!
+//! Invariant: every value is from a fixed set or the configuration, never a
+//! DID, URI or error text, so the series count stays bounded.
+
+use url::Url;
+
+use crate::event::EventKind;
+
+/// Why an event (or message) was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Not valid JSON / CBOR, or a required field missing or invalid.
+    Malformed,
+    /// Larger than `source.max_message_bytes`.
+    Oversized,
+    /// An event kind or message type this version does not know.
+    UnknownType,
+    /// The record did not fit its mapper.
+    MapperFailure,
+    /// An older rev of a URI already superseded in the same batch.
+    StaleRev,
+    /// A commit for an account purged earlier in the batch.
+    AccountGone,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 6] = [
+        DropReason::Malformed,
+        DropReason::Oversized,
+        DropReason::UnknownType,
+        DropReason::MapperFailure,
+        DropReason::StaleRev,
+        DropReason::AccountGone,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::Oversized => "oversized",
+            DropReason::UnknownType => "unknown_type",
+            DropReason::MapperFailure => "mapper_failure",
+            DropReason::StaleRev => "stale_rev",
+            DropReason::AccountGone => "account_gone",
+        }
+    }
+
+    /// Whether parity drops these on purpose (convergence rules) rather
+    /// than because the input was bad.
+    pub fn intentional(self) -> bool {
+        matches!(self, DropReason::StaleRev | DropReason::AccountGone)
+    }
+}
+
+/// The `kind` label of `parity_events_received_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceivedKind {
+    Commit,
+    Identity,
+    Account,
+    /// `#sync`, `#info` and other frames that are not records or repo state.
+    Other,
+}
+
+impl ReceivedKind {
+    pub const ALL: [ReceivedKind; 4] = [
+        ReceivedKind::Commit,
+        ReceivedKind::Identity,
+        ReceivedKind::Account,
+        ReceivedKind::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReceivedKind::Commit => "commit",
+            ReceivedKind::Identity => "identity",
+            ReceivedKind::Account => "account",
+            ReceivedKind::Other => "other",
+        }
+    }
+
+    /// `None` for internal cursor-only events, which are not counted.
+    pub fn of(kind: &EventKind) -> Option<ReceivedKind> {
+        match kind {
+            EventKind::Commit(_) => Some(ReceivedKind::Commit),
+            EventKind::Identity { .. } => Some(ReceivedKind::Identity),
+            EventKind::Account { .. } => Some(ReceivedKind::Account),
+            EventKind::Skip => None,
+            _ => Some(ReceivedKind::Other),
+        }
+    }
+}
+
+/// The configured host, with the port when the URL names one: bounded by
+/// the config, and never a path or query.
+pub fn endpoint_label(url: &Url) -> String {
+    let host = url.host_str().unwrap_or("unknown");
+    match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_label_is_the_host() {
+        let u = Url::parse("wss://jetstream2.us-east.bsky.network/subscribe?cursor=5").unwrap();
+        assert_eq!(endpoint_label(&u), "jetstream2.us-east.bsky.network");
+        let u = Url::parse("ws://127.0.0.1:6008/subscribe").unwrap();
+        assert_eq!(endpoint_label(&u), "127.0.0.1:6008");
+    }
+}

@@ -1,0 +1,183 @@
+//! Every metric parity exports: its name, type and help text.
+//!
+//! Owns: the names (`parity_<subsystem>_<name>_<unit>`, counters ending in
+//! `_total`) as constants, and [`ALL`], the list the recorder describes and
+//! the README documents. Every caller names a metric through these
+//! constants, never a string literal. Does not own when to count (the
+//! callers, through [`super::Obs`] or, in the importer, `metrics::counter!`
+//! with a constant from here) nor the recorder ([`super::recorder`]).
+//!
+//! Labels are bounded: reasons and kinds are fixed sets, tables come from
+//! the config, endpoints are configured hosts. Never a DID, URI or error
+//! text.
+
+/// Events decoded from the stream, by `kind` (commit, identity, account, other).
+pub const EVENTS_RECEIVED: &str = "parity_events_received_total";
+/// Events the filter (or the lack of a mapper) kept out of the database.
+pub const EVENTS_FILTERED: &str = "parity_events_filtered_total";
+/// Events or messages dropped, by `reason` and `intentional`.
+pub const EVENTS_DROPPED: &str = "parity_events_dropped_total";
+/// Rows written, by `table` and `op` (upsert, delete).
+pub const RECORDS_WRITTEN: &str = "parity_records_written_total";
+/// Events per committed batch.
+pub const BATCH_SIZE: &str = "parity_batch_size";
+/// Duration of one successful batch commit.
+pub const BATCH_COMMIT_SECONDS: &str = "parity_batch_commit_seconds";
+/// Failed database operations, by `kind` (transient, fatal).
+pub const DB_ERRORS: &str = "parity_db_errors_total";
+/// The last committed cursor.
+pub const CURSOR: &str = "parity_cursor";
+/// Now minus the event time of the last committed event.
+pub const LAG_SECONDS: &str = "parity_lag_seconds";
+/// Stream connections lost, by `reason`.
+pub const SOURCE_RECONNECTS: &str = "parity_source_reconnects_total";
+/// 1 while connected to `endpoint`, else 0.
+pub const SOURCE_CONNECTED: &str = "parity_source_connected";
+/// Import: records by `outcome` (synced, skipped, failed).
+pub const IMPORT_RECORDS: &str = "parity_import_records_total";
+/// Import: HTTP requests by `status` (code or class).
+pub const IMPORT_REQUESTS: &str = "parity_import_requests_total";
+/// Import: DIDs by `status` (pending, in_progress, completed, failed).
+pub const IMPORT_DIDS: &str = "parity_import_dids";
+/// Import: requests answered 429 or held back by a rate limit.
+pub const IMPORT_RATE_LIMITED: &str = "parity_import_rate_limited_total";
+/// Always 1, labelled with the `version`.
+pub const BUILD_INFO: &str = "parity_build_info";
+
+/// Every metric with its type and help text, for `describe_*` and the
+/// README (the unit follows from the name).
+pub const ALL: &[(&str, Kind, &str)] = &[
+    (
+        EVENTS_RECEIVED,
+        Kind::Counter,
+        "Events decoded from the stream, by kind (commit, identity, account, other).",
+    ),
+    (
+        EVENTS_FILTERED,
+        Kind::Counter,
+        "Events kept out of the database by the filter or because no mapper handles their collection; they still move the cursor.",
+    ),
+    (
+        EVENTS_DROPPED,
+        Kind::Counter,
+        "Events or messages dropped, by reason (malformed, oversized, unknown_type, mapper_failure, stale_rev, account_gone); intentional=true for the convergence rules, false for bad input.",
+    ),
+    (
+        RECORDS_WRITTEN,
+        Kind::Counter,
+        "Rows written by committed batches, by table and op (upsert, delete).",
+    ),
+    (
+        BATCH_SIZE,
+        Kind::Histogram,
+        "Events per committed batch, filtered ones included.",
+    ),
+    (
+        BATCH_COMMIT_SECONDS,
+        Kind::Histogram,
+        "Seconds one successful batch commit (rows and cursor in one transaction) took.",
+    ),
+    (
+        DB_ERRORS,
+        Kind::Counter,
+        "Failed database operations, by kind (transient: retried; fatal: parity stops).",
+    ),
+    (
+        CURSOR,
+        Kind::Gauge,
+        "The cursor of the last committed event (time_us for Jetstream v1, seq otherwise).",
+    ),
+    (
+        LAG_SECONDS,
+        Kind::Gauge,
+        "Seconds between now and the event time of the last committed event.",
+    ),
+    (
+        SOURCE_RECONNECTS,
+        Kind::Counter,
+        "Stream connections lost or failed, by reason (idle_timeout, closed, error, connect_failed, connect_timeout, upstream_error, ...).",
+    ),
+    (
+        SOURCE_CONNECTED,
+        Kind::Gauge,
+        "1 while connected to the endpoint (configured host), 0 otherwise.",
+    ),
+    (
+        IMPORT_RECORDS,
+        Kind::Counter,
+        "Records handled by parity import, by outcome (synced, skipped, failed).",
+    ),
+    (
+        IMPORT_REQUESTS,
+        Kind::Counter,
+        "HTTP requests made by parity import, by status (HTTP status code or class, or error).",
+    ),
+    (
+        IMPORT_DIDS,
+        Kind::Gauge,
+        "Repos (DIDs) known to parity import, by status (pending, in_progress, completed, failed).",
+    ),
+    (
+        IMPORT_RATE_LIMITED,
+        Kind::Counter,
+        "parity import requests answered 429 or delayed by a rate limit.",
+    ),
+    (
+        BUILD_INFO,
+        Kind::Gauge,
+        "Always 1; the version label says which parity is running.",
+    ),
+];
+
+/// Prometheus metric type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_convention() {
+        let mut seen = std::collections::HashSet::new();
+        for &(name, kind, help) in ALL {
+            assert!(seen.insert(name), "{name} twice");
+            assert!(name.starts_with("parity_"), "{name}");
+            assert_eq!(kind == Kind::Counter, name.ends_with("_total"), "{name}");
+            assert!(help.ends_with('.') && help.len() > 20, "{name}: {help}");
+        }
+    }
+
+    #[test]
+    fn readme_and_alerts_use_these_names() {
+        let readme = include_str!("../../README.md");
+        for &(name, _, help) in ALL {
+            assert!(
+                readme.contains(&format!("| `{name}` |")),
+                "{name} not in the README"
+            );
+            assert!(
+                readme.contains(help),
+                "help of {name} differs in the README"
+            );
+        }
+        let alerts = include_str!("../../deploy/prometheus/alerts.yml");
+        let names = alerts
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("parity_"));
+        for n in names {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| n.strip_suffix(s))
+                .unwrap_or(n);
+            assert!(
+                ALL.iter().any(|(m, ..)| *m == base),
+                "alerts.yml uses unknown {n}"
+            );
+        }
+    }
+}

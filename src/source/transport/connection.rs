@@ -1,0 +1,336 @@
+//! The websocket connection loop: connect, read, reconnect.
+//!
+//! Owns: failover through the endpoints, capped exponential backoff with
+//! jitter, the connect timeout, the liveness watchdog (no message, not even
+//! a ping, for `idle_timeout_seconds`: reconnect), fetching the Jetstream v2
+//! dictionary before connecting, and handing every data message to the
+//! [`Decoder`] and its events to the pipeline. Reports through [`Report`]
+//! only. Does not own: what messages mean (`formats`), the subscribe URL
+//! (`subscribe`), where to resume (`stream::Resume`), or the stored cursor
+//! (the pipeline passes the start point in).
+//!
+//! Resume rule: the first connection starts at the cursor it is given; every
+//! later connection resumes from the last event received (see
+//! `stream::Resume`), because everything received is already in the
+//! pipeline and will be committed or replayed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::dictionary;
+use super::report::{Escaped, Report};
+use super::subscribe::{self, Pushdown};
+use crate::event::{Cursor, Event};
+use crate::obs::Obs;
+use crate::source::SourceConfig;
+use crate::source::formats::Fault;
+use crate::source::formats::{Decoder, Message, Output};
+use crate::source::stream::{Endpoint, Resume, WireFormat};
+
+/// Hard cap for tungstenite; larger messages are a broken upstream.
+const WS_MAX_MESSAGE: usize = 64 << 20;
+
+/// One decoded event and the stream it came from.
+#[derive(Debug)]
+pub struct Item {
+    pub stream: Arc<str>,
+    pub event: Event,
+}
+
+/// Reads events from the endpoints until cancelled.
+pub struct Reader {
+    endpoints: Vec<Endpoint>,
+    cfg: SourceConfig,
+    pushdown: Pushdown,
+    start: Option<Cursor>,
+    report: Report,
+    /// The start cursor is the stored one (already applied), not one the
+    /// user asked to start from.
+    start_is_stored: bool,
+}
+
+enum Outcome {
+    /// The token was cancelled or the pipeline is gone: stop.
+    Stop,
+    /// The connection ended; `got_events` says whether it was useful.
+    Lost {
+        reason: &'static str,
+        got_events: bool,
+    },
+}
+
+impl Outcome {
+    fn lost(reason: &'static str) -> Outcome {
+        Outcome::Lost {
+            reason,
+            got_events: false,
+        }
+    }
+}
+
+/// What one connection attempt asks for.
+struct Attempt {
+    url: Url,
+    /// First message to send (`options_update` with many DIDs).
+    hello: Option<String>,
+    /// Events at or below this cursor were already received: drop them.
+    floor: Option<Cursor>,
+    /// Jetstream v2 zstd dictionary `(id, bytes)` asked for, if any.
+    dict: Option<(u32, Vec<u8>)>,
+}
+
+impl Reader {
+    pub fn new(
+        endpoints: Vec<Endpoint>,
+        cfg: SourceConfig,
+        pushdown: Pushdown,
+        start: Option<Cursor>,
+        obs: Arc<Obs>,
+    ) -> Reader {
+        Reader {
+            endpoints,
+            cfg,
+            pushdown,
+            start,
+            report: Report::new(obs),
+            start_is_stored: false,
+        }
+    }
+
+    /// Marks the start cursor as the stored one: on Jetstream v2, whose
+    /// cursor replays its own event, that event is then skipped.
+    pub fn start_is_stored(mut self) -> Reader {
+        self.start_is_stored = true;
+        self
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self
+            .cfg
+            .backoff_initial_ms
+            .saturating_mul(1u64 << attempt.min(20))
+            .min(self.cfg.backoff_max_ms);
+        // Full jitter on the upper half: spreads reconnect storms.
+        let ms = rand::rng().random_range(base / 2..=base.max(1));
+        Duration::from_millis(ms)
+    }
+
+    /// The Jetstream v2 dictionary to ask `ep` for, if compression is on and
+    /// one can be had; `Err(())`: cancelled.
+    async fn dictionary(
+        &self,
+        ep: &Endpoint,
+        token: &CancellationToken,
+    ) -> Result<Option<(u32, Vec<u8>)>, ()> {
+        if ep.format != WireFormat::JetstreamV2 || !self.cfg.compress {
+            return Ok(None);
+        }
+        let cache = std::path::PathBuf::from(&self.cfg.cache_dir);
+        tokio::select! {
+            _ = token.cancelled() => Err(()),
+            r = dictionary::get(&ep.url, &cache) => match r {
+                Ok(d) => Ok(Some(d)),
+                Err(e) => {
+                    tracing::warn!(endpoint = %ep.url, error = %Escaped(&e), "No zstd dictionary; connecting uncompressed.");
+                    Ok(None)
+                }
+            },
+        }
+    }
+
+    /// Runs until `token` is cancelled or the receiver is dropped.
+    pub async fn run(self, tx: mpsc::Sender<Item>, token: CancellationToken) {
+        let mut decoder = Decoder::new(self.cfg.max_message_bytes);
+        let mut idx = 0usize;
+        let mut attempt = 0u32;
+        let mut last_seen: Option<(WireFormat, Cursor)> = None;
+        loop {
+            let ep = &self.endpoints[idx % self.endpoints.len()];
+            let resume = match last_seen {
+                Some((fmt, c)) if fmt == ep.format => {
+                    Resume::after(fmt, c, self.cfg.rewind_seconds)
+                }
+                _ => Resume::first(ep.format, self.start, self.start_is_stored),
+            };
+            let Ok(dict) = self.dictionary(ep, &token).await else {
+                return;
+            };
+            let dict_id = dict.as_ref().map(|d| d.0);
+            let (url, hello) = subscribe::subscribe_url(
+                ep,
+                &self.pushdown,
+                self.cfg.compress,
+                resume.cursor,
+                dict_id,
+            );
+            tracing::info!(endpoint = %ep.url, cursor = ?resume.cursor.map(|c| c.0), "Connecting.");
+            let plan = Attempt {
+                url,
+                hello,
+                floor: resume.floor,
+                dict,
+            };
+            let outcome = self
+                .session(ep, plan, &mut decoder, &tx, &token, &mut last_seen)
+                .await;
+            self.report.connected(ep, false);
+            match outcome {
+                Outcome::Stop => return,
+                Outcome::Lost { reason, got_events } => {
+                    self.report.reconnect(reason);
+                    if let (Some(id), false) = (dict_id, got_events) {
+                        // The server may no longer accept this dictionary ID.
+                        dictionary::forget(&ep.url, std::path::Path::new(&self.cfg.cache_dir), id);
+                    }
+                    if got_events {
+                        attempt = 0;
+                    } else {
+                        attempt = attempt.saturating_add(1);
+                        idx += 1;
+                    }
+                    let delay = self.backoff(attempt);
+                    tracing::warn!(endpoint = %ep.url, reason, delay_ms = delay.as_millis() as u64, "Connection lost; reconnecting.");
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn session(
+        &self,
+        ep: &Endpoint,
+        plan: Attempt,
+        decoder: &mut Decoder,
+        tx: &mpsc::Sender<Item>,
+        token: &CancellationToken,
+        last_seen: &mut Option<(WireFormat, Cursor)>,
+    ) -> Outcome {
+        let ws_cfg = WebSocketConfig::default()
+            .max_message_size(Some(WS_MAX_MESSAGE))
+            .max_frame_size(Some(WS_MAX_MESSAGE));
+        let Attempt {
+            url,
+            hello,
+            floor,
+            dict,
+        } = plan;
+        let request = match subscribe::request(&url, ep.format) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(endpoint = %ep.url, error = %Escaped(&e), "Bad endpoint URL.");
+                return Outcome::lost("connect_failed");
+            }
+        };
+        let connect = tokio_tungstenite::connect_async_with_config(request, Some(ws_cfg), false);
+        let timeout = Duration::from_secs(self.cfg.connect_timeout_seconds.max(1));
+        let mut ws = tokio::select! {
+            _ = token.cancelled() => return Outcome::Stop,
+            r = tokio::time::timeout(timeout, connect) => match r {
+                Ok(Ok((ws, _))) => ws,
+                Ok(Err(e)) => {
+                    tracing::warn!(endpoint = %ep.url, error = %Escaped(&e), "Connect failed.");
+                    return Outcome::lost("connect_failed");
+                }
+                Err(_) => return Outcome::lost("connect_timeout"),
+            },
+        };
+        if let Some(h) = hello
+            && ws.send(WsMessage::text(h)).await.is_err()
+        {
+            return Outcome::lost("send_failed");
+        }
+        tracing::info!(endpoint = %ep.url, "Connected.");
+        self.report.connected(ep, true);
+        let idle = Duration::from_secs(self.cfg.idle_timeout_seconds);
+        let mut got_events = false;
+        if let Err(e) = decoder.connect(ep.format, floor, dict.as_ref().map(|d| d.1.as_slice())) {
+            tracing::warn!(endpoint = %ep.url, error = %Escaped(&e), "Unusable zstd dictionary.");
+        }
+        let mut out = Output::default();
+        loop {
+            let msg = tokio::select! {
+                _ = token.cancelled() => {
+                    let _ = tokio::time::timeout(Duration::from_millis(200), ws.close(None)).await;
+                    return Outcome::Stop;
+                }
+                r = tokio::time::timeout(idle, ws.next()) => r,
+            };
+            if let Ok(Some(Ok(_))) = &msg {
+                // Any message counts, pings included: a quiet stream is alive.
+                self.report.touch();
+            }
+            let lost = |reason| Outcome::Lost { reason, got_events };
+            let decoded = match msg {
+                Err(_) => return lost("idle_timeout"),
+                Ok(None) | Ok(Some(Ok(WsMessage::Close(_)))) => return lost("closed"),
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(endpoint = %ep.url, error = %Escaped(&e), "Websocket error.");
+                    return lost("error");
+                }
+                Ok(Some(Ok(WsMessage::Text(t)))) => {
+                    decoder.decode(Message::Text(t.as_bytes()), &mut out)
+                }
+                Ok(Some(Ok(WsMessage::Binary(b)))) => decoder.decode(Message::Binary(&b), &mut out),
+                Ok(Some(Ok(_))) => continue,
+            };
+            if let Err(fault) = decoded {
+                let Fault::BundledDictionary(e) = &fault;
+                tracing::error!(error = %Escaped(e), "Bundled zstd dictionary unusable.");
+                return lost(fault.reason());
+            }
+            for d in &out.dropped {
+                self.report.dropped(d);
+            }
+            if let Some(c) = &out.control
+                && let Err(reason) = self.report.control(ep.format, c)
+            {
+                return lost(reason);
+            }
+            for event in out.events.drain(..) {
+                got_events = true;
+                *last_seen = Some((ep.format, event.cursor));
+                self.report.received(&event);
+                let item = Item {
+                    stream: ep.key.clone(),
+                    event,
+                };
+                tokio::select! {
+                    _ = token.cancelled() => return Outcome::Stop,
+                    r = tx.send(item) => if r.is_err() { return Outcome::Stop },
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded() {
+        let r = Reader::new(
+            vec![Endpoint::parse("wss://h.example/subscribe").unwrap()],
+            SourceConfig::default(),
+            Pushdown::default(),
+            None,
+            Arc::new(Obs::new(Duration::from_secs(60))),
+        );
+        for attempt in 0..40 {
+            let d = r.backoff(attempt);
+            assert!(d <= Duration::from_millis(30_000), "{d:?}");
+        }
+        assert!(r.backoff(0) <= Duration::from_millis(250));
+    }
+}

@@ -1,0 +1,183 @@
+//! The commit of one [`Batch`]: the statement order of `plan.rs`, written
+//! once for both backends.
+//!
+//! Owns: walking a [`Plan`] in its documented order inside one transaction,
+//! the statements that are the same on both backends (account, identity and
+//! resync changes to `parity_repos`, the resync import request, the stream
+//! cursors and the import page), the [`CommitStats`] of the batch, and the
+//! lease check of an import page. Does not own: beginning the transaction
+//! (SQLite takes the write lock up front, PostgreSQL relaxes
+//! `synchronous_commit`), nor the bulk steps whose SQL genuinely differs per
+//! backend (purges, tombstones, deletes, upserts, revs: ladder-chunked
+//! multi-row statements on SQLite, one `UNNEST` per table on PostgreSQL).
+//! Those are the [`Steps`] a backend transaction implements.
+//!
+//! Invariants: the checkpoint (stream cursors or import page) is written
+//! last, in the same transaction as the rows it covers; any error returns
+//! before `COMMIT`, and dropping the transaction rolls the batch back as a
+//! whole; statements run in the plan's deterministic (sorted) order, so the
+//! lock order is stable across concurrent writers.
+
+use chrono::{DateTime, Utc};
+
+use super::dialect::{Arg, Sql};
+use super::imports::{PAGE_DONE, QUEUE_RESYNC};
+use super::plan::{Plan, status_text};
+use super::{CommitStats, StoreError};
+use crate::batch::{Batch, Checkpoint};
+use crate::event::Did;
+use crate::mapper::Row;
+
+/// An identity event: the handle (if it came with one) and a stale cached
+/// identity. `$1` did, `$2` handle, `$3` now.
+static SET_IDENTITY: Sql = Sql::new(
+    "INSERT INTO parity_repos (did, handle, updated_at) VALUES ($1, $2, $3) \
+     ON CONFLICT (did) DO UPDATE SET handle = COALESCE(excluded.handle, parity_repos.handle), \
+     identity_resolved_at = NULL, updated_at = excluded.updated_at",
+);
+
+/// An account event. `$1` did, `$2` status, `$3` active, `$4` now.
+static SET_ACCOUNT: Sql = Sql::new(
+    "INSERT INTO parity_repos (did, status, active, updated_at) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (did) DO UPDATE SET status = excluded.status, active = excluded.active, updated_at = excluded.updated_at",
+);
+
+/// The stream asked for a re-import of the repo. `$1` did, `$2` now.
+static MARK_RESYNC: Sql = Sql::new(
+    "INSERT INTO parity_repos (did, resync_requested_at, updated_at) VALUES ($1, $2, $2) \
+     ON CONFLICT (did) DO UPDATE SET resync_requested_at = excluded.resync_requested_at, updated_at = excluded.updated_at",
+);
+
+/// One stream's cursor. `$1` stream key, `$2` cursor, `$3` now.
+static SAVE_CURSOR: Sql = Sql::new(
+    "INSERT INTO parity_cursors (stream, cursor, updated_at) VALUES ($1, $2, $3) \
+     ON CONFLICT (stream) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+);
+
+/// One open commit transaction of a backend: the steps the walk calls.
+/// Tables are indexed by `TableId`, as in the [`Plan`].
+pub(super) trait Steps {
+    /// Mapper tables this store writes.
+    fn table_count(&self) -> usize;
+    fn table_name(&self, table: usize) -> &str;
+    /// Runs one shared statement; returns the rows it affected.
+    async fn run(&mut self, sql: &'static Sql, args: Vec<Arg>) -> Result<u64, StoreError>;
+    /// Deletes every row of these DIDs from every table (non-empty).
+    async fn purge(&mut self, dids: &[&Did], stats: &mut CommitStats) -> Result<(), StoreError>;
+    /// Writes a tombstone per `(uri, rev)` (non-empty), newer revs winning.
+    async fn tombstones(
+        &mut self,
+        deletes: &[(&str, &str)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Deletes rows no newer than their tombstone (non-empty); returns the
+    /// rows deleted.
+    async fn delete(&mut self, table: usize, deletes: &[(&str, &str)]) -> Result<u64, StoreError>;
+    /// Upserts rows under the rev, tombstone and status guards (non-empty);
+    /// returns the rows written.
+    async fn upsert(
+        &mut self,
+        table: usize,
+        rows: &[&Row],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+    /// Records each DID's newest commit rev (non-empty).
+    async fn revs(&mut self, revs: &[(&Did, &str)], now: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn commit(self) -> Result<(), StoreError>;
+}
+
+/// Writes `batch` through `tx` in the order of `plan.rs` and commits.
+pub(super) async fn commit<S: Steps>(mut tx: S, batch: &Batch) -> Result<CommitStats, StoreError> {
+    let plan = Plan::new(batch, tx.table_count());
+    let now = Utc::now();
+    let mut stats = CommitStats::default();
+
+    // 1. Account and identity changes, resync requests, then purges.
+    for (did, change) in &plan.account_changes {
+        if change.identity || change.handle.is_some() {
+            let args = vec![
+                did.as_str().into(),
+                change.handle.clone().into(),
+                now.into(),
+            ];
+            tx.run(&SET_IDENTITY, args).await?;
+        }
+        if let Some((active, status)) = change.account {
+            let args = vec![
+                did.as_str().into(),
+                status_text(active, status).into(),
+                active.into(),
+                now.into(),
+            ];
+            tx.run(&SET_ACCOUNT, args).await?;
+        }
+    }
+    for (did, change) in &plan.account_changes {
+        if change.resync {
+            tx.run(&MARK_RESYNC, vec![did.as_str().into(), now.into()])
+                .await?;
+            tx.run(&QUEUE_RESYNC, vec![did.as_str().into(), now.into()])
+                .await?;
+        }
+    }
+    if !plan.purges.is_empty() {
+        tx.purge(&plan.purges, &mut stats).await?;
+    }
+
+    // 2. Tombstones for every delete, then the deletes.
+    let deletes: Vec<(&str, &str)> = plan.all_deletes().collect();
+    if !deletes.is_empty() {
+        tx.tombstones(&deletes, now).await?;
+    }
+    for (table, work) in plan.tables.iter().enumerate() {
+        if !work.deletes.is_empty() {
+            let n = tx.delete(table, &work.deletes).await?;
+            CommitStats::add(&mut stats.deleted, tx.table_name(table), n);
+        }
+    }
+
+    // 3. Upserts.
+    for (table, work) in plan.tables.iter().enumerate() {
+        if !work.upserts.is_empty() {
+            let n = tx.upsert(table, &work.upserts, now).await?;
+            CommitStats::add(&mut stats.upserted, tx.table_name(table), n);
+        }
+    }
+
+    // 4. Per-DID commit revs.
+    if !plan.revs.is_empty() {
+        tx.revs(&plan.revs, now).await?;
+    }
+
+    // 5. The checkpoint.
+    match &batch.checkpoint {
+        Checkpoint::Stream(cursors) => {
+            for (stream, cursor) in cursors {
+                let args = vec![stream.clone().into(), cursor.0.into(), now.into()];
+                tx.run(&SAVE_CURSOR, args).await?;
+            }
+        }
+        Checkpoint::ImportPage(page) => {
+            let offered = plan.upsert_count() as u64;
+            let synced = stats.upserted_total();
+            let args = vec![
+                page.cursor.clone().into(),
+                (synced as i64).into(),
+                (offered.saturating_sub(synced) as i64).into(),
+                (page.failed as i64).into(),
+                page.lease_until.clone().into(),
+                now.into(),
+                page.state_id.into(),
+                page.owner.clone().into(),
+            ];
+            if tx.run(&PAGE_DONE, args).await? == 0 {
+                return Err(StoreError::LeaseLost);
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,232 @@
+//! The commit walk against real databases (a SQLite file and the
+//! PostgreSQL at `TEST_PG_URL`): each test pins one ordering of `plan.rs`
+//! by a batch whose result would differ if two steps swapped, and checks
+//! both backends report the same [`CommitStats`].
+
+use chrono::Utc;
+use serde_json::value::RawValue;
+
+use crate::batch::{Batch, Checkpoint, ImportPage, RepoChange};
+use crate::event::{AccountStatus, Cursor, Did};
+use crate::mapper::builtin::Builtin;
+use crate::mapper::table::timestamp_text;
+use crate::mapper::{Mutation, Row, TableId, Value};
+use crate::store::{CommitStats, DatabaseConfig, Store, StoreError};
+
+/// A migrated store with the likes table, purging `deleted` accounts. The
+/// temp dir of a SQLite store lives as long as the returned guard.
+async fn open(pg: bool) -> (Store, Option<tempfile::TempDir>) {
+    let (url, dir) = if pg {
+        let base = std::env::var("TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let admin = sqlx::PgPool::connect(&base)
+            .await
+            .expect("PostgreSQL at TEST_PG_URL");
+        let name = format!("parity_t_commit_{}", rand::random::<u32>());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let (prefix, _) = base.rsplit_once('/').unwrap();
+        (format!("{prefix}/{name}"), None)
+    } else {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        (url, Some(dir))
+    };
+    let mut store = Store::connect(&DatabaseConfig {
+        url,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    store
+        .prepare(&[Builtin::Likes.schema()], &[AccountStatus::Deleted])
+        .await
+        .unwrap();
+    (store, dir)
+}
+
+fn did(n: &str) -> Did {
+    Did::parse(&format!("did:plc:{n}")).unwrap()
+}
+
+fn uri(d: &str, rkey: &str) -> String {
+    format!("at://did:plc:{d}/app.bsky.feed.like/{rkey}")
+}
+
+fn upsert(d: &str, rkey: &str, rev: &str) -> Mutation {
+    Mutation::Upsert(Row {
+        table: TableId(0),
+        uri: uri(d, rkey),
+        did: did(d),
+        rkey: rkey.into(),
+        cid: format!("cid-{rev}"),
+        rev: rev.into(),
+        record: RawValue::from_string("{}".into()).unwrap(),
+        values: vec![Value::Null; Builtin::Likes.schema().columns.len()],
+    })
+}
+
+fn delete(d: &str, rkey: &str, rev: &str) -> Mutation {
+    Mutation::Delete {
+        table: TableId(0),
+        uri: uri(d, rkey),
+        did: did(d),
+        rev: rev.into(),
+    }
+}
+
+fn batch(mutations: Vec<Mutation>, repos: Vec<(Did, RepoChange)>, cursor: i64) -> Batch {
+    Batch {
+        mutations,
+        repos: repos.into_iter().collect(),
+        last_time_us: 0,
+        events: 1,
+        checkpoint: Checkpoint::Stream(vec![("s".to_owned(), Cursor(cursor))]),
+    }
+}
+
+fn stats(upserted: u64, deleted: u64) -> CommitStats {
+    let list = |n| match n {
+        0 => vec![],
+        n => vec![("likes".to_owned(), n)],
+    };
+    CommitStats {
+        upserted: list(upserted),
+        deleted: list(deleted),
+    }
+}
+
+/// Rows in likes of one DID.
+async fn likes_of(store: &Store, d: &str) -> i64 {
+    let (n,): (i64,) = store
+        .fetch_optional(
+            "SELECT COUNT(*) FROM likes WHERE did = $1",
+            vec![format!("did:plc:{d}").into()],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    n
+}
+
+/// Step 1 before 3: the account change and purge of a DID run before the
+/// upserts, so the status guard refuses that DID's rows in the same batch,
+/// and the purge counts as deletes. Many rows of another DID cross the
+/// SQLite ladder (500 + 128 + ...) and are all written.
+async fn account_state_guards_the_same_batch(pg: bool) {
+    let (store, _dir) = open(pg).await;
+    let first = batch(vec![upsert("a", "1", "3a")], vec![], 1);
+    assert_eq!(store.commit(&first).await.unwrap(), stats(1, 0));
+
+    let mut rows = vec![upsert("a", "2", "3b")];
+    rows.extend((0..700).map(|i| upsert("b", &format!("k{i}"), "3b")));
+    let gone = RepoChange {
+        account: Some((false, Some(AccountStatus::Deleted))),
+        purge: true,
+        ..Default::default()
+    };
+    let second = batch(rows, vec![(did("a"), gone)], 2);
+    assert_eq!(store.commit(&second).await.unwrap(), stats(700, 1));
+    assert_eq!(likes_of(&store, "a").await, 0);
+    assert_eq!(likes_of(&store, "b").await, 700);
+    assert_eq!(store.load_cursor("s").await.unwrap(), Some(Cursor(2)));
+}
+
+/// Step 2 before 3, and tombstones before deletes: a delete needs its
+/// tombstone to remove the stored row, and an older upsert of a URI deleted
+/// in the same batch is refused by that tombstone.
+async fn tombstones_guard_deletes_and_upserts(pg: bool) {
+    let (store, _dir) = open(pg).await;
+    let first = batch(vec![upsert("a", "1", "3a")], vec![], 1);
+    store.commit(&first).await.unwrap();
+
+    let second = batch(
+        vec![
+            delete("a", "1", "3c"),
+            delete("a", "2", "3c"),
+            upsert("a", "2", "3b"),
+        ],
+        vec![],
+        2,
+    );
+    assert_eq!(store.commit(&second).await.unwrap(), stats(0, 1));
+    assert_eq!(likes_of(&store, "a").await, 0);
+}
+
+/// Step 5: the import page is the last statement and is guarded by the
+/// lease, so a page written under a lost lease rolls the whole batch back;
+/// under the lease, rows and counters commit together.
+async fn import_page_commits_with_its_rows_or_not_at_all(pg: bool) {
+    let (store, _dir) = open(pg).await;
+    let collection = "app.bsky.feed.like".to_owned();
+    store
+        .enqueue_imports("did:plc:a", std::slice::from_ref(&collection), false)
+        .await
+        .unwrap();
+    let lease_until = Utc::now() + chrono::Duration::minutes(5);
+    let state = store
+        .claim_import("did:plc:a", &collection, "me", lease_until, None)
+        .await
+        .unwrap()
+        .unwrap();
+    let page = |owner: &str| {
+        let mut b = batch(
+            vec![upsert("a", "1", "3a"), upsert("a", "2", "3a")],
+            vec![],
+            0,
+        );
+        b.checkpoint = Checkpoint::ImportPage(ImportPage {
+            state_id: state.id,
+            owner: owner.into(),
+            cursor: Some("2".into()),
+            failed: 1,
+            lease_until: timestamp_text(&lease_until),
+        });
+        b
+    };
+    let err = store.commit(&page("thief")).await.unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost), "{err}");
+    assert_eq!(likes_of(&store, "a").await, 0);
+
+    assert_eq!(store.commit(&page("me")).await.unwrap(), stats(2, 0));
+    let states = store.resumable_imports(Some("did:plc:a")).await.unwrap();
+    let s = &states[0];
+    assert_eq!(
+        (
+            s.pages,
+            s.records_synced,
+            s.records_failed,
+            s.cursor.as_deref()
+        ),
+        (1, 2, 1, Some("2"))
+    );
+    assert_eq!(likes_of(&store, "a").await, 2);
+    assert_eq!(store.load_cursor("s").await.unwrap(), None);
+}
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(false).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(true).await;
+            })*
+        }
+    };
+}
+
+on_both!(
+    account_state_guards_the_same_batch,
+    tombstones_guard_deletes_and_upserts,
+    import_page_commits_with_its_rows_or_not_at_all,
+);

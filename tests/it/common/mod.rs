@@ -1,0 +1,342 @@
+//! Shared test support: fixture paths, real databases (a SQLite file in a
+//! temp dir, a fresh PostgreSQL database per test), table snapshots, and an
+//! in-process consumer with a condition-based wait, and [`backend_tests!`]
+//! (one scenario, every backend). The fake network peers and fixture paths
+//! are re-exported from the dev-only `testnet` crate.
+
+#![allow(dead_code)]
+
+#[macro_use]
+mod backend;
+pub mod importer;
+pub mod model;
+pub mod process;
+
+// The fake network peers and fixture paths, from the dev-only `testnet` crate.
+pub use testnet::frames::relay_frames;
+pub use testnet::jetstream::v1_to_v2;
+pub use testnet::{GOLDEN_JSONL, RELAY_JSONL, dns, fixture, fixture_lines, frames, jetstream, pds};
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use parity::cmd::consume::{ConsumeOptions, Consumer};
+use parity::config::Config;
+use parity::obs::Obs;
+use sqlx::Row;
+use tokio_util::sync::CancellationToken;
+
+/// The PostgreSQL server tests use; `.ci/run` starts it.
+pub fn pg_base_url() -> String {
+    std::env::var("TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database under test; the SQLite temp dir lives as long as this.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("parity.db").display());
+        TestDb {
+            url,
+            _dir: Some(dir),
+        }
+    }
+
+    /// A new, empty PostgreSQL database. Fails (never skips) when the
+    /// server is not reachable.
+    pub async fn postgres(hint: &str) -> TestDb {
+        let base = pg_base_url();
+        let admin = sqlx::PgPool::connect(&base).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL at {base} is required for tests (start it; .ci/run does): {e}")
+        });
+        // PostgreSQL truncates names at 63 bytes; keep the random part.
+        let hint: String = hint.chars().take(24).collect();
+        let name = format!("parity_t_{}_{}", hint, rand::random::<u32>());
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name}"
+        )))
+        .execute(&admin)
+        .await
+        .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let (prefix, _) = base.rsplit_once('/').unwrap();
+        TestDb {
+            url: format!("{prefix}/{name}"),
+            _dir: None,
+        }
+    }
+
+    pub fn is_pg(&self) -> bool {
+        self.url.starts_with("postgres")
+    }
+
+    /// Runs `sql` and returns the first `n` columns of every row as text.
+    async fn query_text(&self, sql: String, n: usize) -> Vec<Vec<Option<String>>> {
+        // One body for both pool types.
+        macro_rules! fetch {
+            ($pool:ty) => {{
+                let pool = <$pool>::connect(&self.url).await.unwrap();
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                rows.iter()
+                    .map(|r| (0..n).map(|i| r.get::<Option<String>, _>(i)).collect())
+                    .collect()
+            }};
+        }
+        if self.is_pg() {
+            fetch!(sqlx::PgPool)
+        } else {
+            fetch!(sqlx::SqlitePool)
+        }
+    }
+
+    /// Rows of `table` as text, ordered by the first column. Timestamps are rendered as
+    /// RFC 3339 UTC with µs and booleans as true/false on both backends.
+    pub async fn rows(&self, table: &str, cols: &[&str]) -> Vec<Vec<Option<String>>> {
+        let exprs: Vec<String> = cols.iter().map(|c| self.text_expr(table, c)).collect();
+        let sql = format!("SELECT {} FROM {table} ORDER BY 1", exprs.join(", "));
+        self.query_text(sql, cols.len()).await
+    }
+
+    fn text_expr(&self, _table: &str, col: &str) -> String {
+        let is_time = col == "created_at" || col == "synced_at" || col.ends_with("_at");
+        match (self.is_pg(), is_time) {
+            (true, true) => {
+                format!("to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+            }
+            (true, false) => format!("{col}::text"),
+            (false, _) => format!("CAST({col} AS TEXT)"),
+        }
+    }
+
+    /// A single scalar as text.
+    pub async fn scalar(&self, sql: &str) -> Option<String> {
+        self.query_text(sql.to_owned(), 1)
+            .await
+            .into_iter()
+            .next()
+            .and_then(|mut r| r.pop().flatten())
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        self.scalar(&format!("SELECT CAST(COUNT(*) AS TEXT) FROM {table}"))
+            .await
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// Every built-in table ([`SNAPSHOT`]) and `parity_repos`, as text.
+    pub async fn snapshot(&self) -> Vec<Vec<Vec<Option<String>>>> {
+        let mut out = Vec::new();
+        for (t, cols) in SNAPSHOT {
+            out.push(self.rows(t, cols).await);
+        }
+        out.push(
+            self.rows("parity_repos", &["did", "handle", "status", "rev"])
+                .await,
+        );
+        out
+    }
+
+    /// The stored cursor of the only (or newest) stream, if any.
+    pub async fn cursor(&self) -> Option<i64> {
+        self.scalar("SELECT CAST(MAX(cursor) AS TEXT) FROM parity_cursors")
+            .await
+            .map(|s| s.parse().unwrap())
+    }
+}
+
+/// Every built-in table with all its columns except `synced_at`.
+pub const SNAPSHOT: &[(&str, &[&str])] = &[
+    (
+        "posts",
+        &[
+            "uri",
+            "did",
+            "rkey",
+            "cid",
+            "rev",
+            "record",
+            "text",
+            "created_at",
+            "reply_parent_uri",
+            "reply_root_uri",
+            "langs",
+        ],
+    ),
+    (
+        "likes",
+        &[
+            "uri",
+            "did",
+            "rkey",
+            "cid",
+            "rev",
+            "record",
+            "subject_uri",
+            "subject_cid",
+            "created_at",
+        ],
+    ),
+    (
+        "reposts",
+        &[
+            "uri",
+            "did",
+            "rkey",
+            "cid",
+            "rev",
+            "record",
+            "subject_uri",
+            "subject_cid",
+            "created_at",
+        ],
+    ),
+    (
+        "follows",
+        &[
+            "uri",
+            "did",
+            "rkey",
+            "cid",
+            "rev",
+            "record",
+            "subject_did",
+            "created_at",
+        ],
+    ),
+    (
+        "blocks",
+        &[
+            "uri",
+            "did",
+            "rkey",
+            "cid",
+            "rev",
+            "record",
+            "subject_did",
+            "created_at",
+        ],
+    ),
+    (
+        "profiles",
+        &[
+            "uri",
+            "did",
+            "rkey",
+            "cid",
+            "rev",
+            "record",
+            "display_name",
+            "description",
+        ],
+    ),
+];
+
+/// A config pointing at `db` and `endpoint`, with quick flushes, no
+/// progress lines and no metrics listener (tests run in parallel).
+pub fn config(db: &TestDb, endpoint: &str) -> Config {
+    let mut c = Config::default();
+    c.database.url = db.url.clone();
+    c.source.endpoints = vec![endpoint.to_owned()];
+    c.source.backoff_initial_ms = 20;
+    c.source.backoff_max_ms = 200;
+    c.batch.max_age_ms = 20;
+    c.log.progress_interval_seconds = 0;
+    c.metrics.addr = "off".into();
+    c
+}
+
+/// A consumer running in this process.
+pub struct Running {
+    pub stats: Arc<Obs>,
+    pub token: CancellationToken,
+    handle: tokio::task::JoinHandle<Result<(), parity::Error>>,
+}
+
+pub fn start(consumer: Consumer, opts: ConsumeOptions) -> Running {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let stats = consumer.obs();
+    let token = CancellationToken::new();
+    let t = token.clone();
+    let handle = tokio::spawn(async move { consumer.run(opts, t).await });
+    Running {
+        stats,
+        token,
+        handle,
+    }
+}
+
+impl Running {
+    /// Waits until `cond(stats)` holds (checked every 10 ms, 30 s at most).
+    pub async fn wait_for(&self, what: &str, cond: impl Fn(&Obs) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !cond(&self.stats) {
+            assert!(
+                !self.handle.is_finished(),
+                "consumer exited while waiting for {what}"
+            );
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; cursor {}, received {}, malformed {}, reconnects {}",
+                self.stats.cursor.load(Relaxed),
+                self.stats.received(),
+                self.stats.dropped(parity::obs::DropReason::Malformed),
+                self.stats.reconnects.load(Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until the committed cursor equals `c`.
+    pub async fn wait_cursor(&self, c: i64) {
+        self.wait_for(&format!("cursor {c}"), |s| s.cursor.load(Relaxed) == c)
+            .await;
+    }
+
+    /// Cancels and waits for the drain; returns the run's result.
+    pub async fn stop(self) -> Result<(), parity::Error> {
+        self.token.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.handle)
+            .await
+            .expect("consumer drains within 10 s")
+            .expect("consumer task did not panic")
+    }
+}
+
+/// Runs a consumer against a fresh `server` (no connection yet) until every published line up to
+/// cursor `last` is committed, then stops it cleanly; returns its counters.
+pub async fn run_to_end(
+    server: &jetstream::JetstreamServer,
+    cfg: Config,
+    opts: ConsumeOptions,
+    last: i64,
+) -> Arc<Obs> {
+    let run = start(Consumer::new(cfg), opts);
+    server.wait_connections(1).await;
+    server.publish_all();
+    run.wait_cursor(last).await;
+    let stats = run.stats.clone();
+    run.stop().await.unwrap();
+    stats
+}
+
+/// The largest cursor among the lines (the final cursor of a full run).
+pub fn last_time_us(lines: &[jetstream::Line]) -> i64 {
+    lines.iter().filter_map(|l| l.cursor).max().unwrap()
+}

@@ -1,0 +1,31 @@
+//! parity's integration tests, compiled as one binary (`cargo test --test it`).
+//!
+//! Owns: one module per scenario file below, and [`common`], the harness they
+//! share (real databases, the in-process consumer, the `parity` binary as a
+//! child process, the [`backend_tests!`] macro). The fake network peers
+//! (Jetstream/firehose, PDS, PLC directory, DNS) live in the dev-only
+//! `testnet` crate (`crates/testnet/`), with their own tests there.
+//!
+//! One binary instead of one per file: `common` and the peers compile once,
+//! and every test still runs under `cargo test` (filter with a module path,
+//! e.g. `cargo test --test it consume::`).
+
+#[macro_use]
+mod common;
+
+mod accounts;
+mod architecture;
+mod bad_input;
+mod config;
+mod consume;
+mod convergence;
+mod deploy;
+mod import;
+mod import_faults;
+mod import_resume;
+mod liveness;
+mod mappers;
+mod metrics;
+mod relay_scenarios;
+mod resume_after_crash;
+mod store;
