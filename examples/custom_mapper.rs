@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use parity::cmd::consume::{ConsumeOptions, Consumer};
 use parity::config::Config;
-use parity::filter::CollectionPattern;
+use parity::event::CollectionPattern;
 use parity::mapper::{ColumnType, MapError, Mapper, RecordRef, TableSchema, Value};
 use serde::Deserialize;
 

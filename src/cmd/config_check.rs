@@ -15,8 +15,8 @@ use std::process::ExitCode;
 use crate::config::Config;
 use crate::error::Error;
 use crate::mapper::Registry;
-use crate::store::{Store, StoreError, TableState};
 use crate::obs::Escaped;
+use crate::store::{Store, StoreError, TableState};
 
 /// `parity config check`: the effective configuration on stdout, one
 /// finding per line on stderr; exit 2 when a finding is an error.

@@ -10,7 +10,7 @@ use common::jetstream::{JetstreamServer, Line};
 use common::{TestDb, config, fixture_lines, last_time_us, start};
 use parity::cmd::consume::{ConsumeOptions, Consumer};
 use parity::config::Config;
-use parity::filter::CollectionPattern;
+use parity::event::CollectionPattern;
 use parity::mapper::declarative::{ColumnConfig, DeclarativeConfig};
 use parity::mapper::{ColumnType, MapError, Mapper, RecordRef, TableSchema, Value};
 

@@ -16,8 +16,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use url::Url;
 
 use super::subscribe_v2;
+use crate::event::CollectionPattern;
 use crate::event::{Cursor, Did};
-use crate::filter::CollectionPattern;
 use crate::source::stream::{Endpoint, WireFormat};
 
 /// Jetstream v1 accepts at most this many `wantedCollections`.
