@@ -2,8 +2,11 @@
 //!
 //! Owns: [`DropReason`] (`reason` and `intentional` of
 //! `parity_events_dropped_total`), [`ReceivedKind`] (`kind` of
-//! `parity_events_received_total`) and [`endpoint_label`] (`endpoint` of
-//! `parity_source_connected`). Does not own counting (see [`super::Obs`]).
+//! `parity_events_received_total`), [`RECONNECT_REASONS`],
+//! [`DB_ERROR_KINDS`] and [`IMPORT_OUTCOMES`] (the other counters' label
+//! sets, exported at 0 from the start by [`super::recorder`]) and
+//! [`endpoint_label`] (`endpoint` of `parity_source_connected`). Does not
+//! own counting (see [`super::Obs`]).
 //!
 //! Invariant: every value is from a fixed set or the configuration, never a
 //! DID, URI or error text, so the series count stays bounded.
@@ -95,6 +98,25 @@ impl ReceivedKind {
         }
     }
 }
+
+/// The `reason` label of `parity_source_reconnects_total`: every reason the
+/// source's connection loop reports.
+pub const RECONNECT_REASONS: [&str; 8] = [
+    "connect_failed",
+    "connect_timeout",
+    "send_failed",
+    "idle_timeout",
+    "closed",
+    "error",
+    "upstream_error",
+    "zstd_dictionary",
+];
+
+/// The `kind` label of `parity_db_errors_total` (`StoreError::kind`).
+pub const DB_ERROR_KINDS: [&str; 2] = ["transient", "fatal"];
+
+/// The `outcome` label of `parity_import_records_total`.
+pub const IMPORT_OUTCOMES: [&str; 3] = ["synced", "skipped", "failed"];
 
 /// The configured host, with the port when the URL names one: bounded by
 /// the config, and never a path or query.

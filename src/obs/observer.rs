@@ -129,6 +129,10 @@ impl Obs {
 
     /// One connection lost; `reason` is a fixed label.
     pub fn record_reconnect(&self, reason: &'static str) {
+        debug_assert!(
+            super::labels::RECONNECT_REASONS.contains(&reason),
+            "reconnect reason {reason} missing from RECONNECT_REASONS"
+        );
         self.reconnects.fetch_add(1, Relaxed);
         counter!(SOURCE_RECONNECTS, "reason" => reason).increment(1);
     }

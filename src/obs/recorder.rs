@@ -3,18 +3,24 @@
 //!
 //! Owns: histogram buckets, installing the recorder without the exporter's
 //! own HTTP listener (the [`super::serve`] listener renders [`render`]),
-//! the `describe_*` calls and the build-info gauge. Does not own any name
-//! (see [`super::names`]) or any count (see [`super::Obs`]).
+//! the `describe_*` calls, the build-info gauge, and registering every
+//! counter whose label values are known ([`super::labels`]) at 0, so
+//! `rate()` and alerts work before the first event. Does not own any name
+//! (see [`super::names`]), label value or count (see [`super::Obs`]).
 //!
 //! Order: [`install`] before creating anything that resolves metric handles
 //! once ([`super::Obs::new`] does), or those handles stay no-ops.
 
 use std::sync::OnceLock;
 
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use super::names::{ALL, BATCH_COMMIT_SECONDS, BATCH_SIZE, BUILD_INFO, Kind};
+use super::labels::{DB_ERROR_KINDS, DropReason, IMPORT_OUTCOMES, RECONNECT_REASONS, ReceivedKind};
+use super::names::{
+    ALL, BATCH_COMMIT_SECONDS, BATCH_SIZE, BUILD_INFO, DB_ERRORS, EVENTS_DROPPED, EVENTS_FILTERED,
+    EVENTS_RECEIVED, IMPORT_RATE_LIMITED, IMPORT_RECORDS, Kind, SOURCE_RECONNECTS,
+};
 
 /// Up to the largest `batch.max_events` anyone should need.
 const BATCH_SIZE_BUCKETS: &[f64] = &[
@@ -70,6 +76,33 @@ fn describe() {
         }
     }
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    register_zeros();
+}
+
+/// Registers every counter whose label values are known in advance, so
+/// each series is exported at 0 before its first increment. Counters
+/// labelled from the config (`parity_records_written_total` by table) or
+/// by the server (`parity_import_requests_total` by HTTP status) appear on
+/// first use.
+fn register_zeros() {
+    for k in ReceivedKind::ALL {
+        counter!(EVENTS_RECEIVED, "kind" => k.as_str()).increment(0);
+    }
+    for r in DropReason::ALL {
+        let intentional = if r.intentional() { "true" } else { "false" };
+        counter!(EVENTS_DROPPED, "reason" => r.as_str(), "intentional" => intentional).increment(0);
+    }
+    for r in RECONNECT_REASONS {
+        counter!(SOURCE_RECONNECTS, "reason" => r).increment(0);
+    }
+    for k in DB_ERROR_KINDS {
+        counter!(DB_ERRORS, "kind" => k).increment(0);
+    }
+    for o in IMPORT_OUTCOMES {
+        counter!(IMPORT_RECORDS, "outcome" => o).increment(0);
+    }
+    counter!(EVENTS_FILTERED).increment(0);
+    counter!(IMPORT_RATE_LIMITED).increment(0);
 }
 
 /// The Prometheus text exposition of every metric, or `None` without a

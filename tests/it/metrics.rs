@@ -306,3 +306,77 @@ async fn metrics_count_what_was_sent_and_health_follows_the_stream() {
         assert!(!l.contains('\u{1b}'), "raw escape in the log: {l}");
     }
 }
+
+/// Before any event: every counter with known label values is exported,
+/// at 0, so `rate()` and alerts work from the first scrape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labelled_counters_are_exported_at_zero_before_the_first_event() {
+    let db = TestDb::sqlite();
+    let server = JetstreamServer::start(Vec::new()).await;
+    let endpoint = server.url();
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("parity.toml");
+    std::fs::write(
+        &cfg,
+        format!("[source]\nendpoints = [\"{endpoint}\"]\n[log]\nprogress_interval_seconds = 0\n"),
+    )
+    .unwrap();
+    let mut parity = Parity::spawn(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--database-url",
+        &db.url,
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "consume",
+    ]);
+    let addr = parity.metrics_addr().await;
+    server.wait_connections(1).await;
+    let m = scrape(addr).await;
+    let mut want: Vec<(&str, Vec<(&str, &str)>)> = Vec::new();
+    for kind in ["commit", "identity", "account", "other"] {
+        want.push(("parity_events_received_total", vec![("kind", kind)]));
+    }
+    for (reason, intentional) in [
+        ("malformed", "false"),
+        ("oversized", "false"),
+        ("unknown_type", "false"),
+        ("mapper_failure", "false"),
+        ("stale_rev", "true"),
+        ("account_gone", "true"),
+    ] {
+        want.push((
+            "parity_events_dropped_total",
+            vec![("reason", reason), ("intentional", intentional)],
+        ));
+    }
+    for reason in [
+        "connect_failed",
+        "connect_timeout",
+        "send_failed",
+        "idle_timeout",
+        "closed",
+        "error",
+        "upstream_error",
+        "zstd_dictionary",
+    ] {
+        want.push(("parity_source_reconnects_total", vec![("reason", reason)]));
+    }
+    for kind in ["transient", "fatal"] {
+        want.push(("parity_db_errors_total", vec![("kind", kind)]));
+    }
+    for outcome in ["synced", "skipped", "failed"] {
+        want.push(("parity_import_records_total", vec![("outcome", outcome)]));
+    }
+    want.push(("parity_events_filtered_total", vec![]));
+    want.push(("parity_import_rate_limited_total", vec![]));
+    for (name, labels) in &want {
+        assert_eq!(
+            m.find(name, labels),
+            Some(0.0),
+            "{name}{labels:?} not exported at 0; scraped {:?}",
+            m.series.keys().collect::<Vec<_>>()
+        );
+    }
+    parity.stop();
+}

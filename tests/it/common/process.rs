@@ -193,6 +193,12 @@ impl Metrics {
     /// The value of `name` with exactly `labels` (any order); 0 when the
     /// series does not exist (counters appear on first increment).
     pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.find(name, labels).unwrap_or(0.0)
+    }
+
+    /// The value of `name` with exactly `labels`, `None` when the series
+    /// is not exported.
+    pub fn find(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let mut pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
         pairs.sort_unstable();
         let key = if pairs.is_empty() {
@@ -200,7 +206,7 @@ impl Metrics {
         } else {
             format!("{name}{{{}}}", pairs.join(","))
         };
-        self.series.get(&key).copied().unwrap_or(0.0)
+        self.series.get(&key).copied()
     }
 
     /// Sum over every series of `name`.
