@@ -56,10 +56,16 @@ fn array_type(t: ColumnType) -> &'static str {
 
 impl PgStore {
     pub async fn connect(cfg: &DatabaseConfig) -> Result<PgStore, StoreError> {
+        // `CREATE ... IF NOT EXISTS` on tables and indexes that exist
+        // answers with a NOTICE each, which sqlx logs: ~20 lines on every
+        // start. Warnings and errors still come through.
+        let opts = PgConnectOptions::from_str(&cfg.url)
+            .map_err(StoreError::Connect)?
+            .options([("client_min_messages", "warning")]);
         let pool = PgPoolOptions::new()
             .max_connections(cfg.max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect(&cfg.url)
+            .connect_with(opts)
             .await
             .map_err(StoreError::Connect)?;
         Ok(PgStore {

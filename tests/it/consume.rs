@@ -486,3 +486,53 @@ async fn jetstream_v2_cursor_is_inclusive_only_for_the_user() {
         "--cursor N starts at N itself"
     );
 }
+
+/// A second start against the same PostgreSQL database finds every table
+/// and index already there: PostgreSQL's `... already exists, skipping`
+/// notices must not reach the log (there were ~20 on every start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restart_logs_no_already_exists_notices() {
+    let db = TestDb::postgres("restart_notices").await;
+    let server = JetstreamServer::start(Vec::new()).await;
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("parity.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[source]\nendpoints = [\"{}\"]\n[log]\nprogress_interval_seconds = 0\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let mut logs = Vec::new();
+    for run in 1..=2 {
+        let mut parity = common::process::Parity::spawn(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--database-url",
+            &db.url,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "consume",
+        ]);
+        let addr = parity.metrics_addr().await;
+        server.wait_connections(run).await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while common::process::get(addr, "/ready").await.0 != 200 {
+            assert!(tokio::time::Instant::now() < deadline, "not ready");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        logs = parity.stop();
+    }
+    // The second run's log: the tables and indexes existed.
+    let notices: Vec<&String> = logs
+        .iter()
+        .filter(|l| l.contains("already exists"))
+        .collect();
+    assert!(
+        notices.is_empty(),
+        "{} notices: {notices:#?}",
+        notices.len()
+    );
+    assert!(logs.iter().any(|l| l.contains("Connecting.")), "{logs:#?}");
+}
