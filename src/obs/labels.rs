@@ -132,6 +132,38 @@ pub fn endpoint_label(url: &Url) -> String {
 mod tests {
     use super::*;
 
+    /// Every literal reason the source's connection loop and control-frame
+    /// handling report is in [`RECONNECT_REASONS`], so each is exported at 0.
+    #[test]
+    fn reconnect_reasons_cover_the_source() {
+        let sources = [
+            (include_str!("../source/transport/connection.rs"), "lost(\""),
+            (include_str!("../source/transport/report.rs"), "Err(\""),
+            (include_str!("../source/formats/mod.rs"), "=> \""),
+        ];
+        let mut found = Vec::new();
+        for (src, marker) in sources {
+            for (i, _) in src.match_indices(marker) {
+                let rest = &src[i + marker.len()..];
+                found.push(&rest[..rest.find('"').unwrap()]);
+            }
+        }
+        for r in [
+            "connect_failed",
+            "idle_timeout",
+            "upstream_error",
+            "zstd_dictionary",
+        ] {
+            assert!(found.contains(&r), "scan missed {r}");
+        }
+        for r in found {
+            assert!(
+                RECONNECT_REASONS.contains(&r),
+                "{r} not in RECONNECT_REASONS"
+            );
+        }
+    }
+
     #[test]
     fn endpoint_label_is_the_host() {
         let u = Url::parse("wss://jetstream2.us-east.bsky.network/subscribe?cursor=5").unwrap();
