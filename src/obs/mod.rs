@@ -4,9 +4,11 @@
 //! Owns: [`Obs`], the one object a running command creates and hands to
 //! its stages as an `Arc<Obs>` (counters, liveness, metric handles, the lag,
 //! and [`Obs::on_commit`]); every metric name and help text ([`names`]);
-//! the recorder ([`install`]); the bounded label values ([`DropReason`],
-//! [`ReceivedKind`]); what "healthy" and "ready" mean ([`Unhealthy`],
-//! [`NotReady`]); the listener ([`serve`]); the `[metrics]`, `[health]` and
+//! the recorder ([`install`]), which exports every counter with known
+//! label values at 0 from the start; the bounded label values
+//! ([`DropReason`], [`ReceivedKind`] and the fixed label sets in `labels`);
+//! what "healthy" and "ready" mean ([`Unhealthy`], [`NotReady`]); the
+//! listener ([`serve`]); the `[metrics]`, `[health]` and
 //! `[log]` config sections; the tracing subscriber ([`init_logging`]) and
 //! [`Escaped`]. Does not own any counting decision: the source, pipeline and
 //! importer say what happened, this module only records and exports it.
