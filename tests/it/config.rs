@@ -298,3 +298,25 @@ fn health_command_fails_when_nothing_answers() {
     assert_eq!(code, 1);
     assert!(out.contains(&format!("127.0.0.1:{port}")), "{out}");
 }
+
+/// A database URL with an unknown scheme is a config error (exit 2) on
+/// every command that connects, and its one-line message names what to use
+/// without printing the password in the URL.
+#[test]
+fn unknown_database_scheme_is_a_config_error_without_the_password() {
+    for url in ["mysql://u:s3cret@127.0.0.1/db", "http://u:s3cret@h/db"] {
+        for cmd in [&["migrate"][..], &["consume", "--metrics-addr", "off"][..]] {
+            let mut args = cmd.to_vec();
+            args.extend_from_slice(&["--database-url", url]);
+            let (code, out, err) = parity(&args, &[]);
+            assert_eq!(code, 2, "{args:?}: {err}");
+            assert!(out.is_empty(), "{out}");
+            assert!(!err.contains("s3cret"), "password printed: {err}");
+            let lines: Vec<&str> = err.lines().collect();
+            assert_eq!(lines.len(), 1, "one line: {err}");
+            for w in ["error: ", "sqlite://", "postgres://"] {
+                assert!(lines[0].contains(w), "{w:?} missing from: {err}");
+            }
+        }
+    }
+}
