@@ -320,3 +320,27 @@ fn unknown_database_scheme_is_a_config_error_without_the_password() {
         }
     }
 }
+
+/// An unreachable or malformed PostgreSQL URL fails with a one-line error,
+/// and neither it nor any log line (even at trace level) shows the password.
+#[test]
+fn a_bad_database_url_never_prints_its_password() {
+    for url in [
+        "postgres://user:s3cret@127.0.0.1:1/db",
+        "postgres://user:s3cret@[bad/db",
+        "postgres://user:s3cret@127.0.0.1:notaport/db",
+        "mysql://user:s3cret@127.0.0.1/db",
+    ] {
+        let args = ["--log-level", "trace", "migrate", "--database-url", url];
+        let (code, out, err) = parity(&args, &[]);
+        assert_ne!(code, 0, "{url}: {err}");
+        assert!(
+            err.lines().last().unwrap_or("").starts_with("error: "),
+            "{err}"
+        );
+        assert!(
+            !out.contains("s3cret") && !err.contains("s3cret"),
+            "{url}: {err}"
+        );
+    }
+}
