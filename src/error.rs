@@ -20,7 +20,7 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// The metrics and health listener could not start.
     #[error(transparent)]
     Serve(#[from] ServeError),
@@ -29,6 +29,17 @@ pub enum Error {
     /// A pipeline task panicked or was aborted: a bug, stop loudly.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<StoreError> for Error {
+    /// An unsupported database URL is the operator's config mistake (exit
+    /// 2), whichever command found it; every other store error stays one.
+    fn from(e: StoreError) -> Error {
+        match e {
+            e @ StoreError::BadUrl(_) => Error::Config(ConfigError(e.to_string())),
+            e => Error::Store(e),
+        }
+    }
 }
 
 impl From<MappersError> for Error {
@@ -43,7 +54,7 @@ impl From<MappersError> for Error {
 impl From<PipelineError> for Error {
     fn from(e: PipelineError) -> Error {
         match e {
-            PipelineError::Store(e) => Error::Store(e),
+            PipelineError::Store(e) => e.into(),
             PipelineError::Serve(e) => Error::Serve(e),
             PipelineError::Internal(msg) => Error::Internal(msg),
         }
@@ -54,7 +65,7 @@ impl From<ImportError> for Error {
     fn from(e: ImportError) -> Error {
         match e {
             ImportError::Invalid(msg) => Error::Config(ConfigError(msg)),
-            ImportError::Store(e) => Error::Store(e),
+            ImportError::Store(e) => e.into(),
             ImportError::Serve(e) => Error::Serve(e),
         }
     }

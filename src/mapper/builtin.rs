@@ -182,9 +182,12 @@ struct Profile<'a> {
     description: Option<Cow<'a, str>>,
 }
 
-/// Bounded description of a serde error (never the whole offending value).
+/// Bounded description of a serde error that never carries the offending
+/// value (it is logged, and records are anyone's text): serde's
+/// `invalid type: string "…", expected …` keeps only the kind (`string`)
+/// and what was expected; `unknown variant `…`` drops the variant.
 pub(crate) fn shape_error(e: serde_json::Error) -> MapError {
-    let mut msg = e.to_string();
+    let mut msg = without_value(&e.to_string());
     if msg.len() > 160 {
         let mut cut = 160;
         while !msg.is_char_boundary(cut) {
@@ -194,6 +197,23 @@ pub(crate) fn shape_error(e: serde_json::Error) -> MapError {
         msg.push('…');
     }
     MapError::Json(msg)
+}
+
+fn without_value(msg: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = msg.strip_prefix(prefix)
+            && let Some(i) = rest.rfind(", expected")
+        {
+            let kind = rest[..i].split(['"', '`']).next().unwrap_or("").trim();
+            return format!("{prefix}{kind}{}", &rest[i..]);
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("unknown variant `")
+        && let Some(i) = rest.rfind("`, expected")
+    {
+        return format!("unknown variant{}", &rest[i + 1..]);
+    }
+    msg.to_owned()
 }
 
 fn required<'a>(v: Option<Cow<'a, str>>, field: &str) -> Result<Cow<'a, str>, MapError> {
@@ -297,6 +317,27 @@ mod tests {
         assert_eq!(v[2], Value::Text("at://p".into()));
         assert_eq!(v[3], Value::Text("at://r".into()));
         assert_eq!(v[4], Value::Json(r#"["en"]"#.into()));
+    }
+
+    /// A mapper failure is logged with its message: it names the kind and
+    /// place of the mismatch, never the record's value.
+    #[test]
+    fn shape_errors_never_carry_the_value() {
+        for (b, json) in [
+            (Builtin::Likes, r#"{"subject":"s3cret words here"}"#),
+            (Builtin::Posts, r#"{"text":8675309,"createdAt":"x"}"#),
+            (Builtin::Posts, r#"{"text":["s3cret"],"createdAt":"x"}"#),
+            (Builtin::Follows, r#"{"subject":true}"#),
+        ] {
+            let e = map(b, json).unwrap_err().to_string();
+            assert!(
+                e.starts_with("record is not a JSON object") || e.contains("invalid type"),
+                "{e}"
+            );
+            for v in ["s3cret", "8675309", "true"] {
+                assert!(!e.contains(v), "{json}: value in {e:?}");
+            }
+        }
     }
 
     #[test]

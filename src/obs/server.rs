@@ -1,7 +1,9 @@
 //! The one HTTP listener for `/metrics`, `/health` and `/ready`.
 //!
 //! Owns: binding (a busy port is a start-up error, not a silent gap in
-//! monitoring), the three routes and their status codes, periodic
+//! monitoring; only the default `127.0.0.1:9464`, when taken, falls back to
+//! a free port on the same IP with one warning, so a second parity process
+//! started with default settings runs), the three routes and their status codes, periodic
 //! histogram upkeep, and stopping when the token is cancelled. Does not own
 //! what is healthy or what is counted (both [`Obs`]).
 //!
@@ -72,9 +74,23 @@ pub async fn serve(
     token: CancellationToken,
 ) -> Result<Server, ServeError> {
     recorder::install();
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError { addr, source })?;
+    let listener = match TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && is_default(addr) => {
+            let any = SocketAddr::new(addr.ip(), 0);
+            let l = TcpListener::bind(any)
+                .await
+                .map_err(|source| ServeError { addr: any, source })?;
+            let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+            tracing::warn!(
+                taken = %addr,
+                port,
+                "The default metrics address is taken (another parity?); serving on a free port instead. Set metrics.addr (--metrics-addr IP:PORT, or off) to choose."
+            );
+            l
+        }
+        Err(source) => return Err(ServeError { addr, source }),
+    };
     let bound = listener
         .local_addr()
         .map_err(|source| ServeError { addr, source })?;
@@ -102,6 +118,11 @@ pub async fn serve(
         }
     });
     Ok(Server { addr: bound, task })
+}
+
+/// Whether `addr` is the built-in `metrics.addr` default.
+fn is_default(addr: SocketAddr) -> bool {
+    super::MetricsConfig::default().listen_addr() == Ok(Some(addr))
 }
 
 async fn render_metrics(State(obs): State<Arc<Obs>>) -> Response {

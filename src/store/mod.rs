@@ -109,11 +109,18 @@ impl Default for DatabaseConfig {
     }
 }
 
+/// [`StoreError::BadUrl`] for `url`: its scheme only (the text before the
+/// first `:`, or nothing when there is no `:`), never the rest.
+fn bad_url(url: &str) -> StoreError {
+    StoreError::BadUrl(url.split_once(':').map(|(s, _)| s).unwrap_or("").to_owned())
+}
+
 /// What went wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The URL is neither `sqlite://` nor `postgres://`: a config error.
-    #[error("unsupported database URL {0:?}: use sqlite://FILE or postgres://USER@HOST/DB")]
+    /// Holds only the scheme, so the password in the URL is never printed.
+    #[error("unsupported database URL scheme {0:?}: use sqlite://FILE or postgres://USER@HOST/DB")]
     BadUrl(String),
     /// Could not connect (wrong host, server down, bad credentials).
     #[error("cannot connect to the database: {0}")]
@@ -236,7 +243,7 @@ impl Store {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Store::Postgres(PgStore::connect(cfg).await?))
         } else {
-            Err(StoreError::BadUrl(cfg.url.clone()))
+            Err(bad_url(url))
         }
     }
 
@@ -252,7 +259,7 @@ impl Store {
                 PgStore::connect_read_only(cfg).await?,
             )))
         } else {
-            Err(StoreError::BadUrl(cfg.url.clone()))
+            Err(bad_url(url))
         }
     }
 

@@ -298,3 +298,49 @@ fn health_command_fails_when_nothing_answers() {
     assert_eq!(code, 1);
     assert!(out.contains(&format!("127.0.0.1:{port}")), "{out}");
 }
+
+/// A database URL with an unknown scheme is a config error (exit 2) on
+/// every command that connects, and its one-line message names what to use
+/// without printing the password in the URL.
+#[test]
+fn unknown_database_scheme_is_a_config_error_without_the_password() {
+    for url in ["mysql://u:s3cret@127.0.0.1/db", "http://u:s3cret@h/db"] {
+        for cmd in [&["migrate"][..], &["consume", "--metrics-addr", "off"][..]] {
+            let mut args = cmd.to_vec();
+            args.extend_from_slice(&["--database-url", url]);
+            let (code, out, err) = parity(&args, &[]);
+            assert_eq!(code, 2, "{args:?}: {err}");
+            assert!(out.is_empty(), "{out}");
+            assert!(!err.contains("s3cret"), "password printed: {err}");
+            let lines: Vec<&str> = err.lines().collect();
+            assert_eq!(lines.len(), 1, "one line: {err}");
+            for w in ["error: ", "sqlite://", "postgres://"] {
+                assert!(lines[0].contains(w), "{w:?} missing from: {err}");
+            }
+        }
+    }
+}
+
+/// An unreachable or malformed PostgreSQL URL fails with a one-line error,
+/// and neither it nor any log line (even at trace level) shows the password.
+#[test]
+fn a_bad_database_url_never_prints_its_password() {
+    for url in [
+        "postgres://user:s3cret@127.0.0.1:1/db",
+        "postgres://user:s3cret@[bad/db",
+        "postgres://user:s3cret@127.0.0.1:notaport/db",
+        "mysql://user:s3cret@127.0.0.1/db",
+    ] {
+        let args = ["--log-level", "trace", "migrate", "--database-url", url];
+        let (code, out, err) = parity(&args, &[]);
+        assert_ne!(code, 0, "{url}: {err}");
+        assert!(
+            err.lines().last().unwrap_or("").starts_with("error: "),
+            "{err}"
+        );
+        assert!(
+            !out.contains("s3cret") && !err.contains("s3cret"),
+            "{url}: {err}"
+        );
+    }
+}

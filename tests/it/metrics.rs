@@ -380,3 +380,68 @@ async fn labelled_counters_are_exported_at_zero_before_the_first_event() {
     }
     parity.stop();
 }
+
+/// With the default `metrics.addr` (127.0.0.1:9464) already taken, as by a
+/// `parity import` started next to `consume`, the second process serves on
+/// a free port of its own, says so in one warning naming `metrics.addr`,
+/// and keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_default_metrics_port_falls_back_to_a_free_one() {
+    // Held by this test, or by whatever already listens there: taken either way.
+    let _hold = std::net::TcpListener::bind("127.0.0.1:9464");
+    let db = TestDb::sqlite();
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("parity.toml");
+    std::fs::write(
+        &cfg,
+        "[source]\nendpoints = [\"ws://127.0.0.1:1/subscribe\"]\n",
+    )
+    .unwrap();
+    let mut parity = Parity::spawn(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--database-url",
+        &db.url,
+        "consume",
+    ]);
+    let addr = parity.metrics_addr().await;
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(addr.port(), 9464);
+    let warned = parity
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("metrics.addr") && l.contains("WARN"))
+        .count();
+    assert_eq!(warned, 1, "{}", parity.lines().join("\n"));
+    // It answers, and the process is still running (stop() wants exit 0).
+    get(addr, "/health").await;
+    parity.stop();
+}
+
+/// An explicitly configured address that is taken stays a one-line error:
+/// only the default falls back.
+#[test]
+fn a_taken_explicit_metrics_address_stops_parity() {
+    let hold = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = hold.local_addr().unwrap().to_string();
+    let db = TestDb::sqlite();
+    let out = common::process::command()
+        .args([
+            "--database-url",
+            &db.url,
+            "--metrics-addr",
+            &taken,
+            "consume",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: cannot listen on")
+            && last.contains(&taken)
+            && last.contains("metrics.addr"),
+        "{err}"
+    );
+}
