@@ -494,27 +494,13 @@ async fn jetstream_v2_cursor_is_inclusive_only_for_the_user() {
 async fn postgres_restart_logs_no_already_exists_notices() {
     let db = TestDb::postgres("restart_notices").await;
     let server = JetstreamServer::start(Vec::new()).await;
-    let cfg_dir = tempfile::tempdir().unwrap();
-    let cfg = cfg_dir.path().join("parity.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[source]\nendpoints = [\"{}\"]\n[log]\nprogress_interval_seconds = 0\n",
-            server.url()
-        ),
-    )
-    .unwrap();
+    let toml = format!(
+        "[source]\nendpoints = [\"{}\"]\n[log]\nprogress_interval_seconds = 0\n",
+        server.url()
+    );
     let mut logs = Vec::new();
     for run in 1..=2 {
-        let mut parity = common::process::Parity::spawn(&[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--database-url",
-            &db.url,
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "consume",
-        ]);
+        let (mut parity, _cfg) = common::process::Parity::consume(&toml, &db.url);
         let addr = parity.metrics_addr().await;
         server.wait_connections(run).await;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);

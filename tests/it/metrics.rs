@@ -145,28 +145,16 @@ async fn metrics_count_what_was_sent_and_health_follows_the_stream() {
     let server = JetstreamServer::start(lines.iter().map(|l| Line::new(l)).collect()).await;
     let last = last_time_us(&server.lines());
     let endpoint = server.url();
-    let cfg_dir = tempfile::tempdir().unwrap();
-    let cfg = cfg_dir.path().join("parity.toml");
     // A stale window (1 s) well inside the watchdog's (3 s): silent → stale
     // → reconnect, in that order.
-    std::fs::write(
-        &cfg,
-        format!(
+    let (mut parity, _cfg) = Parity::consume(
+        &format!(
             "[source]\nendpoints = [\"{endpoint}\"]\nidle_timeout_seconds = 3\nrewind_seconds = 0\n\
              backoff_initial_ms = 20\nbackoff_max_ms = 200\nmax_message_bytes = {MAX_MESSAGE_BYTES}\n\
              [batch]\nmax_age_ms = 20\n[health]\nmax_stale = 1\n[log]\nprogress_interval_seconds = 0\n"
         ),
-    )
-    .unwrap();
-    let mut parity = Parity::spawn(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "--database-url",
         &db.url,
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "consume",
-    ]);
+    );
     let addr = parity.metrics_addr().await;
     server.wait_connections(1).await;
     wait_until("/ready", || async { get(addr, "/ready").await.0 == 200 }).await;
@@ -314,22 +302,10 @@ async fn labelled_counters_are_exported_at_zero_before_the_first_event() {
     let db = TestDb::sqlite();
     let server = JetstreamServer::start(Vec::new()).await;
     let endpoint = server.url();
-    let cfg_dir = tempfile::tempdir().unwrap();
-    let cfg = cfg_dir.path().join("parity.toml");
-    std::fs::write(
-        &cfg,
-        format!("[source]\nendpoints = [\"{endpoint}\"]\n[log]\nprogress_interval_seconds = 0\n"),
-    )
-    .unwrap();
-    let mut parity = Parity::spawn(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "--database-url",
+    let (mut parity, _cfg) = Parity::consume(
+        &format!("[source]\nendpoints = [\"{endpoint}\"]\n[log]\nprogress_interval_seconds = 0\n"),
         &db.url,
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "consume",
-    ]);
+    );
     let addr = parity.metrics_addr().await;
     server.wait_connections(1).await;
     let m = scrape(addr).await;

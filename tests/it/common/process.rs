@@ -65,6 +65,25 @@ impl Parity {
         }
     }
 
+    /// `parity consume` with `toml` as its config file and `db_url` as its
+    /// database, serving metrics on a free loopback port. The config lives
+    /// in a temporary folder kept as long as the returned guard.
+    pub fn consume(toml: &str, db_url: &str) -> (Parity, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("parity.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        let parity = Parity::spawn(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--database-url",
+            db_url,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "consume",
+        ]);
+        (parity, dir)
+    }
+
     /// Every stderr line so far.
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
