@@ -26,6 +26,8 @@
 //!   catalog checks, and those bulk steps;
 //! - `dialect.rs`: the one dialect strategy (below) and running a shared
 //!   statement on the pool;
+//! - `did_locks.rs`: the per-DID locks a PostgreSQL commit takes first, so
+//!   the guards hold between concurrent writers;
 //! - `schema.rs`: DDL and guard fragments from mapper schemas;
 //! - `imports.rs`: import states, leases and the identity cache;
 //! - `cursor.rs`: the cursor contract.
@@ -44,6 +46,7 @@
 mod commit;
 pub mod cursor;
 mod dialect;
+mod did_locks;
 mod imports;
 pub mod plan;
 mod postgres;

@@ -18,6 +18,7 @@ use sqlx::{AssertSqlSafe, Postgres};
 
 use super::commit::{self, Steps};
 use super::dialect::{Arg, Dialect, Sql, bind_args};
+use super::did_locks;
 use super::schema;
 use super::{CommitStats, DatabaseConfig, StoreError};
 use crate::batch::Batch;
@@ -204,6 +205,15 @@ impl PgStore {
         sqlx::query("SET LOCAL synchronous_commit = off")
             .execute(&mut *tx)
             .await?;
+        // Before any guard reads: see `did_locks`.
+        let keys = did_locks::buckets(batch);
+        if !keys.is_empty() {
+            sqlx::query("SELECT pg_advisory_xact_lock($1, k) FROM UNNEST($2::int4[]) AS k")
+                .bind(did_locks::NAMESPACE)
+                .bind(keys)
+                .execute(&mut *tx)
+                .await?;
+        }
         commit::commit(
             PgSteps {
                 tx,
