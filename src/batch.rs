@@ -136,8 +136,9 @@ pub struct RepoChange {
     /// Delete every row of this DID before applying the batch's mutations.
     pub purge: bool,
     /// The stream says this repo must be fetched again (`#sync`, broken
-    /// `since` chain).
-    pub resync: bool,
+    /// `since` chain): the newest such rev. The store queues the re-import
+    /// only if it is newer than the DID's stored rev.
+    pub resync: Option<String>,
 }
 
 /// One unit of work for the store: everything in it commits together.
@@ -284,9 +285,21 @@ impl Batcher {
         }
     }
 
-    /// Records that the DID's repo must be fetched again.
-    pub fn resync(&mut self, did: &Did) {
-        self.repos.entry(did.clone()).or_default().resync = true;
+    /// Records that the DID's repo must be fetched again, as of `rev`.
+    /// Returns `false` (and records nothing) when a commit of this batch
+    /// already applied that rev or a newer one: the reference PDS sends
+    /// such a `#sync` after an account's first commit and on reactivation,
+    /// and there is nothing to fetch. (Revs of earlier batches are compared
+    /// in the store.)
+    pub fn resync(&mut self, did: &Did, rev: &str) -> bool {
+        let repo = self.repos.entry(did.clone()).or_default();
+        if repo.rev.as_deref().is_some_and(|r| r >= rev) {
+            return false;
+        }
+        if repo.resync.as_deref().is_none_or(|r| r < rev) {
+            repo.resync = Some(rev.to_owned());
+        }
+        true
     }
 
     /// Records an account status change; returns whether it purges the DID.

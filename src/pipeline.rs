@@ -291,9 +291,12 @@ async fn process(
                         tracing::info!(did = %event.did, status = ?status.map(|s| s.as_str()), "Account purged.");
                     }
                 }
-                EventKind::Sync { .. } => {
-                    tracing::info!(did = %event.did, "Repo needs a full re-import; recorded.");
-                    batcher.resync(&event.did);
+                EventKind::Sync { rev } => {
+                    if batcher.resync(&event.did, rev) {
+                        tracing::info!(did = %event.did, rev = %Escaped(rev), "Repo sync: a full re-import is queued unless that rev is already applied.");
+                    } else {
+                        tracing::debug!(did = %event.did, "Repo sync at a rev already applied; nothing to re-import.");
+                    }
                 }
                 EventKind::Info { .. } | EventKind::Skip => {}
             }

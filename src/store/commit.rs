@@ -42,10 +42,13 @@ static SET_ACCOUNT: Sql = Sql::new(
      ON CONFLICT (did) DO UPDATE SET status = excluded.status, active = excluded.active, updated_at = excluded.updated_at",
 );
 
-/// The stream asked for a re-import of the repo. `$1` did, `$2` now.
+/// The stream asked for a re-import of the repo as of a rev; ignored (no
+/// row changed) unless that rev is newer than the last one applied for the
+/// DID. `$1` did, `$2` now, `$3` the `#sync` rev.
 static MARK_RESYNC: Sql = Sql::new(
     "INSERT INTO parity_repos (did, resync_requested_at, updated_at) VALUES ($1, $2, $2) \
-     ON CONFLICT (did) DO UPDATE SET resync_requested_at = excluded.resync_requested_at, updated_at = excluded.updated_at",
+     ON CONFLICT (did) DO UPDATE SET resync_requested_at = excluded.resync_requested_at, updated_at = excluded.updated_at \
+     WHERE parity_repos.rev IS NULL OR parity_repos.rev < $3",
 );
 
 /// One stream's cursor. `$1` stream key, `$2` cursor, `$3` now.
@@ -113,11 +116,12 @@ pub(super) async fn commit<S: Steps>(mut tx: S, batch: &Batch) -> Result<CommitS
         }
     }
     for (did, change) in &plan.account_changes {
-        if change.resync {
-            tx.run(&MARK_RESYNC, vec![did.as_str().into(), now.into()])
-                .await?;
-            tx.run(&QUEUE_RESYNC, vec![did.as_str().into(), now.into()])
-                .await?;
+        if let Some(rev) = &change.resync {
+            let args = vec![did.as_str().into(), now.into(), rev.clone().into()];
+            if tx.run(&MARK_RESYNC, args).await? > 0 {
+                tx.run(&QUEUE_RESYNC, vec![did.as_str().into(), now.into()])
+                    .await?;
+            }
         }
     }
     if !plan.purges.is_empty() {

@@ -60,7 +60,7 @@ impl<'a> Plan<'a> {
             if change.account.is_some()
                 || change.identity
                 || change.handle.is_some()
-                || change.resync
+                || change.resync.is_some()
             {
                 account_changes.push((did, change));
             }

@@ -145,3 +145,71 @@ async fn keep_policy_and_purge_on_takedown() {
         Some("suspended")
     );
 }
+
+/// A Jetstream v2 `#sync` frame (the upstream event wrapped verbatim).
+fn sync_v2(did: &str, rev: &str, seq: i64) -> String {
+    format!(
+        r#"{{"$type":"message","payload":{{"$type":"network.bsky.jetstream.subscribeEvents#sync","seq":{seq},"did":"{did}","time":"2026-07-04T14:38:08.000000Z","sync":{{"did":"{did}","rev":"{rev}","seq":{seq},"time":"2026-07-04T14:38:08Z","blocks":{{"$bytes":"AQ"}}}}}}}}"#
+    )
+}
+
+/// What the reference PDS sends for a new account (its first commit, then a
+/// `#sync` at that same rev) and on reactivation (a `#sync` at a rev parity
+/// already has) queues nothing; a `#sync` newer than every applied commit
+/// still queues a re-import.
+async fn sync_not_newer_than_applied_rev(db: TestDb) {
+    const C: &str = "did:plc:cccccccccccccccccccccccc";
+    let frames: Vec<Line> = [
+        // A: first commit, then (next batch) a #sync at the same rev, then
+        // one at an older rev.
+        common::v1_to_v2(&like(A, "a1", "3mabc2222222a", 1), 1),
+        sync_v2(A, "3mabc2222222a", 2),
+        sync_v2(A, "3mabc2222222", 3),
+        // C: commit and #sync at the same rev, sent together.
+        common::v1_to_v2(&like(C, "c1", "3mabc2222222c", 4), 4),
+        sync_v2(C, "3mabc2222222c", 5),
+        // B: a #sync newer than its last commit: re-import queued.
+        common::v1_to_v2(&like(B, "b1", "3mabc2222222b", 6), 6),
+        sync_v2(B, "3mabc2222222z", 7),
+    ]
+    .iter()
+    .map(|t| Line::v2(t))
+    .collect();
+    let server = JetstreamServer::start(frames).await;
+    let mut cfg = config(&db, &server.v2_url());
+    cfg.source.compress = false;
+    let run = start(Consumer::new(cfg), ConsumeOptions::default());
+    server.wait_connections(1).await;
+    server.publish(1);
+    run.wait_cursor(1).await;
+    server.publish_all();
+    run.wait_cursor(7).await;
+    run.stop().await.unwrap();
+    let queued = |did: &str| {
+        let db = &db;
+        let q = format!(
+            "SELECT CAST(COUNT(*) AS TEXT) FROM parity_import_states WHERE did = '{did}' AND status = 'pending'"
+        );
+        let r = format!(
+            "SELECT CAST(COUNT(*) AS TEXT) FROM parity_repos WHERE did = '{did}' AND resync_requested_at IS NOT NULL"
+        );
+        async move { (db.scalar(&q).await, db.scalar(&r).await) }
+    };
+    let none = (Some("0".to_owned()), Some("0".to_owned()));
+    assert_eq!(
+        queued(A).await,
+        none,
+        "a #sync at an applied rev queues nothing"
+    );
+    assert_eq!(
+        queued(C).await,
+        none,
+        "nor one in the same batch as its commit"
+    );
+    let one = (Some("1".to_owned()), Some("1".to_owned()));
+    assert_eq!(queued(B).await, one, "a newer #sync queues a re-import");
+}
+
+backend_tests!(sync_at_an_applied_rev_changes_nothing, |db| {
+    sync_not_newer_than_applied_rev(db)
+});

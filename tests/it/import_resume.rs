@@ -313,7 +313,7 @@ async fn resync_then_resume(db: TestDb) {
         .commit(&repo_batch(
             &did,
             RepoChange {
-                resync: true,
+                resync: Some("3mzzzzzzzzzzz".into()),
                 ..Default::default()
             },
         ))
