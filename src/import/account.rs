@@ -3,7 +3,12 @@
 //!
 //! Owns: the per-DID flow and its outcome, and the failed `*` state left
 //! for a DID that failed before its collections were known (so
-//! `import-status` shows it and `resume` retries it). Does not own which
+//! `import-status` shows it and `resume` retries it). A repo that can never
+//! be imported ends its pending work `gone` instead (terminal, so `resume`
+//! does not fail on it forever): on `resume`, an account the stream
+//! reported deleted (nothing is asked) or a DID tombstoned in the PLC
+//! directory; on both `import` and `resume`, a PDS that answers
+//! `RepoNotFound` / `RepoDeactivated`. Does not own which
 //! collections exist (`discover`) or one pair's claim and run (`pair`).
 
 use std::collections::BTreeMap;
@@ -11,14 +16,17 @@ use std::collections::BTreeMap;
 use tokio_util::sync::CancellationToken;
 
 use super::discover::{self, ALL_COLLECTIONS, Collection};
-use super::failure::DidError;
+use super::failure::{DidError, is_gone};
 use super::identity::Identity;
+use super::identity::IdentityError;
 use super::job::Counts;
+use super::job::{self, JobError};
 use super::lease::stealable;
 use super::pair::{self, PairResult};
 use super::progress::DidBar;
 use super::runner::{Runner, Work};
 use super::summary::{DidOutcome, DidStatus, PerCollection};
+use crate::event::AccountStatus;
 use crate::store::{ImportState, StatusFilter};
 
 impl Runner {
@@ -30,8 +38,20 @@ impl Runner {
         bar: &DidBar,
         token: &CancellationToken,
     ) -> DidOutcome {
+        if matches!(work, Work::Resume)
+            && let Some(out) = self.gone_if_deleted(input).await
+        {
+            return out;
+        }
         let id = match self.resolver.resolve(input).await {
             Ok(id) => id,
+            // A pending re-import of a deleted account ends; an explicit
+            // `import` of one fails, saying why.
+            Err(IdentityError::Tombstoned(_)) if matches!(work, Work::Resume) => {
+                let reason =
+                    "the DID is tombstoned in the PLC directory (410): the account was deleted";
+                return self.gone(input, reason).await;
+            }
             Err(e) => {
                 let e = DidError::from(e);
                 if input.starts_with("did:") {
@@ -51,11 +71,76 @@ impl Runner {
                 };
             }
             Err(e) => {
+                if let Some(reason) = self.repo_gone(&id, &e, token).await {
+                    return self.gone(&did, &reason).await;
+                }
                 self.record_failure(&did, &e).await;
                 return DidOutcome::failed(&did, e);
             }
         };
         self.run_pairs(&id, &collections, bar, token).await
+    }
+
+    /// A DID the stream reported deleted: its pending work ends `gone`
+    /// without asking the network.
+    async fn gone_if_deleted(&self, input: &str) -> Option<DidOutcome> {
+        let did = crate::event::Did::parse(input)?;
+        match self.ctx.store.account_status(did.as_str()).await {
+            Ok(Some(s)) if s == AccountStatus::Deleted.as_str() => Some(
+                self.gone(
+                    did.as_str(),
+                    "the account was deleted (#account status deleted)",
+                )
+                .await,
+            ),
+            _ => None,
+        }
+    }
+
+    /// After `describeRepo` failed (the reference PDS answers a plain
+    /// `InvalidRequest` for a missing or deactivated repo), asks
+    /// `getLatestCommit`, which names the reason: the reason text when the
+    /// repo is gone.
+    async fn repo_gone(
+        &self,
+        id: &Identity,
+        error: &DidError,
+        token: &CancellationToken,
+    ) -> Option<String> {
+        let DidError::Discover(e) = error else {
+            return None;
+        };
+        if is_gone(e) {
+            return Some(e.to_string());
+        }
+        match job::repo_rev(&self.ctx, &id.pds, &id.did, token).await {
+            Err(JobError::Remote(e)) if is_gone(&e) => Some(e.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Ends the DID's resumable states `gone` (leaving one `*` state to
+    /// show it when it had none).
+    async fn gone(&self, did: &str, reason: &str) -> DidOutcome {
+        let store = &self.ctx.store;
+        let owner = self.ctx.lease.owner();
+        let r = async {
+            if store.abandon_imports(did, owner, reason).await? == 0 {
+                store
+                    .enqueue_imports(did, &[ALL_COLLECTIONS.to_owned()], false)
+                    .await?;
+                store.abandon_imports(did, owner, reason).await?;
+            }
+            Ok::<(), crate::store::StoreError>(())
+        };
+        if let Err(e) = r.await {
+            tracing::warn!(did = ?did, error = %e, "cannot record that the repo is gone");
+        }
+        DidOutcome {
+            did: did.to_owned(),
+            counts: Counts::default(),
+            status: DidStatus::Gone(reason.to_owned()),
+        }
     }
 
     /// The collections `work` runs for this DID, with their states queued.
@@ -121,6 +206,7 @@ impl Runner {
         let mut ran = 0usize;
         let mut skipped = PerCollection::default();
         let mut failures = PerCollection::default();
+        let mut gone: Vec<String> = Vec::new();
         let existing: BTreeMap<String, ImportState> = self
             .ctx
             .store
@@ -153,6 +239,7 @@ impl Runner {
                     counts += n;
                     failures.0.push((c.clone(), e));
                 }
+                PairResult::Gone(why) => gone.push(why),
                 PairResult::Interrupted(n) => {
                     counts += n;
                     return DidOutcome {
@@ -165,6 +252,8 @@ impl Runner {
         }
         let status = if !failures.0.is_empty() {
             DidStatus::Failed(DidError::Collections(failures))
+        } else if ran == 0 && !gone.is_empty() {
+            DidStatus::Gone(gone.swap_remove(0))
         } else if ran == 0 && !skipped.0.is_empty() {
             DidStatus::Skipped(skipped)
         } else {

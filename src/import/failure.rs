@@ -55,9 +55,33 @@ pub enum PairError {
     Job(#[from] JobError),
 }
 
+/// The XRPC error names with which a PDS says a repo cannot be served and
+/// will not be by retrying: the pair (or the DID's pending work) ends
+/// `gone` instead of `failed`.
+pub const GONE_ERRORS: [&str; 2] = ["RepoNotFound", "RepoDeactivated"];
+
+/// Whether `e` says the repo is gone (see [`GONE_ERRORS`]).
+pub fn is_gone(e: &XrpcError) -> bool {
+    matches!(e, XrpcError::Refused { error: Some(n), .. } if GONE_ERRORS.contains(&n.as_str()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_repo_not_found_and_deactivated_are_gone() {
+        let refused = |e: Option<&str>| XrpcError::Refused {
+            method: "m".into(),
+            status: 400,
+            error: e.map(str::to_owned),
+        };
+        assert!(is_gone(&refused(Some("RepoNotFound"))));
+        assert!(is_gone(&refused(Some("RepoDeactivated"))));
+        assert!(!is_gone(&refused(Some("InvalidRequest"))));
+        assert!(!is_gone(&refused(None)));
+        assert!(!is_gone(&XrpcError::Cancelled));
+    }
 
     #[test]
     fn wrapped_errors_keep_their_text() {

@@ -94,7 +94,7 @@ pub struct Ctx {
 
 /// `getLatestCommit` and `getRepoStatus` both carry the rev.
 #[derive(Deserialize)]
-struct LatestCommit {
+pub(super) struct LatestCommit {
     #[serde(default)]
     rev: String,
 }
@@ -185,7 +185,7 @@ pub async fn run(
 /// every real one, so such rows never overwrite a stored row nor pass a
 /// tombstone: the import can only add records nobody has seen, and any live
 /// event replaces them.
-async fn repo_rev(
+pub(super) async fn repo_rev(
     ctx: &Ctx,
     pds: &str,
     did: &Did,

@@ -2,7 +2,8 @@
 //! job while the lease is renewed beside it, and record how it ended.
 //!
 //! Owns: the state transitions of one pair around its job: claimed
-//! (`in_progress`), then `completed`, `failed` with the error text, or
+//! (`in_progress`), then `completed`, `failed` with the error text, `gone`
+//! when the PDS says the repo is (`RepoNotFound`, `RepoDeactivated`), or
 //! released back to `pending` when the run is interrupted. A pair that
 //! cannot be claimed (completed, or held by a live importer) is skipped.
 //! Does not own paging (`job`) or the lease clock (`lease`).
@@ -10,7 +11,7 @@
 use tokio_util::sync::CancellationToken;
 
 use super::discover::Collection;
-use super::failure::PairError;
+use super::failure::{PairError, is_gone};
 use super::identity::Identity;
 use super::job::{self, Counts, Ctx, JobError};
 use super::progress::DidBar;
@@ -24,6 +25,10 @@ pub enum NotClaimed {
     /// The pair is completed; `--force` imports it again.
     #[error("already imported (use --force to import again)")]
     AlreadyImported,
+    /// An earlier run found the repo gone (account deleted, `RepoNotFound`,
+    /// `RepoDeactivated`); `--force` tries again.
+    #[error("the repo is gone (use --force to try again)")]
+    Gone,
     /// A live importer holds the lease; it finishes the pair.
     #[error("being imported by another process")]
     Busy,
@@ -38,6 +43,9 @@ pub enum PairResult {
     Done(Counts),
     NotClaimed(NotClaimed),
     Failed(Counts, PairError),
+    /// The PDS says the repo is gone (`RepoNotFound`, `RepoDeactivated`):
+    /// the pair ended in the terminal `gone` state with this reason.
+    Gone(String),
     Interrupted(Counts),
 }
 
@@ -89,6 +97,14 @@ pub async fn run(
             PairResult::Interrupted(Counts::default())
         }
         Err(JobError::LeaseLost) => PairResult::NotClaimed(NotClaimed::LeaseLost),
+        Err(JobError::Remote(e)) if is_gone(&e) => {
+            let reason = e.to_string();
+            match ctx.store.finish_import_gone(state.id, owner, &reason).await {
+                Ok(true) => PairResult::Gone(reason),
+                Ok(false) => PairResult::NotClaimed(NotClaimed::LeaseLost),
+                Err(se) => PairResult::Failed(Counts::default(), se.into()),
+            }
+        }
         Err(e) => fail(ctx, &state, e.into()).await,
     }
 }
@@ -100,13 +116,16 @@ async fn why_not_claimed(ctx: &Ctx, id: &Identity, collection: &Collection) -> N
         .import_states(Some(id.did.as_str()), StatusFilter::All, i64::MAX)
         .await;
     match states {
-        Ok(v) if v.iter().any(|s| is_completed(s, collection)) => NotClaimed::AlreadyImported,
+        Ok(v) if v.iter().any(|s| is(s, collection, ImportStatus::Completed)) => {
+            NotClaimed::AlreadyImported
+        }
+        Ok(v) if v.iter().any(|s| is(s, collection, ImportStatus::Gone)) => NotClaimed::Gone,
         _ => NotClaimed::Busy,
     }
 }
 
-fn is_completed(s: &ImportState, collection: &Collection) -> bool {
-    s.collection == collection.as_str() && s.status == ImportStatus::Completed
+fn is(s: &ImportState, collection: &Collection, status: ImportStatus) -> bool {
+    s.collection == collection.as_str() && s.status == status
 }
 
 /// Marks a claimed pair failed with the error's text.

@@ -107,7 +107,9 @@ impl Runner {
         bar.finish();
         g.in_progress.fetch_sub(1, Relaxed);
         match out.status {
-            DidStatus::Completed | DidStatus::Skipped(_) => g.completed.fetch_add(1, Relaxed),
+            DidStatus::Completed | DidStatus::Skipped(_) | DidStatus::Gone(_) => {
+                g.completed.fetch_add(1, Relaxed)
+            }
             DidStatus::Failed(_) | DidStatus::Interrupted => g.failed.fetch_add(1, Relaxed),
         };
         g.publish();

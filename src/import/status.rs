@@ -38,12 +38,17 @@ pub async fn report(
             .unwrap_or(0)
     };
     let mut out = format!(
-        "pending: {}, in_progress: {}, completed: {}, failed: {}\n",
+        "pending: {}, in_progress: {}, completed: {}, failed: {}",
         count("pending"),
         count("in_progress"),
         count("completed"),
         count("failed")
     );
+    // Only shown once there is one, so the usual line stays as it was.
+    if count("gone") > 0 {
+        out.push_str(&format!(", gone: {}", count("gone")));
+    }
+    out.push('\n');
     if rows.is_empty() {
         out.push_str(match did {
             Some(_) => "No imports recorded for this DID.\n",

@@ -44,6 +44,9 @@ pub enum DidStatus {
     /// Nothing to do: already imported, or another importer has it.
     Skipped(PerCollection<NotClaimed>),
     Failed(DidError),
+    /// The repo can never be imported (account deleted, `RepoNotFound`,
+    /// `RepoDeactivated`): its pending work ended `gone`, with this reason.
+    Gone(String),
     Interrupted,
 }
 
@@ -78,6 +81,9 @@ impl DidOutcome {
             DidStatus::Skipped(why) => {
                 tracing::info!(did = ?self.did, why = %why, "import skipped")
             }
+            DidStatus::Gone(why) => {
+                tracing::info!(did = ?self.did, why = %crate::obs::Escaped(why), "repo gone; its pending imports are ended")
+            }
             DidStatus::Completed => tracing::info!(
                 did = ?self.did, synced = self.counts.synced, skipped = self.counts.skipped,
                 failed = self.counts.failed, "import completed"
@@ -94,6 +100,8 @@ pub struct Summary {
     pub completed: u64,
     pub skipped: u64,
     pub failed: u64,
+    /// DIDs whose repo is gone (their pending work ended, not failed).
+    pub gone: u64,
     pub interrupted: u64,
     /// Input lines that were not a DID or handle (reported and skipped).
     pub invalid_inputs: u64,
@@ -107,6 +115,7 @@ impl Summary {
             DidStatus::Completed => self.completed += 1,
             DidStatus::Skipped(_) => self.skipped += 1,
             DidStatus::Failed(_) => self.failed += 1,
+            DidStatus::Gone(_) => self.gone += 1,
             DidStatus::Interrupted => self.interrupted += 1,
         }
     }
@@ -127,6 +136,9 @@ impl Summary {
             self.skipped,
             self.failed
         );
+        if self.gone > 0 {
+            s.push_str(&format!(", {} gone", self.gone));
+        }
         if self.interrupted > 0 {
             s.push_str(&format!(", {} interrupted", self.interrupted));
         }

@@ -51,7 +51,7 @@ pub(super) static PAGE_DONE: Sql = Sql::new(
 
 /// Where a (did, collection) import stands: `parity_import_states.status`,
 /// stored as the stable strings of [`ImportStatus::as_str`] (the column's
-/// CHECK constraint lists the same four).
+/// CHECK constraint lists the same five).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ImportStatus {
@@ -63,14 +63,20 @@ pub enum ImportStatus {
     Completed,
     /// Stopped with an error; `resume` retries it.
     Failed,
+    /// The repo can never be imported: the account was deleted, or its PDS
+    /// answers `RepoNotFound` / `RepoDeactivated` (the `error` column says
+    /// which). Terminal: `resume` leaves it; a newer `#sync` or
+    /// `import --force` queues the pair again.
+    Gone,
 }
 
 impl ImportStatus {
-    pub const ALL: [ImportStatus; 4] = [
+    pub const ALL: [ImportStatus; 5] = [
         ImportStatus::Pending,
         ImportStatus::InProgress,
         ImportStatus::Completed,
         ImportStatus::Failed,
+        ImportStatus::Gone,
     ];
 
     /// The stored text.
@@ -80,13 +86,23 @@ impl ImportStatus {
             ImportStatus::InProgress => "in_progress",
             ImportStatus::Completed => "completed",
             ImportStatus::Failed => "failed",
+            ImportStatus::Gone => "gone",
         }
     }
 
-    /// Whether this run of the pair is over (`completed` or `failed`); a
-    /// failed pair stays resumable, since `resume` starts a new run.
+    /// Whether this run of the pair is over (`completed`, `failed` or
+    /// `gone`); a failed pair stays resumable, since `resume` starts a new
+    /// run.
     pub fn is_terminal(self) -> bool {
-        matches!(self, ImportStatus::Completed | ImportStatus::Failed)
+        matches!(
+            self,
+            ImportStatus::Completed | ImportStatus::Failed | ImportStatus::Gone
+        )
+    }
+
+    /// Whether `parity resume` continues a pair in this state.
+    pub fn is_resumable(self) -> bool {
+        !matches!(self, ImportStatus::Completed | ImportStatus::Gone)
     }
 }
 
@@ -147,7 +163,8 @@ pub struct ImportState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusFilter {
     All,
-    /// Everything not completed: pending, in progress and failed.
+    /// Everything `resume` would continue: pending, in progress and failed
+    /// (not completed, not gone).
     Pending,
     Failed,
     Completed,
@@ -157,7 +174,7 @@ impl StatusFilter {
     fn sql(self) -> &'static str {
         match self {
             StatusFilter::All => "TRUE",
-            StatusFilter::Pending => "status <> 'completed'",
+            StatusFilter::Pending => "status NOT IN ('completed', 'gone')",
             StatusFilter::Failed => "status = 'failed'",
             StatusFilter::Completed => "status = 'completed'",
         }
@@ -353,6 +370,55 @@ impl Store {
         Ok(self.execute(sql, args).await? == 1)
     }
 
+    /// Ends a claimed pair as `gone` with the reason (lease released).
+    pub async fn finish_import_gone(
+        &self,
+        id: i64,
+        owner: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .execute(
+                "UPDATE parity_import_states SET status = 'gone', error = $4, cursor = NULL, \
+                 completed_at = $3::timestamptz, lease_owner = NULL, lease_expires_at = NULL, updated_at = $3::timestamptz \
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'in_progress'",
+                vec![id.into(), owner.into(), now_text().into(), reason.into()],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Ends every pair of `did` that `resume` would continue and nobody
+    /// holds a live lease on (`owner`'s own leases included) as `gone`;
+    /// returns how many.
+    pub async fn abandon_imports(
+        &self,
+        did: &str,
+        owner: &str,
+        reason: &str,
+    ) -> Result<u64, StoreError> {
+        self.execute(
+            "UPDATE parity_import_states SET status = 'gone', error = $3, cursor = NULL, \
+             completed_at = $4::timestamptz, lease_owner = NULL, lease_expires_at = NULL, updated_at = $4::timestamptz \
+             WHERE did = $1 AND (status IN ('pending', 'failed') OR (status = 'in_progress' \
+               AND (lease_expires_at IS NULL OR lease_expires_at < $4::timestamptz OR lease_owner = $2)))",
+            vec![did.into(), owner.into(), reason.into(), now_text().into()],
+        )
+        .await
+    }
+
+    /// The account status the stream last reported for `did` (`active`,
+    /// `deleted`, …), if parity has a row for it.
+    pub async fn account_status(&self, did: &str) -> Result<Option<String>, StoreError> {
+        let rows: Vec<(String,)> = self
+            .fetch_all(
+                "SELECT status FROM parity_repos WHERE did = $1",
+                vec![did.into()],
+            )
+            .await?;
+        Ok(rows.into_iter().next().map(|r| r.0))
+    }
+
     /// Gives a lease back without finishing (shutdown): the pair stays
     /// `in_progress` with an expired lease, which `parity resume` continues.
     pub async fn release_import(&self, id: i64, owner: &str) -> Result<(), StoreError> {
@@ -422,15 +488,15 @@ impl Store {
         self.fetch_all(sql, vec![did.into()]).await
     }
 
-    /// Every state `parity resume` may continue (not completed), oldest
-    /// first.
+    /// Every state `parity resume` may continue (not completed nor gone),
+    /// oldest first.
     pub async fn resumable_imports(
         &self,
         did: Option<&str>,
     ) -> Result<Vec<ImportState>, StoreError> {
         let sql = format!(
             "SELECT {} FROM parity_import_states WHERE ($1::text IS NULL OR did = $1::text) \
-             AND status <> 'completed' ORDER BY id",
+             AND status NOT IN ('completed', 'gone') ORDER BY id",
             state_columns(self.dialect())
         );
         self.fetch_all(&sql, vec![did.into()]).await
@@ -479,7 +545,7 @@ mod tests {
             );
         }
         assert_eq!(
-            ["pending", "in_progress", "completed", "failed"],
+            ["pending", "in_progress", "completed", "failed", "gone"],
             ImportStatus::ALL.map(ImportStatus::as_str)
         );
         assert!("done".parse::<ImportStatus>().is_err());
@@ -487,6 +553,25 @@ mod tests {
             .into_iter()
             .filter(|s| s.is_terminal())
             .collect();
-        assert_eq!(terminal, [ImportStatus::Completed, ImportStatus::Failed]);
+        assert_eq!(
+            terminal,
+            [
+                ImportStatus::Completed,
+                ImportStatus::Failed,
+                ImportStatus::Gone
+            ]
+        );
+        let resumable: Vec<_> = ImportStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_resumable())
+            .collect();
+        assert_eq!(
+            resumable,
+            [
+                ImportStatus::Pending,
+                ImportStatus::InProgress,
+                ImportStatus::Failed
+            ]
+        );
     }
 }

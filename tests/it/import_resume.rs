@@ -431,3 +431,76 @@ async fn sigterm_releases_the_lease_and_resume_continues_at_once() {
     assert!(out.contains("4 records synced"), "{out}");
     assert_eq!(db.count("likes").await, 10);
 }
+
+/// Re-imports that can never run end in the terminal `gone` state instead
+/// of failing every `parity resume`: a deactivated repo (the PDS answers
+/// `RepoDeactivated`), a repo the PDS does not have (`RepoNotFound`), and an
+/// account the stream reported deleted (its DID tombstoned, nothing asked).
+async fn unavailable_repos_end_gone(db: TestDb) {
+    const DEACT: &str = "did:plc:deactivatedaaaaaaaaaaaaa";
+    const MISSING: &str = "did:plc:missingrepoaaaaaaaaaaaa";
+    const DELETED: &str = "did:plc:deletedaccountaaaaaaaaa";
+    let pds = Pds::start().await;
+    let like = r#"{"$type":"app.bsky.feed.like","createdAt":"2026-07-04T14:38:07.513Z","subject":{"cid":"bafyx","uri":"at://did:plc:x/app.bsky.feed.post/1"}}"#;
+    pds.add_repo(
+        DEACT,
+        &tid(1_000, 0),
+        Some("deact.test"),
+        vec![SynthRecord::new("app.bsky.feed.like", &tid(1, 0), like)],
+    );
+    pds.set_account_status(DEACT, Some("deactivated"));
+    pds.add_did_doc(MISSING, "missing.test");
+    pds.tombstone(DELETED);
+    let store = open_store(&db).await;
+    let resync = |did: &str, deleted: bool| {
+        repo_batch(
+            &Did::parse(did).unwrap(),
+            RepoChange {
+                resync: Some(tid(2_000, 0)),
+                account: deleted.then_some((false, Some(parity::event::AccountStatus::Deleted))),
+                ..Default::default()
+            },
+        )
+    };
+    store.commit(&resync(DEACT, false)).await.unwrap();
+    store.commit(&resync(DELETED, false)).await.unwrap();
+    store.commit(&resync(DELETED, true)).await.unwrap();
+    store
+        .enqueue_imports(MISSING, &["app.bsky.feed.like".to_owned()], false)
+        .await
+        .unwrap();
+
+    let (code, out, err) = run(parity(&db, &pds, &["resume"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    for (did, why) in [
+        (DEACT, "RepoDeactivated"),
+        (MISSING, "RepoNotFound"),
+        (DELETED, "deleted"),
+    ] {
+        let rows = db
+            .rows(
+                &format!("parity_import_states WHERE did = '{did}'"),
+                &["status", "error"],
+            )
+            .await;
+        assert_eq!(rows.len(), 1, "{did}: {rows:?}");
+        assert_eq!(rows[0][0].as_deref(), Some("gone"), "{did}: {rows:?}");
+        let error = rows[0][1].clone().unwrap_or_default();
+        assert!(error.contains(why), "{did}: {error}");
+    }
+    let (_, status, _) = run(parity(&db, &pds, &["import-status"])).await;
+    assert!(status.contains("gone: 3"), "{status}");
+
+    // Terminal: the next resume has nothing left to do and asks no one.
+    let asked = pds.requests().len();
+    let (code, out, err) = run(parity(&db, &pds, &["resume"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(pds.requests().len(), asked, "nothing fetched again");
+    store.close().await;
+}
+
+backend_tests!(
+    #[tokio::test(flavor = "multi_thread")]
+    unavailable_repos_end_in_the_gone_state,
+    |db| unavailable_repos_end_gone(db)
+);
