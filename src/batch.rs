@@ -191,6 +191,33 @@ pub struct ImportPage {
     pub failed: u64,
     /// New lease expiry, RFC 3339.
     pub lease_until: String,
+    /// Set on the last page of a complete listing: remove what the repo no
+    /// longer has.
+    pub sweep: Option<Sweep>,
+}
+
+/// After the last page of a complete listing of one (did, collection) at
+/// `rev`: every row of that pair older than `rev` was not in the listing
+/// (listed rows were just written at `rev`, or are newer), so the repo no
+/// longer has it. Those rows are removed, each leaving a tombstone at `rev`
+/// so a late replay of its old create cannot bring it back; rows newer than
+/// `rev` (live events during the import) stay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sweep {
+    pub did: Did,
+    pub collection: crate::event::Nsid,
+    /// The repo rev the listing was imported at (never empty).
+    pub rev: String,
+}
+
+impl Sweep {
+    /// The half-open URI range `[lo, hi)` of the pair's records
+    /// (`at://DID/COLLECTION/` then every rkey; `0` follows `/` in byte
+    /// order).
+    pub fn uri_range(&self) -> (String, String) {
+        let base = format!("at://{}/{}", self.did, self.collection);
+        (format!("{base}/"), format!("{base}0"))
+    }
 }
 
 /// What the batcher did with a pushed mutation.

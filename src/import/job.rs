@@ -8,7 +8,9 @@
 //!
 //! Each page is one `Batch` with an `ImportPage` (built by `page`): its
 //! rows, its cursor and its counters commit together and only while our
-//! lease holds. A crash loses at most the page in flight; the next run
+//! lease holds. The last page of a listing read from its first page, every
+//! record mapped, also carries the [`Sweep`] that removes the rows the repo
+//! no longer has (older than the pinned rev, so not in the listing). A crash loses at most the page in flight; the next run
 //! starts at the saved cursor. A busy database is retried here, a few
 //! times, before the page fails the pair.
 
@@ -22,7 +24,7 @@ use super::lease::Lease;
 use super::page::{self, Page, PageOf};
 use super::progress::PairBar;
 use super::xrpc::{Xrpc, XrpcError};
-use crate::batch::Batch;
+use crate::batch::{Batch, Checkpoint, Sweep};
 use crate::event::{Did, Nsid};
 use crate::mapper::Registry;
 use crate::obs::{Obs, names};
@@ -120,6 +122,10 @@ pub async fn run(
         return Err(JobError::LeaseLost);
     }
     let mut cursor = state.cursor.clone();
+    // Only a listing this run reads from its first page is known complete
+    // (pages of an earlier run carry that run's rev); a resumed one removes
+    // nothing, and the next full re-import does.
+    let from_first_page = cursor.is_none();
     let mut total = Counts::default();
     let limit = ctx.page_size.to_string();
     loop {
@@ -150,10 +156,25 @@ pub async fn run(
             state_id: state.id,
         };
         let page::MappedPage {
-            batch,
+            mut batch,
             offered,
             failed,
         } = page::map(&of, &ctx.registry, &ctx.lease, page.records, next.clone());
+        // A record that did not map leaves its old row at an old rev: the
+        // listing is not a full picture, so nothing is removed.
+        let all_mapped = state.records_failed == 0 && total.failed + failed == 0;
+        if next.is_none()
+            && from_first_page
+            && all_mapped
+            && !latest.rev.is_empty()
+            && let Checkpoint::ImportPage(p) = &mut batch.checkpoint
+        {
+            p.sweep = Some(Sweep {
+                did: did.clone(),
+                collection: collection.clone(),
+                rev: latest.rev.clone(),
+            });
+        }
         let started = std::time::Instant::now();
         let stats = commit(ctx, &batch, token).await?;
         ctx.obs

@@ -102,6 +102,7 @@ pub fn map(
             cursor: next,
             failed,
             lease_until: crate::mapper::table::timestamp_text(&lease.until()),
+            sweep: None,
         }),
     };
     MappedPage {

@@ -24,7 +24,7 @@ use super::dialect::{Arg, Sql};
 use super::imports::{PAGE_DONE, QUEUE_RESYNC};
 use super::plan::{Plan, status_text};
 use super::{CommitStats, StoreError};
-use crate::batch::{Batch, Checkpoint};
+use crate::batch::{Batch, Checkpoint, ImportPage};
 use crate::event::Did;
 use crate::mapper::Row;
 
@@ -82,6 +82,16 @@ pub(super) trait Steps {
         &mut self,
         table: usize,
         rows: &[&Row],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+    /// Removes the rows of `table` whose URI is in `[lo, hi)` and whose rev
+    /// is older than `rev`, each leaving a tombstone at `rev` (newer
+    /// tombstones win); returns the rows removed.
+    async fn sweep(
+        &mut self,
+        table: usize,
+        range: (&str, &str),
+        rev: &str,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError>;
     /// Records each DID's newest commit rev (non-empty).
@@ -145,6 +155,19 @@ pub(super) async fn commit<S: Steps>(mut tx: S, batch: &Batch) -> Result<CommitS
         if !work.upserts.is_empty() {
             let n = tx.upsert(table, &work.upserts, now).await?;
             CommitStats::add(&mut stats.upserted, tx.table_name(table), n);
+        }
+    }
+
+    // 3b. After the last page of a complete import listing: what the repo
+    // no longer has.
+    if let Checkpoint::ImportPage(ImportPage {
+        sweep: Some(sweep), ..
+    }) = &batch.checkpoint
+    {
+        let (lo, hi) = sweep.uri_range();
+        for table in 0..tx.table_count() {
+            let n = tx.sweep(table, (&lo, &hi), &sweep.rev, now).await?;
+            CommitStats::add(&mut stats.deleted, tx.table_name(table), n);
         }
     }
 

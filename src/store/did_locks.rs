@@ -6,7 +6,8 @@
 //! active" while a live batch that deletes the record or purges the account
 //! is committing, and both would commit (the row survives). Every commit
 //! therefore first takes a transaction-scoped advisory lock for each DID it
-//! touches (rows, tombstones, account changes, purges, revs); two batches
+//! touches (rows, tombstones, account changes, purges, revs, an import's
+//! final sweep); two batches
 //! sharing a DID run one after the other, and the later one's statements,
 //! each with a fresh snapshot, see what the earlier one committed.
 //!
@@ -21,7 +22,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Checkpoint};
 use crate::event::Did;
 
 /// Lock keys DIDs hash into: at most this many lock-table entries per
@@ -45,10 +46,18 @@ pub fn buckets(batch: &Batch) -> Vec<i32> {
         .iter()
         .map(|m| bucket(m.did()))
         .chain(batch.repos.keys().map(bucket))
+        .chain(sweep_did(batch).map(bucket))
         .collect();
     keys.sort_unstable();
     keys.dedup();
     keys
+}
+
+fn sweep_did(batch: &Batch) -> Option<&Did> {
+    match &batch.checkpoint {
+        Checkpoint::ImportPage(p) => p.sweep.as_ref().map(|s| &s.did),
+        Checkpoint::Stream(_) => None,
+    }
 }
 
 #[cfg(test)]
@@ -56,7 +65,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::batch::{Checkpoint, RepoChange};
+    use crate::batch::RepoChange;
     use crate::mapper::{Mutation, TableId};
 
     #[test]

@@ -9,7 +9,9 @@
 //!    status guard on upserts sees this batch's account state;
 //! 2. tombstones for every delete, then the deletes (guarded by the
 //!    tombstone's rev);
-//! 3. upserts (guarded by rev, tombstone and repo status);
+//! 3. upserts (guarded by rev, tombstone and repo status), then, on the
+//!    last page of a complete import listing, the sweep of the pair's rows
+//!    older than the imported rev (tombstoned at that rev);
 //! 4. per-DID commit revs in `parity_repos`;
 //! 5. the batch's checkpoint: the stream cursors, or an import page's
 //!    cursor and counters (refused, and the batch rolled back, if the page's

@@ -337,6 +337,37 @@ impl Steps for SqliteSteps<'_> {
         Ok(upserted)
     }
 
+    async fn sweep(
+        &mut self,
+        table: usize,
+        range: (&str, &str),
+        rev: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let t = &self.tables[table].schema.name;
+        let tombstones = format!(
+            "INSERT INTO parity_tombstones (uri, rev, deleted_at) SELECT uri, ?3, ?4 FROM {t} \
+             WHERE uri >= ?1 AND uri < ?2 AND rev < ?3 \
+             ON CONFLICT(uri) DO UPDATE SET rev = excluded.rev, deleted_at = excluded.deleted_at \
+             WHERE excluded.rev > parity_tombstones.rev"
+        );
+        sqlx::query(AssertSqlSafe(tombstones))
+            .bind(range.0.to_owned())
+            .bind(range.1.to_owned())
+            .bind(rev.to_owned())
+            .bind(timestamp_text(&now))
+            .execute(&mut *self.tx)
+            .await?;
+        let delete = format!("DELETE FROM {t} WHERE uri >= ?1 AND uri < ?2 AND rev < ?3");
+        Ok(sqlx::query(AssertSqlSafe(delete))
+            .bind(range.0.to_owned())
+            .bind(range.1.to_owned())
+            .bind(rev.to_owned())
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected())
+    }
+
     async fn revs(&mut self, revs: &[(&Did, &str)], now: DateTime<Utc>) -> Result<(), StoreError> {
         let now = timestamp_text(&now);
         for chunk in ladder(revs, CHUNK_ROWS) {

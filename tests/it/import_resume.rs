@@ -504,3 +504,124 @@ backend_tests!(
     unavailable_repos_end_in_the_gone_state,
     |db| unavailable_repos_end_gone(db)
 );
+
+/// A full re-import of a (did, collection) removes the rows the repo no
+/// longer has, with a tombstone at the imported rev (a late replay of the
+/// old create cannot bring one back), only once the last page is in, and
+/// never a row a live event wrote newer than the imported rev.
+async fn reimport_removes_what_is_gone(db: TestDb) {
+    const DID: &str = "did:plc:reimportaaaaaaaaaaaaaaaaa";
+    const LIKE_NSID: &str = "app.bsky.feed.like";
+    let like = r#"{"$type":"app.bsky.feed.like","createdAt":"2026-07-04T14:38:07.513Z","subject":{"cid":"bafyx","uri":"at://did:plc:x/app.bsky.feed.post/1"}}"#;
+    let rec = |rkey: &str| SynthRecord::new(LIKE_NSID, rkey, like);
+    let (ka, kb, kc, kd) = (tid(1, 0), tid(2, 0), tid(3, 0), tid(4, 0));
+    let (r1, r2, r3) = (tid(1_000, 0), tid(2_000, 0), tid(3_000, 0));
+    let pds = Pds::start().await;
+    pds.add_repo(
+        DID,
+        &r1,
+        Some("re.test"),
+        vec![rec(&ka), rec(&kb), rec(&kc)],
+    );
+    let import = |force: bool| {
+        let mut args = vec![
+            "import",
+            DID,
+            "--collection",
+            LIKE_NSID,
+            "--concurrency",
+            "1",
+        ];
+        if force {
+            args.push("--force");
+        }
+        let mut cmd = parity(&db, &pds, &args);
+        cmd.env("PARITY_IMPORT_PAGE_SIZE", "1");
+        cmd
+    };
+    let (code, out, err) = run(import(false)).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let uri = |rkey: &str| format!("at://{DID}/{LIKE_NSID}/{rkey}");
+    let uris = || async {
+        db.rows("likes", &["uri"])
+            .await
+            .into_iter()
+            .filter_map(|r| r[0].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(uris().await, vec![uri(&ka), uri(&kb), uri(&kc)]);
+
+    // While parity was not listening: b was deleted (the repo is at r2).
+    // A live event newer than r2 wrote d, which the PDS does not list yet.
+    assert!(pds.delete_record(DID, LIKE_NSID, &kb));
+    pds.set_rev(DID, &r2);
+    let mut store = open_store(&db).await;
+    let mut reg = parity::mapper::Registry::new();
+    parity::mapper::builtin::register_all(&mut reg, &parity::mapper::builtin::ALL).unwrap();
+    store.prepare(reg.tables(), &[]).await.unwrap();
+    let live = |rkey: &str, rev: &str| {
+        let ev = parity::event::Event {
+            cursor: parity::event::Cursor(1),
+            time_us: 1,
+            did: Did::parse(DID).unwrap(),
+            kind: parity::event::EventKind::Commit(parity::event::Commit {
+                collection: parity::event::Nsid::parse(LIKE_NSID).unwrap(),
+                rkey: parity::event::RecordKey::parse(rkey).unwrap(),
+                rev: rev.to_owned(),
+                op: parity::event::CommitOp::Create,
+                cid: Some("bafylive".into()),
+                record: Some(serde_json::value::RawValue::from_string(like.into()).unwrap()),
+            }),
+        };
+        let parity::mapper::Dispatch::Mutation(m) = reg.dispatch(&ev) else {
+            panic!("likes map")
+        };
+        Batch {
+            mutations: vec![m],
+            repos: Default::default(),
+            last_time_us: 0,
+            events: 1,
+            checkpoint: Checkpoint::Stream(Vec::new()),
+        }
+    };
+    store.commit(&live(&kd, &r3)).await.unwrap();
+
+    // Re-import one record per page; hold the second page: nothing is
+    // removed before the listing is complete.
+    let before = pds.count(LIST_RECORDS);
+    pds.gate_list_records_after(1);
+    let child = importer::spawn(import(true));
+    pds.wait_for_list_records(before + 2).await;
+    assert_eq!(
+        uris().await,
+        vec![uri(&ka), uri(&kb), uri(&kc), uri(&kd)],
+        "nothing removed mid-listing"
+    );
+    pds.open_gate();
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        uris().await,
+        vec![uri(&ka), uri(&kc), uri(&kd)],
+        "b removed; the newer live row kept"
+    );
+    assert_eq!(
+        db.scalar(&format!(
+            "SELECT rev FROM parity_tombstones WHERE uri = '{}'",
+            uri(&kb)
+        ))
+        .await,
+        Some(r2.clone()),
+        "tombstone at the imported rev"
+    );
+    // A late replay of b's create (rev r1) stays out.
+    store.commit(&live(&kb, &r1)).await.unwrap();
+    assert_eq!(uris().await, vec![uri(&ka), uri(&kc), uri(&kd)]);
+    store.close().await;
+}
+
+backend_tests!(
+    #[tokio::test(flavor = "multi_thread")]
+    reimport_removes_rows_the_repo_no_longer_has,
+    |db| reimport_removes_what_is_gone(db)
+);

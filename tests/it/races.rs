@@ -86,6 +86,7 @@ fn import_page(m: Mutation, id: i64, owner: &str) -> Batch {
             cursor: Some("next".into()),
             failed: 0,
             lease_until: "2999-01-01T00:00:00.000000Z".into(),
+            sweep: None,
         }),
     }
 }

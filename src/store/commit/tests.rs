@@ -185,6 +185,7 @@ async fn import_page_commits_with_its_rows_or_not_at_all(pg: bool) {
             cursor: Some("2".into()),
             failed: 1,
             lease_until: timestamp_text(&lease_until),
+            sweep: None,
         });
         b
     };
