@@ -434,12 +434,15 @@ async fn sigterm_releases_the_lease_and_resume_continues_at_once() {
 
 /// Re-imports that can never run end in the terminal `gone` state instead
 /// of failing every `parity resume`: a deactivated repo (the PDS answers
-/// `RepoDeactivated`), a repo the PDS does not have (`RepoNotFound`), and an
-/// account the stream reported deleted (its DID tombstoned, nothing asked).
+/// `RepoDeactivated`), a repo the PDS does not have (`RepoNotFound`), an
+/// account the stream reported deleted (its DID tombstoned, nothing asked),
+/// and one deleted unseen (the PLC directory answers 410).
 async fn unavailable_repos_end_gone(db: TestDb) {
     const DEACT: &str = "did:plc:deactivatedaaaaaaaaaaaaa";
     const MISSING: &str = "did:plc:missingrepoaaaaaaaaaaaa";
     const DELETED: &str = "did:plc:deletedaccountaaaaaaaaa";
+    // Deleted without parity seeing the #account event: the PLC tombstone.
+    const TOMBSTONED: &str = "did:plc:tombstonedaaaaaaaaaaaaaa";
     let pds = Pds::start().await;
     let like = r#"{"$type":"app.bsky.feed.like","createdAt":"2026-07-04T14:38:07.513Z","subject":{"cid":"bafyx","uri":"at://did:plc:x/app.bsky.feed.post/1"}}"#;
     pds.add_repo(
@@ -451,6 +454,7 @@ async fn unavailable_repos_end_gone(db: TestDb) {
     pds.set_account_status(DEACT, Some("deactivated"));
     pds.add_did_doc(MISSING, "missing.test");
     pds.tombstone(DELETED);
+    pds.tombstone(TOMBSTONED);
     let store = open_store(&db).await;
     let resync = |did: &str, deleted: bool| {
         repo_batch(
@@ -465,6 +469,7 @@ async fn unavailable_repos_end_gone(db: TestDb) {
     store.commit(&resync(DEACT, false)).await.unwrap();
     store.commit(&resync(DELETED, false)).await.unwrap();
     store.commit(&resync(DELETED, true)).await.unwrap();
+    store.commit(&resync(TOMBSTONED, false)).await.unwrap();
     store
         .enqueue_imports(MISSING, &["app.bsky.feed.like".to_owned()], false)
         .await
@@ -476,6 +481,7 @@ async fn unavailable_repos_end_gone(db: TestDb) {
         (DEACT, "RepoDeactivated"),
         (MISSING, "RepoNotFound"),
         (DELETED, "deleted"),
+        (TOMBSTONED, "tombstoned"),
     ] {
         let rows = db
             .rows(
@@ -489,7 +495,7 @@ async fn unavailable_repos_end_gone(db: TestDb) {
         assert!(error.contains(why), "{did}: {error}");
     }
     let (_, status, _) = run(parity(&db, &pds, &["import-status"])).await;
-    assert!(status.contains("gone: 3"), "{status}");
+    assert!(status.contains("gone: 4"), "{status}");
 
     // Terminal: the next resume has nothing left to do and asks no one.
     let asked = pds.requests().len();
