@@ -379,3 +379,54 @@ async fn refused_records_are_quarantined(db: TestDb) {
 }
 
 backend_tests!(quarantine, |db| refused_records_are_quarantined(db));
+
+/// An import page with a record the database refuses: the page commits
+/// without it, it counts as failed and is named in the log, and the pair
+/// completes.
+async fn refused_import_records_are_quarantined(db: TestDb) {
+    use common::importer::{self, parity, run};
+    install_refusal(&db).await;
+    let pds = common::pds::Pds::start().await;
+    let did = "did:plc:refusedimport00000000000";
+    let like = "app.bsky.feed.like";
+    let record = |i: u64, cid: &str| {
+        common::pds::SynthRecord::new(
+            like,
+            &tid(1_700_000_000_000_000 + i, 1),
+            &format!(
+                r#"{{"$type":"{like}","createdAt":"2026-01-01T00:00:00.000Z","subject":{{"cid":"{cid}","uri":"at://did:plc:kga5z6jrxggdvv4ii47qsjl6/app.bsky.feed.post/3mpsdpmrock2f"}}}}"#
+            ),
+        )
+    };
+    let subject = "bafyreigypyz6zwh52ljwarhdtwboeedyr42vydpgti633ii2rsvljp7ak4";
+    let refused = record(2, "refused");
+    let refused_uri = format!("at://{did}/{like}/{}", refused.rkey);
+    pds.add_repo(
+        did,
+        &tid(1_800_000_000_000_000, 1),
+        None,
+        vec![record(1, subject), refused, record(3, subject)],
+    );
+    let (code, out, err) = run(parity(&db, &pds, &["import", did])).await;
+    assert_eq!(
+        code, 0,
+        "a refused record does not fail the DID: {out}{err}"
+    );
+    assert!(
+        out.contains("2 records synced, 0 skipped, 1 failed"),
+        "{out}"
+    );
+    assert!(
+        err.contains("the database refused a record") && err.contains(&refused_uri),
+        "{err}"
+    );
+    assert_eq!(db.count("likes").await, 2);
+    assert_eq!(
+        importer::states(&db, did).await,
+        vec![(like.to_owned(), "completed".to_owned(), 2, 0, 1)]
+    );
+}
+
+backend_tests!(import_quarantine, |db| {
+    refused_import_records_are_quarantined(db)
+});
