@@ -186,14 +186,18 @@ impl StoreError {
             return false;
         };
         let code = db.code().unwrap_or_default();
-        match code.parse::<i32>() {
-            // SQLite: the primary result code is the low byte.
-            Ok(sqlite) => matches!(sqlite & 0xff, 18..=20),
-            Err(_) => {
-                code.starts_with("22")
-                    || code.starts_with("23")
-                    || matches!(code.as_ref(), "54000" | "P0001")
-            }
+        if db
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some()
+        {
+            code.starts_with("22")
+                || code.starts_with("23")
+                || matches!(code.as_ref(), "54000" | "P0001")
+        } else {
+            // SQLite's extended result code; the primary code is its low
+            // byte.
+            code.parse::<i32>()
+                .is_ok_and(|c| matches!(c & 0xff, 18..=20))
         }
     }
 

@@ -430,3 +430,141 @@ async fn refused_import_records_are_quarantined(db: TestDb) {
 backend_tests!(import_quarantine, |db| {
     refused_import_records_are_quarantined(db)
 });
+
+/// The raw firehose: an `#identity` frame whose handle holds a NUL, before
+/// 50 real relay frames, is dropped as malformed and the rest is stored.
+async fn poisoned_firehose_is_stored(db: TestDb) {
+    let real = common::relay_frames();
+    let mut frames: Vec<(i64, Vec<u8>)> = real.iter().take(50).cloned().collect();
+    // Seqs of the recording are consecutive: the poison goes first, in the
+    // same batch as the real frames after it.
+    let seq = frames[0].0 - 1;
+    let poison = common::frames::message(
+        &serde_json::json!({"op": 1, "t": "#identity"}),
+        &serde_json::json!({"seq": seq, "did": EVIL, "time": "2026-07-04T14:38:07.513Z", "handle": "evil\u{0}.bsky.social"}),
+    );
+    frames.insert(0, (seq, poison));
+    let last = frames.last().unwrap().0;
+    let server =
+        JetstreamServer::start(frames.iter().map(|(s, b)| Line::frame(b, *s)).collect()).await;
+    let toml = format!(
+        "[source]\nendpoints = [\"{}\"]\n[batch]\nmax_age_ms = 20\n[log]\nprogress_interval_seconds = 0\n",
+        server.firehose_url()
+    );
+    let (mut parity, _cfg) = Parity::consume(&toml, &db.url);
+    let addr = parity.metrics_addr().await;
+    server.wait_connections(1).await;
+    server.publish_all();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while db.cursor().await != Some(last) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cursor {:?} never reached {last}:\n{}",
+            db.cursor().await,
+            parity.lines().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let m = scrape(addr).await;
+    parity.stop();
+    let malformed = m.get(
+        "parity_events_dropped_total",
+        &[("reason", "malformed"), ("intentional", "false")],
+    );
+    assert_eq!(malformed, 1.0);
+    assert_eq!(
+        db.scalar(&format!(
+            "SELECT handle FROM parity_repos WHERE did = '{EVIL}'"
+        ))
+        .await,
+        None
+    );
+    assert!(db.count("likes").await > 0);
+}
+
+backend_tests!(poisoned_firehose, |db| poisoned_firehose_is_stored(db));
+
+/// What PostgreSQL refuses by itself is a rejection that quarantine handles
+/// (a NUL in text: 22021; an index entry over the btree limit: 54000), even
+/// when the rows come from a mapper that skipped the cleaning; and a
+/// refused checkpoint (a negative cursor, our own corruption) still fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refusals_are_quarantined_at_the_store() {
+    use parity::batch::{BatchConfig, Batcher, PurgePolicy};
+    use parity::event::{Cursor, Did};
+    use parity::mapper::{Mutation, Row, TableId, Value};
+    use parity::store::{DatabaseConfig, Store};
+    use std::time::Instant;
+
+    let db = TestDb::postgres("poison_store").await;
+    let mut store = Store::connect(&DatabaseConfig {
+        url: db.url.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    store
+        .prepare(&[parity::mapper::builtin::Builtin::Likes.schema()], &[])
+        .await
+        .unwrap();
+    let did = Did::parse(EVIL_LIKE).unwrap();
+    let like = |n: u64, subject_uri: String, subject_cid: &str| {
+        let rkey = tid(1_783_175_888_000_000 + n, 1);
+        Mutation::Upsert(Row {
+            table: TableId(0),
+            uri: format!("at://{EVIL_LIKE}/app.bsky.feed.like/{rkey}"),
+            did: did.clone(),
+            rkey: rkey.clone(),
+            cid: dag_cbor_cid(rkey.as_bytes()),
+            rev: rkey,
+            record: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+            values: vec![
+                Value::Text(subject_uri),
+                Value::Text(subject_cid.into()),
+                Value::Null,
+            ],
+        })
+    };
+    let batch = |cursor: i64, mutations: Vec<Mutation>, handle: Option<&str>| {
+        let mut b = Batcher::new(&BatchConfig::default(), PurgePolicy::default());
+        b.seen("s", Cursor(cursor), 1, Instant::now());
+        for m in mutations {
+            b.push(m);
+        }
+        if let Some(h) = handle {
+            b.identity(&Did::parse(EVIL).unwrap(), Some(h.to_owned()));
+        }
+        b.take().unwrap()
+    };
+    let uri = |m: &Mutation| m.uri().to_owned();
+    let good = like(1, "at://did:plc:b/app.bsky.feed.post/1".into(), "bafyx");
+    let long = like(2, format!("at://{}", long_random()), "bafyx");
+    let nul = like(3, "at://did:plc:b/app.bsky.feed.post/1".into(), "a\0b");
+    let want = vec![uri(&long), uri(&nul), format!("at://{EVIL}")];
+    let b = batch(5, vec![good, long, nul], Some("evil\0.bsky.social"));
+
+    let err = store.commit(&b).await.unwrap_err();
+    assert!(err.is_rejection() && !err.is_transient(), "{err}");
+    assert_eq!(err.kind(), "rejected");
+    let q = store.quarantine(&b, err).await.unwrap();
+    let mut got: Vec<String> = q.rejected.iter().map(|r| r.uri.clone()).collect();
+    got.sort();
+    let mut want = want;
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(q.stats.upserted_total(), 1);
+    assert_eq!(db.count("likes").await, 1);
+    assert_eq!(db.cursor().await, Some(5));
+    assert_eq!(db.count("parity_repos WHERE handle IS NOT NULL").await, 0);
+
+    // A negative cursor is refused by parity's own CHECK: nothing is left
+    // out, nothing is written, the error comes back.
+    let b = batch(-1, vec![like(4, "at://x".into(), "bafyx")], None);
+    let err = store.commit(&b).await.unwrap_err();
+    assert!(err.is_rejection(), "{err}");
+    let err = store.quarantine(&b, err).await.unwrap_err();
+    assert!(err.to_string().contains("parity_cursors"), "{err}");
+    assert_eq!(db.count("likes").await, 1);
+    assert_eq!(db.cursor().await, Some(5));
+}
