@@ -545,7 +545,7 @@ proptest! {
 /// What reaches SQL is checked: an `#identity` handle is a handle, and the
 /// error never carries the value.
 #[test]
-fn identity_handles_and_sync_revs_are_checked() {
+fn identity_handles_are_checked() {
     let time = "2026-07-04T14:38:07.513Z";
     let identity = |handle: &str| {
         body_frame(
