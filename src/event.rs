@@ -57,6 +57,46 @@ impl fmt::Display for Did {
     }
 }
 
+/// Whether `s` is a TID (atproto `specs/tid`): 13 characters of
+/// base32-sortable (`234567abcdefghijklmnopqrstuvwxyz`), the first in
+/// `234567abcdefghij` (the top bit is 0). Commit revs are TIDs, and TIDs
+/// compare in time order as strings, which the rev guards rely on.
+pub fn is_tid(s: &str) -> bool {
+    const ALPHABET: &[u8] = b"234567abcdefghijklmnopqrstuvwxyz";
+    let b = s.as_bytes();
+    b.len() == 13 && b"234567abcdefghij".contains(&b[0]) && b.iter().all(|c| ALPHABET.contains(c))
+}
+
+/// Longest CID text accepted. A sha-256 CIDv1 in base32 is 59 characters;
+/// the slack allows other hashes without letting anyone's text through.
+pub const MAX_CID_LEN: usize = 256;
+
+/// Whether `s` is the text form of a CID (v0 base58 or multibase v1) that
+/// parses.
+pub fn is_cid(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_CID_LEN && cid::Cid::try_from(s).is_ok()
+}
+
+/// Handle syntax (atproto `specs/handle`): at least two labels of
+/// `[a-zA-Z0-9-]`, not starting or ending with `-`, a TLD that does not
+/// start with a digit, at most 253 characters. `handle.invalid` passes (it
+/// means "unverified").
+pub fn is_handle(h: &str) -> bool {
+    let labels: Vec<&str> = h.split('.').collect();
+    h.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        && !labels
+            .last()
+            .is_some_and(|t| t.starts_with(|c: char| c.is_ascii_digit()))
+}
+
 /// A collection NSID such as `app.bsky.feed.post`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Nsid(String);
@@ -371,6 +411,50 @@ mod tests {
             "*",
         ] {
             assert!(Did::parse(bad).is_none(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn tid_cid_and_handle_syntax() {
+        assert!(is_tid("3mptbypqos22u"));
+        assert!(is_tid("2222222222222"));
+        for bad in [
+            "",
+            "3mpt",
+            "3mptbypqos22uu",
+            "kmptbypqos22u",
+            "3mptbypqos21u",
+            "3MPTBYPQOS22U",
+            "3mptbypq\0s22u",
+        ] {
+            assert!(!is_tid(bad), "{bad:?} accepted");
+        }
+        assert!(is_cid(
+            "bafyreifesp3rrl2hz4jqsphhmonn22uqczzaswkxyodbnptgldfdbefvny"
+        ));
+        assert!(is_cid("QmdfTbBqBPQ7VNxZEYEj14VmRuZBkqFbiwReogJgS1zR1n"));
+        for bad in [
+            "",
+            "bafyc1",
+            "bafy\0",
+            "not a cid",
+            &"b".repeat(MAX_CID_LEN + 1),
+        ] {
+            assert!(!is_cid(bad), "{bad:?} accepted");
+        }
+        assert!(is_handle("alice.bsky.social"));
+        assert!(is_handle("handle.invalid"));
+        assert!(is_handle("xn--ls8h.test"));
+        for bad in [
+            "alice",
+            "-a.test",
+            "a.1test",
+            "a..test",
+            "al ice.test",
+            "evil\0.bsky.social",
+            &format!("{}.test", "a".repeat(250)),
+        ] {
+            assert!(!is_handle(bad), "{bad:?} accepted");
         }
     }
 

@@ -4,7 +4,7 @@
 //! Owns: the metrics and health listener's lifetime during a run, opening
 //! the store (connect, migrate, prepare the mapped tables), the start
 //! cursor, the processing task (filter, dispatch, batch), the writer task
-//! (commit with retry on transient errors), the progress log and shutdown
+//! (commit with retry on transient errors, quarantine of refused records), the progress log and shutdown
 //! order. Does not own the configuration: `cmd::consume` builds its
 //! [`Parts`] (registry, filter, purge policy, endpoints, sections) from the
 //! `Config`. Does not own any wire format, SQL or mapping rule.
@@ -33,7 +33,7 @@ use crate::mapper::{Dispatch, Registry};
 use crate::obs::{self, DropReason, Escaped, Obs, ServeError};
 use crate::source::SourceConfig;
 use crate::source::{Endpoint, Item, Pushdown, Reader, WireFormat};
-use crate::store::{DatabaseConfig, Store, StoreError};
+use crate::store::{DatabaseConfig, Quarantined, Store, StoreError};
 
 /// Events buffered between reader and processor: about a second of
 /// firehose at peak, a few MB.
@@ -313,7 +313,8 @@ async fn process(
     }
 }
 
-/// Commits batches in order; retries transient errors, stops on fatal ones.
+/// Commits batches in order; retries transient errors, leaves out what the
+/// database refuses (quarantine), stops on anything else.
 async fn write(
     mut rx: mpsc::Receiver<Batch>,
     store: Store,
@@ -326,7 +327,17 @@ async fn write(
         let mut delay = Duration::from_millis(100);
         let (committed, took) = loop {
             let started = Instant::now();
-            let result = store.commit(&batch).await;
+            let result = match store.commit(&batch).await {
+                // The database refused some record: commit the rest.
+                Err(e) if e.is_rejection() => {
+                    obs.record_db_error(&e);
+                    store.quarantine(&batch, e).await.map(|q| {
+                        report_rejected(&q, &obs);
+                        q.stats
+                    })
+                }
+                r => r,
+            };
             if let Err(e) = &result {
                 obs.record_db_error(e);
             }
@@ -371,6 +382,24 @@ async fn write(
         }
     }
     Ok(())
+}
+
+/// Counts and logs each record the database refused (URI bounded and
+/// escaped; the error names no value).
+fn report_rejected(q: &Quarantined, obs: &Obs) {
+    for r in &q.rejected {
+        obs.record_drop(DropReason::DbRejected);
+        tracing::warn!(uri = %Escaped(bounded(&r.uri)), error = %Escaped(bounded(&q.error.to_string())), "Database refused a record; skipped, the rest of the batch committed.");
+    }
+}
+
+/// At most 300 bytes of `s`, cut at a character boundary.
+fn bounded(s: &str) -> &str {
+    let mut end = s.len().min(300);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 fn spawn_progress(

@@ -108,24 +108,8 @@ impl DidDoc {
     }
 }
 
-/// Handle syntax (atproto `specs/handle`): at least two labels of
-/// `[a-z0-9-]`, not starting or ending with `-`, a TLD that does not start
-/// with a digit, at most 253 characters.
-pub fn is_handle(h: &str) -> bool {
-    let labels: Vec<&str> = h.split('.').collect();
-    h.len() <= 253
-        && labels.len() >= 2
-        && labels.iter().all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-        && !labels
-            .last()
-            .is_some_and(|t| t.starts_with(|c: char| c.is_ascii_digit()))
-}
+/// Handle syntax: one definition for the stream and the importer.
+pub use crate::event::is_handle;
 
 /// Resolves and caches identities.
 pub struct Resolver {

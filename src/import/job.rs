@@ -70,6 +70,10 @@ pub enum JobError {
     /// The run was cancelled between pages: the pair is released.
     #[error("interrupted")]
     Cancelled,
+    /// The PDS reported a repo rev that is not a TID: nothing it lists can
+    /// be ordered against the stream, so the pair is marked failed.
+    #[error("the PDS reported a repo rev that is not a TID")]
+    BadRev,
 }
 
 impl From<StoreError> for JobError {
@@ -114,6 +118,10 @@ pub async fn run(
     token: &CancellationToken,
 ) -> Result<Counts, JobError> {
     let latest = repo_rev(ctx, pds, did, token).await?;
+    // Empty: the PDS reports none (see `repo_rev`).
+    if !(latest.rev.is_empty() || crate::event::is_tid(&latest.rev)) {
+        return Err(JobError::BadRev);
+    }
     if !ctx
         .store
         .set_import_rev(state.id, ctx.lease.owner(), &latest.rev)
@@ -176,14 +184,14 @@ pub async fn run(
             });
         }
         let started = std::time::Instant::now();
-        let stats = commit(ctx, &batch, token).await?;
+        let (stats, rejected) = commit(ctx, &batch, token).await?;
         ctx.obs
             .on_commit(&stats, batch.events, started.elapsed(), None, 0);
         let synced = stats.upserted_total();
         let counts = Counts {
             synced,
-            skipped: offered.saturating_sub(synced),
-            failed,
+            skipped: offered.saturating_sub(synced + rejected),
+            failed: failed + rejected,
         };
         record_metrics(counts);
         total += counts;
@@ -243,6 +251,11 @@ pub(super) async fn repo_rev(
     }
 }
 
+/// At most 300 characters of `s` (log fields from the network stay small).
+fn truncate(s: &str) -> String {
+    s.chars().take(300).collect()
+}
+
 fn record_metrics(c: Counts) {
     for (outcome, n) in [
         ("synced", c.synced),
@@ -255,14 +268,29 @@ fn record_metrics(c: Counts) {
     }
 }
 
+/// Commits one page, retrying transient errors; when the database refuses
+/// some records, commits the page without them (counted as failed, each
+/// logged by URI). Returns the stats and how many records were refused.
 async fn commit(
     ctx: &Ctx,
     batch: &Batch,
     token: &CancellationToken,
-) -> Result<crate::store::CommitStats, JobError> {
+) -> Result<(crate::store::CommitStats, u64), JobError> {
     let mut attempt = 0;
     loop {
-        match ctx.store.commit(batch).await {
+        let result = match ctx.store.commit(batch).await {
+            Err(e) if e.is_rejection() => {
+                ctx.obs.record_db_error(&e);
+                ctx.store.quarantine(batch, e).await.map(|q| {
+                    for r in &q.rejected {
+                        tracing::warn!(uri = ?truncate(&r.uri), error = ?truncate(&q.error.to_string()), "import: the database refused a record; skipped, the rest of the page committed");
+                    }
+                    (q.stats, q.rejected.len() as u64)
+                })
+            }
+            r => r.map(|s| (s, 0)),
+        };
+        match result {
             Ok(s) => return Ok(s),
             Err(e) if e.is_transient() && attempt + 1 < COMMIT_ATTEMPTS => {
                 ctx.obs.record_db_error(&e);

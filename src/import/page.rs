@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 
 use super::lease::Lease;
 use crate::batch::{Batch, Checkpoint, ImportPage};
-use crate::event::{Did, Nsid, RecordKey};
+use crate::event::{Did, Nsid, RecordKey, is_cid};
 use crate::mapper::{Dispatch, ListedRecord, Registry};
 
 /// One `com.atproto.repo.listRecords` answer.
@@ -69,6 +69,11 @@ pub fn map(
             tracing::warn!(uri = ?truncate(&r.uri), "import: record URI does not belong to this repo and collection");
             continue;
         };
+        if !is_cid(&r.cid) {
+            failed += 1;
+            tracing::warn!(uri = ?truncate(&r.uri), "import: record CID is not a CID; skipped");
+            continue;
+        }
         let listed = ListedRecord {
             did: of.did,
             collection: of.collection,
@@ -149,10 +154,12 @@ mod tests {
         assert!(record_key("https://x/y", &did, &c).is_none());
     }
 
+    const CID: &str = "bafyreifesp3rrl2hz4jqsphhmonn22uqczzaswkxyodbnptgldfdbefvny";
+
     fn listed(uri: &str, json: &str) -> Listed {
         Listed {
             uri: uri.into(),
-            cid: "bafyc".into(),
+            cid: CID.into(),
             value: RawValue::from_string(json.into()).unwrap(),
         }
     }
@@ -180,17 +187,21 @@ mod tests {
                 listed("at://did:plc:abc/app.bsky.feed.post/1", post),
                 listed("at://did:plc:other/app.bsky.feed.post/2", post),
                 listed("at://did:plc:abc/app.bsky.feed.post/3", "{}"),
+                Listed {
+                    cid: "bafy\0".into(),
+                    ..listed("at://did:plc:abc/app.bsky.feed.post/4", post)
+                },
             ],
             Some("next".into()),
         );
-        assert_eq!((page.offered, page.failed), (1, 2));
-        assert_eq!(page.batch.events, 4);
+        assert_eq!((page.offered, page.failed), (1, 3));
+        assert_eq!(page.batch.events, 5);
         let Mutation::Upsert(row) = &page.batch.mutations[0] else {
             panic!("an upsert")
         };
         assert_eq!(
             (row.uri.as_str(), row.rev.as_str(), row.cid.as_str()),
-            ("at://did:plc:abc/app.bsky.feed.post/1", "3rev", "bafyc")
+            ("at://did:plc:abc/app.bsky.feed.post/1", "3rev", CID)
         );
         let Checkpoint::ImportPage(cp) = &page.batch.checkpoint else {
             panic!("an import page checkpoint")
@@ -202,7 +213,7 @@ mod tests {
                 cp.cursor.as_deref(),
                 cp.failed
             ),
-            (7, "h:1:0", Some("next"), 2)
+            (7, "h:1:0", Some("next"), 3)
         );
     }
 }

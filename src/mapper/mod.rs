@@ -16,6 +16,7 @@
 //! own with [`Registry::register`] or pass them to `from_config`.
 
 pub mod builtin;
+pub mod clean;
 mod config;
 pub mod declarative;
 pub mod generic;
@@ -55,6 +56,10 @@ pub enum MapError {
     },
     #[error("record is not a JSON object: {0}")]
     Json(String),
+    /// The record's URI is longer than an index entry may be
+    /// ([`clean::MAX_INDEXED_BYTES`]).
+    #[error("record URI of {0} bytes is too long to store")]
+    UriTooLong(usize),
 }
 
 /// Turns records of some collection into rows of one table.
@@ -157,6 +162,8 @@ struct Entry {
     pattern: CollectionPattern,
     table: TableId,
     mapper: Arc<dyn Mapper>,
+    /// Per mapper column: whether some index of the table covers it.
+    indexed: Vec<bool>,
 }
 
 /// Mappers by collection.
@@ -217,10 +224,16 @@ impl Registry {
         if let CollectionPattern::Exact(n) = &pattern {
             self.exact.insert(n.clone(), self.entries.len());
         }
+        let indexed = schema
+            .columns
+            .iter()
+            .map(|c| schema.indexes.iter().any(|ix| ix.contains(&c.name)))
+            .collect();
         self.entries.push(Entry {
             pattern,
             table,
             mapper,
+            indexed,
         });
         Ok(table)
     }
@@ -258,12 +271,21 @@ impl Registry {
         };
         match (c.op, &c.record, &c.cid) {
             (CommitOp::Delete, _, _) => match self.find(c.collection.as_str()) {
-                Some(entry) => Dispatch::Mutation(Mutation::Delete {
-                    table: entry.table,
-                    uri: c.uri(&event.did),
-                    did: event.did.clone(),
-                    rev: c.rev.clone(),
-                }),
+                Some(entry) => {
+                    let uri = c.uri(&event.did);
+                    if uri.len() > clean::MAX_INDEXED_BYTES {
+                        return Dispatch::Failed {
+                            error: MapError::UriTooLong(uri.len()),
+                            uri,
+                        };
+                    }
+                    Dispatch::Mutation(Mutation::Delete {
+                        table: entry.table,
+                        uri,
+                        did: event.did.clone(),
+                        rev: c.rev.clone(),
+                    })
+                }
                 None => Dispatch::Unmapped,
             },
             (_, Some(record), Some(cid)) => self.map_listed(&ListedRecord {
@@ -285,11 +307,22 @@ impl Registry {
     /// Maps one record as it exists in a repo (a `listRecords` entry, or
     /// the record of a create or update) into an upsert of its mapper's
     /// table. Carries no stream position: the caller checkpoints it.
+    ///
+    /// Every row leaves here storable on both backends ([`clean`]): NUL
+    /// removed from the record and from mapped text and JSON, indexed text
+    /// longer than an index entry stored as NULL, and a record whose URI
+    /// is that long failed.
     pub fn map_listed(&self, r: &ListedRecord<'_>) -> Dispatch {
         let Some(entry) = self.find(r.collection.as_str()) else {
             return Dispatch::Unmapped;
         };
         let uri = r.uri();
+        if uri.len() > clean::MAX_INDEXED_BYTES {
+            return Dispatch::Failed {
+                error: MapError::UriTooLong(uri.len()),
+                uri,
+            };
+        }
         let rec = RecordRef {
             did: r.did,
             collection: r.collection,
@@ -304,8 +337,18 @@ impl Registry {
                 rkey: r.rkey.as_str().to_owned(),
                 cid: r.cid.to_owned(),
                 rev: r.rev.to_owned(),
-                record: r.record.to_owned(),
-                values,
+                record: match clean::json_without_nul(r.record.get()) {
+                    std::borrow::Cow::Borrowed(_) => r.record.to_owned(),
+                    // Valid JSON stays valid without its `\u0000` escapes.
+                    std::borrow::Cow::Owned(json) => {
+                        RawValue::from_string(json).unwrap_or_else(|_| r.record.to_owned())
+                    }
+                },
+                values: values
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| clean::value(v, entry.indexed.get(i).copied().unwrap_or(false)))
+                    .collect(),
                 uri,
             })),
             Err(error) => Dispatch::Failed { uri, error },

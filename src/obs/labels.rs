@@ -30,16 +30,21 @@ pub enum DropReason {
     StaleRev,
     /// A commit for an account purged earlier in the batch.
     AccountGone,
+    /// The database refused the record (a value or an index entry it
+    /// cannot store, a constraint or trigger); the rest of its batch was
+    /// committed.
+    DbRejected,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::Malformed,
         DropReason::Oversized,
         DropReason::UnknownType,
         DropReason::MapperFailure,
         DropReason::StaleRev,
         DropReason::AccountGone,
+        DropReason::DbRejected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +55,7 @@ impl DropReason {
             DropReason::MapperFailure => "mapper_failure",
             DropReason::StaleRev => "stale_rev",
             DropReason::AccountGone => "account_gone",
+            DropReason::DbRejected => "db_rejected",
         }
     }
 
@@ -113,7 +119,7 @@ pub const RECONNECT_REASONS: [&str; 8] = [
 ];
 
 /// The `kind` label of `parity_db_errors_total` (`StoreError::kind`).
-pub const DB_ERROR_KINDS: [&str; 2] = ["transient", "fatal"];
+pub const DB_ERROR_KINDS: [&str; 3] = ["transient", "rejected", "fatal"];
 
 /// The `outcome` label of `parity_import_records_total`.
 pub const IMPORT_OUTCOMES: [&str; 3] = ["synced", "skipped", "failed"];

@@ -60,7 +60,7 @@ pub const ALL: &[(&str, Kind, &str)] = &[
     (
         EVENTS_DROPPED,
         Kind::Counter,
-        "Events or messages dropped, by reason (malformed, oversized, unknown_type, mapper_failure, stale_rev, account_gone); intentional=true for the convergence rules, false for bad input.",
+        "Events or messages dropped, by reason (malformed, oversized, unknown_type, mapper_failure, stale_rev, account_gone, db_rejected); intentional=true for the convergence rules, false for bad input.",
     ),
     (
         RECORDS_WRITTEN,
@@ -80,7 +80,7 @@ pub const ALL: &[(&str, Kind, &str)] = &[
     (
         DB_ERRORS,
         Kind::Counter,
-        "Failed database operations, by kind (transient: retried; fatal: parity stops).",
+        "Failed database operations, by kind (transient: retried; rejected: the database refused some records, which are left out and the rest committed; fatal: parity stops).",
     ),
     (
         CURSOR,

@@ -37,7 +37,7 @@ pub struct Obs {
     pub accounts_received: AtomicU64,
     pub others_received: AtomicU64,
     pub filtered: AtomicU64,
-    dropped: [AtomicU64; 6],
+    dropped: [AtomicU64; DropReason::ALL.len()],
     pub rows_upserted: AtomicU64,
     pub rows_deleted: AtomicU64,
     pub batches: AtomicU64,
@@ -56,7 +56,7 @@ pub struct Obs {
 struct Exported {
     received: [Counter; 4],
     filtered: Counter,
-    dropped: [Counter; 6],
+    dropped: [Counter; DropReason::ALL.len()],
     batch_size: Histogram,
     commit_seconds: Histogram,
     cursor: Gauge,

@@ -97,10 +97,25 @@ pub(super) trait Steps {
     /// Records each DID's newest commit rev (non-empty).
     async fn revs(&mut self, revs: &[(&Did, &str)], now: DateTime<Utc>) -> Result<(), StoreError>;
     async fn commit(self) -> Result<(), StoreError>;
+    async fn rollback(self) -> Result<(), StoreError>;
 }
 
-/// Writes `batch` through `tx` in the order of `plan.rs` and commits.
-pub(super) async fn commit<S: Steps>(mut tx: S, batch: &Batch) -> Result<CommitStats, StoreError> {
+/// How the transaction of [`commit`] ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Finish {
+    Commit,
+    /// A trial (quarantine's bisection): every statement runs, so the
+    /// database checks every row, then nothing is kept.
+    Rollback,
+}
+
+/// Writes `batch` through `tx` in the order of `plan.rs` and commits (or,
+/// for a trial, rolls back).
+pub(super) async fn commit<S: Steps>(
+    mut tx: S,
+    batch: &Batch,
+    finish: Finish,
+) -> Result<CommitStats, StoreError> {
     let plan = Plan::new(batch, tx.table_count());
     let now = Utc::now();
     let mut stats = CommitStats::default();
@@ -202,7 +217,10 @@ pub(super) async fn commit<S: Steps>(mut tx: S, batch: &Batch) -> Result<CommitS
             }
         }
     }
-    tx.commit().await?;
+    match finish {
+        Finish::Commit => tx.commit().await?,
+        Finish::Rollback => tx.rollback().await?,
+    }
     Ok(stats)
 }
 

@@ -50,6 +50,7 @@ mod did_locks;
 mod imports;
 pub mod plan;
 mod postgres;
+mod quarantine;
 mod schema;
 mod sqlite;
 
@@ -63,6 +64,7 @@ use crate::mapper::TableSchema;
 
 pub use imports::{CachedIdentity, ImportState, ImportStatus, StatusFilter, UnknownImportStatus};
 pub use postgres::PgStore;
+pub use quarantine::{Quarantined, Rejected};
 pub use sqlite::SqliteStore;
 
 /// Database settings.
@@ -173,10 +175,41 @@ impl StoreError {
         }
     }
 
+    /// Whether the database refused the data of the batch (a value it
+    /// cannot store, an index entry too large, a constraint or trigger of
+    /// the operator's): the writer then finds the offending records and
+    /// commits the rest ([`Store::quarantine`]). PostgreSQL SQLSTATE
+    /// classes 22 (data exception) and 23 (integrity constraint), 54000
+    /// (program limit exceeded) and P0001 (raised by a trigger); SQLite
+    /// `SQLITE_TOOBIG`, `SQLITE_CONSTRAINT` (any extended code) and
+    /// `SQLITE_MISMATCH`. Our own corruption that trips one of these (a
+    /// negative cursor) fails without any record too, and still stops.
+    pub fn is_rejection(&self) -> bool {
+        let StoreError::Sql(sqlx::Error::Database(db)) = self else {
+            return false;
+        };
+        let code = db.code().unwrap_or_default();
+        if db
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some()
+        {
+            code.starts_with("22")
+                || code.starts_with("23")
+                || matches!(code.as_ref(), "54000" | "P0001")
+        } else {
+            // SQLite's extended result code; the primary code is its low
+            // byte.
+            code.parse::<i32>()
+                .is_ok_and(|c| matches!(c & 0xff, 18..=20))
+        }
+    }
+
     /// Bounded label for metrics.
     pub fn kind(&self) -> &'static str {
         if self.is_transient() {
             "transient"
+        } else if self.is_rejection() {
+            "rejected"
         } else {
             "fatal"
         }
@@ -365,9 +398,18 @@ impl Store {
 
     /// Writes one batch and its checkpoint in one transaction.
     pub async fn commit(&self, batch: &Batch) -> Result<CommitStats, StoreError> {
+        self.run_commit(batch, commit::Finish::Commit).await
+    }
+
+    /// [`Store::commit`] or a trial of it that is rolled back.
+    async fn run_commit(
+        &self,
+        batch: &Batch,
+        finish: commit::Finish,
+    ) -> Result<CommitStats, StoreError> {
         match self {
-            Store::Sqlite(s) => s.commit(batch).await,
-            Store::Postgres(s) => s.commit(batch).await,
+            Store::Sqlite(s) => s.commit(batch, finish).await,
+            Store::Postgres(s) => s.commit(batch, finish).await,
         }
     }
 

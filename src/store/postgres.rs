@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Postgres};
 
-use super::commit::{self, Steps};
+use super::commit::{self, Finish, Steps};
 use super::dialect::{Arg, Dialect, Sql, bind_args};
 use super::did_locks;
 use super::schema;
@@ -213,7 +213,11 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn commit(&self, batch: &Batch) -> Result<CommitStats, StoreError> {
+    pub(super) async fn commit(
+        &self,
+        batch: &Batch,
+        finish: Finish,
+    ) -> Result<CommitStats, StoreError> {
         let mut tx = self.pool.begin().await?;
         // The cursor commits in this same transaction, so a commit lost to a
         // server crash loses its cursor too and is simply consumed again:
@@ -236,6 +240,7 @@ impl PgStore {
                 tables: &self.tables,
             },
             batch,
+            finish,
         )
         .await
     }
@@ -373,6 +378,10 @@ impl Steps for PgSteps<'_> {
 
     async fn commit(self) -> Result<(), StoreError> {
         Ok(self.tx.commit().await?)
+    }
+
+    async fn rollback(self) -> Result<(), StoreError> {
+        Ok(self.tx.rollback().await?)
     }
 }
 

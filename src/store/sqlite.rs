@@ -20,7 +20,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Sqlite};
 
-use super::commit::{self, Steps};
+use super::commit::{self, Finish, Steps};
 use super::dialect::{Arg, Dialect, Sql, bind_args};
 use super::schema;
 use super::{CommitStats, DatabaseConfig, StoreError};
@@ -215,7 +215,11 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub async fn commit(&self, batch: &Batch) -> Result<CommitStats, StoreError> {
+    pub(super) async fn commit(
+        &self,
+        batch: &Batch,
+        finish: Finish,
+    ) -> Result<CommitStats, StoreError> {
         // Take the write lock up front: a deferred transaction that reads
         // first could fail to upgrade under a concurrent writer.
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -225,6 +229,7 @@ impl SqliteStore {
                 tables: &self.tables,
             },
             batch,
+            finish,
         )
         .await
     }
@@ -402,6 +407,10 @@ impl Steps for SqliteSteps<'_> {
 
     async fn commit(self) -> Result<(), StoreError> {
         Ok(self.tx.commit().await?)
+    }
+
+    async fn rollback(self) -> Result<(), StoreError> {
+        Ok(self.tx.rollback().await?)
     }
 }
 

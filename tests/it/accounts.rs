@@ -12,15 +12,28 @@ use parity::config::Config;
 const A: &str = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa";
 const B: &str = "did:plc:bbbbbbbbbbbbbbbbbbbbbbbb";
 
+/// A TID for a short test rev (`3a01`): its hex digits are the clock, so
+/// TIDs sort as the short revs do.
+fn tid_of(rev: &str) -> String {
+    common::pds::tid(
+        1_783_000_000_000_000 + u64::from_str_radix(&rev[1..], 16).unwrap(),
+        0,
+    )
+}
+
 fn like(did: &str, rkey: &str, rev: &str, t: i64) -> String {
     format!(
-        r#"{{"did":"{did}","time_us":{t},"kind":"commit","commit":{{"rev":"{rev}","operation":"create","collection":"app.bsky.feed.like","rkey":"{rkey}","record":{{"$type":"app.bsky.feed.like","createdAt":"2026-07-04T14:38:07.513Z","subject":{{"cid":"bafyx","uri":"at://{B}/app.bsky.feed.post/1"}}}},"cid":"bafyc{rkey}"}}}}"#
+        r#"{{"did":"{did}","time_us":{t},"kind":"commit","commit":{{"rev":"{rev}","operation":"create","collection":"app.bsky.feed.like","rkey":"{rkey}","record":{{"$type":"app.bsky.feed.like","createdAt":"2026-07-04T14:38:07.513Z","subject":{{"cid":"bafyx","uri":"at://{B}/app.bsky.feed.post/1"}}}},"cid":"{cid}"}}}}"#,
+        rev = tid_of(rev),
+        cid = common::pds::dag_cbor_cid(rkey.as_bytes()),
     )
 }
 
 fn post(did: &str, rkey: &str, rev: &str, t: i64) -> String {
     format!(
-        r#"{{"did":"{did}","time_us":{t},"kind":"commit","commit":{{"rev":"{rev}","operation":"create","collection":"app.bsky.feed.post","rkey":"{rkey}","record":{{"$type":"app.bsky.feed.post","text":"hi","createdAt":"2026-07-04T14:38:07.513Z"}},"cid":"bafyp{rkey}"}}}}"#
+        r#"{{"did":"{did}","time_us":{t},"kind":"commit","commit":{{"rev":"{rev}","operation":"create","collection":"app.bsky.feed.post","rkey":"{rkey}","record":{{"$type":"app.bsky.feed.post","text":"hi","createdAt":"2026-07-04T14:38:07.513Z"}},"cid":"{cid}"}}}}"#,
+        rev = tid_of(rev),
+        cid = common::pds::dag_cbor_cid(format!("p{rkey}").as_bytes()),
     )
 }
 

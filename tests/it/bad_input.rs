@@ -12,7 +12,9 @@ use parity::obs::DropReason;
 
 fn like(did: &str, rkey: &str, t: i64, record: &str) -> String {
     format!(
-        r#"{{"did":"{did}","time_us":{t},"kind":"commit","commit":{{"rev":"3mpt{t}","operation":"create","collection":"app.bsky.feed.like","rkey":"{rkey}","record":{record},"cid":"bafyc{t}"}}}}"#
+        r#"{{"did":"{did}","time_us":{t},"kind":"commit","commit":{{"rev":"{rev}","operation":"create","collection":"app.bsky.feed.like","rkey":"{rkey}","record":{record},"cid":"{cid}"}}}}"#,
+        rev = common::pds::tid(t as u64, 0),
+        cid = common::pds::dag_cbor_cid(&t.to_be_bytes()),
     )
 }
 

@@ -26,6 +26,7 @@ mod import_resume;
 mod liveness;
 mod mappers;
 mod metrics;
+mod poison;
 mod races;
 mod relay_scenarios;
 mod resume_after_crash;

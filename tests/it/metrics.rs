@@ -21,7 +21,9 @@ const T0: i64 = 1_783_175_888_000_000;
 
 fn like(did: &str, rkey: &str, t: i64, record: &str) -> String {
     format!(
-        r#"{{"did":"{did}","time_us":{t},"kind":"commit","commit":{{"rev":"3mpt{t}","operation":"create","collection":"app.bsky.feed.like","rkey":"{rkey}","record":{record},"cid":"bafyc{t}"}}}}"#
+        r#"{{"did":"{did}","time_us":{t},"kind":"commit","commit":{{"rev":"{rev}","operation":"create","collection":"app.bsky.feed.like","rkey":"{rkey}","record":{record},"cid":"{cid}"}}}}"#,
+        rev = common::pds::tid(t as u64, 0),
+        cid = common::pds::dag_cbor_cid(&t.to_be_bytes()),
     )
 }
 
@@ -320,6 +322,7 @@ async fn labelled_counters_are_exported_at_zero_before_the_first_event() {
         ("mapper_failure", "false"),
         ("stale_rev", "true"),
         ("account_gone", "true"),
+        ("db_rejected", "false"),
     ] {
         want.push((
             "parity_events_dropped_total",
@@ -338,7 +341,7 @@ async fn labelled_counters_are_exported_at_zero_before_the_first_event() {
     ] {
         want.push(("parity_source_reconnects_total", vec![("reason", reason)]));
     }
-    for kind in ["transient", "fatal"] {
+    for kind in ["transient", "rejected", "fatal"] {
         want.push(("parity_db_errors_total", vec![("kind", kind)]));
     }
     for outcome in ["synced", "skipped", "failed"] {

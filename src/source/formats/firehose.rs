@@ -37,7 +37,7 @@ pub mod chain;
 mod wire;
 
 use crate::event::{
-    AccountStatus, Commit, CommitOp, Cursor, Did, Event, EventKind, Nsid, RecordKey,
+    AccountStatus, Commit, CommitOp, Cursor, Did, Event, EventKind, Nsid, RecordKey, is_handle,
 };
 use wire::{
     AccountBody, CommitBody, ErrorBody, IdentityBody, InfoBody, OpBody, SyncBody, read_commit,
@@ -205,7 +205,7 @@ fn field(t: &'static str, field: &'static str, reason: impl Into<String>) -> Dec
 }
 
 fn did(t: &'static str, s: &str) -> Result<Did, DecodeError> {
-    Did::parse(s).ok_or_else(|| field(t, "did", format!("invalid DID {s:?}")))
+    Did::parse(s).ok_or_else(|| field(t, "did", format!("invalid DID of {} bytes", s.len())))
 }
 
 fn cursor(t: &'static str, seq: i64) -> Result<Cursor, DecodeError> {
@@ -217,7 +217,7 @@ fn cursor(t: &'static str, seq: i64) -> Result<Cursor, DecodeError> {
 
 /// The body's `time` (RFC 3339) → µs since the epoch.
 fn time_us(t: &'static str, s: &str) -> Result<i64, DecodeError> {
-    parse_time_us(s).map_err(|e| field(t, "time", format!("{s:?}: {e}")))
+    parse_time_us(s).map_err(|_| field(t, "time", format!("invalid time of {} bytes", s.len())))
 }
 
 /// A commit's or `#sync`'s `rev`, checked.
@@ -270,6 +270,9 @@ pub fn decode_frame_with(bytes: &[u8], tc: &mut Transcoder) -> Result<Frame, Dec
         }
         (1, Some("#identity")) => {
             let b: IdentityBody = body(rest, "#identity")?;
+            if b.handle.is_some_and(|h| !is_handle(h)) {
+                return Err(field("#identity", "handle", "not a handle"));
+            }
             let handle = b.handle.map(str::to_owned);
             event(
                 "#identity",

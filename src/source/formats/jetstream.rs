@@ -20,7 +20,8 @@ use serde_json::value::RawValue;
 use super::rev::valid_rev;
 use super::{Dropped, Fault, Message, Output, inflate};
 use crate::event::{
-    AccountStatus, Commit, CommitOp, Cursor, Did, Event, EventKind, Nsid, RecordKey,
+    AccountStatus, Commit, CommitOp, Cursor, Did, Event, EventKind, Nsid, RecordKey, is_cid,
+    is_handle,
 };
 use crate::source::codecs::zstd_frames::FrameDecompressor;
 
@@ -31,7 +32,8 @@ pub enum DecodeError {
     /// Not JSON, or JSON of the wrong shape.
     #[error("malformed message: {0}")]
     Malformed(#[from] serde_json::Error),
-    /// A field is present but not valid (bad DID, NSID, rkey, operation).
+    /// A field is present but not valid (bad DID, NSID, rkey, operation,
+    /// rev that is not a TID, CID that does not parse, handle).
     #[error("invalid field {field}")]
     Invalid { field: &'static str },
     /// A `kind` this version does not know.
@@ -105,9 +107,7 @@ pub fn decode_v1(text: &[u8]) -> Result<Event, DecodeError> {
             let c = env.commit.ok_or(DecodeError::Invalid { field: "commit" })?;
             EventKind::Commit(commit_from(c)?)
         }
-        "identity" => EventKind::Identity {
-            handle: env.identity.and_then(|i| i.handle).map(Cow::into_owned),
-        },
+        "identity" => identity_from(env.identity)?,
         "account" => {
             let a = env
                 .account
@@ -140,7 +140,10 @@ pub(super) fn commit_from(c: CommitJson<'_>) -> Result<Commit, DecodeError> {
         CommitOp::Delete => (None, None),
         CommitOp::Create | CommitOp::Update => {
             let record = c.record.ok_or(DecodeError::Invalid { field: "record" })?;
-            let cid = c.cid.ok_or(DecodeError::Invalid { field: "cid" })?;
+            let cid = c
+                .cid
+                .filter(|cid| is_cid(cid))
+                .ok_or(DecodeError::Invalid { field: "cid" })?;
             (Some(record.to_owned()), Some(cid.into_owned()))
         }
     };
@@ -151,6 +154,18 @@ pub(super) fn commit_from(c: CommitJson<'_>) -> Result<Commit, DecodeError> {
         op,
         cid,
         record,
+    })
+}
+
+/// An identity event (v1 and v2 share it): a handle, when present, must be
+/// a handle.
+pub(super) fn identity_from(i: Option<IdentityJson<'_>>) -> Result<EventKind, DecodeError> {
+    let handle = i.and_then(|i| i.handle);
+    if handle.as_deref().is_some_and(|h| !is_handle(h)) {
+        return Err(DecodeError::Invalid { field: "handle" });
+    }
+    Ok(EventKind::Identity {
+        handle: handle.map(Cow::into_owned),
     })
 }
 
@@ -230,7 +245,7 @@ mod tests {
 
     #[test]
     fn record_is_kept_verbatim() {
-        let line = r#"{"did":"did:plc:a","time_us":5,"kind":"commit","commit":{"rev":"r","operation":"create","collection":"a.b.c","rkey":"k","record":{"text":"h\u00e9","n":1},"cid":"bafy"}}"#;
+        let line = r#"{"did":"did:plc:a","time_us":5,"kind":"commit","commit":{"rev":"3mptbypqos22u","operation":"create","collection":"a.b.c","rkey":"k","record":{"text":"h\u00e9","n":1},"cid":"bafyreifesp3rrl2hz4jqsphhmonn22uqczzaswkxyodbnptgldfdbefvny"}}"#;
         let ev = decode_v1(line.as_bytes()).unwrap();
         let EventKind::Commit(c) = ev.kind else {
             panic!()
@@ -248,10 +263,38 @@ mod tests {
             r#"{"did":"x","time_us":1,"kind":"commit"}"#,
             r#"{"did":"did:plc:a","time_us":1,"kind":"commit"}"#,
             r#"{"did":"did:plc:a","time_us":-1,"kind":"identity","identity":{}}"#,
-            r#"{"did":"did:plc:a","time_us":1,"kind":"commit","commit":{"rev":"r","operation":"create","collection":"a.b.c","rkey":"k"}}"#,
-            r#"{"did":"did:plc:a","time_us":1,"kind":"commit","commit":{"rev":"r","operation":"nuke","collection":"a.b.c","rkey":"k"}}"#,
+            r#"{"did":"did:plc:a","time_us":1,"kind":"commit","commit":{"rev":"3mptbypqos22u","operation":"create","collection":"a.b.c","rkey":"k"}}"#,
+            r#"{"did":"did:plc:a","time_us":1,"kind":"commit","commit":{"rev":"3mptbypqos22u","operation":"nuke","collection":"a.b.c","rkey":"k"}}"#,
         ] {
             assert!(decode_v1(bad.as_bytes()).is_err(), "{bad}");
+        }
+        // What reaches SQL is checked: a rev is a TID, a CID parses, a
+        // handle is a handle.
+        let good = r#"{"did":"did:plc:a","time_us":1,"kind":"commit","commit":{"rev":"3mptbypqos22u","operation":"create","collection":"a.b.c","rkey":"k","record":{},"cid":"bafyreifesp3rrl2hz4jqsphhmonn22uqczzaswkxyodbnptgldfdbefvny"}}"#;
+        assert!(decode_v1(good.as_bytes()).is_ok());
+        let identity = r#"{"did":"did:plc:a","time_us":1,"kind":"identity","identity":{"handle":"alice.bsky.social"}}"#;
+        assert!(decode_v1(identity.as_bytes()).is_ok());
+        for (bad, field) in [
+            (good.replace("3mptbypqos22u", "3mpt1783175888"), "rev"),
+            (good.replace("3mptbypqos22u", "3mptbypqos22\\u0000"), "rev"),
+            (good.replace("bafyreif", "bafy\\u0000"), "cid"),
+            (
+                good.replace(
+                    "bafyreifesp3rrl2hz4jqsphhmonn22uqczzaswkxyodbnptgldfdbefvny",
+                    "bafyc1",
+                ),
+                "cid",
+            ),
+            (identity.replace("alice.bsky", "evil\\u0000.bsky"), "handle"),
+            (
+                identity.replace("alice.bsky.social", &"a".repeat(300)),
+                "handle",
+            ),
+        ] {
+            match decode_v1(bad.as_bytes()) {
+                Err(DecodeError::Invalid { field: f }) => assert_eq!(f, field, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
         }
         let unknown = r#"{"did":"did:plc:a","time_us":1,"kind":"labels"}"#;
         assert!(matches!(

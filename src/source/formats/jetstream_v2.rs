@@ -33,7 +33,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::jetstream::{AccountJson, CommitJson, IdentityJson, commit_from};
+use super::jetstream::{AccountJson, CommitJson, IdentityJson, commit_from, identity_from};
 use super::rev::valid_rev;
 use super::time::parse_time_us;
 use super::{Control, Dropped, Message, Output, inflate};
@@ -211,9 +211,7 @@ fn decode_payload(p: Payload<'_>) -> Result<V2Frame, DecodeError> {
             record: p.record,
             cid: p.cid,
         })?),
-        "identity" => EventKind::Identity {
-            handle: p.identity.and_then(|i| i.handle).map(Cow::into_owned),
-        },
+        "identity" => identity_from(p.identity)?,
         "account" => {
             let a = p.account.ok_or(DecodeError::Invalid { field: "account" })?;
             EventKind::Account {

@@ -2,20 +2,15 @@
 //! commit or a `#sync`), before the rev reaches the chain check or the
 //! store's rev guards.
 //!
-//! A rev is a TID, and TIDs compare in time order as strings, which is what
-//! the firehose chain check and the SQL guards rely on. The check is the
-//! bound parity has always applied (not empty, at most [`MAX_REV_LEN`]
-//! bytes), not full TID syntax: existing peers and fixtures send revs such
-//! as `3mpt<digits>`, and refusing them would drop data that is applied
-//! today.
-
-/// Longest rev accepted, in bytes (a TID is 13; the slack keeps odd but
-/// ordered revs from other implementations).
-pub const MAX_REV_LEN: usize = 64;
+//! A rev is a TID ([`crate::event::is_tid`]): 13 base32-sortable
+//! characters, which compare in time order as strings, which is what the
+//! firehose chain check and the SQL guards rely on. Anything else (empty,
+//! longer, a NUL, another alphabet) is not a rev, and the event carrying it
+//! is dropped as malformed before it can reach SQL.
 
 /// Whether `rev` is acceptable as a repo revision.
 pub fn valid_rev(rev: &str) -> bool {
-    !rev.is_empty() && rev.len() <= MAX_REV_LEN
+    crate::event::is_tid(rev)
 }
 
 #[cfg(test)]
@@ -23,11 +18,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bounds() {
+    fn revs_are_tids() {
         assert!(valid_rev("3mvan7ylpmc2w"));
-        assert!(valid_rev("r"));
-        assert!(valid_rev(&"3".repeat(MAX_REV_LEN)));
+        assert!(!valid_rev("r"));
         assert!(!valid_rev(""));
-        assert!(!valid_rev(&"3".repeat(MAX_REV_LEN + 1)));
+        assert!(!valid_rev("3mpt1783175888000001"));
+        assert!(!valid_rev("3mvan7ylpmc2\0"));
+        assert!(!valid_rev(&"3".repeat(64)));
     }
 }

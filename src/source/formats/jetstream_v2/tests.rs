@@ -144,14 +144,14 @@ fn readme_example_and_sync() {
         r#"{"$type":"app.bsky.feed.like","n":1}"#
     );
     // Payload first, `$type` last, nested upstream sync with `$bytes`.
-    let sync = r#"{"payload":{"sync":{"did":"did:plc:x","rev":"3mrev","seq":9,"time":"2026-05-25T00:00:02Z","blocks":{"$bytes":"AQ"}},"time":"2026-05-25T00:00:02.000001Z","did":"did:plc:x","seq":3,"$type":"network.bsky.jetstream.subscribeEvents#sync"},"$type":"message"}"#;
+    let sync = r#"{"payload":{"sync":{"did":"did:plc:x","rev":"3mrevaaaaaaaa","seq":9,"time":"2026-05-25T00:00:02Z","blocks":{"$bytes":"AQ"}},"time":"2026-05-25T00:00:02.000001Z","did":"did:plc:x","seq":3,"$type":"network.bsky.jetstream.subscribeEvents#sync"},"$type":"message"}"#;
     let V2Frame::Event(ev) = decode_v2(sync.as_bytes()).unwrap() else {
         panic!("sync")
     };
     assert_eq!(
         ev.kind,
         EventKind::Sync {
-            rev: "3mrev".into()
+            rev: "3mrevaaaaaaaa".into()
         }
     );
     assert_eq!((ev.cursor, ev.time_us), (Cursor(3), 1_779_667_202_000_001));
@@ -204,7 +204,7 @@ fn control_frames() {
 #[test]
 fn bad_frames_are_malformed() {
     let head = r#""$type":"network.bsky.jetstream.subscribeEvents#"#;
-    let ok_commit = r#"commit","seq":1,"did":"did:plc:a","time":"2026-01-01T00:00:00.000000Z","rev":"r","operation":"delete","collection":"a.b.c","rkey":"k""#;
+    let ok_commit = r#"commit","seq":1,"did":"did:plc:a","time":"2026-01-01T00:00:00.000000Z","rev":"3mptbypqos22u","operation":"delete","collection":"a.b.c","rkey":"k""#;
     let good = format!(r#"{{"$type":"message","payload":{{{head}{ok_commit}}}}}"#);
     assert!(decode_v2(good.as_bytes()).is_ok());
     for bad in [
@@ -225,6 +225,16 @@ fn bad_frames_are_malformed() {
         good.replace("commit\"", "account\""),
         good.replace("commit\"", "sync\""),
         good.replace("commit\"", "info\""),
+        // Revs are TIDs; a create's CID must parse; handles are handles.
+        good.replace("3mptbypqos22u", "r"),
+        good.replace("3mptbypqos22u", "3mptbypqos22\\u0000"),
+        good.replace(
+            r#""operation":"delete""#,
+            r#""operation":"create","cid":"bafy\u0000","record":{}"#,
+        ),
+        format!(
+            r#"{{"$type":"message","payload":{{{head}identity","seq":1,"did":"did:plc:a","time":"2026-01-01T00:00:00.000000Z","identity":{{"handle":"evil\u0000.bsky.social"}}}}}}"#
+        ),
     ] {
         let err = decode_v2(bad.as_bytes()).expect_err(&bad);
         assert_eq!(err.reason(), "malformed", "{bad}");
