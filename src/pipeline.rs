@@ -13,7 +13,9 @@
 //! database fills the batch queue, the processor blocks, the event queue
 //! fills and the reader stops reading the socket: memory stays flat.
 //!
-//! Shutdown: cancel the token; the reader stops and drops its sender; the
+//! Shutdown: cancel the token; the reader stops between two websocket
+//! messages (never inside one: a firehose frame's ops go whole) and drops
+//! its sender; the
 //! processor flushes its partial batch and drops its sender; the writer
 //! commits what is queued and returns. Any task failing cancels the rest.
 
@@ -265,10 +267,21 @@ async fn process(
                 continue;
             }
         };
-        let Some(Item { stream, event }) = item else {
+        let Some(Item {
+            stream,
+            event,
+            frame_end,
+        }) = item
+        else {
             break;
         };
-        batcher.seen(&stream, event.cursor, event.time_us, Instant::now());
+        batcher.seen(
+            &stream,
+            event.cursor,
+            event.time_us,
+            frame_end,
+            Instant::now(),
+        );
         if !filter.accepts(&event) {
             obs.record_filtered();
         } else {

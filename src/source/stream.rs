@@ -10,12 +10,16 @@
 //!   `rewind_seconds` early, because instances stamp `time_us` themselves
 //!   and events in flight at a disconnect may carry slightly older stamps.
 //!   `seq` cursors are exact and are never rewound ([`WireFormat::rewind`]).
-//! - **Floor**: a `seq` cursor replays its own event. Events at or below the
-//!   floor were already received and are dropped ([`Resume`]). After a
-//!   reconnect the floor is the last event received (everything received is
-//!   already in the pipeline). On the first connection it is the stored
-//!   cursor only for Jetstream v2, whose seqs carry one event each; a
-//!   firehose seq carries a whole commit, which a batch may have split.
+//! - **Floor**: events at or below the floor were already received and are
+//!   dropped ([`Resume`]), because some servers replay the cursor's own
+//!   event (Jetstream v2 and the indigo relay resend `seq >= cursor`; the
+//!   reference PDS resends `seq > cursor`; the floor makes both the same).
+//!   After a reconnect the floor is the last event received (everything
+//!   received is already in the pipeline). On the first connection it is
+//!   the stored cursor, for every `seq` format: a stored cursor only ever
+//!   names a frame whose events were all committed (a firehose `#commit`
+//!   frame carries many ops under one `seq`, and a batch never ends inside
+//!   one, see `batch`). A cursor the user asked for is not floored.
 //!
 //! Does not own: loading or saving cursors (the pipeline and the store), nor
 //! the socket (`transport`). No IO.
@@ -122,7 +126,7 @@ impl Resume {
     pub fn first(format: WireFormat, start: Option<Cursor>, start_is_stored: bool) -> Resume {
         Resume {
             cursor: start,
-            floor: start.filter(|_| start_is_stored && format == WireFormat::JetstreamV2),
+            floor: start.filter(|_| start_is_stored && !format.time_based()),
         }
     }
 
@@ -178,15 +182,18 @@ mod tests {
     fn resume_floors_replayed_seq_events() {
         use WireFormat::*;
         let c = Some(Cursor(42));
-        // First connection: only a stored v2 cursor is floored.
-        assert_eq!(
-            Resume::first(JetstreamV2, c, true),
-            Resume {
-                cursor: c,
-                floor: c
-            }
-        );
-        for (f, stored) in [(JetstreamV2, false), (Firehose, true), (JetstreamV1, true)] {
+        // First connection: a stored seq cursor is floored (it names whole
+        // committed frames only); a user's cursor and time cursors are not.
+        for f in [JetstreamV2, Firehose] {
+            assert_eq!(
+                Resume::first(f, c, true),
+                Resume {
+                    cursor: c,
+                    floor: c
+                }
+            );
+        }
+        for (f, stored) in [(JetstreamV2, false), (Firehose, false), (JetstreamV1, true)] {
             assert_eq!(
                 Resume::first(f, c, stored),
                 Resume {

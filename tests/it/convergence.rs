@@ -110,7 +110,7 @@ async fn run_case(store: &Store, did: &Did, stream: &[Op], cuts: &[usize]) {
     let mut left = *cut.next().unwrap();
     for (i, op) in stream.iter().enumerate() {
         let ev = event(did, op, i as i64 + 1);
-        batcher.seen("s", ev.cursor, ev.time_us, Instant::now());
+        batcher.seen("s", ev.cursor, ev.time_us, true, Instant::now());
         let Dispatch::Mutation(m) = reg.dispatch(&ev) else {
             panic!("likes map")
         };

@@ -140,3 +140,54 @@ async fn sigterm_commits_the_open_batch() {
         "the open batch was committed at shutdown"
     );
 }
+
+/// Polls the database until `cond(likes rows)` holds (another process writes it).
+async fn wait_likes(db: &TestDb, child: &mut Child, what: &str, cond: impl Fn(i64) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if cond(db.count("likes").await) {
+            return;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "parity exited early");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Issue 11 item 2, as reproduced: 3 raw firehose frames of 42 ops each
+/// (all ops of a frame share its seq), batches of 10 events, SIGKILL while
+/// the last ops of the last frame can only be waiting for `max_age_ms`;
+/// the relay resends only `seq > cursor`, like the reference PDS. After a
+/// restart all 126 records are there, and the next frame too.
+async fn sigkill_inside_a_multi_op_commit(db: TestDb) {
+    let mut frames = common::frames::like_commits(500, 4, 42);
+    frames[3] = common::frames::like_commits(500, 4, 1).remove(3);
+    let lines: Vec<Line> = frames.iter().map(|(s, b)| Line::frame(b, *s)).collect();
+    let server = JetstreamServer::start(lines).await;
+    let mut child = spawn(&db, &server.firehose_url(), 60_000);
+    server.wait_connections(1).await;
+    server.publish(3);
+    // 126 events in batches of 10: at least 12 batches commit at once; the
+    // 6 events of a 13th batch could only wait (max age 60 s).
+    wait_likes(&db, &mut child, "120 likes", |n| n >= 120).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    // Restart; one more frame (seq 503, one op) marks the end of the replay.
+    server.publish_all();
+    let mut child = spawn(&db, &server.firehose_url(), 20);
+    wait_db_cursor(&db, &mut child, 503).await;
+    assert!(sigterm(&mut child).success());
+    assert_eq!(
+        db.count("likes").await,
+        127,
+        "every op of every frame is stored"
+    );
+}
+
+backend_tests!(sigkill_inside_a_multi_op_commit_loses_nothing, |db| {
+    sigkill_inside_a_multi_op_commit(db)
+});

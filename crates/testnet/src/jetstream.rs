@@ -13,7 +13,12 @@
 //!
 //! The same server plays a relay (`subscribeRepos`): [`Line::frame`] holds
 //! one binary firehose message whose stream position is its `seq`, with the
-//! same cursor rule (`seq >= cursor`).
+//! reference PDS's cursor rules (`packages/pds` `subscribeRepos` and its
+//! sequencer): a cursor resends only frames with `seq > cursor`; a cursor
+//! past the newest published seq gets the `FutureCursor` error frame
+//! (`{op: -1}` then `{error: "FutureCursor", message: "Cursor in the
+//! future."}`) and the stream closes. Jetstream v2 keeps its inclusive
+//! `seq >= cursor`.
 //!
 //! [`v1_to_v2`] rewrites a recorded v1 line as the Jetstream v2 frame the
 //! server then serves on the v2 path.
@@ -252,18 +257,39 @@ impl JetstreamServer {
                         ),
                         _ => None,
                     };
-                    let mut pos = {
+                    let firehose = uri.contains("/xrpc/com.atproto.sync.subscribeRepos");
+                    let (mut pos, future) = {
                         let s = st.lock().unwrap();
-                        match cursor {
+                        let head = s.lines[..s.published]
+                            .iter()
+                            .filter_map(|l| l.cursor)
+                            .max()
+                            .unwrap_or(0);
+                        let pos = match cursor {
                             None => s.published,
                             Some(c) => s.lines[..s.published]
                                 .iter()
-                                .position(|l| l.cursor.is_some_and(|t| t >= c))
+                                .position(|l| {
+                                    l.cursor
+                                        .is_some_and(|t| if firehose { t > c } else { t >= c })
+                                })
                                 .unwrap_or(s.published),
-                        }
+                        };
+                        (pos, firehose && cursor.is_some_and(|c| c > head))
                     };
                     rq.lock().unwrap().push(uri.clone());
                     conn_tx.send_modify(|n| *n += 1);
+                    if future {
+                        // The reference PDS: `cursor > curr` → FutureCursor
+                        // error frame ({op: -1}), then the stream closes.
+                        let frame = crate::frames::message(
+                            &serde_json::json!({"op": -1}),
+                            &serde_json::json!({"error": "FutureCursor", "message": "Cursor in the future."}),
+                        );
+                        let _ = ws.send(Message::binary(frame)).await;
+                        let _ = ws.close(None).await;
+                        return;
+                    }
                     loop {
                         let batch: Vec<Message> = {
                             let s = st.lock().unwrap();

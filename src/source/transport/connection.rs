@@ -43,6 +43,11 @@ const WS_MAX_MESSAGE: usize = 64 << 20;
 pub struct Item {
     pub stream: Arc<str>,
     pub event: Event,
+    /// The last event of its websocket message (a raw firehose `#commit`
+    /// gives one event per op, all with the frame's `seq`; every other
+    /// message gives one). The stream's cursor may pass a frame only at its
+    /// end (see `batch`).
+    pub frame_end: bool,
 }
 
 /// Reads events from the endpoints until cancelled.
@@ -297,18 +302,26 @@ impl Reader {
             {
                 return lost(reason);
             }
-            for event in out.events.drain(..) {
+            // A message's events go to the pipeline whole, even when the
+            // token is cancelled meanwhile: shutdown never cuts a frame. (The
+            // processor drains its queue until this sender is gone, so the
+            // sends complete; they fail only if the pipeline is gone.)
+            let n = out.events.len();
+            for (i, event) in out.events.drain(..).enumerate() {
                 got_events = true;
                 *last_seen = Some((ep.format, event.cursor));
                 self.report.received(&event);
                 let item = Item {
                     stream: ep.key.clone(),
                     event,
+                    frame_end: i + 1 == n,
                 };
-                tokio::select! {
-                    _ = token.cancelled() => return Outcome::Stop,
-                    r = tx.send(item) => if r.is_err() { return Outcome::Stop },
+                if tx.send(item).await.is_err() {
+                    return Outcome::Stop;
                 }
+            }
+            if token.is_cancelled() {
+                return Outcome::Stop;
             }
         }
     }
