@@ -99,6 +99,9 @@ struct State {
     published: usize,
     /// When true, connections stop sending (a silent server).
     silent: bool,
+    /// When true, the server is down: open connections close, new ones
+    /// are refused.
+    stopped: bool,
 }
 
 /// A running server.
@@ -194,6 +197,7 @@ impl JetstreamServer {
             lines,
             published: 0,
             silent: false,
+            stopped: false,
         }));
         let (tick, _) = watch::channel(0u64);
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -212,6 +216,10 @@ impl JetstreamServer {
                 let Ok((mut stream, _)) = listener.accept().await else {
                     return;
                 };
+                if st.lock().unwrap().stopped {
+                    drop(stream);
+                    continue;
+                }
                 if serve_dictionary(&mut stream).await {
                     dict_fetches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     continue;
@@ -291,6 +299,10 @@ impl JetstreamServer {
                         return;
                     }
                     loop {
+                        if st.lock().unwrap().stopped {
+                            let _ = ws.close(None).await;
+                            return;
+                        }
                         let batch: Vec<Message> = {
                             let s = st.lock().unwrap();
                             if s.silent {
@@ -375,6 +387,13 @@ impl JetstreamServer {
     /// Stops (or resumes) sending anything, keeping sockets open.
     pub fn set_silent(&self, silent: bool) {
         self.state.lock().unwrap().silent = silent;
+        self.tick.send_modify(|t| *t += 1);
+    }
+
+    /// Goes down: every open connection is closed and new ones are
+    /// refused (the host is gone, for failover tests).
+    pub fn stop(&self) {
+        self.state.lock().unwrap().stopped = true;
         self.tick.send_modify(|t| *t += 1);
     }
 
