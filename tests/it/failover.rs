@@ -262,3 +262,31 @@ async fn a_future_cursor_is_reported_once_and_parity_goes_live() {
         .count();
     assert_eq!(told, 1, "one warning:\n{}", lines.join("\n"));
 }
+
+/// A cursor older than the relay keeps: the relay says `#info
+/// OutdatedCursor` and replays its window (the reference PDS); parity keeps
+/// reading, stores the window, and counts the rejected cursor once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outdated_cursor_is_counted_and_the_window_is_stored() {
+    use parity::cmd::consume::{ConsumeOptions, Consumer};
+    use parity::obs::CursorRejection;
+    let db = TestDb::sqlite();
+    let frames = relay_frames();
+    let last = frames.iter().map(|f| f.0).max().unwrap();
+    let server = relay(&frames).await;
+    server.set_window_start(frames[50].0);
+    server.publish_all();
+    let run = common::start(
+        Consumer::new(common::config(&db, &server.firehose_url())),
+        ConsumeOptions {
+            cursor: Some(frames[10].0),
+            ..Default::default()
+        },
+    );
+    run.wait_cursor(last).await;
+    let stats = run.stats.clone();
+    run.stop().await.unwrap();
+    assert_eq!(stats.cursor_rejected(CursorRejection::Outdated), 1);
+    assert_eq!(stats.cursor_rejected(CursorRejection::Future), 0);
+    assert_eq!(server.requests.lock().unwrap().len(), 1, "no reconnect");
+}

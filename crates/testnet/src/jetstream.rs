@@ -17,7 +17,9 @@
 //! sequencer): a cursor resends only frames with `seq > cursor`; a cursor
 //! past the newest published seq gets the `FutureCursor` error frame
 //! (`{op: -1}` then `{error: "FutureCursor", message: "Cursor in the
-//! future."}`) and the stream closes. Jetstream v2 keeps its inclusive
+//! future."}`) and the stream closes; a cursor older than the retention
+//! window ([`JetstreamServer::set_window_start`]) gets `#info
+//! OutdatedCursor`, then the window. Jetstream v2 keeps its inclusive
 //! `seq >= cursor`.
 //!
 //! [`v1_to_v2`] rewrites a recorded v1 line as the Jetstream v2 frame the
@@ -102,6 +104,8 @@ struct State {
     /// When true, the server is down: open connections close, new ones
     /// are refused.
     stopped: bool,
+    /// Firehose: the oldest seq still kept (older frames have expired).
+    window_start: Option<i64>,
 }
 
 /// A running server.
@@ -198,6 +202,7 @@ impl JetstreamServer {
             published: 0,
             silent: false,
             stopped: false,
+            window_start: None,
         }));
         let (tick, _) = watch::channel(0u64);
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -266,24 +271,30 @@ impl JetstreamServer {
                         _ => None,
                     };
                     let firehose = uri.contains("/xrpc/com.atproto.sync.subscribeRepos");
-                    let (mut pos, future) = {
+                    let (mut pos, future, outdated) = {
                         let s = st.lock().unwrap();
                         let head = s.lines[..s.published]
                             .iter()
                             .filter_map(|l| l.cursor)
                             .max()
                             .unwrap_or(0);
+                        // Expired frames are gone: a cursor before the window
+                        // replays from its start, after an OutdatedCursor #info.
+                        let floor = s.window_start.filter(|_| firehose);
+                        let outdated = matches!((cursor, floor), (Some(c), Some(w)) if c + 1 < w);
                         let pos = match cursor {
                             None => s.published,
                             Some(c) => s.lines[..s.published]
                                 .iter()
                                 .position(|l| {
-                                    l.cursor
-                                        .is_some_and(|t| if firehose { t > c } else { t >= c })
+                                    l.cursor.is_some_and(|t| {
+                                        floor.is_none_or(|w| t >= w)
+                                            && if firehose { t > c } else { t >= c }
+                                    })
                                 })
                                 .unwrap_or(s.published),
                         };
-                        (pos, firehose && cursor.is_some_and(|c| c > head))
+                        (pos, firehose && cursor.is_some_and(|c| c > head), outdated)
                     };
                     rq.lock().unwrap().push(uri.clone());
                     conn_tx.send_modify(|n| *n += 1);
@@ -297,6 +308,16 @@ impl JetstreamServer {
                         let _ = ws.send(Message::binary(frame)).await;
                         let _ = ws.close(None).await;
                         return;
+                    }
+                    if outdated {
+                        // The reference PDS, before replaying the window.
+                        let frame = crate::frames::message(
+                            &serde_json::json!({"op": 1, "t": "#info"}),
+                            &serde_json::json!({"name": "OutdatedCursor", "message": "Requested cursor exceeded limit. Possibly missing events"}),
+                        );
+                        if ws.send(Message::binary(frame)).await.is_err() {
+                            return;
+                        }
                     }
                     loop {
                         if st.lock().unwrap().stopped {
@@ -395,6 +416,12 @@ impl JetstreamServer {
     pub fn stop(&self) {
         self.state.lock().unwrap().stopped = true;
         self.tick.send_modify(|t| *t += 1);
+    }
+
+    /// Firehose: frames with `seq < start` have expired. A cursor before
+    /// `start - 1` gets `#info OutdatedCursor`, then frames from `start`.
+    pub fn set_window_start(&self, start: i64) {
+        self.state.lock().unwrap().window_start = Some(start);
     }
 
     /// The lines in serving order.

@@ -169,3 +169,33 @@ async fn a_cursor_past_the_head_gets_future_cursor_and_a_close() {
     let mut ws = connect(&format!("{}?cursor={head}", server.firehose_url())).await;
     quiet(&mut ws).await;
 }
+
+/// A cursor older than the window gets the reference PDS's `#info
+/// OutdatedCursor` first, then every frame of the window.
+#[tokio::test]
+async fn a_cursor_before_the_window_gets_outdated_cursor_then_the_window() {
+    let frames = testnet::frames::relay_frames();
+    let lines: Vec<Line> = frames.iter().map(|(seq, b)| Line::frame(b, *seq)).collect();
+    let server = JetstreamServer::start(lines).await;
+    server.set_window_start(frames[95].0);
+    server.publish_all();
+    let url = format!("{}?cursor={}", server.firehose_url(), frames[10].0);
+    let mut ws = connect(&url).await;
+    let got = take(&mut ws, 6).await;
+    let Message::Binary(b) = &got[0] else {
+        panic!("binary #info frame")
+    };
+    use ipld_core::ipld::Ipld;
+    let mut de = serde_ipld_dagcbor::de::Deserializer::from_slice(b);
+    let header: Ipld = serde::Deserialize::deserialize(&mut de).unwrap();
+    let body: Ipld = serde::Deserialize::deserialize(&mut de).unwrap();
+    let (Ipld::Map(h), Ipld::Map(m)) = (header, body) else {
+        panic!("maps")
+    };
+    assert_eq!(h.get("t"), Some(&Ipld::String("#info".into())));
+    assert_eq!(m.get("name"), Some(&Ipld::String("OutdatedCursor".into())));
+    for (m, (_, bytes)) in got[1..].iter().zip(&frames[95..]) {
+        assert_eq!(m, &Message::binary(bytes.clone()));
+    }
+    quiet(&mut ws).await;
+}
