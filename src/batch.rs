@@ -34,7 +34,8 @@ use crate::mapper::Mutation;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
-    /// Flush after this many events (filtered ones count too).
+    /// Flush after this many events (filtered ones count too), at the end
+    /// of the frame in progress (a firehose `#commit` is never split).
     #[serde(default = "default_max_events")]
     pub max_events: usize,
     /// Flush when the oldest event in the batch is this old, in milliseconds.
