@@ -186,10 +186,23 @@ impl Reader {
             self.report.connected(ep, false);
             match outcome {
                 Outcome::Stop => return,
-                Outcome::CursorRefused => {
+                Outcome::CursorRefused if resume.cursor.is_some() => {
                     self.report.reconnect("upstream_error");
                     positions.go_live(ep);
                     attempt = 0;
+                }
+                Outcome::CursorRefused => {
+                    // Refused without a cursor: a broken server. Back off as
+                    // for any error, never loop at full speed.
+                    self.report.reconnect("upstream_error");
+                    attempt = attempt.saturating_add(1);
+                    idx += 1;
+                    let delay = self.backoff(attempt);
+                    tracing::warn!(endpoint = %ep.url, delay_ms = delay.as_millis() as u64, "FutureCursor without a cursor; reconnecting.");
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
                 }
                 Outcome::Lost { reason, got_events } => {
                     self.report.reconnect(reason);
