@@ -191,3 +191,39 @@ async fn sigkill_inside_a_multi_op_commit(db: TestDb) {
 backend_tests!(sigkill_inside_a_multi_op_commit_loses_nothing, |db| {
     sigkill_inside_a_multi_op_commit(db)
 });
+
+/// Shutdown never cuts a frame: the reader is cancelled while it is handing
+/// the 42 ops of one firehose `#commit` to a full queue (capacity 1); every
+/// op still arrives, and only the last one ends the frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_hands_over_the_whole_frame() {
+    use parity::obs::Obs;
+    use parity::source::{Endpoint, Positions, Pushdown, Reader, SourceConfig};
+    let frames = common::frames::like_commits(700, 1, 42);
+    let server = JetstreamServer::start(vec![Line::frame(&frames[0].1, 700)]).await;
+    let reader = Reader::new(
+        vec![Endpoint::parse(&server.firehose_url()).unwrap()],
+        SourceConfig::default(),
+        Pushdown::default(),
+        Positions::default(),
+        std::sync::Arc::new(Obs::new(Duration::from_secs(60))),
+    );
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let token = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(reader.run(tx, token.clone()));
+    server.wait_connections(1).await;
+    server.publish_all();
+    let first = rx.recv().await.expect("the first op");
+    // The queue is full again (the next op), the reader waits on it.
+    token.cancel();
+    let mut items = vec![first];
+    while let Some(item) = rx.recv().await {
+        items.push(item);
+    }
+    task.await.unwrap();
+    assert_eq!(items.len(), 42, "every op of the frame");
+    let ends: Vec<bool> = items.iter().map(|i| i.frame_end).collect();
+    assert_eq!(ends.iter().filter(|e| **e).count(), 1);
+    assert!(ends[41], "the last op ends the frame");
+    assert!(items.iter().all(|i| i.event.cursor.0 == 700));
+}
