@@ -12,9 +12,15 @@
 //! Also owns the `[batch]` and `[accounts]` config sections ([`BatchConfig`],
 //! [`AccountsConfig`] → [`PurgePolicy`]).
 //!
-//! Invariant: every event pushed, filtered or not, moves the batch cursor, so
-//! the stored cursor covers exactly the events whose effects are in the same
-//! transaction.
+//! Invariants: every event pushed, filtered or not, is covered by the batch
+//! cursor, so the stored cursor covers exactly the events whose effects are
+//! in the same transaction. A batch never splits a **frame** (one raw
+//! firehose `#commit` carries up to 200 ops that share one `seq`, and a
+//! relay resends only `seq > cursor`): the limits close a batch only at a
+//! frame's end, so a batch can exceed `max_events` by the rest of one frame
+//! (at most 199 events). A stream's cursor moves only when a frame ends,
+//! so even a batch taken mid-frame (the reader died mid-message) stores
+//! the previous frame's cursor and the cut frame is sent again.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -28,7 +34,8 @@ use crate::mapper::Mutation;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
-    /// Flush after this many events (filtered ones count too).
+    /// Flush after this many events (filtered ones count too), at the end
+    /// of the frame in progress (a firehose `#commit` is never split).
     #[serde(default = "default_max_events")]
     pub max_events: usize,
     /// Flush when the oldest event in the batch is this old, in milliseconds.
@@ -244,6 +251,8 @@ pub struct Batcher {
     last_time_us: i64,
     events: usize,
     opened_at: Option<Instant>,
+    /// The last event seen did not end its frame.
+    mid_frame: bool,
 }
 
 impl Batcher {
@@ -260,14 +269,29 @@ impl Batcher {
             last_time_us: 0,
             events: 0,
             opened_at: None,
+            mid_frame: false,
         }
     }
 
-    /// Records that an event was seen (every event, filtered or not).
-    pub fn seen(&mut self, stream: &str, cursor: Cursor, time_us: i64, now: Instant) {
+    /// Records that an event was seen (every event, filtered or not);
+    /// `frame_end`: it is the last event of its frame (always, except for
+    /// all but the last op of a firehose `#commit`). The stream's cursor
+    /// moves to `cursor` only then.
+    pub fn seen(
+        &mut self,
+        stream: &str,
+        cursor: Cursor,
+        time_us: i64,
+        frame_end: bool,
+        now: Instant,
+    ) {
         self.opened_at.get_or_insert(now);
         self.events += 1;
         self.last_time_us = time_us;
+        self.mid_frame = !frame_end;
+        if !frame_end {
+            return;
+        }
         match self.cursors.iter_mut().find(|(s, _)| s == stream) {
             Some((_, c)) => *c = cursor,
             None => self.cursors.push((stream.to_owned(), cursor)),
@@ -357,14 +381,18 @@ impl Batcher {
         self.events == 0
     }
 
-    /// Whether the batch is full.
+    /// Whether the batch is full (never in the middle of a frame).
     pub fn is_full(&self) -> bool {
-        self.events >= self.max_events
+        self.events >= self.max_events && !self.mid_frame
     }
 
-    /// When the open batch must be flushed, if one is open.
+    /// When the open batch must be flushed, if one is open and not in the
+    /// middle of a frame (the rest of the frame is already decoded and on
+    /// its way: the batch waits for it).
     pub fn deadline(&self) -> Option<Instant> {
-        self.opened_at.map(|t| t + self.max_age)
+        self.opened_at
+            .filter(|_| !self.mid_frame)
+            .map(|t| t + self.max_age)
     }
 
     /// Closes the open batch and returns it, or `None` if nothing was seen.
@@ -375,6 +403,7 @@ impl Batcher {
         self.by_uri.clear();
         self.gone.clear();
         self.opened_at = None;
+        self.mid_frame = false;
         let mutations = self.slots.drain(..).flatten().collect();
         Some(Batch {
             mutations,
@@ -434,7 +463,7 @@ mod tests {
     fn newest_rev_per_uri_wins() {
         let mut b = batcher(10);
         let now = Instant::now();
-        b.seen("s", Cursor(1), 1, now);
+        b.seen("s", Cursor(1), 1, true, now);
         assert_eq!(b.push(upsert("did:plc:a", "at://1", "2")), Pushed::Kept);
         assert_eq!(
             b.push(upsert("did:plc:a", "at://1", "1")),
@@ -442,7 +471,7 @@ mod tests {
         );
         assert_eq!(b.push(delete("did:plc:a", "at://1", "3")), Pushed::Kept);
         assert_eq!(b.push(upsert("did:plc:a", "at://2", "1")), Pushed::Kept);
-        b.seen("s", Cursor(7), 7, now);
+        b.seen("s", Cursor(7), 7, true, now);
         let batch = b.take().unwrap();
         assert_eq!(batch.mutations.len(), 2);
         assert!(matches!(batch.mutations[0], Mutation::Delete { .. }));
@@ -467,7 +496,7 @@ mod tests {
         );
         assert!(!b.account(&did("did:plc:a"), true, None));
         assert_eq!(b.push(upsert("did:plc:a", "at://a3", "3")), Pushed::Kept);
-        b.seen("s", Cursor(1), 1, Instant::now());
+        b.seen("s", Cursor(1), 1, true, Instant::now());
         let batch = b.take().unwrap();
         let uris: Vec<&str> = batch.mutations.iter().map(|m| m.uri()).collect();
         assert_eq!(uris, vec!["at://b1", "at://a3"]);
@@ -480,10 +509,10 @@ mod tests {
         let mut b = batcher(2);
         let t0 = Instant::now();
         assert!(b.deadline().is_none());
-        b.seen("s", Cursor(1), 1, t0);
+        b.seen("s", Cursor(1), 1, true, t0);
         assert_eq!(b.deadline(), Some(t0 + Duration::from_millis(100)));
         assert!(!b.is_full());
-        b.seen("s", Cursor(2), 2, t0);
+        b.seen("s", Cursor(2), 2, true, t0);
         assert!(b.is_full());
         b.take();
         assert!(b.is_empty() && b.deadline().is_none());
@@ -493,9 +522,9 @@ mod tests {
     fn cursors_are_kept_per_stream() {
         let mut b = batcher(10);
         let t = Instant::now();
-        b.seen("a", Cursor(1), 1, t);
-        b.seen("b", Cursor(9), 9, t);
-        b.seen("a", Cursor(3), 3, t);
+        b.seen("a", Cursor(1), 1, true, t);
+        b.seen("b", Cursor(9), 9, true, t);
+        b.seen("a", Cursor(3), 3, true, t);
         let batch = b.take().unwrap();
         assert_eq!(
             batch.checkpoint,
@@ -505,5 +534,49 @@ mod tests {
             ])
         );
         assert_eq!(batch.checkpoint.last_cursor(), Some(Cursor(9)));
+    }
+
+    /// A firehose frame of 5 ops with `max_events = 2`: the batch is not
+    /// full and has no deadline until the frame ends, and only then does
+    /// its cursor move.
+    #[test]
+    fn a_batch_never_splits_a_frame() {
+        let mut b = batcher(2);
+        let t = Instant::now();
+        b.seen("s", Cursor(7), 7, true, t);
+        for _ in 0..4 {
+            b.seen("s", Cursor(8), 8, false, t);
+            assert!(!b.is_full(), "mid-frame");
+            assert_eq!(b.deadline(), None, "mid-frame");
+        }
+        b.seen("s", Cursor(8), 8, true, t);
+        assert!(b.is_full());
+        assert!(b.deadline().is_some());
+        let batch = b.take().unwrap();
+        assert_eq!(batch.events, 6);
+        assert_eq!(
+            batch.checkpoint,
+            Checkpoint::Stream(vec![("s".to_owned(), Cursor(8))])
+        );
+    }
+
+    /// Taken mid-frame anyway (the reader stopped inside a message): the
+    /// cursor stays at the last whole frame, so the cut frame is resent.
+    #[test]
+    fn a_batch_taken_mid_frame_stores_the_last_whole_frame() {
+        let mut b = batcher(100);
+        let t = Instant::now();
+        b.seen("s", Cursor(7), 7, true, t);
+        b.seen("s", Cursor(8), 8, false, t);
+        b.seen("s", Cursor(8), 8, false, t);
+        let batch = b.take().unwrap();
+        assert_eq!(
+            batch.checkpoint,
+            Checkpoint::Stream(vec![("s".to_owned(), Cursor(7))])
+        );
+        b.seen("s", Cursor(8), 8, false, t);
+        let batch = b.take().unwrap();
+        assert_eq!(batch.checkpoint, Checkpoint::Stream(vec![]));
+        assert!(!b.is_full() && b.deadline().is_none());
     }
 }

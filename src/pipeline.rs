@@ -13,7 +13,9 @@
 //! database fills the batch queue, the processor blocks, the event queue
 //! fills and the reader stops reading the socket: memory stays flat.
 //!
-//! Shutdown: cancel the token; the reader stops and drops its sender; the
+//! Shutdown: cancel the token; the reader stops between two websocket
+//! messages (never inside one: a firehose frame's ops go whole) and drops
+//! its sender; the
 //! processor flushes its partial batch and drops its sender; the writer
 //! commits what is queued and returns. Any task failing cancels the rest.
 
@@ -32,7 +34,7 @@ use crate::filter::Filter;
 use crate::mapper::{Dispatch, Registry};
 use crate::obs::{self, DropReason, Escaped, Obs, ServeError};
 use crate::source::SourceConfig;
-use crate::source::{Endpoint, Item, Pushdown, Reader, WireFormat};
+use crate::source::{Endpoint, Item, Origin, Positions, Pushdown, Reader};
 use crate::store::{DatabaseConfig, Quarantined, Store, StoreError};
 
 /// Events buffered between reader and processor: about a second of
@@ -131,29 +133,26 @@ pub async fn run(
     obs.mark_migrated();
 
     let collections = filter.collections().to_vec();
-    let start = start_cursor(&store, &endpoints, opts, source.rewind_seconds).await?;
+    let positions = start_positions(&store, &endpoints, opts).await?;
     let table_names: Vec<&str> = registry.tables().iter().map(|t| t.name.as_str()).collect();
     tracing::info!(
         endpoint = %endpoints[0].url,
-        cursor = ?start.map(|c| c.0),
+        cursor = ?positions.cursor(&endpoints[0]).map(|c| c.0),
         tables = ?table_names,
         collections = %collections.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         "Starting consumer."
     );
 
-    let mut reader = Reader::new(
+    let reader = Reader::new(
         endpoints,
         source,
         Pushdown {
             collections,
             dids: filter.allowed_dids().cloned(),
         },
-        start,
+        positions,
         obs.clone(),
     );
-    if opts.cursor.is_none() {
-        reader = reader.start_is_stored();
-    }
     let batcher = Batcher::new(&batch, purge);
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
     let (batch_tx, batch_rx) = mpsc::channel(BATCH_QUEUE);
@@ -207,42 +206,47 @@ pub async fn run(
     result
 }
 
-/// The cursor of the first connection.
-async fn start_cursor(
+/// Where each endpoint starts: `--cursor` for the first endpoint (for
+/// Jetstream v1, whose `time_us` is shared, for every v1 host), else the
+/// stored cursors: per host for `seq` formats, the newest of any host for
+/// Jetstream v1 (`stream::Positions` rewinds it). `--fresh` forgets them.
+async fn start_positions(
     store: &Store,
     endpoints: &[Endpoint],
     opts: &ConsumeOptions,
-    rewind_seconds: u64,
-) -> Result<Option<Cursor>, StoreError> {
-    let first = &endpoints[0];
+) -> Result<Positions, StoreError> {
+    let mut positions = Positions::default();
     if opts.fresh {
         for ep in endpoints {
             store.delete_cursors(&ep.key).await?;
+            if ep.format.time_based() {
+                store
+                    .delete_cursors(&format!("{}:", ep.format.as_str()))
+                    .await?;
+            }
         }
-        if first.format.time_based() {
+        return Ok(positions);
+    }
+    for ep in endpoints {
+        let stored = if ep.format.time_based() {
+            // time_us cursors line up across v1 hosts: take the newest.
             store
-                .delete_cursors(&format!("{}:", first.format.as_str()))
-                .await?;
+                .cursors_with_prefix(&format!("{}:", ep.format.as_str()))
+                .await?
+                .into_iter()
+                .map(|(_, c)| c)
+                .max()
+        } else {
+            store.load_cursor(&ep.key).await?
+        };
+        if let Some(c) = stored {
+            positions.set(ep, c, Origin::Stored);
         }
     }
     if let Some(c) = opts.cursor {
-        return Ok(Some(Cursor(c)));
+        positions.set(&endpoints[0], Cursor(c), Origin::Given);
     }
-    if opts.fresh {
-        return Ok(None);
-    }
-    let stored = if first.format == WireFormat::JetstreamV1 {
-        // time_us cursors line up across v1 hosts: take the newest.
-        store
-            .cursors_with_prefix(&format!("{}:", first.format.as_str()))
-            .await?
-            .into_iter()
-            .map(|(_, c)| c)
-            .max()
-    } else {
-        store.load_cursor(&first.key).await?
-    };
-    Ok(stored.map(|c| first.format.rewind(c, rewind_seconds)))
+    Ok(positions)
 }
 
 /// Filters, maps and batches events until the reader is done, then flushes.
@@ -265,10 +269,21 @@ async fn process(
                 continue;
             }
         };
-        let Some(Item { stream, event }) = item else {
+        let Some(Item {
+            stream,
+            event,
+            frame_end,
+        }) = item
+        else {
             break;
         };
-        batcher.seen(&stream, event.cursor, event.time_us, Instant::now());
+        batcher.seen(
+            &stream,
+            event.cursor,
+            event.time_us,
+            frame_end,
+            Instant::now(),
+        );
         if !filter.accepts(&event) {
             obs.record_filtered();
         } else {

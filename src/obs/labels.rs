@@ -118,6 +118,32 @@ pub const RECONNECT_REASONS: [&str; 8] = [
     "zstd_dictionary",
 ];
 
+/// The `reason` label of `parity_source_cursor_rejected_total`: why a
+/// server could not serve the cursor asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CursorRejection {
+    /// `FutureCursor`: past the server's newest event; parity goes on live.
+    Future,
+    /// `OutdatedCursor`: older than the server keeps; it replays from its
+    /// oldest event.
+    Outdated,
+}
+
+impl CursorRejection {
+    pub const ALL: [CursorRejection; 2] = [CursorRejection::Future, CursorRejection::Outdated];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CursorRejection::Future => "future_cursor",
+            CursorRejection::Outdated => "outdated_cursor",
+        }
+    }
+}
+
+/// The `format` label of `parity_source_starts_without_cursor_total`: the
+/// formats whose cursors are per host (`source::WireFormat::as_str`).
+pub const SEQ_FORMATS: [&str; 2] = ["jetstream-v2", "firehose"];
+
 /// The `kind` label of `parity_db_errors_total` (`StoreError::kind`).
 pub const DB_ERROR_KINDS: [&str; 3] = ["transient", "rejected", "fatal"];
 
@@ -144,7 +170,10 @@ mod tests {
     fn reconnect_reasons_cover_the_source() {
         let sources = [
             (include_str!("../source/transport/connection.rs"), "lost(\""),
-            (include_str!("../source/transport/report.rs"), "Err(\""),
+            (
+                include_str!("../source/transport/report.rs"),
+                "Reconnect(\"",
+            ),
             (include_str!("../source/formats/mod.rs"), "=> \""),
         ];
         let mut found = Vec::new();

@@ -43,7 +43,7 @@ mod server;
 
 pub use config::{HealthConfig, MetricsConfig};
 pub use health::{NotReady, Unhealthy};
-pub use labels::{DropReason, ReceivedKind, endpoint_label};
+pub use labels::{CursorRejection, DropReason, ReceivedKind, endpoint_label};
 pub use logging::{Escaped, LogConfig, init_logging};
 pub use observer::Obs;
 pub use recorder::install;

@@ -33,6 +33,11 @@ pub const LAG_SECONDS: &str = "parity_lag_seconds";
 pub const SOURCE_RECONNECTS: &str = "parity_source_reconnects_total";
 /// 1 while connected to `endpoint`, else 0.
 pub const SOURCE_CONNECTED: &str = "parity_source_connected";
+/// Cursors a server could not serve, by `reason`.
+pub const SOURCE_CURSOR_REJECTED: &str = "parity_source_cursor_rejected_total";
+/// Connections to a per-host-`seq` stream started live for want of a
+/// cursor of that host while another host had one, by `format`.
+pub const SOURCE_STARTS_WITHOUT_CURSOR: &str = "parity_source_starts_without_cursor_total";
 /// Import: records by `outcome` (synced, skipped, failed).
 pub const IMPORT_RECORDS: &str = "parity_import_records_total";
 /// Import: HTTP requests by `status` (code or class).
@@ -101,6 +106,16 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         SOURCE_CONNECTED,
         Kind::Gauge,
         "1 while connected to the endpoint (configured host), 0 otherwise.",
+    ),
+    (
+        SOURCE_CURSOR_REJECTED,
+        Kind::Counter,
+        "Cursors a server could not serve, by reason: future_cursor (past its newest event; parity goes on live) or outdated_cursor (older than it keeps; it replays from its oldest event). Events in between may be missing.",
+    ),
+    (
+        SOURCE_STARTS_WITHOUT_CURSOR,
+        Kind::Counter,
+        "Connections to a host of a per-host seq format (jetstream-v2, firehose) started live because that host has no cursor of its own while another host had one (a failover to a host not consumed before); events in between may be missing. By format.",
     ),
     (
         IMPORT_RECORDS,

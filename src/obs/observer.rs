@@ -22,10 +22,11 @@ use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use url::Url;
 
 use super::health::{Health, NotReady, Unhealthy};
-use super::labels::{DropReason, ReceivedKind, endpoint_label};
+use super::labels::{CursorRejection, DropReason, ReceivedKind, SEQ_FORMATS, endpoint_label};
 use super::names::{
     BATCH_COMMIT_SECONDS, BATCH_SIZE, CURSOR, DB_ERRORS, EVENTS_DROPPED, EVENTS_FILTERED,
-    EVENTS_RECEIVED, LAG_SECONDS, RECORDS_WRITTEN, SOURCE_CONNECTED, SOURCE_RECONNECTS,
+    EVENTS_RECEIVED, LAG_SECONDS, RECORDS_WRITTEN, SOURCE_CONNECTED, SOURCE_CURSOR_REJECTED,
+    SOURCE_RECONNECTS, SOURCE_STARTS_WITHOUT_CURSOR,
 };
 use crate::store::{CommitStats, StoreError};
 
@@ -42,6 +43,10 @@ pub struct Obs {
     pub rows_deleted: AtomicU64,
     pub batches: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Cursors a server could not serve, by [`CursorRejection`].
+    cursor_rejected: [AtomicU64; 2],
+    /// Failover starts without a cursor of the new host.
+    pub starts_without_cursor: AtomicU64,
     /// Last committed cursor.
     pub cursor: AtomicI64,
     /// Event time (µs since the Unix epoch) of the last committed event
@@ -94,6 +99,8 @@ impl Obs {
             rows_deleted: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            cursor_rejected: Default::default(),
+            starts_without_cursor: AtomicU64::new(0),
             cursor: AtomicI64::new(0),
             committed_time_us: AtomicI64::new(0),
             health: Health::new(max_stale),
@@ -135,6 +142,28 @@ impl Obs {
         );
         self.reconnects.fetch_add(1, Relaxed);
         counter!(SOURCE_RECONNECTS, "reason" => reason).increment(1);
+    }
+
+    /// A server could not serve the cursor asked for.
+    pub fn record_cursor_rejected(&self, r: CursorRejection) {
+        self.cursor_rejected[r as usize].fetch_add(1, Relaxed);
+        counter!(SOURCE_CURSOR_REJECTED, "reason" => r.as_str()).increment(1);
+    }
+
+    /// Cursors rejected for reason `r` so far.
+    pub fn cursor_rejected(&self, r: CursorRejection) -> u64 {
+        self.cursor_rejected[r as usize].load(Relaxed)
+    }
+
+    /// A connection of `format` (one of [`SEQ_FORMATS`]) started live for
+    /// want of a cursor of its host while another host had one.
+    pub fn record_start_without_cursor(&self, format: &'static str) {
+        debug_assert!(
+            SEQ_FORMATS.contains(&format),
+            "format {format} missing from SEQ_FORMATS"
+        );
+        self.starts_without_cursor.fetch_add(1, Relaxed);
+        counter!(SOURCE_STARTS_WITHOUT_CURSOR, "format" => format).increment(1);
     }
 
     /// The connection to `endpoint` came up (counts as progress) or went

@@ -16,10 +16,14 @@ use std::sync::OnceLock;
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use super::labels::{DB_ERROR_KINDS, DropReason, IMPORT_OUTCOMES, RECONNECT_REASONS, ReceivedKind};
+use super::labels::{
+    CursorRejection, DB_ERROR_KINDS, DropReason, IMPORT_OUTCOMES, RECONNECT_REASONS, ReceivedKind,
+    SEQ_FORMATS,
+};
 use super::names::{
     ALL, BATCH_COMMIT_SECONDS, BATCH_SIZE, BUILD_INFO, DB_ERRORS, EVENTS_DROPPED, EVENTS_FILTERED,
-    EVENTS_RECEIVED, IMPORT_RATE_LIMITED, IMPORT_RECORDS, Kind, SOURCE_RECONNECTS,
+    EVENTS_RECEIVED, IMPORT_RATE_LIMITED, IMPORT_RECORDS, Kind, SOURCE_CURSOR_REJECTED,
+    SOURCE_RECONNECTS, SOURCE_STARTS_WITHOUT_CURSOR,
 };
 
 /// Up to the largest `batch.max_events` anyone should need.
@@ -94,6 +98,12 @@ fn register_zeros() {
     }
     for r in RECONNECT_REASONS {
         counter!(SOURCE_RECONNECTS, "reason" => r).increment(0);
+    }
+    for r in CursorRejection::ALL {
+        counter!(SOURCE_CURSOR_REJECTED, "reason" => r.as_str()).increment(0);
+    }
+    for f in SEQ_FORMATS {
+        counter!(SOURCE_STARTS_WITHOUT_CURSOR, "format" => f).increment(0);
     }
     for k in DB_ERROR_KINDS {
         counter!(DB_ERRORS, "kind" => k).increment(0);

@@ -30,7 +30,7 @@ pub mod stream;
 pub mod transport;
 
 pub use config::{DEFAULT_ENDPOINTS, SourceConfig, parse_endpoint};
-pub use stream::{Endpoint, Resume, WireFormat, stream_key};
+pub use stream::{Endpoint, Origin, Positions, Resume, WireFormat, stream_key};
 pub use transport::{Item, Pushdown, Reader};
 
 // The modules' paths before they were grouped, kept for tests, examples

@@ -10,16 +10,28 @@
 //!   `rewind_seconds` early, because instances stamp `time_us` themselves
 //!   and events in flight at a disconnect may carry slightly older stamps.
 //!   `seq` cursors are exact and are never rewound ([`WireFormat::rewind`]).
-//! - **Floor**: a `seq` cursor replays its own event. Events at or below the
-//!   floor were already received and are dropped ([`Resume`]). After a
-//!   reconnect the floor is the last event received (everything received is
-//!   already in the pipeline). On the first connection it is the stored
-//!   cursor only for Jetstream v2, whose seqs carry one event each; a
-//!   firehose seq carries a whole commit, which a batch may have split.
+//! - **Floor**: events at or below the floor were already received and are
+//!   dropped ([`Resume`]), because some servers replay the cursor's own
+//!   event (Jetstream v2 and the indigo relay resend `seq >= cursor`; the
+//!   reference PDS resends `seq > cursor`; the floor makes both the same).
+//!   After a reconnect the floor is the last event received (everything
+//!   received is already in the pipeline). On the first connection it is
+//!   the stored cursor, for every `seq` format: a stored cursor only ever
+//!   names a frame whose events were all committed (a firehose `#commit`
+//!   frame carries many ops under one `seq`, and a batch never ends inside
+//!   one, see `batch`). A cursor the user asked for is not floored.
+//!
+//! - **Per host** ([`Positions`]): `seq` numbers belong to one host, so a
+//!   `seq` position (cursor and floor) is kept per endpoint and never used
+//!   on another: switching to a host resumes from that host's own position
+//!   (stored, or received earlier in this run), or live when it has none.
+//!   Jetstream v1 `time_us` is one position shared by every v1 host (the
+//!   last one received, rewound).
 //!
 //! Does not own: loading or saving cursors (the pipeline and the store), nor
 //! the socket (`transport`). No IO.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use url::Url;
@@ -115,24 +127,97 @@ pub struct Resume {
     pub floor: Option<Cursor>,
 }
 
-impl Resume {
-    /// The first connection to a `format` stream, from `start` (the stored
-    /// cursor, already rewound, when `start_is_stored`; else one the user
-    /// asked for, taken as is).
-    pub fn first(format: WireFormat, start: Option<Cursor>, start_is_stored: bool) -> Resume {
-        Resume {
-            cursor: start,
-            floor: start.filter(|_| start_is_stored && format == WireFormat::JetstreamV2),
+/// Where a known position comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The store's cursor: it names only whole committed frames.
+    Stored,
+    /// The cursor the user asked for (`--cursor`), taken as is.
+    Given,
+    /// The last event received in this run (already in the pipeline).
+    Received,
+}
+
+/// What the reader knows of one position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    At(Cursor, Origin),
+    /// The server refused the cursor (`FutureCursor`): live, on purpose.
+    Live,
+}
+
+/// Where each endpoint stands (see the module doc, "Per host").
+#[derive(Debug, Clone, Default)]
+pub struct Positions {
+    /// Per stream key (one host), for `seq` formats.
+    seq: HashMap<Arc<str>, Known>,
+    /// Shared by every Jetstream v1 host.
+    time: Option<Known>,
+}
+
+impl Positions {
+    fn put(&mut self, ep: &Endpoint, k: Known) {
+        if ep.format.time_based() {
+            self.time = Some(k);
+        } else {
+            self.seq.insert(ep.key.clone(), k);
         }
     }
 
-    /// A reconnection to a `format` stream whose last received event had
-    /// cursor `last`.
-    pub fn after(format: WireFormat, last: Cursor, rewind_seconds: u64) -> Resume {
-        Resume {
-            cursor: Some(format.rewind(last, rewind_seconds)),
-            floor: (!format.time_based()).then_some(last),
+    /// `ep`'s position is `c`, from `origin`.
+    pub fn set(&mut self, ep: &Endpoint, c: Cursor, origin: Origin) {
+        self.put(ep, Known::At(c, origin));
+    }
+
+    /// The server refused `ep`'s cursor: go on live there.
+    pub fn go_live(&mut self, ep: &Endpoint) {
+        self.put(ep, Known::Live);
+    }
+
+    /// The position `ep` resumes from, if any: for a log line.
+    pub fn cursor(&self, ep: &Endpoint) -> Option<Cursor> {
+        match self.known(ep) {
+            Some(Known::At(c, _)) => Some(c),
+            _ => None,
         }
+    }
+
+    fn known(&self, ep: &Endpoint) -> Option<Known> {
+        if ep.format.time_based() {
+            self.time
+        } else {
+            self.seq.get(&ep.key).copied()
+        }
+    }
+
+    /// Where the next connection to `ep` starts, and whether it starts live
+    /// only because `ep` has no position of its own while another host
+    /// has one (a failover that may skip events: warn and count it).
+    pub fn resume(&self, ep: &Endpoint, rewind_seconds: u64) -> (Resume, bool) {
+        let known = self.known(ep);
+        let resume = match known {
+            None | Some(Known::Live) => Resume {
+                cursor: None,
+                floor: None,
+            },
+            Some(Known::At(c, origin)) => {
+                let cursor = match origin {
+                    Origin::Given => c,
+                    Origin::Stored | Origin::Received => ep.format.rewind(c, rewind_seconds),
+                };
+                let floor = (!ep.format.time_based() && origin != Origin::Given).then_some(c);
+                Resume {
+                    cursor: Some(cursor),
+                    floor,
+                }
+            }
+        };
+        let elsewhere = self.time.is_some_and(|k| k != Known::Live)
+            || self
+                .seq
+                .iter()
+                .any(|(k, v)| *k != ep.key && *v != Known::Live);
+        (resume, known.is_none() && elsewhere)
     }
 }
 
@@ -174,50 +259,82 @@ mod tests {
         assert_eq!(WireFormat::JetstreamV2.rewind(Cursor(3), 5), Cursor(3));
     }
 
+    fn ep(url: &str) -> Endpoint {
+        Endpoint::parse(url).unwrap()
+    }
+
+    fn at(cursor: i64, floor: Option<i64>) -> Resume {
+        Resume {
+            cursor: Some(Cursor(cursor)),
+            floor: floor.map(Cursor),
+        }
+    }
+
+    const LIVE: Resume = Resume {
+        cursor: None,
+        floor: None,
+    };
+
     #[test]
-    fn resume_floors_replayed_seq_events() {
-        use WireFormat::*;
-        let c = Some(Cursor(42));
-        // First connection: only a stored v2 cursor is floored.
-        assert_eq!(
-            Resume::first(JetstreamV2, c, true),
-            Resume {
-                cursor: c,
-                floor: c
-            }
-        );
-        for (f, stored) in [(JetstreamV2, false), (Firehose, true), (JetstreamV1, true)] {
-            assert_eq!(
-                Resume::first(f, c, stored),
-                Resume {
-                    cursor: c,
-                    floor: None
-                }
-            );
+    fn stored_and_received_seq_cursors_are_floored_given_ones_are_not() {
+        for url in [
+            "ws://a:1/xrpc/com.atproto.sync.subscribeRepos",
+            "ws://a:1/xrpc/network.bsky.jetstream.subscribeEvents",
+        ] {
+            let a = ep(url);
+            let mut p = Positions::default();
+            assert_eq!(p.resume(&a, 5), (LIVE, false), "nothing known: live");
+            p.set(&a, Cursor(42), Origin::Stored);
+            assert_eq!(p.resume(&a, 5), (at(42, Some(42)), false));
+            p.set(&a, Cursor(42), Origin::Given);
+            assert_eq!(p.resume(&a, 5), (at(42, None), false));
+            p.set(&a, Cursor(50), Origin::Received);
+            assert_eq!(p.resume(&a, 5), (at(50, Some(50)), false));
         }
+        let v1 = ep("ws://a:1/subscribe");
+        let mut p = Positions::default();
+        p.set(&v1, Cursor(10_000_000), Origin::Stored);
+        assert_eq!(p.resume(&v1, 5), (at(5_000_000, None), false));
+        p.set(&v1, Cursor(10_000_000), Origin::Given);
+        assert_eq!(p.resume(&v1, 5), (at(10_000_000, None), false));
+    }
+
+    #[test]
+    fn seq_positions_never_cross_hosts_time_positions_do() {
+        let a = ep("ws://a:1/xrpc/com.atproto.sync.subscribeRepos");
+        let b = ep("ws://b:2/xrpc/com.atproto.sync.subscribeRepos");
+        let mut p = Positions::default();
+        p.set(&a, Cursor(31_527_015_471), Origin::Received);
+        // B has no position of its own: live, and flagged as a failover gap.
+        assert_eq!(p.resume(&b, 0), (LIVE, true));
+        p.set(&b, Cursor(7), Origin::Stored);
+        assert_eq!(p.resume(&b, 0), (at(7, Some(7)), false));
         assert_eq!(
-            Resume::first(JetstreamV2, None, true),
-            Resume {
-                cursor: None,
-                floor: None
-            }
+            p.resume(&a, 0),
+            (at(31_527_015_471, Some(31_527_015_471)), false)
         );
-        // Reconnect: seq formats floor at the last event, v1 rewinds instead.
-        for f in [JetstreamV2, Firehose] {
-            assert_eq!(
-                Resume::after(f, Cursor(42), 5),
-                Resume {
-                    cursor: c,
-                    floor: c
-                }
-            );
-        }
-        assert_eq!(
-            Resume::after(JetstreamV1, Cursor(10_000_000), 5),
-            Resume {
-                cursor: Some(Cursor(5_000_000)),
-                floor: None
-            }
-        );
+        // Another format on the same host is another stream.
+        let a2 = ep("ws://a:1/xrpc/network.bsky.jetstream.subscribeEvents");
+        assert_eq!(p.resume(&a2, 0), (LIVE, true));
+        // Jetstream v1 time_us is shared by every v1 host, rewound.
+        let (v1a, v1b) = (ep("ws://a:1/subscribe"), ep("ws://b:2/subscribe"));
+        p.set(&v1a, Cursor(10_000_000), Origin::Received);
+        assert_eq!(p.resume(&v1b, 5), (at(5_000_000, None), false));
+    }
+
+    #[test]
+    fn a_refused_cursor_goes_live_without_a_failover_warning() {
+        let a = ep("ws://a:1/xrpc/com.atproto.sync.subscribeRepos");
+        let b = ep("ws://b:2/xrpc/com.atproto.sync.subscribeRepos");
+        let mut p = Positions::default();
+        p.set(&a, Cursor(99), Origin::Given);
+        p.set(&b, Cursor(5), Origin::Stored);
+        p.go_live(&a);
+        assert_eq!(p.resume(&a, 0), (LIVE, false));
+        assert_eq!(p.cursor(&a), None);
+        assert_eq!(p.cursor(&b), Some(Cursor(5)));
+        let mut only = Positions::default();
+        only.go_live(&a);
+        assert_eq!(only.resume(&b, 0), (LIVE, false), "no position anywhere");
     }
 }

@@ -118,7 +118,7 @@ async fn run_case(store: &Store, did: &Did, stream: &[Op], cuts: &[usize]) {
     let mut left = *cut.next().unwrap();
     for (i, op) in stream.iter().enumerate() {
         let ev = event(did, op, i as i64 + 1);
-        batcher.seen("s", ev.cursor, ev.time_us, Instant::now());
+        batcher.seen("s", ev.cursor, ev.time_us, true, Instant::now());
         let Dispatch::Mutation(m) = reg.dispatch(&ev) else {
             panic!("likes map")
         };
@@ -381,7 +381,7 @@ fn live_batches(
     let mut ops = Vec::new();
     for (i, item) in w.live.iter().enumerate() {
         let seq = i as i64 + 1;
-        batcher.seen("s", Cursor(seq), seq, Instant::now());
+        batcher.seen("s", Cursor(seq), seq, true, Instant::now());
         match item {
             Live::Commit(d, op) => {
                 let Dispatch::Mutation(m) = reg.dispatch(&event(&dids[*d], op, seq)) else {

@@ -20,6 +20,7 @@ mod config;
 mod consume;
 mod convergence;
 mod deploy;
+mod failover;
 mod import;
 mod import_faults;
 mod import_resume;

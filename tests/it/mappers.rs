@@ -299,7 +299,7 @@ async fn every_accepted_keyword_works_as_a_table_and_column_name(db: TestDb) {
     };
     let commit = |muts: Vec<Mutation>, cursor: i64| {
         let mut b = Batcher::new(&BatchConfig::default(), PurgePolicy::default());
-        b.seen("s", Cursor(cursor), cursor, Instant::now());
+        b.seen("s", Cursor(cursor), cursor, true, Instant::now());
         for m in muts {
             b.push(m);
         }

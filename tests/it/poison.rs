@@ -528,7 +528,7 @@ async fn postgres_refusals_are_quarantined_at_the_store() {
     };
     let batch = |cursor: i64, mutations: Vec<Mutation>, handle: Option<&str>| {
         let mut b = Batcher::new(&BatchConfig::default(), PurgePolicy::default());
-        b.seen("s", Cursor(cursor), 1, Instant::now());
+        b.seen("s", Cursor(cursor), 1, true, Instant::now());
         for m in mutations {
             b.push(m);
         }

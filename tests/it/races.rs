@@ -145,7 +145,7 @@ async fn later_delete_beats_concurrent_import(db: TestDb) {
             "h:1:0",
         );
         let mut live = Batcher::new(&BatchConfig::default(), PurgePolicy::default());
-        live.seen("s", Cursor(round as i64 + 1), 1, Instant::now());
+        live.seen("s", Cursor(round as i64 + 1), 1, true, Instant::now());
         live.push(mutation(
             &reg,
             &like_event(&did, &rkey, "3l00000000002", true),
@@ -185,7 +185,7 @@ async fn purge_beats_concurrent_import(db: TestDb) {
                 statuses: vec![AccountStatus::Deleted],
             },
         );
-        live.seen("s", Cursor(round as i64 + 1), 1, Instant::now());
+        live.seen("s", Cursor(round as i64 + 1), 1, true, Instant::now());
         assert!(live.account(&did, false, Some(AccountStatus::Deleted)));
         race(&importer, page, &consumer, live.take().unwrap()).await;
         let uri = format!("at://{did}/app.bsky.feed.like/r");

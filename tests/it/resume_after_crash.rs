@@ -140,3 +140,90 @@ async fn sigterm_commits_the_open_batch() {
         "the open batch was committed at shutdown"
     );
 }
+
+/// Polls the database until `cond(likes rows)` holds (another process writes it).
+async fn wait_likes(db: &TestDb, child: &mut Child, what: &str, cond: impl Fn(i64) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if cond(db.count("likes").await) {
+            return;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "parity exited early");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Issue 11 item 2, as reproduced: 3 raw firehose frames of 42 ops each
+/// (all ops of a frame share its seq), batches of 10 events, SIGKILL while
+/// the last ops of the last frame can only be waiting for `max_age_ms`;
+/// the relay resends only `seq > cursor`, like the reference PDS. After a
+/// restart all 126 records are there, and the next frame too.
+async fn sigkill_inside_a_multi_op_commit(db: TestDb) {
+    let mut frames = common::frames::like_commits(500, 4, 42);
+    frames[3] = common::frames::like_commits(500, 4, 1).remove(3);
+    let lines: Vec<Line> = frames.iter().map(|(s, b)| Line::frame(b, *s)).collect();
+    let server = JetstreamServer::start(lines).await;
+    let mut child = spawn(&db, &server.firehose_url(), 60_000);
+    server.wait_connections(1).await;
+    server.publish(3);
+    // 126 events in batches of 10: at least 12 batches commit at once; the
+    // 6 events of a 13th batch could only wait (max age 60 s).
+    wait_likes(&db, &mut child, "120 likes", |n| n >= 120).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    // Restart; one more frame (seq 503, one op) marks the end of the replay.
+    server.publish_all();
+    let mut child = spawn(&db, &server.firehose_url(), 20);
+    wait_db_cursor(&db, &mut child, 503).await;
+    assert!(sigterm(&mut child).success());
+    assert_eq!(
+        db.count("likes").await,
+        127,
+        "every op of every frame is stored"
+    );
+}
+
+backend_tests!(sigkill_inside_a_multi_op_commit_loses_nothing, |db| {
+    sigkill_inside_a_multi_op_commit(db)
+});
+
+/// Shutdown never cuts a frame: the reader is cancelled while it is handing
+/// the 42 ops of one firehose `#commit` to a full queue (capacity 1); every
+/// op still arrives, and only the last one ends the frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_hands_over_the_whole_frame() {
+    use parity::obs::Obs;
+    use parity::source::{Endpoint, Positions, Pushdown, Reader, SourceConfig};
+    let frames = common::frames::like_commits(700, 1, 42);
+    let server = JetstreamServer::start(vec![Line::frame(&frames[0].1, 700)]).await;
+    let reader = Reader::new(
+        vec![Endpoint::parse(&server.firehose_url()).unwrap()],
+        SourceConfig::default(),
+        Pushdown::default(),
+        Positions::default(),
+        std::sync::Arc::new(Obs::new(Duration::from_secs(60))),
+    );
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let token = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(reader.run(tx, token.clone()));
+    server.wait_connections(1).await;
+    server.publish_all();
+    let first = rx.recv().await.expect("the first op");
+    // The queue is full again (the next op), the reader waits on it.
+    token.cancel();
+    let mut items = vec![first];
+    while let Some(item) = rx.recv().await {
+        items.push(item);
+    }
+    task.await.unwrap();
+    assert_eq!(items.len(), 42, "every op of the frame");
+    let ends: Vec<bool> = items.iter().map(|i| i.frame_end).collect();
+    assert_eq!(ends.iter().filter(|e| **e).count(), 1);
+    assert!(ends[41], "the last op ends the frame");
+    assert!(items.iter().all(|i| i.event.cursor.0 == 700));
+}

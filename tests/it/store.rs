@@ -28,7 +28,7 @@ async fn open(db: &TestDb) -> Store {
 async fn tombstones_expire(db: TestDb) {
     let store = open(&db).await;
     let mut b = Batcher::new(&BatchConfig::default(), PurgePolicy::default());
-    b.seen("s", Cursor(1), 1, Instant::now());
+    b.seen("s", Cursor(1), 1, true, Instant::now());
     b.push(Mutation::Delete {
         table: TableId(0),
         uri: "at://did:plc:a/app.bsky.feed.like/1".into(),

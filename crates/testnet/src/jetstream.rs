@@ -13,7 +13,14 @@
 //!
 //! The same server plays a relay (`subscribeRepos`): [`Line::frame`] holds
 //! one binary firehose message whose stream position is its `seq`, with the
-//! same cursor rule (`seq >= cursor`).
+//! reference PDS's cursor rules (`packages/pds` `subscribeRepos` and its
+//! sequencer): a cursor resends only frames with `seq > cursor`; a cursor
+//! past the newest published seq gets the `FutureCursor` error frame
+//! (`{op: -1}` then `{error: "FutureCursor", message: "Cursor in the
+//! future."}`) and the stream closes; a cursor older than the retention
+//! window ([`JetstreamServer::set_window_start`]) gets `#info
+//! OutdatedCursor`, then the window. Jetstream v2 keeps its inclusive
+//! `seq >= cursor`.
 //!
 //! [`v1_to_v2`] rewrites a recorded v1 line as the Jetstream v2 frame the
 //! server then serves on the v2 path.
@@ -94,6 +101,11 @@ struct State {
     published: usize,
     /// When true, connections stop sending (a silent server).
     silent: bool,
+    /// When true, the server is down: open connections close, new ones
+    /// are refused.
+    stopped: bool,
+    /// Firehose: the oldest seq still kept (older frames have expired).
+    window_start: Option<i64>,
 }
 
 /// A running server.
@@ -189,6 +201,8 @@ impl JetstreamServer {
             lines,
             published: 0,
             silent: false,
+            stopped: false,
+            window_start: None,
         }));
         let (tick, _) = watch::channel(0u64);
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -207,6 +221,10 @@ impl JetstreamServer {
                 let Ok((mut stream, _)) = listener.accept().await else {
                     return;
                 };
+                if st.lock().unwrap().stopped {
+                    drop(stream);
+                    continue;
+                }
                 if serve_dictionary(&mut stream).await {
                     dict_fetches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     continue;
@@ -252,19 +270,60 @@ impl JetstreamServer {
                         ),
                         _ => None,
                     };
-                    let mut pos = {
+                    let firehose = uri.contains("/xrpc/com.atproto.sync.subscribeRepos");
+                    let (mut pos, future, outdated) = {
                         let s = st.lock().unwrap();
-                        match cursor {
+                        let head = s.lines[..s.published]
+                            .iter()
+                            .filter_map(|l| l.cursor)
+                            .max()
+                            .unwrap_or(0);
+                        // Expired frames are gone: a cursor before the window
+                        // replays from its start, after an OutdatedCursor #info.
+                        let floor = s.window_start.filter(|_| firehose);
+                        let outdated = matches!((cursor, floor), (Some(c), Some(w)) if c + 1 < w);
+                        let pos = match cursor {
                             None => s.published,
                             Some(c) => s.lines[..s.published]
                                 .iter()
-                                .position(|l| l.cursor.is_some_and(|t| t >= c))
+                                .position(|l| {
+                                    l.cursor.is_some_and(|t| {
+                                        floor.is_none_or(|w| t >= w)
+                                            && if firehose { t > c } else { t >= c }
+                                    })
+                                })
                                 .unwrap_or(s.published),
-                        }
+                        };
+                        (pos, firehose && cursor.is_some_and(|c| c > head), outdated)
                     };
                     rq.lock().unwrap().push(uri.clone());
                     conn_tx.send_modify(|n| *n += 1);
+                    if future {
+                        // The reference PDS: `cursor > curr` → FutureCursor
+                        // error frame ({op: -1}), then the stream closes.
+                        let frame = crate::frames::message(
+                            &serde_json::json!({"op": -1}),
+                            &serde_json::json!({"error": "FutureCursor", "message": "Cursor in the future."}),
+                        );
+                        let _ = ws.send(Message::binary(frame)).await;
+                        let _ = ws.close(None).await;
+                        return;
+                    }
+                    if outdated {
+                        // The reference PDS, before replaying the window.
+                        let frame = crate::frames::message(
+                            &serde_json::json!({"op": 1, "t": "#info"}),
+                            &serde_json::json!({"name": "OutdatedCursor", "message": "Requested cursor exceeded limit. Possibly missing events"}),
+                        );
+                        if ws.send(Message::binary(frame)).await.is_err() {
+                            return;
+                        }
+                    }
                     loop {
+                        if st.lock().unwrap().stopped {
+                            let _ = ws.close(None).await;
+                            return;
+                        }
                         let batch: Vec<Message> = {
                             let s = st.lock().unwrap();
                             if s.silent {
@@ -350,6 +409,19 @@ impl JetstreamServer {
     pub fn set_silent(&self, silent: bool) {
         self.state.lock().unwrap().silent = silent;
         self.tick.send_modify(|t| *t += 1);
+    }
+
+    /// Goes down: every open connection is closed and new ones are
+    /// refused (the host is gone, for failover tests).
+    pub fn stop(&self) {
+        self.state.lock().unwrap().stopped = true;
+        self.tick.send_modify(|t| *t += 1);
+    }
+
+    /// Firehose: frames with `seq < start` have expired. A cursor before
+    /// `start - 1` gets `#info OutdatedCursor`, then frames from `start`.
+    pub fn set_window_start(&self, start: i64) {
+        self.state.lock().unwrap().window_start = Some(start);
     }
 
     /// The lines in serving order.

@@ -3,7 +3,9 @@
 //! code): events in `time_us` order, `cursor` replays from the first event
 //! at or after it, no cursor means live only, `wantedCollections` filters
 //! commits but never identity or account events, and relay frames are sent
-//! as binary messages by `seq`.
+//! as binary messages by `seq`, only those after the cursor (`seq >
+//! cursor`, the reference PDS), with `FutureCursor` for a cursor past the
+//! head.
 
 use std::time::Duration;
 
@@ -119,10 +121,80 @@ async fn relay_frames_are_binary_messages_served_by_seq() {
     let lines: Vec<Line> = frames.iter().map(|(seq, b)| Line::frame(b, *seq)).collect();
     let server = JetstreamServer::start(lines).await;
     server.publish_all();
+    // Like the reference PDS: only frames with `seq > cursor` come back.
     let from = frames[90].0;
     let mut ws = connect(&format!("{}?cursor={from}", server.firehose_url())).await;
-    let got = take(&mut ws, 10).await;
-    for (m, (_, bytes)) in got.iter().zip(&frames[90..]) {
+    let got = take(&mut ws, 9).await;
+    for (m, (_, bytes)) in got.iter().zip(&frames[91..]) {
+        assert_eq!(m, &Message::binary(bytes.clone()));
+    }
+    quiet(&mut ws).await;
+}
+
+/// A cursor past the newest seq gets the reference PDS's answer: one
+/// `{op: -1}` error frame `FutureCursor`, then the stream closes. The head
+/// itself is a valid cursor (nothing to send).
+#[tokio::test]
+async fn a_cursor_past_the_head_gets_future_cursor_and_a_close() {
+    let frames = testnet::frames::relay_frames();
+    let lines: Vec<Line> = frames.iter().map(|(seq, b)| Line::frame(b, *seq)).collect();
+    let server = JetstreamServer::start(lines).await;
+    server.publish_all();
+    let head = frames.iter().map(|f| f.0).max().unwrap();
+    let mut ws = connect(&format!("{}?cursor={}", server.firehose_url(), head + 1)).await;
+    let got = take(&mut ws, 1).await;
+    let Message::Binary(b) = &got[0] else {
+        panic!("binary error frame")
+    };
+    let mut de = serde_ipld_dagcbor::de::Deserializer::from_slice(b);
+    let header: ipld_core::ipld::Ipld = serde::Deserialize::deserialize(&mut de).unwrap();
+    let body: ipld_core::ipld::Ipld = serde::Deserialize::deserialize(&mut de).unwrap();
+    use ipld_core::ipld::Ipld;
+    let map = |i: &Ipld| match i {
+        Ipld::Map(m) => m.clone(),
+        _ => panic!("map"),
+    };
+    assert_eq!(map(&header).get("op"), Some(&Ipld::Integer(-1)));
+    assert_eq!(
+        map(&body).get("error"),
+        Some(&Ipld::String("FutureCursor".into()))
+    );
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("closed within 5 s");
+    assert!(
+        matches!(end, None | Some(Ok(Message::Close(_))) | Some(Err(_))),
+        "{end:?}"
+    );
+    let mut ws = connect(&format!("{}?cursor={head}", server.firehose_url())).await;
+    quiet(&mut ws).await;
+}
+
+/// A cursor older than the window gets the reference PDS's `#info
+/// OutdatedCursor` first, then every frame of the window.
+#[tokio::test]
+async fn a_cursor_before_the_window_gets_outdated_cursor_then_the_window() {
+    let frames = testnet::frames::relay_frames();
+    let lines: Vec<Line> = frames.iter().map(|(seq, b)| Line::frame(b, *seq)).collect();
+    let server = JetstreamServer::start(lines).await;
+    server.set_window_start(frames[95].0);
+    server.publish_all();
+    let url = format!("{}?cursor={}", server.firehose_url(), frames[10].0);
+    let mut ws = connect(&url).await;
+    let got = take(&mut ws, 6).await;
+    let Message::Binary(b) = &got[0] else {
+        panic!("binary #info frame")
+    };
+    use ipld_core::ipld::Ipld;
+    let mut de = serde_ipld_dagcbor::de::Deserializer::from_slice(b);
+    let header: Ipld = serde::Deserialize::deserialize(&mut de).unwrap();
+    let body: Ipld = serde::Deserialize::deserialize(&mut de).unwrap();
+    let (Ipld::Map(h), Ipld::Map(m)) = (header, body) else {
+        panic!("maps")
+    };
+    assert_eq!(h.get("t"), Some(&Ipld::String("#info".into())));
+    assert_eq!(m.get("name"), Some(&Ipld::String("OutdatedCursor".into())));
+    for (m, (_, bytes)) in got[1..].iter().zip(&frames[95..]) {
         assert_eq!(m, &Message::binary(bytes.clone()));
     }
     quiet(&mut ws).await;

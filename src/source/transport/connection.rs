@@ -9,10 +9,15 @@
 //! (`subscribe`), where to resume (`stream::Resume`), or the stored cursor
 //! (the pipeline passes the start point in).
 //!
-//! Resume rule: the first connection starts at the cursor it is given; every
-//! later connection resumes from the last event received (see
-//! `stream::Resume`), because everything received is already in the
-//! pipeline and will be committed or replayed.
+//! Resume rule (`stream::Positions`): every connection to an endpoint
+//! starts from that endpoint's own position: the last event received from
+//! it in this run (everything received is already in the pipeline and will
+//! be committed or replayed), else its stored cursor, else live. A `seq`
+//! position never moves to another host; when a failover reaches a host
+//! with none, it starts live with one warning and
+//! `parity_source_starts_without_cursor_total`. Jetstream v1 `time_us` is
+//! shared by all v1 hosts. A cursor the server refuses (`FutureCursor`)
+//! makes that endpoint go on live (counted, warned once).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,14 +31,14 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::dictionary;
-use super::report::{Escaped, Report};
+use super::report::{After, Escaped, Report};
 use super::subscribe::{self, Pushdown};
 use crate::event::{Cursor, Event};
 use crate::obs::Obs;
 use crate::source::SourceConfig;
 use crate::source::formats::Fault;
 use crate::source::formats::{Decoder, Message, Output};
-use crate::source::stream::{Endpoint, Resume, WireFormat};
+use crate::source::stream::{Endpoint, Origin, Positions, WireFormat};
 
 /// Hard cap for tungstenite; larger messages are a broken upstream.
 const WS_MAX_MESSAGE: usize = 64 << 20;
@@ -43,6 +48,11 @@ const WS_MAX_MESSAGE: usize = 64 << 20;
 pub struct Item {
     pub stream: Arc<str>,
     pub event: Event,
+    /// The last event of its websocket message (a raw firehose `#commit`
+    /// gives one event per op, all with the frame's `seq`; every other
+    /// message gives one). The stream's cursor may pass a frame only at its
+    /// end (see `batch`).
+    pub frame_end: bool,
 }
 
 /// Reads events from the endpoints until cancelled.
@@ -50,11 +60,9 @@ pub struct Reader {
     endpoints: Vec<Endpoint>,
     cfg: SourceConfig,
     pushdown: Pushdown,
-    start: Option<Cursor>,
+    /// Where each endpoint starts (stored or asked-for cursors).
+    positions: Positions,
     report: Report,
-    /// The start cursor is the stored one (already applied), not one the
-    /// user asked to start from.
-    start_is_stored: bool,
 }
 
 enum Outcome {
@@ -65,6 +73,9 @@ enum Outcome {
         reason: &'static str,
         got_events: bool,
     },
+    /// The server cannot serve the cursor (`FutureCursor`) and closed:
+    /// reconnect to the same endpoint, live.
+    CursorRefused,
 }
 
 impl Outcome {
@@ -85,6 +96,9 @@ struct Attempt {
     floor: Option<Cursor>,
     /// Jetstream v2 zstd dictionary `(id, bytes)` asked for, if any.
     dict: Option<(u32, Vec<u8>)>,
+    /// Starts live only because this host has no position while another
+    /// has one: warn and count once connected.
+    without_cursor: bool,
 }
 
 impl Reader {
@@ -92,24 +106,16 @@ impl Reader {
         endpoints: Vec<Endpoint>,
         cfg: SourceConfig,
         pushdown: Pushdown,
-        start: Option<Cursor>,
+        positions: Positions,
         obs: Arc<Obs>,
     ) -> Reader {
         Reader {
             endpoints,
             cfg,
             pushdown,
-            start,
+            positions,
             report: Report::new(obs),
-            start_is_stored: false,
         }
-    }
-
-    /// Marks the start cursor as the stored one: on Jetstream v2, whose
-    /// cursor replays its own event, that event is then skipped.
-    pub fn start_is_stored(mut self) -> Reader {
-        self.start_is_stored = true;
-        self
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -151,15 +157,10 @@ impl Reader {
         let mut decoder = Decoder::new(self.cfg.max_message_bytes);
         let mut idx = 0usize;
         let mut attempt = 0u32;
-        let mut last_seen: Option<(WireFormat, Cursor)> = None;
+        let mut positions = self.positions.clone();
         loop {
             let ep = &self.endpoints[idx % self.endpoints.len()];
-            let resume = match last_seen {
-                Some((fmt, c)) if fmt == ep.format => {
-                    Resume::after(fmt, c, self.cfg.rewind_seconds)
-                }
-                _ => Resume::first(ep.format, self.start, self.start_is_stored),
-            };
+            let (resume, without_cursor) = positions.resume(ep, self.cfg.rewind_seconds);
             let Ok(dict) = self.dictionary(ep, &token).await else {
                 return;
             };
@@ -177,13 +178,32 @@ impl Reader {
                 hello,
                 floor: resume.floor,
                 dict,
+                without_cursor,
             };
             let outcome = self
-                .session(ep, plan, &mut decoder, &tx, &token, &mut last_seen)
+                .session(ep, plan, &mut decoder, &tx, &token, &mut positions)
                 .await;
             self.report.connected(ep, false);
             match outcome {
                 Outcome::Stop => return,
+                Outcome::CursorRefused if resume.cursor.is_some() => {
+                    self.report.reconnect("upstream_error");
+                    positions.go_live(ep);
+                    attempt = 0;
+                }
+                Outcome::CursorRefused => {
+                    // Refused without a cursor: a broken server. Back off as
+                    // for any error, never loop at full speed.
+                    self.report.reconnect("upstream_error");
+                    attempt = attempt.saturating_add(1);
+                    idx += 1;
+                    let delay = self.backoff(attempt);
+                    tracing::warn!(endpoint = %ep.url, delay_ms = delay.as_millis() as u64, "FutureCursor without a cursor; reconnecting.");
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
                 Outcome::Lost { reason, got_events } => {
                     self.report.reconnect(reason);
                     if let (Some(id), false) = (dict_id, got_events) {
@@ -214,7 +234,7 @@ impl Reader {
         decoder: &mut Decoder,
         tx: &mpsc::Sender<Item>,
         token: &CancellationToken,
-        last_seen: &mut Option<(WireFormat, Cursor)>,
+        positions: &mut Positions,
     ) -> Outcome {
         let ws_cfg = WebSocketConfig::default()
             .max_message_size(Some(WS_MAX_MESSAGE))
@@ -224,6 +244,7 @@ impl Reader {
             hello,
             floor,
             dict,
+            without_cursor,
         } = plan;
         let request = match subscribe::request(&url, ep.format) {
             Ok(r) => r,
@@ -252,6 +273,9 @@ impl Reader {
         }
         tracing::info!(endpoint = %ep.url, "Connected.");
         self.report.connected(ep, true);
+        if without_cursor {
+            self.report.started_without_cursor(ep);
+        }
         let idle = Duration::from_secs(self.cfg.idle_timeout_seconds);
         let mut got_events = false;
         if let Err(e) = decoder.connect(ep.format, floor, dict.as_ref().map(|d| d.1.as_slice())) {
@@ -292,23 +316,33 @@ impl Reader {
             for d in &out.dropped {
                 self.report.dropped(d);
             }
-            if let Some(c) = &out.control
-                && let Err(reason) = self.report.control(ep.format, c)
-            {
-                return lost(reason);
+            if let Some(c) = &out.control {
+                match self.report.control(ep.format, c) {
+                    After::Read => {}
+                    After::Reconnect(reason) => return lost(reason),
+                    After::GoLive => return Outcome::CursorRefused,
+                }
             }
-            for event in out.events.drain(..) {
+            // A message's events go to the pipeline whole, even when the
+            // token is cancelled meanwhile: shutdown never cuts a frame. (The
+            // processor drains its queue until this sender is gone, so the
+            // sends complete; they fail only if the pipeline is gone.)
+            let n = out.events.len();
+            for (i, event) in out.events.drain(..).enumerate() {
                 got_events = true;
-                *last_seen = Some((ep.format, event.cursor));
+                positions.set(ep, event.cursor, Origin::Received);
                 self.report.received(&event);
                 let item = Item {
                     stream: ep.key.clone(),
                     event,
+                    frame_end: i + 1 == n,
                 };
-                tokio::select! {
-                    _ = token.cancelled() => return Outcome::Stop,
-                    r = tx.send(item) => if r.is_err() { return Outcome::Stop },
+                if tx.send(item).await.is_err() {
+                    return Outcome::Stop;
                 }
+            }
+            if token.is_cancelled() {
+                return Outcome::Stop;
             }
         }
     }
@@ -324,7 +358,7 @@ mod tests {
             vec![Endpoint::parse("wss://h.example/subscribe").unwrap()],
             SourceConfig::default(),
             Pushdown::default(),
-            None,
+            Positions::default(),
             Arc::new(Obs::new(Duration::from_secs(60))),
         );
         for attempt in 0..40 {

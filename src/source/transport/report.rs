@@ -5,18 +5,33 @@
 //! Owns: turning a typed [`Dropped`] into its metric reason and debug line,
 //! and what the connection does with a [`Control`] frame (info: count as
 //! `other` and log; error: log and reconnect; unknown: count as
-//! `unknown_type`). Does not own: deciding to drop (`formats`) or to
+//! `unknown_type`; a cursor the server cannot serve, `OutdatedCursor` /
+//! `FutureCursor`: one warning and `parity_source_cursor_rejected_total`,
+//! and for `FutureCursor` go on live), and the warning and count of a
+//! failover start without a cursor. Does not own: deciding to drop (`formats`) or to
 //! reconnect on a lost socket (`connection`).
 
 use std::sync::Arc;
 
 use crate::event::Event;
-use crate::obs::{DropReason, Obs, ReceivedKind};
+use crate::obs::{CursorRejection, DropReason, Obs, ReceivedKind};
 use crate::source::codecs::zstd_frames::ZstdError;
 use crate::source::formats::{Control, Dropped, jetstream};
 use crate::source::stream::{Endpoint, WireFormat};
 
 pub(super) use crate::obs::Escaped;
+
+/// What the connection does after a control frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum After {
+    /// Keep reading.
+    Read,
+    /// The server ends the stream: reconnect; the reason is the metric label.
+    Reconnect(&'static str),
+    /// The server cannot serve the cursor asked for (`FutureCursor`, past
+    /// its newest event) and ends the stream: reconnect live.
+    GoLive,
+}
 
 /// The reader's observability handle.
 pub(super) struct Report {
@@ -82,15 +97,34 @@ impl Report {
         }
     }
 
-    /// Handles a control frame of a `format` stream; `Err(reason)`: the
-    /// server ends the stream, reconnect.
-    pub(super) fn control(&self, format: WireFormat, c: &Control) -> Result<(), &'static str> {
+    /// A failover reached `ep`, which has no cursor of its own while another
+    /// host has one: it starts live, and events published meanwhile on it
+    /// may be missing. Sequence numbers are per host, so nothing else is
+    /// safe.
+    pub(super) fn started_without_cursor(&self, ep: &Endpoint) {
+        self.obs.record_start_without_cursor(ep.format.as_str());
+        tracing::warn!(endpoint = %ep.url, "No stored cursor for this host (sequence numbers are per host); starting live: events published here before now are not replayed.");
+    }
+
+    /// Handles a control frame of a `format` stream.
+    pub(super) fn control(&self, format: WireFormat, c: &Control) -> After {
         let message = c.short_message();
         match c {
+            Control::Info { name, .. } if name == "OutdatedCursor" => {
+                self.obs.record_received(ReceivedKind::Other);
+                self.obs.record_cursor_rejected(CursorRejection::Outdated);
+                tracing::warn!(message = ?message, "Cursor older than the server keeps (OutdatedCursor); it replays from its oldest event: events in between are missing.");
+                After::Read
+            }
             Control::Info { name, .. } => {
                 self.obs.record_received(ReceivedKind::Other);
                 tracing::warn!(name = %Escaped(name), message = ?message, "Upstream info message.");
-                Ok(())
+                After::Read
+            }
+            Control::Error { error, .. } if error == "FutureCursor" => {
+                self.obs.record_cursor_rejected(CursorRejection::Future);
+                tracing::warn!(message = ?message, "Cursor is past the server's newest event (FutureCursor); going on live from now.");
+                After::GoLive
             }
             Control::Error { error, .. } => {
                 if format == WireFormat::JetstreamV2 {
@@ -98,11 +132,11 @@ impl Report {
                 } else {
                     tracing::warn!(error = %Escaped(error), message = ?message, "Upstream error frame; reconnecting.");
                 }
-                Err("upstream_error")
+                After::Reconnect("upstream_error")
             }
             Control::Unknown { .. } => {
                 self.obs.record_drop(DropReason::UnknownType);
-                Ok(())
+                After::Read
             }
         }
     }
@@ -195,15 +229,22 @@ mod tests {
                 name: "OutdatedCursor".into(),
                 message: None,
             };
-            assert_eq!(r.control(format, &info), Ok(()));
-            let err = Control::Error {
+            assert_eq!(r.control(format, &info), After::Read);
+            let future = Control::Error {
                 error: "FutureCursor".into(),
                 message: Some("x".into()),
             };
-            assert_eq!(r.control(format, &err), Err("upstream_error"));
+            assert_eq!(r.control(format, &future), After::GoLive);
+            let err = Control::Error {
+                error: "ConsumerTooSlow".into(),
+                message: Some("x".into()),
+            };
+            assert_eq!(r.control(format, &err), After::Reconnect("upstream_error"));
             let unknown = Control::Unknown { op: None, t: None };
-            assert_eq!(r.control(format, &unknown), Ok(()));
+            assert_eq!(r.control(format, &unknown), After::Read);
         }
         assert_eq!(stats.dropped(DropReason::UnknownType), 2);
+        assert_eq!(stats.cursor_rejected(CursorRejection::Outdated), 2);
+        assert_eq!(stats.cursor_rejected(CursorRejection::Future), 2);
     }
 }
