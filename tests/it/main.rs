@@ -20,6 +20,7 @@ mod config;
 mod consume;
 mod convergence;
 mod deploy;
+mod hostile_net;
 mod import;
 mod import_faults;
 mod import_resume;
