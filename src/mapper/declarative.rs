@@ -57,6 +57,14 @@ pub enum DeclarativeError {
     )]
     Column { table: String, column: String },
     #[error(
+        "declarative mapper for {collection}: {what} name {name:?} is an SQL reserved word; pick another (for example {name}s or {name}_name)"
+    )]
+    Reserved {
+        collection: String,
+        what: &'static str,
+        name: String,
+    },
+    #[error(
         "declarative mapper table {table}, column {column}: pointer {pointer:?} must be empty or start with /"
     )]
     Pointer {
@@ -74,6 +82,17 @@ pub struct DeclarativeMapper {
 
 impl DeclarativeMapper {
     pub fn new(cfg: &DeclarativeConfig) -> Result<DeclarativeMapper, DeclarativeError> {
+        let reserved = |what, name: &str| DeclarativeError::Reserved {
+            collection: cfg.collection.clone(),
+            what,
+            name: name.to_owned(),
+        };
+        if table::is_reserved(&cfg.table) {
+            return Err(reserved("table", &cfg.table));
+        }
+        if let Some(name) = cfg.columns.keys().find(|n| table::is_reserved(n)) {
+            return Err(reserved("column", name));
+        }
         if !table::valid_identifier(&cfg.table) {
             return Err(DeclarativeError::Table {
                 collection: cfg.collection.clone(),

@@ -19,6 +19,7 @@ pub mod builtin;
 mod config;
 pub mod declarative;
 pub mod generic;
+mod reserved;
 pub mod table;
 
 use std::collections::HashMap;
@@ -174,7 +175,7 @@ pub enum RegistryError {
     #[error("collection {0} already has a mapper")]
     Duplicate(String),
     #[error(
-        "invalid table or column name {0:?}: use lowercase letters, digits and _, not starting with parity_"
+        "invalid table or column name {0:?}: use lowercase letters, digits and _, not starting with parity_ and not an SQL reserved word"
     )]
     BadName(String),
 }

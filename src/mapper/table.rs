@@ -10,6 +10,8 @@
 
 use chrono::{DateTime, Datelike, Utc};
 
+pub use super::reserved::is_reserved;
+
 /// The names of the standard columns, in storage order.
 pub const STANDARD_COLUMNS: [&str; 7] = ["uri", "did", "rkey", "cid", "rev", "record", "synced_at"];
 
@@ -77,7 +79,8 @@ impl TableSchema {
 
 /// Whether `s` is a safe SQL identifier for a table or column we create:
 /// lowercase ASCII letters, digits and underscores, starting with a letter,
-/// at most 63 bytes (PostgreSQL's limit), and not one of parity's own tables.
+/// at most 63 bytes (PostgreSQL's limit), not one of parity's own tables and
+/// not an SQL reserved word ([`is_reserved`]).
 pub fn valid_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -86,6 +89,7 @@ pub fn valid_identifier(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         && !s.starts_with("parity_")
         && !s.starts_with("sqlite_")
+        && !is_reserved(s)
 }
 
 /// A value for one mapper-specific column.
@@ -134,7 +138,17 @@ mod tests {
     #[test]
     fn identifiers() {
         assert!(valid_identifier("my_table2"));
-        for bad in ["", "2x", "Upper", "a-b", "parity_cursors", "a b", "x;drop"] {
+        for bad in [
+            "",
+            "2x",
+            "Upper",
+            "a-b",
+            "parity_cursors",
+            "a b",
+            "x;drop",
+            "user",
+            "order",
+        ] {
             assert!(!valid_identifier(bad), "{bad}");
         }
     }

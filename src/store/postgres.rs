@@ -28,6 +28,10 @@ type Query = sqlx::query::Query<'static, Postgres, PgArguments>;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// The advisory lock key mapper-table DDL runs under ("parity" in ASCII);
+/// sqlx's migrator uses its own key.
+const SCHEMA_LOCK: i64 = 0x7061_7269_7479;
+
 /// How long to wait for a pooled connection before calling it transient.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -131,11 +135,23 @@ impl PgStore {
         tables: &[TableSchema],
         purge: &[AccountStatus],
     ) -> Result<(), StoreError> {
-        let mut out = Vec::new();
+        // `CREATE TABLE IF NOT EXISTS` is not safe against itself: two
+        // sessions creating the same table at once can fail on the catalog's
+        // unique index (pg_type_typname_nsp_index). Processes starting
+        // together take turns under one advisory lock, held until commit.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(SCHEMA_LOCK)
+            .execute(&mut *tx)
+            .await?;
         for t in tables {
             for ddl in schema::create_table(Dialect::Postgres, t) {
-                sqlx::query(AssertSqlSafe(ddl)).execute(&self.pool).await?;
+                sqlx::query(AssertSqlSafe(ddl)).execute(&mut *tx).await?;
             }
+        }
+        tx.commit().await?;
+        let mut out = Vec::new();
+        for t in tables {
             let existing = self.columns(&t.name).await?;
             if let Some(col) = schema::missing_column(t, &existing) {
                 return Err(StoreError::MissingColumn {

@@ -134,8 +134,19 @@ impl SqliteStore {
         }))
     }
 
+    /// Runs the embedded migrations inside one `BEGIN IMMEDIATE`
+    /// transaction: SQLite has no advisory lock, so a second process
+    /// starting at the same moment waits on the write lock (up to the busy
+    /// timeout) and then finds every migration applied, instead of applying
+    /// them again. sqlx runs each migration in a savepoint inside it.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await?;
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+        // run_direct (what `run` calls after acquiring): `run` on a
+        // transaction's connection does not compile in a Send future
+        // (sqlx's "Acquire is not general enough").
+        MIGRATOR.run_direct(None, &mut *tx, false).await?;
+        tx.commit().await?;
         Ok(())
     }
 

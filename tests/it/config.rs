@@ -129,6 +129,20 @@ fn each_bad_config_gets_its_own_one_line_error() {
             file("not_toml.toml", "[metrics\naddr = 1\n"),
             &["not_toml.toml", "line 1"],
         ),
+        (
+            file(
+                "reserved_table.toml",
+                "[[mappers.declarative]]\ncollection = \"app.bsky.actor.profile\"\ntable = \"user\"\n",
+            ),
+            &["table name \"user\"", "reserved word", "pick another"],
+        ),
+        (
+            file(
+                "reserved_column.toml",
+                "[[mappers.declarative]]\ncollection = \"com.example.item\"\ntable = \"items\"\n[mappers.declarative.columns]\norder = { pointer = \"/order\", type = \"integer\" }\n",
+            ),
+            &["column name \"order\"", "reserved word"],
+        ),
     ];
     for (path, wanted) in &cases {
         let args = with_file(path);

@@ -213,3 +213,154 @@ async fn library_mappers_are_registered() {
         "the built-in posts mapper was not enabled"
     );
 }
+
+/// Every keyword PostgreSQL or SQLite knows, from the servers themselves:
+/// `pg_get_keywords()` and SQLite's `sqlite3_keyword_name` of the library
+/// parity links.
+async fn sql_keywords() -> std::collections::BTreeSet<String> {
+    let pg = sqlx::PgPool::connect(&common::pg_base_url()).await.unwrap();
+    let mut words: std::collections::BTreeSet<String> =
+        sqlx::query_scalar::<_, String>("SELECT word FROM pg_get_keywords()")
+            .fetch_all(&pg)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    pg.close().await;
+    // SAFETY: the index is below sqlite3_keyword_count(), and SQLite hands
+    // back a pointer to `len` bytes of its static keyword table.
+    let n = unsafe { libsqlite3_sys::sqlite3_keyword_count() };
+    for i in 0..n {
+        let mut p: *const std::os::raw::c_char = std::ptr::null();
+        let mut len = 0;
+        let rc = unsafe { libsqlite3_sys::sqlite3_keyword_name(i, &mut p, &mut len) };
+        assert_eq!(rc, libsqlite3_sys::SQLITE_OK);
+        let bytes = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len as usize) };
+        words.insert(std::str::from_utf8(bytes).unwrap().to_ascii_lowercase());
+    }
+    assert!(words.len() > 400, "{} keywords", words.len());
+    words
+}
+
+/// `config check` refuses a reserved word as a table or column name, or the
+/// name works end to end: table created, row inserted, updated through the
+/// upsert's conflict path, deleted.
+async fn every_accepted_keyword_works_as_a_table_and_column_name(db: TestDb) {
+    use parity::batch::{BatchConfig, Batcher, PurgePolicy};
+    use parity::event::{Cursor, Did};
+    use parity::mapper::declarative::{DeclarativeError, DeclarativeMapper};
+    use parity::mapper::{Mutation, Row, TableId};
+    use parity::store::{DatabaseConfig, Store};
+    use std::time::Instant;
+
+    let text = ColumnConfig {
+        pointer: "/text".into(),
+        r#type: ColumnType::Text,
+        required: false,
+    };
+    let (mut schemas, mut refused) = (Vec::new(), 0);
+    for w in sql_keywords().await {
+        // The word as the table's name and as its column's.
+        let cfg = DeclarativeConfig {
+            collection: "com.example.keyword".into(),
+            table: w.clone(),
+            columns: [(w.clone(), text.clone())].into(),
+        };
+        match DeclarativeMapper::new(&cfg) {
+            Ok(m) => schemas.push(m.table().clone()),
+            Err(DeclarativeError::Reserved { name, .. }) => {
+                assert_eq!(name, w);
+                refused += 1;
+            }
+            Err(e) => panic!("{w}: {e}"),
+        }
+    }
+    assert!(refused >= 100, "only {refused} refused");
+
+    let mut store = Store::connect(&DatabaseConfig {
+        url: db.url.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    store.prepare(&schemas, &[]).await.unwrap();
+    let did = Did::parse("did:plc:ewvi7nxzyoun6zhxrhs64oiz").unwrap();
+    let row = |i: usize, rev: &str, note: &str| Row {
+        table: TableId(i),
+        uri: format!("at://{did}/com.example.keyword/{i}"),
+        did: did.clone(),
+        rkey: i.to_string(),
+        cid: "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm".into(),
+        rev: rev.into(),
+        record: serde_json::value::RawValue::from_string(format!(r#"{{"text":"{note}"}}"#))
+            .unwrap(),
+        values: vec![Value::text(note)],
+    };
+    let commit = |muts: Vec<Mutation>, cursor: i64| {
+        let mut b = Batcher::new(&BatchConfig::default(), PurgePolicy::default());
+        b.seen("s", Cursor(cursor), cursor, Instant::now());
+        for m in muts {
+            b.push(m);
+        }
+        b.take().unwrap()
+    };
+    let n = schemas.len();
+    let created = commit(
+        (0..n)
+            .map(|i| Mutation::Upsert(row(i, "3l2aaaaaaaa22", "a")))
+            .collect(),
+        1,
+    );
+    store.commit(&created).await.unwrap();
+    let updated = commit(
+        (0..n)
+            .map(|i| Mutation::Upsert(row(i, "3l2aaaaaaab22", "b")))
+            .collect(),
+        2,
+    );
+    store.commit(&updated).await.unwrap();
+    // One query per 200 tables (SQLite's compound-select limit is 500).
+    let contents = |schemas: &[parity::mapper::TableSchema]| {
+        let db = &db;
+        let selects: Vec<String> = schemas
+            .iter()
+            .map(|s| {
+                let col = &s.columns[0].name;
+                format!("SELECT '{}', CAST({col} AS TEXT) FROM {}", s.name, s.name)
+            })
+            .collect();
+        async move {
+            let mut rows = Vec::new();
+            for chunk in selects.chunks(200) {
+                rows.extend(db.query_text(chunk.join(" UNION ALL "), 2).await);
+            }
+            rows.sort();
+            rows
+        }
+    };
+    let mut expected: Vec<Vec<Option<String>>> = schemas
+        .iter()
+        .map(|s| vec![Some(s.name.clone()), Some("b".to_owned())])
+        .collect();
+    expected.sort();
+    assert_eq!(contents(&schemas).await, expected);
+    let deleted = commit(
+        (0..n)
+            .map(|i| Mutation::Delete {
+                table: TableId(i),
+                uri: format!("at://{did}/com.example.keyword/{i}"),
+                did: did.clone(),
+                rev: "3l2aaaaaaac22".into(),
+            })
+            .collect(),
+        3,
+    );
+    store.commit(&deleted).await.unwrap();
+    assert_eq!(contents(&schemas).await, Vec::<Vec<Option<String>>>::new());
+}
+
+backend_tests!(
+    every_accepted_keyword_works_as_a_table_and_column_name,
+    |db| { every_accepted_keyword_works_as_a_table_and_column_name(db) }
+);

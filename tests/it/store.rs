@@ -73,3 +73,76 @@ async fn negative_cursor_is_corruption() {
     );
     assert!(!err.is_transient());
 }
+
+/// Several processes starting at once on a new database (a rolling deploy,
+/// `consume` and `import` started together): every one migrates and creates
+/// the mapper tables without error. Each store has its own pool, so the
+/// database sees separate sessions racing, as it would from separate
+/// processes; barriers make them migrate together and create the tables
+/// together, round after round.
+async fn simultaneous_starts_on_a_new_database(hint: &'static str) {
+    const STARTERS: usize = 4;
+    const ROUNDS: usize = 6;
+    // The built-in tables come from the migrations; a declarative one is
+    // created by `prepare`.
+    let mut tables: Vec<_> = parity::mapper::builtin::ALL
+        .iter()
+        .map(|b| b.schema())
+        .collect();
+    tables.push(
+        parity::mapper::TableSchema::new(
+            "statuses",
+            &[("title", parity::mapper::ColumnType::Text)],
+        )
+        .with_index(&["title"]),
+    );
+    for round in 0..ROUNDS {
+        let db = if hint.is_empty() {
+            TestDb::sqlite()
+        } else {
+            TestDb::postgres(hint).await
+        };
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(STARTERS));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..STARTERS {
+            let (url, barrier, tables) = (db.url.clone(), barrier.clone(), tables.clone());
+            tasks.spawn(async move {
+                let mut store = Store::connect(&DatabaseConfig {
+                    url,
+                    ..Default::default()
+                })
+                .await?;
+                barrier.wait().await;
+                let migrated = store.migrate().await;
+                barrier.wait().await;
+                migrated?;
+                store.prepare(&tables, &[]).await?;
+                store.close().await;
+                Ok::<_, StoreError>(())
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            if let Err(e) = r.unwrap() {
+                panic!("round {round}: a simultaneous start failed: {e}");
+            }
+        }
+        let s = Store::connect(&DatabaseConfig {
+            url: db.url.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.pending_migrations().await.unwrap(), 0);
+        s.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn simultaneous_starts_on_a_new_database_sqlite() {
+    simultaneous_starts_on_a_new_database("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn simultaneous_starts_on_a_new_database_postgres() {
+    simultaneous_starts_on_a_new_database("simultaneous_starts").await;
+}

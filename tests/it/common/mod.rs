@@ -82,7 +82,7 @@ impl TestDb {
     }
 
     /// Runs `sql` and returns the first `n` columns of every row as text.
-    async fn query_text(&self, sql: String, n: usize) -> Vec<Vec<Option<String>>> {
+    pub async fn query_text(&self, sql: String, n: usize) -> Vec<Vec<Option<String>>> {
         // One body for both pool types.
         macro_rules! fetch {
             ($pool:ty) => {{
