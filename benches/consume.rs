@@ -173,8 +173,9 @@ async fn rows(url: &str) -> i64 {
 async fn run(backend: &str, events: Arc<Vec<Message>>, last: i64, path: &str) {
     let _dir = tempfile::tempdir().unwrap();
     let url = if backend == "postgres" {
-        let base = std::env::var("TEST_PG_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let base = std::env::var("TEST_PG_URL").unwrap_or_else(|_| {
+            "postgres://parity_test:parity_test@127.0.0.1:5432/parity_test".into()
+        });
         let admin = sqlx::PgPool::connect(&base)
             .await
             .expect("PostgreSQL reachable");

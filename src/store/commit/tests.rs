@@ -17,8 +17,9 @@ use crate::store::{CommitStats, DatabaseConfig, Store, StoreError};
 /// temp dir of a SQLite store lives as long as the returned guard.
 async fn open(pg: bool) -> (Store, Option<tempfile::TempDir>) {
     let (url, dir) = if pg {
-        let base = std::env::var("TEST_PG_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let base = std::env::var("TEST_PG_URL").unwrap_or_else(|_| {
+            "postgres://parity_test:parity_test@127.0.0.1:5432/parity_test".into()
+        });
         let admin = sqlx::PgPool::connect(&base)
             .await
             .expect("PostgreSQL at TEST_PG_URL");

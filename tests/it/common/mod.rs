@@ -27,10 +27,11 @@ use parity::obs::Obs;
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
-/// The PostgreSQL server tests use; `.ci/run` starts it.
+/// The PostgreSQL server tests use: `TEST_PG_URL`, by default the role and
+/// database `scripts/test` creates (run it once before `cargo test`).
 pub fn pg_base_url() -> String {
     std::env::var("TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+        .unwrap_or_else(|_| "postgres://parity_test:parity_test@127.0.0.1:5432/parity_test".into())
 }
 
 /// A database under test; the SQLite temp dir lives as long as this.
@@ -54,7 +55,7 @@ impl TestDb {
     pub async fn postgres(hint: &str) -> TestDb {
         let base = pg_base_url();
         let admin = sqlx::PgPool::connect(&base).await.unwrap_or_else(|e| {
-            panic!("PostgreSQL at {base} is required for tests (start it; .ci/run does): {e}")
+            panic!("PostgreSQL at TEST_PG_URL is required for tests (scripts/test starts it and creates the parity_test role): {e}")
         });
         // PostgreSQL truncates names at 63 bytes; keep the random part.
         let hint: String = hint.chars().take(24).collect();
