@@ -147,6 +147,8 @@ async fn main() {
                         ])
                         .env("PARITY_DATABASE_URL", &url)
                         .env("PARITY_PLC_URL", plc)
+                        // The local PDS is plain http on 127.0.0.1: the local-testing opt-in.
+                        .env("PARITY_IDENTITY_ALLOW_PRIVATE_ADDRESSES", "true")
                         .env("PARITY_IMPORT_REQUESTS_PER_SECOND", rps)
                         .env("PARITY_LOG_LEVEL", "warn")
                         .stdin(Stdio::null())

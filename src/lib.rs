@@ -69,6 +69,7 @@ pub mod event;
 pub mod filter;
 pub mod import;
 pub mod mapper;
+pub mod net;
 pub mod obs;
 pub mod pipeline;
 pub mod shutdown;

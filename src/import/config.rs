@@ -38,6 +38,11 @@ pub struct ImportConfig {
     /// without a renewal (renewed every third of it while running).
     #[serde(default = "default_lease")]
     pub lease_seconds: u64,
+    /// Longest pause one `Retry-After` or `ratelimit-reset` header can put
+    /// on a PDS host, in seconds; a longer demand is cut to this (a server
+    /// cannot park a host for an hour with one header).
+    #[serde(default = "default_max_rate_limit_wait")]
+    pub max_rate_limit_wait_seconds: u64,
 }
 
 const fn default_page_size() -> u32 {
@@ -65,6 +70,11 @@ const fn default_backoff_max() -> u64 {
 const fn default_lease() -> u64 {
     60
 }
+/// Bluesky's rate-limit windows are 5 minutes; one minute of waiting per
+/// answer, then ask again.
+const fn default_max_rate_limit_wait() -> u64 {
+    60
+}
 
 impl Default for ImportConfig {
     fn default() -> Self {
@@ -78,6 +88,7 @@ impl Default for ImportConfig {
             backoff_initial_ms: default_backoff_initial(),
             backoff_max_ms: default_backoff_max(),
             lease_seconds: default_lease(),
+            max_rate_limit_wait_seconds: default_max_rate_limit_wait(),
         }
     }
 }
@@ -102,6 +113,9 @@ impl ImportConfig {
         if self.lease_seconds < 3 {
             return Err("import.lease_seconds must be at least 3".into());
         }
+        if self.max_rate_limit_wait_seconds == 0 {
+            return Err("import.max_rate_limit_wait_seconds must be at least 1".into());
+        }
         Ok(())
     }
 }
@@ -124,6 +138,17 @@ pub struct IdentityConfig {
     /// Give up one resolution request after this many seconds.
     #[serde(default = "default_identity_timeout")]
     pub timeout_seconds: u64,
+    /// Most identities kept in memory (least recently used ones go first;
+    /// the `parity_repos` columns keep the rest).
+    #[serde(default = "default_cache_max_entries")]
+    pub cache_max_entries: u64,
+    /// For local testing only: let PDS, did:web and handle requests reach
+    /// loopback, private, link-local and other non-public addresses, and
+    /// plain-http PDS endpoints on them. Endpoints are still reduced to
+    /// their origin and redirects are still not followed. The PLC directory
+    /// (`plc_url`) is trusted either way.
+    #[serde(default)]
+    pub allow_private_addresses: bool,
 }
 
 fn default_plc() -> String {
@@ -136,6 +161,9 @@ const fn default_ttl() -> u64 {
 const fn default_identity_timeout() -> u64 {
     10
 }
+const fn default_cache_max_entries() -> u64 {
+    100_000
+}
 
 impl Default for IdentityConfig {
     fn default() -> Self {
@@ -144,6 +172,8 @@ impl Default for IdentityConfig {
             cache_ttl_seconds: default_ttl(),
             dns_servers: Vec::new(),
             timeout_seconds: default_identity_timeout(),
+            cache_max_entries: default_cache_max_entries(),
+            allow_private_addresses: false,
         }
     }
 }
@@ -160,6 +190,9 @@ impl IdentityConfig {
         }
         for s in &self.dns_servers {
             parse_dns_server(s)?;
+        }
+        if self.cache_max_entries == 0 {
+            return Err("identity.cache_max_entries must be at least 1".into());
         }
         Ok(())
     }

@@ -24,6 +24,11 @@ use crate::store::StatusFilter;
 /// The collection name of a "discover every collection" request.
 pub const ALL_COLLECTIONS: &str = "*";
 
+/// Most collections `describeRepo` may list. Real repos have a few dozen;
+/// a longer list is a PDS trying to queue work without end, and the DID
+/// fails instead.
+pub const MAX_DESCRIBED_COLLECTIONS: usize = 1_000;
+
 /// One collection of a DID that is due to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Collection {
@@ -80,6 +85,15 @@ pub async fn mapped_collections(
             token,
         )
         .await?;
+    if d.collections.len() > MAX_DESCRIBED_COLLECTIONS {
+        return Err(XrpcError::Rejected {
+            method: "com.atproto.repo.describeRepo".into(),
+            detail: format!(
+                "the repo lists {} collections, more than {MAX_DESCRIBED_COLLECTIONS} (refused)",
+                d.collections.len()
+            ),
+        });
+    }
     Ok(keep_mapped(d.collections, |c| ctx.registry.handles(c)))
 }
 

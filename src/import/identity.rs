@@ -3,17 +3,24 @@
 //! Owns: did:plc through the PLC directory (404 unknown, 410 tombstoned),
 //! did:web through `/.well-known/did.json`, handles through DNS TXT
 //! `_atproto.<handle>` then `https://<handle>/.well-known/atproto-did`,
-//! checked both ways against the document's `alsoKnownAs`; and the cache:
-//! in memory, then the shared `parity_repos` columns (TTL
+//! checked both ways against the document's `alsoKnownAs` (a handle a
+//! document claims is kept only if it resolves back to that DID); and the
+//! cache: in memory (at most `identity.cache_max_entries`, least recently
+//! used evicted), then the shared `parity_repos` columns (TTL
 //! `identity.cache_ttl_seconds`), which an `#identity` event from the
 //! stream clears.
+//!
+//! Everything but the PLC directory is named by strangers: the PDS
+//! endpoint is reduced to an https origin at a public address, did:web and
+//! handle hosts are fetched over https at public addresses only (checked at
+//! connect time, see `net`), nothing follows redirects, and every body is
+//! read with a size limit. `identity.allow_private_addresses` lifts the
+//! address rule (and allows plain http to such addresses) for local tests.
 //!
 //! Error strings from peers are never echoed whole: statuses and our own
 //! descriptions only, so a hostile server cannot write to the terminal.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hickory_resolver::TokioResolver;
@@ -23,7 +30,13 @@ use serde::Deserialize;
 
 use super::config::{IdentityConfig, parse_dns_server};
 use crate::event::Did;
+use crate::net::{self, BodyError, Policy};
 use crate::store::Store;
+
+/// Largest DID document read (real ones are 1–3 KB).
+pub const MAX_DOC_BYTES: usize = 64 << 10;
+/// Largest `/.well-known/atproto-did` body read (a DID is at most 2 KB).
+pub const MAX_WELL_KNOWN_BYTES: usize = 4 << 10;
 
 /// Attempts at fetching one DID document.
 const DOC_ATTEMPTS: u32 = 4;
@@ -51,6 +64,9 @@ pub enum IdentityError {
     Tombstoned(String),
     #[error("the DID document of {0} names no #atproto_pds service")]
     NoPds(String),
+    /// The `#atproto_pds` endpoint is not an https URL at a public address.
+    #[error("the DID document of {did}: {detail}")]
+    UnsafePds { did: String, detail: String },
     #[error(
         "handle {0} does not resolve to a DID (no _atproto TXT record, no /.well-known/atproto-did)"
     )]
@@ -83,8 +99,9 @@ struct Service {
 }
 
 impl DidDoc {
-    /// The first `#atproto_pds` service of type `AtprotoPersonalDataServer`.
-    fn pds(&self) -> Option<String> {
+    /// The endpoint of the first `#atproto_pds` service of type
+    /// `AtprotoPersonalDataServer`, as written.
+    fn pds_endpoint(&self) -> Option<&str> {
         self.service
             .iter()
             .find(|s| {
@@ -93,9 +110,17 @@ impl DidDoc {
                     && s.kind.as_str() == Some("AtprotoPersonalDataServer")
             })
             .and_then(|s| s.endpoint.as_str())
-            .and_then(|e| url::Url::parse(e).ok())
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-            .map(|u| u.as_str().trim_end_matches('/').to_owned())
+    }
+
+    /// The PDS origin requests go to (`net::origin::pds_origin`).
+    fn pds(&self, policy: Policy) -> Result<String, IdentityError> {
+        let e = self
+            .pds_endpoint()
+            .ok_or_else(|| IdentityError::NoPds(self.id.clone()))?;
+        net::origin::pds_origin(e, policy).map_err(|detail| IdentityError::UnsafePds {
+            did: self.id.clone(),
+            detail,
+        })
     }
 
     /// The first valid `at://` handle in `alsoKnownAs`, lowercased.
@@ -113,21 +138,27 @@ pub use crate::event::is_handle;
 
 /// Resolves and caches identities.
 pub struct Resolver {
+    /// did:web and handle hosts (untrusted).
     http: reqwest::Client,
+    /// The PLC directory (trusted: configured by the operator).
+    plc_http: reqwest::Client,
     plc_url: String,
+    policy: Policy,
     ttl: Duration,
     dns: Option<TokioResolver>,
     store: Option<Store>,
-    cache: Mutex<HashMap<String, (Instant, Identity)>>,
+    cache: moka::sync::Cache<String, Identity>,
 }
 
 impl Resolver {
     pub fn new(cfg: &IdentityConfig, store: Option<Store>) -> Result<Resolver, String> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(cfg.timeout_seconds))
-            .user_agent(concat!("parity/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let policy = Policy {
+            allow_private: cfg.allow_private_addresses,
+        };
+        let timeout = Duration::from_secs(cfg.timeout_seconds);
+        let http = net::client::guarded(policy, timeout)?;
+        let plc_http = net::client::trusted(timeout)?;
+        let ttl = Duration::from_secs(cfg.cache_ttl_seconds);
         let dns = if cfg.dns_servers.is_empty() {
             TokioResolver::builder_tokio().and_then(|b| b.build()).ok()
         } else {
@@ -154,17 +185,28 @@ impl Resolver {
         };
         Ok(Resolver {
             http,
+            plc_http,
             plc_url: cfg.plc_url.trim_end_matches('/').to_owned(),
-            ttl: Duration::from_secs(cfg.cache_ttl_seconds),
+            policy,
+            ttl,
             dns,
             store,
-            cache: Mutex::new(HashMap::new()),
+            cache: moka::sync::Cache::builder()
+                .max_capacity(cfg.cache_max_entries)
+                .time_to_live(ttl.max(Duration::from_millis(1)))
+                .build(),
         })
     }
 
     /// Forgets a cached identity (an `#identity` event arrived).
     pub fn invalidate(&self, did: &str) {
-        self.cache.lock().expect("cache lock").remove(did);
+        self.cache.invalidate(did);
+    }
+
+    /// Identities held in memory (after pending evictions ran).
+    pub fn cached_len(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
     }
 
     /// Resolves a DID or a handle to a verified identity.
@@ -191,22 +233,22 @@ impl Resolver {
 
     /// DID → document → PDS, through the caches.
     pub async fn resolve_did(&self, did: &Did) -> Result<Identity, IdentityError> {
-        if let Some((at, id)) = self.cache.lock().expect("cache lock").get(did.as_str())
-            && at.elapsed() < self.ttl
-        {
-            return Ok(id.clone());
+        if let Some(id) = self.cache.get(did.as_str()) {
+            return Ok(id);
         }
         if let Some(id) = self.stored_identity(did).await {
             self.remember(id.clone());
             return Ok(id);
         }
         let doc = self.fetch_doc(did).await?;
-        let pds = doc
-            .pds()
-            .ok_or_else(|| IdentityError::NoPds(did.to_string()))?;
+        let pds = doc.pds(self.policy)?;
+        let handle = match doc.handle() {
+            Some(h) => self.verified_handle(h, did).await,
+            None => None,
+        };
         let id = Identity {
             did: did.clone(),
-            handle: doc.handle(),
+            handle,
             pds,
         };
         if let Some(store) = &self.store
@@ -220,11 +262,20 @@ impl Resolver {
         Ok(id)
     }
 
-    fn remember(&self, id: Identity) {
-        self.cache
-            .lock()
-            .expect("cache lock")
-            .insert(id.did.to_string(), (Instant::now(), id));
+    /// The handle a document claims, if it resolves back to `did`; a
+    /// handle anyone can write into their document is not proof.
+    async fn verified_handle(&self, handle: String, did: &Did) -> Option<String> {
+        match self.resolve_handle(&handle).await {
+            Ok(back) if back == *did => Some(handle),
+            Ok(_) | Err(_) => {
+                tracing::info!(did = %did, handle = %handle, "the handle in the DID document does not resolve back to the DID; not stored");
+                None
+            }
+        }
+    }
+
+    pub(crate) fn remember(&self, id: Identity) {
+        self.cache.insert(id.did.to_string(), id);
     }
 
     async fn stored_identity(&self, did: &Did) -> Option<Identity> {
@@ -236,10 +287,13 @@ impl Resolver {
             .ok()??;
         let at: DateTime<Utc> = c.identity_resolved_at?.parse().ok()?;
         let age = (Utc::now() - at).to_std().ok()?;
+        // Rows written before the address rules (or by another tool) are
+        // checked again.
+        let pds = net::origin::pds_origin(&c.pds?, self.policy).ok()?;
         (age < self.ttl).then_some(Identity {
             did: did.clone(),
             handle: c.handle,
-            pds: c.pds?,
+            pds,
         })
     }
 
@@ -260,25 +314,39 @@ impl Resolver {
     }
 
     async fn fetch_doc_once(&self, did: &Did) -> Result<DidDoc, IdentityError> {
-        let url = if did.as_str().starts_with("did:plc:") {
-            format!("{}/{}", self.plc_url, did)
-        } else {
-            did_web_url(did.as_str()).ok_or_else(|| IdentityError::Invalid(did.to_string()))?
-        };
         let fetch = |detail: String| IdentityError::Fetch {
             what: did.to_string(),
             detail,
+        };
+        let (http, url) = if did.as_str().starts_with("did:plc:") {
+            (&self.plc_http, format!("{}/{}", self.plc_url, did))
+        } else {
+            let url = did_web_url(did.as_str(), self.policy).ok_or_else(|| {
+                if did_web_url(did.as_str(), Policy { allow_private: true }).is_some() {
+                    fetch(
+                        "did:web on localhost is plain http to this machine: refused (see identity.allow_private_addresses)"
+                            .into(),
+                    )
+                } else {
+                    IdentityError::Invalid(did.to_string())
+                }
+            })?;
+            let parsed =
+                url::Url::parse(&url).map_err(|_| IdentityError::Invalid(did.to_string()))?;
+            net::origin::check(&parsed, self.policy).map_err(fetch)?;
+            (&self.http, url)
         };
         let unavailable = |detail: String| IdentityError::Unavailable {
             what: did.to_string(),
             detail,
         };
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| unavailable(describe(&e)))?;
+        let resp = match http.get(&url).send().await {
+            Ok(r) => r,
+            Err(e) => match net::address::refusal(&e) {
+                Some(refused) => return Err(fetch(refused)),
+                None => return Err(unavailable(describe(&e))),
+            },
+        };
         match resp.status().as_u16() {
             200 => {}
             404 => return Err(IdentityError::NotFound(did.to_string())),
@@ -290,7 +358,15 @@ impl Resolver {
             }
             s => return Err(fetch(format!("the DID document request answered HTTP {s}"))),
         }
-        let body = resp.bytes().await.map_err(|e| unavailable(describe(&e)))?;
+        let body = match net::read_limited(resp, MAX_DOC_BYTES).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge { limit }) => {
+                return Err(fetch(format!(
+                    "the DID document is larger than {limit} bytes (refused)"
+                )));
+            }
+            Err(BodyError::Transport(e)) => return Err(unavailable(describe(&e))),
+        };
         let doc: DidDoc = serde_json::from_slice(&body)
             .map_err(|_| fetch("the DID document is not valid JSON".into()))?;
         if doc.id != did.as_str() {
@@ -357,26 +433,32 @@ impl Resolver {
         if !resp.status().is_success() {
             return None;
         }
-        let body = resp.text().await.ok()?;
-        Did::parse(body.trim())
+        let body = match net::read_limited(resp, MAX_WELL_KNOWN_BYTES).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::info!(handle = %handle, error = %e, "handle well-known answer not read");
+                return None;
+            }
+        };
+        Did::parse(std::str::from_utf8(&body).ok()?.trim())
     }
 }
 
 /// `did:web:host` → `https://host/.well-known/did.json`. Only hostname-level
-/// DIDs; a percent-encoded port only for `localhost` (served over plain
-/// HTTP, for local development and tests).
-pub fn did_web_url(did: &str) -> Option<String> {
+/// DIDs. `did:web:localhost%3APORT` (plain http on this machine) only with
+/// `identity.allow_private_addresses`, the local-testing opt-in.
+pub fn did_web_url(did: &str, policy: Policy) -> Option<String> {
     let rest = did.strip_prefix("did:web:")?;
     if rest.contains(':') {
         return None;
     }
     let host = rest.replace("%3A", ":").replace("%3a", ":");
     match host.split_once(':') {
-        Some(("localhost", port)) if port.parse::<u16>().is_ok() => {
+        Some(("localhost", port)) if policy.allow_private && port.parse::<u16>().is_ok() => {
             Some(format!("http://{host}/.well-known/did.json"))
         }
         Some(_) => None,
-        None if is_handle(&host.to_ascii_lowercase()) || host == "localhost" => {
+        None if is_handle(&host.to_ascii_lowercase()) => {
             Some(format!("https://{host}/.well-known/did.json"))
         }
         None => None,
@@ -386,7 +468,9 @@ pub fn did_web_url(did: &str) -> Option<String> {
 /// A transport error as our own words: timeouts and connection failures
 /// are named, anything else is generic.
 pub(super) fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
+    if let Some(refused) = net::address::refusal(e) {
+        refused
+    } else if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {
         "cannot connect".into()
@@ -401,18 +485,58 @@ pub(super) fn describe(e: &reqwest::Error) -> String {
 mod tests {
     use super::*;
 
+    const OFF: Policy = Policy {
+        allow_private: false,
+    };
+    const ON: Policy = Policy {
+        allow_private: true,
+    };
+
     #[test]
     fn did_web_urls_are_hostname_level() {
+        for p in [OFF, ON] {
+            assert_eq!(
+                did_web_url("did:web:discover.bsky.social", p).as_deref(),
+                Some("https://discover.bsky.social/.well-known/did.json")
+            );
+            assert_eq!(did_web_url("did:web:example.com:user:alice", p), None);
+            assert_eq!(did_web_url("did:web:example.com%3A8080", p), None);
+        }
         assert_eq!(
-            did_web_url("did:web:discover.bsky.social").as_deref(),
-            Some("https://discover.bsky.social/.well-known/did.json")
-        );
-        assert_eq!(
-            did_web_url("did:web:localhost%3A8080").as_deref(),
+            did_web_url("did:web:localhost%3A8080", ON).as_deref(),
             Some("http://localhost:8080/.well-known/did.json")
         );
-        assert_eq!(did_web_url("did:web:example.com:user:alice"), None);
-        assert_eq!(did_web_url("did:web:example.com%3A8080"), None);
+    }
+
+    #[test]
+    fn local_did_web_needs_the_opt_in() {
+        assert_eq!(did_web_url("did:web:localhost%3A8080", OFF), None);
+        assert_eq!(did_web_url("did:web:localhost", OFF), None);
+    }
+
+    fn resolver(max: u64) -> Resolver {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let cfg = IdentityConfig {
+            cache_max_entries: max,
+            dns_servers: vec!["127.0.0.1:9".into()],
+            ..IdentityConfig::default()
+        };
+        Resolver::new(&cfg, None).unwrap()
+    }
+
+    #[test]
+    fn the_identity_cache_is_bounded() {
+        let r = resolver(100);
+        for i in 0..1_000 {
+            r.remember(Identity {
+                did: Did::parse(&format!("did:plc:a{i:023}")).unwrap(),
+                handle: None,
+                pds: "https://pds.example.com".into(),
+            });
+        }
+        let n = r.cached_len();
+        assert!(n <= 100, "{n} identities cached, limit 100");
+        assert!(n > 0);
     }
 
     #[test]
@@ -434,7 +558,7 @@ mod tests {
             let doc: DidDoc = serde_json::from_str(&text).unwrap();
             assert_eq!(doc.id, "did:plc:ewvi7nxzyoun6zhxrhs64oiz", "{f}");
             assert_eq!(doc.handle().as_deref(), Some("atproto.com"), "{f}");
-            let pds = doc.pds().unwrap();
+            let pds = doc.pds(OFF).unwrap();
             assert!(pds.starts_with("https://"), "{f}: {pds}");
             assert!(!pds.ends_with('/'));
         }
@@ -442,6 +566,6 @@ mod tests {
             r##"{"id":"did:plc:x","service":[{"id":"#atproto_labeler","type":"AtprotoLabeler","serviceEndpoint":"https://l.example"}]}"##,
         )
         .unwrap();
-        assert_eq!(doc.pds(), None);
+        assert_eq!(doc.pds(OFF), Err(IdentityError::NoPds("did:plc:x".into())));
     }
 }

@@ -14,6 +14,7 @@
 //! starts at the saved cursor. A busy database is retried here, a few
 //! times, before the page fails the pair.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,9 +57,9 @@ pub enum JobError {
     /// the run is being cancelled, released for the next run).
     #[error(transparent)]
     Remote(#[from] XrpcError),
-    /// The PDS handed back the cursor it was given: paging would never
-    /// end, so the pair is marked failed.
-    #[error("the PDS returned the same cursor twice")]
+    /// The PDS handed out a cursor it had already given in this run (A, A
+    /// or A, B, A, …): paging would never end, so the pair is marked failed.
+    #[error("the PDS returned a cursor it had already given (a cycle): listing stopped")]
     RepeatedCursor,
     /// Another importer holds the lease now: leave the pair to it.
     #[error("the lease was taken over by another importer")]
@@ -134,6 +135,9 @@ pub async fn run(
     // (pages of an earlier run carry that run's rev); a resumed one removes
     // nothing, and the next full re-import does.
     let from_first_page = cursor.is_none();
+    // Every cursor of this run: one page's worth of text each, as many as
+    // the pages already fetched.
+    let mut seen: HashSet<String> = cursor.iter().cloned().collect();
     let mut total = Counts::default();
     let limit = ctx.page_size.to_string();
     loop {
@@ -154,7 +158,7 @@ pub async fn run(
                 tracing::debug!(did = %did, cursor = ?c, "empty page with a cursor: treating as the end");
                 None
             }
-            Some(c) if Some(&c) == cursor.as_ref() => return Err(JobError::RepeatedCursor),
+            Some(c) if !seen.insert(c.clone()) => return Err(JobError::RepeatedCursor),
             c => c,
         };
         let of = PageOf {

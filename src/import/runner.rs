@@ -79,17 +79,26 @@ impl Runner {
         }
     }
 
-    /// Runs `work` for every input (DID or handle), `concurrency` at a time.
-    pub async fn run(&self, inputs: Vec<String>, work: Work, token: &CancellationToken) -> Summary {
-        self.gauges.pending.store(inputs.len() as i64, Relaxed);
+    /// Runs `work` for every input (DID or handle), `concurrency` at a
+    /// time. `inputs` is pulled as slots free up (resume pages it from the
+    /// store); `total` is how many it will yield, for the gauges.
+    pub async fn run(
+        &self,
+        inputs: impl futures_util::Stream<Item = String>,
+        total: u64,
+        work: Work,
+        token: &CancellationToken,
+    ) -> Summary {
+        self.gauges.pending.store(total as i64, Relaxed);
         self.gauges.publish();
         let mut summary = Summary::default();
-        let mut results = futures_util::stream::iter(inputs)
+        let results = inputs
             .map(|input| {
                 let work = work.clone();
                 async move { self.one(&input, &work, token).await }
             })
             .buffer_unordered(self.concurrency);
+        let mut results = std::pin::pin!(results);
         while let Some(o) = results.next().await {
             o.report(&self.progress);
             summary.add(&o);

@@ -234,7 +234,7 @@ mod tests {
         ]));
         assert_eq!(
             failed.to_string(),
-            "bad name: invalid collection \"bad name\"; app.bsky.feed.like: the PDS returned the same cursor twice"
+            "bad name: invalid collection \"bad name\"; app.bsky.feed.like: the PDS returned a cursor it had already given (a cycle): listing stopped"
         );
         assert_eq!(PerCollection::<NotClaimed>::default().to_string(), "");
     }

@@ -9,6 +9,13 @@
 //! `parity_import_requests_total{status}` / `parity_import_rate_limited_total`
 //! metrics. Error bodies from peers are reduced to their XRPC error name
 //! (letters only), never echoed.
+//!
+//! The PDS is named by a stranger's DID document: requests go only to an
+//! https origin at a public address (checked before sending and again at
+//! connect time, see `net`), redirects are answers (never followed), a
+//! rate-limit header can pause a host for at most
+//! `import.max_rate_limit_wait_seconds`, and bodies are read with a size
+//! limit per method ([`body_limit`]), enforced while they stream.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -25,12 +32,27 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::ImportConfig;
 use super::identity::describe;
+use crate::net::{self, BodyError, Policy};
 use crate::obs::names;
 
 /// 429s in a row on one request before giving up on it.
 const MAX_RATE_LIMITED: u32 = 50;
-/// Longest wait a server may impose with one 429 or reset header.
-const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+/// Largest `listRecords` answer read: 100 records of at most 1 MiB each
+/// would be 100 MiB; real pages are well under 1 MiB, so 16 MiB leaves
+/// room for big records without letting one page exhaust memory.
+pub const MAX_LIST_RECORDS_BYTES: usize = 16 << 20;
+/// Largest answer of every other method (describeRepo, getLatestCommit,
+/// getRepoStatus): a few KB in practice.
+pub const MAX_OTHER_BYTES: usize = 1 << 20;
+
+/// The body limit of one XRPC method.
+pub fn body_limit(method: &str) -> usize {
+    match method {
+        "com.atproto.repo.listRecords" => MAX_LIST_RECORDS_BYTES,
+        _ => MAX_OTHER_BYTES,
+    }
+}
 
 /// Why a request did not produce an answer.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -51,6 +73,10 @@ pub enum XrpcError {
         detail: String,
         attempts: u32,
     },
+    /// The request or its answer breaks a rule that protects us (an
+    /// address that is not public, an oversized body): not retried.
+    #[error("{method}: {detail}")]
+    Rejected { method: String, detail: String },
     #[error("interrupted")]
     Cancelled,
 }
@@ -63,15 +89,14 @@ pub struct Xrpc {
     max_retries: u32,
     backoff_initial: Duration,
     backoff_max: Duration,
+    /// Longest pause one rate-limit header can impose.
+    max_wait: Duration,
+    policy: Policy,
 }
 
 impl Xrpc {
-    pub fn new(cfg: &ImportConfig) -> Result<Xrpc, String> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(cfg.timeout_seconds))
-            .user_agent(concat!("parity/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    pub fn new(cfg: &ImportConfig, policy: Policy) -> Result<Xrpc, String> {
+        let http = net::client::guarded(policy, Duration::from_secs(cfg.timeout_seconds))?;
         let rps = NonZeroU32::new(cfg.requests_per_second).unwrap_or(NonZeroU32::MIN);
         // Burst of one: requests are spread evenly, never bunched.
         let quota = Quota::per_second(rps).allow_burst(NonZeroU32::MIN);
@@ -82,6 +107,8 @@ impl Xrpc {
             max_retries: cfg.max_retries.max(1),
             backoff_initial: Duration::from_millis(cfg.backoff_initial_ms.max(1)),
             backoff_max: Duration::from_millis(cfg.backoff_max_ms.max(1)),
+            max_wait: Duration::from_secs(cfg.max_rate_limit_wait_seconds.max(1)),
+            policy,
         })
     }
 
@@ -94,6 +121,13 @@ impl Xrpc {
         token: &CancellationToken,
     ) -> Result<T, XrpcError> {
         let url = format!("{base}/xrpc/{method}");
+        let rejected = |detail: String| XrpcError::Rejected {
+            method: method.into(),
+            detail,
+        };
+        let parsed = url::Url::parse(&url).map_err(|_| rejected("not a URL".into()))?;
+        net::origin::check(&parsed, self.policy).map_err(rejected)?;
+        let limit = body_limit(method);
         let host = host_key(base);
         let mut attempts = 0u32;
         let mut limited = 0u32;
@@ -107,6 +141,9 @@ impl Xrpc {
             let fault = match result {
                 Err(e) => {
                     count(if e.is_timeout() { "timeout" } else { "error" });
+                    if let Some(refused) = net::address::refusal(&e) {
+                        return Err(rejected(refused));
+                    }
                     describe(&e)
                 }
                 Ok(resp) => {
@@ -123,24 +160,30 @@ impl Xrpc {
                                 attempts: attempts + limited,
                             });
                         }
-                        let wait =
-                            retry_after(resp.headers()).unwrap_or_else(|| self.backoff(limited));
+                        let wait = retry_after(resp.headers())
+                            .unwrap_or_else(|| self.backoff(limited))
+                            .min(self.max_wait);
                         tracing::info!(host = %host, wait_ms = wait.as_millis() as u64, "PDS rate limit (429): waiting");
                         self.block(&host, wait);
                         continue;
                     }
                     if status.is_success() {
-                        match resp.bytes().await {
+                        match net::read_limited(resp, limit).await {
                             Ok(body) => match serde_json::from_slice::<T>(&body) {
                                 Ok(v) => return Ok(v),
                                 Err(_) => "the answer is not the expected JSON".to_owned(),
                             },
-                            Err(e) => describe(&e),
+                            Err(e @ BodyError::TooLarge { .. }) => {
+                                return Err(rejected(e.to_string()));
+                            }
+                            Err(BodyError::Transport(e)) => describe(&e),
                         }
                     } else if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED {
                         format!("HTTP {}", status.as_u16())
                     } else {
-                        let body = resp.bytes().await.unwrap_or_default();
+                        let body = net::read_limited(resp, MAX_OTHER_BYTES)
+                            .await
+                            .unwrap_or_default();
                         return Err(XrpcError::Refused {
                             method: method.into(),
                             status: status.as_u16(),
@@ -191,7 +234,10 @@ impl Xrpc {
     }
 
     fn block(&self, host: &str, wait: Duration) {
-        let until = Instant::now() + wait.min(MAX_WAIT);
+        if wait > self.max_wait {
+            tracing::info!(host = %host, asked_s = wait.as_secs(), capped_s = self.max_wait.as_secs(), "PDS asked for a longer pause than import.max_rate_limit_wait_seconds: capped");
+        }
+        let until = Instant::now() + wait.min(self.max_wait);
         let mut map = self.not_before.lock().expect("not_before lock");
         let e = map.entry(host.to_owned()).or_insert(until);
         if *e < until {
@@ -338,6 +384,22 @@ mod tests {
         );
         assert_eq!(xrpc_error_name(br#"{"error":"\u001b[31mred"}"#), None);
         assert_eq!(xrpc_error_name(b"<html>"), None);
+    }
+
+    #[tokio::test]
+    async fn one_header_cannot_park_a_host_past_the_cap() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let cfg = ImportConfig {
+            max_rate_limit_wait_seconds: 5,
+            ..ImportConfig::default()
+        };
+        let x = Xrpc::new(&cfg, Policy::default()).unwrap();
+        x.block("pds.example.com", Duration::from_secs(3600));
+        let until = x.not_before.lock().unwrap()["pds.example.com"];
+        assert!(
+            until <= Instant::now() + Duration::from_secs(5),
+            "parked past the cap"
+        );
     }
 
     #[test]

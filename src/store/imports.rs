@@ -502,6 +502,31 @@ impl Store {
         self.fetch_all(&sql, vec![did.into()]).await
     }
 
+    /// Up to `limit` DIDs that have a state `parity resume` may continue,
+    /// in DID order after `after`: resume reads its work a page at a time.
+    pub async fn resumable_dids(
+        &self,
+        did: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let sql = "SELECT DISTINCT did FROM parity_import_states \
+                   WHERE ($1::text IS NULL OR did = $1::text) AND status <> 'completed' \
+                   AND ($2::text IS NULL OR did > $2::text) ORDER BY did LIMIT $3";
+        let rows: Vec<(String,)> = self
+            .fetch_all(sql, vec![did.into(), after.into(), limit.into()])
+            .await?;
+        Ok(rows.into_iter().map(|(d,)| d).collect())
+    }
+
+    /// How many DIDs have a state `parity resume` may continue.
+    pub async fn count_resumable_dids(&self, did: Option<&str>) -> Result<i64, StoreError> {
+        let sql = "SELECT COUNT(DISTINCT did) FROM parity_import_states \
+                   WHERE ($1::text IS NULL OR did = $1::text) AND status <> 'completed'";
+        let rows: Vec<(i64,)> = self.fetch_all(sql, vec![did.into()]).await?;
+        Ok(rows.first().map_or(0, |r| r.0))
+    }
+
     /// The cached identity of a DID, if any.
     pub async fn cached_identity(&self, did: &str) -> Result<Option<CachedIdentity>, StoreError> {
         let sql = format!(

@@ -432,18 +432,21 @@ async fn an_import_serves_metrics_and_health_while_it_runs() {
     // the empty page that ends the listing.
     pds.gate_list_records_after(1);
     let plc = pds.url();
-    let mut p = Parity::spawn(&[
-        "--database-url",
-        &db.url,
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "import",
-        &a.did,
-        "--collection",
-        "app.bsky.feed.like",
-        "--plc-url",
-        &plc,
-    ]);
+    let mut p = Parity::spawn_env(
+        &[
+            "--database-url",
+            &db.url,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "import",
+            &a.did,
+            "--collection",
+            "app.bsky.feed.like",
+            "--plc-url",
+            &plc,
+        ],
+        &[(importer::ALLOW_PRIVATE, "true")],
+    );
     let addr = p.metrics_addr().await;
     pds.wait_for_list_records(3).await;
     // The first page is committed before the second is asked for.

@@ -3,7 +3,9 @@
 //! ID, so a restart does not fetch it again. This file does IO (HTTP and
 //! the file system); that is why it sits in `transport`.
 //!
-//! Owns: the HTTP fetch and the cache files
+//! Owns: the HTTP fetch (no redirects; the body is read with the
+//! [`MAX_DICTIONARY_LEN`] limit while it streams, chunked or not) and the
+//! cache files
 //! (`CACHE_DIR/jetstream-v2/<host>_<port>/<id>.zdict`, written to a temp
 //! file and renamed). Does not own: decompression (`codecs::zstd_frames`)
 //! or the response format (`subscribe_v2::parse_zstd_dictionary`).
@@ -73,7 +75,10 @@ pub async fn get(endpoint: &Url, cache: &Path) -> Result<(u32, Vec<u8>), Diction
     url.set_scheme(scheme).ok();
     url.set_path(GET_ZSTD_DICTIONARY_PATH);
     url.set_query(None);
-    let client = reqwest::Client::builder().timeout(FETCH_TIMEOUT).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(FETCH_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
     let resp = client.get(url).send().await?;
     if !resp.status().is_success() {
         return Err(DictionaryError::Status(resp.status().as_u16()));
@@ -83,13 +88,15 @@ pub async fn get(endpoint: &Url, cache: &Path) -> Result<(u32, Vec<u8>), Diction
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    if resp
-        .content_length()
-        .is_some_and(|l| l as usize > MAX_DICTIONARY_LEN)
-    {
-        return Err(super::subscribe_v2::DictionaryError::TooLarge(MAX_DICTIONARY_LEN + 1).into());
-    }
-    let body = resp.bytes().await?;
+    let body = match crate::net::read_limited(resp, MAX_DICTIONARY_LEN).await {
+        Ok(b) => b,
+        Err(crate::net::BodyError::TooLarge { .. }) => {
+            return Err(
+                super::subscribe_v2::DictionaryError::TooLarge(MAX_DICTIONARY_LEN + 1).into(),
+            );
+        }
+        Err(crate::net::BodyError::Transport(e)) => return Err(e.into()),
+    };
     let (id, dict) = parse_zstd_dictionary(content_type.as_deref(), &body, None)?;
     std::fs::create_dir_all(&dir)?;
     let tmp = dir.join(format!(".{id}.zdict.tmp"));
@@ -127,5 +134,51 @@ mod tests {
         assert!(cached(&hd).is_none());
         forget(&ep, dir.path(), 20270101);
         assert_eq!(cached(&hd).map(|(id, _)| id), Some(20260811));
+    }
+
+    /// A local Jetstream v2 endpoint whose dictionary answer is a chunked
+    /// body of `len` bytes (no Content-Length); returns the endpoint and
+    /// the bytes the server managed to send.
+    async fn chunked_server(len: usize) -> (Url, tokio::task::JoinHandle<usize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ep = Url::parse(&format!(
+            "ws://{}/xrpc/network.bsky.jetstream.subscribeEvents",
+            l.local_addr().unwrap()
+        ))
+        .unwrap();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await.unwrap();
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\
+                        X-Zstd-Dictionary-Id: 20260811\r\nTransfer-Encoding: chunked\r\n\r\n";
+            s.write_all(head.as_bytes()).await.unwrap();
+            let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+            let mut sent = 0;
+            while sent < len && s.write_all(chunk.as_bytes()).await.is_ok() {
+                sent += 0x10000;
+            }
+            let _ = s.write_all(b"0\r\n\r\n").await;
+            sent
+        });
+        (ep, task)
+    }
+
+    #[tokio::test]
+    async fn an_oversized_chunked_dictionary_is_refused_while_streaming() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let (ep, server) = chunked_server(1 << 30).await;
+        let e = get(&ep, dir.path()).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DictionaryError::Body(super::super::subscribe_v2::DictionaryError::TooLarge(_))
+            ),
+            "{e}"
+        );
+        let sent = server.await.unwrap();
+        assert!(sent < 256 << 20, "the client read {sent} bytes");
     }
 }

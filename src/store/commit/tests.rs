@@ -210,6 +210,58 @@ async fn import_page_commits_with_its_rows_or_not_at_all(pg: bool) {
     assert_eq!(store.load_cursor("s").await.unwrap(), None);
 }
 
+/// `parity resume` reads the DIDs with unfinished states a page at a
+/// time, in DID order, each DID once, completed ones left out.
+async fn resume_reads_unfinished_dids_a_page_at_a_time(pg: bool) {
+    let (store, _dir) = open(pg).await;
+    let cols = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    for (did, c) in [
+        ("did:plc:c", cols(&["app.bsky.feed.like"])),
+        (
+            "did:plc:a",
+            cols(&["app.bsky.feed.like", "app.bsky.feed.post"]),
+        ),
+        ("did:plc:d", cols(&["app.bsky.feed.like"])),
+        ("did:plc:b", cols(&["app.bsky.feed.post"])),
+    ] {
+        store.enqueue_imports(did, &c, false).await.unwrap();
+    }
+    let until = Utc::now() + chrono::Duration::seconds(60);
+    let st = store
+        .claim_import("did:plc:d", "app.bsky.feed.like", "me", until, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.finish_import(st.id, "me", None).await.unwrap());
+
+    assert_eq!(store.count_resumable_dids(None).await.unwrap(), 3);
+    let first = store.resumable_dids(None, None, 2).await.unwrap();
+    assert_eq!(first, vec!["did:plc:a", "did:plc:b"]);
+    let second = store
+        .resumable_dids(None, Some("did:plc:b"), 2)
+        .await
+        .unwrap();
+    assert_eq!(second, vec!["did:plc:c"]);
+    assert!(
+        store
+            .resumable_dids(None, Some("did:plc:c"), 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .resumable_dids(Some("did:plc:a"), None, 2)
+            .await
+            .unwrap(),
+        vec!["did:plc:a"]
+    );
+    assert_eq!(
+        store.count_resumable_dids(Some("did:plc:d")).await.unwrap(),
+        0
+    );
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -231,4 +283,5 @@ on_both!(
     account_state_guards_the_same_batch,
     tombstones_guard_deletes_and_upserts,
     import_page_commits_with_its_rows_or_not_at_all,
+    resume_reads_unfinished_dids_a_page_at_a_time,
 );

@@ -13,6 +13,9 @@ use tokio::process::{Child, Command};
 use super::TestDb;
 use super::pds::Pds;
 
+/// The local-testing opt-in that lets requests reach the local PDS.
+pub const ALLOW_PRIVATE: &str = "PARITY_IDENTITY_ALLOW_PRIVATE_ADDRESSES";
+
 /// Built-in table of each Bluesky collection.
 pub const BUILTIN: &[(&str, &str)] = &[
     ("app.bsky.feed.post", "posts"),
@@ -31,12 +34,16 @@ pub fn table_of(collection: &str) -> Option<&'static str> {
 }
 
 /// A `parity` command with a clean environment pointing at `db` and `pds`
-/// (as PLC directory), fast retries and a generous request rate.
+/// (as PLC directory), fast retries and a generous request rate. The PDS
+/// listens on 127.0.0.1 over plain http, so the command opts in to private
+/// addresses (`identity.allow_private_addresses`, the only switch for
+/// that); tests of the address rules remove that variable.
 pub fn parity(db: &TestDb, pds: &Pds, args: &[&str]) -> Command {
     let mut cmd = super::process::tokio_command();
     cmd.args(args)
         .env("PARITY_DATABASE_URL", &db.url)
         .env("PARITY_PLC_URL", pds.url())
+        .env(ALLOW_PRIVATE, "true")
         .env("PARITY_IMPORT_REQUESTS_PER_SECOND", "1000")
         .env("PARITY_IMPORT_BACKOFF_INITIAL_MS", "10")
         .env("PARITY_IMPORT_BACKOFF_MAX_MS", "50")

@@ -42,9 +42,15 @@ pub struct Parity {
 impl Parity {
     /// Starts `parity --log-format json ARGS…`.
     pub fn spawn(args: &[&str]) -> Parity {
+        Parity::spawn_env(args, &[])
+    }
+
+    /// [`Parity::spawn`] with these environment variables set too.
+    pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Parity {
         let mut child = command()
             .args(["--log-format", "json"])
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -201,6 +201,17 @@ impl Pds {
         did
     }
 
+    /// Serves a generated document for `did` whose `#atproto_pds` endpoint
+    /// is `endpoint` verbatim (any scheme, host, path, query or fragment).
+    pub fn set_pds_endpoint(&self, did: &str, endpoint: &str) {
+        let mut s = self.shared.lock();
+        let url = s.url.clone();
+        let handle = s.identity(did).handle.clone();
+        let mut doc = identity::generated(did, handle.as_deref(), &url);
+        identity::rewrite_pds_endpoint(&mut doc, endpoint);
+        s.identity(did).doc = Doc::Json(doc);
+    }
+
     /// The document currently served for `did`, if any.
     pub fn did_doc(&self, did: &str) -> Option<serde_json::Value> {
         identity::document(&self.shared.lock(), did).ok()

@@ -24,6 +24,8 @@ pub(super) struct Reply {
     pub content_type: &'static str,
     pub body: String,
     pub headers: Vec<(&'static str, String)>,
+    /// Bytes of whitespace streamed (chunked) before `body`.
+    pub padding: usize,
 }
 
 impl Reply {
@@ -33,6 +35,7 @@ impl Reply {
             content_type: "application/json; charset=utf-8",
             body,
             headers: Vec::new(),
+            padding: 0,
         }
     }
 
@@ -58,7 +61,19 @@ impl Reply {
         for (k, v) in self.headers {
             b = b.header(k, v);
         }
-        b.body(Body::from(self.body)).unwrap()
+        if self.padding == 0 {
+            return b.body(Body::from(self.body)).unwrap();
+        }
+        // Chunked: the size is known only once the last chunk has gone.
+        const CHUNK: usize = 64 << 10;
+        let full = self.padding / CHUNK;
+        let rest = self.padding % CHUNK;
+        let chunks = std::iter::repeat_n(CHUNK, full)
+            .chain((rest > 0).then_some(rest))
+            .map(|n| Ok::<_, std::convert::Infallible>(vec![b' '; n]))
+            .chain(std::iter::once(Ok(self.body.into_bytes())));
+        b.body(Body::from_stream(futures_util::stream::iter(chunks)))
+            .unwrap()
     }
 }
 
@@ -232,6 +247,24 @@ where
             }
             r.body.truncate(cut);
             r.status = 200;
+            r
+        }
+        Some(Fault::Redirect(to)) => {
+            let mut r = Reply::text(302, "Found");
+            r.headers.push(("location", to));
+            r
+        }
+        Some(Fault::WithCursor(c)) => {
+            let mut r = normal(sh, method, role, &handler).await;
+            let mut v: serde_json::Value =
+                serde_json::from_str(&r.body).expect("a JSON answer to re-cursor");
+            v["cursor"] = serde_json::json!(c);
+            r.body = v.to_string();
+            r
+        }
+        Some(Fault::Padded(n)) => {
+            let mut r = normal(sh, method, role, &handler).await;
+            r.padding = n;
             r
         }
         Some(Fault::NotJson) => Reply {

@@ -99,6 +99,16 @@ pub enum Fault {
     MalformedJson,
     /// 200 with an HTML page.
     NotJson,
+    /// `302 Found` with this `Location` (an absolute URL, or a path on this
+    /// server), as a compromised or hostile server could answer.
+    Redirect(String),
+    /// The normal answer with its `cursor` replaced by this value (a
+    /// listRecords page that points back at an earlier page).
+    WithCursor(String),
+    /// The normal answer preceded by this many bytes of JSON whitespace,
+    /// sent chunked (no `Content-Length`): a body of any size that still
+    /// parses.
+    Padded(usize),
 }
 
 /// One request received.
