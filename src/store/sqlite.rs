@@ -97,11 +97,23 @@ impl SqliteStore {
             // a larger page cache keeps them off the disk.
             .pragma("cache_size", format!("-{}", CACHE_KIB))
             .statement_cache_capacity(STATEMENT_CACHE);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(cfg.max_connections.max(1))
-            .connect_with(opts)
-            .await
-            .map_err(StoreError::Connect)?;
+        // Switching a new file to WAL needs its lock, and SQLite can answer
+        // SQLITE_BUSY to that without waiting (another process starting on
+        // the same new file at that moment). Retry within the busy timeout.
+        let deadline = std::time::Instant::now() + Duration::from_millis(cfg.busy_timeout_ms);
+        let pool = loop {
+            match SqlitePoolOptions::new()
+                .max_connections(cfg.max_connections.max(1))
+                .connect_with(opts.clone())
+                .await
+            {
+                Ok(pool) => break pool,
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(StoreError::Connect(e)),
+            }
+        };
         Ok(SqliteStore {
             pool,
             tables: Arc::new(Vec::new()),
@@ -422,6 +434,14 @@ fn bind_value(q: Query, v: &Value) -> Query {
         Value::Boolean(b) => q.bind(*b),
         Value::Timestamp(t) => q.bind(timestamp_text(t)),
     }
+}
+
+/// SQLITE_BUSY (5) or SQLITE_LOCKED (6), primary code.
+fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
 }
 
 #[cfg(test)]
