@@ -502,7 +502,8 @@ impl Store {
         self.fetch_all(&sql, vec![did.into()]).await
     }
 
-    /// Up to `limit` DIDs that have a state `parity resume` may continue,
+    /// Up to `limit` DIDs that have a state `parity resume` may continue
+    /// (`ImportStatus::is_resumable`: not completed, not gone),
     /// in DID order after `after`: resume reads its work a page at a time.
     pub async fn resumable_dids(
         &self,
@@ -511,7 +512,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<String>, StoreError> {
         let sql = "SELECT DISTINCT did FROM parity_import_states \
-                   WHERE ($1::text IS NULL OR did = $1::text) AND status <> 'completed' \
+                   WHERE ($1::text IS NULL OR did = $1::text) AND status NOT IN ('completed', 'gone') \
                    AND ($2::text IS NULL OR did > $2::text) ORDER BY did LIMIT $3";
         let rows: Vec<(String,)> = self
             .fetch_all(sql, vec![did.into(), after.into(), limit.into()])
@@ -522,7 +523,7 @@ impl Store {
     /// How many DIDs have a state `parity resume` may continue.
     pub async fn count_resumable_dids(&self, did: Option<&str>) -> Result<i64, StoreError> {
         let sql = "SELECT COUNT(DISTINCT did) FROM parity_import_states \
-                   WHERE ($1::text IS NULL OR did = $1::text) AND status <> 'completed'";
+                   WHERE ($1::text IS NULL OR did = $1::text) AND status NOT IN ('completed', 'gone')";
         let rows: Vec<(i64,)> = self.fetch_all(sql, vec![did.into()]).await?;
         Ok(rows.first().map_or(0, |r| r.0))
     }

@@ -175,15 +175,15 @@ async fn sync_not_newer_than_applied_rev(db: TestDb) {
     let frames: Vec<Line> = [
         // A: first commit, then (next batch) a #sync at the same rev, then
         // one at an older rev.
-        common::v1_to_v2(&like(A, "a1", "3mabc2222222a", 1), 1),
-        sync_v2(A, "3mabc2222222a", 2),
-        sync_v2(A, "3mabc2222222", 3),
+        common::v1_to_v2(&like(A, "a1", "3a0a", 1), 1),
+        sync_v2(A, &tid_of("3a0a"), 2),
+        sync_v2(A, &tid_of("3a09"), 3),
         // C: commit and #sync at the same rev, sent together.
-        common::v1_to_v2(&like(C, "c1", "3mabc2222222c", 4), 4),
-        sync_v2(C, "3mabc2222222c", 5),
+        common::v1_to_v2(&like(C, "c1", "3a0c", 4), 4),
+        sync_v2(C, &tid_of("3a0c"), 5),
         // B: a #sync newer than its last commit: re-import queued.
-        common::v1_to_v2(&like(B, "b1", "3mabc2222222b", 6), 6),
-        sync_v2(B, "3mabc2222222z", 7),
+        common::v1_to_v2(&like(B, "b1", "3a0b", 6), 6),
+        sync_v2(B, &tid_of("3a0f"), 7),
     ]
     .iter()
     .map(|t| Line::v2(t))

@@ -82,7 +82,7 @@ fn record(content: u8) -> String {
 }
 
 fn event(did: &Did, op: &Op, seq: i64) -> Event {
-    let rev = format!("3l{:011}", op.rev);
+    let rev = rev_text(op.rev);
     Event {
         cursor: Cursor(seq),
         time_us: seq,
@@ -96,7 +96,7 @@ fn event(did: &Did, op: &Op, seq: i64) -> Event {
             } else {
                 CommitOp::Update
             },
-            cid: (!op.delete).then(|| format!("bafycid{}", op.content)),
+            cid: (!op.delete).then(|| cid_text(op.content)),
             record: (!op.delete).then(|| RawValue::from_string(record(op.content)).unwrap()),
         }),
     }
@@ -147,8 +147,8 @@ fn expected(did: &Did, history: &[Op]) -> Vec<Vec<Option<String>>> {
         .map(|o| {
             vec![
                 Some(format!("at://{did}/app.bsky.feed.like/r{}", o.rkey)),
-                Some(format!("3l{:011}", o.rev)),
-                Some(format!("bafycid{}", o.content)),
+                Some(rev_text(o.rev)),
+                Some(cid_text(o.content)),
                 Some(record(o.content)),
                 Some(format!("bafyc{}", o.content)),
             ]
@@ -345,8 +345,23 @@ fn world() -> impl Strategy<Value = World> {
         )
 }
 
+/// A real TID whose clock is `rev`: TIDs sort as the numbers do.
 fn rev_text(rev: u32) -> String {
-    format!("3l{rev:011}")
+    common::pds::tid(1_783_000_000_000_000 + u64::from(rev), 0)
+}
+
+/// The number [`rev_text`] made this TID from.
+fn rev_number(tid: &str) -> u32 {
+    const ALPHABET: &[u8] = b"234567abcdefghijklmnopqrstuvwxyz";
+    let v = tid.bytes().fold(0u64, |v, c| {
+        (v << 5) | ALPHABET.iter().position(|&a| a == c).unwrap() as u64
+    });
+    u32::try_from((v >> 10) - 1_783_000_000_000_000).unwrap()
+}
+
+/// A real CID for the record with this content number.
+fn cid_text(content: impl std::fmt::Display) -> String {
+    common::pds::dag_cbor_cid(format!("record {content}").as_bytes())
 }
 
 /// The repo after the first `k` ops: each live record's newest op.
@@ -474,7 +489,7 @@ async fn import_page(store: &Store, reg: &Registry, dids: &[Did], run: &ImportRu
         .iter()
         .map(|(rkey, _, content)| Listed {
             uri: format!("at://{did}/{like}/r{rkey}"),
-            cid: format!("bafycid{content}"),
+            cid: cid_text(content),
             value: RawValue::from_string(record(*content)).unwrap(),
         })
         .collect();
@@ -583,7 +598,7 @@ fn expected_world(did: &Did, w: &World, d: usize) -> Vec<Vec<Option<String>>> {
         .unwrap_or(0);
     let mut rows = expected(did, h);
     for row in &mut rows {
-        let rev: u32 = row[1].as_deref().unwrap()[2..].parse().unwrap();
+        let rev = rev_number(row[1].as_deref().unwrap());
         row[1] = Some(rev_text(rev.max(imported)));
     }
     rows

@@ -501,7 +501,12 @@ async fn unavailable_repos_end_gone(db: TestDb) {
     let asked = pds.requests().len();
     let (code, out, err) = run(parity(&db, &pds, &["resume"])).await;
     assert_eq!(code, 0, "{out}{err}");
-    assert_eq!(pds.requests().len(), asked, "nothing fetched again");
+    assert_eq!(
+        pds.requests().len(),
+        asked,
+        "nothing fetched again: {:?}",
+        &pds.requests()[asked..]
+    );
     store.close().await;
 }
 
