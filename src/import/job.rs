@@ -50,6 +50,15 @@ impl std::ops::AddAssign for Counts {
     }
 }
 
+/// Longest listRecords cursor accepted. Real ones are record keys or
+/// timestamps (a record key is at most 512 characters).
+pub const MAX_CURSOR_BYTES: usize = 1_024;
+
+/// Whether a PDS's listRecords cursor may be stored and sent back.
+fn valid_cursor(c: &str) -> bool {
+    c.len() <= MAX_CURSOR_BYTES && !c.chars().any(char::is_control)
+}
+
 /// Why a pair stopped before its last page.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -61,6 +70,14 @@ pub enum JobError {
     /// or A, B, A, …): paging would never end, so the pair is marked failed.
     #[error("the PDS returned a cursor it had already given (a cycle): listing stopped")]
     RepeatedCursor,
+    /// The PDS handed out a cursor longer than [`MAX_CURSOR_BYTES`] or
+    /// with control characters (NUL among them):
+    /// it would be stored with the page and sent back in a URL, so the
+    /// pair is marked failed instead, the same on both backends.
+    #[error(
+        "the PDS returned an invalid cursor (over {MAX_CURSOR_BYTES} bytes or with control characters): listing stopped"
+    )]
+    BadCursor,
     /// Another importer holds the lease now: leave the pair to it.
     #[error("the lease was taken over by another importer")]
     LeaseLost,
@@ -153,7 +170,10 @@ pub async fn run(
             .xrpc
             .get(pds, "com.atproto.repo.listRecords", &params, token)
             .await?;
-        let next = match page.cursor {
+        if page.cursor.as_deref().is_some_and(|c| !valid_cursor(c)) {
+            return Err(JobError::BadCursor);
+        }
+        let next = match page.cursor.filter(|c| !c.is_empty()) {
             Some(c) if page.records.is_empty() => {
                 tracing::debug!(did = %did, cursor = ?c, "empty page with a cursor: treating as the end");
                 None

@@ -330,3 +330,43 @@ async fn claimed_handles_are_stored_only_when_they_resolve_back() {
         assert_eq!(got.as_deref(), want, "{d}");
     }
 }
+
+/// A listRecords cursor with a NUL, or far longer than any record key,
+/// fails the pair with the same clear error on both backends (PostgreSQL
+/// refused to store the NUL and SQLite stored it); the cursor is neither
+/// stored nor sent back.
+async fn hostile_cursors_fail_the_pair_clearly(db: TestDb) {
+    let pds = Pds::start().await;
+    let (a, b) = (did(30), did(31));
+    for d in [&a, &b] {
+        pds.add_repo(d, &tid(1_700_000_000_000_000, 1), None, likes(3));
+    }
+    pds.inject(
+        LIST_RECORDS,
+        vec![
+            Fault::WithCursor("zzzz\0evil".into()),
+            Fault::WithCursor(format!("zzzz{}", "x".repeat(5_000))),
+        ],
+    );
+    for d in [&a, &b] {
+        let (code, out, err) = run(parity(&db, &pds, &["import", d, "--collection", LIKE])).await;
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(err.contains("the PDS returned an invalid cursor"), "{err}");
+        let state = db
+            .rows(
+                &format!("parity_import_states WHERE did = '{d}' AND collection = '{LIKE}'"),
+                &["status", "cursor"],
+            )
+            .await;
+        assert_eq!(state, vec![vec![Some("failed".to_owned()), None]], "{d}");
+    }
+    assert_eq!(
+        pds.count(LIST_RECORDS),
+        2,
+        "no hostile cursor was sent back"
+    );
+}
+
+backend_tests!(hostile_cursors_fail_the_pair_clearly, |db| {
+    hostile_cursors_fail_the_pair_clearly(db)
+});
