@@ -70,6 +70,11 @@ pub enum ImportStatus {
     Gone,
 }
 
+/// The SQL form of [`ImportStatus::is_resumable`], written once for every
+/// query that picks what `parity resume` continues (a unit test keeps the
+/// two in step).
+const RESUMABLE: &str = "status NOT IN ('completed', 'gone')";
+
 impl ImportStatus {
     pub const ALL: [ImportStatus; 5] = [
         ImportStatus::Pending,
@@ -174,7 +179,7 @@ impl StatusFilter {
     fn sql(self) -> &'static str {
         match self {
             StatusFilter::All => "TRUE",
-            StatusFilter::Pending => "status NOT IN ('completed', 'gone')",
+            StatusFilter::Pending => RESUMABLE,
             StatusFilter::Failed => "status = 'failed'",
             StatusFilter::Completed => "status = 'completed'",
         }
@@ -496,7 +501,7 @@ impl Store {
     ) -> Result<Vec<ImportState>, StoreError> {
         let sql = format!(
             "SELECT {} FROM parity_import_states WHERE ($1::text IS NULL OR did = $1::text) \
-             AND status NOT IN ('completed', 'gone') ORDER BY id",
+             AND {RESUMABLE} ORDER BY id",
             state_columns(self.dialect())
         );
         self.fetch_all(&sql, vec![did.into()]).await
@@ -511,20 +516,24 @@ impl Store {
         after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<String>, StoreError> {
-        let sql = "SELECT DISTINCT did FROM parity_import_states \
-                   WHERE ($1::text IS NULL OR did = $1::text) AND status NOT IN ('completed', 'gone') \
-                   AND ($2::text IS NULL OR did > $2::text) ORDER BY did LIMIT $3";
+        let sql = format!(
+            "SELECT DISTINCT did FROM parity_import_states \
+             WHERE ($1::text IS NULL OR did = $1::text) AND {RESUMABLE} \
+             AND ($2::text IS NULL OR did > $2::text) ORDER BY did LIMIT $3"
+        );
         let rows: Vec<(String,)> = self
-            .fetch_all(sql, vec![did.into(), after.into(), limit.into()])
+            .fetch_all(&sql, vec![did.into(), after.into(), limit.into()])
             .await?;
         Ok(rows.into_iter().map(|(d,)| d).collect())
     }
 
     /// How many DIDs have a state `parity resume` may continue.
     pub async fn count_resumable_dids(&self, did: Option<&str>) -> Result<i64, StoreError> {
-        let sql = "SELECT COUNT(DISTINCT did) FROM parity_import_states \
-                   WHERE ($1::text IS NULL OR did = $1::text) AND status NOT IN ('completed', 'gone')";
-        let rows: Vec<(i64,)> = self.fetch_all(sql, vec![did.into()]).await?;
+        let sql = format!(
+            "SELECT COUNT(DISTINCT did) FROM parity_import_states \
+             WHERE ($1::text IS NULL OR did = $1::text) AND {RESUMABLE}"
+        );
+        let rows: Vec<(i64,)> = self.fetch_all(&sql, vec![did.into()]).await?;
         Ok(rows.first().map_or(0, |r| r.0))
     }
 
@@ -559,7 +568,15 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::ImportStatus;
+    use super::{ImportStatus, RESUMABLE};
+
+    #[test]
+    fn the_sql_resumable_predicate_is_is_resumable() {
+        for st in ImportStatus::ALL {
+            let excluded = RESUMABLE.contains(&format!("'{}'", st.as_str()));
+            assert_eq!(!excluded, st.is_resumable(), "{st}");
+        }
+    }
 
     #[test]
     fn statuses_round_trip_their_stored_text() {
