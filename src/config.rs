@@ -162,6 +162,7 @@ impl Config {
     /// Checks every value that can be checked without the network or the
     /// database, section by section.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.database.validate().map_err(err)?;
         self.source.validate().map_err(err)?;
         self.filter.collection_patterns().map_err(err)?;
         self.filter.operations().map_err(err)?;
