@@ -86,7 +86,7 @@ impl WriterConfig {
 
 enum Job {
     Commit {
-        batch: Batch,
+        batch: Box<Batch>,
         finish: Finish,
         prepared: Arc<Prepared>,
         reply: oneshot::Sender<Result<CommitStats, StoreError>>,
@@ -125,7 +125,7 @@ impl Writer {
     ) -> Result<CommitStats, StoreError> {
         let (reply, answer) = oneshot::channel();
         let job = Job::Commit {
-            batch,
+            batch: Box::new(batch),
             finish,
             prepared,
             reply,
