@@ -405,3 +405,24 @@ on_both!(
     a_rolled_back_account_change_is_forgotten,
     repo_revs_only_move_forward,
 );
+
+/// SQLite: committed pages reach the database file without waiting for the
+/// writer's own checkpoint threshold (raised to 10,000 WAL pages): the
+/// checkpoint thread copies them after each commit. Polls the file size
+/// (the checkpoint runs on its own thread) up to a deadline.
+#[tokio::test]
+async fn sqlite_commits_are_checkpointed_by_their_own_thread() {
+    use std::time::{Duration, Instant};
+    let (store, dir) = open(false).await;
+    let path = dir.as_ref().unwrap().path().join("t.db");
+    let before = std::fs::metadata(&path).unwrap().len();
+    let rows = (0..2_000)
+        .map(|i| upsert("b", &format!("k{i}"), "3b"))
+        .collect();
+    store.commit(&batch(rows, vec![], 1)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&path).unwrap().len() <= before {
+        assert!(Instant::now() < deadline, "the database file never grew");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
