@@ -246,3 +246,48 @@ fn complete<F: Future>(f: F) -> F::Output {
         Poll::Pending => unreachable!("the SQLite commit steps never wait"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::DatabaseConfig;
+
+    fn pragma(c: &Connection, name: &str) -> i64 {
+        c.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn the_writer_connection_takes_the_configured_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA journal_mode = WAL")
+            .unwrap();
+        let cfg = DatabaseConfig {
+            sqlite_cache_mib: 48,
+            sqlite_mmap_mib: 16,
+            ..Default::default()
+        };
+        let c = open(&WriterConfig::new(&path, &cfg)).unwrap();
+        assert_eq!(pragma(&c, "cache_size"), -48 * 1024);
+        assert_eq!(pragma(&c, "mmap_size"), 16 << 20);
+        assert_eq!(
+            pragma(&c, "wal_autocheckpoint"),
+            i64::from(WRITER_AUTOCHECKPOINT)
+        );
+        assert_eq!(pragma(&c, "synchronous"), 1, "NORMAL");
+    }
+
+    #[test]
+    fn the_default_cache_follows_the_machines_memory_within_bounds() {
+        let kib =
+            WriterConfig::new(std::path::Path::new("x"), &DatabaseConfig::default()).cache_kib;
+        assert!((32 * 1024..=1024 * 1024).contains(&kib), "{kib}");
+        assert_eq!(
+            WriterConfig::new(std::path::Path::new("x"), &DatabaseConfig::default()).mmap_bytes,
+            0
+        );
+    }
+}
