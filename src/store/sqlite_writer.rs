@@ -100,9 +100,10 @@ pub(super) struct Writer {
     jobs: mpsc::SyncSender<Job>,
 }
 
-/// The queue is gone: the writer was closed (or its thread died).
+/// The queue is gone: the writer was closed or its thread died. Fatal,
+/// not transient: retrying would wait forever.
 fn closed() -> StoreError {
-    StoreError::Sql(sqlx::Error::PoolClosed)
+    StoreError::Sql(sqlx::Error::WorkerCrashed)
 }
 
 impl Writer {
@@ -278,6 +279,12 @@ mod tests {
             i64::from(WRITER_AUTOCHECKPOINT)
         );
         assert_eq!(pragma(&c, "synchronous"), 1, "NORMAL");
+    }
+
+    #[test]
+    fn a_gone_writer_is_fatal_not_retried() {
+        let e = closed();
+        assert!(!e.is_transient() && !e.is_rejection(), "{e}");
     }
 
     #[test]
