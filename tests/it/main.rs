@@ -33,3 +33,4 @@ mod races;
 mod relay_scenarios;
 mod resume_after_crash;
 mod store;
+mod writers;
