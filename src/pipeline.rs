@@ -48,6 +48,7 @@ use crate::source::{Endpoint, Item, Origin, Positions, Pushdown, Reader};
 use crate::store::{DatabaseConfig, Quarantined, Store, StoreError};
 
 mod writers;
+pub use writers::SHARE_QUEUE;
 use writers::Watermark;
 
 /// Events buffered between reader and processor: about a second of

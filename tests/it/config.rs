@@ -191,7 +191,12 @@ fn writer_counts_the_backend_cannot_take_are_config_errors() {
     );
     assert!(!dir.path().join("w.db").exists(), "nothing was created");
     assert_one_line_error(
-        &["--database-url", "postgres://u@127.0.0.1:1/db", "config", "check"],
+        &[
+            "--database-url",
+            "postgres://u@127.0.0.1:1/db",
+            "config",
+            "check",
+        ],
         &[("PARITY_DATABASE_WRITERS", "33")],
         &["database.writers", "33", "1 to 32"],
     );

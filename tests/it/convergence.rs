@@ -521,11 +521,14 @@ async fn import_page(store: &Store, reg: &Registry, dids: &[Did], run: &ImportRu
 /// DID not newer than an import's rev arrive before that import's last
 /// page (an old create arriving after it, for a record parity never
 /// stored, is not caught; see the README).
+/// One writer's share of a live batch, with the `(DID, rev)` of its ops.
+type LiveShare = (parity::batch::Batch, Vec<(usize, u32)>);
+
 async fn run_world(store: &Store, dids: &[Did], w: &World, writers: u32) {
     let reg = registry();
     // Live batches, split into one share per writer (a DID's share always
     // goes to the same writer); each writer's queue keeps batch order.
-    let mut live: Vec<std::collections::VecDeque<(parity::batch::Batch, Vec<(usize, u32)>)>> =
+    let mut live: Vec<std::collections::VecDeque<LiveShare>> =
         (0..writers).map(|_| Default::default()).collect();
     for (b, ops) in live_batches(dids, w, &reg) {
         for (wr, share) in shard::split(b, writers).into_iter().enumerate() {
