@@ -21,6 +21,7 @@ mod consume;
 mod convergence;
 mod deploy;
 mod failover;
+mod feed;
 mod hostile_net;
 mod import;
 mod import_faults;
