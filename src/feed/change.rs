@@ -10,11 +10,11 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// What happened to the row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChangeOp {
     Upsert,
@@ -39,7 +39,7 @@ impl ChangeOp {
 }
 
 /// A row of `parity_changes`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Change {
     pub seq: i64,
     pub table_name: String,
@@ -55,7 +55,7 @@ pub struct Change {
     /// RFC 3339, UTC.
     pub committed_at: String,
     /// The at-uris the record points at (see the module doc).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subjects: Vec<String>,
 }
 
@@ -85,11 +85,19 @@ impl Rendered {
 
     /// The message for a client subscribed through `channel`.
     pub fn message(&self, channel: &str) -> String {
-        let mut out = String::with_capacity(self.head.len() + channel.len() + 16);
-        out.push_str(&self.head);
-        out.push_str(",\"channel\":");
         // A channel name is validated text; serde escapes it all the same.
-        out.push_str(&serde_json::to_string(channel).unwrap_or_else(|_| "\"\"".to_owned()));
+        let value = serde_json::to_string(channel).unwrap_or_else(|_| "\"\"".to_owned());
+        self.with_field("channel", &value)
+    }
+
+    /// The row's JSON with one more field, `value` being JSON already.
+    pub fn with_field(&self, key: &str, value: &str) -> String {
+        let mut out = String::with_capacity(self.head.len() + key.len() + value.len() + 8);
+        out.push_str(&self.head);
+        out.push_str(",\"");
+        out.push_str(key);
+        out.push_str("\":");
+        out.push_str(value);
         out.push('}');
         out
     }

@@ -50,11 +50,36 @@ impl Hub {
         self.latest.load(Ordering::Acquire)
     }
 
+    /// Publishes a change newer than every one before (an older or equal
+    /// seq is a duplicate and is dropped). Callers publish from one task.
     pub fn publish(&self, change: Arc<Rendered>) {
         let seq = change.change.seq;
+        if seq <= self.latest() {
+            return;
+        }
+        self.latest.store(seq, Ordering::Release);
         // No receiver is fine: nobody is listening.
         let _ = self.tx.send(change);
-        self.latest.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// Publishes every logged change after [`Hub::latest`] up to `upto`
+    /// (all of them with `None`), in order; returns how many.
+    pub async fn catch_up(&self, store: &Store, upto: Option<i64>) -> Result<usize, StoreError> {
+        let mut n = 0;
+        loop {
+            let rows = store.changes_after(self.latest(), PAGE).await?;
+            let full = rows.len() as i64 == PAGE;
+            for row in rows {
+                if upto.is_some_and(|u| row.seq > u) {
+                    return Ok(n);
+                }
+                self.publish(Rendered::new(change_from_row(row)?));
+                n += 1;
+            }
+            if !full {
+                return Ok(n);
+            }
+        }
     }
 }
 
@@ -98,28 +123,18 @@ pub fn change_from_row(row: ChangeRow) -> Result<Change, StoreError> {
     })
 }
 
-/// Publishes every change after `after` to `hub`, in order, until
-/// cancelled: after each read that came back short it waits for `wake`
-/// (the writer in this process) or `interval`.
+/// Publishes every change after the hub's latest to `hub`, in order, until
+/// cancelled: after reading to the end of the log it waits for `wake` (the
+/// writer in this process) or `interval`.
 pub async fn tail(
     store: Store,
     hub: Arc<Hub>,
-    mut after: i64,
     wake: Arc<Notify>,
     interval: Duration,
     token: CancellationToken,
 ) -> Result<(), StoreError> {
     loop {
-        let rows = store.changes_after(after, PAGE).await?;
-        let full = rows.len() as i64 == PAGE;
-        for row in rows {
-            let change = change_from_row(row)?;
-            after = change.seq;
-            hub.publish(Rendered::new(change));
-        }
-        if full {
-            continue;
-        }
+        hub.catch_up(&store, None).await?;
         tokio::select! {
             _ = token.cancelled() => return Ok(()),
             _ = wake.notified() => {}

@@ -13,12 +13,15 @@
 //! - `change.rs`: a change and the JSON message it becomes;
 //! - `access.rs`: bearer tokens (stored as SHA-256) and public channels;
 //! - `hub.rs`: the live broadcast and the log tail feeding it;
+//! - `broker/`: NATS JetStream, Redis and RabbitMQ: the relay that
+//!   publishes the log after commit, and serve nodes following it;
 //! - `session.rs`: subscriptions, cursor checks, log replay pages, errors;
 //! - `feeder.rs`: one client's ordered stream (replay, hand-over, live);
 //! - `server.rs`: router, state, limits, CORS, demo page;
 //! - `ws.rs`, `sse.rs`, `poll.rs`: the three transports.
 
 pub mod access;
+pub mod broker;
 pub mod change;
 pub mod channel;
 pub mod config;
@@ -68,17 +71,41 @@ pub async fn run(
     token: CancellationToken,
 ) -> Result<(), FeedRunError> {
     let retention = cfg.retention().map_err(FeedRunError::Config)?;
+    // With a broker, subscribe before reading where the log ends: a change
+    // committed after that read is then on the subscription.
+    let follow = match cfg.broker.as_str() {
+        "" => None,
+        url => {
+            let broker = broker::Broker::connect(url, &cfg)
+                .await
+                .map_err(|e| FeedRunError::Config(e.to_string()))?;
+            let messages = broker
+                .subscribe()
+                .await
+                .map_err(|e| FeedRunError::Config(e.to_string()))?;
+            Some((broker.kind(), messages))
+        }
+    };
     let latest = store.change_bounds().await?.latest;
     let hub = Hub::new(cfg.client_buffer, latest);
     let interval = Duration::from_millis(cfg.poll_interval_ms);
-    let tail = tokio::spawn(hub::tail(
-        store.clone(),
-        hub.clone(),
-        latest,
-        wake,
-        interval,
-        token.clone(),
-    ));
+    let tail = match follow {
+        None => tokio::spawn(hub::tail(
+            store.clone(),
+            hub.clone(),
+            wake,
+            interval,
+            token.clone(),
+        )),
+        Some((kind, messages)) => tokio::spawn(broker::follow(
+            messages,
+            kind,
+            store.clone(),
+            hub.clone(),
+            interval * 5,
+            token.clone(),
+        )),
+    };
     let sweep = tokio::spawn(sweep_loop(store.clone(), retention, token.clone()));
     let state = FeedState::new(store, hub, cfg, token.clone());
     let served = server::serve(listener, state).await;
