@@ -20,11 +20,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::AuthConfig;
 use crate::batch::{AccountsConfig, BatchConfig, PurgePolicy};
 use crate::filter::FilterConfig;
 use crate::import::{IdentityConfig, ImportConfig};
 use crate::mapper::MappersConfig;
 use crate::obs::{HealthConfig, LogConfig, MetricsConfig};
+use crate::publish::PublishConfig;
 use crate::source::SourceConfig;
 use crate::store::DatabaseConfig;
 
@@ -54,6 +56,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub health: HealthConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub publish: PublishConfig,
 }
 
 /// Values given on the command line; each replaces its key after the file
@@ -181,6 +187,7 @@ impl Config {
         }
         self.metrics.listen_addr().map_err(err)?;
         self.health.validate().map_err(err)?;
+        self.publish.validate().map_err(err)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             err(format!(
                 "log.level {:?} is not a valid filter: {e}",

@@ -30,6 +30,8 @@
 //!   the guards hold between concurrent writers;
 //! - `schema.rs`: DDL and guard fragments from mapper schemas;
 //! - `imports.rs`: import states, leases and the identity cache;
+//! - `outbox.rs` / `sessions.rs`: the publish queue and its sessions
+//!   (tokens arrive sealed; this module never sees them in clear);
 //! - `cursor.rs`: the cursor contract.
 //!
 //! # Dialect
@@ -48,10 +50,12 @@ pub mod cursor;
 mod dialect;
 mod did_locks;
 mod imports;
+mod outbox;
 pub mod plan;
 mod postgres;
 mod quarantine;
 mod schema;
+mod sessions;
 mod sqlite;
 
 use std::time::Duration;
@@ -63,8 +67,10 @@ use crate::event::{AccountStatus, Cursor};
 use crate::mapper::TableSchema;
 
 pub use imports::{CachedIdentity, ImportState, ImportStatus, StatusFilter, UnknownImportStatus};
+pub use outbox::{OutboxFilter, OutboxRow, RetryTarget};
 pub use postgres::PgStore;
 pub use quarantine::{Quarantined, Rejected};
+pub use sessions::SessionRow;
 pub use sqlite::SqliteStore;
 
 /// Database settings.
@@ -143,9 +149,9 @@ pub enum StoreError {
         "stored cursor for {stream} is {value}, which is invalid; fix or delete the row in parity_cursors"
     )]
     CorruptCursor { stream: String, value: i64 },
-    /// An import page was written after another process took over the
-    /// (did, collection) lease; the page was rolled back.
-    #[error("the import lease was taken over by another process")]
+    /// An import page (or published outbox rows) was written after another
+    /// process took over the lease; the batch was rolled back.
+    #[error("the lease was taken over by another process")]
     LeaseLost,
     /// Any other database error.
     #[error("database error: {0}")]

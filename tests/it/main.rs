@@ -29,6 +29,7 @@ mod liveness;
 mod mappers;
 mod metrics;
 mod poison;
+mod publish;
 mod races;
 mod relay_scenarios;
 mod resume_after_crash;

@@ -1,0 +1,495 @@
+//! Publishing against the reference PDS (`@atproto/dev-env`, started by
+//! `testnet::refpds`): `parity auth login` with an app password, rows
+//! enqueued with the README's plain SQL, `parity publish` as a child
+//! process, and every effect checked on the PDS (getRecord/listRecords)
+//! and in parity's own tables.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use parity::auth::Sealer;
+use testnet::refpds::{Account, RefPds};
+
+use crate::common::TestDb;
+use crate::common::process::{Parity, tokio_command};
+
+const POST: &str = "app.bsky.feed.post";
+
+/// A reference network plus a parity config pointing at it.
+struct Setup {
+    net: RefPds,
+    dir: tempfile::TempDir,
+    cfg: PathBuf,
+}
+
+impl Setup {
+    async fn new(db: &TestDb) -> Setup {
+        let net = RefPds::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("parity.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[database]\nurl = \"{}\"\n\n[identity]\nplc_url = \"{}\"\nallow_private_addresses = true\n\n\
+                 [auth]\nkey_file = \"{}\"\n\n[publish]\npoll_interval_ms = 50\n\n[metrics]\naddr = \"off\"\n",
+                db.url,
+                net.plc,
+                dir.path().join("auth.key").display()
+            ),
+        )
+        .unwrap();
+        Setup { net, dir, cfg }
+    }
+
+    fn cfg(&self) -> &str {
+        self.cfg.to_str().unwrap()
+    }
+
+    /// Runs the binary to completion; returns (success, stdout, stderr).
+    async fn parity(&self, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+        let out = tokio_command()
+            .args(["--config", self.cfg()])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    async fn login(&self, account: &Account, app_password: &str) -> String {
+        let (ok, out, err) = self
+            .parity(
+                &["auth", "login", &account.did],
+                &[("PARITY_APP_PASSWORD", app_password)],
+            )
+            .await;
+        assert!(ok, "auth login failed: {out}{err}");
+        assert!(!out.contains(app_password) && !err.contains(app_password));
+        out
+    }
+
+    fn publish(&self) -> Parity {
+        Parity::spawn(&["--config", self.cfg(), "publish"])
+    }
+
+    fn sealer(&self) -> Sealer {
+        let hex = std::fs::read_to_string(self.dir.path().join("auth.key")).unwrap();
+        Sealer::load(
+            Some(hex.trim()),
+            std::path::Path::new("/nonexistent"),
+            false,
+        )
+        .unwrap()
+    }
+}
+
+/// Runs SQL as the application would (one transaction per call).
+async fn exec(db: &TestDb, statements: &[String]) {
+    macro_rules! run {
+        ($pool:ty) => {{
+            let pool = <$pool>::connect(&db.url).await.unwrap();
+            let mut tx = pool.begin().await.unwrap();
+            for s in statements {
+                sqlx::query(sqlx::AssertSqlSafe(s.clone()))
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap_or_else(|e| panic!("{s}: {e}"));
+            }
+            tx.commit().await.unwrap();
+            pool.close().await;
+        }};
+    }
+    if db.is_pg() {
+        run!(sqlx::PgPool)
+    } else {
+        run!(sqlx::SqlitePool)
+    }
+}
+
+/// The README's enqueue statement.
+fn enqueue(
+    did: &str,
+    rkey: Option<&str>,
+    op: &str,
+    record: Option<&str>,
+    swap: Option<&str>,
+) -> String {
+    let q = |v: Option<&str>| {
+        v.map_or("NULL".to_owned(), |s| {
+            format!("'{}'", s.replace('\'', "''"))
+        })
+    };
+    format!(
+        "INSERT INTO parity_outbox (did, collection, rkey, op, record, swap_cid) VALUES ('{did}', '{POST}', {}, '{op}', {}, {})",
+        q(rkey),
+        q(record),
+        q(swap)
+    )
+}
+
+fn post(text: &str) -> String {
+    serde_json::json!({"$type": POST, "text": text, "createdAt": "2026-12-01T10:00:00.000Z"})
+        .to_string()
+}
+
+async fn count(db: &TestDb, sql: &str) -> i64 {
+    db.scalar(sql).await.unwrap_or_default().parse().unwrap()
+}
+
+/// Waits (50 ms polls, 90 s at most) until `sql` counts `want`.
+async fn wait_count(db: &TestDb, sql: &str, want: i64, publisher: &Parity) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let n = count(db, sql).await;
+        if n == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out: {sql} is {n}, want {want}; outbox: {:?}\nlog:\n{}",
+            db.rows("parity_outbox", &["id", "status", "attempts", "error"])
+                .await,
+            publisher
+                .lines()
+                .iter()
+                .filter(|l| !l.contains("\"Published.\""))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn creates_updates_deletes_across_two_dids(db: TestDb) {
+    let s = Setup::new(&db).await;
+    let alice = s.net.create_account("alice").await;
+    let bob = s.net.create_account("bob").await;
+    let alice_pw = s.net.create_app_password(&alice, "parity").await;
+    let bob_pw = s.net.create_app_password(&bob, "parity").await;
+    let out = s.login(&alice, &alice_pw).await;
+    assert!(out.contains(&alice.did), "{out}");
+    s.login(&bob, &bob_pw).await;
+
+    // Sessions are stored sealed: no JWT (base64url of '{"') in clear.
+    let tokens = db
+        .rows(
+            "parity_sessions",
+            &["did", "access_token", "refresh_token", "state"],
+        )
+        .await;
+    assert_eq!(tokens.len(), 2);
+    for t in &tokens {
+        assert_eq!(t[3].as_deref(), Some("active"));
+        for tok in [&t[1], &t[2]] {
+            let tok = tok.as_deref().unwrap();
+            assert!(tok.starts_with("v1:") && !tok.contains("eyJ"), "{tok}");
+        }
+    }
+
+    // 250 creates for alice (TIDs assigned by parity), two for bob.
+    let mut sql: Vec<String> = (0..250)
+        .map(|i| {
+            enqueue(
+                &alice.did,
+                None,
+                "create",
+                Some(&post(&format!("alice {i}"))),
+                None,
+            )
+        })
+        .collect();
+    sql.push(enqueue(
+        &bob.did,
+        Some("3kbobbbbbbbb2"),
+        "create",
+        Some(&post("bob one")),
+        None,
+    ));
+    sql.push(enqueue(
+        &bob.did,
+        Some("3kbobbbbbbbc2"),
+        "create",
+        Some(&post("bob two")),
+        None,
+    ));
+    exec(&db, &sql).await;
+
+    let publisher = s.publish();
+    wait_count(
+        &db,
+        "SELECT CAST(COUNT(*) AS TEXT) FROM parity_outbox WHERE status = 'published'",
+        252,
+        &publisher,
+    )
+    .await;
+
+    let on_pds = s.net.list_records(&alice.did, POST).await;
+    assert_eq!(on_pds.len(), 250);
+    // 250 writes of one DID: two applyWrites calls, so two commits.
+    let revs = count(
+        &db,
+        &format!(
+            "SELECT CAST(COUNT(DISTINCT rev) AS TEXT) FROM parity_outbox WHERE did = '{}'",
+            alice.did
+        ),
+    )
+    .await;
+    assert_eq!(revs, 2);
+    // Written back at once, at the commit's rev, with the PDS's CID.
+    let local = count(
+        &db,
+        &format!(
+            "SELECT CAST(COUNT(*) AS TEXT) FROM posts WHERE did = '{}'",
+            alice.did
+        ),
+    )
+    .await;
+    assert_eq!(local, 250);
+    let mismatched = count(
+        &db,
+        "SELECT CAST(COUNT(*) AS TEXT) FROM parity_outbox o JOIN posts p ON p.uri = o.uri \
+         WHERE p.cid <> o.cid OR p.rev <> o.rev",
+    )
+    .await;
+    assert_eq!(mismatched, 0);
+    let bob_one = s
+        .net
+        .get_record(&bob.did, POST, "3kbobbbbbbbb2")
+        .await
+        .unwrap();
+    assert_eq!(bob_one["value"]["text"], "bob one");
+    let first_cid = bob_one["cid"].as_str().unwrap().to_owned();
+
+    // An update and a delete for bob, and a compare-and-swap on a stale CID.
+    let alice_rkey = db
+        .scalar(&format!(
+            "SELECT rkey FROM parity_outbox WHERE did = '{}' ORDER BY id LIMIT 1",
+            alice.did
+        ))
+        .await
+        .unwrap();
+    exec(
+        &db,
+        &[
+            enqueue(
+                &bob.did,
+                Some("3kbobbbbbbbb2"),
+                "update",
+                Some(&post("bob one, edited")),
+                None,
+            ),
+            enqueue(&bob.did, Some("3kbobbbbbbbc2"), "delete", None, None),
+            enqueue(
+                &alice.did,
+                Some(&alice_rkey),
+                "update",
+                Some(&post("stale")),
+                Some(&first_cid),
+            ),
+        ],
+    )
+    .await;
+    wait_count(
+        &db,
+        "SELECT CAST(COUNT(*) AS TEXT) FROM parity_outbox WHERE status IN ('pending', 'in_flight')",
+        0,
+        &publisher,
+    )
+    .await;
+    let lines = publisher.stop();
+
+    let edited = s
+        .net
+        .get_record(&bob.did, POST, "3kbobbbbbbbb2")
+        .await
+        .unwrap();
+    assert_eq!(edited["value"]["text"], "bob one, edited");
+    assert!(
+        s.net
+            .get_record(&bob.did, POST, "3kbobbbbbbbc2")
+            .await
+            .is_none()
+    );
+    let local_text = db
+        .scalar(&format!(
+            "SELECT text FROM posts WHERE did = '{}' AND rkey = '3kbobbbbbbbb2'",
+            bob.did
+        ))
+        .await;
+    assert_eq!(local_text.as_deref(), Some("bob one, edited"));
+    assert_eq!(
+        count(
+            &db,
+            &format!(
+                "SELECT CAST(COUNT(*) AS TEXT) FROM posts WHERE did = '{}'",
+                bob.did
+            )
+        )
+        .await,
+        1
+    );
+    let conflict = db
+        .rows("parity_outbox", &["id", "status", "error"])
+        .await
+        .into_iter()
+        .find(|r| r[1].as_deref() == Some("conflict"))
+        .expect("the stale swap is a conflict");
+    assert!(
+        conflict[2].as_deref().unwrap().contains("InvalidSwap"),
+        "{conflict:?}"
+    );
+    let alice_first = s
+        .net
+        .get_record(&alice.did, POST, &alice_rkey)
+        .await
+        .unwrap();
+    assert_eq!(alice_first["value"]["text"], "alice 0");
+
+    // One log line per published / unpublished row, naming its URI; no
+    // secret in any line.
+    let uri = |did: &str, rkey: &str| format!("at://{did}/{POST}/{rkey}");
+    let has = |msg: &str, u: &str| {
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("\"message\":\"{msg}\"")) && l.contains(u))
+    };
+    assert!(has("Published.", &uri(&bob.did, "3kbobbbbbbbb2")));
+    assert!(has("Unpublished.", &uri(&bob.did, "3kbobbbbbbbc2")));
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("\"message\":\"Published.\""))
+            .count(),
+        253
+    );
+    for l in &lines {
+        assert!(
+            !l.contains("eyJ") && !l.contains(&alice_pw) && !l.contains(&bob_pw),
+            "{l}"
+        );
+    }
+
+    // outbox status: the summary line, then JSON rows.
+    let (ok, out, _) = s.parity(&["outbox", "status"], &[]).await;
+    assert!(ok);
+    let summary = out.lines().next().unwrap();
+    assert!(
+        summary.contains("published: 254") && summary.contains("conflict: 1"),
+        "{summary}"
+    );
+    let (ok, out, _) = s
+        .parity(&["outbox", "status", &bob.did, "--json"], &[])
+        .await;
+    assert!(ok);
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 4);
+    for key in [
+        "id",
+        "did",
+        "collection",
+        "rkey",
+        "op",
+        "status",
+        "attempts",
+        "uri",
+        "cid",
+        "rev",
+        "error",
+    ] {
+        assert!(rows[0].get(key).is_some(), "{key} missing in {}", rows[0]);
+    }
+}
+
+backend_tests!(publish_creates_updates_deletes, |db| {
+    creates_updates_deletes_across_two_dids(db)
+});
+
+async fn revoked_session_waits_for_login(db: TestDb) {
+    let s = Setup::new(&db).await;
+    let alice = s.net.create_account("alice").await;
+    let first = s.net.create_app_password(&alice, "first").await;
+    s.login(&alice, &first).await;
+
+    // Revoking the app password ends its refresh tokens; its access token
+    // lives on (stateless JWT), so the stored one is replaced by one the
+    // PDS refuses, which makes the worker refresh, as an expired one would.
+    s.net.revoke_app_password(&alice, "first").await;
+    let bad = s.sealer().seal(&alice.did, "access_token", "not.a.jwt");
+    exec(
+        &db,
+        &[format!(
+            "UPDATE parity_sessions SET access_token = '{bad}' WHERE did = '{}'",
+            alice.did
+        )],
+    )
+    .await;
+    let sql: Vec<String> = (0..3)
+        .map(|i| {
+            enqueue(
+                &alice.did,
+                None,
+                "create",
+                Some(&post(&format!("after revoke {i}"))),
+                None,
+            )
+        })
+        .collect();
+    exec(&db, &sql).await;
+
+    let publisher = s.publish();
+    wait_count(
+        &db,
+        "SELECT CAST(COUNT(*) AS TEXT) FROM parity_outbox WHERE status = 'pending_auth'",
+        3,
+        &publisher,
+    )
+    .await;
+    // Auth failures spend no attempts.
+    assert_eq!(
+        count(&db, "SELECT CAST(MAX(attempts) AS TEXT) FROM parity_outbox").await,
+        0
+    );
+    let (ok, out, _) = s.parity(&["auth", "list"], &[]).await;
+    assert!(
+        ok && out.contains(&alice.did) && out.contains("expired"),
+        "{out}"
+    );
+    assert!(s.net.list_records(&alice.did, POST).await.is_empty());
+
+    // A new login resumes the rows in the running publisher; nothing else.
+    let second = s.net.create_app_password(&alice, "second").await;
+    let out = s.login(&alice, &second).await;
+    assert!(out.contains("3 outbox rows"), "{out}");
+    wait_count(
+        &db,
+        "SELECT CAST(COUNT(*) AS TEXT) FROM parity_outbox WHERE status = 'published'",
+        3,
+        &publisher,
+    )
+    .await;
+    let lines = publisher.stop();
+    assert_eq!(s.net.list_records(&alice.did, POST).await.len(), 3);
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l.contains("Publish waits for a login (pending_auth)."))
+            .count()
+            == 3
+    );
+    let (ok, out, _) = s.parity(&["auth", "list"], &[]).await;
+    assert!(ok && out.contains("active"), "{out}");
+}
+
+backend_tests!(revoked_app_password_pending_auth_then_login, |db| {
+    revoked_session_waits_for_login(db)
+});
