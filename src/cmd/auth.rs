@@ -59,8 +59,7 @@ pub fn client(cfg: &Config) -> Result<Client, Error> {
     let policy = Policy {
         allow_private: cfg.identity.allow_private_addresses,
     };
-    Client::new(policy, Duration::from_secs(cfg.publish.timeout_seconds))
-        .map_err(|e| Error::Internal(e))
+    Client::new(policy, Duration::from_secs(cfg.publish.timeout_seconds)).map_err(Error::Internal)
 }
 
 fn runtime(msg: impl Into<String>) -> Error {
