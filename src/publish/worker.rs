@@ -258,6 +258,13 @@ impl Worker {
                 Err(PublishError::Store(e)) if e.is_transient() => {
                     tracing::warn!(error = %e, "Database busy while publishing; the lease expires and the rows are retried.");
                 }
+                Err(PublishError::Store(StoreError::LeaseLost)) => {
+                    // Another worker holds the DID now (our lease expired
+                    // mid-call); its retries cannot duplicate a record.
+                    tracing::warn!(
+                        "Outbox lease lost while writing back; the new holder finishes these rows."
+                    );
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -318,9 +325,20 @@ impl Worker {
         }
         let units = units(&rows);
         let mut queue: std::collections::VecDeque<Unit<'_>> = units.into();
+        let lease = chrono::Duration::seconds(self.cfg.lease_seconds as i64);
         while let Some(unit) = queue.pop_front() {
             if token.is_cancelled() {
                 return Ok(()); // the rest is released by the task
+            }
+            // Each call starts with a whole lease; a claim of many calls
+            // outlives the first one.
+            if !self
+                .store
+                .renew_outbox_lease(&did_text, owner, Utc::now() + lease)
+                .await?
+            {
+                tracing::warn!(did = %did_text, "Outbox lease taken over by another worker; leaving this DID to it.");
+                return Ok(());
             }
             match self.call_with_auth(&did, &mut live, &unit).await {
                 Ok(written) => self.write_back(&did, owner, &written).await?,

@@ -155,6 +155,25 @@ impl Store {
             > 0)
     }
 
+    /// Extends the lease of `owner`'s in-flight rows of `did` to `until`;
+    /// `false` when none is ours any more (another process took them over
+    /// after the lease expired).
+    pub async fn renew_outbox_lease(
+        &self,
+        did: &str,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .execute(
+                "UPDATE parity_outbox SET lease_expires_at = $3::timestamptz \
+                 WHERE did = $1 AND lease_owner = $2 AND status = 'in_flight'",
+                vec![did.into(), owner.into(), timestamp_text(&until).into()],
+            )
+            .await?
+            > 0)
+    }
+
     /// Puts claimed rows back to `pending`, due at `next_at`, with a reason
     /// (a transient failure); the attempt stays counted.
     pub async fn retry_outbox_later(

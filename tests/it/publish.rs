@@ -24,6 +24,11 @@ struct Setup {
 
 impl Setup {
     async fn new(db: &TestDb) -> Setup {
+        Setup::with(db, "").await
+    }
+
+    /// With extra `[publish]` keys.
+    async fn with(db: &TestDb, publish: &str) -> Setup {
         let net = RefPds::start().await;
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("parity.toml");
@@ -31,7 +36,7 @@ impl Setup {
             &cfg,
             format!(
                 "[database]\nurl = \"{}\"\n\n[identity]\nplc_url = \"{}\"\nallow_private_addresses = true\n\n\
-                 [auth]\nkey_file = \"{}\"\n\n[publish]\npoll_interval_ms = 50\n\n[metrics]\naddr = \"off\"\n",
+                 [auth]\nkey_file = \"{}\"\n\n[publish]\npoll_interval_ms = 50\n{publish}\n\n[metrics]\naddr = \"off\"\n",
                 db.url,
                 net.plc,
                 dir.path().join("auth.key").display()
@@ -131,6 +136,16 @@ fn enqueue(
         q(record),
         q(swap)
     )
+}
+
+/// A valid TID record key, distinct per `i` (`3kzz` + 9 base32 digits).
+fn tid(i: u64) -> String {
+    const A: &[u8] = b"234567abcdefghijklmnopqrstuvwxyz";
+    let digits: String = (0..9)
+        .rev()
+        .map(|k| A[((i >> (k * 5)) & 31) as usize] as char)
+        .collect();
+    format!("3kzz{digits}")
 }
 
 fn post(text: &str) -> String {
@@ -493,3 +508,243 @@ async fn revoked_session_waits_for_login(db: TestDb) {
 backend_tests!(revoked_app_password_pending_auth_then_login, |db| {
     revoked_session_waits_for_login(db)
 });
+
+/// Every row of `did` is on the PDS exactly once, at its stored rkey, with
+/// its text; nothing else is there.
+async fn assert_exactly_once(s: &Setup, db: &TestDb, did: &str, n: usize) {
+    let on_pds = s.net.list_records(did, POST).await;
+    assert_eq!(on_pds.len(), n, "records on the PDS");
+    let rows = db
+        .query_text(
+            format!("SELECT rkey, cid, CAST(record AS TEXT) FROM parity_outbox WHERE did = '{did}' AND status = 'published' ORDER BY id"),
+            3,
+        )
+        .await;
+    assert_eq!(rows.len(), n, "published rows");
+    for r in rows {
+        let rkey = r[0].clone().unwrap();
+        let uri = format!("at://{did}/{POST}/{rkey}");
+        let rec = on_pds
+            .iter()
+            .find(|v| v["uri"] == uri.as_str())
+            .unwrap_or_else(|| panic!("{uri} not on the PDS"));
+        assert_eq!(rec["cid"].as_str(), r[1].as_deref(), "{uri}");
+        let want: serde_json::Value = serde_json::from_str(r[2].as_deref().unwrap()).unwrap();
+        assert_eq!(rec["value"]["text"], want["text"]);
+    }
+}
+
+/// The state a crash leaves after the PDS applied a batch but before parity
+/// stored the answer: rows in flight with their rkeys, an expired lease,
+/// one attempt spent, and the records already on the PDS. The next
+/// publisher retries them as puts that must not overwrite: each ends
+/// published once, with the CID the PDS has, and no call fails.
+async fn lost_answers_are_published_once(db: TestDb) {
+    let s = Setup::new(&db).await;
+    let alice = s.net.create_account("alice").await;
+    let pw = s.net.create_app_password(&alice, "parity").await;
+    s.login(&alice, &pw).await;
+    let rkeys: Vec<String> = (0..5).map(tid).collect();
+    let mut sql = Vec::new();
+    for (i, k) in rkeys.iter().enumerate() {
+        sql.push(enqueue(
+            &alice.did,
+            Some(k),
+            "create",
+            Some(&post(&format!("crash {i}"))),
+            None,
+        ));
+    }
+    // The first three reached the PDS; the last two did not.
+    sql.push(format!(
+        "UPDATE parity_outbox SET status = 'in_flight', attempts = 1, lease_owner = 'dead/0', \
+         lease_expires_at = {} WHERE did = '{}'",
+        if db.is_pg() {
+            "now() - interval '1 minute'"
+        } else {
+            "'2000-01-01T00:00:00.000000Z'"
+        },
+        alice.did
+    ));
+    exec(&db, &sql).await;
+    let writes: Vec<serde_json::Value> = (0..3)
+        .map(|i| {
+            serde_json::json!({"$type": "com.atproto.repo.applyWrites#create", "collection": POST,
+                "rkey": rkeys[i], "value": serde_json::from_str::<serde_json::Value>(&post(&format!("crash {i}"))).unwrap()})
+        })
+        .collect();
+    let applied = s
+        .net
+        .apply_writes(&alice, serde_json::Value::Array(writes))
+        .await;
+    let applied_rev = applied["commit"]["rev"].as_str().unwrap().to_owned();
+
+    let publisher = s.publish();
+    wait_count(
+        &db,
+        "SELECT CAST(COUNT(*) AS TEXT) FROM parity_outbox WHERE status = 'published'",
+        5,
+        &publisher,
+    )
+    .await;
+    let lines = publisher.stop();
+    assert!(
+        !lines.iter().any(|l| l.contains("Publish failed.")),
+        "{lines:?}"
+    );
+    assert_exactly_once(&s, &db, &alice.did, 5).await;
+    // A record the PDS already had keeps the rev of a commit at or after
+    // the one that wrote it, and is written back locally.
+    let rev0 = db
+        .scalar(&format!(
+            "SELECT rev FROM parity_outbox WHERE rkey = '{}'",
+            rkeys[0]
+        ))
+        .await
+        .unwrap();
+    assert!(rev0 >= applied_rev, "{rev0} < {applied_rev}");
+    assert_eq!(
+        count(
+            &db,
+            &format!(
+                "SELECT CAST(COUNT(*) AS TEXT) FROM posts WHERE did = '{}'",
+                alice.did
+            )
+        )
+        .await,
+        5
+    );
+}
+
+backend_tests!(publish_after_lost_answers_exactly_once, |db| {
+    lost_answers_are_published_once(db)
+});
+
+/// `kill -9` of `parity publish` while it works through 600 rows of one
+/// account, then a new publisher (the dead one's lease expires after
+/// `lease_seconds`): every row ends published exactly once.
+async fn killed_publisher_leaves_no_duplicates(db: TestDb) {
+    let s = Setup::with(&db, "lease_seconds = 5").await;
+    let alice = s.net.create_account("alice").await;
+    let pw = s.net.create_app_password(&alice, "parity").await;
+    s.login(&alice, &pw).await;
+    let sql: Vec<String> = (0..600)
+        .map(|i| {
+            enqueue(
+                &alice.did,
+                None,
+                "create",
+                Some(&post(&format!("kill {i}"))),
+                None,
+            )
+        })
+        .collect();
+    exec(&db, &sql).await;
+
+    let mut first = s.publish();
+    // Killed right after its first batch is written back: the next batch
+    // is claimed or in flight.
+    first.wait_log("Published.").await;
+    first.kill9();
+    let in_flight = count(
+        &db,
+        "SELECT CAST(COUNT(*) AS TEXT) FROM parity_outbox WHERE status <> 'published'",
+    )
+    .await;
+    assert!(in_flight > 0, "the kill came after the last batch");
+
+    let second = s.publish();
+    wait_count(
+        &db,
+        "SELECT CAST(COUNT(*) AS TEXT) FROM parity_outbox WHERE status = 'published'",
+        600,
+        &second,
+    )
+    .await;
+    second.stop();
+    assert_exactly_once(&s, &db, &alice.did, 600).await;
+}
+
+backend_tests!(publish_killed_mid_batch_exactly_once, |db| {
+    killed_publisher_leaves_no_duplicates(db)
+});
+
+/// Two `parity publish` processes on one PostgreSQL outbox: every row is
+/// published once, and each DID's rows were applied in id order (their
+/// commit revs never go down), so no DID was worked on by both at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_publishers_share_one_postgres_outbox() {
+    let db = TestDb::postgres("two_publishers").await;
+    let s = Setup::with(&db, "concurrency = 2").await;
+    let mut accounts = Vec::new();
+    for name in ["ann", "ben", "cat", "dan"] {
+        let a = s.net.create_account(name).await;
+        let pw = s.net.create_app_password(&a, "parity").await;
+        s.login(&a, &pw).await;
+        accounts.push(a);
+    }
+    // Interleaved ids across DIDs, with updates of earlier rows in between
+    // so that order matters.
+    let mut sql = Vec::new();
+    for i in 0..60 {
+        for a in &accounts {
+            let rkey = tid(i);
+            sql.push(enqueue(
+                &a.did,
+                Some(&rkey),
+                "create",
+                Some(&post(&format!("{} v1", a.handle))),
+                None,
+            ));
+            sql.push(enqueue(
+                &a.did,
+                Some(&rkey),
+                "update",
+                Some(&post(&format!("{} {i} v2", a.handle))),
+                None,
+            ));
+        }
+    }
+    exec(&db, &sql).await;
+    let p1 = s.publish();
+    let p2 = s.publish();
+    wait_count(
+        &db,
+        "SELECT CAST(COUNT(*) AS TEXT) FROM parity_outbox WHERE status = 'published'",
+        480,
+        &p1,
+    )
+    .await;
+    let l1 = p1.stop();
+    let l2 = p2.stop();
+    let published = |l: &[String]| {
+        l.iter()
+            .filter(|x| x.contains("\"message\":\"Published.\""))
+            .count()
+    };
+    assert_eq!(published(&l1) + published(&l2), 480);
+    for a in &accounts {
+        let revs = db
+            .query_text(
+                format!(
+                    "SELECT rev FROM parity_outbox WHERE did = '{}' ORDER BY id",
+                    a.did
+                ),
+                1,
+            )
+            .await;
+        let revs: Vec<String> = revs.into_iter().map(|r| r[0].clone().unwrap()).collect();
+        assert!(
+            revs.windows(2).all(|w| w[0] <= w[1]),
+            "{}: revs out of order",
+            a.did
+        );
+        let on_pds = s.net.list_records(&a.did, POST).await;
+        assert_eq!(on_pds.len(), 60);
+        assert!(
+            on_pds
+                .iter()
+                .all(|r| r["value"]["text"].as_str().unwrap().ends_with("v2"))
+        );
+    }
+}
