@@ -374,7 +374,7 @@ impl Worker {
                     let rest = rest_ids(&unit, &queue);
                     let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
                     self.store
-                        .retry_outbox_later(&rest, owner, "rate limited by the PDS", next)
+                        .retry_outbox_later(&rest, owner, "rate limited by the PDS", next, true)
                         .await?;
                     tracing::warn!(did = %did_text, wait_s = wait.as_secs(), "PDS rate limit: pausing this DID.");
                     return Ok(());
@@ -417,7 +417,7 @@ impl Worker {
             .collect();
         let next = Utc::now() + chrono::Duration::from_std(backoff(attempts)).unwrap_or_default();
         self.store
-            .retry_outbox_later(&again, owner, error, next)
+            .retry_outbox_later(&again, owner, error, next, false)
             .await?;
         tracing::warn!(
             rows = again.len(),

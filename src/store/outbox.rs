@@ -174,19 +174,21 @@ impl Store {
             > 0)
     }
 
-    /// Puts claimed rows back to `pending`, due at `next_at`, with a reason
-    /// (a transient failure); the attempt stays counted.
+    /// Puts claimed rows back to `pending`, due at `next_at`, with a reason.
+    /// A transient failure keeps the attempt counted (the write may have
+    /// been applied); with `refund` (a 429: it was not) it is given back.
     pub async fn retry_outbox_later(
         &self,
         ids: &[i64],
         owner: &str,
         error: &str,
         next_at: DateTime<Utc>,
+        refund: bool,
     ) -> Result<(), StoreError> {
         for id in ids {
             self.execute(
                 "UPDATE parity_outbox SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
-                 error = $3, next_attempt_at = $4::timestamptz, updated_at = $5::timestamptz \
+                 attempts = attempts - $6, error = $3, next_attempt_at = $4::timestamptz, updated_at = $5::timestamptz \
                  WHERE id = $1 AND lease_owner = $2 AND status = 'in_flight'",
                 vec![
                     (*id).into(),
@@ -194,6 +196,7 @@ impl Store {
                     error.into(),
                     timestamp_text(&next_at).into(),
                     now_text().into(),
+                    i64::from(refund).into(),
                 ],
             )
             .await?;

@@ -30,6 +30,7 @@ mod mappers;
 mod metrics;
 mod poison;
 mod publish;
+mod publish_faults;
 mod publish_sql;
 mod races;
 mod relay_scenarios;
