@@ -748,3 +748,85 @@ async fn two_publishers_share_one_postgres_outbox() {
         );
     }
 }
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// The benchmark in BENCHMARKS.md ("Publishing"): 2,000 creates through
+/// the reference PDS for 1 DID and for 20 DIDs, parity's rows/s and CPU
+/// per 1,000 rows, against a baseline measured in the same run: the same
+/// writes sent straight to the PDS in 200-write applyWrites calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: cargo test --test it -- --ignored publish::publish_benchmark --nocapture"]
+async fn publish_benchmark() {
+    const ROWS: usize = 2000;
+    for dids in [1usize, 20] {
+        let db = TestDb::sqlite();
+        let s = Setup::new(&db).await;
+        let mut accounts = Vec::new();
+        for i in 0..dids {
+            let a = s.net.create_account(&format!("bench{i}")).await;
+            let pw = s.net.create_app_password(&a, "parity").await;
+            s.login(&a, &pw).await;
+            accounts.push(a);
+        }
+        let per = ROWS / dids;
+        // Baseline: the PDS alone, same writes, one client.
+        let t = std::time::Instant::now();
+        for a in &accounts {
+            for chunk in 0..per.div_ceil(200) {
+                let n = (per - chunk * 200).min(200);
+                let writes: Vec<serde_json::Value> = (0..n)
+                    .map(|i| serde_json::json!({"$type": "com.atproto.repo.applyWrites#create", "collection": POST,
+                        "value": serde_json::from_str::<serde_json::Value>(&post(&format!("base {i}"))).unwrap()}))
+                    .collect();
+                s.net
+                    .apply_writes(a, serde_json::Value::Array(writes))
+                    .await;
+            }
+        }
+        let base = ROWS as f64 / t.elapsed().as_secs_f64();
+
+        let mut sql = Vec::new();
+        for a in &accounts {
+            for i in 0..per {
+                sql.push(enqueue(
+                    &a.did,
+                    None,
+                    "create",
+                    Some(&post(&format!("bench {i}"))),
+                    None,
+                ));
+            }
+        }
+        exec(&db, &sql).await;
+        let publisher = s.publish();
+        let t = std::time::Instant::now();
+        let cpu0 = cpu_seconds(publisher.pid());
+        wait_count(
+            &db,
+            "SELECT CAST(COUNT(*) AS TEXT) FROM parity_outbox WHERE status = 'published'",
+            ROWS as i64,
+            &publisher,
+        )
+        .await;
+        let secs = t.elapsed().as_secs_f64();
+        let cpu = cpu_seconds(publisher.pid()) - cpu0;
+        publisher.stop();
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap();
+        println!(
+            "publish bench: {dids} DIDs, {ROWS} creates: parity {:.0} rows/s, PDS alone {:.0} rows/s (ratio {:.2}), \
+             parity CPU {:.0} ms per 1,000 rows; load {}",
+            ROWS as f64 / secs,
+            base,
+            (ROWS as f64 / secs) / base,
+            cpu * 1000.0 / (ROWS as f64 / 1000.0),
+            load.trim()
+        );
+    }
+}

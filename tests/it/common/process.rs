@@ -131,6 +131,11 @@ impl Parity {
             .expect("addr is IP:PORT")
     }
 
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL (`kill -9`): no shutdown code runs; waits for the exit.
     pub fn kill9(mut self) -> Vec<String> {
         self.child.kill().unwrap();
