@@ -103,8 +103,9 @@ impl Consumer {
             let pcfg = cfg.clone();
             let registry = Arc::new(Registry::from_config(&cfg.mappers, &self.custom)?);
             let t = token.clone();
+            let obs = self.obs.clone();
             Some(tokio::spawn(async move {
-                crate::cmd::publish::run_until(&pcfg, registry, t).await
+                crate::cmd::publish::run_until(&pcfg, registry, Some((obs, false)), t).await
             }))
         } else {
             None

@@ -11,6 +11,7 @@ use crate::batch::PurgePolicy;
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
 use crate::mapper::Registry;
+use crate::obs::Obs;
 use crate::publish::session::Sessions;
 use crate::publish::worker::Worker;
 use crate::store::Store;
@@ -21,7 +22,11 @@ pub struct PublishOptions {}
 
 /// A worker over its own store connection (migrated, mapper tables
 /// prepared), with this process's unique lease owner.
-pub async fn worker(cfg: &Config, registry: Arc<Registry>) -> Result<Worker, Error> {
+pub async fn worker(
+    cfg: &Config,
+    registry: Arc<Registry>,
+    obs: Option<(Arc<Obs>, bool)>,
+) -> Result<Worker, Error> {
     let sealer = super::auth::sealer(cfg, false)?;
     let client = super::auth::client(cfg)?;
     let mut store = Store::connect(&cfg.database).await?;
@@ -41,6 +46,9 @@ pub async fn worker(cfg: &Config, registry: Arc<Registry>) -> Result<Worker, Err
         client,
         cfg: cfg.publish.clone(),
         owner,
+        owns_progress: obs.as_ref().is_some_and(|(_, own)| *own),
+        obs: obs.map(|(o, _)| o),
+        max_outbox_age: std::time::Duration::from_secs(cfg.health.max_outbox_age),
     })
 }
 
@@ -57,12 +65,15 @@ fn hostname() -> String {
 }
 
 /// Runs the worker until `token` is cancelled.
+/// Runs the worker until `token` is cancelled. `obs`: the health the
+/// worker reports to, and whether the worker owns its progress.
 pub async fn run_until(
     cfg: &Config,
     registry: Arc<Registry>,
+    obs: Option<(Arc<Obs>, bool)>,
     token: CancellationToken,
 ) -> Result<(), Error> {
-    let w = worker(cfg, registry).await?;
+    let w = worker(cfg, registry, obs).await?;
     let store = w.store.clone();
     let r = w.run(token).await;
     store.close().await;
@@ -72,6 +83,28 @@ pub async fn run_until(
 pub async fn run(cfg: Config, _opts: PublishOptions) -> Result<ExitCode, Error> {
     let token = crate::shutdown::on_signals();
     let registry = Arc::new(Registry::from_config(&cfg.mappers, &[])?);
-    run_until(&cfg, registry, token).await?;
+    // /metrics and /health like the other commands (metrics.addr).
+    let addr = cfg.metrics.listen_addr().map_err(ConfigError)?;
+    if addr.is_some() {
+        crate::obs::install();
+    }
+    let obs = Arc::new(Obs::new(std::time::Duration::from_secs(
+        cfg.health.max_stale,
+    )));
+    let server = match addr {
+        Some(a) => Some(
+            crate::obs::serve(a, obs.clone(), token.clone())
+                .await
+                .map_err(Error::Serve)?,
+        ),
+        None => None,
+    };
+    obs.mark_ready();
+    let result = run_until(&cfg, registry, Some((obs, true)), token.clone()).await;
+    token.cancel();
+    if let Some(s) = server {
+        s.close().await;
+    }
+    result?;
     Ok(ExitCode::SUCCESS)
 }

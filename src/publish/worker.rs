@@ -58,6 +58,15 @@ pub struct Worker {
     pub cfg: PublishConfig,
     /// Unique per process; task `i` leases as `<owner>/<i>`.
     pub owner: String,
+    /// Health of the process serving `/health` (the publish command's, or
+    /// consume's when `[publish] enabled`): progress and a stuck outbox.
+    pub obs: Option<Arc<crate::obs::Obs>>,
+    /// `health.max_outbox_age`.
+    pub max_outbox_age: Duration,
+    /// The worker is the process's only work (`parity publish`): a working
+    /// outbox is its progress for `/health`. Inside `consume` the stream
+    /// owns progress, so a stale stream is never hidden by the worker.
+    pub owns_progress: bool,
 }
 
 /// Why the worker stopped without being asked.
@@ -223,6 +232,19 @@ impl Worker {
                 for (status, n) in counts {
                     metrics::gauge!(names::PUBLISH_OUTBOX, "status" => status).set(n as f64);
                 }
+                if self.owns_progress
+                    && let Some(obs) = &self.obs
+                {
+                    obs.touch();
+                }
+            }
+            if let Some(obs) = &self.obs
+                && let Ok(oldest) = self.store.oldest_open_outbox().await
+            {
+                let age = oldest
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                    .and_then(|t| (Utc::now() - t.with_timezone(&Utc)).to_std().ok());
+                obs.set_outbox_stuck(age.is_some_and(|a| a > self.max_outbox_age));
             }
             tokio::select! {
                 _ = token.cancelled() => return Ok(()),

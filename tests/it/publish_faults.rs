@@ -206,3 +206,110 @@ async fn rate_limits_and_server_errors(db: TestDb) {
 backend_tests!(publish_rate_limits_and_5xx, |db| {
     rate_limits_and_server_errors(db)
 });
+
+/// `/health` of `parity publish` answers 503 `outbox_stuck` while the
+/// oldest open row is older than `health.max_outbox_age`, and 200 again
+/// once it is not; `/metrics` has the outbox gauge.
+async fn stuck_outbox_fails_health(db: TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("auth.key");
+    Sealer::load(None, &key_file, true).unwrap();
+    let store = Store::connect(&DatabaseConfig {
+        url: db.url.clone(),
+        ..DatabaseConfig::default()
+    })
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let record =
+        json!({"$type": "app.bsky.feed.post", "text": "x", "createdAt": "2026-12-01T10:00:00Z"});
+    store
+        .add_outbox(
+            GOOD,
+            "app.bsky.feed.post",
+            None,
+            "create",
+            Some(&record.to_string()),
+            None,
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    // Enqueued two hours ago and backing off for another hour: pending, not claimable.
+    let (old, later) = if db.is_pg() {
+        ("now() - interval '2 hours'", "now() + interval '1 hour'")
+    } else {
+        (
+            "strftime('%Y-%m-%dT%H:%M:%f000Z', 'now', '-2 hours')",
+            "strftime('%Y-%m-%dT%H:%M:%f000Z', 'now', '+1 hour')",
+        )
+    };
+    let pool_exec = |sql: String| {
+        let url = db.url.clone();
+        let pg = db.is_pg();
+        async move {
+            if pg {
+                let p = sqlx::PgPool::connect(&url).await.unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&p)
+                    .await
+                    .unwrap();
+            } else {
+                let p = sqlx::SqlitePool::connect(&url).await.unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&p)
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    pool_exec(format!(
+        "UPDATE parity_outbox SET created_at = {old}, next_attempt_at = {later}"
+    ))
+    .await;
+
+    let cfg = dir.path().join("parity.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[database]\nurl = \"{}\"\n[auth]\nkey_file = \"{}\"\n[health]\nmax_outbox_age = 3600\n",
+            db.url,
+            key_file.display()
+        ),
+    )
+    .unwrap();
+    let mut publisher = Parity::spawn(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "publish",
+    ]);
+    let addr = publisher.metrics_addr().await;
+    let wait_health = |want: u16| async move {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = crate::common::process::get(addr, "/health").await;
+            if status == want {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "/health stayed {status}: {body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let body = wait_health(503).await;
+    assert!(body.contains("outbox_stuck"), "{body}");
+    let metrics = crate::common::process::scrape(addr).await;
+    assert_eq!(
+        metrics.get("parity_publish_outbox", &[("status", "pending")]),
+        1.0
+    );
+    // A row enqueued now is within the limit: healthy again.
+    pool_exec("UPDATE parity_outbox SET created_at = next_attempt_at".to_owned()).await;
+    wait_health(200).await;
+    publisher.stop();
+}
+
+backend_tests!(publish_stuck_outbox_health, |db| stuck_outbox_fails_health(
+    db
+));

