@@ -830,3 +830,87 @@ async fn publish_benchmark() {
         );
     }
 }
+
+/// One process, both directions: `parity consume` with `[publish] enabled`
+/// reads the reference PDS's own firehose while publishing to it. The
+/// published rows are written back at once; their echo from the firehose
+/// changes nothing (same rev: not newer), and a record written to the PDS
+/// by someone else arrives through the stream as usual.
+async fn consume_publishes_and_echoes_change_nothing(db: TestDb) {
+    let s = Setup::new(&db).await;
+    let alice = s.net.create_account("alice").await;
+    let pw = s.net.create_app_password(&alice, "parity").await;
+    s.login(&alice, &pw).await;
+    let toml = std::fs::read_to_string(&s.cfg)
+        .unwrap()
+        .replace("[publish]\n", "[publish]\nenabled = true\n")
+        + &format!("\n[source]\nendpoints = [\"{}\"]\n", s.net.firehose_url());
+    let both = s.dir.path().join("both.toml");
+    std::fs::write(&both, toml).unwrap();
+    let mut consumer = Parity::spawn(&["--config", both.to_str().unwrap(), "consume"]);
+    consumer.wait_log("Connected.").await;
+
+    let sql: Vec<String> = (0..3)
+        .map(|i| {
+            enqueue(
+                &alice.did,
+                Some(&tid(i)),
+                "create",
+                Some(&post(&format!("both {i}"))),
+                None,
+            )
+        })
+        .chain([enqueue(
+            &alice.did,
+            Some(&tid(0)),
+            "update",
+            Some(&post("both 0 edited")),
+            None,
+        )])
+        .collect();
+    exec(&db, &sql).await;
+    wait_count(
+        &db,
+        "SELECT CAST(COUNT(*) AS TEXT) FROM parity_outbox WHERE status = 'published'",
+        4,
+        &consumer,
+    )
+    .await;
+    let cols = ["uri", "cid", "rev", "text", "synced_at"];
+    let before = db.rows("posts", &cols).await;
+    assert_eq!(before.len(), 3);
+    assert!(
+        before
+            .iter()
+            .any(|r| r[3].as_deref() == Some("both 0 edited"))
+    );
+
+    // A later record from elsewhere: once it is in, the stream has passed
+    // the echoes of the published commits.
+    s.net
+        .apply_writes(
+            &alice,
+            serde_json::json!([{"$type": "com.atproto.repo.applyWrites#create", "collection": POST,
+                "rkey": tid(99), "value": serde_json::from_str::<serde_json::Value>(&post("marker")).unwrap()}]),
+        )
+        .await;
+    wait_count(
+        &db,
+        "SELECT CAST(COUNT(*) AS TEXT) FROM posts",
+        4,
+        &consumer,
+    )
+    .await;
+    consumer.stop();
+    let after: Vec<_> = db
+        .rows("posts", &cols)
+        .await
+        .into_iter()
+        .filter(|r| r[3].as_deref() != Some("marker"))
+        .collect();
+    assert_eq!(after, before, "the echo changed published rows");
+}
+
+backend_tests!(consume_with_publish_enabled, |db| {
+    consume_publishes_and_echoes_change_nothing(db)
+});
