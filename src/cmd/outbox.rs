@@ -59,8 +59,9 @@ pub struct RetryArgs {
     pub failed: bool,
 }
 
+/// Exactly one of `--create`, `--update`, `--delete` (checked in [`add`]:
+/// a struct-level clap group would take in every field).
 #[derive(Debug, Clone, clap::Args)]
-#[group(id = "op", required = true, multiple = false)]
 pub struct AddArgs {
     #[arg(long)]
     pub did: String,
@@ -69,11 +70,11 @@ pub struct AddArgs {
     /// Record key (a create without one gets a TID when published).
     #[arg(long)]
     pub rkey: Option<String>,
-    #[arg(long, group = "op")]
+    #[arg(long)]
     pub create: bool,
-    #[arg(long, group = "op")]
+    #[arg(long)]
     pub update: bool,
-    #[arg(long, group = "op")]
+    #[arg(long)]
     pub delete: bool,
     /// The record as JSON, or @FILE to read it from a file.
     #[arg(long, value_name = "JSON|@FILE")]
@@ -180,6 +181,14 @@ async fn add(cfg: &Config, a: AddArgs) -> Result<ExitCode, Error> {
         && RecordKey::parse(k).is_none()
     {
         return Err(bad(format!("--rkey {k:?} is not a record key")));
+    }
+    if [a.create, a.update, a.delete]
+        .iter()
+        .filter(|b| **b)
+        .count()
+        != 1
+    {
+        return Err(bad("give exactly one of --create, --update, --delete"));
     }
     let op = if a.create {
         "create"

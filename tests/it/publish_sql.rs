@@ -129,3 +129,133 @@ async fn readme_trigger_example_enqueues_from_a_table() {
         ]]
     );
 }
+
+/// `parity outbox add` validates before it writes and enqueues what an
+/// INSERT would; `outbox retry` re-queues failed rows with attempts reset.
+async fn outbox_add_and_retry(db: TestDb) {
+    let run = |args: &[&str]| {
+        let out = crate::common::process::command()
+            .args(["--database-url", &db.url, "outbox"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let did = "did:plc:abc123";
+    let record = r#"{"$type":"app.bsky.feed.post","text":"hi","createdAt":"2026-12-01T10:00:00Z"}"#;
+    let (code, out, err) = run(&[
+        "add",
+        "--did",
+        did,
+        "--collection",
+        "app.bsky.feed.post",
+        "--create",
+        "--record",
+        record,
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("Enqueued outbox row 1"), "{out}");
+    // Bad input: one line, exit 2, nothing enqueued.
+    for bad in [
+        vec![
+            "add",
+            "--did",
+            did,
+            "--collection",
+            "app.bsky.feed.post",
+            "--rkey",
+            "3kabc",
+            "--create",
+            "--delete",
+        ],
+        vec![
+            "add",
+            "--did",
+            "not-a-did",
+            "--collection",
+            "app.bsky.feed.post",
+            "--create",
+            "--record",
+            record,
+        ],
+        vec![
+            "add",
+            "--did",
+            did,
+            "--collection",
+            "app.bsky.feed.post",
+            "--update",
+            "--record",
+            record,
+        ],
+        vec![
+            "add",
+            "--did",
+            did,
+            "--collection",
+            "app.bsky.feed.like",
+            "--create",
+            "--record",
+            record,
+        ],
+        vec![
+            "add",
+            "--did",
+            did,
+            "--collection",
+            "app.bsky.feed.post",
+            "--delete",
+            "--rkey",
+            "3kabc",
+            "--record",
+            record,
+        ],
+    ] {
+        let (code, _, err) = run(&bad);
+        assert_eq!(code, Some(2), "{bad:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    assert_eq!(db.count("parity_outbox").await, 1);
+    let (code, _, _) = run(&[
+        "add",
+        "--did",
+        did,
+        "--collection",
+        "app.bsky.feed.post",
+        "--rkey",
+        "3kabc",
+        "--delete",
+    ]);
+    assert_eq!(code, Some(0));
+
+    let pool_sql =
+        "UPDATE parity_outbox SET status = 'failed', attempts = 10, error = 'x' WHERE id = 1";
+    if db.is_pg() {
+        let p = sqlx::PgPool::connect(&db.url).await.unwrap();
+        sqlx::query(pool_sql).execute(&p).await.unwrap();
+    } else {
+        let p = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+        sqlx::query(pool_sql).execute(&p).await.unwrap();
+    }
+    let (_, out, _) = run(&["status", "--failed"]);
+    assert!(
+        out.starts_with(
+            "pending: 1, in_flight: 0, published: 0, pending_auth: 0, conflict: 0, failed: 1"
+        ),
+        "{out}"
+    );
+    let (code, out, _) = run(&["retry", "--failed"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("1 outbox rows queued again"), "{out}");
+    let rows = db
+        .rows("parity_outbox", &["id", "status", "attempts", "error"])
+        .await;
+    let s = |v: &str| Some(v.to_owned());
+    assert_eq!(rows[0], vec![s("1"), s("pending"), s("0"), None]);
+}
+
+backend_tests!(outbox_add_retry_commands, |db| outbox_add_and_retry(db));
