@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthConfig;
 use crate::batch::{AccountsConfig, BatchConfig, PurgePolicy};
+use crate::feed::FeedConfig;
 use crate::filter::FilterConfig;
 use crate::import::{IdentityConfig, ImportConfig};
 use crate::mapper::MappersConfig;
@@ -60,6 +61,8 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub publish: PublishConfig,
+    #[serde(default)]
+    pub feed: FeedConfig,
 }
 
 /// Values given on the command line; each replaces its key after the file
@@ -169,6 +172,7 @@ impl Config {
     /// database, section by section.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.source.validate().map_err(err)?;
+        self.database.validate().map_err(err)?;
         self.filter.collection_patterns().map_err(err)?;
         self.filter.operations().map_err(err)?;
         PurgePolicy::from_config(&self.accounts).map_err(err)?;
@@ -188,6 +192,7 @@ impl Config {
         self.metrics.listen_addr().map_err(err)?;
         self.health.validate().map_err(err)?;
         self.publish.validate().map_err(err)?;
+        self.feed.validate().map_err(err)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             err(format!(
                 "log.level {:?} is not a valid filter: {e}",

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
             Command::Auth(c) => cmd::auth::run(&cfg, c).await,
             Command::Publish(o) => cmd::publish::run(cfg, o).await,
             Command::Outbox(c) => cmd::outbox::run(&cfg, c).await,
+            Command::Serve => cmd::serve::run(cfg).await,
             Command::Config(ConfigCommand::Check) => cmd::config_check::run(&cfg).await,
             // Run above, before loading the config.
             Command::Config(ConfigCommand::Example) => Ok(ExitCode::SUCCESS),

@@ -23,3 +23,4 @@ pub mod migrate;
 pub mod outbox;
 pub mod publish;
 pub mod resume;
+pub mod serve;
