@@ -100,6 +100,8 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         PUBLISH_RATE_LIMITED,
         Kind::Counter,
         "Publish calls answered 429 by a PDS (the DID pauses for Retry-After / ratelimit-reset).",
+    ),
+    (
         FEED_CHANGES,
         Kind::Counter,
         "Row changes appended to parity_changes (the change feed), by table and op (upsert, delete).",
