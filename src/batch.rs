@@ -171,6 +171,9 @@ pub enum Checkpoint {
     Stream(Vec<(String, Cursor)>),
     /// One page of an import: its listRecords cursor and counters.
     ImportPage(ImportPage),
+    /// Outbox rows the PDS accepted: their rows move to `published` in the
+    /// same transaction as the records written back.
+    Publish(Published),
     /// One writer's share of a consumed batch when several writers commit
     /// in parallel (`database.writers` > 1): the writer's own position per
     /// stream, from which the store derives the stream's low watermark.
@@ -198,7 +201,7 @@ impl Checkpoint {
         match self {
             Checkpoint::Stream(cursors) => cursors.last().map(|(_, c)| *c),
             Checkpoint::Shard(shard) => shard.cursors.last().map(|(_, c)| *c),
-            Checkpoint::ImportPage(_) => None,
+            Checkpoint::ImportPage(_) | Checkpoint::Publish(_) => None,
         }
     }
 }
@@ -221,6 +224,29 @@ pub struct ImportPage {
     /// Set on the last page of a complete listing: remove what the repo no
     /// longer has.
     pub sweep: Option<Sweep>,
+}
+
+/// Outbox rows one publish call wrote: the batch's mutations are those
+/// records applied locally at the commit's rev, so the local tables show
+/// the change at once and the same change arriving later from the stream
+/// is stale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The lease owner that claimed the rows; refused if the lease moved.
+    pub owner: String,
+    pub rows: Vec<PublishedRow>,
+}
+
+/// One outbox row as the PDS answered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedRow {
+    /// `parity_outbox.id`.
+    pub id: i64,
+    pub uri: String,
+    /// The record's CID; `None` for a delete.
+    pub cid: Option<String>,
+    /// The commit rev that wrote it.
+    pub rev: String,
 }
 
 /// After the last page of a complete listing of one (did, collection) at

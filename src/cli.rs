@@ -12,7 +12,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::cmd::auth::AuthCommand;
 use crate::cmd::health::HealthOptions;
+use crate::cmd::outbox::OutboxCommand;
+use crate::cmd::publish::PublishOptions;
 use crate::config::Flags;
 use crate::import::{ImportOptions, ResumeOptions, StatusOptions};
 use crate::pipeline::ConsumeOptions;
@@ -42,6 +45,14 @@ pub enum Command {
     Resume(ResumeOptions),
     /// Run the database migrations and exit.
     Migrate,
+    /// Sign in as an account to publish as it (sessions stored encrypted).
+    #[command(subcommand)]
+    Auth(AuthCommand),
+    /// Publish the outbox (parity_outbox) to each account's PDS until stopped.
+    Publish(PublishOptions),
+    /// Look at and steer the publish outbox.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
     /// Check the configuration, or print the example one.
     #[command(subcommand)]
     Config(ConfigCommand),

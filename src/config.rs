@@ -20,12 +20,14 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::AuthConfig;
 use crate::batch::{AccountsConfig, BatchConfig, PurgePolicy};
 use crate::feed::FeedConfig;
 use crate::filter::FilterConfig;
 use crate::import::{IdentityConfig, ImportConfig};
 use crate::mapper::MappersConfig;
 use crate::obs::{HealthConfig, LogConfig, MetricsConfig};
+use crate::publish::PublishConfig;
 use crate::source::SourceConfig;
 use crate::store::DatabaseConfig;
 
@@ -55,6 +57,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub health: HealthConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub publish: PublishConfig,
     #[serde(default)]
     pub feed: FeedConfig,
 }
@@ -185,6 +191,7 @@ impl Config {
         }
         self.metrics.listen_addr().map_err(err)?;
         self.health.validate().map_err(err)?;
+        self.publish.validate().map_err(err)?;
         self.feed.validate().map_err(err)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             err(format!(

@@ -27,6 +27,10 @@ pub enum Error {
     Serve(#[from] ServeError),
     #[error("mapper registration: {0}")]
     Registry(#[from] RegistryError),
+    /// Publishing or signing in failed at run time (a PDS refused, the
+    /// account could not be resolved).
+    #[error("{0}")]
+    Publish(String),
     /// A pipeline task panicked or was aborted: a bug, stop loudly.
     #[error("internal error: {0}")]
     Internal(String),

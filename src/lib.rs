@@ -66,6 +66,7 @@
 //!    writer retries the same batch; the row and its cursor commit together
 //!    or not at all.
 
+pub mod auth;
 pub mod batch;
 pub mod cli;
 pub mod cmd;
@@ -79,6 +80,7 @@ pub mod mapper;
 pub mod net;
 pub mod obs;
 pub mod pipeline;
+pub mod publish;
 pub mod shutdown;
 pub mod source;
 pub mod store;

@@ -36,6 +36,9 @@ fn main() -> ExitCode {
             Command::Resume(opts) => cmd::resume::run(cfg, opts).await,
             Command::ImportStatus(opts) => cmd::import_status::run(&cfg, opts).await,
             Command::Migrate => cmd::migrate::run(&cfg).await,
+            Command::Auth(c) => cmd::auth::run(&cfg, c).await,
+            Command::Publish(o) => cmd::publish::run(cfg, o).await,
+            Command::Outbox(c) => cmd::outbox::run(&cfg, c).await,
             Command::Serve => cmd::serve::run(cfg).await,
             Command::Config(ConfigCommand::Check) => cmd::config_check::run(&cfg).await,
             // Run above, before loading the config.

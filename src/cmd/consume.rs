@@ -97,6 +97,19 @@ impl Consumer {
             .iter()
             .map(|e| Endpoint::parse(e).map_err(ConfigError))
             .collect::<Result<_, _>>()?;
+        // `[publish] enabled`: the outbox worker runs next to the pipeline
+        // on the same shutdown token (nothing of it exists otherwise).
+        let publisher = if cfg.publish.enabled {
+            let pcfg = cfg.clone();
+            let registry = Arc::new(Registry::from_config(&cfg.mappers, &self.custom)?);
+            let t = token.clone();
+            let obs = self.obs.clone();
+            Some(tokio::spawn(async move {
+                crate::cmd::publish::run_until(&pcfg, registry, Some((obs, false)), t).await
+            }))
+        } else {
+            None
+        };
         let parts = Parts {
             database: cfg.database,
             source: cfg.source,
@@ -109,7 +122,15 @@ impl Consumer {
             progress_interval_seconds: cfg.log.progress_interval_seconds,
             obs: self.obs,
         };
-        pipeline::run(parts, &opts, token).await?;
+        let result = pipeline::run(parts, &opts, token.clone()).await;
+        if let Some(p) = publisher {
+            token.cancel();
+            match p.await {
+                Ok(r) => r?,
+                Err(e) => return Err(Error::Internal(format!("publish worker: {e}"))),
+            }
+        }
+        result?;
         Ok(())
     }
 }

@@ -12,6 +12,7 @@
 //! an unhealthy probe, a database error); 2 a configuration mistake
 //! (`Error::Config`, and `config check` finding an error).
 
+pub mod auth;
 pub mod config_check;
 pub mod config_example;
 pub mod consume;
@@ -19,5 +20,7 @@ pub mod health;
 pub mod import;
 pub mod import_status;
 pub mod migrate;
+pub mod outbox;
+pub mod publish;
 pub mod resume;
 pub mod serve;

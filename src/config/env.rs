@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 use super::{Config, ConfigError, err};
 
 /// Environment variables parity reads that are not config keys.
-const EXTRA_ENV: &[&str] = &["PARITY_CONFIG"];
+/// (The app password and the session key are secrets: read by `auth`,
+/// never part of the configuration, so never printed by `config check`.)
+const EXTRA_ENV: &[&str] = &["PARITY_CONFIG", "PARITY_APP_PASSWORD", "PARITY_AUTH_KEY"];
 
 /// Short names for keys operators set often: `(alias, canonical)`.
 const ENV_ALIASES: &[(&str, &str)] = &[("PARITY_PLC_URL", "PARITY_IDENTITY_PLC_URL")];

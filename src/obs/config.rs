@@ -58,6 +58,19 @@ pub struct HealthConfig {
         deserialize_with = "seconds::deserialize"
     )]
     pub max_stale: u64,
+    /// Seconds the oldest open publish outbox row (pending or in flight)
+    /// may wait after being enqueued before `/health` answers 503
+    /// `outbox_stuck` (when the publish worker runs).
+    #[serde(
+        default = "default_max_outbox_age",
+        deserialize_with = "seconds::deserialize"
+    )]
+    pub max_outbox_age: u64,
+}
+
+/// An hour: far beyond any backoff or rate-limit pause of a healthy PDS.
+const fn default_max_outbox_age() -> u64 {
+    3600
 }
 
 /// Jetstream pings every 30 s: two missed pings on a quiet stream.
@@ -69,6 +82,7 @@ impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
             max_stale: default_max_stale(),
+            max_outbox_age: default_max_outbox_age(),
         }
     }
 }
@@ -77,6 +91,11 @@ impl HealthConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.max_stale == 0 {
             return Err("health.max_stale must be at least 1 (whole seconds, e.g. 60)".into());
+        }
+        if self.max_outbox_age == 0 {
+            return Err(
+                "health.max_outbox_age must be at least 1 (whole seconds, e.g. 3600)".into(),
+            );
         }
         Ok(())
     }

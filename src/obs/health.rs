@@ -28,6 +28,9 @@ pub enum Unhealthy {
     DatabaseUnreachable,
     /// Connected, but nothing arrived or committed for `max_stale`.
     Stale,
+    /// The publish worker runs, but the oldest open outbox row was
+    /// enqueued longer than `health.max_outbox_age` ago.
+    OutboxStuck,
 }
 
 impl Unhealthy {
@@ -37,6 +40,7 @@ impl Unhealthy {
             Unhealthy::Disconnected => "disconnected",
             Unhealthy::DatabaseUnreachable => "database_unreachable",
             Unhealthy::Stale => "stale",
+            Unhealthy::OutboxStuck => "outbox_stuck",
         }
     }
 }
@@ -71,6 +75,8 @@ pub(super) struct Health {
     database_ok: AtomicBool,
     /// Milliseconds after `epoch` of the last progress; 0 before any.
     last_progress_ms: AtomicU64,
+    /// The publish worker found its oldest open row too old.
+    outbox_stuck: AtomicBool,
 }
 
 impl Health {
@@ -83,6 +89,7 @@ impl Health {
             connected: AtomicBool::new(false),
             database_ok: AtomicBool::new(true),
             last_progress_ms: AtomicU64::new(0),
+            outbox_stuck: AtomicBool::new(false),
         }
     }
 
@@ -119,6 +126,11 @@ impl Health {
         self.database_ok.store(ok, Relaxed);
     }
 
+    /// Whether the oldest open outbox row is older than allowed.
+    pub(super) fn set_outbox_stuck(&self, stuck: bool) {
+        self.outbox_stuck.store(stuck, Relaxed);
+    }
+
     /// A batch committed: the database is reachable and work progressed.
     pub(super) fn committed(&self) {
         self.set_database_reachable(true);
@@ -126,7 +138,7 @@ impl Health {
     }
 
     /// `Ok` while healthy; otherwise the first reason, in the order
-    /// disconnected, database unreachable, stale.
+    /// disconnected, database unreachable, stale, outbox stuck.
     pub(super) fn check(&self) -> Result<(), Unhealthy> {
         self.check_at(self.epoch.elapsed())
     }
@@ -142,6 +154,9 @@ impl Health {
         let last = Duration::from_millis(self.last_progress_ms.load(Relaxed));
         if now.saturating_sub(last) > self.max_stale {
             return Err(Unhealthy::Stale);
+        }
+        if self.outbox_stuck.load(Relaxed) {
+            return Err(Unhealthy::OutboxStuck);
         }
         Ok(())
     }

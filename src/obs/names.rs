@@ -46,6 +46,16 @@ pub const IMPORT_REQUESTS: &str = "parity_import_requests_total";
 pub const IMPORT_DIDS: &str = "parity_import_dids";
 /// Import: requests answered 429 or held back by a rate limit.
 pub const IMPORT_RATE_LIMITED: &str = "parity_import_rate_limited_total";
+/// Publish: outbox rows by `op` and `outcome`.
+pub const PUBLISH_WRITES: &str = "parity_publish_writes_total";
+/// Publish: outbox rows by `status`.
+pub const PUBLISH_OUTBOX: &str = "parity_publish_outbox";
+/// Publish: seconds from enqueue to published.
+pub const PUBLISH_LATENCY: &str = "parity_publish_latency_seconds";
+/// Publish: calls refused for authentication.
+pub const PUBLISH_AUTH_FAILURES: &str = "parity_publish_auth_failures_total";
+/// Publish: calls answered 429.
+pub const PUBLISH_RATE_LIMITED: &str = "parity_publish_rate_limited_total";
 /// Feed: changes appended to the change log, by `table` and `op`.
 pub const FEED_CHANGES: &str = "parity_feed_changes_total";
 /// Feed: clients connected, by `transport` (websocket, sse, poll).
@@ -66,6 +76,31 @@ pub const BUILD_INFO: &str = "parity_build_info";
 /// Every metric with its type and help text, for `describe_*` and the
 /// README (the unit follows from the name).
 pub const ALL: &[(&str, Kind, &str)] = &[
+    (
+        PUBLISH_WRITES,
+        Kind::Counter,
+        "Outbox rows finished by the publish worker, by op (create, update, delete) and outcome (published, unpublished, pending_auth, conflict, failed).",
+    ),
+    (
+        PUBLISH_OUTBOX,
+        Kind::Gauge,
+        "Outbox rows by status (pending, in_flight, published, pending_auth, conflict, failed).",
+    ),
+    (
+        PUBLISH_LATENCY,
+        Kind::Histogram,
+        "Seconds from a row's enqueue (created_at) to its publication.",
+    ),
+    (
+        PUBLISH_AUTH_FAILURES,
+        Kind::Counter,
+        "Publish calls refused for authentication after one refresh (the DID's rows wait in pending_auth).",
+    ),
+    (
+        PUBLISH_RATE_LIMITED,
+        Kind::Counter,
+        "Publish calls answered 429 by a PDS (the DID pauses for Retry-After / ratelimit-reset).",
+    ),
     (
         FEED_CHANGES,
         Kind::Counter,

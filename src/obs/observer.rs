@@ -283,8 +283,14 @@ impl Obs {
         }
     }
 
+    /// The publish worker's view of its outbox: `true` while the oldest
+    /// open row is older than `health.max_outbox_age`.
+    pub fn set_outbox_stuck(&self, stuck: bool) {
+        self.health.set_outbox_stuck(stuck);
+    }
+
     /// `Ok` while healthy; otherwise the first reason, in the order
-    /// disconnected, database unreachable, stale.
+    /// disconnected, database unreachable, stale, outbox stuck.
     pub fn check(&self) -> Result<(), Unhealthy> {
         self.health.check()
     }

@@ -4,7 +4,7 @@
 //! Owns: walking a [`Plan`] in its documented order inside one transaction,
 //! the statements that are the same on both backends (account, identity and
 //! resync changes to `parity_repos`, the resync import request, the stream
-//! cursors and the import page), the [`CommitStats`] of the batch, and the
+//! cursors, the import page and the published outbox rows), the [`CommitStats`] of the batch, and the
 //! lease check of an import page. Does not own: beginning the transaction
 //! (SQLite takes the write lock up front, PostgreSQL relaxes
 //! `synchronous_commit`), nor the bulk steps whose SQL genuinely differs per
@@ -24,6 +24,7 @@ use chrono::{DateTime, Utc};
 
 use super::dialect::{Arg, Sql};
 use super::imports::{PAGE_DONE, QUEUE_RESYNC};
+use super::outbox::MARK_PUBLISHED;
 use super::plan::{Plan, status_text};
 use super::{CommitStats, StoreError};
 use crate::batch::{Batch, Checkpoint, ImportPage};
@@ -266,6 +267,22 @@ pub(super) async fn commit<S: Steps>(
             ];
             if tx.run(&PAGE_DONE, args).await? == 0 {
                 return Err(StoreError::LeaseLost);
+            }
+        }
+        Checkpoint::Publish(published) => {
+            let now = crate::mapper::table::timestamp_text(&now);
+            for row in &published.rows {
+                let args = vec![
+                    row.id.into(),
+                    published.owner.clone().into(),
+                    row.uri.clone().into(),
+                    row.cid.clone().into(),
+                    row.rev.clone().into(),
+                    now.clone().into(),
+                ];
+                if tx.run(&MARK_PUBLISHED, args).await? == 0 {
+                    return Err(StoreError::LeaseLost);
+                }
             }
         }
     }

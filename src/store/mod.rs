@@ -35,6 +35,8 @@
 //!   and a batch split into one share per writer (pure);
 //! - `schema.rs`: DDL and guard fragments from mapper schemas;
 //! - `imports.rs`: import states, leases and the identity cache;
+//! - `outbox.rs` / `sessions.rs`: the publish queue and its sessions
+//!   (tokens arrive sealed; this module never sees them in clear);
 //! - `changes.rs`: the change log's read side, retention sweep and feed
 //!   state;
 //! - `cursor.rs`: the cursor contract.
@@ -57,10 +59,12 @@ pub mod cursor;
 mod dialect;
 mod did_locks;
 mod imports;
+mod outbox;
 pub mod plan;
 mod postgres;
 mod quarantine;
 mod schema;
+mod sessions;
 pub mod shard;
 mod sqlite;
 mod sqlite_checkpoint;
@@ -78,8 +82,10 @@ use crate::mapper::TableSchema;
 
 pub use changes::{ChangeBounds, ChangeRow};
 pub use imports::{CachedIdentity, ImportState, ImportStatus, StatusFilter, UnknownImportStatus};
+pub use outbox::{OutboxFilter, OutboxRow, RetryTarget};
 pub use postgres::PgStore;
 pub use quarantine::{Quarantined, Rejected};
+pub use sessions::SessionRow;
 pub use sqlite::SqliteStore;
 
 /// Database settings.
@@ -239,9 +245,9 @@ pub enum StoreError {
         "stored cursor for {stream} is {value}, which is invalid; fix or delete the row in parity_cursors"
     )]
     CorruptCursor { stream: String, value: i64 },
-    /// An import page was written after another process took over the
-    /// (did, collection) lease; the page was rolled back.
-    #[error("the import lease was taken over by another process")]
+    /// An import page (or published outbox rows) was written after another
+    /// process took over the lease; the batch was rolled back.
+    #[error("the lease was taken over by another process")]
     LeaseLost,
     /// Any other database error.
     #[error("database error: {0}")]

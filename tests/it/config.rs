@@ -388,3 +388,59 @@ fn a_bad_database_url_never_prints_its_password() {
         );
     }
 }
+
+/// The publish secrets are read from the environment but are not config
+/// keys: accepted (not "unknown variable"), and never printed by `config
+/// check`, which does show the [auth] and [publish] sections.
+#[test]
+fn config_check_never_prints_publish_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let key = "ab".repeat(32);
+    let (code, out, err) = parity(
+        &["--database-url", &url, "config", "check"],
+        &[
+            ("PARITY_APP_PASSWORD", "app-pw-must-not-show"),
+            ("PARITY_AUTH_KEY", &key),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("[auth]") && out.contains("[publish]"), "{out}");
+    for text in [&out, &err] {
+        assert!(!text.contains("app-pw-must-not-show"), "{text}");
+        assert!(!text.contains(&key), "{text}");
+    }
+}
+
+/// `parity auth login` never takes the password as a flag value, and
+/// without one from the environment, a file or a terminal it stops with a
+/// one-line error before any network call.
+#[test]
+fn auth_login_needs_a_password_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let (code, _, err) = parity(
+        &[
+            "--database-url",
+            &url,
+            "auth",
+            "login",
+            "did:plc:abc",
+            "--password",
+            "x",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    let out = command()
+        .args(["--database-url", &url, "auth", "login", "did:plc:abc"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("PARITY_APP_PASSWORD") && err.lines().count() == 1,
+        "{err}"
+    );
+}

@@ -131,6 +131,21 @@ impl Parity {
             .expect("addr is IP:PORT")
     }
 
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL (`kill -9`): no shutdown code runs; waits for the exit.
+    pub fn kill9(mut self) -> Vec<String> {
+        self.child.kill().unwrap();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        self.lines()
+    }
+
     /// SIGTERM, then waits for a clean exit (code 0) and the log reader.
     pub fn stop(mut self) -> Vec<String> {
         nix::sys::signal::kill(

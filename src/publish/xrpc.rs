@@ -1,0 +1,249 @@
+//! The XRPC calls of the publish direction, and what their answers mean.
+//!
+//! Owns: `createSession`, `refreshSession`, `deleteSession`,
+//! `applyWrites`, `putRecord`, `deleteRecord`, `getLatestCommit`, each a
+//! POST/GET with a bounded body, and [`CallError`], the classification the
+//! worker acts on. Error names from the PDS are kept only if they look like
+//! an XRPC error name; messages are cut to [`MAX_MESSAGE`] characters and
+//! escaped when shown. Tokens go in the Authorization header only and are
+//! never part of an error.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::net::{self, Policy};
+use crate::obs::Escaped;
+
+/// Largest answer read from a PDS (an applyWrites result of 200 writes is
+/// about 40 KB).
+pub const MAX_BODY: usize = 1 << 20;
+/// Longest PDS error message kept.
+pub const MAX_MESSAGE: usize = 200;
+
+/// What went wrong with one call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The access token expired: refresh the session and try again.
+    #[error("access token expired")]
+    ExpiredToken,
+    /// The session is not usable (refused refresh, revoked app password,
+    /// bad credentials): the DID waits for a new login.
+    #[error("not authorized: {0}")]
+    Auth(String),
+    /// The compare-and-swap failed: the record is not at the CID given.
+    #[error("InvalidSwap: {0}")]
+    InvalidSwap(String),
+    /// The PDS refused the write for good (validation, InvalidRequest,
+    /// account taken down or deactivated).
+    #[error("{name}: {message}")]
+    Refused { name: String, message: String },
+    /// Rate limited; wait this long (from Retry-After or ratelimit-reset).
+    #[error("rate limited by the PDS")]
+    RateLimited { wait: Option<Duration> },
+    /// 5xx, timeout, connection failure: retry later.
+    #[error("{0}")]
+    Transient(String),
+}
+
+/// A client for the PDSes of sessions.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    policy: Policy,
+}
+
+fn error_name(v: &Value) -> String {
+    v.get("error")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .unwrap_or("Unknown")
+        .to_owned()
+}
+
+fn error_message(v: &Value) -> String {
+    let m = v.get("message").and_then(Value::as_str).unwrap_or("");
+    let cut: String = m.chars().take(MAX_MESSAGE).collect();
+    Escaped(cut).to_string()
+}
+
+/// How long a 429 asks us to wait: `Retry-After` seconds, else
+/// `ratelimit-reset` (epoch seconds).
+fn rate_limit_wait(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let num = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<i64>().ok())
+    };
+    if let Some(s) = num("retry-after") {
+        return Some(Duration::from_secs(s.clamp(0, 3600) as u64));
+    }
+    num("ratelimit-reset").map(|reset| {
+        let now = chrono::Utc::now().timestamp();
+        Duration::from_secs((reset - now).clamp(0, 3600) as u64)
+    })
+}
+
+/// Classifies a non-2xx answer.
+fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &Value) -> CallError {
+    let name = error_name(body);
+    let message = error_message(body);
+    match (status, name.as_str()) {
+        (429, _) => CallError::RateLimited {
+            wait: rate_limit_wait(headers),
+        },
+        (_, "ExpiredToken") if status == 400 || status == 401 => CallError::ExpiredToken,
+        (
+            _,
+            "InvalidToken" | "AuthRequired" | "AuthenticationRequired" | "AccountDeactivatedAuth",
+        )
+        | (401, _) => CallError::Auth(name),
+        (_, "InvalidSwap") => CallError::InvalidSwap(message),
+        (s, _) if s >= 500 => CallError::Transient(format!("the PDS answered {s} ({name})")),
+        _ => CallError::Refused { name, message },
+    }
+}
+
+impl Client {
+    pub fn new(policy: Policy, timeout: Duration) -> Result<Client, String> {
+        Ok(Client {
+            http: net::client::guarded(policy, timeout)?,
+            policy,
+        })
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, CallError> {
+        let resp = req.send().await.map_err(|e| {
+            CallError::Transient(if e.is_timeout() {
+                "the PDS did not answer in time".to_owned()
+            } else {
+                "cannot reach the PDS".to_owned()
+            })
+        })?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = net::body::read_limited(resp, MAX_BODY)
+            .await
+            .map_err(|e| CallError::Transient(format!("reading the PDS's answer: {e}")))?;
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            Ok(v)
+        } else {
+            Err(classify(status, &headers, &v))
+        }
+    }
+
+    fn url(&self, pds: &str, nsid: &str) -> Result<String, CallError> {
+        let origin = net::origin::pds_origin(pds, self.policy).map_err(|e| CallError::Refused {
+            name: "BadPds".into(),
+            message: e,
+        })?;
+        Ok(format!("{origin}/xrpc/{nsid}"))
+    }
+
+    /// POSTs a procedure with an optional bearer.
+    pub async fn post(
+        &self,
+        pds: &str,
+        nsid: &str,
+        bearer: Option<&str>,
+        body: &Value,
+    ) -> Result<Value, CallError> {
+        let mut req = self
+            .http
+            .post(self.url(pds, nsid)?)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
+        }
+        self.send(req).await
+    }
+
+    /// GETs a query.
+    pub async fn get(
+        &self,
+        pds: &str,
+        nsid: &str,
+        params: &[(&str, &str)],
+    ) -> Result<Value, CallError> {
+        let req = self.http.get(self.url(pds, nsid)?).query(params);
+        self.send(req).await
+    }
+}
+
+/// The tokens a session call returns.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub did: String,
+    pub handle: Option<String>,
+    pub access: String,
+    pub refresh: String,
+}
+
+impl Tokens {
+    /// From a createSession / refreshSession answer.
+    pub fn from_answer(v: &Value) -> Result<Tokens, CallError> {
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        match (s("did"), s("accessJwt"), s("refreshJwt")) {
+            (Some(did), Some(access), Some(refresh)) => Ok(Tokens {
+                did,
+                handle: s("handle"),
+                access,
+                refresh,
+            }),
+            _ => Err(CallError::Transient(
+                "the PDS's session answer lacks did/accessJwt/refreshJwt".into(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn answers_are_classified_and_peer_text_bounded() {
+        let h = reqwest::header::HeaderMap::new();
+        assert_eq!(
+            classify(400, &h, &json!({"error": "ExpiredToken"})),
+            CallError::ExpiredToken
+        );
+        assert_eq!(
+            classify(400, &h, &json!({"error": "InvalidToken"})),
+            CallError::Auth("InvalidToken".into())
+        );
+        assert!(matches!(
+            classify(400, &h, &json!({"error": "InvalidSwap", "message": "Record was at bafyX"})),
+            CallError::InvalidSwap(m) if m.contains("bafyX")
+        ));
+        assert!(matches!(
+            classify(502, &h, &Value::Null),
+            CallError::Transient(_)
+        ));
+        let long = "x".repeat(5000) + "\u{1b}[31m";
+        match classify(
+            400,
+            &h,
+            &json!({"error": "Bad name with spaces", "message": long}),
+        ) {
+            CallError::Refused { name, message } => {
+                assert_eq!(name, "Unknown");
+                assert!(message.chars().count() <= MAX_MESSAGE + 10);
+                assert!(!message.contains('\u{1b}'));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("retry-after", "7".parse().unwrap());
+        assert_eq!(
+            classify(429, &h, &Value::Null),
+            CallError::RateLimited {
+                wait: Some(Duration::from_secs(7))
+            }
+        );
+    }
+}
