@@ -24,6 +24,7 @@ mod failover;
 mod hostile_net;
 mod import;
 mod import_faults;
+mod import_getrepo;
 mod import_resume;
 mod liveness;
 mod mappers;
