@@ -149,7 +149,9 @@ fn main() {
         kr.push(round(|| {
             k256.iter().filter(|(k, m, s)| k.verify(m, s)).count()
         }));
-        pr.push(round(|| p256.iter().filter(|(m, s)| p256_key.verify(m, s)).count()));
+        pr.push(round(|| {
+            p256.iter().filter(|(m, s)| p256_key.verify(m, s)).count()
+        }));
         hr.push(round(|| {
             for (_, m, _) in &k256 {
                 std::hint::black_box(Sha256::digest(m));
@@ -157,9 +159,20 @@ fn main() {
             k256.len()
         }));
     }
-    println!("(c) commit signature verification, one thread ({} commits)", k256.len());
-    report("secp256k1 (real relay commits)", kr, Some(("SHA-256 only", &hr)));
-    report("P-256 (same commits, re-signed)", pr, Some(("SHA-256 only", &hr)));
+    println!(
+        "(c) commit signature verification, one thread ({} commits)",
+        k256.len()
+    );
+    report(
+        "secp256k1 (real relay commits)",
+        kr,
+        Some(("SHA-256 only", &hr)),
+    );
+    report(
+        "P-256 (same commits, re-signed)",
+        pr,
+        Some(("SHA-256 only", &hr)),
+    );
     report("baseline: SHA-256 of the unsigned commit", hr.clone(), None);
 
     // (b) whole repositories
@@ -193,8 +206,20 @@ fn main() {
             blocks.len(),
             bytes.len()
         );
-        report("parse + full verification", vr, Some(("plain hash-all", &br)));
-        report("parse + full verification + JSON", jr, Some(("plain hash-all", &br)));
-        report("baseline: cid-crate split + hash every block", br.clone(), None);
+        report(
+            "parse + full verification",
+            vr,
+            Some(("plain hash-all", &br)),
+        );
+        report(
+            "parse + full verification + JSON",
+            jr,
+            Some(("plain hash-all", &br)),
+        );
+        report(
+            "baseline: cid-crate split + hash every block",
+            br.clone(),
+            None,
+        );
     }
 }

@@ -328,6 +328,35 @@ async fn fallback(db: TestDb) {
     let (code, out, _) = run(cmd).await;
     assert_eq!(code, 1, "{out}");
 
+    // A repo-state refusal is the repo's, not the PDS's: the DID fails
+    // and the PDS is not given up on (the next DID still gets getRepo).
+    pds.set_account_status(&b.did, Some("takendown"));
+    let asked = pds.count(GET_REPO);
+    let mut cmd = parity(
+        &db,
+        &pds,
+        &[
+            "import",
+            &b.did,
+            &a.did,
+            "--force",
+            "--concurrency",
+            "1",
+            "--method",
+            "auto",
+        ],
+    );
+    cmd.env("PARITY_MAPPERS_GENERIC", "*");
+    let (code, out, err) = run(cmd).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("RepoTakendown"), "{err}");
+    assert_eq!(
+        pds.count(GET_REPO),
+        asked + 2,
+        "getRepo not asked for the second DID"
+    );
+    pds.set_account_status(&b.did, None);
+
     // Too big for import.max_repo_bytes: listed instead, with `auto`.
     let lists = pds.count(LIST_RECORDS);
     let mut cmd = parity(
