@@ -8,7 +8,9 @@
 //!   from the recorded fixtures;
 //! - [`pds`]: one HTTP server playing an account's PDS, the PLC directory
 //!   and a did:web / handle host, with injectable faults;
-//! - [`dns`]: a DNS server answering `_atproto.<handle>` TXT queries.
+//! - [`dns`]: a DNS server answering `_atproto.<handle>` TXT queries;
+//! - [`refpds`]: the reference PDS + PLC directory (`@atproto/dev-env`,
+//!   Node) as a child process, for tests that need the real implementation.
 //!
 //! Also the fixture paths: [`fixture`] resolves a path under the
 //! repository's `tests/fixtures/` (copied from the shared collection, see
@@ -21,6 +23,7 @@ pub mod dns;
 pub mod frames;
 pub mod jetstream;
 pub mod pds;
+pub mod refpds;
 
 use std::path::PathBuf;
 
