@@ -452,3 +452,96 @@ backend_tests!(
     a_killed_whole_repo_import_resumes_to_the_same_tables,
     |a, b| kill_then_resume(a, b)
 );
+
+/// The reference PDS (`@atproto/dev-env`) serves getRepo for real: a repo
+/// written through `applyWrites`, signed with the PDS's own key, imports
+/// whole and verified, rows equal to what listRecords lists, at the rev
+/// `getLatestCommit` reports; a record deleted afterwards is swept by the
+/// next whole-repo import.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_reference_pds_serves_get_repo_for_real() {
+    use serde_json::json;
+    let db = TestDb::sqlite();
+    let net = testnet::refpds::RefPds::start().await;
+    let alice = net.create_account("alice").await;
+    let mut writes = Vec::new();
+    for i in 0..12 {
+        writes.push(json!({"$type": "com.atproto.repo.applyWrites#create",
+            "collection": "app.bsky.feed.post", "rkey": tid(1_764_000_000_000_000 + i, 7),
+            "value": {"$type": "app.bsky.feed.post", "text": format!("post {i}"), "createdAt": "2026-12-01T00:00:00.000Z"}}));
+    }
+    writes.push(json!({"$type": "com.atproto.repo.applyWrites#create",
+        "collection": "app.bsky.graph.follow", "rkey": tid(1_764_000_000_000_000, 8),
+        "value": {"$type": "app.bsky.graph.follow", "subject": "did:plc:ewvi7nxzyoun6zhxrhs64oiz", "createdAt": "2026-12-01T00:00:00.000Z"}}));
+    net.apply_writes(&alice, json!(writes)).await;
+
+    let import = || {
+        let mut cmd = common::process::tokio_command();
+        cmd.args(["import", &alice.did, "--method", "getrepo", "--force"])
+            .env("PARITY_DATABASE_URL", &db.url)
+            .env("PARITY_PLC_URL", &net.plc)
+            .env(importer::ALLOW_PRIVATE, "true")
+            .env("PARITY_IMPORT_PAGE_SIZE", "5")
+            .env("PARITY_LOG_LEVEL", "warn")
+            .env("PARITY_METRICS_ADDR", "off")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    };
+    let (net_ref, db_ref, did) = (&net, &db, alice.did.as_str());
+    let check = |expected: usize| async move {
+        let (net, db) = (net_ref, db_ref);
+        let (_, rev) = net.latest_commit(did).await;
+        for (collection, table) in [
+            ("app.bsky.feed.post", "posts"),
+            ("app.bsky.graph.follow", "follows"),
+        ] {
+            let mut listed: Vec<(String, String, String)> = net
+                .list_records(did, collection)
+                .await
+                .iter()
+                .map(|r| {
+                    (
+                        r["uri"].as_str().unwrap().to_owned(),
+                        r["cid"].as_str().unwrap().to_owned(),
+                        rev.clone(),
+                    )
+                })
+                .collect();
+            listed.sort();
+            let mut stored: Vec<(String, String, String)> = db
+                .rows(table, &["uri", "cid", "rev"])
+                .await
+                .into_iter()
+                .map(|r| {
+                    (
+                        r[0].clone().unwrap(),
+                        r[1].clone().unwrap(),
+                        r[2].clone().unwrap(),
+                    )
+                })
+                .collect();
+            stored.sort();
+            assert_eq!(stored, listed, "{table}");
+        }
+        assert_eq!(db.count("posts").await as usize, expected);
+    };
+    let (code, out, err) = run(import()).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("13 records synced"), "{out}");
+    check(12).await;
+
+    // Deleted on the PDS: the next whole-repo import removes it.
+    let (status, body) = net
+        .post(
+            "com.atproto.repo.deleteRecord",
+            Some(&alice.access_jwt),
+            &json!({"repo": alice.did, "collection": "app.bsky.feed.post",
+                    "rkey": tid(1_764_000_000_000_003, 7)}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (code, out, err) = run(import()).await;
+    assert_eq!(code, 0, "{out}{err}");
+    check(11).await;
+}
