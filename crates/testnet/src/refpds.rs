@@ -5,7 +5,7 @@
 //! (`getRepo` CARs with real MSTs and signatures).
 //!
 //! Install: `scripts/test-pds-install` (run by `scripts/test`; run here too
-//! when `PARITY_TEST_PDS_DIR` is unset) caches `test-support/pds` outside
+//! when `REFPDS_DIR` is unset) caches `test-support/pds` outside
 //! the work tree. [`RefPds::start`] panics when the install or the start
 //! fails: a test that needs the reference PDS fails, it never skips.
 //!
@@ -64,10 +64,10 @@ struct Started {
 }
 
 /// Where the reference PDS is installed (its `node_modules/` inside):
-/// `PARITY_TEST_PDS_DIR`, else what `scripts/test-pds-install` prints
+/// `REFPDS_DIR`, else what `scripts/test-pds-install` prints
 /// (installing on first use). Panics when neither works.
 pub fn install_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("PARITY_TEST_PDS_DIR") {
+    if let Ok(dir) = std::env::var("REFPDS_DIR") {
         return PathBuf::from(dir);
     }
     let script = repo_root().join("scripts/test-pds-install");
