@@ -12,6 +12,7 @@
 //! env: `BENCH_EVENTS` (default 1,000,000; frames for the firehose),
 //! `BENCH_BACKENDS` (default
 //! `sqlite,postgres`), `BENCH_MAX_EVENTS` (batch.max_events for the consumer),
+//! `BENCH_WRITERS` (database.writers for the consumer),
 //! `TEST_PG_URL` (PostgreSQL server).
 
 use std::process::{Command, Stdio};
@@ -208,6 +209,11 @@ async fn run(backend: &str, events: Arc<Vec<Message>>, last: i64, path: &str) {
             std::env::var("BENCH_MAX_EVENTS")
                 .ok()
                 .map(|v| ("PARITY_BATCH_MAX_EVENTS", v)),
+        )
+        .envs(
+            std::env::var("BENCH_WRITERS")
+                .ok()
+                .map(|v| ("PARITY_DATABASE_WRITERS", v)),
         )
         .stdin(Stdio::null())
         .spawn()
