@@ -8,8 +8,8 @@
 //! lease check of an import page. Does not own: beginning the transaction
 //! (SQLite takes the write lock up front, PostgreSQL relaxes
 //! `synchronous_commit`), nor the bulk steps whose SQL genuinely differs per
-//! backend (purges, tombstones, deletes, upserts, revs: ladder-chunked
-//! multi-row statements on SQLite, one `UNNEST` per table on PostgreSQL).
+//! backend (purges, tombstones, deletes, upserts, revs: cached
+//! single-row statements on SQLite's writer thread, one `UNNEST` per table on PostgreSQL).
 //! Those are the [`Steps`] a backend transaction implements.
 //!
 //! Invariants: the checkpoint (stream cursors, one writer's share of them,
@@ -84,7 +84,9 @@ pub(super) trait Steps {
     /// Mapper tables this store writes.
     fn table_count(&self) -> usize;
     fn table_name(&self, table: usize) -> &str;
-    /// Runs one shared statement; returns the rows it affected.
+    /// Runs one shared statement; returns the rows it affected. A shared
+    /// statement that writes `parity_repos` takes the DID as `$1`: SQLite's
+    /// writer then forgets what it remembered of that DID.
     async fn run(&mut self, sql: &'static Sql, args: Vec<Arg>) -> Result<u64, StoreError>;
     /// Deletes every row of these DIDs from every table (non-empty).
     async fn purge(&mut self, dids: &[&Did], stats: &mut CommitStats) -> Result<(), StoreError>;

@@ -24,6 +24,9 @@
 //!   bulk steps each backend implements (`Steps`);
 //! - `sqlite.rs` / `postgres.rs`: pools, migrations, mapper-table DDL and
 //!   catalog checks, and those bulk steps;
+//! - `sqlite_writer.rs`, `sqlite_steps.rs`, `sqlite_repos.rs`,
+//!   `sqlite_checkpoint.rs`: SQLite's writer thread, its commit statements,
+//!   its per-DID cache and its WAL checkpoint thread;
 //! - `dialect.rs`: the one dialect strategy (below) and running a shared
 //!   statement on the pool;
 //! - `did_locks.rs`: the per-DID locks a PostgreSQL commit takes first, so
@@ -43,8 +46,9 @@
 //! place that turns it into SQLite (`?N`, casts and row locks dropped).
 //! Arguments are `dialect::Arg`s, bound the way each backend stores them
 //! (timestamps: `timestamptz` vs RFC 3339 text). Only statements that
-//! genuinely differ are written per backend: bulk writes (ladder-chunked
-//! multi-row `VALUES` on SQLite, one `UNNEST` per table on PostgreSQL), DDL,
+//! genuinely differ are written per backend: bulk writes (cached single-row
+//! statements on SQLite's writer thread, one `UNNEST` per table on
+//! PostgreSQL), DDL,
 //! catalog queries and connection setup.
 
 mod changes;
@@ -59,6 +63,10 @@ mod quarantine;
 mod schema;
 pub mod shard;
 mod sqlite;
+mod sqlite_checkpoint;
+mod sqlite_repos;
+mod sqlite_steps;
+mod sqlite_writer;
 
 use std::time::Duration;
 
@@ -90,6 +98,15 @@ pub struct DatabaseConfig {
     /// How long delete tombstones are kept, in hours.
     #[serde(default = "default_tombstone_retention_hours")]
     pub tombstone_retention_hours: u64,
+    /// SQLite only: the page cache of the connection that writes batches,
+    /// in MiB. 0 sizes it from the machine's memory (1/32 of it, between
+    /// 32 MiB and 1 GiB).
+    #[serde(default)]
+    pub sqlite_cache_mib: u64,
+    /// SQLite only: memory-mapped reads for the writing connection, in MiB
+    /// (`PRAGMA mmap_size`); 0 (the default) turns them off.
+    #[serde(default = "default_sqlite_mmap_mib")]
+    pub sqlite_mmap_mib: u64,
     /// Writer connections `consume` commits on in parallel, each taking the
     /// share of every batch whose DIDs hash to it; 0: the backend's default
     /// ([`DatabaseConfig::writer_count`]). SQLite has one write lock, so it
@@ -122,8 +139,19 @@ impl DatabaseConfig {
         }
     }
 
-    /// Checks `writers` against the backend; the message names the key.
+    /// Checks `writers` against the backend and the SQLite sizes; the
+    /// message names the key.
     pub fn validate(&self) -> Result<(), String> {
+        for (key, v) in [
+            ("sqlite_cache_mib", self.sqlite_cache_mib),
+            ("sqlite_mmap_mib", self.sqlite_mmap_mib),
+        ] {
+            if v > MAX_SQLITE_MIB {
+                return Err(format!(
+                    "database.{key} is {v}; at most {MAX_SQLITE_MIB} (MiB)"
+                ));
+            }
+        }
         if self.writers > MAX_WRITERS {
             return Err(format!(
                 "database.writers is {}; use 1 to {MAX_WRITERS} (or 0 for the backend's default)",
@@ -158,6 +186,12 @@ const fn default_tombstone_retention_hours() -> u64 {
     168
 }
 
+/// Off: measured no faster on the write path (BENCHMARKS.md), and mapped
+/// pages count in the process's RSS; see README → Configuration → SQLite.
+const fn default_sqlite_mmap_mib() -> u64 {
+    0
+}
+
 impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
@@ -165,10 +199,16 @@ impl Default for DatabaseConfig {
             max_connections: default_max_connections(),
             busy_timeout_ms: default_busy_timeout_ms(),
             tombstone_retention_hours: default_tombstone_retention_hours(),
+            sqlite_cache_mib: 0,
+            sqlite_mmap_mib: default_sqlite_mmap_mib(),
             writers: 0,
         }
     }
 }
+
+/// The largest SQLite cache or memory map accepted, in MiB (1 TiB): larger
+/// values are typos, and SQLite would silently clamp or wrap them.
+const MAX_SQLITE_MIB: u64 = 1 << 20;
 
 /// [`StoreError::BadUrl`] for `url`: its scheme only (the text before the
 /// first `:`, or nothing when there is no `:`), never the rest.
@@ -206,6 +246,10 @@ pub enum StoreError {
     /// Any other database error.
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
+    /// An error of the SQLite writer's connection (rusqlite); classified
+    /// like [`StoreError::Sql`] by its SQLite result code.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
 }
 
 impl StoreError {
@@ -227,6 +271,7 @@ impl StoreError {
                 }
                 _ => false,
             },
+            StoreError::Sqlite(e) => sqlite_code(e).is_some_and(|c| matches!(c & 0xff, 5 | 6)),
             _ => false,
         }
     }
@@ -241,6 +286,9 @@ impl StoreError {
     /// `SQLITE_MISMATCH`. Our own corruption that trips one of these (a
     /// negative cursor) fails without any record too, and still stops.
     pub fn is_rejection(&self) -> bool {
+        if let StoreError::Sqlite(e) = self {
+            return sqlite_code(e).is_some_and(|c| matches!(c & 0xff, 18..=20));
+        }
         let StoreError::Sql(sqlx::Error::Database(db)) = self else {
             return false;
         };
@@ -269,6 +317,14 @@ impl StoreError {
         } else {
             "fatal"
         }
+    }
+}
+
+/// The extended SQLite result code of a writer error, if it has one.
+fn sqlite_code(e: &rusqlite::Error) -> Option<i32> {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => Some(f.extended_code),
+        _ => None,
     }
 }
 
@@ -499,8 +555,35 @@ impl Store {
     /// Closes the pool.
     pub async fn close(&self) {
         match self {
-            Store::Sqlite(s) => s.pool().close().await,
+            Store::Sqlite(s) => s.close().await,
             Store::Postgres(s) => s.pool().close().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::DatabaseConfig;
+
+    #[test]
+    fn sqlite_sizes_are_bounded() {
+        assert_eq!(DatabaseConfig::default().validate(), Ok(()));
+        let huge = DatabaseConfig {
+            sqlite_cache_mib: 1 << 40,
+            ..Default::default()
+        };
+        assert_eq!(
+            huge.validate().unwrap_err(),
+            "database.sqlite_cache_mib is 1099511627776; at most 1048576 (MiB)"
+        );
+        let mmap = DatabaseConfig {
+            sqlite_mmap_mib: (1 << 20) + 1,
+            ..Default::default()
+        };
+        assert!(
+            mmap.validate()
+                .unwrap_err()
+                .starts_with("database.sqlite_mmap_mib")
+        );
     }
 }

@@ -262,6 +262,123 @@ async fn resume_reads_unfinished_dids_a_page_at_a_time(pg: bool) {
     );
 }
 
+/// A second store on the same database: another process's connection.
+async fn reopen(store: &Store) -> Store {
+    let url = match store {
+        Store::Sqlite(s) => format!(
+            "sqlite://{}",
+            s.pool().connect_options().get_filename().display()
+        ),
+        Store::Postgres(p) => {
+            let o = p.pool().connect_options();
+            format!(
+                "postgres://parity_test:parity_test@{}:{}/{}",
+                o.get_host(),
+                o.get_port(),
+                o.get_database().unwrap()
+            )
+        }
+    };
+    let mut other = Store::connect(&DatabaseConfig {
+        url,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    other
+        .prepare(&[Builtin::Likes.schema()], &[AccountStatus::Deleted])
+        .await
+        .unwrap();
+    other
+}
+
+fn deleted_account() -> RepoChange {
+    RepoChange {
+        account: Some((false, Some(AccountStatus::Deleted))),
+        purge: true,
+        ..Default::default()
+    }
+}
+
+/// The status guard holds across writers: once another writer (another
+/// process on the same file) commits an account deletion, this writer's
+/// next batch refuses the DID's rows, though it wrote that DID just before
+/// (and on SQLite remembers it as active).
+async fn another_writers_account_change_guards_the_next_batch(pg: bool) {
+    let (store, _dir) = open(pg).await;
+    let other = reopen(&store).await;
+    let first = batch(vec![upsert("a", "1", "3a")], vec![], 1);
+    assert_eq!(store.commit(&first).await.unwrap(), stats(1, 0));
+
+    let gone = batch(vec![], vec![(did("a"), deleted_account())], 2);
+    assert_eq!(other.commit(&gone).await.unwrap(), stats(0, 1));
+
+    let late = batch(vec![upsert("a", "2", "3b")], vec![], 3);
+    assert_eq!(store.commit(&late).await.unwrap(), stats(0, 0));
+    assert_eq!(likes_of(&store, "a").await, 0);
+    other.close().await;
+}
+
+/// A trial commit (quarantine's, rolled back) that deletes an account
+/// leaves no trace: the next real batch writes the DID's rows.
+async fn a_rolled_back_account_change_is_forgotten(pg: bool) {
+    let (store, _dir) = open(pg).await;
+    let trial = batch(
+        vec![upsert("a", "1", "3a")],
+        vec![(did("a"), deleted_account())],
+        1,
+    );
+    assert_eq!(
+        store
+            .run_commit(&trial, crate::store::commit::Finish::Rollback)
+            .await
+            .unwrap(),
+        stats(0, 0)
+    );
+    let real = batch(vec![upsert("a", "1", "3a")], vec![], 1);
+    assert_eq!(store.commit(&real).await.unwrap(), stats(1, 0));
+    assert_eq!(likes_of(&store, "a").await, 1);
+}
+
+/// A DID's rev in `parity_repos` only moves forward, also when a later
+/// batch of the same writer brings an older rev (the writer may skip that
+/// statement, knowing the stored rev is newer).
+async fn repo_revs_only_move_forward(pg: bool) {
+    let (store, _dir) = open(pg).await;
+    let with_rev = |rev: &str, cursor| {
+        let change = RepoChange {
+            rev: Some(rev.into()),
+            ..Default::default()
+        };
+        batch(
+            vec![upsert("a", rev, rev)],
+            vec![(did("a"), change)],
+            cursor,
+        )
+    };
+    store.commit(&with_rev("3c", 1)).await.unwrap();
+    store.commit(&with_rev("3b", 2)).await.unwrap();
+    let (rev,): (String,) = store
+        .fetch_optional(
+            "SELECT rev FROM parity_repos WHERE did = $1",
+            vec!["did:plc:a".into()],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rev, "3c");
+    store.commit(&with_rev("3d", 3)).await.unwrap();
+    let (rev,): (String,) = store
+        .fetch_optional(
+            "SELECT rev FROM parity_repos WHERE did = $1",
+            vec!["did:plc:a".into()],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rev, "3d");
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -284,4 +401,28 @@ on_both!(
     tombstones_guard_deletes_and_upserts,
     import_page_commits_with_its_rows_or_not_at_all,
     resume_reads_unfinished_dids_a_page_at_a_time,
+    another_writers_account_change_guards_the_next_batch,
+    a_rolled_back_account_change_is_forgotten,
+    repo_revs_only_move_forward,
 );
+
+/// SQLite: committed pages reach the database file without waiting for the
+/// writer's own checkpoint threshold (raised to 10,000 WAL pages): the
+/// checkpoint thread copies them after each commit. Polls the file size
+/// (the checkpoint runs on its own thread) up to a deadline.
+#[tokio::test]
+async fn sqlite_commits_are_checkpointed_by_their_own_thread() {
+    use std::time::{Duration, Instant};
+    let (store, dir) = open(false).await;
+    let path = dir.as_ref().unwrap().path().join("t.db");
+    let before = std::fs::metadata(&path).unwrap().len();
+    let rows = (0..2_000)
+        .map(|i| upsert("b", &format!("k{i}"), "3b"))
+        .collect();
+    store.commit(&batch(rows, vec![], 1)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&path).unwrap().len() <= before {
+        assert!(Instant::now() < deadline, "the database file never grew");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

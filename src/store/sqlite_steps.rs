@@ -1,0 +1,283 @@
+//! The bulk commit [`Steps`] of SQLite, on the writer thread's rusqlite
+//! transaction: one cached prepared statement per table and step, executed
+//! once per row, values bound by reference.
+//!
+//! Owns: the per-table statement texts ([`TableSql`], built once by
+//! `prepare`) and each step's execution. Does not own: the commit order
+//! (`commit.rs`), the transaction's lifetime and the thread (`sqlite_writer.rs`),
+//! or the per-DID facts (`sqlite_repos.rs`), which answer the account-status
+//! guard here instead of a subquery per row.
+//!
+//! The guards are the module-level ones of `store/`: an upsert applies only
+//! if its rev is newer than the stored row's (`ON CONFLICT … WHERE`), no
+//! tombstone with an equal or newer rev exists (a look-up by the tombstone
+//! key first), and the DID's account status does not purge (the cache, read from
+//! `parity_repos` inside this transaction on a miss).
+
+use chrono::{DateTime, Utc};
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
+use rusqlite::{OptionalExtension, Statement, Transaction};
+
+use super::commit::Steps;
+use super::dialect::{Arg, Dialect, Sql};
+use super::schema;
+use super::sqlite_repos::RepoCache;
+use super::{CommitStats, StoreError};
+use crate::event::{AccountStatus, Did};
+use crate::mapper::table::timestamp_text;
+use crate::mapper::{Row, TableSchema, Value};
+
+/// Prepared statements the writer's connection keeps: a handful per table
+/// (upsert, delete, purge, sweep) for a dozen tables, plus the shared ones.
+pub(super) const STATEMENT_CACHE: usize = 128;
+
+/// A tombstone per delete; a newer rev wins. `?1` uri, `?2` rev, `?3` now.
+const TOMBSTONE: &str = "INSERT INTO parity_tombstones (uri, rev, deleted_at) VALUES (?1, ?2, ?3) \
+     ON CONFLICT(uri) DO UPDATE SET rev = excluded.rev, deleted_at = excluded.deleted_at \
+     WHERE excluded.rev > parity_tombstones.rev";
+
+/// The tombstone of one URI, if any. `?1` uri.
+const TOMBSTONE_REV: &str = "SELECT rev FROM parity_tombstones WHERE uri = ?1";
+
+/// A DID's newest commit rev. `?1` did, `?2` rev, `?3` now.
+const REPO_REV: &str = "INSERT INTO parity_repos (did, rev, updated_at) VALUES (?1, ?2, ?3) \
+     ON CONFLICT(did) DO UPDATE SET rev = excluded.rev, updated_at = excluded.updated_at \
+     WHERE parity_repos.rev IS NULL OR excluded.rev > parity_repos.rev";
+
+/// The statements of one mapper table, built once by `prepare`.
+pub(super) struct TableSql {
+    pub(super) schema: TableSchema,
+    /// One row, under the rev guard (the tombstone guard is
+    /// [`TOMBSTONE_REV`]).
+    upsert: String,
+    /// One URI, if the stored row is no newer than its tombstone.
+    delete: String,
+    /// Every row of one DID.
+    purge: String,
+    sweep_tombstones: String,
+    sweep_delete: String,
+}
+
+impl TableSql {
+    pub(super) fn new(t: &TableSchema) -> TableSql {
+        let cols = schema::all_columns(t);
+        let params: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+        let name = &t.name;
+        TableSql {
+            // VALUES, not SELECT … WHERE: an INSERT from a SELECT may
+            // write many rows, so SQLite keeps a statement journal for it
+            // and copies every page it touches (a tenth of the writer's
+            // time). The tombstone guard is a separate look-up instead.
+            upsert: format!(
+                "INSERT INTO {name} ({}) VALUES ({}) \
+                 ON CONFLICT(uri) DO UPDATE SET {} WHERE excluded.rev > {name}.rev",
+                cols.join(", "),
+                params.join(", "),
+                schema::update_set(t),
+            ),
+            delete: format!(
+                "DELETE FROM {name} WHERE uri = ?1 \
+                 AND rev <= (SELECT ts.rev FROM parity_tombstones ts WHERE ts.uri = ?1)"
+            ),
+            purge: format!("DELETE FROM {name} WHERE did = ?1"),
+            sweep_tombstones: format!(
+                "INSERT INTO parity_tombstones (uri, rev, deleted_at) SELECT uri, ?3, ?4 FROM {name} \
+                 WHERE uri >= ?1 AND uri < ?2 AND rev < ?3 \
+                 ON CONFLICT(uri) DO UPDATE SET rev = excluded.rev, deleted_at = excluded.deleted_at \
+                 WHERE excluded.rev > parity_tombstones.rev"
+            ),
+            sweep_delete: format!("DELETE FROM {name} WHERE uri >= ?1 AND uri < ?2 AND rev < ?3"),
+            schema: t.clone(),
+        }
+    }
+}
+
+/// What every commit of one `prepare`d store needs.
+pub(super) struct Prepared {
+    pub(super) tables: Vec<TableSql>,
+    /// `'deleted', …` for `status IN (…)`; `None` when no status purges.
+    pub(super) purging: Option<String>,
+}
+
+impl Prepared {
+    pub(super) fn new(tables: &[TableSchema], purge: &[AccountStatus]) -> Prepared {
+        Prepared {
+            tables: tables.iter().map(TableSql::new).collect(),
+            purging: schema::status_list(purge),
+        }
+    }
+}
+
+/// One SQLite commit transaction on the writer's connection.
+pub(super) struct SqliteSteps<'a> {
+    pub(super) tx: Transaction<'a>,
+    pub(super) prepared: &'a Prepared,
+    pub(super) repos: &'a mut RepoCache,
+}
+
+fn arg(a: &Arg) -> ToSqlOutput<'_> {
+    match a {
+        Arg::Text(Some(s)) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        Arg::Text(None) => ToSqlOutput::Borrowed(ValueRef::Null),
+        Arg::Int(i) => ToSqlOutput::Owned(SqlValue::Integer(*i)),
+        Arg::Bool(b) => ToSqlOutput::Owned(SqlValue::Integer(*b as i64)),
+        Arg::Time(t) => ToSqlOutput::Owned(SqlValue::Text(timestamp_text(t))),
+    }
+}
+
+fn value(v: &Value) -> ToSqlOutput<'_> {
+    match v {
+        Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+        Value::Text(s) | Value::Json(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        Value::Integer(i) => ToSqlOutput::Owned(SqlValue::Integer(*i)),
+        Value::Boolean(b) => ToSqlOutput::Owned(SqlValue::Integer(*b as i64)),
+        Value::Timestamp(t) => ToSqlOutput::Owned(SqlValue::Text(timestamp_text(t))),
+    }
+}
+
+/// Binds `row` (standard columns, then the mapped ones) and runs `stmt`.
+fn upsert_row(stmt: &mut Statement<'_>, row: &Row, now: &str) -> rusqlite::Result<usize> {
+    stmt.raw_bind_parameter(1, row.uri.as_str())?;
+    stmt.raw_bind_parameter(2, row.did.as_str())?;
+    stmt.raw_bind_parameter(3, row.rkey.as_str())?;
+    stmt.raw_bind_parameter(4, row.cid.as_str())?;
+    stmt.raw_bind_parameter(5, row.rev.as_str())?;
+    stmt.raw_bind_parameter(6, row.record.get())?;
+    stmt.raw_bind_parameter(7, now)?;
+    for (i, v) in row.values.iter().enumerate() {
+        stmt.raw_bind_parameter(8 + i, value(v))?;
+    }
+    stmt.raw_execute()
+}
+
+impl Steps for SqliteSteps<'_> {
+    fn table_count(&self) -> usize {
+        self.prepared.tables.len()
+    }
+
+    fn table_name(&self, table: usize) -> &str {
+        &self.prepared.tables[table].schema.name
+    }
+
+    async fn run(&mut self, sql: &'static Sql, args: Vec<Arg>) -> Result<u64, StoreError> {
+        let text = sql.text(Dialect::Sqlite);
+        // A shared statement that writes parity_repos names its DID as $1
+        // (commit.rs): what is remembered of that DID may no longer hold.
+        if text.contains("parity_repos")
+            && let Some(Arg::Text(Some(did))) = args.first()
+        {
+            self.repos.forget(did);
+        }
+        let mut stmt = self.tx.prepare_cached(text)?;
+        for (i, a) in args.iter().enumerate() {
+            stmt.raw_bind_parameter(i + 1, arg(a))?;
+        }
+        Ok(stmt.raw_execute()? as u64)
+    }
+
+    async fn purge(&mut self, dids: &[&Did], stats: &mut CommitStats) -> Result<(), StoreError> {
+        for t in &self.prepared.tables {
+            let mut stmt = self.tx.prepare_cached(&t.purge)?;
+            for did in dids {
+                let n = stmt.execute([did.as_str()])?;
+                CommitStats::add(&mut stats.deleted, &t.schema.name, n as u64);
+            }
+        }
+        Ok(())
+    }
+
+    async fn tombstones(
+        &mut self,
+        deletes: &[(&str, &str)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let now = timestamp_text(&now);
+        let mut stmt = self.tx.prepare_cached(TOMBSTONE)?;
+        for (uri, rev) in deletes {
+            stmt.execute([uri, rev, &now.as_str()])?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&mut self, table: usize, deletes: &[(&str, &str)]) -> Result<u64, StoreError> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(&self.prepared.tables[table].delete)?;
+        let mut n = 0;
+        for (uri, _) in deletes {
+            n += stmt.execute([uri])? as u64;
+        }
+        Ok(n)
+    }
+
+    async fn upsert(
+        &mut self,
+        table: usize,
+        rows: &[&Row],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let now = timestamp_text(&now);
+        let purging = self.prepared.purging.as_deref();
+        let mut stmt = self
+            .tx
+            .prepare_cached(&self.prepared.tables[table].upsert)?;
+        let mut tombstone = self.tx.prepare_cached(TOMBSTONE_REV)?;
+        let mut n = 0;
+        for row in rows {
+            if self.repos.purging(&self.tx, row.did.as_str(), purging)? {
+                continue;
+            }
+            let dead: Option<String> = tombstone.query_row([&row.uri], |r| r.get(0)).optional()?;
+            if dead.is_some_and(|rev| rev.as_str() >= row.rev.as_str()) {
+                continue;
+            }
+            n += upsert_row(&mut stmt, row, &now)? as u64;
+        }
+        Ok(n)
+    }
+
+    async fn sweep(
+        &mut self,
+        table: usize,
+        range: (&str, &str),
+        rev: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let t = &self.prepared.tables[table];
+        let now = timestamp_text(&now);
+        self.tx
+            .prepare_cached(&t.sweep_tombstones)?
+            .execute([range.0, range.1, rev, &now])?;
+        Ok(self
+            .tx
+            .prepare_cached(&t.sweep_delete)?
+            .execute([range.0, range.1, rev])? as u64)
+    }
+
+    async fn revs(&mut self, revs: &[(&Did, &str)], now: DateTime<Utc>) -> Result<(), StoreError> {
+        let now = timestamp_text(&now);
+        let mut stmt = self.tx.prepare_cached(REPO_REV)?;
+        for (did, rev) in revs {
+            if self.repos.rev_covers(did.as_str(), rev) {
+                continue;
+            }
+            stmt.execute([did.as_str(), rev, &now])?;
+            self.repos.offered_rev(did.as_str(), rev);
+        }
+        Ok(())
+    }
+
+    /// Nothing to wait for: this transaction already holds SQLite's one
+    /// write lock (`BEGIN IMMEDIATE`).
+    async fn lock_watermark(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn commit(self) -> Result<(), StoreError> {
+        Ok(self.tx.commit()?)
+    }
+
+    async fn rollback(self) -> Result<(), StoreError> {
+        Ok(self.tx.rollback()?)
+    }
+}
