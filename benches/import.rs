@@ -150,6 +150,8 @@ async fn main() {
                         // The local PDS is plain http on 127.0.0.1: the local-testing opt-in.
                         .env("PARITY_IDENTITY_ALLOW_PRIVATE_ADDRESSES", "true")
                         .env("PARITY_IMPORT_REQUESTS_PER_SECOND", rps)
+                        // This bench measures listRecords paging (the default is auto: getRepo).
+                        .env("PARITY_IMPORT_METHOD", "listrecords")
                         .env("PARITY_LOG_LEVEL", "warn")
                         .stdin(Stdio::null())
                         .output()

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 use tokio_util::sync::CancellationToken;
 
+use super::config::ImportMethod;
 use super::discover::{self, ALL_COLLECTIONS, Collection};
 use super::failure::{DidError, is_gone};
 use super::identity::Identity;
@@ -25,8 +26,9 @@ use super::lease::stealable;
 use super::pair::{self, PairResult};
 use super::progress::DidBar;
 use super::runner::{Runner, Work};
+use super::snapshot::{self, Fetched, Snapshot};
 use super::summary::{DidOutcome, DidStatus, PerCollection};
-use crate::event::AccountStatus;
+use crate::event::{AccountStatus, Nsid};
 use crate::store::{ImportState, StatusFilter};
 
 impl Runner {
@@ -61,7 +63,29 @@ impl Runner {
             }
         };
         let did = id.did.to_string();
-        let collections = match self.collections(&id, work, token).await {
+        let snapshot = match self.ctx.method {
+            ImportMethod::Listrecords => None,
+            _ => match snapshot::fetch(&self.ctx, &self.resolver, &id, token).await {
+                Ok(Fetched::Verified(s)) => Some(s),
+                Ok(Fetched::ListRecords) => None,
+                Err(_) if token.is_cancelled() => {
+                    return DidOutcome {
+                        did,
+                        counts: Counts::default(),
+                        status: DidStatus::Interrupted,
+                    };
+                }
+                Err(DidError::Discover(e)) if is_gone(&e) => {
+                    return self.gone(&did, &e.to_string()).await;
+                }
+                Err(e) => {
+                    tracing::warn!(did = %did, error = %e, "import: the repository was not imported");
+                    self.record_failure(&did, &e).await;
+                    return DidOutcome::failed(&did, e);
+                }
+            },
+        };
+        let collections = match self.collections(&id, snapshot.as_ref(), work, token).await {
             Ok(c) => c,
             Err(_) if token.is_cancelled() => {
                 return DidOutcome {
@@ -78,7 +102,8 @@ impl Runner {
                 return DidOutcome::failed(&did, e);
             }
         };
-        self.run_pairs(&id, &collections, bar, token).await
+        self.run_pairs(&id, snapshot.as_ref(), &collections, bar, token)
+            .await
     }
 
     /// A DID the stream reported deleted: its pending work ends `gone`
@@ -144,18 +169,38 @@ impl Runner {
     }
 
     /// The collections `work` runs for this DID, with their states queued.
+    /// With a snapshot, "every mapped collection" is the snapshot's mapped
+    /// collections plus those imported before (now empty, so swept).
     async fn collections(
         &self,
         id: &Identity,
+        snapshot: Option<&Snapshot>,
         work: &Work,
         token: &CancellationToken,
     ) -> Result<Vec<Collection>, DidError> {
         let (ctx, did) = (&self.ctx, id.did.as_str());
         match work {
             Work::Import { collections, force } => {
-                let cols = match collections {
-                    Some(c) => c.clone(),
-                    None => discover::mapped_collections(ctx, id, token).await?,
+                let cols = match (collections, snapshot) {
+                    (Some(c), _) => c.clone(),
+                    (None, Some(snap)) => {
+                        let before = ctx
+                            .store
+                            .import_states(Some(did), StatusFilter::All, i64::MAX)
+                            .await?;
+                        let mut cols: Vec<Nsid> = snap
+                            .collections
+                            .keys()
+                            .map(String::as_str)
+                            .chain(before.iter().map(|s| s.collection.as_str()))
+                            .filter(|c| ctx.registry.handles(c))
+                            .filter_map(Nsid::parse)
+                            .collect();
+                        cols.sort();
+                        cols.dedup();
+                        cols
+                    }
+                    (None, None) => discover::mapped_collections(ctx, id, token).await?,
                 };
                 ctx.store
                     .enqueue_imports(did, &discover::names(&cols), *force)
@@ -197,6 +242,7 @@ impl Runner {
     async fn run_pairs(
         &self,
         id: &Identity,
+        snapshot: Option<&Snapshot>,
         collections: &[Collection],
         bar: &DidBar,
         token: &CancellationToken,
@@ -229,7 +275,7 @@ impl Runner {
                     .get(c.as_str())
                     .and_then(|s| s.lease_owner.as_deref()),
             );
-            match pair::run(&self.ctx, id, c, steal, bar, token).await {
+            match pair::run(&self.ctx, id, snapshot, c, steal, bar, token).await {
                 PairResult::Done(n) => {
                     counts += n;
                     ran += 1;

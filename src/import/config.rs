@@ -43,6 +43,34 @@ pub struct ImportConfig {
     /// cannot park a host for an hour with one header).
     #[serde(default = "default_max_rate_limit_wait")]
     pub max_rate_limit_wait_seconds: u64,
+    /// How records are fetched (flag `--method`): `auto` (one verified
+    /// `getRepo` per DID, falling back to `listRecords` for that PDS when
+    /// getRepo is refused, not implemented or too big), `getrepo` (never
+    /// fall back) or `listrecords` (page each collection).
+    #[serde(default)]
+    pub method: ImportMethod,
+    /// Largest repository CAR held in memory while it is verified; a bigger
+    /// one falls back to listRecords (`auto`) or fails the DID (`getrepo`).
+    #[serde(default = "default_max_repo_bytes")]
+    pub max_repo_bytes: u64,
+}
+
+/// How `parity import` fetches a repository's records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ImportMethod {
+    /// getRepo, falling back to listRecords per PDS.
+    #[default]
+    Auto,
+    /// getRepo only.
+    Getrepo,
+    /// listRecords only.
+    Listrecords,
+}
+
+/// 1 GiB: a 128k-record repo is about 45 MB, so only outliers fall back.
+const fn default_max_repo_bytes() -> u64 {
+    1 << 30
 }
 
 const fn default_page_size() -> u32 {
@@ -89,6 +117,8 @@ impl Default for ImportConfig {
             backoff_max_ms: default_backoff_max(),
             lease_seconds: default_lease(),
             max_rate_limit_wait_seconds: default_max_rate_limit_wait(),
+            method: ImportMethod::default(),
+            max_repo_bytes: default_max_repo_bytes(),
         }
     }
 }
@@ -115,6 +145,9 @@ impl ImportConfig {
         }
         if self.max_rate_limit_wait_seconds == 0 {
             return Err("import.max_rate_limit_wait_seconds must be at least 1".into());
+        }
+        if self.max_repo_bytes < 1024 {
+            return Err("import.max_repo_bytes must be at least 1024".into());
         }
         Ok(())
     }
@@ -206,4 +239,29 @@ pub fn parse_dns_server(s: &str) -> Result<std::net::SocketAddr, String> {
                 .map(|ip| std::net::SocketAddr::new(ip, 53))
         })
         .map_err(|_| format!("identity.dns_servers: {s:?} is not IP or IP:PORT"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_and_repo_bound_parse_and_validate() {
+        let c: ImportConfig =
+            toml::from_str("method = \"getrepo\"\nmax_repo_bytes = 4096").unwrap();
+        assert_eq!(c.method, ImportMethod::Getrepo);
+        assert_eq!(c.max_repo_bytes, 4096);
+        assert!(c.validate().is_ok());
+        assert_eq!(ImportConfig::default().method, ImportMethod::Auto);
+        assert_eq!(ImportConfig::default().max_repo_bytes, 1 << 30);
+        assert!(toml::from_str::<ImportConfig>("method = \"car\"").is_err());
+        let tiny = ImportConfig {
+            max_repo_bytes: 10,
+            ..ImportConfig::default()
+        };
+        assert_eq!(
+            tiny.validate().unwrap_err(),
+            "import.max_repo_bytes must be at least 1024"
+        );
+    }
 }

@@ -35,6 +35,12 @@ pub enum DidError {
     /// if the database failed, a lease that expires), and the others ran.
     #[error("{0}")]
     Collections(PerCollection<PairError>),
+    /// The whole repository (getRepo) failed verification or is not a
+    /// repository: nothing of it was written. The text is the reason
+    /// (`bad signature`, `MST root mismatch`, `record CID mismatch`,
+    /// `missing block`, …); the runner leaves a failed `*` state.
+    #[error("{0}")]
+    Repo(#[from] crate::source::codecs::repo::RepoError),
 }
 
 /// Why one (did, collection) failed after it was due to run.

@@ -31,6 +31,7 @@ use serde::Deserialize;
 use super::config::{IdentityConfig, parse_dns_server};
 use crate::event::Did;
 use crate::net::{self, BodyError, Policy};
+use crate::source::codecs::repo::PublicKey;
 use crate::store::Store;
 
 /// Largest DID document read (real ones are 1–3 KB).
@@ -87,6 +88,9 @@ struct DidDoc {
     also_known_as: Vec<String>,
     #[serde(default)]
     service: Vec<Service>,
+    /// Kept raw: only the `#atproto` key is read, on demand.
+    #[serde(default, rename = "verificationMethod")]
+    verification_method: serde_json::Value,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +152,8 @@ pub struct Resolver {
     dns: Option<TokioResolver>,
     store: Option<Store>,
     cache: moka::sync::Cache<String, Identity>,
+    /// `#atproto` signing keys (whole-repo imports verify commits with them).
+    keys: moka::sync::Cache<String, PublicKey>,
 }
 
 impl Resolver {
@@ -195,12 +201,34 @@ impl Resolver {
                 .max_capacity(cfg.cache_max_entries)
                 .time_to_live(ttl.max(Duration::from_millis(1)))
                 .build(),
+            keys: moka::sync::Cache::builder()
+                .max_capacity(cfg.cache_max_entries)
+                .time_to_live(ttl.max(Duration::from_millis(1)))
+                .build(),
         })
+    }
+
+    /// The `#atproto` signing key of `did`'s document, cached for the
+    /// identity TTL; `fresh` fetches the document again (a signature
+    /// failed: the key may have rotated, so refresh once before rejecting).
+    pub async fn signing_key(&self, did: &Did, fresh: bool) -> Result<PublicKey, IdentityError> {
+        if !fresh && let Some(k) = self.keys.get(did.as_str()) {
+            return Ok(k);
+        }
+        let doc = self.fetch_doc(did).await?;
+        let doc_value = serde_json::json!({ "verificationMethod": doc.verification_method });
+        let key = PublicKey::from_did_document(&doc_value).map_err(|e| IdentityError::Fetch {
+            what: did.to_string(),
+            detail: format!("the DID document's signing key: {e}"),
+        })?;
+        self.keys.insert(did.to_string(), key.clone());
+        Ok(key)
     }
 
     /// Forgets a cached identity (an `#identity` event arrived).
     pub fn invalidate(&self, did: &str) {
         self.cache.invalidate(did);
+        self.keys.invalidate(did);
     }
 
     /// Identities held in memory (after pending evictions ran).

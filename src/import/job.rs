@@ -21,9 +21,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use super::config::ImportMethod;
 use super::lease::Lease;
 use super::page::{self, Page, PageOf};
 use super::progress::PairBar;
+use super::repo_job::CAR_CURSOR_PREFIX;
+use super::snapshot::NoGetRepo;
 use super::xrpc::{Xrpc, XrpcError};
 use crate::batch::{Batch, Checkpoint, Sweep};
 use crate::event::{Did, Nsid};
@@ -114,6 +117,12 @@ pub struct Ctx {
     pub page_delay: Duration,
     /// Told about every committed page (metrics, `/health` staleness).
     pub obs: Arc<Obs>,
+    /// `import.method` (or `--method`).
+    pub method: ImportMethod,
+    /// `import.max_repo_bytes`.
+    pub max_repo_bytes: u64,
+    /// PDS hosts `auto` no longer asks for getRepo.
+    pub no_getrepo: NoGetRepo,
 }
 
 /// `getLatestCommit` and `getRepoStatus` both carry the rev.
@@ -147,7 +156,12 @@ pub async fn run(
     {
         return Err(JobError::LeaseLost);
     }
-    let mut cursor = state.cursor.clone();
+    // A cursor left by a whole-repo run of this pair is no listRecords
+    // cursor: list from the first page.
+    let mut cursor = state
+        .cursor
+        .clone()
+        .filter(|c| !c.starts_with(CAR_CURSOR_PREFIX));
     // Only a listing this run reads from its first page is known complete
     // (pages of an earlier run carry that run's rev); a resumed one removes
     // nothing, and the next full re-import does.
@@ -280,7 +294,7 @@ fn truncate(s: &str) -> String {
     s.chars().take(300).collect()
 }
 
-fn record_metrics(c: Counts) {
+pub(super) fn record_metrics(c: Counts) {
     for (outcome, n) in [
         ("synced", c.synced),
         ("skipped", c.skipped),
@@ -295,7 +309,7 @@ fn record_metrics(c: Counts) {
 /// Commits one page, retrying transient errors; when the database refuses
 /// some records, commits the page without them (counted as failed, each
 /// logged by URI). Returns the stats and how many records were refused.
-async fn commit(
+pub(super) async fn commit(
     ctx: &Ctx,
     batch: &Batch,
     token: &CancellationToken,

@@ -18,7 +18,9 @@
 //! `describeRepo`, `*` requests), [`pair`] (claim one (did, collection),
 //! run it under its lease, record how it ended), [`job`] (one pair's pages
 //! with their cursor), [`page`] (a listed page → its batch, through the
-//! mappers). Beside them: [`lease`] (owner names, expiry, renewal),
+//! mappers); for whole-repo imports (`import.method`), [`snapshot`] (one
+//! verified getRepo per DID) and [`repo_job`] (a collection's pages from
+//! it). Beside them: [`lease`] (owner names, expiry, renewal),
 //! [`summary`] (outcomes and the final line), [`failure`] (why a DID or
 //! pair failed), [`config`] (the `[import]` and `[identity]` sections),
 //! [`identity`] (DID/handle → PDS, cached), [`xrpc`] (paced, retrying
@@ -43,7 +45,9 @@ mod options;
 pub mod page;
 pub mod pair;
 pub mod progress;
+pub mod repo_job;
 pub mod runner;
+pub mod snapshot;
 pub mod status;
 pub mod summary;
 pub mod xrpc;
@@ -55,7 +59,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use config::{IdentityConfig, ImportConfig};
+pub use config::{IdentityConfig, ImportConfig, ImportMethod};
 pub use error::ImportError;
 pub use options::{ImportOptions, ResumeOptions, StatusOptions};
 pub use summary::{DidStatus, Summary};
@@ -281,6 +285,9 @@ fn runner(
         page_size: import.page_size,
         page_delay: Duration::from_millis(import.page_delay),
         obs,
+        method: import.method,
+        max_repo_bytes: import.max_repo_bytes,
+        no_getrepo: Default::default(),
     };
     Ok(runner::Runner::new(
         Arc::new(ctx),
@@ -308,7 +315,10 @@ pub async fn import(
             "--concurrency must be at least 1".into(),
         ));
     }
-    let session = start(settings, opts.concurrency).await?;
+    let mut session = start(settings, opts.concurrency).await?;
+    if let Some(m) = opts.method {
+        session.import.method = m;
+    }
     let collections = if opts.collections.is_empty() {
         None
     } else {

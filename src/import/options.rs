@@ -31,6 +31,9 @@ pub struct ImportOptions {
     /// Import collections again even if already completed.
     #[arg(long)]
     pub force: bool,
+    /// How records are fetched [default: import.method, auto].
+    #[arg(long, value_enum, value_name = "METHOD")]
+    pub method: Option<super::config::ImportMethod>,
     // Applied to `identity.plc_url` with the other flags (`config::Flags`).
     /// PLC directory URL [env: PARITY_PLC_URL] [default: https://plc.directory].
     #[arg(long, value_name = "URL")]

@@ -24,7 +24,7 @@ pub struct Page {
 }
 
 /// One record of a page.
-#[derive(Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct Listed {
     pub uri: String,
     pub cid: String,

@@ -1,5 +1,7 @@
 //! Runs one (did, collection): claim its state under our lease, run the
-//! job while the lease is renewed beside it, and record how it ended.
+//! job (listRecords pages, or the collection's records from a verified
+//! whole-repo snapshot) while the lease is renewed beside it, and record
+//! how it ended.
 //!
 //! Owns: the state transitions of one pair around its job: claimed
 //! (`in_progress`), then `completed`, `failed` with the error text, `gone`
@@ -15,6 +17,8 @@ use super::failure::{PairError, is_gone};
 use super::identity::Identity;
 use super::job::{self, Counts, Ctx, JobError};
 use super::progress::DidBar;
+use super::repo_job;
+use super::snapshot::Snapshot;
 use super::xrpc::XrpcError;
 use crate::store::{ImportState, ImportStatus, StatusFilter};
 
@@ -54,6 +58,7 @@ pub enum PairResult {
 pub async fn run(
     ctx: &Ctx,
     id: &Identity,
+    snapshot: Option<&Snapshot>,
     collection: &Collection,
     steal: Option<&str>,
     bar: &DidBar,
@@ -79,8 +84,16 @@ pub async fn run(
     let pair_bar = bar.pair(nsid.as_str());
     let lease_token = token.child_token();
     let renew = ctx.lease.keep(&ctx.store, state.id, lease_token.clone());
+    let work = async {
+        match snapshot {
+            Some(snap) => {
+                repo_job::run(ctx, snap, &id.did, nsid, &state, &pair_bar, &lease_token).await
+            }
+            None => job::run(ctx, &id.pds, &id.did, nsid, &state, &pair_bar, &lease_token).await,
+        }
+    };
     let result = tokio::select! {
-        r = job::run(ctx, &id.pds, &id.did, nsid, &state, &pair_bar, &lease_token) => r,
+        r = work => r,
         () = renew => Err(JobError::LeaseLost),
     };
     lease_token.cancel();

@@ -15,7 +15,9 @@
 //! connect time, see `net`), redirects are answers (never followed), a
 //! rate-limit header can pause a host for at most
 //! `import.max_rate_limit_wait_seconds`, and bodies are read with a size
-//! limit per method ([`body_limit`]), enforced while they stream.
+//! limit per method ([`body_limit`]), enforced while they stream; a
+//! `getRepo` CAR ([`Xrpc::get_repo`]) is indexed as it streams and bounded
+//! by `import.max_repo_bytes`.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -34,6 +36,18 @@ use super::config::ImportConfig;
 use super::identity::describe;
 use crate::net::{self, BodyError, Policy};
 use crate::obs::names;
+use crate::source::codecs::repo::{Blocks, CarStream, RepoError};
+
+/// `com.atproto.sync.getRepo`: the whole repository as a CAR.
+pub const GET_REPO: &str = "com.atproto.sync.getRepo";
+
+/// Why a 2xx answer's body was not usable.
+enum BodyFault {
+    /// Breaks a rule that protects us (too large): not retried.
+    Reject(String),
+    /// Cut off or malformed: retried like a 5xx.
+    Retry(String),
+}
 
 /// 429s in a row on one request before giving up on it.
 const MAX_RATE_LIMITED: u32 = 50;
@@ -120,6 +134,62 @@ impl Xrpc {
         params: &[(&str, &str)],
         token: &CancellationToken,
     ) -> Result<T, XrpcError> {
+        let limit = body_limit(method);
+        self.request(base, method, params, token, |resp| async move {
+            match net::read_limited(resp, limit).await {
+                Ok(body) => serde_json::from_slice::<T>(&body)
+                    .map_err(|_| BodyFault::Retry("the answer is not the expected JSON".into())),
+                Err(e @ BodyError::TooLarge { .. }) => Err(BodyFault::Reject(e.to_string())),
+                Err(BodyError::Transport(e)) => Err(BodyFault::Retry(describe(&e))),
+            }
+        })
+        .await
+    }
+
+    /// `com.atproto.sync.getRepo` for `did`, read into a [`CarStream`] as
+    /// it arrives: at most `max_bytes` are held. The inner result is the
+    /// CAR's own verdict (too big, malformed), which no retry changes.
+    pub async fn get_repo(
+        &self,
+        base: &str,
+        did: &str,
+        max_bytes: u64,
+        token: &CancellationToken,
+    ) -> Result<Result<Blocks, RepoError>, XrpcError> {
+        let params = [("did", did)];
+        self.request(base, GET_REPO, &params, token, |mut resp| async move {
+            if resp.content_length().is_some_and(|l| l > max_bytes) {
+                return Ok(Err(RepoError::TooBig(max_bytes)));
+            }
+            let mut car = CarStream::new(max_bytes);
+            loop {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => {
+                        if let Err(e) = car.push(&chunk) {
+                            return Ok(Err(e));
+                        }
+                    }
+                    Ok(None) => return Ok(car.finish()),
+                    Err(e) => return Err(BodyFault::Retry(describe(&e))),
+                }
+            }
+        })
+        .await
+    }
+
+    /// One paced, retried request; `read` turns a 2xx answer into `T`.
+    async fn request<T, F, Fut>(
+        &self,
+        base: &str,
+        method: &str,
+        params: &[(&str, &str)],
+        token: &CancellationToken,
+        read: F,
+    ) -> Result<T, XrpcError>
+    where
+        F: Fn(reqwest::Response) -> Fut,
+        Fut: std::future::Future<Output = Result<T, BodyFault>>,
+    {
         let url = format!("{base}/xrpc/{method}");
         let rejected = |detail: String| XrpcError::Rejected {
             method: method.into(),
@@ -127,7 +197,6 @@ impl Xrpc {
         };
         let parsed = url::Url::parse(&url).map_err(|_| rejected("not a URL".into()))?;
         net::origin::check(&parsed, self.policy).map_err(rejected)?;
-        let limit = body_limit(method);
         let host = host_key(base);
         let mut attempts = 0u32;
         let mut limited = 0u32;
@@ -168,15 +237,10 @@ impl Xrpc {
                         continue;
                     }
                     if status.is_success() {
-                        match net::read_limited(resp, limit).await {
-                            Ok(body) => match serde_json::from_slice::<T>(&body) {
-                                Ok(v) => return Ok(v),
-                                Err(_) => "the answer is not the expected JSON".to_owned(),
-                            },
-                            Err(e @ BodyError::TooLarge { .. }) => {
-                                return Err(rejected(e.to_string()));
-                            }
-                            Err(BodyError::Transport(e)) => describe(&e),
+                        match read(resp).await {
+                            Ok(v) => return Ok(v),
+                            Err(BodyFault::Reject(detail)) => return Err(rejected(detail)),
+                            Err(BodyFault::Retry(detail)) => detail,
                         }
                     } else if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED {
                         format!("HTTP {}", status.as_u16())

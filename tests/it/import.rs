@@ -445,7 +445,11 @@ async fn an_import_serves_metrics_and_health_while_it_runs() {
             "--plc-url",
             &plc,
         ],
-        &[(importer::ALLOW_PRIVATE, "true")],
+        // The listRecords path: its gate holds the run open.
+        &[
+            (importer::ALLOW_PRIVATE, "true"),
+            ("PARITY_IMPORT_METHOD", "listrecords"),
+        ],
     );
     let addr = p.metrics_addr().await;
     pds.wait_for_list_records(3).await;

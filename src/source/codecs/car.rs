@@ -233,7 +233,7 @@ impl<'a> Car<'a> {
 }
 
 /// Decodes the header `{roots: [CID, …], version: 1}` (other keys skipped).
-fn parse_header(header: &[u8]) -> Result<Vec<&[u8]>, CarError> {
+pub(crate) fn parse_header(header: &[u8]) -> Result<Vec<&[u8]>, CarError> {
     let mut r = Reader::new(header);
     let mut roots = None;
     let mut version = None;

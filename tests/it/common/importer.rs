@@ -34,7 +34,8 @@ pub fn table_of(collection: &str) -> Option<&'static str> {
 }
 
 /// A `parity` command with a clean environment pointing at `db` and `pds`
-/// (as PLC directory), fast retries and a generous request rate. The PDS
+/// (as PLC directory), fast retries, a generous request rate and
+/// `import.method = "listrecords"`. The PDS
 /// listens on 127.0.0.1 over plain http, so the command opts in to private
 /// addresses (`identity.allow_private_addresses`, the only switch for
 /// that); tests of the address rules remove that variable.
@@ -50,6 +51,9 @@ pub fn parity(db: &TestDb, pds: &Pds, args: &[&str]) -> Command {
         .env("PARITY_IMPORT_TIMEOUT_SECONDS", "5")
         .env("PARITY_LOG_LEVEL", "warn")
         .env("PARITY_METRICS_ADDR", "off")
+        // The listRecords path, which these tests were written for; the
+        // whole-repo tests (`import_getrepo.rs`) pass `--method`.
+        .env("PARITY_IMPORT_METHOD", "listrecords")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -8,8 +8,8 @@
 //! available: <did>"}` (the body is did-method-plc's `ServerError`; the 410
 //! is what production answers, per indigo's resolver). Only `did:plc:` DIDs
 //! are served there. Generated documents follow the current-format fixture
-//! `identity/did-docs/indigo_did_plc_doc.json` (its `Multikey` key is reused
-//! as is: nothing here signs), with the DID, `alsoKnownAs: ["at://<handle>"]`
+//! `identity/did-docs/indigo_did_plc_doc.json`, with the DID's test signing
+//! key (`car_out::multikey`, what getRepo signs with) as its `Multikey`, the DID, `alsoKnownAs: ["at://<handle>"]`
 //! and the `#atproto_pds` endpoint set to this server.
 
 #![allow(dead_code)]
@@ -44,6 +44,7 @@ pub(super) fn generated(did: &str, handle: Option<&str>, pds_url: &str) -> Value
     let vm = &mut doc["verificationMethod"][0];
     vm["id"] = json!(format!("{did}#atproto"));
     vm["controller"] = json!(did);
+    vm["publicKeyMultibase"] = json!(super::car_out::multikey(did));
     assert!(rewrite_pds_endpoint(&mut doc, pds_url));
     doc
 }

@@ -1,7 +1,8 @@
 //! A local AT Protocol network for `parity import` tests and benchmarks:
 //! one HTTP server on `127.0.0.1:0` that plays an account's **PDS** (XRPC
 //! `com.atproto.repo.listRecords`, `repo.describeRepo`,
-//! `sync.getLatestCommit`), the **PLC directory** (`GET /<did>`) and a
+//! `sync.getLatestCommit`, `sync.getRepo`: a CAR signed with the account's
+//! test key, see `car_out`), the **PLC directory** (`GET /<did>`) and a
 //! **did:web / handle host** (`/.well-known/did.json`,
 //! `/.well-known/atproto-did`). DNS handle records are in [`crate::dns`].
 //!
@@ -22,6 +23,7 @@
 
 #![allow(dead_code)]
 
+mod car_out;
 mod identity;
 pub mod mst;
 mod serve;
@@ -93,6 +95,8 @@ impl Pds {
             commit_cid: car.commit_cid,
             status: None,
             collections: BTreeMap::new(),
+            blocks: car.record_blocks.into_iter().collect(),
+            verbatim: None,
         };
         for r in car.records {
             repo.insert(r);
@@ -100,6 +104,38 @@ impl Pds {
         s.repos.insert(car.did.clone(), repo);
         s.identity(&car.did);
         info
+    }
+
+    /// Like [`add_car`](Self::add_car), but getRepo answers the file's own
+    /// bytes (its real signature) until the repo changes, and the DID's
+    /// document is `doc` (the fixture document holding the real key; its
+    /// PDS endpoint is pointed here).
+    pub fn add_car_verbatim(&self, path: impl AsRef<Path>, doc: serde_json::Value) -> RepoInfo {
+        let path = path.as_ref();
+        let info = self.add_car(path);
+        let bytes = std::fs::read(path).expect("CAR fixture");
+        self.shared.lock().repo(&info.did).verbatim = Some(bytes);
+        self.add_did_doc_json(doc);
+        info
+    }
+
+    /// Serves `bytes` as `did`'s getRepo answer until the repo changes
+    /// (a tampered copy, say).
+    pub fn set_repo_car(&self, did: &str, bytes: Vec<u8>) {
+        self.shared.lock().repo(did).verbatim = Some(bytes);
+    }
+
+    /// The CAR getRepo answers for `did` now (built and signed, or verbatim).
+    pub fn repo_car(&self, did: &str) -> Vec<u8> {
+        let s = self.shared.lock();
+        let q = [("did".to_owned(), did.to_owned())].into_iter().collect();
+        car_out::get_repo(&s, &q).binary.expect("a CAR")
+    }
+
+    /// The multikey (`z…`) of the key getRepo signs `did`'s commits with;
+    /// generated DID documents carry it as their `#atproto` key.
+    pub fn signing_multikey(did: &str) -> String {
+        car_out::multikey(did)
     }
 
     /// Serves a synthetic repository (replacing any repo of that DID); its
@@ -111,6 +147,8 @@ impl Pds {
             commit_cid: synthetic_commit(did, rev),
             status: None,
             collections: BTreeMap::new(),
+            blocks: Default::default(),
+            verbatim: None,
         };
         for r in records {
             repo.insert(r);
@@ -125,13 +163,17 @@ impl Pds {
 
     /// Creates or replaces one record.
     pub fn update_record(&self, did: &str, record: SynthRecord) {
-        self.shared.lock().repo(did).insert(record);
+        let mut s = self.shared.lock();
+        let repo = s.repo(did);
+        repo.verbatim = None;
+        repo.insert(record);
     }
 
     /// Deletes one record; false if it was not there.
     pub fn delete_record(&self, did: &str, collection: &str, rkey: &str) -> bool {
         let mut s = self.shared.lock();
         let repo = s.repo(did);
+        repo.verbatim = None;
         let Some(recs) = repo.collections.get_mut(collection) else {
             return false;
         };
@@ -146,6 +188,7 @@ impl Pds {
     pub fn set_rev(&self, did: &str, rev: &str) {
         let mut s = self.shared.lock();
         let repo = s.repo(did);
+        repo.verbatim = None;
         repo.rev = rev.to_owned();
         repo.commit_cid = synthetic_commit(did, rev);
     }

@@ -41,6 +41,8 @@ pub struct CarRepo {
     pub missing_records: usize,
     /// MST nodes referenced but not in the CAR.
     pub missing_nodes: usize,
+    /// The record blocks present, by CID text (served again by getRepo).
+    pub record_blocks: Vec<(String, Vec<u8>)>,
 }
 
 /// Multibase base32 text of a binary CID.
@@ -89,6 +91,7 @@ pub fn read_car(bytes: &[u8]) -> CarRepo {
         records: Vec::new(),
         missing_records: 0,
         missing_nodes: 0,
+        record_blocks: Vec::new(),
     };
     walk.node(&data);
     CarRepo {
@@ -99,6 +102,7 @@ pub fn read_car(bytes: &[u8]) -> CarRepo {
         records: walk.records,
         missing_records: walk.missing_records,
         missing_nodes: walk.missing_nodes,
+        record_blocks: walk.record_blocks,
     }
 }
 
@@ -107,6 +111,7 @@ struct Walk<'c, 'a> {
     records: Vec<SynthRecord>,
     missing_records: usize,
     missing_nodes: usize,
+    record_blocks: Vec<(String, Vec<u8>)>,
 }
 
 impl Walk<'_, '_> {
@@ -151,6 +156,7 @@ impl Walk<'_, '_> {
         };
         let json = record_to_json(block)
             .unwrap_or_else(|e| panic!("record {key} does not transcode: {e}"));
+        self.record_blocks.push((cid_text(&cid), block.to_vec()));
         self.records.push(SynthRecord {
             collection: collection.to_owned(),
             rkey: rkey.to_owned(),

@@ -26,6 +26,8 @@ pub(super) struct Reply {
     pub headers: Vec<(&'static str, String)>,
     /// Bytes of whitespace streamed (chunked) before `body`.
     pub padding: usize,
+    /// A binary answer (a CAR) sent instead of `body`.
+    pub binary: Option<Vec<u8>>,
 }
 
 impl Reply {
@@ -36,6 +38,16 @@ impl Reply {
             body,
             headers: Vec::new(),
             padding: 0,
+            binary: None,
+        }
+    }
+
+    /// A `com.atproto.sync.getRepo` answer.
+    pub fn car(bytes: Vec<u8>) -> Reply {
+        Reply {
+            content_type: "application/vnd.ipld.car",
+            binary: Some(bytes),
+            ..Reply::json(200, String::new())
         }
     }
 
@@ -60,6 +72,9 @@ impl Reply {
             .header("content-type", self.content_type);
         for (k, v) in self.headers {
             b = b.header(k, v);
+        }
+        if let Some(bytes) = self.binary {
+            return b.body(Body::from(bytes)).unwrap();
         }
         if self.padding == 0 {
             return b.body(Body::from(self.body)).unwrap();

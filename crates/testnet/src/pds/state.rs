@@ -29,6 +29,12 @@ pub(super) struct Repo {
     /// collection → rkey → record; rkeys sort as the reference PDS's SQL
     /// `ORDER BY rkey` does (byte order).
     pub collections: BTreeMap<String, BTreeMap<String, Rec>>,
+    /// Record blocks read from a CAR fixture, by CID text: getRepo serves
+    /// them as they were (other records are encoded from their JSON).
+    pub blocks: HashMap<String, Vec<u8>>,
+    /// The fixture CAR as read, served verbatim by getRepo until the repo
+    /// changes (`Pds::add_car_verbatim`).
+    pub verbatim: Option<Vec<u8>>,
 }
 
 impl Repo {

@@ -13,6 +13,7 @@ use super::mst::cid_text;
 pub const LIST_RECORDS: &str = "com.atproto.repo.listRecords";
 pub const DESCRIBE_REPO: &str = "com.atproto.repo.describeRepo";
 pub const GET_LATEST_COMMIT: &str = "com.atproto.sync.getLatestCommit";
+pub const GET_REPO: &str = "com.atproto.sync.getRepo";
 /// Method key of `GET /<did>` (the PLC directory).
 pub const PLC: &str = "plc";
 /// Method key of `GET /.well-known/did.json`.

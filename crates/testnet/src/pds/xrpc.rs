@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 
 use super::serve::Reply;
 use super::state::{Rec, State};
-use super::{DESCRIBE_REPO, GET_LATEST_COMMIT, LIST_RECORDS, identity};
+use super::{DESCRIBE_REPO, GET_LATEST_COMMIT, GET_REPO, LIST_RECORDS, identity};
 
 type Params = BTreeMap<String, String>;
 
@@ -30,6 +30,7 @@ pub(super) fn dispatch(s: &mut State, nsid: &str, q: &Params, live: bool) -> Rep
         LIST_RECORDS => list_records(s, q, live),
         DESCRIBE_REPO => describe_repo(s, q),
         GET_LATEST_COMMIT => get_latest_commit(s, q),
+        GET_REPO => super::car_out::get_repo(s, q),
         _ => Reply::xrpc_error(501, "MethodNotImplemented", "Method Not Implemented"),
     }
 }
