@@ -167,3 +167,15 @@ pub fn value_text(v: &Value, sqlite: bool) -> Option<String> {
         Value::Timestamp(t) => Some(parity::mapper::table::timestamp_text(t)),
     }
 }
+
+/// Whether `e` writes a record row in parity's default configuration (a
+/// commit of a built-in mapper's collection), without mapping it: what the
+/// bench server counts while it streams.
+pub fn is_row_write(e: &GenEvent) -> bool {
+    match &e.kind {
+        Kind::Commit { collection, .. } => parity::mapper::builtin::ALL
+            .iter()
+            .any(|b| b.collection() == collection),
+        _ => false,
+    }
+}

@@ -20,7 +20,9 @@ pub struct Point {
     pub events: u64,
     /// Record row writes (upserts and deletes) so far.
     pub rows: u64,
-    /// Seconds since the writer started.
+    /// Seconds the writer spent writing so far: its clock stops while it
+    /// waits for the next chunk, so generating and mapping events (on the
+    /// feeding thread) never limits the baseline.
     pub secs: f64,
 }
 

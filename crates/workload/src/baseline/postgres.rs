@@ -297,9 +297,8 @@ pub async fn run(
     let mut db = PgBaseline::connect(url, mode).await?;
     let (rx, feeder) = feed::spawn(generator, from, to, per_tx);
     let rx = Arc::new(std::sync::Mutex::new(rx));
-    let t0 = Instant::now();
     let mut points = Vec::new();
-    let (mut events, mut rows) = (0, 0);
+    let (mut events, mut rows, mut busy) = (0, 0, 0.0);
     loop {
         let r = rx.clone();
         let Some(chunk) = tokio::task::spawn_blocking(move || r.lock().unwrap().recv().ok())
@@ -308,14 +307,16 @@ pub async fn run(
         else {
             break;
         };
+        let t0 = Instant::now();
         db.write(&chunk.writes, chunk.last_cursor, "baseline")
             .await?;
+        busy += t0.elapsed().as_secs_f64();
         events += chunk.events;
         rows += chunk.writes.iter().filter(|w| w.is_row()).count() as u64;
         points.push(Point {
             events,
             rows,
-            secs: t0.elapsed().as_secs_f64(),
+            secs: busy,
         });
     }
     feeder.join().expect("feeder");

@@ -180,17 +180,18 @@ pub fn run(
 ) -> rusqlite::Result<Vec<Point>> {
     let mut db = SqliteBaseline::open(path, cache_kib)?;
     let (rx, feeder) = feed::spawn(generator, from, to, per_tx);
-    let t0 = Instant::now();
     let mut points = Vec::new();
-    let (mut events, mut rows) = (0, 0);
+    let (mut events, mut rows, mut busy) = (0, 0, 0.0);
     for chunk in rx {
+        let t0 = Instant::now();
         db.write(&chunk.writes, chunk.last_cursor, "baseline")?;
+        busy += t0.elapsed().as_secs_f64();
         events += chunk.events;
         rows += chunk.writes.iter().filter(|w| w.is_row()).count() as u64;
         points.push(Point {
             events,
             rows,
-            secs: t0.elapsed().as_secs_f64(),
+            secs: busy,
         });
     }
     feeder.join().expect("feeder");
