@@ -291,14 +291,12 @@ impl Generator {
             Some("app.bsky.graph.follow" | "app.bsky.graph.block") => {
                 obj.insert("subject".into(), Value::String(self.did(rng)));
             }
-            Some("app.bsky.feed.post") => {
-                if obj.contains_key("reply") {
-                    let reply = serde_json::json!({
-                        "parent": self.post_ref(time_us, rng),
-                        "root": self.post_ref(time_us, rng),
-                    });
-                    obj.insert("reply".into(), reply);
-                }
+            Some("app.bsky.feed.post") if obj.contains_key("reply") => {
+                let reply = serde_json::json!({
+                    "parent": self.post_ref(time_us, rng),
+                    "root": self.post_ref(time_us, rng),
+                });
+                obj.insert("reply".into(), reply);
             }
             _ => {}
         }
