@@ -123,4 +123,5 @@ pub async fn run(o: &Options) {
     )
     .unwrap();
     child.wait().unwrap();
+    crate::run::drop_db(&url).await;
 }

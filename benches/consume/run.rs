@@ -16,9 +16,11 @@ use crate::server;
 use crate::{Options, generator};
 
 /// A fresh database: a SQLite file in `dir`, or a PostgreSQL database
-/// `name` (dropped first) on `TEST_PG_URL`'s server. Migrated by
+/// `name` + this process's id (dropped first; other checkouts may run the
+/// bench on the same server) on `TEST_PG_URL`'s server. Migrated by
 /// `parity migrate`, so the layout is whatever parity's migrations make.
 pub async fn fresh_db(backend: &str, name: &str, dir: &std::path::Path) -> String {
+    let name = format!("{name}_{}", std::process::id());
     let url = if backend == "postgres" {
         let base = std::env::var("TEST_PG_URL").unwrap_or_else(|_| {
             "postgres://parity_test:parity_test@127.0.0.1:5432/parity_test".into()
@@ -47,6 +49,27 @@ pub async fn fresh_db(backend: &str, name: &str, dir: &std::path::Path) -> Strin
         .unwrap();
     assert!(status.success(), "parity migrate failed on {url}");
     url
+}
+
+/// Deletes a bench database once measured (10M-row databases are GBs).
+pub async fn drop_db(url: &str) {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        for f in [
+            path.to_owned(),
+            format!("{path}-wal"),
+            format!("{path}-shm"),
+        ] {
+            let _ = std::fs::remove_file(f);
+        }
+        return;
+    }
+    let (base, name) = url.rsplit_once('/').unwrap();
+    let admin_url = std::env::var("TEST_PG_URL").unwrap_or_else(|_| format!("{base}/parity_test"));
+    if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
+        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;
+        admin.close().await;
+    }
 }
 
 /// The release parity binary, with no `PARITY_*` from the caller's env.
@@ -168,6 +191,7 @@ async fn run_baseline(
     let rows = db.rows().await as u64;
     let bytes = db.bytes().await.saturating_sub(empty);
     db.close().await;
+    drop_db(&url).await;
     let series = points
         .iter()
         .filter(|p| p.events % o.step == 0 || p.events == o.events)
@@ -196,9 +220,7 @@ pub async fn compare(o: &Options, keys: KeyMode, backend: &str) {
     let g = generator(o, keys, o.events);
     let url = fresh_db(backend, "parity_bench", dir.path()).await;
     let (p, cpu, hwm) = run_parity(o, g.clone(), &url).await;
-    if backend == "sqlite" {
-        let _ = std::fs::remove_file(url.trim_start_matches("sqlite://"));
-    }
+    drop_db(&url).await;
     let mut baselines = Vec::new();
     if o.baseline {
         let modes: &[baseline::postgres::Mode] = if backend == "postgres" {
