@@ -3,7 +3,8 @@
 //! `cargo build --release --example jetstream_throughput`
 //! then `taskset -c 0 target/release/examples/jetstream_throughput [passes [only]]`.
 //! Replays the 112 fixture lines (golden + relay) `passes` times through:
-//! decode_v1 on plain JSON; zstd (v1 dictionary) + decode_v1, with the
+//! decode_v1 on plain JSON, against untyped `serde_json::Value` (what a
+//! plain consumer parses into) and a bare JSON scan; zstd (v1 dictionary) + decode_v1, with the
 //! dictionary loaded per decompressor and as a shared prepared dictionary;
 //! decode_v2 on v2 frames built from the same lines; zstd (v2 dictionary) +
 //! decode_v2.
@@ -109,6 +110,18 @@ fn main() {
             }
         }
         report("v1 plain decode_v1", n, plain_bytes * passes, t);
+    }
+
+    // A plain consumer's decoder: untyped `serde_json::Value`, no checks.
+    if want("plain serde_json::Value") {
+        let t = Instant::now();
+        for _ in 0..passes {
+            for l in &lines {
+                let v: Value = serde_json::from_slice(black_box(l)).expect("json");
+                black_box(v);
+            }
+        }
+        report("plain serde_json::Value", n, plain_bytes * passes, t);
     }
 
     // Floors: serde_json only scanning the bytes (no struct, no allocation).
