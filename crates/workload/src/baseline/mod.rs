@@ -3,8 +3,8 @@
 //! whose schema `parity migrate` made, as fast as the store allows. parity's
 //! rows/s is reported as a share of theirs.
 //!
-//! Owns: the feeding thread ([`feed`]) that generates and maps events while
-//! the writer writes, and the progress record both writers return. The
+//! Owns: making each transaction's rows between writes ([`feed`]), and the
+//! progress record both writers return. The
 //! writers themselves: [`sqlite`] (prepared upsert in large transactions)
 //! and [`postgres`] (multi-row upsert, or COPY).
 
@@ -20,9 +20,9 @@ pub struct Point {
     pub events: u64,
     /// Record row writes (upserts and deletes) so far.
     pub rows: u64,
-    /// Seconds the writer spent writing so far: its clock stops while it
-    /// waits for the next chunk, so generating and mapping events (on the
-    /// feeding thread) never limits the baseline.
+    /// Seconds the writer spent writing so far: its clock stops while the
+    /// next chunk is generated and mapped, so the generator never limits
+    /// the baseline.
     pub secs: f64,
 }
 

@@ -295,18 +295,9 @@ pub async fn run(
     per_tx: u64,
 ) -> sqlx::Result<Vec<Point>> {
     let mut db = PgBaseline::connect(url, mode).await?;
-    let (rx, feeder) = feed::spawn(generator, from, to, per_tx);
-    let rx = Arc::new(std::sync::Mutex::new(rx));
     let mut points = Vec::new();
     let (mut events, mut rows, mut busy) = (0, 0, 0.0);
-    loop {
-        let r = rx.clone();
-        let Some(chunk) = tokio::task::spawn_blocking(move || r.lock().unwrap().recv().ok())
-            .await
-            .expect("receiver")
-        else {
-            break;
-        };
+    for chunk in feed::chunks(&generator, from, to, per_tx) {
         let t0 = Instant::now();
         db.write(&chunk.writes, chunk.last_cursor, "baseline")
             .await?;
@@ -319,7 +310,6 @@ pub async fn run(
             secs: busy,
         });
     }
-    feeder.join().expect("feeder");
     db.conn.close().await?;
     Ok(points)
 }

@@ -179,10 +179,9 @@ pub fn run(
     per_tx: u64,
 ) -> rusqlite::Result<Vec<Point>> {
     let mut db = SqliteBaseline::open(path, cache_kib)?;
-    let (rx, feeder) = feed::spawn(generator, from, to, per_tx);
     let mut points = Vec::new();
     let (mut events, mut rows, mut busy) = (0, 0, 0.0);
-    for chunk in rx {
+    for chunk in feed::chunks(&generator, from, to, per_tx) {
         let t0 = Instant::now();
         db.write(&chunk.writes, chunk.last_cursor, "baseline")?;
         busy += t0.elapsed().as_secs_f64();
@@ -194,6 +193,5 @@ pub fn run(
             secs: busy,
         });
     }
-    feeder.join().expect("feeder");
     Ok(points)
 }
