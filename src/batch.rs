@@ -171,6 +171,25 @@ pub enum Checkpoint {
     Stream(Vec<(String, Cursor)>),
     /// One page of an import: its listRecords cursor and counters.
     ImportPage(ImportPage),
+    /// One writer's share of a consumed batch when several writers commit
+    /// in parallel (`database.writers` > 1): the writer's own position per
+    /// stream, from which the store derives the stream's low watermark.
+    Shard(Shard),
+}
+
+/// Where one of several writers stands once its share of a batch is
+/// durable: the same stream cursors as the whole batch, stored under the
+/// writer's index. The stream's cursor (`parity_cursors`) is the lowest
+/// position of all `writers`, so it never passes rows a writer has not
+/// committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shard {
+    /// This writer, `0..writers`.
+    pub writer: u32,
+    /// How many writers share the stream.
+    pub writers: u32,
+    /// The last cursor seen per stream key, as in [`Checkpoint::Stream`].
+    pub cursors: Vec<(String, Cursor)>,
 }
 
 impl Checkpoint {
@@ -178,6 +197,7 @@ impl Checkpoint {
     pub fn last_cursor(&self) -> Option<Cursor> {
         match self {
             Checkpoint::Stream(cursors) => cursors.last().map(|(_, c)| *c),
+            Checkpoint::Shard(shard) => shard.cursors.last().map(|(_, c)| *c),
             Checkpoint::ImportPage(_) => None,
         }
     }

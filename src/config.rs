@@ -163,6 +163,7 @@ impl Config {
     /// database, section by section.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.source.validate().map_err(err)?;
+        self.database.validate().map_err(err)?;
         self.filter.collection_patterns().map_err(err)?;
         self.filter.operations().map_err(err)?;
         PurgePolicy::from_config(&self.accounts).map_err(err)?;

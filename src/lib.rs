@@ -36,7 +36,8 @@
 //!
 //! 1. `cmd::consume` builds the pipeline's `Parts` from the config and calls
 //!    `pipeline::run`, which opens the store (migrate, prepare the mapped
-//!    tables), loads the start cursor and spawns three tasks.
+//!    tables), loads the start cursor and spawns the reader, the processor,
+//!    the dispatcher and `database.writers` writer tasks.
 //! 2. `source::transport::connection::Reader` reads a frame from the
 //!    websocket (transport only: connect, reconnect, back off, fail over,
 //!    watchdog) and hands it to the format's decoder in `source::formats`
@@ -51,12 +52,16 @@
 //!    `Mutation`, and pushes it into the [`batch::Batcher`], which also
 //!    records the event's cursor whether it was kept or not.
 //! 4. When the batch is full or old enough, it goes on the bounded batch
-//!    channel; the writer task calls `store::Store::commit`, which runs the
+//!    channel; the dispatcher (`pipeline/writers.rs`) splits it by DID into
+//!    one share per writer (`store::shard`; one writer on SQLite: the batch
+//!    itself); each writer task calls `store::Store::commit`, which runs the
 //!    statements in the order `store::plan` documents (repos, tombstones and
 //!    deletes, upserts, revs, checkpoint) once, in `store::commit`, over
 //!    the backend's bulk steps (`store::sqlite`, `store::postgres`), and
 //!    saves the stream cursor in the same transaction (the contract in
-//!    `store::cursor`). The writer then calls `Obs::on_commit`. On a transient error the
+//!    `store::cursor`; with several writers, the writer's own position and
+//!    the stream's low watermark). The writer then calls `Obs::on_commit`,
+//!    and `Obs::on_checkpoint` when every writer has passed the batch. On a transient error the
 //!    writer retries the same batch; the row and its cursor commit together
 //!    or not at all.
 

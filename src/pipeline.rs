@@ -9,9 +9,19 @@
 //! [`Parts`] (registry, filter, purge policy, endpoints, sections) from the
 //! `Config`. Does not own any wire format, SQL or mapping rule.
 //!
-//! Channels are bounded ([`EVENT_QUEUE`], [`BATCH_QUEUE`]), so a slow
-//! database fills the batch queue, the processor blocks, the event queue
-//! fills and the reader stops reading the socket: memory stays flat.
+//! Writers: `database.writers` writer tasks, each committing the share of
+//! every batch whose DIDs hash to it (`writers.rs`: dispatch, the commit
+//! loop, the low watermark); one on SQLite. The stream cursor stored is the
+//! low watermark of what every writer committed, so a restart replays at
+//! most what some writer had not committed yet. Before the writers start,
+//! the per-writer positions of an earlier run are forgotten (its writer
+//! count may partition DIDs differently); the stream's cursor then stays
+//! where this run started until every writer has committed once.
+//!
+//! Channels are bounded ([`EVENT_QUEUE`], [`BATCH_QUEUE`], a
+//! [`writers::SHARE_QUEUE`] per writer), so a slow database fills the
+//! writers' queues, the dispatcher and then the processor block, the event
+//! queue fills and the reader stops reading the socket: memory stays flat.
 //!
 //! Shutdown: cancel the token; the reader stops between two websocket
 //! messages (never inside one: a firehose frame's ops go whole) and drops
@@ -20,8 +30,8 @@
 //! commits what is queued and returns. Any task failing cancels the rest.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -37,17 +47,17 @@ use crate::source::SourceConfig;
 use crate::source::{Endpoint, Item, Origin, Positions, Pushdown, Reader};
 use crate::store::{DatabaseConfig, Quarantined, Store, StoreError};
 
+mod writers;
+pub use writers::SHARE_QUEUE;
+use writers::Watermark;
+
 /// Events buffered between reader and processor: about a second of
 /// firehose at peak, a few MB.
 pub const EVENT_QUEUE: usize = 4_096;
-/// Batches buffered between processor and writer: one committing, one
-/// waiting, so the processor never idles on a commit and memory stays at
-/// two batches.
-pub const BATCH_QUEUE: usize = 2;
-/// How often expired delete tombstones are removed.
-const TOMBSTONE_SWEEP: Duration = Duration::from_secs(3_600);
-/// Longest wait between retries of a batch after a transient DB error.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+/// Batches buffered between processor and dispatcher: the writers' own
+/// queues ([`writers::SHARE_QUEUE`]) hold the rest, so the processor never
+/// idles on a commit and memory stays at a few batches.
+pub const BATCH_QUEUE: usize = 1;
 
 /// Per-run choices from the command line (`parity consume`'s flags).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -134,11 +144,16 @@ pub async fn run(
 
     let collections = filter.collections().to_vec();
     let positions = start_positions(&store, &endpoints, opts).await?;
+    let writer_count = database.writer_count() as usize;
+    for ep in &endpoints {
+        store.reset_writer_cursors(&ep.key).await?;
+    }
     let table_names: Vec<&str> = registry.tables().iter().map(|t| t.name.as_str()).collect();
     tracing::info!(
         endpoint = %endpoints[0].url,
         cursor = ?positions.cursor(&endpoints[0]).map(|c| c.0),
         tables = ?table_names,
+        writers = writer_count,
         collections = %collections.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         "Starting consumer."
     );
@@ -169,12 +184,22 @@ pub async fn run(
         process(event_rx, batch_tx, filter, registry, batcher, o).await;
         Ok(())
     });
-    let (o, t) = (obs.clone(), token.clone());
-    let writer_store = store.clone();
+    let watermark = Arc::new(Mutex::new(Watermark::new(writer_count)));
+    let mut share_txs = Vec::with_capacity(writer_count);
+    for writer in 0..writer_count {
+        let (share_tx, share_rx) = mpsc::channel(writers::SHARE_QUEUE);
+        share_txs.push(share_tx);
+        let (o, t, w) = (obs.clone(), token.clone(), watermark.clone());
+        let writer_store = store.clone();
+        tasks.spawn(async move {
+            writers::write(writer, share_rx, writer_store, o, w, t, retention)
+                .await
+                .map_err(PipelineError::from)
+        });
+    }
     tasks.spawn(async move {
-        write(batch_rx, writer_store, o, t, retention)
-            .await
-            .map_err(PipelineError::from)
+        writers::dispatch(batch_rx, share_txs, watermark).await;
+        Ok(())
     });
     let progress = spawn_progress(obs.clone(), progress_interval_seconds, token.clone());
 
@@ -328,80 +353,9 @@ async fn process(
     }
 }
 
-/// Commits batches in order; retries transient errors, leaves out what the
-/// database refuses (quarantine), stops on anything else.
-async fn write(
-    mut rx: mpsc::Receiver<Batch>,
-    store: Store,
-    obs: Arc<Obs>,
-    token: CancellationToken,
-    retention: Duration,
-) -> Result<(), StoreError> {
-    let mut next_sweep = Instant::now();
-    while let Some(batch) = rx.recv().await {
-        let mut delay = Duration::from_millis(100);
-        let (committed, took) = loop {
-            let started = Instant::now();
-            let result = match store.commit(&batch).await {
-                // The database refused some record: commit the rest.
-                Err(e) if e.is_rejection() => {
-                    obs.record_db_error(&e);
-                    store.quarantine(&batch, e).await.map(|q| {
-                        report_rejected(&q, &obs);
-                        q.stats
-                    })
-                }
-                r => r,
-            };
-            if let Err(e) = &result {
-                obs.record_db_error(e);
-            }
-            match result {
-                Ok(s) => break (s, started.elapsed()),
-                Err(e) if e.is_transient() => {
-                    obs.set_database_reachable(false);
-                    tracing::warn!(error = %Escaped(&e), retry_in_ms = delay.as_millis() as u64, "Commit failed; retrying.");
-                    tokio::select! {
-                        // Shutting down while the database is away: the batch
-                        // is not committed, so its events replay on restart.
-                        _ = token.cancelled() => if rx.is_closed() || token.is_cancelled() {
-                            tracing::warn!("Database unavailable at shutdown; the last batch will be replayed on restart.");
-                            return Ok(());
-                        },
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                    delay = (delay * 2).min(MAX_RETRY_DELAY);
-                }
-                Err(e) => {
-                    tracing::error!(error = %Escaped(&e), "Commit failed; stopping.");
-                    return Err(e);
-                }
-            }
-        };
-        let cursor = batch.checkpoint.last_cursor().map(|c| c.0);
-        obs.on_commit(&committed, batch.events, took, cursor, batch.last_time_us);
-        if Instant::now() >= next_sweep {
-            next_sweep = Instant::now() + TOMBSTONE_SWEEP;
-            match store.expire_tombstones(retention).await {
-                Ok(n) if n > 0 => tracing::info!(expired = n, "Expired delete tombstones."),
-                Ok(_) => {}
-                Err(e) if e.is_transient() => {
-                    obs.record_db_error(&e);
-                    tracing::warn!(error = %Escaped(&e), "Tombstone sweep failed; will retry.")
-                }
-                Err(e) => {
-                    obs.record_db_error(&e);
-                    return Err(e);
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Counts and logs each record the database refused (URI bounded and
 /// escaped; the error names no value).
-fn report_rejected(q: &Quarantined, obs: &Obs) {
+pub(crate) fn report_rejected(q: &Quarantined, obs: &Obs) {
     for r in &q.rejected {
         obs.record_drop(DropReason::DbRejected);
         tracing::warn!(uri = %Escaped(bounded(&r.uri)), error = %Escaped(bounded(&q.error.to_string())), "Database refused a record; skipped, the rest of the batch committed.");

@@ -13,7 +13,8 @@
 //!   `firehose`), `BENCH_SEED` (1), `BENCH_STEP` (events per point of the
 //!   per-step series; default N/10), `BENCH_BASELINE` (`0` skips it),
 //!   `BENCH_MAX_EVENTS` (parity's `batch.max_events`, also the baseline's
-//!   events per transaction; default 5,000), `TEST_PG_URL`;
+//!   events per transaction; default 5,000), `BENCH_WRITERS` (parity's
+//!   `database.writers`), `TEST_PG_URL`;
 //! - `BENCH_SCENARIO=catchup`: the catch-up scenario ([`catchup`]).
 
 mod catchup;

@@ -118,6 +118,11 @@ async fn run_parity(o: &Options, g: Arc<workload::Generator>, url: &str) -> (Out
         // Metrics stay on, as in production, on a port nothing else holds.
         .env("PARITY_METRICS_ADDR", "127.0.0.1:0")
         .env("PARITY_BATCH_MAX_EVENTS", o.per_tx.to_string())
+        .envs(
+            std::env::var("BENCH_WRITERS")
+                .ok()
+                .map(|v| ("PARITY_DATABASE_WRITERS", v)),
+        )
         .spawn()
         .unwrap();
     let t0 = srv.started.await.unwrap();

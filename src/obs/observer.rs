@@ -221,6 +221,17 @@ impl Obs {
         self.rows_upserted.fetch_add(rows.upserted_total(), Relaxed);
         self.rows_deleted.fetch_add(rows.deleted_total(), Relaxed);
         self.batches.fetch_add(1, Relaxed);
+        self.on_checkpoint(cursor, time_us);
+        self.health.committed();
+    }
+
+    /// The stored position moved: every writer has committed up to
+    /// `cursor` (none for an import page), whose last event happened at
+    /// `time_us` (0: unknown, the lag stays as it was). With several
+    /// writers this is the low watermark, reported apart from each
+    /// writer's [`Obs::on_commit`], so the cursor gauge and `/health`'s lag
+    /// never run ahead of what a restart resumes from.
+    pub fn on_checkpoint(&self, cursor: Option<i64>, time_us: i64) {
         if let Some(c) = cursor {
             self.cursor.store(c, Relaxed);
             // Exact: cursors (µs or seq) stay far below 2^53.
@@ -229,7 +240,6 @@ impl Obs {
         if time_us > 0 {
             self.committed_time_us.store(time_us, Relaxed);
         }
-        self.health.committed();
     }
 
     /// A failed database operation (commit, sweep), counted by kind.

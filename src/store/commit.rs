@@ -12,8 +12,10 @@
 //! multi-row statements on SQLite, one `UNNEST` per table on PostgreSQL).
 //! Those are the [`Steps`] a backend transaction implements.
 //!
-//! Invariants: the checkpoint (stream cursors or import page) is written
-//! last, in the same transaction as the rows it covers; any error returns
+//! Invariants: the checkpoint (stream cursors, one writer's share of them,
+//! or an import page) is written last, in the same transaction as the rows
+//! it covers; a writer's share moves the stream cursor only to the lowest
+//! position every writer has committed (the low watermark); any error returns
 //! before `COMMIT`, and dropping the transaction rolls the batch back as a
 //! whole; statements run in the plan's deterministic (sorted) order, so the
 //! lock order is stable across concurrent writers.
@@ -57,6 +59,25 @@ static SAVE_CURSOR: Sql = Sql::new(
      ON CONFLICT (stream) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
 );
 
+/// One writer's position in one stream (several writers). `$1` stream
+/// key, `$2` writer, `$3` cursor, `$4` now.
+static SAVE_WRITER_CURSOR: Sql = Sql::new(
+    "INSERT INTO parity_writer_cursors (stream, writer, cursor, updated_at) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (stream, writer) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+);
+
+/// A stream's cursor becomes the lowest position of its writers, once
+/// every one of them has a row (before that, a writer that has committed
+/// nothing would be skipped over). Runs under the watermark lock
+/// ([`Steps::lock_watermark`]), so it sees every other writer's committed
+/// row. `$1` stream key, `$2` now, `$3` writer count.
+static SAVE_WATERMARK: Sql = Sql::new(
+    "INSERT INTO parity_cursors (stream, cursor, updated_at) \
+     SELECT $1, MIN(cursor), $2 FROM parity_writer_cursors WHERE stream = $1 AND writer < $3 \
+     HAVING COUNT(*) = $3 \
+     ON CONFLICT (stream) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+);
+
 /// One open commit transaction of a backend: the steps the walk calls.
 /// Tables are indexed by `TableId`, as in the [`Plan`].
 pub(super) trait Steps {
@@ -96,6 +117,13 @@ pub(super) trait Steps {
     ) -> Result<u64, StoreError>;
     /// Records each DID's newest commit rev (non-empty).
     async fn revs(&mut self, revs: &[(&Did, &str)], now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Waits until no other writer's transaction can still change its
+    /// position, and holds that until this transaction ends: the stream
+    /// watermark statement that follows, with a fresh snapshot, sees every
+    /// other writer's committed position (PostgreSQL: a transaction-scoped
+    /// advisory lock taken just before; SQLite: nothing, its writer
+    /// already holds the database lock).
+    async fn lock_watermark(&mut self) -> Result<(), StoreError>;
     async fn commit(self) -> Result<(), StoreError>;
     async fn rollback(self) -> Result<(), StoreError>;
 }
@@ -197,6 +225,28 @@ pub(super) async fn commit<S: Steps>(
             for (stream, cursor) in cursors {
                 let args = vec![stream.clone().into(), cursor.0.into(), now.into()];
                 tx.run(&SAVE_CURSOR, args).await?;
+            }
+        }
+        Checkpoint::Shard(shard) => {
+            for (stream, cursor) in &shard.cursors {
+                let args = vec![
+                    stream.clone().into(),
+                    i64::from(shard.writer).into(),
+                    cursor.0.into(),
+                    now.into(),
+                ];
+                tx.run(&SAVE_WRITER_CURSOR, args).await?;
+            }
+            if !shard.cursors.is_empty() {
+                tx.lock_watermark().await?;
+            }
+            for (stream, _) in &shard.cursors {
+                let args = vec![
+                    stream.clone().into(),
+                    now.into(),
+                    i64::from(shard.writers).into(),
+                ];
+                tx.run(&SAVE_WATERMARK, args).await?;
             }
         }
         Checkpoint::ImportPage(page) => {

@@ -10,7 +10,14 @@
 //!    from the stored cursor (rewound by a margin for time-based cursors) may
 //!    replay a few events harmlessly.
 //! 3. The pipeline is one ordered stream per connection, so the cursor only
-//!    moves forward within a stream by construction. (Jetstream v1 `time_us`
+//!    moves forward within a stream by construction. With several writers
+//!    (`database.writers`, `store::shard`), each commits its share of a batch
+//!    with its own position in `parity_writer_cursors`, and the stream's row
+//!    here becomes, in the same transaction and under one lock that orders
+//!    the writers' last statements, the lowest position of all of them (once
+//!    every writer has one): the low watermark, which is what restarts,
+//!    `/health` and every other reader use. Positions of an earlier run are
+//!    forgotten at start (another writer count partitions differently). (Jetstream v1 `time_us`
 //!    can step back slightly between events; storing the last, not the
 //!    largest, only ever replays more.)
 //! 4. A cursor is kept per stream key, an opaque string to the store (the

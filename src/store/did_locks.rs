@@ -56,7 +56,7 @@ pub fn buckets(batch: &Batch) -> Vec<i32> {
 fn sweep_did(batch: &Batch) -> Option<&Did> {
     match &batch.checkpoint {
         Checkpoint::ImportPage(p) => p.sweep.as_ref().map(|s| &s.did),
-        Checkpoint::Stream(_) => None,
+        Checkpoint::Stream(_) | Checkpoint::Shard(_) => None,
     }
 }
 

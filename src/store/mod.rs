@@ -28,6 +28,8 @@
 //!   statement on the pool;
 //! - `did_locks.rs`: the per-DID locks a PostgreSQL commit takes first, so
 //!   the guards hold between concurrent writers;
+//! - `shard.rs`: which of several writer connections commits which DIDs,
+//!   and a batch split into one share per writer (pure);
 //! - `schema.rs`: DDL and guard fragments from mapper schemas;
 //! - `imports.rs`: import states, leases and the identity cache;
 //! - `cursor.rs`: the cursor contract.
@@ -52,6 +54,7 @@ pub mod plan;
 mod postgres;
 mod quarantine;
 mod schema;
+pub mod shard;
 mod sqlite;
 
 use std::time::Duration;
@@ -83,6 +86,54 @@ pub struct DatabaseConfig {
     /// How long delete tombstones are kept, in hours.
     #[serde(default = "default_tombstone_retention_hours")]
     pub tombstone_retention_hours: u64,
+    /// Writer connections `consume` commits on in parallel, each taking the
+    /// share of every batch whose DIDs hash to it; 0: the backend's default
+    /// ([`DatabaseConfig::writer_count`]). SQLite has one write lock, so it
+    /// takes only 1.
+    #[serde(default)]
+    pub writers: u32,
+}
+
+/// PostgreSQL's default writer count: each writer is one server backend
+/// (one core) that otherwise waits on parity between statements; measured
+/// on 2 cores in BENCHMARKS.md ("Several writers on PostgreSQL").
+pub const DEFAULT_PG_WRITERS: u32 = 4;
+
+/// The most writers `database.writers` accepts: each is a connection and a
+/// batch queue.
+pub const MAX_WRITERS: u32 = 32;
+
+impl DatabaseConfig {
+    fn is_sqlite(&self) -> bool {
+        self.url.starts_with("sqlite:")
+    }
+
+    /// The writer count in effect: `writers`, or 1 on SQLite and
+    /// [`DEFAULT_PG_WRITERS`] on PostgreSQL when it is 0.
+    pub fn writer_count(&self) -> u32 {
+        match self.writers {
+            0 if self.is_sqlite() => 1,
+            0 => DEFAULT_PG_WRITERS,
+            n => n,
+        }
+    }
+
+    /// Checks `writers` against the backend; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.writers > MAX_WRITERS {
+            return Err(format!(
+                "database.writers is {}; use 1 to {MAX_WRITERS} (or 0 for the backend's default)",
+                self.writers
+            ));
+        }
+        if self.is_sqlite() && self.writers > 1 {
+            return Err(format!(
+                "database.writers is {}, but SQLite has one write lock; use 1 (or 0) with sqlite://",
+                self.writers
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_url() -> String {
@@ -110,6 +161,7 @@ impl Default for DatabaseConfig {
             max_connections: default_max_connections(),
             busy_timeout_ms: default_busy_timeout_ms(),
             tombstone_retention_hours: default_tombstone_retention_hours(),
+            writers: 0,
         }
     }
 }
@@ -387,10 +439,26 @@ impl Store {
             .collect()
     }
 
-    /// Forgets the stored cursors whose stream key starts with `prefix`.
+    /// Forgets the stored cursors whose stream key starts with `prefix`
+    /// (and the writer positions behind them).
     pub async fn delete_cursors(&self, prefix: &str) -> Result<u64, StoreError> {
+        self.reset_writer_cursors(prefix).await?;
         self.execute(
             "DELETE FROM parity_cursors WHERE substr(stream, 1, length($1)) = $1",
+            vec![prefix.into()],
+        )
+        .await
+    }
+
+    /// Forgets the per-writer positions of the streams whose key starts
+    /// with `prefix`, keeping their cursors. `consume` does this before its
+    /// writers start: positions of an earlier run belong to its partition
+    /// of DIDs (another writer count partitions differently), and until
+    /// each new writer has committed once, the stream's cursor stays where
+    /// the run started.
+    pub async fn reset_writer_cursors(&self, prefix: &str) -> Result<u64, StoreError> {
+        self.execute(
+            "DELETE FROM parity_writer_cursors WHERE substr(stream, 1, length($1)) = $1",
             vec![prefix.into()],
         )
         .await

@@ -13,7 +13,8 @@
 //!    last page of a complete import listing, the sweep of the pair's rows
 //!    older than the imported rev (tombstoned at that rev);
 //! 4. per-DID commit revs in `parity_repos`;
-//! 5. the batch's checkpoint: the stream cursors, or an import page's
+//! 5. the batch's checkpoint: the stream cursors (with several writers: the
+//!    writer's own positions, then the streams' low watermarks), or an import page's
 //!    cursor and counters (refused, and the batch rolled back, if the page's
 //!    lease was taken over).
 

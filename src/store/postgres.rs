@@ -33,6 +33,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// sqlx's migrator uses its own key.
 const SCHEMA_LOCK: i64 = 0x7061_7269_7479;
 
+/// Second key of the stream-watermark lock, under [`did_locks::NAMESPACE`]:
+/// outside the DID buckets (`0..BUCKETS`), so it never waits on a DID.
+const WATERMARK_LOCK: i32 = -1;
+
 /// How long to wait for a pooled connection before calling it transient.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -67,8 +71,10 @@ impl PgStore {
         let opts = PgConnectOptions::from_str(&cfg.url)
             .map_err(StoreError::Connect)?
             .options([("client_min_messages", "warning")]);
+        // Every writer holds a connection for its commits; one more for the
+        // sweeps and readers.
         let pool = PgPoolOptions::new()
-            .max_connections(cfg.max_connections.max(1))
+            .max_connections(cfg.max_connections.max(cfg.writer_count() + 1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(opts)
             .await
@@ -373,6 +379,19 @@ impl Steps for PgSteps<'_> {
         .bind(now)
         .execute(&mut *self.tx)
         .await?;
+        Ok(())
+    }
+
+    async fn lock_watermark(&mut self) -> Result<(), StoreError> {
+        // Taken last, after the rows and the writer's own position: other
+        // writers wait only for this transaction's last two statements and
+        // its COMMIT. DID locks are taken first and the watermark lock last
+        // by every writer, so they cannot deadlock on each other.
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(did_locks::NAMESPACE)
+            .bind(WATERMARK_LOCK)
+            .execute(&mut *self.tx)
+            .await?;
         Ok(())
     }
 

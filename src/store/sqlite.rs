@@ -417,6 +417,12 @@ impl Steps for SqliteSteps<'_> {
         Ok(())
     }
 
+    /// Nothing to wait for: this transaction already holds SQLite's one
+    /// write lock (`BEGIN IMMEDIATE`).
+    async fn lock_watermark(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     async fn commit(self) -> Result<(), StoreError> {
         Ok(self.tx.commit().await?)
     }

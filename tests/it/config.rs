@@ -177,6 +177,36 @@ fn each_bad_config_gets_its_own_one_line_error() {
     );
 }
 
+/// `database.writers`: more than SQLite's one write lock, or more than the
+/// cap, is a one-line config error; `consume` stops before it touches the
+/// database.
+#[test]
+fn writer_counts_the_backend_cannot_take_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("w.db").display());
+    assert_one_line_error(
+        &["--database-url", &sqlite, "consume"],
+        &[("PARITY_DATABASE_WRITERS", "2")],
+        &["database.writers", "SQLite", "use 1"],
+    );
+    assert!(!dir.path().join("w.db").exists(), "nothing was created");
+    assert_one_line_error(
+        &[
+            "--database-url",
+            "postgres://u@127.0.0.1:1/db",
+            "config",
+            "check",
+        ],
+        &[("PARITY_DATABASE_WRITERS", "33")],
+        &["database.writers", "33", "1 to 32"],
+    );
+    let (code, _, err) = parity(
+        &["--database-url", &sqlite, "config", "check"],
+        &[("PARITY_DATABASE_WRITERS", "1")],
+    );
+    assert!(!err.contains("database.writers"), "{code}: {err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_check_masks_the_password_and_prints_the_effective_config() {
     let db = TestDb::postgres("check").await;

@@ -22,7 +22,7 @@ use parity::event::{
     AccountStatus, Commit, CommitOp, Cursor, Did, Event, EventKind, Nsid, RecordKey,
 };
 use parity::mapper::{Dispatch, Registry, builtin};
-use parity::store::{DatabaseConfig, Store};
+use parity::store::{DatabaseConfig, Store, shard};
 use proptest::prelude::*;
 use serde_json::value::RawValue;
 
@@ -521,22 +521,38 @@ async fn import_page(store: &Store, reg: &Registry, dids: &[Did], run: &ImportRu
 /// DID not newer than an import's rev arrive before that import's last
 /// page (an old create arriving after it, for a record parity never
 /// stored, is not caught; see the README).
-async fn run_world(store: &Store, dids: &[Did], w: &World) {
+/// One writer's share of a live batch, with the `(DID, rev)` of its ops.
+type LiveShare = (parity::batch::Batch, Vec<(usize, u32)>);
+
+async fn run_world(store: &Store, dids: &[Did], w: &World, writers: u32) {
     let reg = registry();
-    let mut live = std::collections::VecDeque::from(live_batches(dids, w, &reg));
+    // Live batches, split into one share per writer (a DID's share always
+    // goes to the same writer); each writer's queue keeps batch order.
+    let mut live: Vec<std::collections::VecDeque<LiveShare>> =
+        (0..writers).map(|_| Default::default()).collect();
+    for (b, ops) in live_batches(dids, w, &reg) {
+        for (wr, share) in shard::split(b, writers).into_iter().enumerate() {
+            let mine = ops
+                .iter()
+                .filter(|(d, _)| {
+                    writers == 1 || shard::writer_of(&dids[*d], writers) as usize == wr
+                })
+                .copied()
+                .collect();
+            live[wr].push_back((share, mine));
+        }
+    }
+    let writers = writers as usize;
     let runs = import_runs(w);
-    // Stream 0: live batches; stream 1 + d: DID d's import runs, page by page.
+    // Streams 0..writers: the writers' live shares; writers + d: DID d's
+    // import runs, page by page.
     let mut pos: Vec<(usize, usize)> = vec![(0, 0); DIDS];
-    let mut live_done = false;
     let mut choices = w.choices.iter();
     loop {
-        let mut open: Vec<usize> = Vec::new();
-        if !live_done {
-            open.push(0);
-        }
+        let mut open: Vec<usize> = (0..writers).filter(|&wr| !live[wr].is_empty()).collect();
         for (d, (r, _)) in pos.iter().enumerate() {
             if *r < runs[d].len() {
-                open.push(1 + d);
+                open.push(writers + d);
             }
         }
         if open.is_empty() {
@@ -546,25 +562,23 @@ async fn run_world(store: &Store, dids: &[Did], w: &World) {
             Some(i) => open[i.index(open.len())],
             None => open[0],
         };
-        if s == 0 {
-            match live.pop_front() {
-                Some((b, _)) => {
-                    store.commit(&b).await.unwrap();
-                }
-                None => live_done = true,
-            }
+        if s < writers {
+            let (b, _) = live[s].pop_front().expect("open");
+            store.commit(&b).await.unwrap();
             continue;
         }
-        let d = s - 1;
+        let d = s - writers;
         let (r, p) = pos[d];
         if p + 1 == runs[d][r].pages.len() {
             let old = |ops: &Vec<(usize, u32)>| {
                 ops.iter()
                     .any(|&(od, rev)| od == d && rev <= runs[d][r].rev_num)
             };
-            if let Some(last) = live.iter().rposition(|(_, ops)| old(ops)) {
-                for (b, _) in live.drain(..=last) {
-                    store.commit(&b).await.unwrap();
+            for queue in &mut live {
+                if let Some(last) = queue.iter().rposition(|(_, ops)| old(ops)) {
+                    for (b, _) in queue.drain(..=last) {
+                        store.commit(&b).await.unwrap();
+                    }
                 }
             }
         }
@@ -604,7 +618,7 @@ fn expected_world(did: &Did, w: &World, d: usize) -> Vec<Vec<Option<String>>> {
     rows
 }
 
-fn check_world(backend: &'static str, cases: u32) {
+fn check_world(backend: &'static str, cases: u32, writers: u32) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -625,7 +639,7 @@ fn check_world(backend: &'static str, cases: u32) {
             .map(|d| Did::parse(&format!("did:plc:world{case}d{d}")).unwrap())
             .collect();
         let results = rt.block_on(async {
-            run_world(&store, &dids, &w).await;
+            run_world(&store, &dids, &w, writers).await;
             let mut out = Vec::new();
             for (d, did) in dids.iter().enumerate() {
                 out.push((expected_world(did, &w, d), actual(&db, did).await));
@@ -640,10 +654,24 @@ fn check_world(backend: &'static str, cases: u32) {
 
 #[test]
 fn live_events_accounts_and_import_pages_converge_sqlite() {
-    check_world("sqlite", 48);
+    check_world("sqlite", 48, 1);
 }
 
 #[test]
 fn live_events_accounts_and_import_pages_converge_postgres() {
-    check_world("pg", 32);
+    check_world("pg", 32, 1);
+}
+
+/// The same worlds with the live batches committed by three writers, each
+/// its share of every batch (`store::shard`), the writers' commits
+/// interleaved in any order (each writer's own in batch order) with the
+/// import pages.
+#[test]
+fn several_writers_interleaved_converge_postgres() {
+    check_world("pg", 32, 3);
+}
+
+#[test]
+fn several_writers_interleaved_converge_sqlite() {
+    check_world("sqlite", 16, 3);
 }

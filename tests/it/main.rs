@@ -34,3 +34,4 @@ mod races;
 mod relay_scenarios;
 mod resume_after_crash;
 mod store;
+mod writers;

@@ -65,7 +65,7 @@ fn sigterm(child: &mut Child) -> std::process::ExitStatus {
 /// The relay recording without the one commit no built-in maps (the server
 /// would not send it under parity's default wantedCollections), so that
 /// "the Nth event" means the same to server and consumer.
-fn mapped_lines() -> Vec<Line> {
+pub(crate) fn mapped_lines() -> Vec<Line> {
     fixture_lines(common::RELAY_JSONL)
         .iter()
         .map(|l| Line::new(l))
