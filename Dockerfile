@@ -43,11 +43,13 @@ RUN mkdir -p src benches crates/testnet/src \
 
 # The crate: sources plus what the compiler embeds (migrations via
 # sqlx::migrate!, the Jetstream v1 zstd dictionary and the example config
-# via include_bytes!/include_str!; tests/it/deploy.rs checks this list).
+# via include_bytes!/include_str!, the change feed's demo page in
+# examples/feed; tests/it/deploy.rs checks this list).
 COPY src src
 COPY migrations migrations
 COPY assets assets
 COPY config config
+COPY examples examples
 # Release builds keep line tables (Cargo.toml) so panics and profiles name
 # file:line. Compressing those sections shrinks the binary about threefold
 # (89 to 33 MB) and backtraces still read them.

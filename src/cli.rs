@@ -45,6 +45,8 @@ pub enum Command {
     /// Check the configuration, or print the example one.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Serve the change feed (WebSocket, SSE, long-poll) on feed.addr until stopped.
+    Serve,
     /// Ask a running parity's /health: exit 0 when healthy, else print why and exit 1.
     Health(HealthOptions),
 }

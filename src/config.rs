@@ -21,6 +21,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{AccountsConfig, BatchConfig, PurgePolicy};
+use crate::feed::FeedConfig;
 use crate::filter::FilterConfig;
 use crate::import::{IdentityConfig, ImportConfig};
 use crate::mapper::MappersConfig;
@@ -54,6 +55,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub health: HealthConfig,
+    #[serde(default)]
+    pub feed: FeedConfig,
 }
 
 /// Values given on the command line; each replaces its key after the file
@@ -182,6 +185,7 @@ impl Config {
         }
         self.metrics.listen_addr().map_err(err)?;
         self.health.validate().map_err(err)?;
+        self.feed.validate().map_err(err)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             err(format!(
                 "log.level {:?} is not a valid filter: {e}",

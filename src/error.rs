@@ -9,6 +9,7 @@
 //! it sits above them.
 
 use crate::config::ConfigError;
+use crate::feed::FeedRunError;
 use crate::import::ImportError;
 use crate::mapper::{MappersError, RegistryError};
 use crate::obs::ServeError;
@@ -29,6 +30,9 @@ pub enum Error {
     /// A pipeline task panicked or was aborted: a bug, stop loudly.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The change feed server could not run.
+    #[error("{0}")]
+    Feed(String),
 }
 
 impl From<StoreError> for Error {
@@ -38,6 +42,16 @@ impl From<StoreError> for Error {
         match e {
             e @ StoreError::BadUrl(_) => Error::Config(ConfigError(e.to_string())),
             e => Error::Store(e),
+        }
+    }
+}
+
+impl From<FeedRunError> for Error {
+    fn from(e: FeedRunError) -> Error {
+        match e {
+            FeedRunError::Store(e) => e.into(),
+            FeedRunError::Config(msg) => Error::Config(ConfigError(msg)),
+            e @ FeedRunError::Io(_) => Error::Feed(e.to_string()),
         }
     }
 }

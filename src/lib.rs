@@ -12,7 +12,7 @@
 //!    `parity` binary (`main.rs`: parse, resolve the config, dispatch).
 //!    [`cmd`] holds one file per command (`consume`, `import`, `resume`,
 //!    `import_status`, `migrate`, `config_check`, `config_example`,
-//!    `health`); a command is the only code that sees the whole
+//!    `health`, `serve`); a command is the only code that sees the whole
 //!    [`config::Config`], turns its sections into runtime types, runs the
 //!    components and picks the exit code. [`config`] composes the sections
 //!    and layers file → `PARITY_*` environment → flags once; [`error`]
@@ -20,7 +20,8 @@
 //! 2. **Components** (IO): [`pipeline`] (`parity consume`: reader →
 //!    processor → writer, drain), [`import`] (backfill from each account's
 //!    PDS), [`source`] (the network stream), [`store`] (SQLite and
-//!    PostgreSQL), [`obs`] (the one observability object `Obs`: counters,
+//!    PostgreSQL), [`feed`] (the change feed: channels, the live hub fed
+//!    from the change log, WebSocket, SSE and long-poll), [`obs`] (the one observability object `Obs`: counters,
 //!    health, metric handles and `on_commit`; metric names, `/metrics`,
 //!    `/health`, `/ready`, logging), [`shutdown`] (the signal token). Each takes its own config section,
 //!    never `Config`.
@@ -71,6 +72,7 @@ pub mod cmd;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod feed;
 pub mod filter;
 pub mod import;
 pub mod mapper;

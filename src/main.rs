@@ -36,6 +36,7 @@ fn main() -> ExitCode {
             Command::Resume(opts) => cmd::resume::run(cfg, opts).await,
             Command::ImportStatus(opts) => cmd::import_status::run(&cfg, opts).await,
             Command::Migrate => cmd::migrate::run(&cfg).await,
+            Command::Serve => cmd::serve::run(cfg).await,
             Command::Config(ConfigCommand::Check) => cmd::config_check::run(&cfg).await,
             // Run above, before loading the config.
             Command::Config(ConfigCommand::Example) => Ok(ExitCode::SUCCESS),

@@ -20,3 +20,4 @@ pub mod import;
 pub mod import_status;
 pub mod migrate;
 pub mod resume;
+pub mod serve;

@@ -46,12 +46,61 @@ pub const IMPORT_REQUESTS: &str = "parity_import_requests_total";
 pub const IMPORT_DIDS: &str = "parity_import_dids";
 /// Import: requests answered 429 or held back by a rate limit.
 pub const IMPORT_RATE_LIMITED: &str = "parity_import_rate_limited_total";
+/// Feed: changes appended to the change log, by `table` and `op`.
+pub const FEED_CHANGES: &str = "parity_feed_changes_total";
+/// Feed: clients connected, by `transport` (websocket, sse, poll).
+pub const FEED_CLIENTS: &str = "parity_feed_clients";
+/// Feed: change messages sent to clients, by `transport`.
+pub const FEED_MESSAGES_SENT: &str = "parity_feed_messages_sent_total";
+/// Feed: clients disconnected by the server, by `reason`.
+pub const FEED_CLIENTS_DROPPED: &str = "parity_feed_clients_dropped_total";
+/// Feed: the newest seq handed to the broker.
+pub const FEED_BROKER_PUBLISHED_SEQ: &str = "parity_feed_broker_published_seq";
+/// Feed: broker failures, by `broker` (nats, redis, rabbitmq).
+pub const FEED_BROKER_ERRORS: &str = "parity_feed_broker_errors_total";
+/// Feed: seconds from a change's commit to a client receiving it.
+pub const FEED_LAG_SECONDS: &str = "parity_feed_lag_seconds";
 /// Always 1, labelled with the `version`.
 pub const BUILD_INFO: &str = "parity_build_info";
 
 /// Every metric with its type and help text, for `describe_*` and the
 /// README (the unit follows from the name).
 pub const ALL: &[(&str, Kind, &str)] = &[
+    (
+        FEED_CHANGES,
+        Kind::Counter,
+        "Row changes appended to parity_changes (the change feed), by table and op (upsert, delete).",
+    ),
+    (
+        FEED_CLIENTS,
+        Kind::Gauge,
+        "Change feed clients connected, by transport (websocket, sse, poll).",
+    ),
+    (
+        FEED_MESSAGES_SENT,
+        Kind::Counter,
+        "Change messages sent to feed clients, by transport.",
+    ),
+    (
+        FEED_CLIENTS_DROPPED,
+        Kind::Counter,
+        "Feed clients disconnected by parity, by reason (slow: fell behind feed.client_buffer; limit: too many connections).",
+    ),
+    (
+        FEED_BROKER_PUBLISHED_SEQ,
+        Kind::Gauge,
+        "The newest change seq handed to the feed broker.",
+    ),
+    (
+        FEED_BROKER_ERRORS,
+        Kind::Counter,
+        "Feed broker failures (publish or subscribe), by broker (nats, redis, rabbitmq).",
+    ),
+    (
+        FEED_LAG_SECONDS,
+        Kind::Histogram,
+        "Seconds from a change's commit to its message being sent to a feed client.",
+    ),
     (
         EVENTS_RECEIVED,
         Kind::Counter,

@@ -32,6 +32,8 @@
 //!   and a batch split into one share per writer (pure);
 //! - `schema.rs`: DDL and guard fragments from mapper schemas;
 //! - `imports.rs`: import states, leases and the identity cache;
+//! - `changes.rs`: the change log's read side, retention sweep and feed
+//!   state;
 //! - `cursor.rs`: the cursor contract.
 //!
 //! # Dialect
@@ -45,6 +47,7 @@
 //! multi-row `VALUES` on SQLite, one `UNNEST` per table on PostgreSQL), DDL,
 //! catalog queries and connection setup.
 
+mod changes;
 mod commit;
 pub mod cursor;
 mod dialect;
@@ -65,6 +68,7 @@ use crate::batch::Batch;
 use crate::event::{AccountStatus, Cursor};
 use crate::mapper::TableSchema;
 
+pub use changes::{ChangeBounds, ChangeRow};
 pub use imports::{CachedIdentity, ImportState, ImportStatus, StatusFilter, UnknownImportStatus};
 pub use postgres::PgStore;
 pub use quarantine::{Quarantined, Rejected};

@@ -22,6 +22,8 @@ mod consume;
 mod convergence;
 mod deploy;
 mod failover;
+mod feed;
+mod feed_brokers;
 mod hostile_net;
 mod import;
 mod import_faults;

@@ -1,0 +1,218 @@
+//! Brokers that fan the change log out to several `parity serve` nodes:
+//! NATS JetStream, Redis pub/sub and a RabbitMQ topic exchange.
+//!
+//! Owns: connecting by URL scheme, the message (the change row as JSON plus
+//! `prev_seq`, the seq published before it), the [`relay`] the committing
+//! process runs (publishes the log after commit, in order, and records the
+//! last seq handed over in `parity_feed_state`, so a restart republishes
+//! from there and never skips), and [`follow`], which a serve node runs to
+//! feed its hub from the broker. Subjects, channels and routing keys are
+//! `parity.<table>.<op>`.
+//!
+//! A serve node never trusts the broker for completeness: each message
+//! names the seq before it, and when that is newer than what the node has
+//! published (a message lost while disconnected, Redis pub/sub keeps
+//! nothing), the node fills the gap from the database log first. It also
+//! reads the log now and then, so a lost last message is found too.
+//! Duplicates (a republish after a crash) are dropped by seq; NATS
+//! JetStream also drops them itself by message id `<database id>:<seq>`.
+
+mod amqp;
+mod nats;
+mod redis;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::change::{Change, Rendered};
+use super::config::FeedConfig;
+use super::hub::{Hub, PAGE, change_from_row};
+use crate::obs::names;
+use crate::store::{Store, StoreError};
+
+/// A broker failure: connecting, publishing or subscribing.
+#[derive(Debug, thiserror::Error)]
+#[error("feed broker {kind}: {message}")]
+pub struct BrokerError {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl BrokerError {
+    fn new(kind: &'static str, e: impl std::fmt::Display) -> BrokerError {
+        BrokerError {
+            kind,
+            message: e.to_string().chars().take(300).collect(),
+        }
+    }
+}
+
+/// The raw payloads a subscription delivers.
+pub type Messages = Pin<Box<dyn Stream<Item = Vec<u8>> + Send>>;
+
+pub enum Broker {
+    Nats(nats::Nats),
+    Redis(redis::Redis),
+    Amqp(amqp::Amqp),
+}
+
+impl Broker {
+    pub async fn connect(url: &str, cfg: &FeedConfig) -> Result<Broker, BrokerError> {
+        if url.starts_with("nats://") {
+            let max_age = cfg.retention().map_err(|e| BrokerError::new("nats", e))?;
+            Ok(Broker::Nats(nats::Nats::connect(url, max_age).await?))
+        } else if url.starts_with("redis://") || url.starts_with("rediss://") {
+            Ok(Broker::Redis(redis::Redis::connect(url).await?))
+        } else if url.starts_with("amqp://") || url.starts_with("amqps://") {
+            Ok(Broker::Amqp(
+                amqp::Amqp::connect(url, &cfg.rabbitmq_exchange).await?,
+            ))
+        } else {
+            Err(BrokerError::new(
+                "unknown",
+                "use nats://, redis:// or amqp://",
+            ))
+        }
+    }
+
+    /// The `broker` label: nats, redis or rabbitmq.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Broker::Nats(_) => "nats",
+            Broker::Redis(_) => "redis",
+            Broker::Amqp(_) => "rabbitmq",
+        }
+    }
+
+    /// Publishes one change and waits until the broker has it.
+    pub async fn publish(
+        &self,
+        subject: &str,
+        id: &str,
+        payload: &[u8],
+    ) -> Result<(), BrokerError> {
+        match self {
+            Broker::Nats(b) => b.publish(subject, id, payload).await,
+            Broker::Redis(b) => b.publish(subject, payload).await,
+            Broker::Amqp(b) => b.publish(subject, payload).await,
+        }
+    }
+
+    /// Every change message published from now on.
+    pub async fn subscribe(&self) -> Result<Messages, BrokerError> {
+        match self {
+            Broker::Nats(b) => b.subscribe().await,
+            Broker::Redis(b) => b.subscribe().await,
+            Broker::Amqp(b) => b.subscribe().await,
+        }
+    }
+}
+
+/// `parity.<table>.<op>`.
+pub fn subject(change: &Change) -> String {
+    format!("parity.{}.{}", change.table_name, change.op.as_str())
+}
+
+/// The message for `change`, published after `prev`.
+pub fn payload(change: &Rendered, prev: i64) -> String {
+    change.with_field("prev_seq", &prev.to_string())
+}
+
+#[derive(serde::Deserialize)]
+struct Message {
+    #[serde(flatten)]
+    change: Change,
+    prev_seq: i64,
+}
+
+/// Publishes the change log to `broker` from the last seq handed over,
+/// until cancelled; woken by the writer (`wake`) or every `interval`.
+pub async fn relay(
+    store: Store,
+    broker: Arc<Broker>,
+    wake: Arc<Notify>,
+    interval: Duration,
+    token: CancellationToken,
+) -> Result<(), StoreError> {
+    let (database_id, mut published) = store.feed_state().await?;
+    loop {
+        let rows = store.changes_after(published, PAGE).await?;
+        let mut sent = published;
+        let mut failed = false;
+        for row in &rows {
+            let change = Rendered::new(change_from_row(row.clone())?);
+            let id = format!("{database_id}:{}", change.change.seq);
+            let body = payload(&change, sent);
+            if let Err(e) = broker
+                .publish(&subject(&change.change), &id, body.as_bytes())
+                .await
+            {
+                metrics::counter!(names::FEED_BROKER_ERRORS, "broker" => broker.kind())
+                    .increment(1);
+                tracing::warn!(error = %e, "feed broker publish failed; retrying");
+                failed = true;
+                break;
+            }
+            sent = change.change.seq;
+        }
+        if sent > published {
+            store.set_published_seq(sent).await?;
+            published = sent;
+            metrics::gauge!(names::FEED_BROKER_PUBLISHED_SEQ).set(sent as f64);
+        }
+        if rows.len() as i64 == PAGE && !failed {
+            continue;
+        }
+        tokio::select! {
+            _ = token.cancelled() => return Ok(()),
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// Feeds `hub` from a broker subscription until cancelled, filling any gap
+/// from the log, and reading the log every `check` in case the last
+/// message was lost.
+pub async fn follow(
+    mut messages: Messages,
+    kind: &'static str,
+    store: Store,
+    hub: Arc<Hub>,
+    check: Duration,
+    token: CancellationToken,
+) -> Result<(), StoreError> {
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return Ok(()),
+            m = messages.next() => {
+                let Some(bytes) = m else {
+                    metrics::counter!(names::FEED_BROKER_ERRORS, "broker" => kind).increment(1);
+                    tracing::warn!(broker = kind, "feed broker subscription ended; reading the log only");
+                    return crate::feed::hub::tail(store, hub, Arc::new(Notify::new()), check, token).await;
+                };
+                let Ok(msg) = serde_json::from_slice::<Message>(&bytes) else {
+                    metrics::counter!(names::FEED_BROKER_ERRORS, "broker" => kind).increment(1);
+                    continue;
+                };
+                let seq = msg.change.seq;
+                if seq <= hub.latest() {
+                    continue;
+                }
+                if msg.prev_seq > hub.latest() {
+                    hub.catch_up(&store, Some(seq)).await?;
+                    continue;
+                }
+                hub.publish(Rendered::new(msg.change));
+            }
+            _ = tokio::time::sleep(check) => {
+                hub.catch_up(&store, None).await?;
+            }
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The change feed through each broker on this machine (NATS JetStream on
+//! 4222, Redis on 6379, RabbitMQ on 5672): the relay publishes the log, two
+//! `parity serve` nodes follow the broker, and their clients receive the
+//! same sequence; a relay restarted from an older published seq (a crash
+//! between publishing and recording it) republishes without the clients
+//! seeing a duplicate, and NATS JetStream keeps each change once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use parity::feed::broker::{self, Broker};
+use parity::feed::{self, FeedConfig};
+use parity::store::{DatabaseConfig, Store};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::TestDb;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn store(db: &TestDb) -> Store {
+    let s = Store::connect(&DatabaseConfig {
+        url: db.url.clone(),
+        ..DatabaseConfig::default()
+    })
+    .await
+    .unwrap();
+    s.migrate().await.unwrap();
+    s
+}
+
+fn config(url: &str) -> FeedConfig {
+    FeedConfig {
+        enabled: true,
+        broker: url.to_owned(),
+        poll_interval_ms: 50,
+        ..FeedConfig::default()
+    }
+}
+
+/// A serve node on a free port; returns its address.
+async fn node(db: &TestDb, url: &str, token: &CancellationToken) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let s = store(db).await;
+    let cfg = config(url);
+    let t = token.clone();
+    tokio::spawn(async move {
+        feed::run(s, cfg, listener, Arc::new(Notify::new()), t)
+            .await
+            .unwrap()
+    });
+    addr
+}
+
+/// Appends `n` changes of a collection unique to this test.
+async fn append(db: &TestDb, table: &str, n: usize) {
+    let at = chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string();
+    let ts = if db.is_pg() {
+        format!("'{at}'::timestamptz")
+    } else {
+        format!("'{at}'")
+    };
+    let values: Vec<String> = (0..n)
+        .map(|i| {
+            let rkey = format!("3lc{i:010}{}", rand::random::<u32>());
+            format!(
+                "('{table}', 'upsert', 'at://did:plc:abc/com.example.x/{rkey}', 'did:plc:abc', 'com.example.x', '{rkey}', 'bafyreia', '3lc2aaaaaaa22', '{{}}', {ts})"
+            )
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO parity_changes (table_name, op, uri, did, collection, rkey, cid, rev, record, committed_at) VALUES {}",
+        values.join(", ")
+    );
+    if db.is_pg() {
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn client(addr: std::net::SocketAddr) -> Ws {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/feed"))
+        .await
+        .unwrap();
+    ws.send(Message::text(r#"{"op":"subscribe","channels":["all"]}"#))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut ws).await["op"], "subscribed");
+    ws
+}
+
+async fn next(ws: &mut Ws) -> serde_json::Value {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a message in time")
+        {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).unwrap(),
+            Some(Ok(Message::Close(c))) => panic!("closed: {c:?}"),
+            Some(Ok(_)) => {}
+            other => panic!("connection ended: {other:?}"),
+        }
+    }
+}
+
+async fn seqs(ws: &mut Ws, n: usize) -> Vec<i64> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        out.push(next(ws).await["seq"].as_i64().unwrap());
+    }
+    out
+}
+
+async fn scenario(db: TestDb, url: &str) {
+    let table = format!("t{}", rand::random::<u32>());
+    let token = CancellationToken::new();
+    let _stop = token.clone().drop_guard();
+    let (a, b) = (node(&db, url, &token).await, node(&db, url, &token).await);
+    let (mut ca, mut cb) = (client(a).await, client(b).await);
+
+    let s = store(&db).await;
+    let relay_token = token.child_token();
+    let wake = Arc::new(Notify::new());
+    let b1 = Arc::new(Broker::connect(url, &config(url)).await.unwrap());
+    let relay = tokio::spawn(broker::relay(
+        s.clone(),
+        b1,
+        wake.clone(),
+        Duration::from_millis(50),
+        relay_token.clone(),
+    ));
+    for _ in 0..3 {
+        append(&db, &table, 10).await;
+        wake.notify_one();
+    }
+    let want: Vec<i64> = (1..=30).collect();
+    assert_eq!(seqs(&mut ca, 30).await, want);
+    assert_eq!(seqs(&mut cb, 30).await, want);
+
+    // A crash after publishing 11..30 but before recording it: the restarted
+    // relay publishes them again. Clients see each change once.
+    relay_token.cancel();
+    relay.await.unwrap().unwrap();
+    let db_url_pool = s.clone();
+    drop(db_url_pool);
+    set_published(&db, 10).await;
+    let b2 = Arc::new(Broker::connect(url, &config(url)).await.unwrap());
+    let relay2 = token.child_token();
+    tokio::spawn(broker::relay(
+        s.clone(),
+        b2,
+        wake.clone(),
+        Duration::from_millis(50),
+        relay2,
+    ));
+    append(&db, &table, 5).await;
+    wake.notify_one();
+    let want: Vec<i64> = (31..=35).collect();
+    assert_eq!(seqs(&mut ca, 5).await, want);
+    assert_eq!(seqs(&mut cb, 5).await, want);
+
+    if url.starts_with("nats://") {
+        // JetStream dropped the republished ids: 35 messages for this table.
+        let nc = async_nats::connect(url).await.unwrap();
+        let js = async_nats::jetstream::new(nc);
+        let stream = js.get_stream("PARITY").await.unwrap();
+        let mut info = stream
+            .info_with_subjects(format!("parity.{table}.>"))
+            .await
+            .unwrap();
+        let mut total = 0;
+        while let Some(Ok((_, n))) = info.next().await {
+            total += n;
+        }
+        assert_eq!(total, 35);
+    }
+}
+
+async fn set_published(db: &TestDb, seq: i64) {
+    let sql = format!("UPDATE parity_feed_state SET published_seq = {seq}");
+    if db.is_pg() {
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+}
+
+backend_tests!(nats_jetstream_fans_out_once, |db| scenario(
+    db,
+    "nats://127.0.0.1:4222"
+));
+backend_tests!(redis_fans_out_once, |db| scenario(
+    db,
+    "redis://127.0.0.1:6379"
+));
+backend_tests!(rabbitmq_fans_out_once, |db| scenario(
+    db,
+    "amqp://guest:guest@127.0.0.1:5672/%2f"
+));
