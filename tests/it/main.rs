@@ -16,6 +16,7 @@ mod common;
 mod accounts;
 mod architecture;
 mod bad_input;
+mod bench_workload;
 mod config;
 mod consume;
 mod convergence;
