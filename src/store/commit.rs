@@ -54,6 +54,14 @@ static MARK_RESYNC: Sql = Sql::new(
      WHERE parity_repos.rev IS NULL OR parity_repos.rev < $3",
 );
 
+/// The rev a complete listing of a pair was imported at; newer wins. `$1`
+/// did, `$2` collection, `$3` rev.
+static SET_SWEEP_FLOOR: Sql = Sql::new(
+    "INSERT INTO parity_sweep_floors (did, collection, rev) VALUES ($1, $2, $3) \
+     ON CONFLICT (did, collection) DO UPDATE SET rev = excluded.rev \
+     WHERE excluded.rev > parity_sweep_floors.rev",
+);
+
 /// One stream's cursor. `$1` stream key, `$2` cursor, `$3` now.
 static SAVE_CURSOR: Sql = Sql::new(
     "INSERT INTO parity_cursors (stream, cursor, updated_at) VALUES ($1, $2, $3) \
@@ -215,6 +223,14 @@ pub(super) async fn commit<S: Steps>(
             let n = tx.sweep(table, (&lo, &hi), &sweep.rev, now).await?;
             CommitStats::add(&mut stats.deleted, tx.table_name(table), n);
         }
+        // ... and the floor that keeps out what the listing did not have,
+        // should an older write of it come later.
+        let args = vec![
+            sweep.did.as_str().into(),
+            sweep.collection.as_str().into(),
+            sweep.rev.clone().into(),
+        ];
+        tx.run(&SET_SWEEP_FLOOR, args).await?;
     }
 
     // 4. Per-DID commit revs.

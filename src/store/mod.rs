@@ -9,8 +9,10 @@
 //! live events, replays and duplicates ends at the newest rev of each
 //! record:
 //! - an upsert applies only if its rev is newer than the stored row's, no
-//!   tombstone with an equal or newer rev exists for the URI, and the DID is
-//!   not in a purging account status; an unchanged CID keeps `synced_at`;
+//!   tombstone with an equal or newer rev exists for the URI, no complete
+//!   import listing of its (DID, collection) at a newer rev left it out
+//!   (`parity_sweep_floors`), and the DID is not in a purging account
+//!   status; an unchanged CID keeps `synced_at`;
 //! - a delete removes the row only if the stored rev is not newer, and leaves
 //!   a tombstone `(uri, rev)` that expires after the configured retention.
 //!

@@ -195,7 +195,8 @@ impl PgStore {
                 .unwrap_or_default();
             let upsert = format!(
                 "INSERT INTO {name} ({cols}) SELECT {select} FROM UNNEST({unnest}) AS v({alias}) \
-                 WHERE NOT EXISTS (SELECT 1 FROM parity_tombstones ts WHERE ts.uri = v.uri AND ts.rev >= v.rev){status_guard} \
+                 WHERE NOT EXISTS (SELECT 1 FROM parity_tombstones ts WHERE ts.uri = v.uri AND ts.rev >= v.rev) \
+                 AND NOT EXISTS (SELECT 1 FROM parity_sweep_floors f WHERE f.did = v.did AND f.collection = split_part(v.uri, '/', 4) AND f.rev > v.rev){status_guard} \
                  ON CONFLICT (uri) DO UPDATE SET {set} WHERE excluded.rev > {name}.rev",
                 name = t.name,
                 cols = cols.join(", "),

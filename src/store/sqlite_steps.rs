@@ -11,7 +11,8 @@
 //! The guards are the module-level ones of `store/`: an upsert applies only
 //! if its rev is newer than the stored row's (`ON CONFLICT … WHERE`), no
 //! tombstone with an equal or newer rev exists (a look-up by the tombstone
-//! key first), and the DID's account status does not purge (the cache, read from
+//! key first), the pair's last complete import listing is not newer (a
+//! look-up in `parity_sweep_floors`), and the DID's account status does not purge (the cache, read from
 //! `parity_repos` inside this transaction on a miss).
 
 use chrono::{DateTime, Utc};
@@ -35,6 +36,17 @@ pub(super) const STATEMENT_CACHE: usize = 128;
 const TOMBSTONE: &str = "INSERT INTO parity_tombstones (uri, rev, deleted_at) VALUES (?1, ?2, ?3) \
      ON CONFLICT(uri) DO UPDATE SET rev = excluded.rev, deleted_at = excluded.deleted_at \
      WHERE excluded.rev > parity_tombstones.rev";
+
+/// The rev of the last complete listing of a pair, if any. `?1` did, `?2`
+/// collection.
+const SWEEP_FLOOR: &str = "SELECT rev FROM parity_sweep_floors WHERE did = ?1 AND collection = ?2";
+
+/// The collection of an at-uri (`at://DID/COLLECTION/RKEY`).
+fn collection_of(uri: &str) -> &str {
+    uri.strip_prefix("at://")
+        .and_then(|rest| rest.split('/').nth(1))
+        .unwrap_or("")
+}
 
 /// The tombstone of one URI, if any. `?1` uri.
 const TOMBSTONE_REV: &str = "SELECT rev FROM parity_tombstones WHERE uri = ?1";
@@ -222,6 +234,7 @@ impl Steps for SqliteSteps<'_> {
             .tx
             .prepare_cached(&self.prepared.tables[table].upsert)?;
         let mut tombstone = self.tx.prepare_cached(TOMBSTONE_REV)?;
+        let mut floor = self.tx.prepare_cached(SWEEP_FLOOR)?;
         let mut n = 0;
         for row in rows {
             if self.repos.purging(&self.tx, row.did.as_str(), purging)? {
@@ -229,6 +242,12 @@ impl Steps for SqliteSteps<'_> {
             }
             let dead: Option<String> = tombstone.query_row([&row.uri], |r| r.get(0)).optional()?;
             if dead.is_some_and(|rev| rev.as_str() >= row.rev.as_str()) {
+                continue;
+            }
+            let listed: Option<String> = floor
+                .query_row([row.did.as_str(), collection_of(&row.uri)], |r| r.get(0))
+                .optional()?;
+            if listed.is_some_and(|rev| rev.as_str() > row.rev.as_str()) {
                 continue;
             }
             n += upsert_row(&mut stmt, row, &now)? as u64;

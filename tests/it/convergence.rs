@@ -423,7 +423,6 @@ fn live_batches(
 /// (records, next cursor), rkey descending as the reference PDS lists.
 struct ImportRun {
     did: usize,
-    rev_num: u32,
     rev: String,
     pages: Vec<Vec<(usize, &'static str, u8)>>,
 }
@@ -448,7 +447,6 @@ fn import_runs(w: &World) -> Vec<Vec<ImportRun>> {
                     }
                     ImportRun {
                         did: d,
-                        rev_num: h[k - 1].rev,
                         rev: rev_text(h[k - 1].rev),
                         pages,
                     }
@@ -516,11 +514,10 @@ async fn import_page(store: &Store, reg: &Registry, dids: &[Did], run: &ImportRu
 }
 
 /// Live batches and every DID's import pages, interleaved as `choices`
-/// says (each stream keeps its own order), then the rest in turn. One
-/// constraint, the condition of the sweep's guarantee: the live events of a
-/// DID not newer than an import's rev arrive before that import's last
-/// page (an old create arriving after it, for a record parity never
-/// stored, is not caught; see the README).
+/// says (each stream keeps its own order), then the rest in turn, with no
+/// other constraint: a live event older than an import's rev may arrive
+/// after that import's last page (the sweep's tombstones and the pair's
+/// floor keep it out).
 /// One writer's share of a live batch, with the `(DID, rev)` of its ops.
 type LiveShare = (parity::batch::Batch, Vec<(usize, u32)>);
 
@@ -569,19 +566,6 @@ async fn run_world(store: &Store, dids: &[Did], w: &World, writers: u32) {
         }
         let d = s - writers;
         let (r, p) = pos[d];
-        if p + 1 == runs[d][r].pages.len() {
-            let old = |ops: &Vec<(usize, u32)>| {
-                ops.iter()
-                    .any(|&(od, rev)| od == d && rev <= runs[d][r].rev_num)
-            };
-            for queue in &mut live {
-                if let Some(last) = queue.iter().rposition(|(_, ops)| old(ops)) {
-                    for (b, _) in queue.drain(..=last) {
-                        store.commit(&b).await.unwrap();
-                    }
-                }
-            }
-        }
         import_page(store, &reg, dids, &runs[d][r], p).await;
         pos[d] = if p + 1 == runs[d][r].pages.len() {
             (r + 1, 0)

@@ -1,0 +1,11 @@
+-- The rev at which each complete import listing of a (did, collection) pair
+-- was taken. A record absent from that listing did not exist at that rev, so
+-- a write of it at an older rev (a replayed event, or an older listing that
+-- finishes later) is refused: the re-import sweep can only tombstone rows it
+-- finds, and this covers the records parity never stored.
+CREATE TABLE IF NOT EXISTS parity_sweep_floors (
+    did        TEXT COLLATE "C" NOT NULL,
+    collection TEXT COLLATE "C" NOT NULL,
+    rev        TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (did, collection)
+);
