@@ -97,26 +97,8 @@ async fn append(db: &TestDb, feed: &Feed, collection: &str, n: usize, age_hours:
         "INSERT INTO parity_changes (table_name, op, uri, did, collection, rkey, cid, rev, record, committed_at) VALUES {}",
         values.join(", ")
     );
-    exec(db, &sql).await;
+    db.exec(&sql).await;
     feed.wake.notify_one();
-}
-
-async fn exec(db: &TestDb, sql: &str) {
-    if db.is_pg() {
-        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-    } else {
-        let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-    }
 }
 
 type Ws =

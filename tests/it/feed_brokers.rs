@@ -78,21 +78,7 @@ async fn append(db: &TestDb, table: &str, n: usize) {
         "INSERT INTO parity_changes (table_name, op, uri, did, collection, rkey, cid, rev, record, committed_at) VALUES {}",
         values.join(", ")
     );
-    if db.is_pg() {
-        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-    } else {
-        let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-    }
+    db.exec(&sql).await;
 }
 
 type Ws =
@@ -161,9 +147,8 @@ async fn scenario(db: TestDb, url: &str) {
     // relay publishes them again. Clients see each change once.
     relay_token.cancel();
     relay.await.unwrap().unwrap();
-    let db_url_pool = s.clone();
-    drop(db_url_pool);
-    set_published(&db, 10).await;
+    db.exec("UPDATE parity_feed_state SET published_seq = 10")
+        .await;
     let b2 = Arc::new(Broker::connect(url, &config(url)).await.unwrap());
     let relay2 = token.child_token();
     tokio::spawn(broker::relay(
@@ -193,25 +178,6 @@ async fn scenario(db: TestDb, url: &str) {
             total += n;
         }
         assert_eq!(total, 35);
-    }
-}
-
-async fn set_published(db: &TestDb, seq: i64) {
-    let sql = format!("UPDATE parity_feed_state SET published_seq = {seq}");
-    if db.is_pg() {
-        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-    } else {
-        let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
     }
 }
 

@@ -124,6 +124,20 @@ impl TestDb {
         }
     }
 
+    /// Runs one statement (setup and changes made behind parity's back).
+    pub async fn exec(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        if self.is_pg() {
+            let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        } else {
+            let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+
     /// A single scalar as text.
     pub async fn scalar(&self, sql: &str) -> Option<String> {
         self.query_text(sql.to_owned(), 1)
