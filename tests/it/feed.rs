@@ -134,6 +134,17 @@ async fn send(ws: &mut Ws, v: serde_json::Value) {
 /// A plain HTTP/1.1 GET; returns the status and the body read until the
 /// server closes or `until` appears in it.
 async fn get(feed: &Feed, path: &str, headers: &str, until: Option<&str>) -> (u16, String) {
+    let (status, _, body) = get_with_head(feed, path, headers, until).await;
+    (status, body)
+}
+
+/// [`get`], also returning the response head (status line and headers).
+async fn get_with_head(
+    feed: &Feed,
+    path: &str,
+    headers: &str,
+    until: Option<&str>,
+) -> (u16, String, String) {
     let mut s = tokio::net::TcpStream::connect(feed.addr).await.unwrap();
     let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
@@ -152,11 +163,8 @@ async fn get(feed: &Feed, path: &str, headers: &str, until: Option<&str>) -> (u1
     }
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_ascii_lowercase(), body.to_owned())
 }
 
 backend_tests!(
@@ -474,3 +482,45 @@ backend_tests!(
         );
     }
 );
+
+backend_tests!(connection_limit_cors_and_demo_page, |db| async move {
+    let feed = start(&db, |c| {
+        c.max_connections = 1;
+        c.cors_origins = vec!["https://app.example".into()];
+        c.demo = true;
+    })
+    .await;
+    // One client holds the only slot: the next is refused with 503, and
+    // admitted again once the first leaves.
+    let mut first = ws(&feed).await;
+    send(
+        &mut first,
+        serde_json::json!({"op": "subscribe", "channels": ["all"]}),
+    )
+    .await;
+    assert_eq!(next_json(&mut first).await["op"], "subscribed");
+    let (status, body) = get(&feed, "/feed/poll?channels=all&wait=1ms", "", None).await;
+    assert_eq!(status, 503, "{body}");
+    drop(first);
+    let mut admitted = false;
+    for _ in 0..200 {
+        let (status, _) = get(&feed, "/feed/poll?channels=all&wait=1ms", "", None).await;
+        if status == 200 {
+            admitted = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(admitted, "the slot is given back when the client leaves");
+    // The demo page, with CORS headers for an allowed origin only.
+    let (status, head, body) =
+        get_with_head(&feed, "/", "Origin: https://app.example\r\n", None).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("EventSource"), "{body}");
+    assert!(
+        head.contains("access-control-allow-origin: https://app.example"),
+        "{head}"
+    );
+    let (_, head, _) = get_with_head(&feed, "/", "Origin: https://evil.example\r\n", None).await;
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+});
