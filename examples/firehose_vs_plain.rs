@@ -29,11 +29,6 @@ use parity::source::firehose::{Frame, decode_frame_with};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-const FRAMES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471/frames.bin"
-);
-
 #[derive(Deserialize)]
 struct Header {
     #[allow(dead_code)]
@@ -179,14 +174,12 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let bytes = std::fs::read(FRAMES).expect("read frames.bin");
-    let mut frames = Vec::new();
-    let mut rest = &bytes[..];
-    while rest.len() >= 4 {
-        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        frames.push(&rest[4..4 + len]);
-        rest = &rest[4 + len..];
-    }
+    // The recorded frames, read by the test network's own reader.
+    let owned: Vec<Vec<u8>> = testnet::frames::relay_frames()
+        .into_iter()
+        .map(|(_, message)| message)
+        .collect();
+    let frames: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
 
     // Both decoders must agree on what they produce, or the race is unfair.
     let mut tc = Transcoder::new();
