@@ -45,7 +45,7 @@ use crate::mapper::{Dispatch, Registry};
 use crate::obs::{self, DropReason, Escaped, Obs, ServeError};
 use crate::source::SourceConfig;
 use crate::source::{Endpoint, Item, Origin, Positions, Pushdown, Reader};
-use crate::store::{DatabaseConfig, Quarantined, Store, StoreError};
+use crate::store::{ChangeLog, DatabaseConfig, Quarantined, Store, StoreError};
 
 mod writers;
 pub use writers::SHARE_QUEUE;
@@ -107,6 +107,8 @@ pub struct Parts {
     pub progress_interval_seconds: u64,
     /// Counters, health and metric handles this run updates.
     pub obs: Arc<Obs>,
+    /// What commits append to the change log (`[feed]`).
+    pub change_log: ChangeLog,
 }
 
 /// Runs until `token` is cancelled (then drains) or a fatal error. `opts`
@@ -128,6 +130,7 @@ pub async fn run(
         metrics_addr,
         progress_interval_seconds,
         obs,
+        change_log,
     } = parts;
     // The listener outlives the drain (its own token, cancelled on every
     // way out of this function) so the last batch is visible in metrics.
@@ -140,6 +143,7 @@ pub async fn run(
     let mut store = Store::connect(&database).await?;
     store.migrate().await?;
     store.prepare(registry.tables(), &purge.statuses).await?;
+    store.set_change_log(change_log);
     obs.mark_migrated();
 
     let collections = filter.collections().to_vec();

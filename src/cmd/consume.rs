@@ -121,6 +121,7 @@ impl Consumer {
             metrics_addr,
             progress_interval_seconds: cfg.log.progress_interval_seconds,
             obs: self.obs,
+            change_log: cfg.feed.change_log(),
         };
         let result = pipeline::run(parts, &opts, token.clone()).await;
         if let Some(p) = publisher {
