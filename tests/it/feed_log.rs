@@ -1,0 +1,556 @@
+//! The change log's write side against real SQLite files and the real
+//! PostgreSQL: what a commit appends to `parity_changes` (and what it does
+//! not), the replay invariant over random worlds (live events, replays,
+//! duplicates, account purges, import pages with sweeps, several writers),
+//! `seq` in commit order with several PostgreSQL writers, `feed.tables`,
+//! feed off, and the in-process wake.
+
+use crate::common;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use common::TestDb;
+use parity::batch::{Batch, BatchConfig, Batcher, PurgePolicy};
+use parity::event::{
+    AccountStatus, Commit, CommitOp, Cursor, Did, Event, EventKind, Nsid, RecordKey,
+};
+use parity::mapper::{Dispatch, Registry};
+use parity::store::{ChangeLog, DatabaseConfig, Store};
+use proptest::prelude::*;
+use serde_json::value::RawValue;
+
+/// The tables the built-in mappers write.
+pub(crate) const TABLES: [&str; 6] = ["posts", "likes", "reposts", "follows", "blocks", "profiles"];
+
+/// `(table, uri)` → `[did, rkey, cid, rev, record]`.
+pub(crate) type Rows = BTreeMap<(String, String), Vec<Option<String>>>;
+
+/// The rows of `tables` as the log describes them.
+pub(crate) async fn table_rows(db: &TestDb, tables: &[&str]) -> Rows {
+    let mut out = Rows::new();
+    for t in tables {
+        for mut r in db
+            .rows(t, &["uri", "did", "rkey", "cid", "rev", "record"])
+            .await
+        {
+            let uri = r.remove(0).unwrap();
+            out.insert(((*t).to_owned(), uri), r);
+        }
+    }
+    out
+}
+
+/// One `parity_changes` row: seq, table, op, uri, did, collection, rkey,
+/// cid, rev, record, subjects, committed_at.
+pub(crate) type LogRow = Vec<Option<String>>;
+
+/// The log after `seq`, in seq order.
+pub(crate) async fn log_after(db: &TestDb, seq: i64) -> Vec<LogRow> {
+    let cols = [
+        "seq",
+        "table_name",
+        "op",
+        "uri",
+        "did",
+        "collection",
+        "rkey",
+        "cid",
+        "rev",
+        "record",
+        "subjects",
+        "committed_at",
+    ];
+    let mut rows: Vec<LogRow> = db
+        .rows("parity_changes", &cols)
+        .await
+        .into_iter()
+        .filter(|r| seq_of(r) > seq)
+        .collect();
+    rows.sort_by_key(seq_of);
+    rows
+}
+
+pub(crate) fn seq_of(r: &LogRow) -> i64 {
+    r[0].as_deref().unwrap().parse().unwrap()
+}
+
+pub(crate) async fn max_seq(db: &TestDb) -> i64 {
+    db.scalar("SELECT CAST(COALESCE(MAX(seq), 0) AS TEXT) FROM parity_changes")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Applies `log` to `rows` (upsert: set the row; delete: remove it),
+/// checking each change really changed something: an upsert sets a row
+/// that was absent or different, a delete removes a row that was there.
+pub(crate) fn replay(mut rows: Rows, log: &[LogRow]) -> Rows {
+    let mut last = 0;
+    for c in log {
+        let seq = seq_of(c);
+        assert!(seq > last, "seq {seq} after {last}");
+        last = seq;
+        let key = (c[1].clone().unwrap(), c[3].clone().unwrap());
+        let uri = key.1.clone();
+        let did = c[4].clone().unwrap();
+        assert_eq!(
+            uri,
+            format!(
+                "at://{did}/{}/{}",
+                c[5].as_deref().unwrap(),
+                c[6].as_deref().unwrap()
+            ),
+            "uri, did, collection, rkey agree"
+        );
+        assert!(c[11].as_deref().is_some_and(|t| t.ends_with('Z')), "{c:?}");
+        match c[2].as_deref() {
+            Some("upsert") => {
+                let row = vec![
+                    Some(did),
+                    c[6].clone(),
+                    c[7].clone(),
+                    c[8].clone(),
+                    c[9].clone(),
+                ];
+                let before = rows.insert(key, row.clone());
+                assert_ne!(before, Some(row), "seq {seq}: an upsert that changed nothing");
+            }
+            Some("delete") => {
+                assert_eq!((&c[7], &c[9]), (&None, &None), "a delete has no cid or record");
+                assert!(
+                    rows.remove(&key).is_some(),
+                    "seq {seq}: a delete of a row that was not there ({uri})"
+                );
+            }
+            op => panic!("op {op:?}"),
+        }
+    }
+    rows
+}
+
+/// A migrated store writing the built-in tables, purging deleted accounts,
+/// with `log` as its change log.
+pub(crate) async fn open(db: &TestDb, log: Option<ChangeLog>) -> Store {
+    let mut store = Store::connect(&DatabaseConfig {
+        url: db.url.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    store
+        .prepare(
+            crate::convergence::registry().tables(),
+            &[AccountStatus::Deleted],
+        )
+        .await
+        .unwrap();
+    if let Some(log) = log {
+        store.set_change_log(log);
+    }
+    store
+}
+
+pub(crate) fn on() -> Option<ChangeLog> {
+    Some(ChangeLog {
+        enabled: true,
+        tables: vec![],
+    })
+}
+
+// ---- What a commit appends: one batch per step, each checked exactly. ----
+
+fn did(n: &str) -> Did {
+    Did::parse(&format!("did:plc:{n}")).unwrap()
+}
+
+/// A TID whose clock is `n`.
+fn rev(n: u64) -> String {
+    common::pds::tid(1_783_000_000_000_000 + n, 0)
+}
+
+fn like_record(content: u8) -> String {
+    format!(
+        r#"{{"$type":"app.bsky.feed.like","createdAt":"2026-07-04T14:38:0{content}.000Z","subject":{{"cid":"bafyc{content}","uri":"at://did:plc:x/app.bsky.feed.post/{content}"}}}}"#
+    )
+}
+
+/// A like, or its delete (`content` None).
+fn like(d: &str, rkey: &str, rev_n: u64, content: Option<u8>) -> Event {
+    commit(d, "app.bsky.feed.like", rkey, rev_n, content.map(like_record))
+}
+
+fn follow(d: &str, rkey: &str, rev_n: u64) -> Event {
+    let record = r#"{"$type":"app.bsky.graph.follow","subject":"did:plc:x","createdAt":"2026-07-04T14:38:00.000Z"}"#;
+    commit(d, "app.bsky.graph.follow", rkey, rev_n, Some(record.into()))
+}
+
+fn commit(d: &str, collection: &str, rkey: &str, rev_n: u64, record: Option<String>) -> Event {
+    Event {
+        cursor: Cursor(1),
+        time_us: 1,
+        did: did(d),
+        kind: EventKind::Commit(Commit {
+            collection: Nsid::parse(collection).unwrap(),
+            rkey: RecordKey::parse(rkey).unwrap(),
+            rev: rev(rev_n),
+            op: if record.is_some() {
+                CommitOp::Update
+            } else {
+                CommitOp::Delete
+            },
+            cid: record
+                .as_ref()
+                .map(|r| common::pds::dag_cbor_cid(r.as_bytes())),
+            record: record.map(|r| RawValue::from_string(r).unwrap()),
+        }),
+    }
+}
+
+/// What goes into one batch.
+enum Item {
+    Ev(Event),
+    Deleted(&'static str),
+}
+
+fn batch(reg: &Registry, items: Vec<Item>) -> Batch {
+    let mut b = Batcher::new(
+        &BatchConfig::default(),
+        PurgePolicy {
+            statuses: vec![AccountStatus::Deleted],
+        },
+    );
+    for (i, item) in items.into_iter().enumerate() {
+        b.seen("s", Cursor(i as i64 + 1), 1, true, Instant::now());
+        match item {
+            Item::Ev(ev) => {
+                let Dispatch::Mutation(m) = reg.dispatch(&ev) else {
+                    panic!("mapped")
+                };
+                b.push(m);
+            }
+            Item::Deleted(d) => {
+                b.account(&did(d), false, Some(AccountStatus::Deleted));
+            }
+        }
+    }
+    b.take().unwrap()
+}
+
+/// `(table, op, uri, rev)` of each change after `seq`.
+async fn ops_after(db: &TestDb, seq: i64) -> Vec<(String, String, String, Option<String>)> {
+    log_after(db, seq)
+        .await
+        .into_iter()
+        .map(|r| {
+            (
+                r[1].clone().unwrap(),
+                r[2].clone().unwrap(),
+                r[3].clone().unwrap(),
+                r[8].clone(),
+            )
+        })
+        .collect()
+}
+
+fn uri(d: &str, collection: &str, rkey: &str) -> String {
+    format!("at://did:plc:{d}/{collection}/{rkey}")
+}
+
+const LIKE: &str = "app.bsky.feed.like";
+
+async fn only_real_changes_are_logged(db: TestDb) {
+    let store = open(&db, on()).await;
+    let reg = crate::convergence::registry();
+    let mut wake = store.change_signal();
+    let like_a1 = uri("a", LIKE, "k1");
+    let like_a2 = uri("a", LIKE, "k2");
+    let up = |u: &str, r: u64| ("likes".to_owned(), "upsert".to_owned(), u.to_owned(), Some(rev(r)));
+    let del = |u: &str, r: Option<u64>| ("likes".to_owned(), "delete".to_owned(), u.to_owned(), r.map(rev));
+
+    // Two inserts, in batch order.
+    let b = batch(&reg, vec![Item::Ev(like("a", "k1", 10, Some(1))), Item::Ev(like("a", "k2", 10, Some(2)))]);
+    let stats = store.commit(&b).await.unwrap();
+    assert_eq!(ops_after(&db, 0).await, [up(&like_a1, 10), up(&like_a2, 10)]);
+    let seq = max_seq(&db).await;
+    assert_eq!(stats.last_seq, Some(seq));
+    assert_eq!(stats.logged_upserts, [("likes".to_owned(), 2)]);
+    assert!(wake.has_changed().unwrap());
+    assert_eq!(*wake.borrow_and_update(), seq);
+    let first = log_after(&db, 0).await;
+    assert_eq!(first[0][5].as_deref(), Some(LIKE));
+    assert_eq!(first[0][6].as_deref(), Some("k1"));
+    assert_eq!(first[0][9].as_deref(), Some(like_record(1).as_str()));
+    assert_eq!(
+        first[0][10].as_deref(),
+        Some(r#"["at://did:plc:x/app.bsky.feed.post/1"]"#)
+    );
+
+    // Refused by the guards or changing nothing: a duplicate, an older rev,
+    // a delete of a missing row, a delete older than the row.
+    for items in [
+        vec![Item::Ev(like("a", "k1", 10, Some(1)))],
+        vec![Item::Ev(like("a", "k1", 9, Some(3)))],
+        vec![Item::Ev(like("a", "k9", 11, None))],
+        vec![Item::Ev(like("a", "k2", 9, None))],
+    ] {
+        let stats = store.commit(&batch(&reg, items)).await.unwrap();
+        assert_eq!(stats.last_seq, None);
+        assert!(stats.logged_upserts.is_empty() && stats.logged_deletes.is_empty());
+    }
+    assert_eq!(max_seq(&db).await, seq);
+    assert!(!wake.has_changed().unwrap(), "no change, no wake");
+    assert_eq!(db.count("likes").await, 2);
+
+    // A newer rev rewrites the row; a delete removes one, with the removed
+    // row's subjects and the delete's rev.
+    let b = batch(&reg, vec![Item::Ev(like("a", "k1", 12, Some(3)))]);
+    store.commit(&b).await.unwrap();
+    let b = batch(&reg, vec![Item::Ev(like("a", "k1", 13, None))]);
+    let stats = store.commit(&b).await.unwrap();
+    assert_eq!(stats.logged_deletes, [("likes".to_owned(), 1)]);
+    let after = log_after(&db, seq).await;
+    assert_eq!(
+        ops_after(&db, seq).await,
+        [up(&like_a1, 12), del(&like_a1, Some(13))]
+    );
+    assert_eq!(after[1][10].as_deref(), Some(r#"["at://did:plc:x/app.bsky.feed.post/3"]"#));
+    assert_eq!(*wake.borrow_and_update(), seq_of(&after[1]));
+
+    // An account purge: its rows go (no rev), and a later write of the DID
+    // in the same batch is refused by the status guard.
+    let seq = max_seq(&db).await;
+    let b = batch(
+        &reg,
+        vec![
+            Item::Ev(follow("b", "f1", 20)),
+            Item::Deleted("a"),
+            Item::Ev(like("a", "k3", 21, Some(4))),
+        ],
+    );
+    store.commit(&b).await.unwrap();
+    let ops = ops_after(&db, seq).await;
+    assert_eq!(
+        ops,
+        [
+            del(&like_a2, None),
+            (
+                "follows".to_owned(),
+                "upsert".to_owned(),
+                uri("b", "app.bsky.graph.follow", "f1"),
+                Some(rev(20))
+            )
+        ]
+    );
+    // Every change replayed onto the empty tables gives the tables.
+    assert_eq!(
+        replay(Rows::new(), &log_after(&db, 0).await),
+        table_rows(&db, &TABLES).await
+    );
+}
+
+backend_tests!(only_real_changes_are_logged, |db| only_real_changes_are_logged(db));
+
+/// `feed.tables` limits the log; a store with the feed off writes nothing
+/// to it (and wakes nobody).
+async fn tables_filter_and_feed_off(db: TestDb) {
+    let reg = crate::convergence::registry();
+    let off = open(&db, None).await;
+    let wake = off.change_signal();
+    let b = batch(&reg, vec![Item::Ev(like("a", "k1", 10, Some(1))), Item::Ev(follow("a", "f1", 10))]);
+    let stats = off.commit(&b).await.unwrap();
+    assert_eq!(stats.upserted_total(), 2);
+    assert_eq!(stats.last_seq, None);
+    assert_eq!(db.count("parity_changes").await, 0);
+    assert!(!wake.has_changed().unwrap());
+    off.close().await;
+
+    let likes_only = open(
+        &db,
+        Some(ChangeLog {
+            enabled: true,
+            tables: vec!["likes".into()],
+        }),
+    )
+    .await;
+    let b = batch(
+        &reg,
+        vec![
+            Item::Ev(like("a", "k2", 11, Some(1))),
+            Item::Ev(follow("a", "f2", 11)),
+            Item::Ev(follow("a", "f1", 11)),
+        ],
+    );
+    likes_only.commit(&b).await.unwrap();
+    likes_only
+        .commit(&batch(&reg, vec![Item::Deleted("a")]))
+        .await
+        .unwrap();
+    let ops: Vec<(String, String)> = ops_after(&db, 0)
+        .await
+        .into_iter()
+        .map(|(t, op, _, _)| (t, op))
+        .collect();
+    // The purge removed two likes and two follows; only the likes show.
+    let likes = |op: &str| ("likes".to_owned(), op.to_owned());
+    assert_eq!(ops, [likes("upsert"), likes("delete"), likes("delete")]);
+    assert_eq!(db.count("follows").await, 0);
+}
+
+backend_tests!(feed_tables_limit_the_log_and_off_writes_nothing, |db| tables_filter_and_feed_off(db));
+
+// ---- The replay invariant over random worlds. ----
+
+fn check_replay(backend: &'static str, cases: u32, writers: u32) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = rt.block_on(async {
+        if backend == "pg" {
+            TestDb::postgres("feed_replay").await
+        } else {
+            TestDb::sqlite()
+        }
+    });
+    let store = rt.block_on(open(&db, on()));
+    let n = std::sync::atomic::AtomicU32::new(0);
+    let logged = std::sync::atomic::AtomicUsize::new(0);
+    proptest!(ProptestConfig::with_cases(cases), |(w in crate::convergence::world())| {
+        let case = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dids: Vec<Did> = (0..crate::convergence::DIDS)
+            .map(|d| Did::parse(&format!("did:plc:replay{case}d{d}")).unwrap())
+            .collect();
+        let (before, log, now) = rt.block_on(async {
+            let before = table_rows(&db, &TABLES).await;
+            let seq = max_seq(&db).await;
+            crate::convergence::run_world(&store, &dids, &w, writers).await;
+            (before, log_after(&db, seq).await, table_rows(&db, &TABLES).await)
+        });
+        logged.fetch_add(log.len(), std::sync::atomic::Ordering::Relaxed);
+        prop_assert_eq!(replay(before, &log), now);
+    });
+    // The worlds did change things (the property is not vacuous).
+    assert!(logged.into_inner() > cases as usize, "changes logged");
+}
+
+#[test]
+fn replaying_the_log_gives_the_tables_sqlite() {
+    check_replay("sqlite", 48, 1);
+}
+
+#[test]
+fn replaying_the_log_gives_the_tables_postgres() {
+    check_replay("pg", 32, 1);
+}
+
+#[test]
+fn replaying_the_log_of_several_writers_gives_the_tables_postgres() {
+    check_replay("pg", 24, 3);
+}
+
+#[test]
+fn replaying_the_log_of_several_writers_gives_the_tables_sqlite() {
+    check_replay("sqlite", 16, 3);
+}
+
+// ---- seq in commit order with several PostgreSQL writers. ----
+
+/// Four writers commit concurrently (each its own DIDs, as `consume`'s
+/// writers do) while a reader tails the log after the last seq it saw, as
+/// the feed does: the reader must see every change. A seq taken before
+/// another transaction's higher one but committed after it would be
+/// skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_after_the_last_seq_misses_nothing_with_several_writers_postgres() {
+    const WRITERS: usize = 4;
+    const BATCHES: usize = 40;
+    const ROWS: usize = 25;
+    let db = TestDb::postgres("feed_order").await;
+    let store = open(&db, on()).await;
+    let reg = crate::convergence::registry();
+    let done = tokio_util::sync::CancellationToken::new();
+    let reader = {
+        let store = store.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut seen: Vec<i64> = Vec::new();
+            loop {
+                let finished = done.is_cancelled();
+                let after = seen.last().copied().unwrap_or(0);
+                let rows = store.changes_after(after, 10_000).await.unwrap();
+                seen.extend(rows.iter().map(|r| r.seq));
+                if finished && rows.is_empty() {
+                    return seen;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        let batches: Vec<Batch> = (0..BATCHES)
+            .map(|b| {
+                let items = (0..ROWS)
+                    .map(|r| {
+                        Item::Ev(like(
+                            &format!("w{w}"),
+                            &format!("k{b}x{r}"),
+                            10 + b as u64,
+                            Some(1),
+                        ))
+                    })
+                    .collect();
+                batch(&reg, items)
+            })
+            .collect();
+        writers.push(tokio::spawn(async move {
+            for b in batches {
+                store.commit(&b).await.unwrap();
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    done.cancel();
+    let seen = reader.await.unwrap();
+    let all: Vec<i64> = log_after(&db, 0).await.iter().map(seq_of).collect();
+    assert_eq!(all.len(), WRITERS * BATCHES * ROWS);
+    assert_eq!(seen, all, "the tailing reader saw every seq, in order");
+}
+
+/// Commits that could not all succeed together stay apart: a rolled-back
+/// commit (a lost import lease) appends nothing.
+async fn a_rolled_back_commit_appends_nothing(db: TestDb) {
+    let store = open(&db, on()).await;
+    let reg = crate::convergence::registry();
+    store
+        .enqueue_imports("did:plc:a", &[LIKE.to_owned()], false)
+        .await
+        .unwrap();
+    let until = chrono::Utc::now() + chrono::Duration::minutes(5);
+    let state = store
+        .claim_import("did:plc:a", LIKE, "me", until, None)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut b = batch(&reg, vec![Item::Ev(like("a", "k1", 10, Some(1)))]);
+    b.checkpoint = parity::batch::Checkpoint::ImportPage(parity::batch::ImportPage {
+        state_id: state.id,
+        owner: "thief".into(),
+        cursor: None,
+        failed: 0,
+        lease_until: parity::mapper::table::timestamp_text(&until),
+        sweep: None,
+    });
+    assert!(store.commit(&b).await.is_err());
+    assert_eq!(db.count("parity_changes").await, 0);
+    assert_eq!(db.count("likes").await, 0);
+}
+
+backend_tests!(a_rolled_back_commit_appends_nothing, |db| a_rolled_back_commit_appends_nothing(db));
