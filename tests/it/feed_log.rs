@@ -573,3 +573,83 @@ async fn a_rolled_back_commit_appends_nothing(db: TestDb) {
 }
 
 backend_tests!(a_rolled_back_commit_appends_nothing, |db| a_rolled_back_commit_appends_nothing(db));
+
+// ---- End to end: `parity consume` fills the log, a feed client gets it. ----
+
+/// The real `parity consume` with the feed on, from the local Jetstream
+/// server, while a WebSocket client of the feed server (in this process,
+/// reading the same database) is subscribed to `all` from the start: the
+/// client receives exactly the log, the log replayed onto the empty tables
+/// is the tables, and `parity_feed_changes_total` counts it per table and
+/// op.
+async fn consume_fills_the_log_and_a_client_receives_it(db: TestDb) {
+    use common::jetstream::{JetstreamServer, Line};
+    use common::process::{Parity, scrape};
+    let lines = common::fixture_lines(common::RELAY_JSONL);
+    let server = JetstreamServer::start(lines.iter().map(|l| Line::new(l)).collect()).await;
+    let last = common::last_time_us(&server.lines());
+    let endpoint = server.url();
+    let (mut parity, _cfg) = Parity::consume(
+        &format!(
+            "[source]\nendpoints = [\"{endpoint}\"]\nbackoff_initial_ms = 20\n\
+             [batch]\nmax_age_ms = 20\n[log]\nprogress_interval_seconds = 0\n\
+             [feed]\nenabled = true\naddr = \"off\"\n"
+        ),
+        &db.url,
+    );
+    let addr = parity.metrics_addr().await;
+    server.wait_connections(1).await;
+    let feed = crate::feed::start(&db, |_| {}).await;
+    let mut ws = crate::feed::ws(&feed).await;
+    crate::feed::send(
+        &mut ws,
+        serde_json::json!({"op": "subscribe", "channels": ["all"], "cursor": 0}),
+    )
+    .await;
+    server.publish_all();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while db.cursor().await != Some(last) {
+        assert!(tokio::time::Instant::now() < deadline, "consumed to the end");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let log = log_after(&db, 0).await;
+    assert!(log.len() > 10, "the relay stream changes rows: {}", log.len());
+    let mut received = Vec::new();
+    while received.len() < log.len() {
+        let msg = crate::feed::next_json(&mut ws).await;
+        if msg["seq"].is_i64() {
+            received.push(msg);
+        }
+    }
+    for (msg, row) in received.iter().zip(&log) {
+        assert_eq!(msg["seq"].as_i64(), Some(seq_of(row)));
+        assert_eq!(msg["uri"].as_str(), row[3].as_deref());
+        assert_eq!(msg["op"].as_str(), row[2].as_deref());
+        assert_eq!(msg["channel"], "all");
+    }
+    assert_eq!(
+        replay(Rows::new(), &log),
+        table_rows(&db, &TABLES).await,
+        "the log from the start replays to the tables"
+    );
+    let mut counts: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for r in &log {
+        *counts
+            .entry((r[1].clone().unwrap(), r[2].clone().unwrap()))
+            .or_default() += 1.0;
+    }
+    let m = scrape(addr).await;
+    for ((table, op), n) in &counts {
+        assert_eq!(
+            m.find("parity_feed_changes_total", &[("table", table), ("op", op)]),
+            Some(*n),
+            "{table} {op}"
+        );
+    }
+    assert_eq!(m.sum("parity_feed_changes_total"), log.len() as f64);
+    parity.stop();
+}
+
+backend_tests!(consume_fills_the_log_and_a_client_receives_it, |db| {
+    consume_fills_the_log_and_a_client_receives_it(db)
+});
