@@ -653,3 +653,69 @@ async fn consume_fills_the_log_and_a_client_receives_it(db: TestDb) {
 backend_tests!(consume_fills_the_log_and_a_client_receives_it, |db| {
     consume_fills_the_log_and_a_client_receives_it(db)
 });
+
+// ---- Imports append through the same commit path. ----
+
+/// `parity import` (listRecords), then, after two records were deleted
+/// upstream and the repo moved on, a whole-repo re-import (`getRepo`) with
+/// its sweep: each run appends exactly what it changed (the first every
+/// row, the second every row at the new rev and a delete, at that rev, of
+/// each removed row), and the log replays onto the tables as they were.
+async fn imports_append_what_they_change(db: TestDb) {
+    use common::importer::{parity, run};
+    use common::pds::{Pds, tid};
+    let pds = Pds::start().await;
+    let a = pds.add_car(common::fixture("car/repostream_little.car"));
+    let mut cmd = parity(&db, &pds, &["import", &a.did]);
+    cmd.env("PARITY_FEED_ENABLED", "true");
+    let (code, out, err) = run(cmd).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let log = log_after(&db, 0).await;
+    let tables = table_rows(&db, &TABLES).await;
+    assert!(!tables.is_empty());
+    assert_eq!(log.len(), tables.len(), "one upsert per imported row");
+    assert!(log.iter().all(|r| r[2].as_deref() == Some("upsert")));
+    assert_eq!(replay(Rows::new(), &log), tables);
+
+    let gone: Vec<_> = pds
+        .records(&a.did)
+        .into_iter()
+        .filter(|r| r.collection == "app.bsky.feed.post")
+        .take(2)
+        .collect();
+    assert_eq!(gone.len(), 2);
+    for r in &gone {
+        assert!(pds.delete_record(&a.did, &r.collection, &r.rkey));
+    }
+    let new_rev = tid(1_900_000_000_000_000, 1);
+    pds.set_rev(&a.did, &new_rev);
+    let seq = max_seq(&db).await;
+    let mut cmd = parity(&db, &pds, &["import", &a.did, "--force"]);
+    cmd.env("PARITY_FEED_ENABLED", "true")
+        .env("PARITY_IMPORT_METHOD", "getrepo");
+    let (code, out, err) = run(cmd).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let second = log_after(&db, seq).await;
+    let now = table_rows(&db, &TABLES).await;
+    assert_eq!(replay(tables, &second), now);
+    let mut deleted: Vec<(String, Option<String>)> = second
+        .iter()
+        .filter(|r| r[2].as_deref() == Some("delete"))
+        .map(|r| (r[3].clone().unwrap(), r[8].clone()))
+        .collect();
+    deleted.sort();
+    let mut want: Vec<(String, Option<String>)> = gone
+        .iter()
+        .map(|r| {
+            (
+                format!("at://{}/{}/{}", a.did, r.collection, r.rkey),
+                Some(new_rev.clone()),
+            )
+        })
+        .collect();
+    want.sort();
+    assert_eq!(deleted, want, "the sweep's removals, at the snapshot's rev");
+    assert_eq!(second.len(), now.len() + 2, "every row at the new rev, and the two removals");
+}
+
+backend_tests!(imports_append_what_they_change, |db| imports_append_what_they_change(db));
