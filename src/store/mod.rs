@@ -90,13 +90,13 @@ use crate::mapper::TableSchema;
 
 pub use change_log::{ChangeLog, FEED_CHANGES_METRIC};
 pub use changes::{ChangeBounds, ChangeRow};
-pub use subjects::{subjects_of, subjects_of_text};
 pub use imports::{CachedIdentity, ImportState, ImportStatus, StatusFilter, UnknownImportStatus};
 pub use outbox::{OutboxFilter, OutboxRow, RetryTarget};
 pub use postgres::PgStore;
 pub use quarantine::{Quarantined, Rejected};
 pub use sessions::SessionRow;
 pub use sqlite::SqliteStore;
+pub use subjects::{subjects_of, subjects_of_text};
 
 /// Database settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]

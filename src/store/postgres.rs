@@ -243,7 +243,8 @@ impl PgStore {
                 t = t.name
             );
             let purge = format!("DELETE FROM {} WHERE did = ANY($1::text[])", t.name);
-            let removed = |t: &str| format!(" RETURNING {t}.uri, {t}.did, {t}.rkey, {t}.record::text");
+            let removed =
+                |t: &str| format!(" RETURNING {t}.uri, {t}.did, {t}.rkey, {t}.record::text");
             out.push(TableSql {
                 schema: t.clone(),
                 upsert_returning: format!("{upsert} RETURNING {}.uri", t.name).into(),
@@ -403,7 +404,14 @@ impl Steps for PgSteps<'_> {
         let n = rows.len() as u64;
         for (uri, did, rkey, record) in rows {
             let rev = revs.get(uri.as_str()).copied();
-            sink.push(Logged::removed(table, uri, did, rkey, record.as_deref(), rev));
+            sink.push(Logged::removed(
+                table,
+                uri,
+                did,
+                rkey,
+                record.as_deref(),
+                rev,
+            ));
         }
         Ok(n)
     }
@@ -428,8 +436,7 @@ impl Steps for PgSteps<'_> {
             .iter()
             .map(|r| sqlx::Row::try_get(r, 0))
             .collect::<Result<_, _>>()?;
-        let written: std::collections::HashSet<&str> =
-            written.iter().map(String::as_str).collect();
+        let written: std::collections::HashSet<&str> = written.iter().map(String::as_str).collect();
         // In the batch's order (a batch has one mutation per URI).
         for row in rows {
             if written.contains(row.uri.as_str()) {
@@ -481,7 +488,14 @@ impl Steps for PgSteps<'_> {
         .await?;
         let n = rows.len() as u64;
         for (uri, did, rkey, record) in rows {
-            sink.push(Logged::removed(table, uri, did, rkey, record.as_deref(), Some(rev)));
+            sink.push(Logged::removed(
+                table,
+                uri,
+                did,
+                rkey,
+                record.as_deref(),
+                Some(rev),
+            ));
         }
         Ok(n)
     }

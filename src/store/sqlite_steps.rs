@@ -107,7 +107,9 @@ impl TableSql {
                  RETURNING did, rkey, record"
             ),
             purge: format!("DELETE FROM {name} WHERE did = ?1"),
-            purge_returning: format!("DELETE FROM {name} WHERE did = ?1 RETURNING uri, rkey, record"),
+            purge_returning: format!(
+                "DELETE FROM {name} WHERE did = ?1 RETURNING uri, rkey, record"
+            ),
             sweep_tombstones: format!(
                 "INSERT INTO parity_tombstones (uri, rev, deleted_at) SELECT uri, ?3, ?4 FROM {name} \
                  WHERE uri >= ?1 AND uri < ?2 AND rev < ?3 \

@@ -199,7 +199,10 @@ mod tests {
         ] {
             both(record);
         }
-        let long = format!(r#"{{"subject":{{"uri":"at://{}"}}}}"#, "x".repeat(MAX_SUBJECT_LEN));
+        let long = format!(
+            r#"{{"subject":{{"uri":"at://{}"}}}}"#,
+            "x".repeat(MAX_SUBJECT_LEN)
+        );
         assert!(both(&long).is_empty());
         assert_eq!(column(r#"{"text":"hi"}"#), None);
         assert_eq!(

@@ -115,10 +115,18 @@ pub(crate) fn replay(mut rows: Rows, log: &[LogRow]) -> Rows {
                     c[9].clone(),
                 ];
                 let before = rows.insert(key, row.clone());
-                assert_ne!(before, Some(row), "seq {seq}: an upsert that changed nothing");
+                assert_ne!(
+                    before,
+                    Some(row),
+                    "seq {seq}: an upsert that changed nothing"
+                );
             }
             Some("delete") => {
-                assert_eq!((&c[7], &c[9]), (&None, &None), "a delete has no cid or record");
+                assert_eq!(
+                    (&c[7], &c[9]),
+                    (&None, &None),
+                    "a delete has no cid or record"
+                );
                 assert!(
                     rows.remove(&key).is_some(),
                     "seq {seq}: a delete of a row that was not there ({uri})"
@@ -179,7 +187,13 @@ fn like_record(content: u8) -> String {
 
 /// A like, or its delete (`content` None).
 fn like(d: &str, rkey: &str, rev_n: u64, content: Option<u8>) -> Event {
-    commit(d, "app.bsky.feed.like", rkey, rev_n, content.map(like_record))
+    commit(
+        d,
+        "app.bsky.feed.like",
+        rkey,
+        rev_n,
+        content.map(like_record),
+    )
 }
 
 fn follow(d: &str, rkey: &str, rev_n: u64) -> Event {
@@ -267,13 +281,36 @@ async fn only_real_changes_are_logged(db: TestDb) {
     let mut wake = store.change_signal();
     let like_a1 = uri("a", LIKE, "k1");
     let like_a2 = uri("a", LIKE, "k2");
-    let up = |u: &str, r: u64| ("likes".to_owned(), "upsert".to_owned(), u.to_owned(), Some(rev(r)));
-    let del = |u: &str, r: Option<u64>| ("likes".to_owned(), "delete".to_owned(), u.to_owned(), r.map(rev));
+    let up = |u: &str, r: u64| {
+        (
+            "likes".to_owned(),
+            "upsert".to_owned(),
+            u.to_owned(),
+            Some(rev(r)),
+        )
+    };
+    let del = |u: &str, r: Option<u64>| {
+        (
+            "likes".to_owned(),
+            "delete".to_owned(),
+            u.to_owned(),
+            r.map(rev),
+        )
+    };
 
     // Two inserts, in batch order.
-    let b = batch(&reg, vec![Item::Ev(like("a", "k1", 10, Some(1))), Item::Ev(like("a", "k2", 10, Some(2)))]);
+    let b = batch(
+        &reg,
+        vec![
+            Item::Ev(like("a", "k1", 10, Some(1))),
+            Item::Ev(like("a", "k2", 10, Some(2))),
+        ],
+    );
     let stats = store.commit(&b).await.unwrap();
-    assert_eq!(ops_after(&db, 0).await, [up(&like_a1, 10), up(&like_a2, 10)]);
+    assert_eq!(
+        ops_after(&db, 0).await,
+        [up(&like_a1, 10), up(&like_a2, 10)]
+    );
     let seq = max_seq(&db).await;
     assert_eq!(stats.last_seq, Some(seq));
     assert_eq!(stats.logged_upserts, [("likes".to_owned(), 2)]);
@@ -316,7 +353,10 @@ async fn only_real_changes_are_logged(db: TestDb) {
         ops_after(&db, seq).await,
         [up(&like_a1, 12), del(&like_a1, Some(13))]
     );
-    assert_eq!(after[1][10].as_deref(), Some(r#"["at://did:plc:x/app.bsky.feed.post/3"]"#));
+    assert_eq!(
+        after[1][10].as_deref(),
+        Some(r#"["at://did:plc:x/app.bsky.feed.post/3"]"#)
+    );
     assert_eq!(*wake.borrow_and_update(), seq_of(&after[1]));
 
     // An account purge: its rows go (no rev), and a later write of the DID
@@ -351,7 +391,9 @@ async fn only_real_changes_are_logged(db: TestDb) {
     );
 }
 
-backend_tests!(only_real_changes_are_logged, |db| only_real_changes_are_logged(db));
+backend_tests!(only_real_changes_are_logged, |db| {
+    only_real_changes_are_logged(db)
+});
 
 /// `feed.tables` limits the log; a store with the feed off writes nothing
 /// to it (and wakes nobody).
@@ -359,7 +401,13 @@ async fn tables_filter_and_feed_off(db: TestDb) {
     let reg = crate::convergence::registry();
     let off = open(&db, None).await;
     let wake = off.change_signal();
-    let b = batch(&reg, vec![Item::Ev(like("a", "k1", 10, Some(1))), Item::Ev(follow("a", "f1", 10))]);
+    let b = batch(
+        &reg,
+        vec![
+            Item::Ev(like("a", "k1", 10, Some(1))),
+            Item::Ev(follow("a", "f1", 10)),
+        ],
+    );
     let stats = off.commit(&b).await.unwrap();
     assert_eq!(stats.upserted_total(), 2);
     assert_eq!(stats.last_seq, None);
@@ -399,7 +447,9 @@ async fn tables_filter_and_feed_off(db: TestDb) {
     assert_eq!(db.count("follows").await, 0);
 }
 
-backend_tests!(feed_tables_limit_the_log_and_off_writes_nothing, |db| tables_filter_and_feed_off(db));
+backend_tests!(feed_tables_limit_the_log_and_off_writes_nothing, |db| {
+    tables_filter_and_feed_off(db)
+});
 
 // ---- The replay invariant over random worlds. ----
 
@@ -572,7 +622,9 @@ async fn a_rolled_back_commit_appends_nothing(db: TestDb) {
     assert_eq!(db.count("likes").await, 0);
 }
 
-backend_tests!(a_rolled_back_commit_appends_nothing, |db| a_rolled_back_commit_appends_nothing(db));
+backend_tests!(a_rolled_back_commit_appends_nothing, |db| {
+    a_rolled_back_commit_appends_nothing(db)
+});
 
 // ---- End to end: `parity consume` fills the log, a feed client gets it. ----
 
@@ -609,11 +661,18 @@ async fn consume_fills_the_log_and_a_client_receives_it(db: TestDb) {
     server.publish_all();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     while db.cursor().await != Some(last) {
-        assert!(tokio::time::Instant::now() < deadline, "consumed to the end");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "consumed to the end"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let log = log_after(&db, 0).await;
-    assert!(log.len() > 10, "the relay stream changes rows: {}", log.len());
+    assert!(
+        log.len() > 10,
+        "the relay stream changes rows: {}",
+        log.len()
+    );
     let mut received = Vec::new();
     while received.len() < log.len() {
         let msg = crate::feed::next_json(&mut ws).await;
@@ -715,7 +774,117 @@ async fn imports_append_what_they_change(db: TestDb) {
         .collect();
     want.sort();
     assert_eq!(deleted, want, "the sweep's removals, at the snapshot's rev");
-    assert_eq!(second.len(), now.len() + 2, "every row at the new rev, and the two removals");
+    assert_eq!(
+        second.len(),
+        now.len() + 2,
+        "every row at the new rev, and the two removals"
+    );
 }
 
-backend_tests!(imports_append_what_they_change, |db| imports_append_what_they_change(db));
+backend_tests!(imports_append_what_they_change, |db| {
+    imports_append_what_they_change(db)
+});
+
+// ---- Publish write-backs append through the same commit path. ----
+
+/// `parity publish` against the reference PDS with the feed on: each
+/// write-back (`Checkpoint::Publish`) appends the rows it applied locally,
+/// a create as an upsert and a delete as a delete of the row it removed.
+async fn publish_write_backs_append(db: TestDb) {
+    use common::process::{Parity, tokio_command};
+    let net = testnet::refpds::RefPds::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("parity.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[database]\nurl = \"{}\"\n\n[identity]\nplc_url = \"{}\"\nallow_private_addresses = true\n\n\
+             [auth]\nkey_file = \"{}\"\n\n[publish]\npoll_interval_ms = 50\n\n[metrics]\naddr = \"off\"\n\n\
+             [feed]\nenabled = true\naddr = \"off\"\n",
+            db.url,
+            net.plc,
+            dir.path().join("auth.key").display()
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap().to_owned();
+    let alice = net.create_account("alice").await;
+    let pw = net.create_app_password(&alice, "parity").await;
+    let login = tokio_command()
+        .args(["--config", &cfg, "auth", "login", &alice.did])
+        .env("PARITY_APP_PASSWORD", &pw)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(login.status.success(), "{login:?}");
+    open(&db, None).await.close().await;
+    let post = |text: &str| {
+        serde_json::json!({"$type": "app.bsky.feed.post", "text": text, "createdAt": "2026-12-01T10:00:00.000Z"})
+            .to_string()
+    };
+    let enqueue = |rkey: &str, op: &str, record: Option<String>| {
+        format!(
+            "INSERT INTO parity_outbox (did, collection, rkey, op, record) VALUES ('{}', 'app.bsky.feed.post', '{rkey}', '{op}', {})",
+            alice.did,
+            record.map_or("NULL".to_owned(), |r| format!("'{r}'"))
+        )
+    };
+    db.exec(&enqueue("3kzzaaaaaaaa2", "create", Some(post("one"))))
+        .await;
+    db.exec(&enqueue("3kzzaaaaaaab2", "create", Some(post("two"))))
+        .await;
+    let publisher = Parity::spawn(&["--config", &cfg, "publish"]);
+    let published = |n: i64| {
+        let db = &db;
+        async move {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(90);
+            loop {
+                let got: i64 = db
+                    .scalar("SELECT CAST(COUNT(*) AS TEXT) FROM parity_outbox WHERE status = 'published'")
+                    .await
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                if got == n {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "published {got} of {n}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    published(2).await;
+    let log = log_after(&db, 0).await;
+    let uri = |rkey: &str| format!("at://{}/app.bsky.feed.post/{rkey}", alice.did);
+    let ops: Vec<(Option<String>, Option<String>)> =
+        log.iter().map(|r| (r[2].clone(), r[3].clone())).collect();
+    let mut want = vec![
+        (Some("upsert".to_owned()), Some(uri("3kzzaaaaaaaa2"))),
+        (Some("upsert".to_owned()), Some(uri("3kzzaaaaaaab2"))),
+    ];
+    let mut sorted = ops.clone();
+    sorted.sort();
+    want.sort();
+    assert_eq!(sorted, want);
+
+    db.exec(&enqueue("3kzzaaaaaaaa2", "delete", None)).await;
+    published(3).await;
+    let seq = log.iter().map(seq_of).max().unwrap();
+    let after = log_after(&db, seq).await;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0][2].as_deref(), Some("delete"));
+    assert_eq!(after[0][3], Some(uri("3kzzaaaaaaaa2")));
+    assert_eq!(
+        replay(Rows::new(), &log_after(&db, 0).await),
+        table_rows(&db, &TABLES).await
+    );
+    publisher.stop();
+}
+
+backend_tests!(publish_write_backs_append, |db| publish_write_backs_append(
+    db
+));
