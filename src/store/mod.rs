@@ -552,9 +552,7 @@ impl Store {
     /// ([`Store::set_change_log`]); then counts those changes and wakes
     /// [`Store::change_signal`].
     pub async fn commit(&self, batch: &Batch) -> Result<CommitStats, StoreError> {
-        let stats = self.run_commit(batch, commit::Finish::Commit).await?;
-        self.signal().committed(&stats);
-        Ok(stats)
+        self.run_commit(batch, commit::Finish::Commit).await
     }
 
     /// Which changes later commits append to `parity_changes` (`[feed]
@@ -584,16 +582,22 @@ impl Store {
         }
     }
 
-    /// [`Store::commit`] or a trial of it that is rolled back.
+    /// [`Store::commit`] (also quarantine's commit of the rest) or a trial
+    /// of it that is rolled back; after a commit, counts the changes it
+    /// appended and wakes [`Store::change_signal`].
     async fn run_commit(
         &self,
         batch: &Batch,
         finish: commit::Finish,
     ) -> Result<CommitStats, StoreError> {
-        match self {
+        let stats = match self {
             Store::Sqlite(s) => s.commit(batch, finish).await,
             Store::Postgres(s) => s.commit(batch, finish).await,
+        }?;
+        if finish == commit::Finish::Commit {
+            self.signal().committed(&stats);
         }
+        Ok(stats)
     }
 
     /// Deletes tombstones older than `age`.

@@ -900,3 +900,55 @@ async fn publish_write_backs_append(db: TestDb) {
 backend_tests!(publish_write_backs_append, |db| publish_write_backs_append(
     db
 ));
+
+/// A batch the database refuses (an operator's trigger refusing one like)
+/// is committed without the refused record by the quarantine: the log
+/// holds only what that commit kept, and readers are woken.
+async fn quarantined(db: TestDb) {
+    let store = open(&db, on()).await;
+    let ddl: &[&str] = if db.is_pg() {
+        &[
+            "CREATE FUNCTION refuse_like() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.subject_cid = 'refused' THEN RAISE EXCEPTION 'like refused by policy'; END IF; \
+             RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_like BEFORE INSERT OR UPDATE ON likes \
+             FOR EACH ROW EXECUTE FUNCTION refuse_like()",
+        ]
+    } else {
+        &[
+            "CREATE TRIGGER refuse_like BEFORE INSERT ON likes WHEN NEW.subject_cid = 'refused' \
+           BEGIN SELECT RAISE(ABORT, 'like refused by policy'); END",
+        ]
+    };
+    for sql in ddl {
+        db.exec(sql).await;
+    }
+    let mut wake = store.change_signal();
+    let reg = crate::convergence::registry();
+    let refused = r#"{"$type":"app.bsky.feed.like","createdAt":"2026-07-04T14:38:07.513Z","subject":{"cid":"refused","uri":"at://did:plc:b/app.bsky.feed.post/1"}}"#;
+    let b = batch(
+        &reg,
+        vec![
+            Item::Ev(like("a", "k1", 10, Some(1))),
+            Item::Ev(commit("b", LIKE, "k2", 10, Some(refused.into()))),
+        ],
+    );
+    let err = store.commit(&b).await.unwrap_err();
+    assert!(err.is_rejection(), "{err}");
+    assert_eq!(db.count("parity_changes").await, 0);
+    let q = store.quarantine(&b, err).await.unwrap();
+    assert_eq!(q.rejected.len(), 1);
+    assert_eq!(
+        ops_after(&db, 0).await,
+        [(
+            "likes".to_owned(),
+            "upsert".to_owned(),
+            uri("a", LIKE, "k1"),
+            Some(rev(10))
+        )]
+    );
+    assert!(wake.has_changed().unwrap());
+    assert_eq!(*wake.borrow_and_update(), max_seq(&db).await);
+}
+
+backend_tests!(a_quarantined_batch_logs_what_it_kept, |db| quarantined(db));
