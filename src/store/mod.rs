@@ -557,8 +557,19 @@ impl Store {
 
     /// Which changes later commits append to `parity_changes` (`[feed]
     /// enabled` and `tables`; off until this is called). Applies to every
-    /// clone made after it.
+    /// clone made after it. Call it after [`Store::prepare`]: a table in
+    /// `tables` that no mapper writes is warned about (nothing would ever
+    /// be logged for it).
     pub fn set_change_log(&mut self, log: ChangeLog) {
+        let mapped = match &*self {
+            Store::Sqlite(s) => s.table_names(),
+            Store::Postgres(s) => s.table_names(),
+        };
+        if log.enabled {
+            for t in log.tables.iter().filter(|t| !mapped.contains(&t.as_str())) {
+                tracing::warn!(table = %t, "feed.tables names a table no mapper writes; its changes never come.");
+            }
+        }
         let log = std::sync::Arc::new(log);
         match self {
             Store::Sqlite(s) => s.change_log = log,

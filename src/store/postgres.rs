@@ -120,6 +120,11 @@ impl PgStore {
         &self.pool
     }
 
+    /// The mapped tables `prepare` set up.
+    pub(super) fn table_names(&self) -> Vec<&str> {
+        self.tables.iter().map(|t| t.schema.name.as_str()).collect()
+    }
+
     /// Connects with every transaction read-only: nothing can be created
     /// or changed.
     pub async fn connect_read_only(cfg: &DatabaseConfig) -> Result<PgStore, StoreError> {

@@ -106,6 +106,15 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// The mapped tables `prepare` set up.
+    pub(super) fn table_names(&self) -> Vec<&str> {
+        self.prepared
+            .tables
+            .iter()
+            .map(|t| t.schema.name.as_str())
+            .collect()
+    }
+
     /// Opens an existing database file read-only (nothing is created or
     /// changed); `None` when the file does not exist yet.
     pub async fn open_read_only(cfg: &DatabaseConfig) -> Result<Option<SqliteStore>, StoreError> {
