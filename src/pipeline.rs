@@ -109,6 +109,10 @@ pub struct Parts {
     pub obs: Arc<Obs>,
     /// What commits append to the change log (`[feed]`).
     pub change_log: ChangeLog,
+    /// Called once the store is migrated and prepared, before the first
+    /// event is read, with a handle sharing its connections (the change
+    /// feed's server and relay run on it).
+    pub on_store: Option<Box<dyn FnOnce(Store) + Send>>,
 }
 
 /// Runs until `token` is cancelled (then drains) or a fatal error. `opts`
@@ -131,6 +135,7 @@ pub async fn run(
         progress_interval_seconds,
         obs,
         change_log,
+        on_store,
     } = parts;
     // The listener outlives the drain (its own token, cancelled on every
     // way out of this function) so the last batch is visible in metrics.
@@ -145,6 +150,9 @@ pub async fn run(
     store.prepare(registry.tables(), &purge.statuses).await?;
     store.set_change_log(change_log);
     obs.mark_migrated();
+    if let Some(start) = on_store {
+        start(store.clone());
+    }
 
     let collections = filter.collections().to_vec();
     let positions = start_positions(&store, &endpoints, opts).await?;
