@@ -17,9 +17,12 @@
 //!   `database.writers`), `TEST_PG_URL`, `BENCH_FEED` (`1`: parity runs a
 //!   second time with `[feed] enabled`, on a fresh database, and the bench
 //!   prints feed on ÷ feed off: the change log's cost to the consumer);
-//! - `BENCH_SCENARIO=catchup`: the catch-up scenario ([`catchup`]).
+//! - `BENCH_SCENARIO=catchup`: the catch-up scenario ([`catchup`]);
+//! - `BENCH_SCENARIO=feed`: the change feed's fan-out ([`feed`]).
 
 mod catchup;
+mod feed;
+mod feed_clients;
 mod probe;
 mod run;
 mod server;
@@ -136,6 +139,15 @@ fn generate_only(o: &Options) {
     }
 }
 
+/// The feed scenario's clients read on both cores.
+fn feed_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 fn main() {
     // `cargo bench` passes --bench; nothing else to parse.
     let o = Options::from_env();
@@ -146,10 +158,11 @@ fn main() {
         .unwrap();
     match env("BENCH_SCENARIO").as_deref() {
         Some("catchup") => return rt.block_on(catchup::run(&o)),
+        Some("feed") => return feed_runtime().block_on(feed::run(&o)),
         Some("generate") => return generate_only(&o),
         None | Some("compare") => {}
         Some(s) => fail(format!(
-            "BENCH_SCENARIO={s} is not compare, catchup or generate"
+            "BENCH_SCENARIO={s} is not compare, catchup, feed or generate"
         )),
     }
     println!(

@@ -59,8 +59,9 @@ impl FeedSide {
     }
 
     /// What the pipeline calls with its store once it is ready: starts the
-    /// server and the relay, each woken by `wake` (one per task) or its poll
-    /// interval. A failed task cancels `token`, stopping the run.
+    /// server and the relay, each woken by its `wakes` entry, which every
+    /// commit that appends changes notifies (`Store::change_signal`), or by
+    /// its poll interval. A failed task cancels `token`, stopping the run.
     pub fn starter(
         &mut self,
         wakes: [Arc<Notify>; 2],
@@ -71,6 +72,25 @@ impl FeedSide {
         let tasks = self.tasks.clone();
         let [serve_wake, relay_wake] = wakes;
         Box::new(move |store: Store| {
+            // Each commit that appended changes wakes the tail and the
+            // relay at once, instead of at their next poll.
+            let mut signal = store.change_signal();
+            let (sw, rw) = (serve_wake.clone(), relay_wake.clone());
+            let stop = token.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        changed = signal.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            sw.notify_one();
+                            rw.notify_one();
+                        }
+                    }
+                }
+            });
             let mut started = Vec::new();
             if let Some(listener) = listener {
                 let run = feed::run(
