@@ -6,7 +6,9 @@
 //! in one `applyWrites` of at most [`MAX_WRITES`]; rows with `swap_cid`,
 //! and creates or deletes that may already have reached the PDS, one by
 //! one with `putRecord`/`deleteRecord`), what each answer does to the rows,
-//! the per-row log lines, and releasing leases on shutdown.
+//! the per-row log lines, pacing each call (a paused account or PDS host,
+//! the account's write budget: [`super::pacing`]), and releasing leases on
+//! shutdown.
 //!
 //! Exactly once: a create's rkey is stored before its first call. A row
 //! claimed before (`attempts > 1`: the earlier call may have written it)
@@ -27,13 +29,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::PublishConfig;
+use super::pacing;
 use super::session::{Live, SessionError, Sessions};
 use super::writeback::{self, Written};
 use super::xrpc::{CallError, Client};
 use crate::event::{Did, Nsid, RecordKey};
 use crate::mapper::Registry;
 use crate::obs::names;
-use crate::store::{OutboxRow, Store, StoreError};
+use crate::store::{Charge, OutboxRow, Store, StoreError};
 
 /// Most writes in one `applyWrites` (the PDS's limit).
 pub const MAX_WRITES: usize = 200;
@@ -216,13 +219,19 @@ impl Worker {
     }
 
     async fn housekeeping(&self, token: CancellationToken) -> Result<(), PublishError> {
-        let ttl = chrono::Duration::hours(self.cfg.pending_auth_ttl_hours as i64);
+        // Validated with the config; the default only if it was not.
+        let ttl = self
+            .cfg
+            .pending_auth_ttl()
+            .ok()
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .unwrap_or(chrono::Duration::days(7));
         loop {
             match self.store.expire_pending_auth(Utc::now() - ttl).await {
                 Ok(rows) => {
                     for r in rows {
                         metrics::counter!(names::PUBLISH_WRITES, "op" => op_label(&r.op), "outcome" => "failed").increment(1);
-                        tracing::info!(id = r.id, uri = %row_uri(&r), "Publish failed: no login within publish.pending_auth_ttl_hours.");
+                        tracing::info!(id = r.id, uri = %row_uri(&r), "Publish failed: no login within publish.pending_auth_ttl.");
                     }
                 }
                 Err(e) if e.is_transient() => {}
@@ -345,6 +354,11 @@ impl Worker {
                 r.rkey = Some(rkey);
             }
         }
+        let host = self
+            .client
+            .origin(&live.pds)
+            .unwrap_or_else(|_| live.pds.clone());
+        let (did_scope, host_scope) = (pacing::did_scope(&did_text), pacing::host_scope(&host));
         let units = units(&rows);
         let mut queue: std::collections::VecDeque<Unit<'_>> = units.into();
         let lease = chrono::Duration::seconds(self.cfg.lease_seconds as i64);
@@ -361,6 +375,49 @@ impl Worker {
             {
                 tracing::warn!(did = %did_text, "Outbox lease taken over by another worker; leaving this DID to it.");
                 return Ok(());
+            }
+            // Pacing: a paused account or host waits; a call that does not
+            // fit the account's budget is cut to what fits, or waits for
+            // the window to end. Neither spends an attempt.
+            let now = Utc::now();
+            if let Some(until) = self
+                .store
+                .publish_paused_until(&[&did_scope, &host_scope], now)
+                .await?
+            {
+                let reason = "rate limited by the PDS: this account or its PDS host is paused";
+                self.defer(owner, &unit, &queue, reason, until).await?;
+                return Ok(());
+            }
+            let cost = pacing::cost(&unit.rows());
+            let (per_hour, per_day) = (
+                i64::from(self.cfg.points_per_hour),
+                i64::from(self.cfg.points_per_day),
+            );
+            match self
+                .store
+                .charge_write_points(&did_scope, cost, per_hour, per_day, now)
+                .await?
+            {
+                Charge::Granted => {}
+                Charge::Exhausted { remaining, until } => {
+                    if let Unit::Batch(rs) = &unit {
+                        let fit = pacing::fitting(rs, remaining);
+                        if fit > 0 && fit < rs.len() {
+                            let (now_rows, later) = rs.split_at(fit);
+                            queue.push_front(Unit::Batch(later.to_vec()));
+                            queue.push_front(Unit::Batch(now_rows.to_vec()));
+                            continue;
+                        }
+                    }
+                    let reason = format!(
+                        "write budget spent (publish.points_per_hour, publish.points_per_day): waiting until {}",
+                        until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    );
+                    self.defer(owner, &unit, &queue, &reason, until).await?;
+                    tracing::info!(did = %did_text, until = %until.to_rfc3339(), "Write budget spent: pacing this DID.");
+                    return Ok(());
+                }
             }
             match self.call_with_auth(&did, &mut live, &unit).await {
                 Ok(written) => self.write_back(&did, owner, &written).await?,
@@ -391,14 +448,16 @@ impl Worker {
                     }
                 },
                 Err(CallError::RateLimited { wait }) => {
+                    // The limit may be the account's or the host's: both
+                    // pause, for every process on this database.
                     metrics::counter!(names::PUBLISH_RATE_LIMITED).increment(1);
                     let wait = wait.unwrap_or(RATE_LIMIT_DEFAULT);
-                    let rest = rest_ids(&unit, &queue);
                     let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-                    self.store
-                        .retry_outbox_later(&rest, owner, "rate limited by the PDS", next, true)
+                    self.store.pause_publish(&did_scope, next).await?;
+                    self.store.pause_publish(&host_scope, next).await?;
+                    self.defer(owner, &unit, &queue, "rate limited by the PDS", next)
                         .await?;
-                    tracing::warn!(did = %did_text, wait_s = wait.as_secs(), "PDS rate limit: pausing this DID.");
+                    tracing::warn!(did = %did_text, host = %host, wait_s = wait.as_secs(), "PDS rate limit: pausing this DID and its PDS host.");
                     return Ok(());
                 }
                 Err(CallError::Transient(m)) => {
@@ -407,6 +466,23 @@ impl Worker {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Puts the unit's and the queue's rows back to `pending` until
+    /// `until` without spending an attempt (rate limits and pacing).
+    async fn defer(
+        &self,
+        owner: &str,
+        unit: &Unit<'_>,
+        queue: &std::collections::VecDeque<Unit<'_>>,
+        reason: &str,
+        until: chrono::DateTime<Utc>,
+    ) -> Result<(), PublishError> {
+        let rest = rest_ids(unit, queue);
+        self.store
+            .retry_outbox_later(&rest, owner, reason, until, true)
+            .await?;
         Ok(())
     }
 

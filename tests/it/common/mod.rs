@@ -8,6 +8,7 @@
 
 #[macro_use]
 mod backend;
+pub mod fake_pds;
 pub mod importer;
 pub mod model;
 pub mod process;
