@@ -25,7 +25,7 @@ pub const MAX_MESSAGE: usize = 200;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
     /// The access token expired: refresh the session and try again.
-    #[error("access token expired")]
+    #[error("ExpiredToken: the token expired")]
     ExpiredToken,
     /// The session is not usable (refused refresh, revoked app password,
     /// bad credentials): the DID waits for a new login.
@@ -178,6 +178,20 @@ impl Client {
         if let Some(t) = bearer {
             req = req.bearer_auth(t);
         }
+        self.send(req).await
+    }
+
+    /// POSTs a procedure that takes no input (`refreshSession`,
+    /// `deleteSession`): no body and no content type, which a PDS refuses
+    /// on such procedures ("A request body was provided when none was
+    /// expected").
+    pub async fn post_empty(
+        &self,
+        pds: &str,
+        nsid: &str,
+        bearer: &str,
+    ) -> Result<Value, CallError> {
+        let req = self.http.post(self.url(pds, nsid)?).bearer_auth(bearer);
         self.send(req).await
     }
 

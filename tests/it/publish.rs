@@ -83,6 +83,17 @@ impl Setup {
         Parity::spawn(&["--config", self.cfg(), "publish"])
     }
 
+    /// The access token parity stored for `did`, in clear.
+    async fn access(&self, db: &TestDb, did: &str) -> String {
+        let sealed = db
+            .scalar(&format!(
+                "SELECT access_token FROM parity_sessions WHERE did = '{did}'"
+            ))
+            .await
+            .unwrap();
+        self.sealer().open(did, "access_token", &sealed).unwrap()
+    }
+
     fn sealer(&self) -> Sealer {
         let hex = std::fs::read_to_string(self.dir.path().join("auth.key")).unwrap();
         Sealer::load(
@@ -436,10 +447,14 @@ async fn revoked_session_waits_for_login(db: TestDb) {
     s.login(&alice, &first).await;
 
     // Revoking the app password ends its refresh tokens; its access token
-    // lives on (stateless JWT), so the stored one is replaced by one the
-    // PDS refuses, which makes the worker refresh, as an expired one would.
+    // lives on (a stateless JWT, two hours), so the stored one is made to
+    // have expired already: the worker gets ExpiredToken and refreshes.
     s.net.revoke_app_password(&alice, "first").await;
-    let bad = s.sealer().seal(&alice.did, "access_token", "not.a.jwt");
+    let bad = s.sealer().seal(
+        &alice.did,
+        "access_token",
+        &s.net.expired(&s.access(&db, &alice.did).await),
+    );
     exec(
         &db,
         &[format!(
@@ -478,6 +493,15 @@ async fn revoked_session_waits_for_login(db: TestDb) {
     assert!(
         ok && out.contains(&alice.did) && out.contains("expired"),
         "{out}"
+    );
+    // Refused because the app password is gone, not for how we asked.
+    let why = db
+        .scalar("SELECT error FROM parity_sessions")
+        .await
+        .unwrap();
+    assert!(
+        why.contains("ExpiredToken") || why.contains("InvalidToken"),
+        "{why}"
     );
     assert!(s.net.list_records(&alice.did, POST).await.is_empty());
 
@@ -913,4 +937,252 @@ async fn consume_publishes_and_echoes_change_nothing(db: TestDb) {
 
 backend_tests!(consume_with_publish_enabled, |db| {
     consume_publishes_and_echoes_change_nothing(db)
+});
+
+/// `parity auth login <handle>` resolves the handle (DNS TXT, then the DID
+/// document that claims it back) to the account's PDS. Its access token
+/// then expires (made to have expired, not waited for): the PDS answers
+/// `ExpiredToken`, the worker refreshes once and the retried write
+/// succeeds, with no row leaving `pending`/`published`.
+async fn expired_access_token_is_refreshed(db: TestDb) {
+    let s = Setup::new(&db).await;
+    let alice = s.net.create_account("alice").await;
+    let pw = s.net.create_app_password(&alice, "parity").await;
+    let dns = crate::common::dns::Dns::start().await;
+    dns.set_handle("alice.test", &alice.did);
+    let dns_addr = dns.addr().to_string();
+    let (ok, out, err) = s
+        .parity(
+            &["auth", "login", "alice.test"],
+            &[
+                ("PARITY_APP_PASSWORD", pw.as_str()),
+                ("PARITY_IDENTITY_DNS_SERVERS", dns_addr.as_str()),
+            ],
+        )
+        .await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(&alice.did) && out.contains("(alice.test)") && out.contains(&s.net.pds),
+        "{out}"
+    );
+    let (ok, out, _) = s.parity(&["auth", "list"], &[]).await;
+    assert!(
+        ok && out.contains("alice.test") && out.contains("active"),
+        "{out}"
+    );
+
+    let first = s.access(&db, &alice.did).await;
+    let expired = s.net.expired(&first);
+    // What the worker will meet: the PDS refuses it as expired.
+    let (status, body) = s
+        .net
+        .post(
+            "com.atproto.repo.createRecord",
+            Some(&expired),
+            &serde_json::json!({"repo": alice.did, "collection": POST,
+                "record": serde_json::from_str::<serde_json::Value>(&post("direct")).unwrap()}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("ExpiredToken"))
+    );
+    let sealed = s.sealer().seal(&alice.did, "access_token", &expired);
+    exec(
+        &db,
+        &[format!(
+            "UPDATE parity_sessions SET access_token = '{sealed}', refreshed_at = NULL WHERE did = '{}'",
+            alice.did
+        )],
+    )
+    .await;
+    exec(
+        &db,
+        &[
+            enqueue(
+                &alice.did,
+                None,
+                "create",
+                Some(&post("after expiry 0")),
+                None,
+            ),
+            enqueue(
+                &alice.did,
+                None,
+                "create",
+                Some(&post("after expiry 1")),
+                None,
+            ),
+        ],
+    )
+    .await;
+    let publisher = s.publish();
+    wait_count(
+        &db,
+        "SELECT CAST(COUNT(*) AS TEXT) FROM parity_outbox WHERE status = 'published' AND attempts = 1",
+        2,
+        &publisher,
+    )
+    .await;
+    let lines = publisher.stop();
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("Refreshed the publish session."))
+            .count(),
+        1
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("pending_auth")),
+        "{lines:?}"
+    );
+    assert_eq!(s.net.list_records(&alice.did, POST).await.len(), 2);
+    let row = db
+        .rows("parity_sessions", &["state", "refreshed_at"])
+        .await
+        .remove(0);
+    assert_eq!(row[0].as_deref(), Some("active"));
+    assert!(row[1].is_some(), "refreshed_at is set by the refresh");
+    let now = s.access(&db, &alice.did).await;
+    assert!(now != expired && now != first);
+
+    // logout ends the session on the PDS (deleteSession): its refresh
+    // token no longer works there.
+    let sealed = db
+        .scalar("SELECT refresh_token FROM parity_sessions")
+        .await
+        .unwrap();
+    let refresh = s
+        .sealer()
+        .open(&alice.did, "refresh_token", &sealed)
+        .unwrap();
+    let (ok, out, err) = s.parity(&["auth", "logout", &alice.did], &[]).await;
+    assert!(ok && !err.contains("deleteSession failed"), "{out}{err}");
+    assert_eq!(db.count("parity_sessions").await, 0);
+    let (status, body) = s
+        .net
+        .post_empty("com.atproto.server.refreshSession", &refresh)
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
+
+backend_tests!(publish_refreshes_an_expired_token, |db| {
+    expired_access_token_is_refreshed(db)
+});
+
+/// The firehose copy of a published write is stale: `parity consume`
+/// (stopped while `parity publish` creates three records, then updates one
+/// and deletes another) reads those commits from the reference PDS's
+/// firehose after the write-back; each upsert is refused by the rev guards
+/// and counted in `parity_events_dropped_total{reason="stale_rev"}`, and
+/// the table never goes back to an older version (nor brings back the
+/// deleted record).
+async fn echoes_of_published_writes_are_stale(db: TestDb) {
+    let s = Setup::new(&db).await;
+    let alice = s.net.create_account("alice").await;
+    let pw = s.net.create_app_password(&alice, "parity").await;
+    s.login(&alice, &pw).await;
+    // One commit per batch, so each echo is judged by the store on its own.
+    let toml = std::fs::read_to_string(&s.cfg).unwrap()
+        + &format!(
+            "\n[source]\nendpoints = [\"{}\"]\n\n[batch]\nmax_events = 1\n",
+            s.net.firehose_url()
+        );
+    let consume_cfg = s.dir.path().join("consume.toml");
+    std::fs::write(&consume_cfg, toml).unwrap();
+    let consume = || {
+        Parity::spawn(&[
+            "--config",
+            consume_cfg.to_str().unwrap(),
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "consume",
+        ])
+    };
+    let marker = |i: u64| {
+        serde_json::json!([{"$type": "com.atproto.repo.applyWrites#create", "collection": POST,
+            "rkey": tid(i), "value": serde_json::from_str::<serde_json::Value>(&post("marker")).unwrap()}])
+    };
+    let posts = "SELECT CAST(COUNT(*) AS TEXT) FROM posts";
+
+    // The stored cursor passes the account's creation.
+    let mut consumer = consume();
+    consumer.wait_log("Connected.").await;
+    s.net.apply_writes(&alice, marker(90)).await;
+    wait_count(&db, posts, 1, &consumer).await;
+    consumer.stop();
+
+    let publisher = s.publish();
+    exec(
+        &db,
+        &(0..3)
+            .map(|i| {
+                enqueue(
+                    &alice.did,
+                    Some(&tid(i)),
+                    "create",
+                    Some(&post(&format!("v1 {i}"))),
+                    None,
+                )
+            })
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let published = "SELECT CAST(COUNT(*) AS TEXT) FROM parity_outbox WHERE status = 'published'";
+    wait_count(&db, published, 3, &publisher).await;
+    exec(
+        &db,
+        &[
+            enqueue(
+                &alice.did,
+                Some(&tid(0)),
+                "update",
+                Some(&post("v2 0")),
+                None,
+            ),
+            enqueue(&alice.did, Some(&tid(1)), "delete", None, None),
+        ],
+    )
+    .await;
+    wait_count(&db, published, 5, &publisher).await;
+    publisher.stop();
+    // Two applyWrites calls: two commits on the firehose.
+    assert_eq!(
+        count(
+            &db,
+            "SELECT CAST(COUNT(DISTINCT rev) AS TEXT) FROM parity_outbox"
+        )
+        .await,
+        2
+    );
+    let cols = ["uri", "cid", "rev", "text", "synced_at"];
+    let before = db.rows("posts", &cols).await;
+    assert_eq!(before.len(), 3, "{before:?}"); // marker, v2 0, v1 2
+
+    let mut consumer = consume();
+    let addr = consumer.metrics_addr().await;
+    s.net.apply_writes(&alice, marker(91)).await;
+    wait_count(&db, posts, 4, &consumer).await;
+    let m = crate::common::process::scrape(addr).await;
+    consumer.stop();
+    // Creates of tid 0, 1, 2 (older than the update, the delete, and the
+    // write-back) and the update of tid 0 (same rev as its write-back).
+    assert_eq!(
+        m.get(
+            "parity_events_dropped_total",
+            &[("reason", "stale_rev"), ("intentional", "true")]
+        ),
+        4.0
+    );
+    let after: Vec<_> = db
+        .rows("posts", &cols)
+        .await
+        .into_iter()
+        .filter(|r| r[0].as_deref().is_none_or(|u| !u.ends_with(&tid(91))))
+        .collect();
+    assert_eq!(after, before, "an echo changed a published row");
+}
+
+backend_tests!(publish_echoes_are_stale, |db| {
+    echoes_of_published_writes_are_stale(db)
 });

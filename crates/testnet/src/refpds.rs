@@ -204,6 +204,21 @@ impl RefPds {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// POSTs an XRPC procedure that takes no input (`refreshSession`,
+    /// `deleteSession`): no body; returns `(status, body)`.
+    pub async fn post_empty(&self, nsid: &str, bearer: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}/xrpc/{nsid}", self.pds))
+            .header("authorization", format!("Bearer {bearer}"))
+            .send()
+            .await
+            .expect("XRPC POST");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     /// GETs an XRPC query with `params`; returns `(status, body)`.
     pub async fn get(&self, nsid: &str, params: &[(&str, &str)]) -> (u16, Value) {
         let resp = self
