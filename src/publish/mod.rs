@@ -163,3 +163,43 @@ impl PublishConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_and_budget_are_validated_with_the_key_named() {
+        let ok = PublishConfig::default();
+        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(ok.pending_auth_ttl(), Ok(Duration::from_secs(7 * 86_400)));
+        let bad = PublishConfig {
+            pending_auth_ttl: "soon".into(),
+            ..PublishConfig::default()
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .starts_with("publish.pending_auth_ttl is \"soon\"")
+        );
+        let zero = PublishConfig {
+            pending_auth_ttl: "0s".into(),
+            ..PublishConfig::default()
+        };
+        assert!(zero.validate().is_err());
+        let tiny = PublishConfig {
+            points_per_hour: 2,
+            ..PublishConfig::default()
+        };
+        assert!(
+            tiny.validate()
+                .unwrap_err()
+                .starts_with("publish.points_per_hour")
+        );
+        let day_below_hour = PublishConfig {
+            points_per_day: 100,
+            ..PublishConfig::default()
+        };
+        assert!(day_below_hour.validate().is_err());
+    }
+}

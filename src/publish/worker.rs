@@ -40,6 +40,9 @@ use crate::store::{Charge, OutboxRow, Store, StoreError};
 
 /// Most writes in one `applyWrites` (the PDS's limit).
 pub const MAX_WRITES: usize = 200;
+/// Largest `applyWrites` body parity builds: the reference PDS refuses
+/// JSON bodies over 150 KiB, so batches are cut well below that.
+pub const MAX_BATCH_BYTES: usize = 120 * 1024;
 /// First retry delay after a transient failure (doubles per attempt).
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Longest retry delay.
@@ -116,19 +119,33 @@ fn alone(r: &OutboxRow) -> bool {
     r.swap_cid.is_some() || (r.attempts > 1 && r.op != "update")
 }
 
+/// Bytes a write adds to an `applyWrites` body (its record plus the
+/// write's own keys).
+fn write_bytes(r: &OutboxRow) -> usize {
+    r.record.as_ref().map_or(0, String::len) + 160
+}
+
 fn units(rows: &[OutboxRow]) -> Vec<Unit<'_>> {
     let mut out = Vec::new();
     let mut plain: Vec<&OutboxRow> = Vec::new();
+    let mut bytes = 0;
     for r in rows {
         if alone(r) {
             if !plain.is_empty() {
                 out.push(Unit::Batch(std::mem::take(&mut plain)));
+                bytes = 0;
             }
             out.push(Unit::Single(r));
         } else {
+            if !plain.is_empty() && bytes + write_bytes(r) > MAX_BATCH_BYTES {
+                out.push(Unit::Batch(std::mem::take(&mut plain)));
+                bytes = 0;
+            }
+            bytes += write_bytes(r);
             plain.push(r);
             if plain.len() == MAX_WRITES {
                 out.push(Unit::Batch(std::mem::take(&mut plain)));
+                bytes = 0;
             }
         }
     }
@@ -434,6 +451,17 @@ impl Worker {
                 Err(CallError::InvalidSwap(m)) => {
                     let reason = format!("InvalidSwap: the record is not at swap_cid ({m})");
                     self.fail(owner, &unit.rows(), "conflict", &reason).await?;
+                }
+                Err(CallError::AccountGone(name)) => {
+                    // No write of this account can succeed: the whole claim
+                    // fails, without a call per row.
+                    let mut rows = unit.rows();
+                    for u in &queue {
+                        rows.extend(u.rows());
+                    }
+                    let reason = format!("{name}: the account is taken down or deactivated");
+                    self.fail(owner, &rows, "failed", &reason).await?;
+                    return Ok(());
                 }
                 Err(CallError::Refused { name, message }) => match unit {
                     Unit::Batch(rs) if rs.len() > 1 => {
@@ -742,4 +770,49 @@ fn row_uri(r: &OutboxRow) -> String {
         r.collection,
         r.rkey.as_deref().unwrap_or("(unassigned)")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, record_len: usize) -> OutboxRow {
+        OutboxRow {
+            id,
+            did: "did:plc:x".into(),
+            collection: "app.bsky.feed.post".into(),
+            rkey: Some(format!("3k{id:011}")),
+            op: "create".into(),
+            record: Some("x".repeat(record_len)),
+            swap_cid: None,
+            status: "in_flight".into(),
+            attempts: 1,
+            error: None,
+            uri: None,
+            cid: None,
+            rev: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+
+    fn sizes(units: &[Unit<'_>]) -> Vec<usize> {
+        units.iter().map(|u| u.rows().len()).collect()
+    }
+
+    #[test]
+    fn batches_stay_under_the_count_and_the_body_size() {
+        let small: Vec<OutboxRow> = (0..250).map(|i| row(i, 100)).collect();
+        assert_eq!(sizes(&units(&small)), [200, 50]);
+        // 3 KB records: 120 KiB holds 38 of them.
+        let big: Vec<OutboxRow> = (0..100).map(|i| row(i, 3000)).collect();
+        let u = units(&big);
+        assert_eq!(sizes(&u), [38, 38, 24]);
+        for unit in &u {
+            let bytes: usize = unit.rows().iter().map(|r| write_bytes(r)).sum();
+            assert!(bytes <= MAX_BATCH_BYTES);
+        }
+        // A record alone over the limit still goes (the PDS judges it).
+        assert_eq!(sizes(&units(&[row(1, 200_000), row(2, 10)])), [1, 1]);
+    }
 }

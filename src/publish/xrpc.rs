@@ -31,6 +31,9 @@ pub enum CallError {
     /// bad credentials): the DID waits for a new login.
     #[error("not authorized: {0}")]
     Auth(String),
+    /// The account is taken down or deactivated: its writes fail.
+    #[error("{0}: the account is taken down or deactivated")]
+    AccountGone(String),
     /// The compare-and-swap failed: the record is not at the CID given.
     #[error("InvalidSwap: {0}")]
     InvalidSwap(String),
@@ -111,9 +114,12 @@ fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &Value) -> 
         (_, "ExpiredToken") if status == 400 || status == 401 => CallError::ExpiredToken,
         (
             _,
-            "InvalidToken" | "AuthRequired" | "AuthenticationRequired" | "AccountDeactivatedAuth",
-        )
-        | (401, _) => CallError::Auth(name),
+            "AccountTakedown" | "AccountDeactivated" | "RepoTakendown" | "RepoDeactivated"
+            | "RepoSuspended",
+        ) => CallError::AccountGone(name),
+        (_, "InvalidToken" | "AuthRequired" | "AuthenticationRequired") | (401, _) => {
+            CallError::Auth(name)
+        }
         (_, "InvalidSwap") => CallError::InvalidSwap(message),
         (s, _) if s >= 500 => CallError::Transient(format!("the PDS answered {s} ({name})")),
         _ => CallError::Refused { name, message },
@@ -254,6 +260,10 @@ mod tests {
             classify(400, &h, &json!({"error": "InvalidSwap", "message": "Record was at bafyX"})),
             CallError::InvalidSwap(m) if m.contains("bafyX")
         ));
+        assert_eq!(
+            classify(401, &h, &json!({"error": "AccountDeactivated"})),
+            CallError::AccountGone("AccountDeactivated".into())
+        );
         assert!(matches!(
             classify(502, &h, &Value::Null),
             CallError::Transient(_)

@@ -1186,3 +1186,98 @@ async fn echoes_of_published_writes_are_stale(db: TestDb) {
 backend_tests!(publish_echoes_are_stale, |db| {
     echoes_of_published_writes_are_stale(db)
 });
+
+/// The PDS's limits on one call: 100 records of 3 KB (300 KB, twice the
+/// reference PDS's 150 KiB JSON body limit) go in three `applyWrites`
+/// calls that each fit, not one refused call. And an account deactivated
+/// on its PDS fails its rows (`AccountDeactivated`) without waiting for a
+/// login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_size_limit_and_deactivated_account() {
+    let db = TestDb::sqlite();
+    let s = Setup::new(&db).await;
+    let alice = s.net.create_account("alice").await;
+    let bob = s.net.create_account("bob").await;
+    for a in [&alice, &bob] {
+        let pw = s.net.create_app_password(a, "parity").await;
+        s.login(a, &pw).await;
+    }
+    let (status, body) = s
+        .net
+        .post(
+            "com.atproto.server.deactivateAccount",
+            Some(&bob.access_jwt),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    const NOTE: &str = "com.example.parity.note";
+    let big = |i: usize| {
+        serde_json::json!({"$type": NOTE, "body": format!("{i:04}{}", "x".repeat(3000))})
+            .to_string()
+    };
+    let mut sql: Vec<String> = (0..100)
+        .map(|i| {
+            format!(
+                "INSERT INTO parity_outbox (did, collection, op, record) VALUES ('{}', '{NOTE}', 'create', '{}')",
+                alice.did,
+                big(i)
+            )
+        })
+        .collect();
+    sql.extend((0..3).map(|i| {
+        enqueue(
+            &bob.did,
+            None,
+            "create",
+            Some(&post(&format!("bob {i}"))),
+            None,
+        )
+    }));
+    exec(&db, &sql).await;
+    let publisher = s.publish();
+    wait_count(
+        &db,
+        "SELECT CAST(COUNT(*) AS TEXT) FROM parity_outbox WHERE status IN ('published', 'failed')",
+        103,
+        &publisher,
+    )
+    .await;
+    let lines = publisher.stop();
+    assert_eq!(s.net.list_records(&alice.did, NOTE).await.len(), 100);
+    let revs = count(
+        &db,
+        &format!(
+            "SELECT CAST(COUNT(DISTINCT rev) AS TEXT) FROM parity_outbox WHERE did = '{}' AND status = 'published'",
+            alice.did
+        ),
+    )
+    .await;
+    assert_eq!(revs, 3);
+    let failed = db
+        .query_text(
+            format!(
+                "SELECT status, error, CAST(attempts AS TEXT) FROM parity_outbox WHERE did = '{}'",
+                bob.did
+            ),
+            3,
+        )
+        .await;
+    assert_eq!(failed.len(), 3);
+    for r in &failed {
+        assert_eq!(r[0].as_deref(), Some("failed"));
+        assert!(
+            r[1].as_deref().unwrap().contains("AccountDeactivated"),
+            "{r:?}"
+        );
+        assert_eq!(r[2].as_deref(), Some("1"));
+    }
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("\"message\":\"Publish failed.\"") && l.contains(&bob.did))
+            .count(),
+        3
+    );
+}
