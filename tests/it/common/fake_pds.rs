@@ -33,6 +33,8 @@ pub enum Reply {
     RateLimited(Vec<(&'static str, String)>),
     /// This status with an XRPC error body.
     Status(u16, &'static str),
+    /// 200, after this long (a call still in flight).
+    Slow(Duration),
 }
 
 /// One call seen.
@@ -58,6 +60,8 @@ struct Inner {
     /// number of the next session it issues.
     refresh: Option<(String, u32)>,
     refresh_calls: u32,
+    /// Slow calls that have arrived (answered or not).
+    arrived: u32,
 }
 
 #[derive(Clone, Default)]
@@ -111,6 +115,11 @@ impl FakePds {
         self.inner.lock().unwrap().refresh = Some((token.to_owned(), 1));
     }
 
+    /// Slow calls that have arrived, answered or still in flight.
+    pub fn slow_arrived(&self) -> u32 {
+        self.inner.lock().unwrap().arrived
+    }
+
     pub fn refresh_calls(&self) -> u32 {
         self.inner.lock().unwrap().refresh_calls
     }
@@ -133,8 +142,19 @@ async fn write(
     let v: Value = serde_json::from_str(&body).unwrap();
     let repo = v["repo"].as_str().unwrap().to_owned();
     let writes = v["writes"].as_array().map_or(1, Vec::len);
+    let mut reply = fake
+        .inner
+        .lock()
+        .unwrap()
+        .script
+        .get_mut(&repo)
+        .and_then(VecDeque::pop_front);
+    if let Some(Reply::Slow(d)) = reply {
+        fake.inner.lock().unwrap().arrived += 1;
+        tokio::time::sleep(d).await;
+        reply = None;
+    }
     let mut inner = fake.inner.lock().unwrap();
-    let reply = inner.script.get_mut(&repo).and_then(VecDeque::pop_front);
     let mut h = HeaderMap::new();
     let (status, body) = match reply {
         Some(Reply::RateLimited(headers)) => {
@@ -147,6 +167,7 @@ async fn write(
             )
         }
         Some(Reply::Status(s, name)) => (s, json!({"error": name, "message": "scripted"})),
+        Some(Reply::Slow(_)) => unreachable!("answered above"),
         None if method == "applyWrites" => {
             let results: Vec<Value> = (0..writes)
                 .map(|_| json!({"$type": "com.atproto.repo.applyWrites#createResult", "cid": CID}))
