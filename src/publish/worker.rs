@@ -436,7 +436,28 @@ impl Worker {
                     return Ok(());
                 }
             }
-            match self.call_with_auth(&did, &mut live, &unit).await {
+            // The lease is renewed while the call is in flight too: a slow
+            // PDS must not let another worker claim rows being written.
+            let beat = Duration::from_secs(self.cfg.lease_seconds) / 3;
+            let result = {
+                let call = self.call_with_auth(&did, &mut live, &unit);
+                tokio::pin!(call);
+                loop {
+                    tokio::select! {
+                        r = &mut call => break r,
+                        _ = tokio::time::sleep(beat) => {
+                            if let Err(e) = self
+                                .store
+                                .renew_outbox_lease(&did_text, owner, Utc::now() + lease)
+                                .await
+                            {
+                                tracing::warn!(error = %e, "Renewing the outbox lease failed; the call goes on.");
+                            }
+                        }
+                    }
+                }
+            };
+            match result {
                 Ok(written) => self.write_back(&did, owner, &written).await?,
                 Err(CallError::ExpiredToken | CallError::Auth(_)) => {
                     metrics::counter!(names::PUBLISH_AUTH_FAILURES).increment(1);

@@ -213,9 +213,22 @@ async fn creates_updates_deletes_across_two_dids(db: TestDb) {
     assert_eq!(tokens.len(), 2);
     for t in &tokens {
         assert_eq!(t[3].as_deref(), Some("active"));
-        for tok in [&t[1], &t[2]] {
+        for (tok, column) in [(&t[1], "access_token"), (&t[2], "refresh_token")] {
             let tok = tok.as_deref().unwrap();
-            assert!(tok.starts_with("v1:") && !tok.contains("eyJ"), "{tok}");
+            // No JWT header ({"typ" / {"alg" in base64url) in the column;
+            // opened, it is one.
+            assert!(tok.starts_with("v1:"), "{tok}");
+            assert!(
+                !tok.contains("eyJ0eXAi") && !tok.contains("eyJhbGci"),
+                "{tok}"
+            );
+            let did = t[0].as_deref().unwrap();
+            assert!(
+                s.sealer()
+                    .open(did, column, tok)
+                    .unwrap()
+                    .starts_with("eyJ")
+            );
         }
     }
 
@@ -397,7 +410,10 @@ async fn creates_updates_deletes_across_two_dids(db: TestDb) {
     );
     for l in &lines {
         assert!(
-            !l.contains("eyJ") && !l.contains(&alice_pw) && !l.contains(&bob_pw),
+            !l.contains("eyJ0eXAi")
+                && !l.contains("eyJhbGci")
+                && !l.contains(&alice_pw)
+                && !l.contains(&bob_pw),
             "{l}"
         );
     }
@@ -990,6 +1006,10 @@ async fn expired_access_token_is_refreshed(db: TestDb) {
     );
 
     let first = s.access(&db, &alice.did).await;
+    let refresh_before = db
+        .scalar("SELECT refresh_token FROM parity_sessions")
+        .await
+        .unwrap();
     let expired = s.net.expired(&first);
     // What the worker will meet: the PDS refuses it as expired.
     let (status, body) = s
@@ -1061,8 +1081,14 @@ async fn expired_access_token_is_refreshed(db: TestDb) {
         .remove(0);
     assert_eq!(row[0].as_deref(), Some("active"));
     assert!(row[1].is_some(), "refreshed_at is set by the refresh");
+    // A new pair was stored (an access token minted within the login's
+    // second can equal the first one: JWTs carry whole seconds).
     let now = s.access(&db, &alice.did).await;
-    assert!(now != expired && now != first);
+    assert_ne!(now, expired);
+    assert_ne!(
+        db.scalar("SELECT refresh_token FROM parity_sessions").await,
+        Some(refresh_before)
+    );
 
     // logout ends the session on the PDS (deleteSession): its refresh
     // token no longer works there.

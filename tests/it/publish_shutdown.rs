@@ -68,3 +68,54 @@ async fn sigterm_finishes_the_call_and_releases_the_rest(db: TestDb) {
 backend_tests!(publish_sigterm_releases_leases, |db| {
     sigterm_finishes_the_call_and_releases_the_rest(db)
 });
+
+/// A call slower than `publish.lease_seconds` keeps its lease (renewed
+/// while it is in flight): a second `parity publish` polling the same
+/// outbox does not claim the row and send it again.
+async fn slow_call_keeps_its_lease(db: TestDb) {
+    let (fake, server) = FakePds::start().await;
+    fake.script(A, vec![Reply::Slow(Duration::from_secs(8))]);
+    let (_dir, _sealer, cfg) = publish_setup(&db, &fake.url, &[A], "lease_seconds = 5").await;
+    let s = store(&db).await;
+    s.add_outbox(
+        A,
+        POST,
+        Some("3kaaaaaaaaaa2"),
+        "create",
+        Some(&post("slow")),
+        None,
+    )
+    .await
+    .unwrap();
+    s.close().await;
+    let cfg = cfg.to_str().unwrap().to_owned();
+    let first = Parity::spawn(&["--config", &cfg, "publish"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fake.slow_arrived() == 0 {
+        assert!(Instant::now() < deadline, "{}", first.lines().join("\n"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = Parity::spawn(&["--config", &cfg, "publish"]);
+    crate::common::fake_pds::wait_scalar(
+        &db,
+        "SELECT status FROM parity_outbox",
+        "published",
+        60,
+        || first.lines().join("\n"),
+    )
+    .await;
+    first.stop();
+    second.stop();
+    assert_eq!(fake.calls().len(), 1, "{:?}", fake.calls());
+    assert_eq!(
+        db.scalar("SELECT CAST(attempts AS TEXT) FROM parity_outbox")
+            .await
+            .as_deref(),
+        Some("1")
+    );
+    server.abort();
+}
+
+backend_tests!(publish_slow_call_keeps_its_lease, |db| {
+    slow_call_keeps_its_lease(db)
+});

@@ -31,6 +31,9 @@ pub const CID: &str = "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3h
 pub enum Reply {
     /// 429 with these headers.
     RateLimited(Vec<(&'static str, String)>),
+    /// 429 with the reference PDS's ratelimit-* headers, the reset this
+    /// many seconds after the answer (epoch seconds).
+    ResetIn(i64),
     /// This status with an XRPC error body.
     Status(u16, &'static str),
     /// 200, after this long (a call still in flight).
@@ -50,6 +53,8 @@ pub struct Call {
     pub writes: usize,
     /// What was answered.
     pub status: u16,
+    /// The epoch second a [`Reply::ResetIn`] answer named.
+    pub reset: Option<i64>,
 }
 
 #[derive(Default)]
@@ -156,6 +161,17 @@ async fn write(
     }
     let mut inner = fake.inner.lock().unwrap();
     let mut h = HeaderMap::new();
+    let mut reset = None;
+    if let Some(Reply::ResetIn(secs)) = reply {
+        let at = chrono::Utc::now().timestamp() + secs;
+        reset = Some(at);
+        reply = Some(Reply::RateLimited(vec![
+            ("ratelimit-limit", "3000".into()),
+            ("ratelimit-remaining", "0".into()),
+            ("ratelimit-reset", at.to_string()),
+            ("ratelimit-policy", "3000;w=300".into()),
+        ]));
+    }
     let (status, body) = match reply {
         Some(Reply::RateLimited(headers)) => {
             for (k, val) in headers {
@@ -167,7 +183,7 @@ async fn write(
             )
         }
         Some(Reply::Status(s, name)) => (s, json!({"error": name, "message": "scripted"})),
-        Some(Reply::Slow(_)) => unreachable!("answered above"),
+        Some(Reply::Slow(_) | Reply::ResetIn(_)) => unreachable!("handled above"),
         None if method == "applyWrites" => {
             let results: Vec<Value> = (0..writes)
                 .map(|_| json!({"$type": "com.atproto.repo.applyWrites#createResult", "cid": CID}))
@@ -189,6 +205,7 @@ async fn write(
         repo,
         writes,
         status,
+        reset,
     });
     (StatusCode::from_u16(status).unwrap(), h, body.to_string())
 }
