@@ -114,7 +114,9 @@ impl Unit<'_> {
 }
 
 /// Whether a row goes alone: a compare-and-swap, or a create/delete that
-/// an earlier claim may have sent already.
+/// an earlier claim may have sent already. (Such rows cannot go in one
+/// `applyWrites` again: the reference PDS answers a create of a record
+/// that exists with a 500, not with an error that says so.)
 fn alone(r: &OutboxRow) -> bool {
     r.swap_cid.is_some() || (r.attempts > 1 && r.op != "update")
 }
