@@ -45,7 +45,7 @@ use crate::mapper::{Dispatch, Registry};
 use crate::obs::{self, DropReason, Escaped, Obs, ServeError};
 use crate::source::SourceConfig;
 use crate::source::{Endpoint, Item, Origin, Positions, Pushdown, Reader};
-use crate::store::{DatabaseConfig, Quarantined, Store, StoreError};
+use crate::store::{ChangeLog, DatabaseConfig, Quarantined, Store, StoreError};
 
 mod writers;
 pub use writers::SHARE_QUEUE;
@@ -107,6 +107,12 @@ pub struct Parts {
     pub progress_interval_seconds: u64,
     /// Counters, health and metric handles this run updates.
     pub obs: Arc<Obs>,
+    /// What commits append to the change log (`[feed]`).
+    pub change_log: ChangeLog,
+    /// Called once the store is migrated and prepared, before the first
+    /// event is read, with a handle sharing its connections (the change
+    /// feed's server and relay run on it).
+    pub on_store: Option<Box<dyn FnOnce(Store) + Send>>,
 }
 
 /// Runs until `token` is cancelled (then drains) or a fatal error. `opts`
@@ -128,6 +134,8 @@ pub async fn run(
         metrics_addr,
         progress_interval_seconds,
         obs,
+        change_log,
+        on_store,
     } = parts;
     // The listener outlives the drain (its own token, cancelled on every
     // way out of this function) so the last batch is visible in metrics.
@@ -140,7 +148,11 @@ pub async fn run(
     let mut store = Store::connect(&database).await?;
     store.migrate().await?;
     store.prepare(registry.tables(), &purge.statuses).await?;
+    store.set_change_log(change_log);
     obs.mark_migrated();
+    if let Some(start) = on_store {
+        start(store.clone());
+    }
 
     let collections = filter.collections().to_vec();
     let positions = start_positions(&store, &endpoints, opts).await?;
