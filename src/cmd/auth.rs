@@ -157,12 +157,7 @@ async fn logout(cfg: &Config, did: &str) -> Result<ExitCode, Error> {
     if let Ok(sealer) = sealer(cfg, false)
         && let Ok(refresh) = sealer.open(did, "refresh_token", &row.refresh_token)
         && let Err(e) = client(cfg)?
-            .post(
-                &row.pds,
-                "com.atproto.server.deleteSession",
-                Some(&refresh),
-                &json!({}),
-            )
+            .post_empty(&row.pds, "com.atproto.server.deleteSession", &refresh)
             .await
     {
         tracing::warn!(did, error = %e, "deleteSession failed; forgetting the session anyway.");

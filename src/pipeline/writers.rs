@@ -3,8 +3,8 @@
 //!
 //! Owns: splitting each batch over the writers ([`dispatch`], through
 //! `store::shard`), each writer's commit loop ([`write`]: retry on
-//! transient errors, quarantine of refused records, the tombstone sweep on
-//! writer 0), and [`Watermark`], which tells `Obs` where every writer has
+//! transient errors, quarantine of refused records, counting the upserts
+//! the store's guards refused as stale, the tombstone sweep on writer 0), and [`Watermark`], which tells `Obs` where every writer has
 //! committed up to. Does not own the SQL of a share's checkpoint (the
 //! commit walker writes the writer's position and the stream's low
 //! watermark in the share's transaction) nor the processor.
@@ -31,7 +31,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::report_rejected;
 use crate::batch::Batch;
-use crate::obs::{Escaped, Obs};
+use crate::mapper::Mutation;
+use crate::obs::{DropReason, Escaped, Obs};
 use crate::store::{Store, StoreError, shard};
 
 /// Shares buffered per writer: one committing, two waiting, as the batch
@@ -163,6 +164,7 @@ pub async fn write(
     let mut next_sweep = Instant::now();
     while let Some(Share { seq, batch }) = rx.recv().await {
         let mut delay = Duration::from_millis(100);
+        let mut rejected = 0;
         let (committed, took) = loop {
             let started = Instant::now();
             let result = match store.commit(&batch).await {
@@ -171,6 +173,7 @@ pub async fn write(
                     obs.record_db_error(&e);
                     store.quarantine(&batch, e).await.map(|q| {
                         report_rejected(&q, &obs);
+                        rejected = q.rejected.len() as u64;
                         q.stats
                     })
                 }
@@ -202,6 +205,18 @@ pub async fn write(
             }
         };
         obs.on_commit(&committed, batch.events, took, None, 0);
+        // Upserts the store's guards refused (a rev not newer than the
+        // stored one: a replay, or the echo of a row `parity publish`
+        // already wrote back) are stale, like those the batcher dropped.
+        let planned = batch
+            .mutations
+            .iter()
+            .filter(|m| matches!(m, Mutation::Upsert(_)))
+            .count() as u64;
+        let refused = planned.saturating_sub(committed.upserted_total() + rejected);
+        for _ in 0..refused {
+            obs.record_drop(DropReason::StaleRev);
+        }
         if let Some(p) = lock(&watermark).committed(writer, seq) {
             obs.on_checkpoint(p.cursor, p.time_us);
         }

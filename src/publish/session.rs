@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use serde_json::json;
 
 use super::xrpc::{CallError, Client, Tokens};
 use crate::auth::{SealError, Sealer};
@@ -101,12 +100,7 @@ impl Sessions {
             let refresh = self.sealer.open(did, "refresh_token", &row.refresh_token)?;
             let answer = self
                 .client
-                .post(
-                    &row.pds,
-                    "com.atproto.server.refreshSession",
-                    Some(&refresh),
-                    &json!({}),
-                )
+                .post_empty(&row.pds, "com.atproto.server.refreshSession", &refresh)
                 .await;
             return match answer.and_then(|v| Tokens::from_answer(&v)) {
                 Ok(t) => {

@@ -6,7 +6,9 @@
 //! in one `applyWrites` of at most [`MAX_WRITES`]; rows with `swap_cid`,
 //! and creates or deletes that may already have reached the PDS, one by
 //! one with `putRecord`/`deleteRecord`), what each answer does to the rows,
-//! the per-row log lines, and releasing leases on shutdown.
+//! the per-row log lines, pacing each call (a paused account or PDS host,
+//! the account's write budget: [`super::pacing`]), and releasing leases on
+//! shutdown.
 //!
 //! Exactly once: a create's rkey is stored before its first call. A row
 //! claimed before (`attempts > 1`: the earlier call may have written it)
@@ -27,16 +29,20 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::PublishConfig;
+use super::pacing;
 use super::session::{Live, SessionError, Sessions};
 use super::writeback::{self, Written};
 use super::xrpc::{CallError, Client};
 use crate::event::{Did, Nsid, RecordKey};
 use crate::mapper::Registry;
 use crate::obs::names;
-use crate::store::{OutboxRow, Store, StoreError};
+use crate::store::{Charge, OutboxRow, Store, StoreError};
 
 /// Most writes in one `applyWrites` (the PDS's limit).
 pub const MAX_WRITES: usize = 200;
+/// Largest `applyWrites` body parity builds: the reference PDS refuses
+/// JSON bodies over 150 KiB, so batches are cut well below that.
+pub const MAX_BATCH_BYTES: usize = 120 * 1024;
 /// First retry delay after a transient failure (doubles per attempt).
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Longest retry delay.
@@ -108,24 +114,40 @@ impl Unit<'_> {
 }
 
 /// Whether a row goes alone: a compare-and-swap, or a create/delete that
-/// an earlier claim may have sent already.
+/// an earlier claim may have sent already. (Such rows cannot go in one
+/// `applyWrites` again: the reference PDS answers a create of a record
+/// that exists with a 500, not with an error that says so.)
 fn alone(r: &OutboxRow) -> bool {
     r.swap_cid.is_some() || (r.attempts > 1 && r.op != "update")
+}
+
+/// Bytes a write adds to an `applyWrites` body (its record plus the
+/// write's own keys).
+fn write_bytes(r: &OutboxRow) -> usize {
+    r.record.as_ref().map_or(0, String::len) + 160
 }
 
 fn units(rows: &[OutboxRow]) -> Vec<Unit<'_>> {
     let mut out = Vec::new();
     let mut plain: Vec<&OutboxRow> = Vec::new();
+    let mut bytes = 0;
     for r in rows {
         if alone(r) {
             if !plain.is_empty() {
                 out.push(Unit::Batch(std::mem::take(&mut plain)));
+                bytes = 0;
             }
             out.push(Unit::Single(r));
         } else {
+            if !plain.is_empty() && bytes + write_bytes(r) > MAX_BATCH_BYTES {
+                out.push(Unit::Batch(std::mem::take(&mut plain)));
+                bytes = 0;
+            }
+            bytes += write_bytes(r);
             plain.push(r);
             if plain.len() == MAX_WRITES {
                 out.push(Unit::Batch(std::mem::take(&mut plain)));
+                bytes = 0;
             }
         }
     }
@@ -216,13 +238,19 @@ impl Worker {
     }
 
     async fn housekeeping(&self, token: CancellationToken) -> Result<(), PublishError> {
-        let ttl = chrono::Duration::hours(self.cfg.pending_auth_ttl_hours as i64);
+        // Validated with the config; the default only if it was not.
+        let ttl = self
+            .cfg
+            .pending_auth_ttl()
+            .ok()
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .unwrap_or(chrono::Duration::days(7));
         loop {
             match self.store.expire_pending_auth(Utc::now() - ttl).await {
                 Ok(rows) => {
                     for r in rows {
                         metrics::counter!(names::PUBLISH_WRITES, "op" => op_label(&r.op), "outcome" => "failed").increment(1);
-                        tracing::info!(id = r.id, uri = %row_uri(&r), "Publish failed: no login within publish.pending_auth_ttl_hours.");
+                        tracing::info!(id = r.id, uri = %row_uri(&r), "Publish failed: no login within publish.pending_auth_ttl.");
                     }
                 }
                 Err(e) if e.is_transient() => {}
@@ -345,6 +373,11 @@ impl Worker {
                 r.rkey = Some(rkey);
             }
         }
+        let host = self
+            .client
+            .origin(&live.pds)
+            .unwrap_or_else(|_| live.pds.clone());
+        let (did_scope, host_scope) = (pacing::did_scope(&did_text), pacing::host_scope(&host));
         let units = units(&rows);
         let mut queue: std::collections::VecDeque<Unit<'_>> = units.into();
         let lease = chrono::Duration::seconds(self.cfg.lease_seconds as i64);
@@ -362,7 +395,71 @@ impl Worker {
                 tracing::warn!(did = %did_text, "Outbox lease taken over by another worker; leaving this DID to it.");
                 return Ok(());
             }
-            match self.call_with_auth(&did, &mut live, &unit).await {
+            // Pacing: a paused account or host waits; a call that does not
+            // fit the account's budget is cut to what fits, or waits for
+            // the window to end. Neither spends an attempt.
+            let now = Utc::now();
+            if let Some(until) = self
+                .store
+                .publish_paused_until(&[&did_scope, &host_scope], now)
+                .await?
+            {
+                let reason = "rate limited by the PDS: this account or its PDS host is paused";
+                self.defer(owner, &unit, &queue, reason, until).await?;
+                return Ok(());
+            }
+            let cost = pacing::cost(&unit.rows());
+            let (per_hour, per_day) = (
+                i64::from(self.cfg.points_per_hour),
+                i64::from(self.cfg.points_per_day),
+            );
+            match self
+                .store
+                .charge_write_points(&did_scope, cost, per_hour, per_day, now)
+                .await?
+            {
+                Charge::Granted => {}
+                Charge::Exhausted { remaining, until } => {
+                    if let Unit::Batch(rs) = &unit {
+                        let fit = pacing::fitting(rs, remaining);
+                        if fit > 0 && fit < rs.len() {
+                            let (now_rows, later) = rs.split_at(fit);
+                            queue.push_front(Unit::Batch(later.to_vec()));
+                            queue.push_front(Unit::Batch(now_rows.to_vec()));
+                            continue;
+                        }
+                    }
+                    let reason = format!(
+                        "write budget spent (publish.points_per_hour, publish.points_per_day): waiting until {}",
+                        until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    );
+                    self.defer(owner, &unit, &queue, &reason, until).await?;
+                    tracing::info!(did = %did_text, until = %until.to_rfc3339(), "Write budget spent: pacing this DID.");
+                    return Ok(());
+                }
+            }
+            // The lease is renewed while the call is in flight too: a slow
+            // PDS must not let another worker claim rows being written.
+            let beat = Duration::from_secs(self.cfg.lease_seconds) / 3;
+            let result = {
+                let call = self.call_with_auth(&did, &mut live, &unit);
+                tokio::pin!(call);
+                loop {
+                    tokio::select! {
+                        r = &mut call => break r,
+                        _ = tokio::time::sleep(beat) => {
+                            if let Err(e) = self
+                                .store
+                                .renew_outbox_lease(&did_text, owner, Utc::now() + lease)
+                                .await
+                            {
+                                tracing::warn!(error = %e, "Renewing the outbox lease failed; the call goes on.");
+                            }
+                        }
+                    }
+                }
+            };
+            match result {
                 Ok(written) => self.write_back(&did, owner, &written).await?,
                 Err(CallError::ExpiredToken | CallError::Auth(_)) => {
                     metrics::counter!(names::PUBLISH_AUTH_FAILURES).increment(1);
@@ -378,6 +475,17 @@ impl Worker {
                     let reason = format!("InvalidSwap: the record is not at swap_cid ({m})");
                     self.fail(owner, &unit.rows(), "conflict", &reason).await?;
                 }
+                Err(CallError::AccountGone(name)) => {
+                    // No write of this account can succeed: the whole claim
+                    // fails, without a call per row.
+                    let mut rows = unit.rows();
+                    for u in &queue {
+                        rows.extend(u.rows());
+                    }
+                    let reason = format!("{name}: the account is taken down or deactivated");
+                    self.fail(owner, &rows, "failed", &reason).await?;
+                    return Ok(());
+                }
                 Err(CallError::Refused { name, message }) => match unit {
                     Unit::Batch(rs) if rs.len() > 1 => {
                         // Find the refused write: send them one by one.
@@ -391,14 +499,16 @@ impl Worker {
                     }
                 },
                 Err(CallError::RateLimited { wait }) => {
+                    // The limit may be the account's or the host's: both
+                    // pause, for every process on this database.
                     metrics::counter!(names::PUBLISH_RATE_LIMITED).increment(1);
                     let wait = wait.unwrap_or(RATE_LIMIT_DEFAULT);
-                    let rest = rest_ids(&unit, &queue);
                     let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-                    self.store
-                        .retry_outbox_later(&rest, owner, "rate limited by the PDS", next, true)
+                    self.store.pause_publish(&did_scope, next).await?;
+                    self.store.pause_publish(&host_scope, next).await?;
+                    self.defer(owner, &unit, &queue, "rate limited by the PDS", next)
                         .await?;
-                    tracing::warn!(did = %did_text, wait_s = wait.as_secs(), "PDS rate limit: pausing this DID.");
+                    tracing::warn!(did = %did_text, host = %host, wait_s = wait.as_secs(), "PDS rate limit: pausing this DID and its PDS host.");
                     return Ok(());
                 }
                 Err(CallError::Transient(m)) => {
@@ -407,6 +517,23 @@ impl Worker {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Puts the unit's and the queue's rows back to `pending` until
+    /// `until` without spending an attempt (rate limits and pacing).
+    async fn defer(
+        &self,
+        owner: &str,
+        unit: &Unit<'_>,
+        queue: &std::collections::VecDeque<Unit<'_>>,
+        reason: &str,
+        until: chrono::DateTime<Utc>,
+    ) -> Result<(), PublishError> {
+        let rest = rest_ids(unit, queue);
+        self.store
+            .retry_outbox_later(&rest, owner, reason, until, true)
+            .await?;
         Ok(())
     }
 
@@ -666,4 +793,49 @@ fn row_uri(r: &OutboxRow) -> String {
         r.collection,
         r.rkey.as_deref().unwrap_or("(unassigned)")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, record_len: usize) -> OutboxRow {
+        OutboxRow {
+            id,
+            did: "did:plc:x".into(),
+            collection: "app.bsky.feed.post".into(),
+            rkey: Some(format!("3k{id:011}")),
+            op: "create".into(),
+            record: Some("x".repeat(record_len)),
+            swap_cid: None,
+            status: "in_flight".into(),
+            attempts: 1,
+            error: None,
+            uri: None,
+            cid: None,
+            rev: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+
+    fn sizes(units: &[Unit<'_>]) -> Vec<usize> {
+        units.iter().map(|u| u.rows().len()).collect()
+    }
+
+    #[test]
+    fn batches_stay_under_the_count_and_the_body_size() {
+        let small: Vec<OutboxRow> = (0..250).map(|i| row(i, 100)).collect();
+        assert_eq!(sizes(&units(&small)), [200, 50]);
+        // 3 KB records: 120 KiB holds 38 of them.
+        let big: Vec<OutboxRow> = (0..100).map(|i| row(i, 3000)).collect();
+        let u = units(&big);
+        assert_eq!(sizes(&u), [38, 38, 24]);
+        for unit in &u {
+            let bytes: usize = unit.rows().iter().map(|r| write_bytes(r)).sum();
+            assert!(bytes <= MAX_BATCH_BYTES);
+        }
+        // A record alone over the limit still goes (the PDS judges it).
+        assert_eq!(sizes(&units(&[row(1, 200_000), row(2, 10)])), [1, 1]);
+    }
 }

@@ -25,12 +25,15 @@ pub const MAX_MESSAGE: usize = 200;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
     /// The access token expired: refresh the session and try again.
-    #[error("access token expired")]
+    #[error("ExpiredToken: the token expired")]
     ExpiredToken,
     /// The session is not usable (refused refresh, revoked app password,
     /// bad credentials): the DID waits for a new login.
     #[error("not authorized: {0}")]
     Auth(String),
+    /// The account is taken down or deactivated: its writes fail.
+    #[error("{0}: the account is taken down or deactivated")]
+    AccountGone(String),
     /// The compare-and-swap failed: the record is not at the CID given.
     #[error("InvalidSwap: {0}")]
     InvalidSwap(String),
@@ -67,22 +70,37 @@ fn error_message(v: &Value) -> String {
     Escaped(cut).to_string()
 }
 
-/// How long a 429 asks us to wait: `Retry-After` seconds, else
-/// `ratelimit-reset` (epoch seconds).
-fn rate_limit_wait(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let num = |name: &str| {
+/// Longest pause a 429 can ask for (the reference PDS's longest window is a
+/// day).
+pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(86_400);
+
+/// How long a 429 asks us to wait: `Retry-After` (delay-seconds or an
+/// HTTP date), else `ratelimit-reset` (the reference PDS sends epoch
+/// seconds; the IETF draft delta seconds: a value below 10^9 is a delta).
+/// `None` when neither header says.
+pub fn rate_limit_wait(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let text = |name: &str| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<i64>().ok())
+            .map(str::trim)
     };
-    if let Some(s) = num("retry-after") {
-        return Some(Duration::from_secs(s.clamp(0, 3600) as u64));
+    let now = chrono::Utc::now();
+    let secs = |s: i64| Some(Duration::from_secs(s.max(0) as u64).min(MAX_RATE_LIMIT_WAIT));
+    if let Some(v) = text("retry-after") {
+        if let Ok(s) = v.parse::<i64>() {
+            return secs(s);
+        }
+        if let Ok(t) = chrono::DateTime::parse_from_rfc2822(v) {
+            return secs((t.with_timezone(&chrono::Utc) - now).num_seconds() + 1);
+        }
     }
-    num("ratelimit-reset").map(|reset| {
-        let now = chrono::Utc::now().timestamp();
-        Duration::from_secs((reset - now).clamp(0, 3600) as u64)
-    })
+    let reset = text("ratelimit-reset")?.parse::<i64>().ok()?;
+    if reset >= 1_000_000_000 {
+        secs(reset - now.timestamp())
+    } else {
+        secs(reset)
+    }
 }
 
 /// Classifies a non-2xx answer.
@@ -96,9 +114,12 @@ fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &Value) -> 
         (_, "ExpiredToken") if status == 400 || status == 401 => CallError::ExpiredToken,
         (
             _,
-            "InvalidToken" | "AuthRequired" | "AuthenticationRequired" | "AccountDeactivatedAuth",
-        )
-        | (401, _) => CallError::Auth(name),
+            "AccountTakedown" | "AccountDeactivated" | "RepoTakendown" | "RepoDeactivated"
+            | "RepoSuspended",
+        ) => CallError::AccountGone(name),
+        (_, "InvalidToken" | "AuthRequired" | "AuthenticationRequired") | (401, _) => {
+            CallError::Auth(name)
+        }
         (_, "InvalidSwap") => CallError::InvalidSwap(message),
         (s, _) if s >= 500 => CallError::Transient(format!("the PDS answered {s} ({name})")),
         _ => CallError::Refused { name, message },
@@ -134,12 +155,17 @@ impl Client {
         }
     }
 
-    fn url(&self, pds: &str, nsid: &str) -> Result<String, CallError> {
-        let origin = net::origin::pds_origin(pds, self.policy).map_err(|e| CallError::Refused {
+    /// The origin calls to `pds` go to (scheme, host, port): what a PDS
+    /// host's rate limit is keyed by.
+    pub fn origin(&self, pds: &str) -> Result<String, CallError> {
+        net::origin::pds_origin(pds, self.policy).map_err(|e| CallError::Refused {
             name: "BadPds".into(),
             message: e,
-        })?;
-        Ok(format!("{origin}/xrpc/{nsid}"))
+        })
+    }
+
+    fn url(&self, pds: &str, nsid: &str) -> Result<String, CallError> {
+        Ok(format!("{}/xrpc/{nsid}", self.origin(pds)?))
     }
 
     /// POSTs a procedure with an optional bearer.
@@ -158,6 +184,20 @@ impl Client {
         if let Some(t) = bearer {
             req = req.bearer_auth(t);
         }
+        self.send(req).await
+    }
+
+    /// POSTs a procedure that takes no input (`refreshSession`,
+    /// `deleteSession`): no body and no content type, which a PDS refuses
+    /// on such procedures ("A request body was provided when none was
+    /// expected").
+    pub async fn post_empty(
+        &self,
+        pds: &str,
+        nsid: &str,
+        bearer: &str,
+    ) -> Result<Value, CallError> {
+        let req = self.http.post(self.url(pds, nsid)?).bearer_auth(bearer);
         self.send(req).await
     }
 
@@ -220,6 +260,10 @@ mod tests {
             classify(400, &h, &json!({"error": "InvalidSwap", "message": "Record was at bafyX"})),
             CallError::InvalidSwap(m) if m.contains("bafyX")
         ));
+        assert_eq!(
+            classify(401, &h, &json!({"error": "AccountDeactivated"})),
+            CallError::AccountGone("AccountDeactivated".into())
+        );
         assert!(matches!(
             classify(502, &h, &Value::Null),
             CallError::Transient(_)
@@ -245,5 +289,50 @@ mod tests {
                 wait: Some(Duration::from_secs(7))
             }
         );
+    }
+
+    #[test]
+    fn rate_limit_headers_give_the_wait() {
+        let wait = |pairs: &[(&'static str, String)]| {
+            let mut h = reqwest::header::HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, v.parse().unwrap());
+            }
+            rate_limit_wait(&h)
+        };
+        let now = chrono::Utc::now();
+        // The reference PDS: ratelimit-reset in epoch seconds.
+        let epoch = wait(&[
+            ("ratelimit-limit", "5000".into()),
+            ("ratelimit-remaining", "0".into()),
+            ("ratelimit-reset", (now.timestamp() + 120).to_string()),
+            ("ratelimit-policy", "5000;w=3600".into()),
+        ])
+        .unwrap();
+        assert!((118..=120).contains(&epoch.as_secs()), "{epoch:?}");
+        // The IETF draft: delta seconds.
+        assert_eq!(
+            wait(&[("ratelimit-reset", "30".into())]),
+            Some(Duration::from_secs(30))
+        );
+        // Retry-After wins, as seconds or as an HTTP date.
+        assert_eq!(
+            wait(&[
+                ("retry-after", "5".into()),
+                ("ratelimit-reset", "30".into())
+            ]),
+            Some(Duration::from_secs(5))
+        );
+        let date = (now + chrono::Duration::seconds(60)).to_rfc2822();
+        let d = wait(&[("retry-after", date)]).unwrap();
+        assert!((59..=61).contains(&d.as_secs()), "{d:?}");
+        // Hostile values are bounded; nothing usable is None.
+        assert_eq!(
+            wait(&[("retry-after", "99999999999".into())]),
+            Some(MAX_RATE_LIMIT_WAIT)
+        );
+        assert_eq!(wait(&[("retry-after", "-5".into())]), Some(Duration::ZERO));
+        assert_eq!(wait(&[("retry-after", "soon".into())]), None);
+        assert_eq!(wait(&[]), None);
     }
 }

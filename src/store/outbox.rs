@@ -272,7 +272,7 @@ impl Store {
     ) -> Result<Vec<OutboxRow>, StoreError> {
         let sql = format!(
             "UPDATE parity_outbox SET status = 'failed', \
-             error = 'no session for this DID within publish.pending_auth_ttl_hours: run parity auth login', \
+             error = 'no session for this DID within publish.pending_auth_ttl: run parity auth login', \
              updated_at = $2::timestamptz WHERE status = 'pending_auth' AND created_at < $1::timestamptz \
              RETURNING {}",
             columns(self.dialect())

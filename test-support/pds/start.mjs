@@ -1,7 +1,7 @@
 // Starts the reference AT Protocol network of parity's publish tests: a PLC
 // directory and a PDS (@atproto/dev-env's TestNetworkNoAppView) on
 // 127.0.0.1, then prints ONE line of JSON on stdout:
-//   {"pds":"http://localhost:PORT","plc":"http://localhost:PORT","adminPassword":"..."}
+//   {"pds":"http://localhost:PORT","plc":"http://localhost:PORT","adminPassword":"...","jwtSecret":"..."}
 // and keeps running until stdin closes (the parent test process exited or
 // dropped its handle) or SIGTERM/SIGINT, then shuts the network down.
 //
@@ -20,7 +20,7 @@ if (!modules) {
 const devEnv = await import(
   pathToFileURL(path.join(modules, '@atproto/dev-env/dist/index.js')).href
 )
-const { ADMIN_PASSWORD } = await import(
+const { ADMIN_PASSWORD, JWT_SECRET } = await import(
   pathToFileURL(path.join(modules, '@atproto/dev-env/dist/const.js')).href
 )
 
@@ -32,6 +32,9 @@ process.stdout.write(
     pds: network.pds.url,
     plc: network.plc.url,
     adminPassword: ADMIN_PASSWORD,
+    // The HS256 key of its session tokens: tests mint an already-expired
+    // access token with it instead of waiting two hours.
+    jwtSecret: JWT_SECRET,
   }) + '\n',
 )
 

@@ -199,7 +199,7 @@ async fn rate_limits_and_server_errors(db: TestDb) {
     assert!(
         lines
             .iter()
-            .any(|l| l.contains("PDS rate limit: pausing this DID."))
+            .any(|l| l.contains("PDS rate limit: pausing this DID and its PDS host."))
     );
 }
 

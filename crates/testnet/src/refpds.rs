@@ -39,6 +39,8 @@ pub struct RefPds {
     pub plc: String,
     /// The PDS's admin password (HTTP Basic `admin:<it>` on admin XRPC).
     pub admin_password: String,
+    /// The HS256 key the PDS signs its session tokens with.
+    jwt_secret: String,
     http: reqwest::Client,
     _stdin: ChildStdin,
     _child: Child,
@@ -64,6 +66,8 @@ struct Started {
     plc: String,
     #[serde(rename = "adminPassword")]
     admin_password: String,
+    #[serde(rename = "jwtSecret")]
+    jwt_secret: String,
 }
 
 /// Where the reference PDS is installed (its `node_modules/` inside):
@@ -127,6 +131,7 @@ impl RefPds {
             pds: started.pds,
             plc: started.plc,
             admin_password: started.admin_password,
+            jwt_secret: started.jwt_secret,
             http: reqwest::Client::new(),
             _stdin: stdin,
             _child: child,
@@ -149,6 +154,32 @@ impl RefPds {
         ok
     }
 
+    /// The node process's id (to read its CPU time in benchmarks).
+    pub fn pid(&self) -> Option<u32> {
+        self._child.id()
+    }
+
+    /// `access_jwt` (a session token this PDS issued) with its `exp` moved
+    /// into the past and signed again with the PDS's key: the PDS answers
+    /// `ExpiredToken` to it, as it would two hours after the login.
+    pub fn expired(&self, access_jwt: &str) -> String {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        use hmac::{Hmac, Mac};
+        let mut parts = access_jwt.split('.');
+        let (Some(header), Some(payload)) = (parts.next(), parts.next()) else {
+            panic!("not a JWT");
+        };
+        let mut claims: Value = serde_json::from_slice(&B64.decode(payload).unwrap()).unwrap();
+        let now = chrono::Utc::now().timestamp();
+        claims["iat"] = json!(now - 7200);
+        claims["exp"] = json!(now - 60);
+        let signed = format!("{header}.{}", B64.encode(claims.to_string()));
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(self.jwt_secret.as_bytes()).unwrap();
+        mac.update(signed.as_bytes());
+        format!("{signed}.{}", B64.encode(mac.finalize().into_bytes()))
+    }
+
     /// The PDS's firehose, `ws://localhost:PORT/xrpc/com.atproto.sync.subscribeRepos`.
     pub fn firehose_url(&self) -> String {
         format!(
@@ -168,6 +199,21 @@ impl RefPds {
             req = req.header("authorization", format!("Bearer {token}"));
         }
         let resp = req.send().await.expect("XRPC POST");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// POSTs an XRPC procedure that takes no input (`refreshSession`,
+    /// `deleteSession`): no body; returns `(status, body)`.
+    pub async fn post_empty(&self, nsid: &str, bearer: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}/xrpc/{nsid}", self.pds))
+            .header("authorization", format!("Bearer {bearer}"))
+            .send()
+            .await
+            .expect("XRPC POST");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))

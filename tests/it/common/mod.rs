@@ -9,6 +9,7 @@
 #[macro_use]
 mod backend;
 pub mod browser;
+pub mod fake_pds;
 pub mod importer;
 pub mod model;
 pub mod process;

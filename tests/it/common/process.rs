@@ -17,8 +17,12 @@ const SERVING: &str = "Serving /metrics, /health and /ready.";
 
 /// A `Command` for the binary with no `PARITY_*` variable inherited: the
 /// one place the tests start `parity` from (every other helper builds on it).
+/// `BENCH_PARITY_BIN` replaces the binary under test (benchmarks run a
+/// release build while the tests themselves stay a debug build).
 pub fn command() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_parity"));
+    let bin =
+        std::env::var_os("BENCH_PARITY_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_parity").into());
+    let mut cmd = Command::new(bin);
     for (k, _) in std::env::vars() {
         if k.starts_with("PARITY_") {
             cmd.env_remove(k);
