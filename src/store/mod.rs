@@ -60,6 +60,7 @@ mod commit;
 pub mod cursor;
 mod dialect;
 mod did_locks;
+mod import_queue;
 mod imports;
 mod outbox;
 pub mod plan;
@@ -83,6 +84,7 @@ use crate::event::{AccountStatus, Cursor};
 use crate::mapper::TableSchema;
 
 pub use changes::{ChangeBounds, ChangeRow};
+pub use import_queue::{ListedPage, ListingState, QueueOutcome, QueuedDid, RunCounts};
 pub use imports::{CachedIdentity, ImportState, ImportStatus, StatusFilter, UnknownImportStatus};
 pub use outbox::{OutboxFilter, OutboxRow, RetryTarget};
 pub use postgres::PgStore;

@@ -26,6 +26,7 @@ mod feed;
 mod feed_brokers;
 mod hostile_net;
 mod import;
+mod import_all;
 mod import_faults;
 mod import_getrepo;
 mod import_resume;
