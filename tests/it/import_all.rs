@@ -488,6 +488,38 @@ async fn malformed_relay_pages_are_counted_and_skipped() {
     );
 }
 
+/// `--progress` without a terminal logs the listing's counters, DIDs done
+/// and failed, records/s and an ETA.
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_shows_the_listing_the_queue_and_an_eta() {
+    let db = TestDb::sqlite();
+    let pds = Pds::start().await;
+    repos(&pds, 4);
+    pds.set_account_status(&did(1), Some("takendown"));
+    // Three getRepo answers of 500 ms each, one at a time: the run lasts
+    // well past the 1 s progress interval.
+    pds.set_latency(Duration::from_millis(500));
+    let relay = Relay::start().await;
+    relay.add_pds(&pds);
+    let mut cmd = all(&db, &pds, &relay, &["--progress", "--concurrency", "1"]);
+    cmd.env("PARITY_LOG_LEVEL", "info")
+        .env("PARITY_LOG_PROGRESS_INTERVAL_SECONDS", "1");
+    let (code, out, err) = run(cmd).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("import progress"))
+        .unwrap_or_else(|| panic!("no progress line: {err}"));
+    assert!(
+        line.contains(
+            "/3 DIDs done, relay: 4 listed, 3 queued, 1 inactive, 0 malformed · 0 failed · "
+        ) && line.contains("records")
+            && line.contains("/s")
+            && line.contains("ETA "),
+        "{line}"
+    );
+}
+
 /// The relay URL is checked before anything runs: https only, unless the
 /// local-testing opt-in is on; an origin, nothing else.
 #[tokio::test(flavor = "multi_thread")]
