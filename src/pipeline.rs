@@ -107,6 +107,10 @@ pub struct Parts {
     pub progress_interval_seconds: u64,
     /// Counters, health and metric handles this run updates.
     pub obs: Arc<Obs>,
+    /// Called once the store is migrated and prepared, before the first
+    /// event is read, with a handle sharing its connections (the change
+    /// feed's server and relay run on it).
+    pub on_store: Option<Box<dyn FnOnce(Store) + Send>>,
 }
 
 /// Runs until `token` is cancelled (then drains) or a fatal error. `opts`
@@ -128,6 +132,7 @@ pub async fn run(
         metrics_addr,
         progress_interval_seconds,
         obs,
+        on_store,
     } = parts;
     // The listener outlives the drain (its own token, cancelled on every
     // way out of this function) so the last batch is visible in metrics.
@@ -141,6 +146,9 @@ pub async fn run(
     store.migrate().await?;
     store.prepare(registry.tables(), &purge.statuses).await?;
     obs.mark_migrated();
+    if let Some(start) = on_store {
+        start(store.clone());
+    }
 
     let collections = filter.collections().to_vec();
     let positions = start_positions(&store, &endpoints, opts).await?;

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::PurgePolicy;
@@ -110,6 +111,13 @@ impl Consumer {
         } else {
             None
         };
+        // `[feed] enabled`: the feed server and broker relay share the
+        // pipeline's store; the port is taken now, before anything runs.
+        let mut feed = super::consume_feed::FeedSide::bind(&cfg.feed).await?;
+        let on_store = feed.as_mut().map(|f| {
+            let wakes = [Arc::new(Notify::new()), Arc::new(Notify::new())];
+            f.starter(wakes, token.clone())
+        });
         let parts = Parts {
             database: cfg.database,
             source: cfg.source,
@@ -121,8 +129,16 @@ impl Consumer {
             metrics_addr,
             progress_interval_seconds: cfg.log.progress_interval_seconds,
             obs: self.obs,
+            on_store,
         };
         let result = pipeline::run(parts, &opts, token.clone()).await;
+        let fed = match feed {
+            Some(f) => {
+                token.cancel();
+                f.finish().await
+            }
+            None => Ok(()),
+        };
         if let Some(p) = publisher {
             token.cancel();
             match p.await {
@@ -131,7 +147,7 @@ impl Consumer {
             }
         }
         result?;
-        Ok(())
+        fed
     }
 }
 

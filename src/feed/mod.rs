@@ -100,6 +100,7 @@ pub async fn run(
         Some((kind, messages)) => tokio::spawn(broker::follow(
             messages,
             kind,
+            store.feed_state().await?.0,
             store.clone(),
             hub.clone(),
             interval * 5,
@@ -115,6 +116,28 @@ pub async fn run(
     served?;
     tailed?;
     swept?;
+    Ok(())
+}
+
+/// Publishes the change log to `feed.broker` after commit, from the seq
+/// last handed over, until `token` is cancelled: the relay the committing
+/// process runs (`parity consume`). Woken by `wake` or every
+/// `feed.poll_interval_ms`.
+pub async fn relay(
+    store: Store,
+    cfg: FeedConfig,
+    wake: Arc<Notify>,
+    token: CancellationToken,
+) -> Result<(), FeedRunError> {
+    let broker = broker::Broker::connect(&cfg.broker, &cfg)
+        .await
+        .map_err(|e| FeedRunError::Config(e.to_string()))?;
+    tracing::info!(
+        broker = broker.kind(),
+        "Relaying the change log to the broker."
+    );
+    let interval = Duration::from_millis(cfg.poll_interval_ms);
+    broker::relay(store, Arc::new(broker), wake, interval, token).await?;
     Ok(())
 }
 
