@@ -1,6 +1,8 @@
 //! `parity import`: builds the import's [`Settings`] from the configuration
 //! and backfills the given DIDs and handles.
 //!
+//! `--all` goes to `import::import_all` (the relay listing and its queue).
+//!
 //! Owns: turning the config into what `import` takes (its sections, the
 //! registry, the purge policy, the listener address), printing the
 //! summary line and the exit code (1 when any DID failed). Does not own
@@ -15,10 +17,14 @@ use crate::error::Error;
 use crate::import::{self, ImportOptions, Settings, Summary};
 use crate::mapper::Registry;
 
-/// `parity import DID|HANDLE… [--file FILE]`.
+/// `parity import DID|HANDLE… [--file FILE]` or `parity import --all`.
 pub async fn run(cfg: Config, opts: ImportOptions) -> Result<ExitCode, Error> {
     let token = crate::shutdown::on_signals();
-    let summary = import::import(settings(cfg)?, opts, token).await?;
+    let summary = if opts.all {
+        import::import_all(settings(cfg)?, opts, token).await?
+    } else {
+        import::import(settings(cfg)?, opts, token).await?
+    };
     Ok(report(&summary))
 }
 
@@ -39,6 +45,9 @@ pub(super) fn settings(cfg: Config) -> Result<Settings, Error> {
 
 /// Prints the summary line; exit 1 when it is not a success.
 pub(super) fn report(summary: &Summary) -> ExitCode {
+    if let Some(relay) = &summary.relay {
+        println!("{}", relay.line());
+    }
     println!("{}", summary.line());
     if summary.is_success() {
         ExitCode::SUCCESS

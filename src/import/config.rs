@@ -53,6 +53,11 @@ pub struct ImportConfig {
     /// one falls back to listRecords (`auto`) or fails the DID (`getrepo`).
     #[serde(default = "default_max_repo_bytes")]
     pub max_repo_bytes: u64,
+    /// The relay `parity import --all` lists repositories from (flag
+    /// `--relay`): an https URL (plain http only with
+    /// `identity.allow_private_addresses`).
+    #[serde(default = "default_relay")]
+    pub relay: String,
 }
 
 /// How `parity import` fetches a repository's records.
@@ -71,6 +76,10 @@ pub enum ImportMethod {
 /// 1 GiB: a 128k-record repo is about 45 MB, so only outliers fall back.
 const fn default_max_repo_bytes() -> u64 {
     1 << 30
+}
+
+fn default_relay() -> String {
+    "https://bsky.network".into()
 }
 
 const fn default_page_size() -> u32 {
@@ -119,6 +128,7 @@ impl Default for ImportConfig {
             max_rate_limit_wait_seconds: default_max_rate_limit_wait(),
             method: ImportMethod::default(),
             max_repo_bytes: default_max_repo_bytes(),
+            relay: default_relay(),
         }
     }
 }
@@ -149,8 +159,41 @@ impl ImportConfig {
         if self.max_repo_bytes < 1024 {
             return Err("import.max_repo_bytes must be at least 1024".into());
         }
+        relay_base(&self.relay, true).map_err(|e| format!("import.relay: {e}"))?;
         Ok(())
     }
+}
+
+/// The base URL of a relay (`import.relay`, `--relay`), without a
+/// trailing slash: http(s), a host, no credentials, query or fragment, no
+/// path. Plain http only when `allow_http` (the
+/// `identity.allow_private_addresses` opt-in): the relay is where every DID
+/// of the run comes from.
+pub fn relay_base(raw: &str, allow_http: bool) -> Result<String, String> {
+    let shown: String = raw.chars().take(200).collect();
+    let u = url::Url::parse(raw).map_err(|e| format!("{shown:?} is not a URL: {e}"))?;
+    match u.scheme() {
+        "https" => {}
+        "http" if allow_http => {}
+        "http" => {
+            return Err(format!(
+                "{shown:?} must be https:// (plain http only with identity.allow_private_addresses, for local testing)"
+            ));
+        }
+        _ => return Err(format!("{shown:?} must be an https:// URL")),
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{shown:?} has no host"));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(format!("{shown:?} must not carry credentials"));
+    }
+    if u.query().is_some() || u.fragment().is_some() || !matches!(u.path(), "" | "/") {
+        return Err(format!(
+            "{shown:?} must be the relay's origin only (no path, query or fragment), e.g. https://bsky.network"
+        ));
+    }
+    Ok(u.origin().ascii_serialization())
 }
 
 /// Where DIDs and handles are resolved.
@@ -244,6 +287,35 @@ pub fn parse_dns_server(s: &str) -> Result<std::net::SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relay_urls_are_origins_and_https_unless_opted_in() {
+        assert_eq!(ImportConfig::default().relay, "https://bsky.network");
+        assert_eq!(
+            relay_base("https://bsky.network/", false).unwrap(),
+            "https://bsky.network"
+        );
+        assert_eq!(
+            relay_base("http://127.0.0.1:2470", true).unwrap(),
+            "http://127.0.0.1:2470"
+        );
+        let e = relay_base("http://relay.example.com", false).unwrap_err();
+        assert!(e.contains("must be https://"), "{e}");
+        for bad in [
+            "ftp://relay.example.com",
+            "https://relay.example.com/xrpc",
+            "https://relay.example.com?x=1",
+            "https://user:pw@relay.example.com",
+            "relay.example.com",
+        ] {
+            assert!(relay_base(bad, true).is_err(), "{bad}");
+        }
+        let cfg = ImportConfig {
+            relay: "wss://bsky.network".into(),
+            ..ImportConfig::default()
+        };
+        assert!(cfg.validate().unwrap_err().starts_with("import.relay: "));
+    }
 
     #[test]
     fn method_and_repo_bound_parse_and_validate() {

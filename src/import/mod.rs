@@ -25,6 +25,9 @@
 //! pair failed), [`config`] (the `[import]` and `[identity]` sections),
 //! [`identity`] (DID/handle → PDS, cached), [`xrpc`] (paced, retrying
 //! HTTP), [`progress`] (bars or log lines), [`status`] (the status report).
+//! `import --all` ([`all`]) feeds the same per-DID flow from a relay:
+//! [`listing`] pages through it ([`relay`] reads one page) into a queue of
+//! DIDs that [`all`] drains.
 //! State lives in `parity_import_states` (see `store::imports`).
 //!
 //! Inputs are strings only up to the resolver (DIDs and handles from the
@@ -34,6 +37,7 @@
 //! written to a state row, printed or logged.
 
 pub mod account;
+pub mod all;
 pub mod config;
 pub mod discover;
 mod error;
@@ -41,10 +45,12 @@ pub mod failure;
 pub mod identity;
 pub mod job;
 pub mod lease;
+pub mod listing;
 mod options;
 pub mod page;
 pub mod pair;
 pub mod progress;
+pub mod relay;
 pub mod repo_job;
 pub mod runner;
 pub mod snapshot;
@@ -59,6 +65,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+pub use all::import_all;
 pub use config::{IdentityConfig, ImportConfig, ImportMethod};
 pub use error::ImportError;
 pub use options::{ImportOptions, ResumeOptions, StatusOptions};
@@ -322,25 +329,7 @@ pub async fn import(
     if let Some(m) = opts.method {
         session.import.method = m;
     }
-    let collections = if opts.collections.is_empty() {
-        None
-    } else {
-        let mut out = Vec::new();
-        for c in &opts.collections {
-            let Some(nsid) = Nsid::parse(c) else {
-                return Err(ImportError::Invalid(format!(
-                    "--collection {c:?} is not an NSID (e.g. app.bsky.feed.post)"
-                )));
-            };
-            if !session.registry.handles(c) {
-                return Err(ImportError::Invalid(format!(
-                    "--collection {c}: no mapper handles this collection; enable a built-in, declarative or generic mapper for it (see [mappers])"
-                )));
-            }
-            out.push(nsid);
-        }
-        Some(out)
-    };
+    let collections = parse_collections(&session.registry, &opts.collections)?;
     let total = targets.len() as u64;
     let progress = progress::Progress::new(opts.progress, total, session.log_every);
     for bad in &invalid {
@@ -361,6 +350,32 @@ pub async fn import(
     .await?;
     summary.invalid_inputs = invalid.len() as u64;
     Ok(summary)
+}
+
+/// The `--collection` values as NSIDs (`None`: none given, every mapped
+/// collection); an invalid or unmapped one is an error naming it.
+fn parse_collections(
+    registry: &Registry,
+    given: &[String],
+) -> Result<Option<Vec<Nsid>>, ImportError> {
+    if given.is_empty() {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for c in given {
+        let Some(nsid) = Nsid::parse(c) else {
+            return Err(ImportError::Invalid(format!(
+                "--collection {c:?} is not an NSID (e.g. app.bsky.feed.post)"
+            )));
+        };
+        if !registry.handles(c) {
+            return Err(ImportError::Invalid(format!(
+                "--collection {c}: no mapper handles this collection; enable a built-in, declarative or generic mapper for it (see [mappers])"
+            )));
+        }
+        out.push(nsid);
+    }
+    Ok(Some(out))
 }
 
 /// `parity resume [DID]`: every pending, failed or interrupted import.

@@ -19,6 +19,14 @@ pub struct ImportOptions {
     /// Read more DIDs or handles from FILE, one per line (# comments).
     #[arg(long, value_name = "FILE")]
     pub file: Option<PathBuf>,
+    /// Every active repository the relay lists (listReposByCollection with
+    /// --collection, listRepos otherwise); run again to resume.
+    #[arg(long, conflicts_with_all = ["targets", "file"])]
+    pub all: bool,
+    /// The relay --all lists repositories from [default: import.relay,
+    /// https://bsky.network].
+    #[arg(long, value_name = "URL", requires = "all")]
+    pub relay: Option<String>,
     /// Only this collection (repeatable); default: every collection with a mapper.
     #[arg(long = "collection", value_name = "NSID")]
     pub collections: Vec<String>,

@@ -106,7 +106,19 @@ impl Runner {
         summary
     }
 
-    async fn one(&self, input: &str, work: &Work, token: &CancellationToken) -> DidOutcome {
+    /// `n` more DIDs wait (the queue of `import --all` grows as it runs).
+    pub(super) fn add_pending(&self, n: u64) {
+        self.gauges.pending.fetch_add(n as i64, Relaxed);
+        self.gauges.publish();
+    }
+
+    /// Runs `work` for one input, keeping the gauges.
+    pub(super) async fn one(
+        &self,
+        input: &str,
+        work: &Work,
+        token: &CancellationToken,
+    ) -> DidOutcome {
         let g = &self.gauges;
         g.pending.fetch_sub(1, Relaxed);
         g.in_progress.fetch_add(1, Relaxed);

@@ -105,6 +105,47 @@ pub struct Summary {
     pub interrupted: u64,
     /// Input lines that were not a DID or handle (reported and skipped).
     pub invalid_inputs: u64,
+    /// `import --all`: the relay listing, as far as the database knows.
+    pub relay: Option<RelayTotals>,
+}
+
+/// The listing side of an `import --all` run.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RelayTotals {
+    /// Repos the relay listed for this command, over every run of it.
+    pub listed: i64,
+    pub queued: i64,
+    pub inactive: i64,
+    pub malformed: i64,
+    /// Queued DIDs not completed yet (pending, in progress, failed).
+    pub left: i64,
+    /// Whether every listing of the command is complete.
+    pub complete: bool,
+    /// `collection: error` of the listings that failed in this run.
+    pub failures: Vec<String>,
+}
+
+impl RelayTotals {
+    /// The line printed before the summary.
+    pub fn line(&self) -> String {
+        let mut s = format!(
+            "relay listing {}: {} repos listed, {} queued, {} inactive skipped, {} malformed skipped; {} queued DIDs not completed",
+            if self.complete {
+                "complete"
+            } else {
+                "incomplete (run the same command again to continue)"
+            },
+            self.listed,
+            self.queued,
+            self.inactive,
+            self.malformed,
+            self.left
+        );
+        for f in &self.failures {
+            s.push_str(&format!("; failed: {f}"));
+        }
+        s
+    }
 }
 
 impl Summary {
@@ -122,7 +163,9 @@ impl Summary {
 
     /// Whether the exit code should say something went wrong.
     pub fn is_success(&self) -> bool {
-        self.failed == 0 && self.interrupted == 0
+        self.failed == 0
+            && self.interrupted == 0
+            && self.relay.as_ref().is_none_or(|r| r.failures.is_empty())
     }
 
     /// The final summary line.

@@ -46,6 +46,8 @@ pub const IMPORT_REQUESTS: &str = "parity_import_requests_total";
 pub const IMPORT_DIDS: &str = "parity_import_dids";
 /// Import: requests answered 429 or held back by a rate limit.
 pub const IMPORT_RATE_LIMITED: &str = "parity_import_rate_limited_total";
+/// `import --all`: repos listed by the relay, by `result`.
+pub const IMPORT_RELAY_REPOS: &str = "parity_import_relay_repos_total";
 /// Publish: outbox rows by `op` and `outcome`.
 pub const PUBLISH_WRITES: &str = "parity_publish_writes_total";
 /// Publish: outbox rows by `status`.
@@ -221,6 +223,11 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         IMPORT_RATE_LIMITED,
         Kind::Counter,
         "parity import requests answered 429 or delayed by a rate limit.",
+    ),
+    (
+        IMPORT_RELAY_REPOS,
+        Kind::Counter,
+        "Repos listed by the relay for parity import --all, by result: queued, already_queued, inactive (active: false; skipped) or malformed (no valid DID, bad fields, past the page size; skipped).",
     ),
     (
         BUILD_INFO,

@@ -65,6 +65,7 @@ mod commit;
 pub mod cursor;
 mod dialect;
 mod did_locks;
+mod import_queue;
 mod imports;
 mod outbox;
 pub mod plan;
@@ -91,6 +92,7 @@ use crate::mapper::TableSchema;
 
 pub use change_log::{ChangeLog, FEED_CHANGES_METRIC};
 pub use changes::{ChangeBounds, ChangeRow};
+pub use import_queue::{ListedPage, ListingState, QueueOutcome, QueuedDid, RunCounts};
 pub use imports::{CachedIdentity, ImportState, ImportStatus, StatusFilter, UnknownImportStatus};
 pub use outbox::{OutboxFilter, OutboxRow, RetryTarget};
 pub use postgres::PgStore;

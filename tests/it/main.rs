@@ -28,6 +28,7 @@ mod feed_browser;
 mod feed_log;
 mod hostile_net;
 mod import;
+mod import_all;
 mod import_faults;
 mod import_getrepo;
 mod import_resume;

@@ -8,6 +8,8 @@
 //!   from the recorded fixtures;
 //! - [`pds`]: one HTTP server playing an account's PDS, the PLC directory
 //!   and a did:web / handle host, with injectable faults;
+//! - [`relay`]: a relay's repository listing (`listRepos`,
+//!   `listReposByCollection`) over the repos of one or more [`pds`]es;
 //! - [`dns`]: a DNS server answering `_atproto.<handle>` TXT queries;
 //! - [`refpds`]: the reference PDS + PLC directory (`@atproto/dev-env`,
 //!   Node) as a child process, for tests that need the real implementation.
@@ -24,6 +26,7 @@ pub mod frames;
 pub mod jetstream;
 pub mod pds;
 pub mod refpds;
+pub mod relay;
 
 use std::path::PathBuf;
 

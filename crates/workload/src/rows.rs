@@ -113,40 +113,54 @@ impl RowMapper {
                 cid,
                 ..
             } => {
-                let did = Did::parse(&e.did)?;
-                let nsid = Nsid::parse(collection)?;
-                let rk = RecordKey::parse(rkey)?;
-                let json = RawValue::from_string(record.as_ref()?.to_string()).ok()?;
-                let listed = ListedRecord {
-                    did: &did,
-                    collection: &nsid,
-                    rkey: &rk,
-                    cid: cid.as_deref()?,
-                    rev,
-                    record: &json,
-                };
-                match self.reg.map_listed(&listed) {
-                    Dispatch::Mutation(Mutation::Upsert(row)) => {
-                        let schema = &self.reg.tables()[row.table.0];
-                        Some(Write::Upsert {
-                            table: schema.name.clone(),
-                            uri: row.uri,
-                            did: e.did.clone(),
-                            rkey: row.rkey,
-                            cid: row.cid,
-                            rev: row.rev,
-                            record: row.record.get().to_owned(),
-                            values: schema
-                                .columns
-                                .iter()
-                                .map(|c| c.name.clone())
-                                .zip(row.values)
-                                .collect(),
-                        })
-                    }
-                    _ => None,
-                }
+                let json = record.as_ref()?.to_string();
+                self.listed(&e.did, collection, rkey, cid.as_deref()?, rev, &json)
             }
+        }
+    }
+
+    /// The upsert for one record as an import lists it (`record`: its JSON).
+    pub fn listed(
+        &self,
+        did: &str,
+        collection: &str,
+        rkey: &str,
+        cid: &str,
+        rev: &str,
+        record: &str,
+    ) -> Option<Write> {
+        let d = Did::parse(did)?;
+        let nsid = Nsid::parse(collection)?;
+        let rk = RecordKey::parse(rkey)?;
+        let json = RawValue::from_string(record.to_owned()).ok()?;
+        let listed = ListedRecord {
+            did: &d,
+            collection: &nsid,
+            rkey: &rk,
+            cid,
+            rev,
+            record: &json,
+        };
+        match self.reg.map_listed(&listed) {
+            Dispatch::Mutation(Mutation::Upsert(row)) => {
+                let schema = &self.reg.tables()[row.table.0];
+                Some(Write::Upsert {
+                    table: schema.name.clone(),
+                    uri: row.uri,
+                    did: did.to_owned(),
+                    rkey: row.rkey,
+                    cid: row.cid,
+                    rev: row.rev,
+                    record: row.record.get().to_owned(),
+                    values: schema
+                        .columns
+                        .iter()
+                        .map(|c| c.name.clone())
+                        .zip(row.values)
+                        .collect(),
+                })
+            }
+            _ => None,
         }
     }
 }

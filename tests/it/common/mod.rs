@@ -17,7 +17,9 @@ pub mod process;
 // The fake network peers and fixture paths, from the dev-only `testnet` crate.
 pub use testnet::frames::relay_frames;
 pub use testnet::jetstream::v1_to_v2;
-pub use testnet::{GOLDEN_JSONL, RELAY_JSONL, dns, fixture, fixture_lines, frames, jetstream, pds};
+pub use testnet::{
+    GOLDEN_JSONL, RELAY_JSONL, dns, fixture, fixture_lines, frames, jetstream, pds, relay,
+};
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;

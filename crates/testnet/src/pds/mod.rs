@@ -14,8 +14,8 @@
 //!
 //! Control: faults queued per method ([`Pds::inject`], consumed in order by
 //! the next requests of that method), latency and rate-limit headers on XRPC
-//! answers, and a gate that holds listRecords requests until the test opens
-//! it. Observation: a request log, per-method counts with waiters that wake
+//! answers, and a gate that holds listRecords (or another method's)
+//! requests until the test opens it. Observation: a request log, per-method counts with waiters that wake
 //! on arrival (no polling), and the listRecords pages served.
 //!
 //! Method keys (for faults, counts and the log): the XRPC NSID, or [`PLC`],
@@ -218,6 +218,24 @@ impl Pds {
             .collect()
     }
 
+    /// Every hosted repository (sorted by DID): what a relay lists.
+    pub fn hosted(&self) -> Vec<Hosted> {
+        let s = self.shared.lock();
+        let mut out: Vec<Hosted> = s
+            .repos
+            .iter()
+            .map(|(did, r)| Hosted {
+                did: did.clone(),
+                rev: r.rev.clone(),
+                head: r.commit_cid.clone(),
+                status: r.status.clone(),
+                collections: r.collections.keys().cloned().collect(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.did.cmp(&b.did));
+        out
+    }
+
     // ---- identity ----
 
     /// Serves a generated current-format document for `did` with
@@ -329,13 +347,21 @@ impl Pds {
     /// answer pass; later ones wait until [`Pds::open_gate`]. Requests
     /// consumed by a fault neither count nor wait.
     pub fn gate_list_records_after(&self, n: usize) {
+        self.gate_after(LIST_RECORDS, n);
+    }
+
+    /// Like [`Pds::gate_list_records_after`] for requests of `method`
+    /// (e.g. [`GET_REPO`]): the first `n` pass, later ones wait until
+    /// [`Pds::open_gate`].
+    pub fn gate_after(&self, method: &str, n: usize) {
         self.shared.lock().gate = Some(Gate {
+            method: method.to_owned(),
             pass: n,
             admitted: 0,
         });
     }
 
-    /// Releases every waiting listRecords request and removes the gate.
+    /// Releases every waiting (gated) request and removes the gate.
     pub fn open_gate(&self) {
         self.shared.lock().gate = None;
         self.shared.gate_tick.send_modify(|t| *t += 1);

@@ -16,7 +16,7 @@ use axum::response::Response;
 use axum::routing::get;
 
 use super::state::{Shared, State};
-use super::{ATPROTO_DID, DID_WEB, Fault, LIST_RECORDS, PLC, Req, identity, xrpc};
+use super::{ATPROTO_DID, DID_WEB, Fault, PLC, Req, identity, xrpc};
 
 /// A response before it becomes HTTP.
 pub(super) struct Reply {
@@ -300,9 +300,7 @@ async fn normal<F>(sh: &Shared, method: &str, role: Role, handler: &F) -> Reply
 where
     F: Fn(&mut State, bool) -> Reply,
 {
-    if method == LIST_RECORDS {
-        pass_gate(sh).await;
-    }
+    pass_gate(sh, method).await;
     let mut s = sh.lock();
     let mut r = handler(&mut s, true);
     if role == Role::Xrpc
@@ -319,7 +317,7 @@ where
 }
 
 /// Waits while the gate is closed and its quota is used up.
-async fn pass_gate(sh: &Shared) {
+async fn pass_gate(sh: &Shared, method: &str) {
     // Subscribed before checking, so an opening in between is not missed.
     let mut tick = sh.gate_tick.subscribe();
     loop {
@@ -327,6 +325,7 @@ async fn pass_gate(sh: &Shared) {
             let mut s = sh.lock();
             match s.gate.as_mut() {
                 None => return,
+                Some(g) if g.method != method => return,
                 Some(g) if g.admitted < g.pass => {
                     g.admitted += 1;
                     return;

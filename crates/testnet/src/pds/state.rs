@@ -66,9 +66,10 @@ pub(super) struct Identity {
     pub doc: Doc,
 }
 
-/// listRecords requests answered normally pass while `admitted < pass`;
-/// later ones wait for `open_gate`.
+/// Requests of `method` (listRecords unless set otherwise) answered
+/// normally pass while `admitted < pass`; later ones wait for `open_gate`.
 pub(super) struct Gate {
+    pub method: String,
     pub pass: usize,
     pub admitted: usize,
 }

@@ -80,6 +80,19 @@ pub struct RepoInfo {
     pub missing_nodes: usize,
 }
 
+/// One repository as a relay lists it ([`Pds::hosted`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hosted {
+    pub did: String,
+    pub rev: String,
+    /// The commit CID.
+    pub head: String,
+    /// `None` when active; else `deactivated`, `takendown`, `suspended`.
+    pub status: Option<String>,
+    /// Collections with at least one record.
+    pub collections: Vec<String>,
+}
+
 /// A misbehaviour for the next request of a method.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {

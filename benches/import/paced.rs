@@ -1,4 +1,4 @@
-//! Import benchmark: the release `parity import` binary backfills
+//! `BENCH_MODE=paced` (the default): the release `parity import` binary backfills
 //! 200 DIDs × 1,000 records (500 posts, 500 likes each) from the local
 //! PLC directory + PDS of the test suite, with 50 ms of latency injected
 //! into every XRPC request, into SQLite or PostgreSQL.
@@ -12,78 +12,16 @@
 //! default `100,400`), `BENCH_CONCURRENCY` (32), `BENCH_BACKENDS`
 //! (`sqlite,postgres`), `TEST_PG_URL`.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::resource::{UsageWho, getrusage};
 
-use testnet::pds::{Pds, SynthRecord, tid};
+use testnet::pds::{Pds, tid};
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use super::{build_release, env_or, pg_database, repo};
 
-fn build_release() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--locked", "--bin", "parity"])
-        .status()
-        .expect("cargo build");
-    assert!(status.success());
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/target/release/parity"
-    ))
-}
-
-fn repo(d: usize, records: usize) -> (String, Vec<SynthRecord>) {
-    let did = format!("did:plc:bench{d:019}");
-    let out = (0..records)
-        .map(|i| {
-            let rkey = tid(1_700_000_000_000_000 + i as u64, d as u16);
-            if i % 2 == 0 {
-                SynthRecord::new(
-                    "app.bsky.feed.post",
-                    &rkey,
-                    &format!(
-                        r#"{{"$type":"app.bsky.feed.post","text":"post {i} of account {d}, a sentence of ordinary length for a post","langs":["en"],"createdAt":"2026-01-01T00:00:00.000Z"}}"#
-                    ),
-                )
-            } else {
-                SynthRecord::new(
-                    "app.bsky.feed.like",
-                    &rkey,
-                    &format!(
-                        r#"{{"$type":"app.bsky.feed.like","subject":{{"uri":"at://did:plc:ewvi7nxzyoun6zhxrhs64oiz/app.bsky.feed.post/3k{i:011}","cid":"bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"}},"createdAt":"2026-01-01T00:00:00.000Z"}}"#
-                    ),
-                )
-            }
-        })
-        .collect();
-    (did, out)
-}
-
-async fn pg_database(base: &str, name: &str) -> String {
-    let admin = sqlx::PgPool::connect(base).await.expect("PostgreSQL");
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name}"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
-    format!("{}/{name}", base.rsplit_once('/').unwrap().0)
-}
-
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+pub async fn run() {
     let dids_n: usize = env_or("BENCH_DIDS", 200);
     let records_n: usize = env_or("BENCH_RECORDS", 1000);
     let latency = Duration::from_millis(env_or("BENCH_LATENCY_MS", 50));

@@ -1,0 +1,181 @@
+//! `BENCH_MODE=all` (issue 15, benchmark b): `parity import --all` from
+//! the local relay over `BENCH_REPOS` generated repos of `BENCH_RECORDS`
+//! records each (half posts, half likes), no latency and no useful rate
+//! limit, whole repos (getRepo, fully verified), into SQLite and
+//! PostgreSQL; then the store-limit baseline (`crates/workload`, as
+//! `benches/consume` runs it) writes the same rows, mapped by parity's own
+//! mappers at the same revs, into a fresh database migrated by
+//! `parity migrate`, 5,000 rows per transaction, its clock running only
+//! while it writes. parity's figure is end to end: records ÷ the wall time
+//! of the whole command (listing, DID resolution, fetching, verifying,
+//! writing). The PDS serves each repo's CAR built once beforehand.
+//!
+//! Env: `BENCH_REPOS` (1000), `BENCH_RECORDS` (200), `BENCH_CONCURRENCY`
+//! (8), `BENCH_BACKENDS` (`sqlite,postgres`), `TEST_PG_URL`.
+
+use std::time::Instant;
+
+use testnet::pds::Pds;
+use testnet::relay::Relay;
+use workload::baseline::postgres::{Mode, PgBaseline};
+use workload::baseline::sqlite::SqliteBaseline;
+use workload::rows::{RowMapper, Write};
+
+use super::{
+    add_repos, build_release, drop_pg_database, env_or, fresh_db, loadavg, pg_base, rev_of,
+    run_parity,
+};
+
+/// Rows per baseline transaction (the consume bench's default).
+const PER_TX: usize = 5_000;
+
+pub async fn run() {
+    let repos_n: usize = env_or("BENCH_REPOS", 1000);
+    let records_n: usize = env_or("BENCH_RECORDS", 200);
+    let concurrency: usize = env_or("BENCH_CONCURRENCY", 8);
+    let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+    let bin = build_release();
+
+    let pds = Pds::start().await;
+    let dids = add_repos(&pds, repos_n, records_n);
+    for did in &dids {
+        let car = pds.repo_car(did);
+        pds.set_repo_car(did, car);
+    }
+    let relay = Relay::start().await;
+    relay.add_pds(&pds);
+    let mapper = RowMapper::new();
+    let writes: Vec<Write> = dids
+        .iter()
+        .enumerate()
+        .flat_map(|(d, did)| {
+            let rev = rev_of(d);
+            pds.records(did)
+                .into_iter()
+                .map(|r| {
+                    mapper
+                        .listed(did, &r.collection, &r.rkey, &r.cid, &rev, &r.json)
+                        .expect("a mapped record")
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let total = repos_n * records_n;
+    assert_eq!(writes.len(), total);
+    let dir = tempfile::tempdir().unwrap();
+    println!(
+        "import --all: {repos_n} repos × {records_n} records from the local relay, no latency, concurrency {concurrency}; load average {}",
+        loadavg()
+    );
+    println!(
+        "| store | parity records/s | parity CPU (of 1 core) | baseline | baseline rows/s | parity ÷ baseline |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for backend in backends.split(',').map(str::trim) {
+        let url = fresh_db(backend, "parity_bench_all", dir.path()).await;
+        let ran = run_parity(
+            &bin,
+            vec![
+                "import".into(),
+                "--all".into(),
+                "--relay".into(),
+                relay.url(),
+                "--concurrency".into(),
+                concurrency.to_string(),
+            ],
+            vec![
+                ("PARITY_DATABASE_URL".into(), url.clone()),
+                ("PARITY_PLC_URL".into(), pds.url()),
+                (
+                    "PARITY_IDENTITY_ALLOW_PRIVATE_ADDRESSES".into(),
+                    "true".into(),
+                ),
+                ("PARITY_IMPORT_REQUESTS_PER_SECOND".into(), "100000".into()),
+                ("PARITY_IMPORT_METHOD".into(), "getrepo".into()),
+                ("PARITY_LOG_LEVEL".into(), "warn".into()),
+                ("PARITY_METRICS_ADDR".into(), "off".into()),
+            ],
+        )
+        .await;
+        let summary = String::from_utf8_lossy(&ran.out.stdout);
+        assert!(
+            summary.contains(&format!("{total} records synced")),
+            "{summary}"
+        );
+        let parity_rate = total as f64 / ran.wall;
+        remove(backend, &url, "parity_bench_all").await;
+        let modes: &[Option<Mode>] = if backend == "postgres" {
+            &[Some(Mode::Upsert), Some(Mode::Copy)]
+        } else {
+            &[None]
+        };
+        for mode in modes {
+            let name = "parity_bench_all_base";
+            let url = fresh_db(backend, name, dir.path()).await;
+            run_parity(
+                &bin,
+                vec!["--database-url".into(), url.clone(), "migrate".into()],
+                vec![("PARITY_LOG_LEVEL".into(), "warn".into())],
+            )
+            .await;
+            let secs = baseline(&url, *mode, &writes).await;
+            let rate = total as f64 / secs;
+            println!(
+                "| {backend} | {parity_rate:.0} | {:.0} % | {} | {rate:.0} | {:.0} % |",
+                ran.cpu / ran.wall * 100.0,
+                mode.map_or("upsert", Mode::name),
+                parity_rate / rate * 100.0
+            );
+            remove(backend, &url, name).await;
+        }
+    }
+}
+
+/// Seconds the baseline spent writing `writes`, `PER_TX` per transaction.
+async fn baseline(url: &str, mode: Option<Mode>, writes: &[Write]) -> f64 {
+    let mut busy = 0.0;
+    match mode {
+        None => {
+            let path = url.trim_start_matches("sqlite://").to_owned();
+            let writes = writes.to_vec();
+            tokio::task::spawn_blocking(move || {
+                // parity's page cache (src/store/sqlite.rs), like for like.
+                let mut db = SqliteBaseline::open(&path, 32 * 1024).expect("SQLite baseline");
+                let mut busy = 0.0;
+                for (i, chunk) in writes.chunks(PER_TX).enumerate() {
+                    let t0 = Instant::now();
+                    db.write(chunk, i as u64, "baseline")
+                        .expect("baseline write");
+                    busy += t0.elapsed().as_secs_f64();
+                }
+                busy
+            })
+            .await
+            .unwrap()
+        }
+        Some(mode) => {
+            let mut db = PgBaseline::connect(url, mode)
+                .await
+                .expect("PostgreSQL baseline");
+            for (i, chunk) in writes.chunks(PER_TX).enumerate() {
+                let t0 = Instant::now();
+                db.write(chunk, i as u64, "baseline")
+                    .await
+                    .expect("baseline write");
+                busy += t0.elapsed().as_secs_f64();
+            }
+            busy
+        }
+    }
+}
+
+async fn remove(backend: &str, url: &str, name: &str) {
+    if backend == "postgres" {
+        drop_pg_database(&pg_base(), name).await;
+    } else {
+        let path = url.trim_start_matches("sqlite://");
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{path}{suffix}"));
+        }
+    }
+}

@@ -1,0 +1,546 @@
+//! `parity import --all` end to end: the real binary lists repositories
+//! from the local relay (`testnet::relay`, listRepos /
+//! listReposByCollection pages over the local PDS's repos) and imports them
+//! whole (getRepo) into SQLite and PostgreSQL. Inactive repos are skipped;
+//! `--collection` lists with listReposByCollection and writes only those
+//! collections; kill -9 mid-listing or mid-import, then the same command,
+//! continues from the saved cursor without fetching completed DIDs again
+//! (requests counted on the relay and the PDS); two processes on one
+//! PostgreSQL share the listing and the queue; malformed relay pages are
+//! counted and skipped.
+
+use crate::common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::TestDb;
+use common::importer::{self, parity, run};
+use common::pds::{GET_REPO, Pds, SynthRecord, tid};
+use common::relay::{LIST_REPOS, LIST_REPOS_BY_COLLECTION, Relay, RelayFault};
+
+const POST: &str = "app.bsky.feed.post";
+const LIKE: &str = "app.bsky.feed.like";
+const FOLLOW: &str = "app.bsky.graph.follow";
+
+fn did(i: usize) -> String {
+    format!("did:plc:all{i:021}")
+}
+
+/// Repo `i`: `posts` posts, `likes` likes and one follow.
+fn records(i: usize, posts: usize, likes: usize) -> Vec<SynthRecord> {
+    let mut out = Vec::new();
+    for p in 0..posts {
+        let rkey = tid(1_700_000_000_000_000 + p as u64, i as u16);
+        out.push(SynthRecord::new(
+            POST,
+            &rkey,
+            &format!(
+                r#"{{"$type":"{POST}","text":"post {p} of {i}","createdAt":"2026-01-01T00:00:00.000Z"}}"#
+            ),
+        ));
+    }
+    for l in 0..likes {
+        let rkey = tid(1_710_000_000_000_000 + l as u64, i as u16);
+        out.push(SynthRecord::new(
+            LIKE,
+            &rkey,
+            &format!(
+                r#"{{"$type":"{LIKE}","subject":{{"uri":"at://did:plc:ewvi7nxzyoun6zhxrhs64oiz/{POST}/3k{l:011}","cid":"bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"}},"createdAt":"2026-01-01T00:00:00.000Z"}}"#
+            ),
+        ));
+    }
+    out.push(SynthRecord::new(
+        FOLLOW,
+        &tid(1_720_000_000_000_000, i as u16),
+        &format!(
+            r#"{{"$type":"{FOLLOW}","subject":"did:plc:ewvi7nxzyoun6zhxrhs64oiz","createdAt":"2026-01-01T00:00:00.000Z"}}"#
+        ),
+    ));
+    out
+}
+
+/// `n` repos on `pds` (repo `i` has `i % 3` likes), their revs by DID.
+fn repos(pds: &Pds, n: usize) -> BTreeMap<String, String> {
+    (0..n)
+        .map(|i| {
+            let rev = tid(1_750_000_000_000_000, i as u16);
+            pds.add_repo(&did(i), &rev, None, records(i, 3, i % 3));
+            (did(i), rev)
+        })
+        .collect()
+}
+
+/// `parity import --all --relay RELAY ARGS…`, whole repos.
+fn all(db: &TestDb, pds: &Pds, relay: &Relay, args: &[&str]) -> tokio::process::Command {
+    let mut a = vec!["import", "--all", "--relay"];
+    let url = relay.url();
+    a.push(&url);
+    a.extend_from_slice(args);
+    let mut cmd = parity(db, pds, &a);
+    cmd.env("PARITY_IMPORT_METHOD", "getrepo")
+        .env("PARITY_IMPORT_LEASE_SECONDS", "6");
+    cmd
+}
+
+/// getRepo requests per DID so far.
+fn fetched(pds: &Pds) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for r in pds.requests() {
+        if r.method == GET_REPO {
+            *out.entry(r.query["did"].clone()).or_default() += 1;
+        }
+    }
+    out
+}
+
+async fn rows_match(db: &TestDb, pds: &Pds, revs: &BTreeMap<String, String>, dids: &[String]) {
+    let dids: Vec<&str> = dids.iter().map(String::as_str).collect();
+    let want = importer::expected(pds, &dids, revs, false);
+    let got = importer::stored(db, want.keys().copied()).await;
+    assert_eq!(got, want);
+}
+
+/// Queue rows of the run in `status`.
+async fn queued(db: &TestDb, status: &str) -> i64 {
+    db.scalar(&format!(
+        "SELECT CAST(COUNT(*) AS TEXT) FROM parity_import_queue WHERE status = '{status}'"
+    ))
+    .await
+    .unwrap()
+    .parse()
+    .unwrap()
+}
+
+/// Waits (10 ms polls, 30 s at most) until `n` queued DIDs are completed.
+async fn until_completed(db: &TestDb, n: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while queued(db, "completed").await < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {n} completed DIDs"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn every_active_repo(db: TestDb) {
+    let pds = Pds::start().await;
+    let revs = repos(&pds, 7);
+    pds.set_account_status(&did(3), Some("deactivated"));
+    let relay = Relay::start().await;
+    relay.add_pds(&pds);
+    relay.set_max_page(2);
+    let (code, out, err) = run(all(&db, &pds, &relay, &["--concurrency", "3"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("relay listing complete: 7 repos listed, 6 queued, 1 inactive skipped, 0 malformed skipped; 0 queued DIDs not completed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("6 DIDs completed, 0 skipped, 0 failed"),
+        "{out}"
+    );
+    let active: Vec<String> = (0..7).filter(|i| *i != 3).map(did).collect();
+    rows_match(&db, &pds, &revs, &active).await;
+    // One getRepo per active DID, none for the inactive one.
+    let want: BTreeMap<String, usize> = active.iter().map(|d| (d.clone(), 1)).collect();
+    assert_eq!(fetched(&pds), want);
+    // listRepos from the first page to the short last one, 1000 asked.
+    let reqs = relay.requests();
+    let cursors: Vec<Option<&str>> = reqs.iter().map(|r| r.cursor.as_deref()).collect();
+    assert_eq!(cursors, [None, Some("2"), Some("4"), Some("6")]);
+    assert!(
+        reqs.iter()
+            .all(|r| r.method == LIST_REPOS && r.limit.as_deref() == Some("1000")),
+        "{reqs:?}"
+    );
+
+    // The same command again: the listing is complete and every DID
+    // completed, so nothing is asked of the relay or the PDS.
+    let (code, out, err) = run(all(&db, &pds, &relay, &[])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("0 DIDs completed, 0 skipped, 0 failed"),
+        "{out}"
+    );
+    assert_eq!(relay.count(), 4);
+    assert_eq!(fetched(&pds), want);
+}
+
+backend_tests!(
+    #[tokio::test(flavor = "multi_thread")]
+    import_all_imports_every_active_repo_once,
+    |db| every_active_repo(db)
+);
+
+async fn by_collection(db: TestDb) {
+    let pds = Pds::start().await;
+    let revs = repos(&pds, 6);
+    let relay = Relay::start().await;
+    relay.add_pds(&pds);
+    let (code, out, err) = run(all(&db, &pds, &relay, &["--collection", LIKE])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    // Repos 1, 2, 4 and 5 have likes.
+    let with_likes: Vec<String> = [1, 2, 4, 5].map(did).to_vec();
+    assert!(
+        out.contains("4 DIDs completed, 0 skipped, 0 failed"),
+        "{out}"
+    );
+    let reqs = relay.requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].method, LIST_REPOS_BY_COLLECTION);
+    assert_eq!(reqs[0].collection.as_deref(), Some(LIKE));
+    assert_eq!(reqs[0].limit.as_deref(), Some("2000"));
+    let fetched_dids: Vec<String> = fetched(&pds).into_keys().collect();
+    assert_eq!(fetched_dids, with_likes);
+    // Only likes are written.
+    let want = importer::expected(
+        &pds,
+        &with_likes.iter().map(String::as_str).collect::<Vec<_>>(),
+        &revs,
+        false,
+    );
+    assert_eq!(
+        importer::stored(&db, ["likes"].into_iter()).await["likes"],
+        want["likes"]
+    );
+    assert_eq!(db.count("posts").await, 0);
+    assert_eq!(db.count("follows").await, 0);
+    let states = db
+        .scalar("SELECT CAST(COUNT(*) AS TEXT) FROM parity_import_states WHERE collection <> 'app.bsky.feed.like'")
+        .await;
+    assert_eq!(states.as_deref(), Some("0"));
+}
+
+backend_tests!(
+    #[tokio::test(flavor = "multi_thread")]
+    import_all_by_collection_lists_and_writes_only_it,
+    |db| by_collection(db)
+);
+
+async fn killed_mid_listing(db: TestDb) {
+    let pds = Pds::start().await;
+    let revs = repos(&pds, 10);
+    let relay = Relay::start().await;
+    relay.add_pds(&pds);
+    relay.set_max_page(2);
+    // Two pages pass; the third waits. The DIDs of the first two are
+    // imported, then the importer is killed.
+    relay.gate_after(2);
+    let mut child = importer::spawn(all(&db, &pds, &relay, &["--concurrency", "2"]));
+    relay.wait_for_requests(3).await;
+    until_completed(&db, 4).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    relay.open_gate();
+    let cursor = db.scalar("SELECT cursor FROM parity_import_listings").await;
+    assert_eq!(cursor.as_deref(), Some("4"));
+    let first_run = relay.count();
+    let before = fetched(&pds);
+    assert_eq!(before.len(), 4, "{before:?}");
+
+    let (code, out, err) = run(all(&db, &pds, &relay, &["--concurrency", "2"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("relay listing complete: 10 repos listed, 10 queued"),
+        "{out}"
+    );
+    assert!(out.contains("6 DIDs completed"), "{out}");
+    // The listing went on from the saved cursor: pages 3 to 5 and the
+    // empty one after the full last page; never the first page again.
+    let again: Vec<Option<String>> = relay.requests()[first_run..]
+        .iter()
+        .map(|r| r.cursor.clone())
+        .collect();
+    assert_eq!(
+        again,
+        ["4", "6", "8", "10"].map(|c| Some(c.to_owned())).to_vec()
+    );
+    // Every DID fetched exactly once over both runs.
+    let all_dids: Vec<String> = (0..10).map(did).collect();
+    let want: BTreeMap<String, usize> = all_dids.iter().map(|d| (d.clone(), 1)).collect();
+    assert_eq!(fetched(&pds), want);
+    rows_match(&db, &pds, &revs, &all_dids).await;
+}
+
+backend_tests!(
+    #[tokio::test(flavor = "multi_thread")]
+    import_all_killed_mid_listing_resumes_from_the_saved_cursor,
+    |db| killed_mid_listing(db)
+);
+
+async fn killed_mid_import(db: TestDb) {
+    let pds = Pds::start().await;
+    let revs = repos(&pds, 6);
+    let relay = Relay::start().await;
+    relay.add_pds(&pds);
+    // Three repos are fetched and written; the fourth getRepo waits and
+    // the importer is killed with it in flight.
+    pds.gate_after(GET_REPO, 3);
+    let mut child = importer::spawn(all(&db, &pds, &relay, &["--concurrency", "1"]));
+    pds.wait_for_requests(GET_REPO, 4).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    pds.open_gate();
+    assert_eq!(queued(&db, "completed").await, 3);
+    assert_eq!(queued(&db, "in_progress").await, 1);
+    let done_before: Vec<String> = fetched(&pds).into_keys().take(3).collect();
+    assert_eq!(done_before, (0..3).map(did).collect::<Vec<_>>());
+    assert_eq!(relay.count(), 1);
+
+    let (code, out, err) = run(all(&db, &pds, &relay, &["--concurrency", "1"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("3 DIDs completed, 0 skipped, 0 failed"),
+        "{out}"
+    );
+    // No new listing, and the three completed DIDs were not fetched again;
+    // the one in flight at the kill was (its lease was a dead process's).
+    assert_eq!(relay.count(), 1);
+    let f = fetched(&pds);
+    for d in &done_before {
+        assert_eq!(f[d], 1, "{d} fetched again");
+    }
+    assert_eq!(f[&did(3)], 2);
+    assert_eq!((f[&did(4)], f[&did(5)]), (1, 1));
+    rows_match(&db, &pds, &revs, &(0..6).map(did).collect::<Vec<_>>()).await;
+}
+
+backend_tests!(
+    #[tokio::test(flavor = "multi_thread")]
+    import_all_killed_mid_import_does_not_fetch_completed_dids_again,
+    |db| killed_mid_import(db)
+);
+
+/// Two `import --all` processes started together on one PostgreSQL: one
+/// lists, both import, and no DID is fetched or imported twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_importers_on_one_postgres_share_the_listing_and_the_queue() {
+    let db = TestDb::postgres("import_all_two").await;
+    let pds = Pds::start().await;
+    let revs = repos(&pds, 30);
+    pds.set_latency(Duration::from_millis(20));
+    let relay = Relay::start().await;
+    relay.add_pds(&pds);
+    relay.set_max_page(3);
+    // Both processes migrate first, so neither races the other's DDL.
+    let (code, _, err) = run(parity(&db, &pds, &["migrate"])).await;
+    assert_eq!(code, 0, "{err}");
+    let a = importer::spawn(all(&db, &pds, &relay, &["--concurrency", "2"]));
+    let b = importer::spawn(all(&db, &pds, &relay, &["--concurrency", "2"]));
+    let (a, b) = tokio::join!(a.wait_with_output(), b.wait_with_output());
+    let mut completed = 0;
+    for o in [a.unwrap(), b.unwrap()] {
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            out.contains("relay listing complete: 30 repos listed, 30 queued"),
+            "{out}"
+        );
+        let n: u64 = out
+            .split(" DIDs completed")
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{out}"));
+        completed += n;
+        assert!(out.contains(" 0 skipped, 0 failed"), "{out}");
+    }
+    assert_eq!(completed, 30);
+    let all_dids: Vec<String> = (0..30).map(did).collect();
+    let want: BTreeMap<String, usize> = all_dids.iter().map(|d| (d.clone(), 1)).collect();
+    assert_eq!(fetched(&pds), want);
+    // One listing: each page asked for once.
+    let cursors: Vec<Option<String>> = relay.requests().into_iter().map(|r| r.cursor).collect();
+    let mut want_cursors = vec![None];
+    want_cursors.extend((1..=10).map(|p| Some((p * 3).to_string())));
+    assert_eq!(cursors, want_cursors);
+    rows_match(&db, &pds, &revs, &all_dids).await;
+}
+
+/// Hostile relay data: entries that are not valid active repos are
+/// counted and skipped (logged escaped), an answer that is not a page is
+/// retried, and a bad or repeated cursor stops the listing (exit 1) while
+/// what was queued before it is imported; the same command then continues
+/// from the last good cursor.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_relay_pages_are_counted_and_skipped() {
+    let db = TestDb::sqlite();
+    let pds = Pds::start().await;
+    let revs = repos(&pds, 4);
+    let relay = Relay::start().await;
+    relay.set_max_page(4);
+    let good = |i: usize| (did(i), revs[&did(i)].clone());
+    let (d0, r0) = good(0);
+    relay.add_repo(&d0, "bafy", &r0, true, None, &[]);
+    relay.add_raw(serde_json::json!(did(1)), &[]);
+    relay.add_raw(serde_json::json!({"did": 7}), &[]);
+    relay.add_raw(
+        serde_json::json!({"did": "did:plc:NOT VALID\u{1b}[31m"}),
+        &[],
+    );
+    relay.add_raw(serde_json::json!({"did": did(1), "active": "yes"}), &[]);
+    relay.add_raw(serde_json::json!({"head": "x"}), &[]);
+    for i in 1..4 {
+        if i == 2 {
+            relay.add_repo(
+                "did:plc:gone0000000000000000000",
+                "bafy",
+                "x",
+                false,
+                Some("takendown"),
+                &[],
+            );
+        }
+        let (d, r) = good(i);
+        relay.add_repo(&d, "bafy", &r, true, None, &[]);
+    }
+    // The first answer is an HTML page: retried.
+    relay.inject(
+        LIST_REPOS,
+        vec![RelayFault::Body(
+            "<html>Checking your browser</html>".into(),
+        )],
+    );
+    let (code, out, err) = run(all(&db, &pds, &relay, &[])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("relay listing complete: 10 repos listed, 4 queued, 1 inactive skipped, 5 malformed skipped"),
+        "{out}"
+    );
+    assert!(
+        out.contains("4 DIDs completed, 0 skipped, 0 failed"),
+        "{out}"
+    );
+    assert_eq!(relay.count(), 4);
+    rows_match(&db, &pds, &revs, &(0..4).map(did).collect::<Vec<_>>()).await;
+    assert!(err.contains("relay listed a malformed repo entry"), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "an escape sequence reached the log: {err}"
+    );
+
+    // A cursor of 2,000 bytes on the second page stops the listing; the
+    // first page's DID is imported and its cursor kept.
+    let db = TestDb::sqlite();
+    let pds = Pds::start().await;
+    let revs = repos(&pds, 4);
+    let relay = Relay::start().await;
+    relay.add_pds(&pds);
+    relay.set_max_page(1);
+    relay.inject(
+        LIST_REPOS,
+        vec![
+            RelayFault::Pass,
+            RelayFault::WithCursor(serde_json::json!("x".repeat(2000))),
+        ],
+    );
+    let (code, out, err) = run(all(&db, &pds, &relay, &[])).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("relay listing incomplete (run the same command again to continue)")
+            && out.contains("failed: *: the relay returned an invalid cursor"),
+        "{out}"
+    );
+    assert!(out.contains("1 DIDs completed"), "{out}");
+    let saved = db
+        .query_text(
+            "SELECT status, cursor FROM parity_import_listings".into(),
+            2,
+        )
+        .await;
+    assert_eq!(saved, [[Some("failed".to_owned()), Some("1".to_owned())]]);
+    let first_run = relay.count();
+    let (code, out, err) = run(all(&db, &pds, &relay, &[])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("relay listing complete: 4 repos listed, 4 queued"),
+        "{out}"
+    );
+    assert!(out.contains("3 DIDs completed"), "{out}");
+    assert_eq!(relay.requests()[first_run].cursor.as_deref(), Some("1"));
+    let want: BTreeMap<String, usize> = (0..4).map(|i| (did(i), 1)).collect();
+    assert_eq!(fetched(&pds), want);
+    rows_match(&db, &pds, &revs, &(0..4).map(did).collect::<Vec<_>>()).await;
+
+    // A cursor the relay already gave (a cycle) stops the listing too.
+    let db = TestDb::sqlite();
+    let relay = Relay::start().await;
+    relay.add_pds(&pds);
+    relay.set_max_page(1);
+    relay.inject(
+        LIST_REPOS,
+        vec![
+            RelayFault::Pass,
+            RelayFault::WithCursor(serde_json::json!("1")),
+        ],
+    );
+    let (code, out, err) = run(all(&db, &pds, &relay, &[])).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("failed: *: the relay returned a cursor it had already given (a cycle)"),
+        "{out}"
+    );
+}
+
+/// `--progress` without a terminal logs the listing's counters, DIDs done
+/// and failed, records/s and an ETA.
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_shows_the_listing_the_queue_and_an_eta() {
+    let db = TestDb::sqlite();
+    let pds = Pds::start().await;
+    repos(&pds, 4);
+    pds.set_account_status(&did(1), Some("takendown"));
+    // Three getRepo answers of 500 ms each, one at a time: the run lasts
+    // well past the 1 s progress interval.
+    pds.set_latency(Duration::from_millis(500));
+    let relay = Relay::start().await;
+    relay.add_pds(&pds);
+    let mut cmd = all(&db, &pds, &relay, &["--progress", "--concurrency", "1"]);
+    cmd.env("PARITY_LOG_LEVEL", "info")
+        .env("PARITY_LOG_PROGRESS_INTERVAL_SECONDS", "1");
+    let (code, out, err) = run(cmd).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("import progress"))
+        .unwrap_or_else(|| panic!("no progress line: {err}"));
+    assert!(
+        line.contains(
+            "/3 DIDs done, relay: 4 listed, 3 queued, 1 inactive, 0 malformed · 0 failed · "
+        ) && line.contains("records")
+            && line.contains("/s")
+            && line.contains("ETA "),
+        "{line}"
+    );
+}
+
+/// The relay URL is checked before anything runs: https only, unless the
+/// local-testing opt-in is on; an origin, nothing else.
+#[tokio::test(flavor = "multi_thread")]
+async fn relay_urls_must_be_https_origins() {
+    let db = TestDb::sqlite();
+    let pds = Pds::start().await;
+    for (relay, allow, want) in [
+        ("http://relay.example.com", false, "must be https://"),
+        ("ftp://relay.example.com", true, "must be an https:// URL"),
+        ("https://relay.example.com/xrpc", true, "origin only"),
+    ] {
+        let mut cmd = parity(&db, &pds, &["import", "--all", "--relay", relay]);
+        if !allow {
+            cmd.env_remove(importer::ALLOW_PRIVATE);
+        }
+        let (code, out, err) = run(cmd).await;
+        assert_eq!(code, 2, "{relay}: {out}{err}");
+        assert!(err.contains(want), "{relay}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    // --all takes no DIDs.
+    let (code, _, err) = run(parity(&db, &pds, &["import", "--all", "did:plc:x"])).await;
+    assert_eq!(code, 2, "{err}");
+}
