@@ -23,7 +23,10 @@ use crate::mapper::{Mapper, Registry};
 use crate::obs::{self, Obs};
 pub use crate::pipeline::ConsumeOptions;
 use crate::pipeline::{self, Parts};
-use crate::source::Endpoint;
+use crate::import::identity::Resolver;
+use crate::import::keys::ResolverKeys;
+use crate::source::verify::Verifier;
+use crate::source::{Endpoint, VerifyMode};
 
 /// The consume pipeline, with any mappers a library user registered.
 pub struct Consumer {
@@ -110,6 +113,7 @@ impl Consumer {
         } else {
             None
         };
+        let verifier = verifier(&cfg, self.obs.clone())?;
         let parts = Parts {
             database: cfg.database,
             source: cfg.source,
@@ -121,6 +125,7 @@ impl Consumer {
             metrics_addr,
             progress_interval_seconds: cfg.log.progress_interval_seconds,
             obs: self.obs,
+            verifier,
         };
         let result = pipeline::run(parts, &opts, token.clone()).await;
         if let Some(p) = publisher {
@@ -133,6 +138,22 @@ impl Consumer {
         result?;
         Ok(())
     }
+}
+
+/// The live verification stage when `source.verify` is on: keys from the
+/// `[identity]` resolver (its cache and TTL), each lookup bounded by
+/// `identity.timeout_seconds`.
+fn verifier(cfg: &Config, obs: Arc<Obs>) -> Result<Option<Verifier>, Error> {
+    if !cfg.source.verify.is_on() {
+        return Ok(None);
+    }
+    let resolver = Resolver::new(&cfg.identity, None).map_err(ConfigError)?;
+    Ok(Some(Verifier {
+        full: cfg.source.verify == VerifyMode::Full,
+        keys: Arc::new(ResolverKeys(Arc::new(resolver))),
+        obs,
+        key_timeout: Duration::from_secs(cfg.identity.timeout_seconds.max(1)),
+    }))
 }
 
 /// `parity consume`: runs until SIGINT/SIGTERM.

@@ -40,6 +40,7 @@ mod error;
 pub mod failure;
 pub mod identity;
 pub mod job;
+pub mod keys;
 pub mod lease;
 mod options;
 pub mod page;

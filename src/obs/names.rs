@@ -149,7 +149,7 @@ pub const ALL: &[(&str, Kind, &str)] = &[
     (
         EVENTS_DROPPED,
         Kind::Counter,
-        "Events or messages dropped, by reason (malformed, oversized, unknown_type, mapper_failure, stale_rev, account_gone, db_rejected); intentional=true for the convergence rules, false for bad input.",
+        "Events or messages dropped, by reason (malformed, oversized, unknown_type, mapper_failure, stale_rev, account_gone, db_rejected, bad_signature, bad_mst, unverifiable); intentional=true for the convergence rules, false for bad input.",
     ),
     (
         RECORDS_WRITTEN,

@@ -9,6 +9,8 @@
 //! - [`pds`]: one HTTP server playing an account's PDS, the PLC directory
 //!   and a did:web / handle host, with injectable faults;
 //! - [`dns`]: a DNS server answering `_atproto.<handle>` TXT queries;
+//! - [`tamper`]: tampered copies of real `#commit` messages (a record,
+//!   the signature, an MST node) for the verification tests;
 //! - [`refpds`]: the reference PDS + PLC directory (`@atproto/dev-env`,
 //!   Node) as a child process, for tests that need the real implementation.
 //!
@@ -24,6 +26,7 @@ pub mod frames;
 pub mod jetstream;
 pub mod pds;
 pub mod refpds;
+pub mod tamper;
 
 use std::path::PathBuf;
 
