@@ -540,7 +540,7 @@ impl Decoder {
 }
 
 #[cfg(test)]
-pub(super) mod tests;
+pub(crate) mod tests;
 
 #[cfg(test)]
 mod bench;
