@@ -40,4 +40,5 @@ mod races;
 mod relay_scenarios;
 mod resume_after_crash;
 mod store;
+mod verify;
 mod writers;

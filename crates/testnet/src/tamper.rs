@@ -174,3 +174,16 @@ pub fn mst_node(msg: &[u8]) -> Vec<u8> {
     out[r.end - 1] ^= 0x01;
     out
 }
+
+/// The same message with its body's `seq` set to `seq` (re-encoded; the
+/// signature does not cover it).
+pub fn with_seq(msg: &[u8], seq: i64) -> Vec<u8> {
+    let mut de = serde_ipld_dagcbor::de::Deserializer::from_slice(msg);
+    let header: Ipld = serde::Deserialize::deserialize(&mut de).expect("header");
+    let body: Ipld = serde::Deserialize::deserialize(&mut de).expect("body");
+    let Ipld::Map(mut m) = body else { panic!("body") };
+    m.insert("seq".into(), Ipld::Integer(seq.into()));
+    let mut out = serde_ipld_dagcbor::to_vec(&header).unwrap();
+    out.extend(serde_ipld_dagcbor::to_vec(&Ipld::Map(m)).unwrap());
+    out
+}
