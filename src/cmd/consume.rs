@@ -23,7 +23,7 @@ use crate::mapper::{Mapper, Registry};
 use crate::obs::{self, Obs};
 pub use crate::pipeline::ConsumeOptions;
 use crate::pipeline::{self, Parts};
-use crate::import::identity::Resolver;
+use crate::import::{self, identity::Resolver};
 use crate::import::keys::ResolverKeys;
 use crate::source::verify::Verifier;
 use crate::source::{Endpoint, VerifyMode};
@@ -113,6 +113,23 @@ impl Consumer {
         } else {
             None
         };
+        // `import.auto_resync`: the re-import worker, on the same token.
+        let resyncer = if cfg.import.auto_resync {
+            let settings = import::Settings {
+                import: cfg.import.clone(),
+                identity: cfg.identity.clone(),
+                database: cfg.database.clone(),
+                registry: Registry::from_config(&cfg.mappers, &self.custom)?,
+                purge: purge.clone(),
+                metrics_addr: None,
+                health_max_stale: Duration::from_secs(cfg.health.max_stale),
+                progress_interval_seconds: cfg.log.progress_interval_seconds,
+            };
+            let (t, obs) = (token.clone(), self.obs.clone());
+            Some(tokio::spawn(import::auto_resync::run(settings, obs, t)))
+        } else {
+            None
+        };
         let verifier = verifier(&cfg, self.obs.clone())?;
         let parts = Parts {
             database: cfg.database,
@@ -133,6 +150,13 @@ impl Consumer {
             match p.await {
                 Ok(r) => r?,
                 Err(e) => return Err(Error::Internal(format!("publish worker: {e}"))),
+            }
+        }
+        if let Some(r) = resyncer {
+            token.cancel();
+            match r.await {
+                Ok(r) => r?,
+                Err(e) => return Err(Error::Internal(format!("auto_resync worker: {e}"))),
             }
         }
         result?;

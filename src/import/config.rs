@@ -1,7 +1,9 @@
 //! The `[import]` and `[identity]` config sections.
 //!
 //! Owns: defaults and checks of every import and identity knob. Used by
-//! `parity import` and `parity resume`; `parity consume` ignores them.
+//! `parity import` and `parity resume`; `parity consume` uses them for its
+//! re-import worker (`import.auto_resync`) and, with `source.verify`, for
+//! the DID documents whose keys it checks commits with.
 
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +55,11 @@ pub struct ImportConfig {
     /// one falls back to listRecords (`auto`) or fails the DID (`getrepo`).
     #[serde(default = "default_max_repo_bytes")]
     pub max_repo_bytes: u64,
+    /// `parity consume` re-imports, whole and by itself, every repo the
+    /// stream flags (`#sync`, a broken rev chain, a commit that failed
+    /// `source.verify`), with this section's limits.
+    #[serde(default)]
+    pub auto_resync: bool,
 }
 
 /// How `parity import` fetches a repository's records.
@@ -119,6 +126,7 @@ impl Default for ImportConfig {
             max_rate_limit_wait_seconds: default_max_rate_limit_wait(),
             method: ImportMethod::default(),
             max_repo_bytes: default_max_repo_bytes(),
+            auto_resync: false,
         }
     }
 }

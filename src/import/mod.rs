@@ -34,6 +34,7 @@
 //! written to a state row, printed or logged.
 
 pub mod account;
+pub mod auto_resync;
 pub mod config;
 pub mod discover;
 mod error;

@@ -46,6 +46,9 @@ pub const IMPORT_REQUESTS: &str = "parity_import_requests_total";
 pub const IMPORT_DIDS: &str = "parity_import_dids";
 /// Import: requests answered 429 or held back by a rate limit.
 pub const IMPORT_RATE_LIMITED: &str = "parity_import_rate_limited_total";
+/// `import.auto_resync`: flagged repos re-imported inside `parity
+/// consume`, by `outcome` (completed, failed, gone, interrupted).
+pub const AUTO_RESYNC_DIDS: &str = "parity_auto_resync_dids_total";
 /// Publish: outbox rows by `op` and `outcome`.
 pub const PUBLISH_WRITES: &str = "parity_publish_writes_total";
 /// Publish: outbox rows by `status`.
@@ -220,6 +223,11 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         IMPORT_RATE_LIMITED,
         Kind::Counter,
         "parity import requests answered 429 or delayed by a rate limit.",
+    ),
+    (
+        AUTO_RESYNC_DIDS,
+        Kind::Counter,
+        "Repos the stream flagged for a re-import (#sync, broken rev chain, failed verification) re-imported by parity consume with import.auto_resync, by outcome (completed, failed, gone, interrupted).",
     ),
     (
         BUILD_INFO,

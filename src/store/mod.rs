@@ -65,6 +65,7 @@ mod outbox;
 pub mod plan;
 mod postgres;
 mod quarantine;
+mod resyncs;
 mod schema;
 mod sessions;
 pub mod shard;

@@ -15,6 +15,7 @@ mod common;
 
 mod accounts;
 mod architecture;
+mod auto_resync;
 mod bad_input;
 mod bench_workload;
 mod config;
