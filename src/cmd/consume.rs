@@ -19,12 +19,12 @@ use crate::config::{Config, ConfigError};
 use crate::error::Error;
 use crate::event::CollectionPattern;
 use crate::filter::Filter;
+use crate::import::keys::ResolverKeys;
+use crate::import::{self, identity::Resolver};
 use crate::mapper::{Mapper, Registry};
 use crate::obs::{self, Obs};
 pub use crate::pipeline::ConsumeOptions;
 use crate::pipeline::{self, Parts};
-use crate::import::{self, identity::Resolver};
-use crate::import::keys::ResolverKeys;
 use crate::source::verify::Verifier;
 use crate::source::{Endpoint, VerifyMode};
 

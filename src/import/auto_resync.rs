@@ -33,11 +33,7 @@ pub const POLL: Duration = Duration::from_secs(2);
 pub const BATCH: i64 = 100;
 
 /// Runs until `token` is cancelled.
-pub async fn run(
-    s: Settings,
-    obs: Arc<Obs>,
-    token: CancellationToken,
-) -> Result<(), ImportError> {
+pub async fn run(s: Settings, obs: Arc<Obs>, token: CancellationToken) -> Result<(), ImportError> {
     let concurrency = s.import.concurrency;
     let store = super::open(&s, concurrency).await?;
     let progress = progress::Progress::new(false, 0, super::log_every(&s));

@@ -97,7 +97,9 @@ enum State {
     Fail(Failure),
     /// Waiting for the DID's key; `fresh`: the cached key failed, this is
     /// the refresh.
-    Waiting { fresh: bool },
+    Waiting {
+        fresh: bool,
+    },
 }
 
 /// One websocket message's items.
@@ -263,7 +265,8 @@ impl Window {
         }
         if let Err(why) = &key {
             tracing::warn!(did = %did, error = %Escaped(why), "No signing key for the DID; its commits are not applied and a re-import is queued.");
-            self.failing.insert(did.clone(), (Instant::now(), why.clone()));
+            self.failing
+                .insert(did.clone(), (Instant::now(), why.clone()));
         }
         let mut queue = std::mem::take(&mut self.queue);
         for g in queue.iter_mut() {

@@ -208,7 +208,11 @@ async fn a_document_past_the_timeout_fails_only_its_commits() {
         .iter()
         .map(|i| matches!(i.event.kind, EventKind::Sync { .. }))
         .collect();
-    assert_eq!(kinds, [false, true, false], "the held DID's commit became a resync");
+    assert_eq!(
+        kinds,
+        [false, true, false],
+        "the held DID's commit became a resync"
+    );
     assert_eq!(out[1].event.did, slow);
     assert_eq!(obs.dropped(DropReason::Unverifiable), 1);
 }
@@ -224,7 +228,10 @@ async fn a_stale_cached_key_is_refreshed_once_before_rejecting() {
     // B: cached key is wrong and so is the document: rejected.
     keys.cache.lock().unwrap().insert(a.clone(), wrong.clone());
     keys.cache.lock().unwrap().insert(b.clone(), wrong.clone());
-    keys.docs.lock().unwrap().insert(a.clone(), real[&a].clone());
+    keys.docs
+        .lock()
+        .unwrap()
+        .insert(a.clone(), real[&a].clone());
     keys.docs.lock().unwrap().insert(b.clone(), wrong);
     let s = stage(keys.clone(), true, Duration::from_secs(600));
     let (fa, fb) = (frames[0].clone_items(), frames[1].clone_items());
@@ -248,7 +255,10 @@ async fn an_identity_event_forgets_the_key() {
     let other = real[&did_of(&frames[1])].clone();
     // The cached key is right, but an #identity says the document changed:
     // the new document's key (here, another one) is the one used.
-    keys.cache.lock().unwrap().insert(a.clone(), real[&a].clone());
+    keys.cache
+        .lock()
+        .unwrap()
+        .insert(a.clone(), real[&a].clone());
     keys.docs.lock().unwrap().insert(a.clone(), other);
     let s = stage(keys.clone(), false, Duration::from_secs(600));
     let first = &frames[0][0];
@@ -278,8 +288,14 @@ async fn verified_commits_keep_the_rev_chain_and_forged_ones_do_not_move_it() {
     let real = doc_keys();
     let a = did_of(&frames[0]);
     let keys = Arc::new(FakeKeys::default());
-    keys.cache.lock().unwrap().insert(a.clone(), real[&a].clone());
-    keys.docs.lock().unwrap().insert(a.clone(), real[&a].clone());
+    keys.cache
+        .lock()
+        .unwrap()
+        .insert(a.clone(), real[&a].clone());
+    keys.docs
+        .lock()
+        .unwrap()
+        .insert(a.clone(), real[&a].clone());
     let s = stage(keys, false, Duration::from_secs(600));
     // A forged copy (bad signature) first, then the real one, then the
     // real one again (a replay: stale).

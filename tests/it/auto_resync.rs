@@ -46,7 +46,11 @@ async fn auto_resync_heals_a_repo_after_a_sync(db: TestDb, on: bool) {
         DID,
         &rev1,
         None,
-        vec![like("3mptbypaaaaa2", 1), like("3mptbypaaaaa3", 2), like("3mptbypaaaaa4", 3)],
+        vec![
+            like("3mptbypaaaaa2", 1),
+            like("3mptbypaaaaa3", 2),
+            like("3mptbypaaaaa4", 3),
+        ],
     );
     // Live: a like the repo no longer has (deleted while we were away).
     let stale = serde_json::from_str::<serde_json::Value>(&like("3mptbypaaaaa9", 9).json).unwrap();
@@ -60,7 +64,8 @@ async fn auto_resync_heals_a_repo_after_a_sync(db: TestDb, on: bool) {
         &serde_json::json!({"op": 1, "t": "#sync"}),
         &serde_json::json!({"seq": 11, "did": DID, "rev": rev1, "time": "2026-07-04T14:39:15.000Z"}),
     );
-    let relay = JetstreamServer::start(vec![Line::frame(&commit, 10), Line::frame(&sync, 11)]).await;
+    let relay =
+        JetstreamServer::start(vec![Line::frame(&commit, 10), Line::frame(&sync, 11)]).await;
     let mut cfg = config(&db, &relay.firehose_url());
     cfg.import.auto_resync = on;
     cfg.import.requests_per_second = 1000;
@@ -81,10 +86,7 @@ async fn auto_resync_heals_a_repo_after_a_sync(db: TestDb, on: bool) {
     if on {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let done = states(&db, DID)
-                .await
-                .iter()
-                .all(|s| s.1 == "completed");
+            let done = states(&db, DID).await.iter().all(|s| s.1 == "completed");
             if done && importer::stored(&db, want.keys().copied()).await == want {
                 break;
             }

@@ -54,7 +54,11 @@ fn repo_of(msg: &[u8]) -> Option<String> {
     }
 }
 
-async fn consume(cfg: Config, relay: &JetstreamServer, last: i64) -> std::sync::Arc<parity::obs::Obs> {
+async fn consume(
+    cfg: Config,
+    relay: &JetstreamServer,
+    last: i64,
+) -> std::sync::Arc<parity::obs::Obs> {
     let run = start(Consumer::new(cfg), ConsumeOptions::default());
     relay.wait_connections(1).await;
     relay.publish_all();
@@ -64,9 +68,10 @@ async fn consume(cfg: Config, relay: &JetstreamServer, last: i64) -> std::sync::
     stats
 }
 
-backend_tests!(real_frames_verify_in_full_and_write_what_an_unverified_run_writes, |db| {
-    real_frames_verify_in_full_and_write_what_an_unverified_run_writes(db)
-});
+backend_tests!(
+    real_frames_verify_in_full_and_write_what_an_unverified_run_writes,
+    |db| { real_frames_verify_in_full_and_write_what_an_unverified_run_writes(db) }
+);
 async fn real_frames_verify_in_full_and_write_what_an_unverified_run_writes(db: TestDb) {
     let frames = relay_frames();
     let last = frames.last().unwrap().0;
@@ -74,14 +79,23 @@ async fn real_frames_verify_in_full_and_write_what_an_unverified_run_writes(db: 
     let plc = plc().await;
     let relay = JetstreamServer::start(lines.clone()).await;
     let stats = consume(verifying(&db, &relay, &plc, VerifyMode::Full), &relay, last).await;
-    for r in [DropReason::BadSignature, DropReason::BadMst, DropReason::Unverifiable] {
+    for r in [
+        DropReason::BadSignature,
+        DropReason::BadMst,
+        DropReason::Unverifiable,
+    ] {
         assert_eq!(stats.dropped(r), 0, "{r:?}");
     }
     // One document per commit DID, each fetched once (then cached).
     assert_eq!(plc.count(PLC), 98);
     let plain = TestDb::sqlite();
     let relay2 = JetstreamServer::start(lines).await;
-    consume(verifying(&plain, &relay2, &plc, VerifyMode::None), &relay2, last).await;
+    consume(
+        verifying(&plain, &relay2, &plc, VerifyMode::None),
+        &relay2,
+        last,
+    )
+    .await;
     assert_eq!(plc.count(PLC), 98, "no verification, no key lookups");
     assert!(db.count("likes").await > 0);
     for t in ["likes", "posts", "reposts", "follows"] {
@@ -93,9 +107,10 @@ async fn real_frames_verify_in_full_and_write_what_an_unverified_run_writes(db: 
     }
 }
 
-backend_tests!(tampered_commits_are_dropped_counted_and_flagged_for_resync, |db| {
-    tampered_commits_are_dropped_counted_and_flagged_for_resync(db)
-});
+backend_tests!(
+    tampered_commits_are_dropped_counted_and_flagged_for_resync,
+    |db| { tampered_commits_are_dropped_counted_and_flagged_for_resync(db) }
+);
 async fn tampered_commits_are_dropped_counted_and_flagged_for_resync(db: TestDb) {
     let mut frames = relay_frames();
     let last = frames.last().unwrap().0;
@@ -129,7 +144,9 @@ async fn tampered_commits_are_dropped_counted_and_flagged_for_resync(db: TestDb)
     assert_eq!(db.cursor().await, Some(last), "the cursor moved past them");
     for did in &bad {
         let like_rows = db
-            .scalar(&format!("SELECT CAST(COUNT(*) AS TEXT) FROM likes WHERE did = '{did}'"))
+            .scalar(&format!(
+                "SELECT CAST(COUNT(*) AS TEXT) FROM likes WHERE did = '{did}'"
+            ))
             .await;
         assert_eq!(like_rows.as_deref(), Some("0"), "{did}: nothing written");
         assert!(
@@ -206,14 +223,22 @@ async fn a_rotated_key_is_used_after_identity() {
     relay.wait_connections(1).await;
     relay.publish(1);
     run.wait_cursor(*seq).await;
-    assert_eq!(run.stats.dropped(DropReason::BadSignature), 1, "old key: rejected");
+    assert_eq!(
+        run.stats.dropped(DropReason::BadSignature),
+        1,
+        "old key: rejected"
+    );
     // The rotation.
     plc.add_did_doc_json(docs[&did].clone());
     relay.publish_all();
     run.wait_cursor(seq + 2).await;
     let stats = run.stats.clone();
     run.stop().await.unwrap();
-    assert_eq!(stats.dropped(DropReason::BadSignature), 1, "new key: accepted");
+    assert_eq!(
+        stats.dropped(DropReason::BadSignature),
+        1,
+        "new key: accepted"
+    );
     let rows = db
         .scalar(&format!(
             "SELECT CAST(COUNT(*) AS TEXT) FROM (SELECT uri FROM likes WHERE did = '{did}' UNION ALL SELECT uri FROM posts WHERE did = '{did}' UNION ALL SELECT uri FROM reposts WHERE did = '{did}' UNION ALL SELECT uri FROM follows WHERE did = '{did}') x"

@@ -58,10 +58,7 @@ fn parts(msg: &[u8]) -> Parts {
             .expect("block CID")
             .encoded_len();
         let cid = car[section.start..section.start + cid_len].to_vec();
-        blocks.push((
-            cid,
-            base + section.start + cid_len..base + section.end,
-        ));
+        blocks.push((cid, base + section.start + cid_len..base + section.end));
     }
     Parts {
         commit: commit.to_bytes(),
@@ -181,7 +178,9 @@ pub fn with_seq(msg: &[u8], seq: i64) -> Vec<u8> {
     let mut de = serde_ipld_dagcbor::de::Deserializer::from_slice(msg);
     let header: Ipld = serde::Deserialize::deserialize(&mut de).expect("header");
     let body: Ipld = serde::Deserialize::deserialize(&mut de).expect("body");
-    let Ipld::Map(mut m) = body else { panic!("body") };
+    let Ipld::Map(mut m) = body else {
+        panic!("body")
+    };
     m.insert("seq".into(), Ipld::Integer(seq.into()));
     let mut out = serde_ipld_dagcbor::to_vec(&header).unwrap();
     out.extend(serde_ipld_dagcbor::to_vec(&Ipld::Map(m)).unwrap());

@@ -52,8 +52,9 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let text = std::fs::read_to_string("tests/fixtures/interop/firehose/commit-proof-fixtures.json")
-        .unwrap();
+    let text =
+        std::fs::read_to_string("tests/fixtures/interop/firehose/commit-proof-fixtures.json")
+            .unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let strings = |v: &serde_json::Value| -> Vec<String> {
         v.as_array()
@@ -73,7 +74,10 @@ fn cases() -> Vec<Case> {
             dels: strings(&c["dels"]),
             root_before: bin(c["rootBeforeCommit"].as_str().unwrap()),
             root_after: bin(c["rootAfterCommit"].as_str().unwrap()),
-            proof: strings(&c["blocksInProof"]).iter().map(|s| bin(s)).collect(),
+            proof: strings(&c["blocksInProof"])
+                .iter()
+                .map(|s| bin(s))
+                .collect(),
         })
         .collect()
 }

@@ -65,12 +65,22 @@ fn tampered_commits_fail_with_the_right_reason() {
         assert_eq!(p.check(key, true), Ok(()));
         // The signature: a bad signature in either mode.
         let sig = proof(&testnet::tamper::signature(msg)).unwrap();
-        assert!(matches!(sig.check(key, false), Err(ProofError::BadSignature(_))));
-        assert!(matches!(sig.check(key, true), Err(ProofError::BadSignature(_))));
+        assert!(matches!(
+            sig.check(key, false),
+            Err(ProofError::BadSignature(_))
+        ));
+        assert!(matches!(
+            sig.check(key, true),
+            Err(ProofError::BadSignature(_))
+        ));
         // An MST node: the signature still holds; the proof does not.
         let node = proof(&testnet::tamper::mst_node(msg)).unwrap();
         assert_eq!(node.check(key, false), Ok(()));
-        assert!(matches!(node.check(key, true), Err(ProofError::BadMst(_))), "seq {}", p.meta.seq);
+        assert!(
+            matches!(node.check(key, true), Err(ProofError::BadMst(_))),
+            "seq {}",
+            p.meta.seq
+        );
         tried += 1;
     }
     assert_eq!(tried, 20);
@@ -89,7 +99,10 @@ fn a_swapped_record_passes_the_signature_but_not_the_proof() {
                 continue;
             };
             assert_eq!(op_create.check(key, false), Ok(()));
-            assert!(matches!(op_create.check(key, true), Err(ProofError::BadMst(_))));
+            assert!(matches!(
+                op_create.check(key, true),
+                Err(ProofError::BadMst(_))
+            ));
             tried += 1;
             if tried == 10 {
                 break;
