@@ -155,7 +155,11 @@ fn main() {
                 panic!("relay keys are secp256k1")
             };
             let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(&pk.serialize()).unwrap();
-            (vk, m.clone(), k256::ecdsa::Signature::from_slice(s).unwrap())
+            (
+                vk,
+                m.clone(),
+                k256::ecdsa::Signature::from_slice(s).unwrap(),
+            )
         })
         .collect();
     let (mut kr, mut rr, mut pr, mut hr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -194,11 +198,7 @@ fn main() {
         rr.clone(),
         Some(("SHA-256 only", &hr)),
     );
-    report(
-        "libsecp256k1 ÷ k256",
-        kr,
-        Some(("k256", &rr)),
-    );
+    report("libsecp256k1 ÷ k256", kr, Some(("k256", &rr)));
     report(
         "P-256 (same commits, re-signed)",
         pr,

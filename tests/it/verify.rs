@@ -255,3 +255,29 @@ fn verification_needs_firehose_endpoints() {
     let e = c.validate().unwrap_err().to_string();
     assert!(e.contains("source.verify needs firehose endpoints"), "{e}");
 }
+
+/// Chains of signed commits (generated accounts, one like each time, with
+/// `since` and `prevData` linking them) verify in full: the benchmark's
+/// workload, checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_commit_chains_verify_in_full() {
+    let db = TestDb::sqlite();
+    let frames = testnet::signed::likes(20, 5, 1);
+    let plc = Pds::start().await;
+    for a in 0..20 {
+        plc.add_did_doc(&testnet::signed::did(a), &format!("signed{a}.test"));
+    }
+    let relay =
+        JetstreamServer::start(frames.iter().map(|(s, b)| Line::frame(b, *s)).collect()).await;
+    let stats = consume(verifying(&db, &relay, &plc, VerifyMode::Full), &relay, 100).await;
+    for r in [
+        DropReason::BadSignature,
+        DropReason::BadMst,
+        DropReason::Unverifiable,
+    ] {
+        assert_eq!(stats.dropped(r), 0, "{r:?}");
+    }
+    assert_eq!(stats.dropped(DropReason::StaleRev), 0);
+    assert_eq!(db.count("likes").await, 100);
+    assert_eq!(plc.count(PLC), 20);
+}
