@@ -114,6 +114,11 @@ type Fetched = (Did, bool, Result<PublicKey, String>);
 struct Window {
     v: Verifier,
     queue: VecDeque<Group>,
+    /// Number of the group at the front of `queue` (groups are numbered in
+    /// arrival order, so group `n` is at `n - front`).
+    front: u64,
+    /// Groups waiting for each DID's key, by number.
+    waiting: HashMap<Did, Vec<u64>>,
     events: usize,
     fetching: FuturesUnordered<BoxFuture<'static, Fetched>>,
     /// DIDs being fetched, and whether that fetch is a refresh.
@@ -138,6 +143,8 @@ impl Verifier {
         let mut w = Window {
             v: self,
             queue: VecDeque::new(),
+            front: 0,
+            waiting: HashMap::new(),
             events: 0,
             fetching: FuturesUnordered::new(),
             in_flight: HashMap::new(),
@@ -193,6 +200,10 @@ impl Window {
             None => State::Pass,
             Some(p) => self.first_try(p),
         };
+        if let (Some(p), State::Waiting { .. }) = (&proof, &state) {
+            let n = self.front + self.queue.len() as u64;
+            self.waiting.entry(p.meta.did.clone()).or_default().push(n);
+        }
         self.queue.push_back(Group {
             items,
             proof,
@@ -268,20 +279,38 @@ impl Window {
             self.failing
                 .insert(did.clone(), (Instant::now(), why.clone()));
         }
-        let mut queue = std::mem::take(&mut self.queue);
-        for g in queue.iter_mut() {
-            let (Some(p), State::Waiting { fresh: wants_fresh }) = (&g.proof, &g.state) else {
+        let mut still = Vec::new();
+        for n in self.waiting.remove(&did).unwrap_or_default() {
+            let Some(i) = n.checked_sub(self.front).map(|i| i as usize) else {
                 continue;
             };
-            if p.meta.did != did || (*wants_fresh && !fresh) {
+            let Some(g) = self.queue.get_mut(i) else {
+                continue;
+            };
+            let (Some(p), State::Waiting { fresh: wants_fresh }) = (g.proof.take(), &g.state)
+            else {
+                continue;
+            };
+            if *wants_fresh && !fresh {
+                // Waits for the refresh under way.
+                still.push(n);
+                g.proof = Some(p);
                 continue;
             }
-            g.state = match &key {
-                Ok(k) => self.check(p, k, fresh),
+            let state = match &key {
+                Ok(k) => self.check(&p, k, fresh),
                 Err(why) => State::Fail(Failure::NoKey(why.clone())),
             };
+            if matches!(state, State::Waiting { .. }) {
+                still.push(n);
+            }
+            let g = &mut self.queue[i];
+            g.state = state;
+            g.proof = Some(p);
         }
-        self.queue = queue;
+        if !still.is_empty() {
+            self.waiting.entry(did).or_default().extend(still);
+        }
         while self.in_flight.len() < MAX_FETCHES {
             let Some((d, f)) = self.to_fetch.pop_front() else {
                 break;
@@ -300,6 +329,7 @@ impl Window {
             .is_some_and(|g| !matches!(g.state, State::Waiting { .. }))
         {
             let g = self.queue.pop_front().expect("checked");
+            self.front += 1;
             self.events -= g.items.len();
             for item in self.decide(g) {
                 if tx.send(item).await.is_err() {
