@@ -114,6 +114,10 @@ pub struct Parts {
     /// The live verification stage (`source.verify` on), run between the
     /// reader and the processor.
     pub verifier: Option<Verifier>,
+    /// Called once the store is migrated and prepared, before the first
+    /// event is read, with a handle sharing its connections (the change
+    /// feed's server and relay run on it).
+    pub on_store: Option<Box<dyn FnOnce(Store) + Send>>,
 }
 
 /// Runs until `token` is cancelled (then drains) or a fatal error. `opts`
@@ -136,6 +140,7 @@ pub async fn run(
         progress_interval_seconds,
         obs,
         verifier,
+        on_store,
     } = parts;
     // The listener outlives the drain (its own token, cancelled on every
     // way out of this function) so the last batch is visible in metrics.
@@ -149,6 +154,9 @@ pub async fn run(
     store.migrate().await?;
     store.prepare(registry.tables(), &purge.statuses).await?;
     obs.mark_migrated();
+    if let Some(start) = on_store {
+        start(store.clone());
+    }
 
     let collections = filter.collections().to_vec();
     let positions = start_positions(&store, &endpoints, opts).await?;

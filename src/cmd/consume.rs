@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::PurgePolicy;
@@ -113,6 +114,14 @@ impl Consumer {
         } else {
             None
         };
+        let verifier = verifier(&cfg, self.obs.clone())?;
+        // `[feed] enabled`: the feed server and broker relay share the
+        // pipeline's store; the port is taken now, before anything runs.
+        let mut feed = super::consume_feed::FeedSide::bind(&cfg.feed).await?;
+        let on_store = feed.as_mut().map(|f| {
+            let wakes = [Arc::new(Notify::new()), Arc::new(Notify::new())];
+            f.starter(wakes, token.clone())
+        });
         // `import.auto_resync`: the re-import worker, on the same token.
         let resyncer = if cfg.import.auto_resync {
             let settings = import::Settings {
@@ -130,7 +139,6 @@ impl Consumer {
         } else {
             None
         };
-        let verifier = verifier(&cfg, self.obs.clone())?;
         let parts = Parts {
             database: cfg.database,
             source: cfg.source,
@@ -143,8 +151,16 @@ impl Consumer {
             progress_interval_seconds: cfg.log.progress_interval_seconds,
             obs: self.obs,
             verifier,
+            on_store,
         };
         let result = pipeline::run(parts, &opts, token.clone()).await;
+        let fed = match feed {
+            Some(f) => {
+                token.cancel();
+                f.finish().await
+            }
+            None => Ok(()),
+        };
         if let Some(p) = publisher {
             token.cancel();
             match p.await {
@@ -160,7 +176,7 @@ impl Consumer {
             }
         }
         result?;
-        Ok(())
+        fed
     }
 }
 

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod config_check;
 pub mod config_example;
 pub mod consume;
+mod consume_feed;
 pub mod health;
 pub mod import;
 pub mod import_status;

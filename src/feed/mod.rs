@@ -118,6 +118,28 @@ pub async fn run(
     Ok(())
 }
 
+/// Publishes the change log to `feed.broker` after commit, from the seq
+/// last handed over, until `token` is cancelled: the relay the committing
+/// process runs (`parity consume`). Woken by `wake` or every
+/// `feed.poll_interval_ms`.
+pub async fn relay(
+    store: Store,
+    cfg: FeedConfig,
+    wake: Arc<Notify>,
+    token: CancellationToken,
+) -> Result<(), FeedRunError> {
+    let broker = broker::Broker::connect(&cfg.broker, &cfg)
+        .await
+        .map_err(|e| FeedRunError::Config(e.to_string()))?;
+    tracing::info!(
+        broker = broker.kind(),
+        "Relaying the change log to the broker."
+    );
+    let interval = Duration::from_millis(cfg.poll_interval_ms);
+    broker::relay(store, Arc::new(broker), wake, interval, token).await?;
+    Ok(())
+}
+
 /// Removes changes older than `retention`, now and every few minutes.
 async fn sweep_loop(
     store: Store,
