@@ -100,6 +100,7 @@ pub async fn run(
         Some((kind, messages)) => tokio::spawn(broker::follow(
             messages,
             kind,
+            store.feed_state().await?.0,
             store.clone(),
             hub.clone(),
             interval * 5,

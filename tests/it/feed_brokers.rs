@@ -41,12 +41,21 @@ fn config(url: &str) -> FeedConfig {
     }
 }
 
+/// A serve node's config: its own reading of the log is a minute apart, so
+/// what its clients get within the tests' wait came through the broker.
+fn node_config(url: &str) -> FeedConfig {
+    FeedConfig {
+        poll_interval_ms: 60_000,
+        ..config(url)
+    }
+}
+
 /// A serve node on a free port; returns its address.
 async fn node(db: &TestDb, url: &str, token: &CancellationToken) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let s = store(db).await;
-    let cfg = config(url);
+    let cfg = node_config(url);
     let t = token.clone();
     tokio::spawn(async move {
         feed::run(s, cfg, listener, Arc::new(Notify::new()), t)
@@ -193,3 +202,68 @@ backend_tests!(rabbitmq_fans_out_once, |db| scenario(
     db,
     "amqp://guest:guest@127.0.0.1:5672/%2f"
 ));
+
+/// The `uri`s of the next `n` messages.
+async fn uris(ws: &mut Ws, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        out.push(next(ws).await["uri"].as_str().unwrap().to_owned());
+    }
+    out
+}
+
+/// Every logged uri of `db`, in seq order.
+async fn logged(db: &TestDb) -> Vec<String> {
+    db.query_text("SELECT uri FROM parity_changes ORDER BY seq".into(), 1)
+        .await
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect()
+}
+
+/// Two databases publish into the same stream or exchange (their seqs
+/// overlap): each database's serve node delivers only its own changes.
+async fn shared_broker(url: &str) {
+    let (da, dbb) = (TestDb::sqlite(), TestDb::sqlite());
+    let table = format!("t{}", rand::random::<u32>());
+    let token = CancellationToken::new();
+    let _stop = token.clone().drop_guard();
+    let (na, nb) = (node(&da, url, &token).await, node(&dbb, url, &token).await);
+    let (mut ca, mut cb) = (client(na).await, client(nb).await);
+    let mut wakes = Vec::new();
+    for d in [&da, &dbb] {
+        let wake = Arc::new(Notify::new());
+        let b = Arc::new(Broker::connect(url, &config(url)).await.unwrap());
+        tokio::spawn(broker::relay(
+            store(d).await,
+            b,
+            wake.clone(),
+            Duration::from_millis(50),
+            token.clone(),
+        ));
+        wakes.push(wake);
+    }
+    // B's changes first, all the way to B's client: A's node sees them on
+    // the broker (seqs 1..10, as A's will be) and must not serve them.
+    append(&dbb, &table, 10).await;
+    wakes[1].notify_one();
+    assert_eq!(uris(&mut cb, 10).await, logged(&dbb).await);
+    append(&da, &table, 10).await;
+    wakes[0].notify_one();
+    assert_eq!(uris(&mut ca, 10).await, logged(&da).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_two_databases_share_a_stream() {
+    shared_broker("nats://127.0.0.1:4222").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_two_databases_share_channels() {
+    shared_broker("redis://127.0.0.1:6379").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_two_databases_share_an_exchange() {
+    shared_broker("amqp://guest:guest@127.0.0.1:5672/%2f").await;
+}

@@ -118,16 +118,47 @@ pub fn subject(change: &Change) -> String {
     format!("parity.{}.{}", change.table_name, change.op.as_str())
 }
 
-/// The message for `change`, published after `prev`.
-pub fn payload(change: &Rendered, prev: i64) -> String {
-    change.with_field("prev_seq", &prev.to_string())
+/// The message for `change` of database `database_id`, published after
+/// `prev`.
+pub fn payload(change: &Rendered, prev: i64, database_id: &str) -> String {
+    let mut out = change.with_field("prev_seq", &prev.to_string());
+    out.pop(); // the closing brace
+    out.push_str(",\"database_id\":");
+    out.push_str(&serde_json::Value::from(database_id).to_string());
+    out.push('}');
+    out
 }
 
-#[derive(serde::Deserialize)]
+/// A message as a serve node reads it.
 struct Message {
-    #[serde(flatten)]
     change: Change,
     prev_seq: i64,
+    /// Several databases may publish into one stream or exchange; a node
+    /// serves only its own database's changes.
+    database_id: String,
+}
+
+/// The fields a message adds to its change.
+#[derive(serde::Deserialize)]
+struct Envelope {
+    prev_seq: i64,
+    database_id: String,
+}
+
+impl Message {
+    /// The change and the envelope, each read from the whole payload: the
+    /// change's record is kept as raw JSON, which `#[serde(flatten)]`
+    /// cannot carry (every message failed to parse that way, and nodes
+    /// fell back to reading the log).
+    fn parse(bytes: &[u8]) -> Option<Message> {
+        let env: Envelope = serde_json::from_slice(bytes).ok()?;
+        let change: Change = serde_json::from_slice(bytes).ok()?;
+        Some(Message {
+            change,
+            prev_seq: env.prev_seq,
+            database_id: env.database_id,
+        })
+    }
 }
 
 /// Publishes the change log to `broker` from the last seq handed over,
@@ -147,7 +178,7 @@ pub async fn relay(
         for row in &rows {
             let change = Rendered::new(change_from_row(row.clone())?);
             let id = format!("{database_id}:{}", change.change.seq);
-            let body = payload(&change, sent);
+            let body = payload(&change, sent, &database_id);
             if let Err(e) = broker
                 .publish(&subject(&change.change), &id, body.as_bytes())
                 .await
@@ -182,6 +213,7 @@ pub async fn relay(
 pub async fn follow(
     mut messages: Messages,
     kind: &'static str,
+    database_id: String,
     store: Store,
     hub: Arc<Hub>,
     check: Duration,
@@ -196,10 +228,13 @@ pub async fn follow(
                     tracing::warn!(broker = kind, "feed broker subscription ended; reading the log only");
                     return crate::feed::hub::tail(store, hub, Arc::new(Notify::new()), check, token).await;
                 };
-                let Ok(msg) = serde_json::from_slice::<Message>(&bytes) else {
+                let Some(msg) = Message::parse(&bytes) else {
                     metrics::counter!(names::FEED_BROKER_ERRORS, "broker" => kind).increment(1);
                     continue;
                 };
+                if msg.database_id != database_id {
+                    continue;
+                }
                 let seq = msg.change.seq;
                 if seq <= hub.latest() {
                     continue;
@@ -214,5 +249,27 @@ pub async fn follow(
                 hub.catch_up(&store, None).await?;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_published_payload_reads_back_with_its_record() {
+        let change: Change = serde_json::from_str(
+            r#"{"seq":7,"table_name":"likes","op":"upsert","uri":"at://did:plc:a/app.bsky.feed.like/3k","did":"did:plc:a","collection":"app.bsky.feed.like","rkey":"3k","cid":"bafy","rev":"3l","record":{"subject":{"uri":"at://did:plc:b/app.bsky.feed.post/1"}},"committed_at":"2026-12-01T10:00:00.000000Z"}"#,
+        )
+        .unwrap();
+        let body = payload(&Rendered::new(change), 6, "db-1");
+        let msg = Message::parse(body.as_bytes()).expect("parses");
+        assert_eq!((msg.change.seq, msg.prev_seq), (7, 6));
+        assert_eq!(msg.database_id, "db-1");
+        assert_eq!(
+            msg.change.record.unwrap().get(),
+            r#"{"subject":{"uri":"at://did:plc:b/app.bsky.feed.post/1"}}"#
+        );
+        assert!(Message::parse(b"{\"seq\":1}").is_none());
     }
 }
