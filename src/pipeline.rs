@@ -49,7 +49,7 @@ use crate::obs::{self, DropReason, Escaped, Obs, ServeError};
 use crate::source::SourceConfig;
 use crate::source::verify::Verifier;
 use crate::source::{Endpoint, Item, Origin, Positions, Pushdown, Reader};
-use crate::store::{DatabaseConfig, Quarantined, Store, StoreError};
+use crate::store::{ChangeLog, DatabaseConfig, Quarantined, Store, StoreError};
 
 mod writers;
 pub use writers::SHARE_QUEUE;
@@ -114,6 +114,8 @@ pub struct Parts {
     /// The live verification stage (`source.verify` on), run between the
     /// reader and the processor.
     pub verifier: Option<Verifier>,
+    /// What commits append to the change log (`[feed]`).
+    pub change_log: ChangeLog,
     /// Called once the store is migrated and prepared, before the first
     /// event is read, with a handle sharing its connections (the change
     /// feed's server and relay run on it).
@@ -140,6 +142,7 @@ pub async fn run(
         progress_interval_seconds,
         obs,
         verifier,
+        change_log,
         on_store,
     } = parts;
     // The listener outlives the drain (its own token, cancelled on every
@@ -153,6 +156,7 @@ pub async fn run(
     let mut store = Store::connect(&database).await?;
     store.migrate().await?;
     store.prepare(registry.tables(), &purge.statuses).await?;
+    store.set_change_log(change_log);
     obs.mark_migrated();
     if let Some(start) = on_store {
         start(store.clone());

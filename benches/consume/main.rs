@@ -14,7 +14,9 @@
 //!   per-step series; default N/10), `BENCH_BASELINE` (`0` skips it),
 //!   `BENCH_MAX_EVENTS` (parity's `batch.max_events`, also the baseline's
 //!   events per transaction; default 5,000), `BENCH_WRITERS` (parity's
-//!   `database.writers`), `TEST_PG_URL`;
+//!   `database.writers`), `TEST_PG_URL`, `BENCH_FEED` (`1`: parity runs a
+//!   second time with `[feed] enabled`, on a fresh database, and the bench
+//!   prints feed on ÷ feed off: the change log's cost to the consumer);
 //! - `BENCH_SCENARIO=catchup`: the catch-up scenario ([`catchup`]).
 
 mod catchup;
@@ -39,6 +41,7 @@ pub struct Options {
     pub step: u64,
     pub baseline: bool,
     pub per_tx: u64,
+    pub feed: bool,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -93,6 +96,7 @@ impl Options {
             step: number("BENCH_STEP", (events / 10).max(1)).max(1),
             baseline: env("BENCH_BASELINE").is_none_or(|v| v != "0"),
             per_tx: number("BENCH_MAX_EVENTS", 5_000).max(1),
+            feed: env("BENCH_FEED").is_some_and(|v| v == "1"),
         }
     }
 }

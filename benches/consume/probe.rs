@@ -66,6 +66,15 @@ impl Db {
         }
     }
 
+    /// Rows in the change log (`[feed] enabled`).
+    pub async fn changes(&self) -> i64 {
+        let sql = "SELECT COUNT(*) FROM parity_changes";
+        match self {
+            Db::Pg(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
+            Db::Sqlite(p, _) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
+        }
+    }
+
     pub async fn rows(&self) -> i64 {
         match self {
             Db::Pg(p) => sqlx::query_scalar(ROWS).fetch_one(p).await.unwrap(),

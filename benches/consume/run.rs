@@ -108,7 +108,14 @@ fn rows_at(points: &[Point], events: u64) -> u64 {
         .map_or(events, |p| p.rows)
 }
 
-async fn run_parity(o: &Options, g: Arc<workload::Generator>, url: &str) -> (Outcome, f64, u64) {
+/// parity on `url`; with `feed`, `[feed] enabled` (not serving: the cost
+/// of writing the change log).
+async fn run_parity(
+    o: &Options,
+    g: Arc<workload::Generator>,
+    url: &str,
+    feed: bool,
+) -> (Outcome, f64, u64) {
     let n = o.events;
     let db = Db::open(url).await;
     let empty = db.bytes().await;
@@ -118,6 +125,8 @@ async fn run_parity(o: &Options, g: Arc<workload::Generator>, url: &str) -> (Out
         // Metrics stay on, as in production, on a port nothing else holds.
         .env("PARITY_METRICS_ADDR", "127.0.0.1:0")
         .env("PARITY_BATCH_MAX_EVENTS", o.per_tx.to_string())
+        .env("PARITY_FEED_ENABLED", feed.to_string())
+        .env("PARITY_FEED_ADDR", "off")
         .envs(
             std::env::var("BENCH_WRITERS")
                 .ok()
@@ -155,9 +164,12 @@ async fn run_parity(o: &Options, g: Arc<workload::Generator>, url: &str) -> (Out
     child.wait().unwrap();
     let rows = db.rows().await as u64;
     let bytes = db.bytes().await.saturating_sub(empty);
+    if feed {
+        println!("  feed on: {} changes logged", db.changes().await);
+    }
     db.close().await;
     let out = Outcome {
-        name: "parity".into(),
+        name: if feed { "parity feed on" } else { "parity" }.into(),
         secs,
         rows,
         bytes,
@@ -224,8 +236,26 @@ pub async fn compare(o: &Options, keys: KeyMode, backend: &str) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let g = generator(o, keys, o.events);
     let url = fresh_db(backend, "parity_bench", dir.path()).await;
-    let (p, cpu, hwm) = run_parity(o, g.clone(), &url).await;
+    let (p, cpu, hwm) = run_parity(o, g.clone(), &url, false).await;
     drop_db(&url).await;
+    if o.feed {
+        let url = fresh_db(backend, "parity_bench_feed", dir.path()).await;
+        let (f, cpu_f, _) = run_parity(o, g.clone(), &url, true).await;
+        drop_db(&url).await;
+        println!(
+            "\n{backend} / {} keys: feed off {:.0} events/s in {:.1} s (CPU {:.1} s), \
+             feed on {:.0} events/s in {:.1} s (CPU {:.1} s): feed on = {:.1} % of feed off, load {}",
+            keys.name(),
+            o.events as f64 / p.secs,
+            p.secs,
+            cpu,
+            o.events as f64 / f.secs,
+            f.secs,
+            cpu_f,
+            100.0 * p.secs / f.secs,
+            crate::probe::load_average()
+        );
+    }
     let mut baselines = Vec::new();
     if o.baseline {
         let modes: &[baseline::postgres::Mode] = if backend == "postgres" {

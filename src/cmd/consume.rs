@@ -133,6 +133,7 @@ impl Consumer {
                 metrics_addr: None,
                 health_max_stale: Duration::from_secs(cfg.health.max_stale),
                 progress_interval_seconds: cfg.log.progress_interval_seconds,
+                change_log: cfg.feed.change_log(),
             };
             let (t, obs) = (token.clone(), self.obs.clone());
             Some(tokio::spawn(import::auto_resync::run(settings, obs, t)))
@@ -151,6 +152,7 @@ impl Consumer {
             progress_interval_seconds: cfg.log.progress_interval_seconds,
             obs: self.obs,
             verifier,
+            change_log: cfg.feed.change_log(),
             on_store,
         };
         let result = pipeline::run(parts, &opts, token.clone()).await;

@@ -30,6 +30,7 @@ pub(super) fn settings(cfg: Config) -> Result<Settings, Error> {
         metrics_addr: cfg.metrics.listen_addr().map_err(ConfigError)?,
         health_max_stale: Duration::from_secs(cfg.health.max_stale),
         progress_interval_seconds: cfg.log.progress_interval_seconds,
+        change_log: cfg.feed.change_log(),
         import: cfg.import,
         identity: cfg.identity,
         database: cfg.database,

@@ -33,6 +33,8 @@ pub async fn worker(
     store.migrate().await?;
     let purge = PurgePolicy::from_config(&cfg.accounts).map_err(ConfigError)?;
     store.prepare(registry.tables(), &purge.statuses).await?;
+    // Write-backs append to the change log like any other commit.
+    store.set_change_log(cfg.feed.change_log());
     let owner = format!(
         "{}-{}-{:08x}",
         hostname(),

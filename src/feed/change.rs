@@ -1,9 +1,7 @@
 //! One committed change: a `parity_changes` row, and the JSON message a
 //! client receives for it.
 //!
-//! Owns: the in-memory [`Change`], the at-uris a record points at (for
-//! `subject:` channels: a like's or repost's `subject`, a reply's parent
-//! and root, a quoted record), and rendering a change as the flat JSON
+//! Owns: the in-memory [`Change`] and rendering a change as the flat JSON
 //! object every transport sends (the row's columns plus `channel`). The
 //! row part is rendered once per change and shared by every client; only
 //! the channel is added per delivery. Pure: no IO.
@@ -103,40 +101,9 @@ impl Rendered {
     }
 }
 
-/// The at-uris a record points at: `subject.uri` (likes, reposts),
-/// `reply.parent.uri` and `reply.root.uri`, `embed.record.uri` and
-/// `embed.record.record.uri` (quotes, with or without media). Only values
-/// that look like at-uris are kept, without duplicates.
-pub fn subjects_of(record: &serde_json::Value) -> Vec<String> {
-    let paths: [&[&str]; 5] = [
-        &["subject", "uri"],
-        &["reply", "parent", "uri"],
-        &["reply", "root", "uri"],
-        &["embed", "record", "uri"],
-        &["embed", "record", "record", "uri"],
-    ];
-    let mut out: Vec<String> = Vec::new();
-    for path in paths {
-        let mut v = record;
-        for key in path {
-            match v.get(key) {
-                Some(next) => v = next,
-                None => {
-                    v = &serde_json::Value::Null;
-                    break;
-                }
-            }
-        }
-        if let Some(uri) = v.as_str()
-            && uri.starts_with("at://")
-            && uri.len() <= super::channel::MAX_CHANNEL_LEN
-            && !out.iter().any(|u| u == uri)
-        {
-            out.push(uri.to_owned());
-        }
-    }
-    out
-}
+/// The at-uris a record points at (`subject:` channels); the store
+/// computes them for each change it logs.
+pub use crate::store::subjects_of;
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -172,21 +139,5 @@ pub(crate) mod tests {
         assert_eq!(msg["channel"], "table:x\"y");
         assert_eq!(msg["record"]["subject"]["cid"], "bafyreib");
         assert_eq!(msg["committed_at"], "2026-12-01T10:00:00.000000Z");
-    }
-
-    #[test]
-    fn subjects_come_from_likes_replies_and_quotes() {
-        let v: serde_json::Value = serde_json::from_str(
-            r#"{"reply":{"parent":{"uri":"at://a/p/1"},"root":{"uri":"at://a/p/0"}},
-                "embed":{"record":{"record":{"uri":"at://b/p/2"}}},
-                "subject":"did:plc:not-a-uri"}"#,
-        )
-        .unwrap();
-        assert_eq!(subjects_of(&v), ["at://a/p/1", "at://a/p/0", "at://b/p/2"]);
-        let same: serde_json::Value = serde_json::from_str(
-            r#"{"reply":{"parent":{"uri":"at://a/p/0"},"root":{"uri":"at://a/p/0"}}}"#,
-        )
-        .unwrap();
-        assert_eq!(subjects_of(&same), ["at://a/p/0"]);
     }
 }

@@ -130,6 +130,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl FeedConfig {
+    /// What the store appends to the change log (`enabled`, `tables`).
+    pub fn change_log(&self) -> crate::store::ChangeLog {
+        crate::store::ChangeLog {
+            enabled: self.enabled,
+            tables: self.tables.clone(),
+        }
+    }
+
     pub fn retention(&self) -> Result<Duration, String> {
         let d = parse_duration(&self.retention).map_err(|e| format!("feed.retention: {e}"))?;
         if d < Duration::from_secs(60) {

@@ -70,7 +70,7 @@ use crate::batch::PurgePolicy;
 use crate::event::Nsid;
 use crate::mapper::Registry;
 use crate::obs::Obs;
-use crate::store::{DatabaseConfig, StatusFilter, Store};
+use crate::store::{ChangeLog, DatabaseConfig, StatusFilter, Store};
 
 /// What an import or resume run takes from the configuration, built from
 /// it by `cmd::import` and `cmd::resume`.
@@ -88,6 +88,8 @@ pub struct Settings {
     pub health_max_stale: Duration,
     /// `log.progress_interval_seconds` (0: the default interval).
     pub progress_interval_seconds: u64,
+    /// What imported pages append to the change log (`[feed]`).
+    pub change_log: ChangeLog,
 }
 
 /// One input that is not a DID or handle, with where it came from.
@@ -204,6 +206,7 @@ async fn open(s: &Settings, concurrency: usize) -> Result<Store, ImportError> {
     store
         .prepare(s.registry.tables(), &s.purge.statuses)
         .await?;
+    store.set_change_log(s.change_log.clone());
     Ok(store)
 }
 

@@ -59,8 +59,9 @@ pub const PUBLISH_LATENCY: &str = "parity_publish_latency_seconds";
 pub const PUBLISH_AUTH_FAILURES: &str = "parity_publish_auth_failures_total";
 /// Publish: calls answered 429.
 pub const PUBLISH_RATE_LIMITED: &str = "parity_publish_rate_limited_total";
-/// Feed: changes appended to the change log, by `table` and `op`.
-pub const FEED_CHANGES: &str = "parity_feed_changes_total";
+/// Feed: changes appended to the change log, by `table` and `op` (counted
+/// by the store after each commit; the name is defined there).
+pub const FEED_CHANGES: &str = crate::store::FEED_CHANGES_METRIC;
 /// Feed: clients connected, by `transport` (websocket, sse, poll).
 pub const FEED_CLIENTS: &str = "parity_feed_clients";
 /// Feed: change messages sent to clients, by `transport`.

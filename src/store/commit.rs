@@ -4,8 +4,9 @@
 //! Owns: walking a [`Plan`] in its documented order inside one transaction,
 //! the statements that are the same on both backends (account, identity and
 //! resync changes to `parity_repos`, the resync import request, the stream
-//! cursors, the import page and the published outbox rows), the [`CommitStats`] of the batch, and the
-//! lease check of an import page. Does not own: beginning the transaction
+//! cursors, the import page and the published outbox rows), the [`CommitStats`] of the batch, the
+//! lease check of an import page, and collecting the batch's row changes
+//! for the change log (`change_log.rs`), appended last. Does not own: beginning the transaction
 //! (SQLite takes the write lock up front, PostgreSQL relaxes
 //! `synchronous_commit`), nor the bulk steps whose SQL genuinely differs per
 //! backend (purges, tombstones, deletes, upserts, revs: cached
@@ -13,8 +14,10 @@
 //! Those are the [`Steps`] a backend transaction implements.
 //!
 //! Invariants: the checkpoint (stream cursors, one writer's share of them,
-//! or an import page) is written last, in the same transaction as the rows
-//! it covers; a writer's share moves the stream cursor only to the lowest
+//! or an import page) is written after the rows, in the same transaction as
+//! the rows it covers; the change log's rows (when the log is on) are the
+//! very last statement, under the append lock, so their `seq`s follow
+//! commit order; a writer's share moves the stream cursor only to the lowest
 //! position every writer has committed (the low watermark); any error returns
 //! before `COMMIT`, and dropping the transaction rolls the batch back as a
 //! whole; statements run in the plan's deterministic (sorted) order, so the
@@ -22,6 +25,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::change_log::{self, Logged};
 use super::dialect::{Arg, Sql};
 use super::imports::{PAGE_DONE, QUEUE_RESYNC};
 use super::outbox::MARK_PUBLISHED;
@@ -89,16 +93,29 @@ static SAVE_WATERMARK: Sql = Sql::new(
 
 /// One open commit transaction of a backend: the steps the walk calls.
 /// Tables are indexed by `TableId`, as in the [`Plan`].
+///
+/// The steps that change mapped rows take a change-log sink: `None` when
+/// the table is not logged (the step then runs exactly as without a log),
+/// otherwise the step pushes one [`Logged`] per row it actually inserted,
+/// rewrote or removed, in the order it did so.
 pub(super) trait Steps {
     /// Mapper tables this store writes.
     fn table_count(&self) -> usize;
     fn table_name(&self, table: usize) -> &str;
+    /// Whether changes of `table` are appended to the change log.
+    fn logged(&self, table: usize) -> bool;
     /// Runs one shared statement; returns the rows it affected. A shared
     /// statement that writes `parity_repos` takes the DID as `$1`: SQLite's
     /// writer then forgets what it remembered of that DID.
     async fn run(&mut self, sql: &'static Sql, args: Vec<Arg>) -> Result<u64, StoreError>;
-    /// Deletes every row of these DIDs from every table (non-empty).
-    async fn purge(&mut self, dids: &[&Did], stats: &mut CommitStats) -> Result<(), StoreError>;
+    /// Deletes every row of these DIDs from every table (non-empty); with a
+    /// log, the removed rows of the logged tables go to it.
+    async fn purge<'b>(
+        &mut self,
+        dids: &[&'b Did],
+        stats: &mut CommitStats,
+        log: Option<&mut Vec<Logged<'b>>>,
+    ) -> Result<(), StoreError>;
     /// Writes a tombstone per `(uri, rev)` (non-empty), newer revs winning.
     async fn tombstones(
         &mut self,
@@ -107,24 +124,31 @@ pub(super) trait Steps {
     ) -> Result<(), StoreError>;
     /// Deletes rows no newer than their tombstone (non-empty); returns the
     /// rows deleted.
-    async fn delete(&mut self, table: usize, deletes: &[(&str, &str)]) -> Result<u64, StoreError>;
-    /// Upserts rows under the rev, tombstone and status guards (non-empty);
-    /// returns the rows written.
-    async fn upsert(
+    async fn delete<'b>(
         &mut self,
         table: usize,
-        rows: &[&Row],
+        deletes: &[(&'b str, &'b str)],
+        log: Option<&mut Vec<Logged<'b>>>,
+    ) -> Result<u64, StoreError>;
+    /// Upserts rows under the rev, tombstone and status guards (non-empty);
+    /// returns the rows written.
+    async fn upsert<'b>(
+        &mut self,
+        table: usize,
+        rows: &[&'b Row],
         now: DateTime<Utc>,
+        log: Option<&mut Vec<Logged<'b>>>,
     ) -> Result<u64, StoreError>;
     /// Removes the rows of `table` whose URI is in `[lo, hi)` and whose rev
     /// is older than `rev`, each leaving a tombstone at `rev` (newer
     /// tombstones win); returns the rows removed.
-    async fn sweep(
+    async fn sweep<'b>(
         &mut self,
         table: usize,
         range: (&str, &str),
-        rev: &str,
+        rev: &'b str,
         now: DateTime<Utc>,
+        log: Option<&mut Vec<Logged<'b>>>,
     ) -> Result<u64, StoreError>;
     /// Records each DID's newest commit rev (non-empty).
     async fn revs(&mut self, revs: &[(&Did, &str)], now: DateTime<Utc>) -> Result<(), StoreError>;
@@ -135,6 +159,12 @@ pub(super) trait Steps {
     /// advisory lock taken just before; SQLite: nothing, its writer
     /// already holds the database lock).
     async fn lock_watermark(&mut self) -> Result<(), StoreError>;
+    /// Appends `changes` (non-empty) to `parity_changes` in this order, with
+    /// `seq`s above every seq any committed or later-committing transaction
+    /// holds: PostgreSQL first takes the append lock (the watermark lock,
+    /// held until this transaction ends), SQLite's writer holds the
+    /// database lock already. Returns the newest seq.
+    async fn append(&mut self, changes: &[Logged<'_>]) -> Result<i64, StoreError>;
     async fn commit(self) -> Result<(), StoreError>;
     async fn rollback(self) -> Result<(), StoreError>;
 }
@@ -158,6 +188,9 @@ pub(super) async fn commit<S: Steps>(
     let plan = Plan::new(batch, tx.table_count());
     let now = Utc::now();
     let mut stats = CommitStats::default();
+    // The change log of this batch, if any table is logged.
+    let mut log: Option<Vec<Logged<'_>>> =
+        (0..tx.table_count()).any(|t| tx.logged(t)).then(Vec::new);
 
     // 1. Account and identity changes, resync requests, then purges.
     for (did, change) in &plan.account_changes {
@@ -189,7 +222,7 @@ pub(super) async fn commit<S: Steps>(
         }
     }
     if !plan.purges.is_empty() {
-        tx.purge(&plan.purges, &mut stats).await?;
+        tx.purge(&plan.purges, &mut stats, log.as_mut()).await?;
     }
 
     // 2. Tombstones for every delete, then the deletes.
@@ -199,7 +232,8 @@ pub(super) async fn commit<S: Steps>(
     }
     for (table, work) in plan.tables.iter().enumerate() {
         if !work.deletes.is_empty() {
-            let n = tx.delete(table, &work.deletes).await?;
+            let sink = log.as_mut().filter(|_| tx.logged(table));
+            let n = tx.delete(table, &work.deletes, sink).await?;
             CommitStats::add(&mut stats.deleted, tx.table_name(table), n);
         }
     }
@@ -207,7 +241,8 @@ pub(super) async fn commit<S: Steps>(
     // 3. Upserts.
     for (table, work) in plan.tables.iter().enumerate() {
         if !work.upserts.is_empty() {
-            let n = tx.upsert(table, &work.upserts, now).await?;
+            let sink = log.as_mut().filter(|_| tx.logged(table));
+            let n = tx.upsert(table, &work.upserts, now, sink).await?;
             CommitStats::add(&mut stats.upserted, tx.table_name(table), n);
         }
     }
@@ -220,7 +255,8 @@ pub(super) async fn commit<S: Steps>(
     {
         let (lo, hi) = sweep.uri_range();
         for table in 0..tx.table_count() {
-            let n = tx.sweep(table, (&lo, &hi), &sweep.rev, now).await?;
+            let sink = log.as_mut().filter(|_| tx.logged(table));
+            let n = tx.sweep(table, (&lo, &hi), &sweep.rev, now, sink).await?;
             CommitStats::add(&mut stats.deleted, tx.table_name(table), n);
         }
         // ... and the floor that keeps out what the listing did not have,
@@ -301,6 +337,12 @@ pub(super) async fn commit<S: Steps>(
                 }
             }
         }
+    }
+    // 6. The change log, last: the append lock is held only for this
+    // statement and the COMMIT.
+    if let Some(log) = log.filter(|l| !l.is_empty()) {
+        stats.last_seq = Some(tx.append(&log).await?);
+        change_log::count(&mut stats, |t| tx.table_name(t).to_owned(), &log);
     }
     match finish {
         Finish::Commit => tx.commit().await?,

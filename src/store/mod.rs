@@ -39,6 +39,10 @@
 //! - `imports.rs`: import states, leases and the identity cache;
 //! - `outbox.rs` / `sessions.rs`: the publish queue and its sessions
 //!   (tokens arrive sealed; this module never sees them in clear);
+//! - `change_log.rs`, `subjects.rs`: the change log's write side (what a
+//!   commit appends to `parity_changes`, in its own transaction, when the
+//!   feed is on; the counter and in-process wake after it) and the at-uris
+//!   a record points at;
 //! - `changes.rs`: the change log's read side, retention sweep and feed
 //!   state;
 //! - `cursor.rs`: the cursor contract.
@@ -55,6 +59,7 @@
 //! PostgreSQL), DDL,
 //! catalog queries and connection setup.
 
+mod change_log;
 mod changes;
 mod commit;
 pub mod cursor;
@@ -74,6 +79,7 @@ mod sqlite_checkpoint;
 mod sqlite_repos;
 mod sqlite_steps;
 mod sqlite_writer;
+mod subjects;
 
 use std::time::Duration;
 
@@ -83,6 +89,7 @@ use crate::batch::Batch;
 use crate::event::{AccountStatus, Cursor};
 use crate::mapper::TableSchema;
 
+pub use change_log::{ChangeLog, FEED_CHANGES_METRIC};
 pub use changes::{ChangeBounds, ChangeRow};
 pub use imports::{CachedIdentity, ImportState, ImportStatus, StatusFilter, UnknownImportStatus};
 pub use outbox::{OutboxFilter, OutboxRow, RetryTarget};
@@ -90,6 +97,7 @@ pub use postgres::PgStore;
 pub use quarantine::{Quarantined, Rejected};
 pub use sessions::SessionRow;
 pub use sqlite::SqliteStore;
+pub use subjects::{subjects_of, subjects_of_text};
 
 /// Database settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -344,6 +352,13 @@ pub struct CommitStats {
     pub upserted: Vec<(String, u64)>,
     /// Rows deleted, per table name (record deletes and purges).
     pub deleted: Vec<(String, u64)>,
+    /// Upserts appended to the change log, per table name (empty when the
+    /// log is off).
+    pub logged_upserts: Vec<(String, u64)>,
+    /// Deletes appended to the change log, per table name.
+    pub logged_deletes: Vec<(String, u64)>,
+    /// The newest `seq` appended, when any was.
+    pub last_seq: Option<i64>,
 }
 
 impl CommitStats {
@@ -533,21 +548,68 @@ impl Store {
         .await
     }
 
-    /// Writes one batch and its checkpoint in one transaction.
+    /// Writes one batch and its checkpoint in one transaction, with the
+    /// changes it made appended to the change log when that is on
+    /// ([`Store::set_change_log`]); then counts those changes and wakes
+    /// [`Store::change_signal`].
     pub async fn commit(&self, batch: &Batch) -> Result<CommitStats, StoreError> {
         self.run_commit(batch, commit::Finish::Commit).await
     }
 
-    /// [`Store::commit`] or a trial of it that is rolled back.
+    /// Which changes later commits append to `parity_changes` (`[feed]
+    /// enabled` and `tables`; off until this is called). Applies to every
+    /// clone made after it. Call it after [`Store::prepare`]: a table in
+    /// `tables` that no mapper writes is warned about (nothing would ever
+    /// be logged for it).
+    pub fn set_change_log(&mut self, log: ChangeLog) {
+        let mapped = match &*self {
+            Store::Sqlite(s) => s.table_names(),
+            Store::Postgres(s) => s.table_names(),
+        };
+        if log.enabled {
+            for t in log.tables.iter().filter(|t| !mapped.contains(&t.as_str())) {
+                tracing::warn!(table = %t, "feed.tables names a table no mapper writes; its changes never come.");
+            }
+        }
+        let log = std::sync::Arc::new(log);
+        match self {
+            Store::Sqlite(s) => s.change_log = log,
+            Store::Postgres(s) => s.change_log = log,
+        }
+    }
+
+    /// The in-process wake of change-log readers: the newest `seq` this
+    /// process (through any clone of this store) appended, updated right
+    /// after the commit that appended it. `changed().await` on the receiver
+    /// returns once a newer commit appended changes; a feed hub reading the
+    /// log in this process waits on it instead of its poll interval.
+    pub fn change_signal(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.signal().subscribe()
+    }
+
+    fn signal(&self) -> &change_log::Signal {
+        match self {
+            Store::Sqlite(s) => &s.signal,
+            Store::Postgres(s) => &s.signal,
+        }
+    }
+
+    /// [`Store::commit`] (also quarantine's commit of the rest) or a trial
+    /// of it that is rolled back; after a commit, counts the changes it
+    /// appended and wakes [`Store::change_signal`].
     async fn run_commit(
         &self,
         batch: &Batch,
         finish: commit::Finish,
     ) -> Result<CommitStats, StoreError> {
-        match self {
+        let stats = match self {
             Store::Sqlite(s) => s.commit(batch, finish).await,
             Store::Postgres(s) => s.commit(batch, finish).await,
+        }?;
+        if finish == commit::Finish::Commit {
+            self.signal().committed(&stats);
         }
+        Ok(stats)
     }
 
     /// Deletes tombstones older than `age`.

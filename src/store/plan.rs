@@ -16,7 +16,9 @@
 //! 5. the batch's checkpoint: the stream cursors (with several writers: the
 //!    writer's own positions, then the streams' low watermarks), or an import page's
 //!    cursor and counters (refused, and the batch rolled back, if the page's
-//!    lease was taken over).
+//!    lease was taken over);
+//! 6. with the change log on, the rows the steps above actually changed,
+//!    in that order, appended to `parity_changes` under the append lock.
 
 use crate::batch::{Batch, RepoChange};
 use crate::event::Did;

@@ -7,6 +7,12 @@
 //! (`commit.rs`) or the statements written once for both backends
 //! (`dialect.rs`). `record` and JSON columns are `json` (kept verbatim; `jsonb` would reject
 //! records containing `\u0000`), timestamps `timestamptz`.
+//!
+//! The change log: a logged table's upsert, delete, purge and sweep run a
+//! `RETURNING` variant of the same statement (the rows actually written or
+//! removed); the appended rows take their `seq` from the identity under
+//! the append lock (the watermark lock), taken just before the append and
+//! held to COMMIT, so seqs follow commit order across writers.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -16,6 +22,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Postgres};
 
+use super::change_log::{ChangeLog, Logged, Signal};
 use super::commit::{self, Finish, Steps};
 use super::dialect::{Arg, Dialect, Sql, bind_args};
 use super::did_locks;
@@ -35,7 +42,22 @@ const SCHEMA_LOCK: i64 = 0x7061_7269_7479;
 
 /// Second key of the stream-watermark lock, under [`did_locks::NAMESPACE`]:
 /// outside the DID buckets (`0..BUCKETS`), so it never waits on a DID.
+/// Also the change log's append lock: a sharded commit that took it for
+/// its watermark appends without asking again, and every writer still
+/// takes DID locks first and this one last.
 const WATERMARK_LOCK: i32 = -1;
+
+/// One change per array element, in order; returns the newest seq. The
+/// commit time is the statement's start, after the append lock is held, so
+/// it grows with `seq`.
+const APPEND: &str = "WITH ins AS (\
+     INSERT INTO parity_changes \
+     (table_name, op, uri, did, collection, rkey, cid, rev, record, subjects, committed_at) \
+     SELECT v.t, v.o, v.u, v.d, v.l, v.k, v.c, v.r, v.j::json, v.s, statement_timestamp() \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+     $7::text[], $8::text[], $9::text[], $10::text[]) WITH ORDINALITY AS v(t, o, u, d, l, k, c, r, j, s, n) \
+     ORDER BY v.n RETURNING seq) \
+     SELECT MAX(seq) FROM ins";
 
 /// How long to wait for a pooled connection before calling it transient.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,6 +67,11 @@ struct TableSql {
     upsert: Arc<str>,
     delete: Arc<str>,
     purge: Arc<str>,
+    /// The same statements returning what they wrote or removed, for the
+    /// change log.
+    upsert_returning: Arc<str>,
+    delete_returning: Arc<str>,
+    purge_returning: Arc<str>,
 }
 
 /// A PostgreSQL database.
@@ -52,6 +79,8 @@ struct TableSql {
 pub struct PgStore {
     pool: PgPool,
     tables: Arc<Vec<TableSql>>,
+    pub(super) change_log: Arc<ChangeLog>,
+    pub(super) signal: Signal,
 }
 
 fn array_type(t: ColumnType) -> &'static str {
@@ -82,11 +111,18 @@ impl PgStore {
         Ok(PgStore {
             pool,
             tables: Arc::new(Vec::new()),
+            change_log: Arc::default(),
+            signal: Signal::default(),
         })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The mapped tables `prepare` set up.
+    pub(super) fn table_names(&self) -> Vec<&str> {
+        self.tables.iter().map(|t| t.schema.name.as_str()).collect()
     }
 
     /// Connects with every transaction read-only: nothing can be created
@@ -104,6 +140,8 @@ impl PgStore {
         Ok(PgStore {
             pool,
             tables: Arc::new(Vec::new()),
+            change_log: Arc::default(),
+            signal: Signal::default(),
         })
     }
 
@@ -209,11 +247,17 @@ impl PgStore {
                 "DELETE FROM {t} USING parity_tombstones ts WHERE {t}.uri = ANY($1::text[]) AND ts.uri = {t}.uri AND {t}.rev <= ts.rev",
                 t = t.name
             );
+            let purge = format!("DELETE FROM {} WHERE did = ANY($1::text[])", t.name);
+            let removed =
+                |t: &str| format!(" RETURNING {t}.uri, {t}.did, {t}.rkey, {t}.record::text");
             out.push(TableSql {
                 schema: t.clone(),
+                upsert_returning: format!("{upsert} RETURNING {}.uri", t.name).into(),
+                delete_returning: format!("{delete}{}", removed(&t.name)).into(),
+                purge_returning: format!("{purge}{}", removed(&t.name)).into(),
                 upsert: upsert.into(),
                 delete: delete.into(),
-                purge: format!("DELETE FROM {} WHERE did = ANY($1::text[])", t.name).into(),
+                purge: purge.into(),
             });
         }
         self.tables = Arc::new(out);
@@ -245,6 +289,8 @@ impl PgStore {
             PgSteps {
                 tx,
                 tables: &self.tables,
+                log: &self.change_log,
+                ordered: false,
             },
             batch,
             finish,
@@ -258,7 +304,13 @@ impl PgStore {
 struct PgSteps<'a> {
     tx: sqlx::Transaction<'static, Postgres>,
     tables: &'a [TableSql],
+    log: &'a ChangeLog,
+    /// This transaction holds the watermark (and append) lock.
+    ordered: bool,
 }
+
+/// A removed row as `RETURNING` gives it: uri, did, rkey, record.
+type Removed = (String, String, String, Option<String>);
 
 impl Steps for PgSteps<'_> {
     fn table_count(&self) -> usize {
@@ -269,6 +321,10 @@ impl Steps for PgSteps<'_> {
         &self.tables[table].schema.name
     }
 
+    fn logged(&self, table: usize) -> bool {
+        self.log.logs(self.table_name(table))
+    }
+
     async fn run(&mut self, sql: &'static Sql, args: Vec<Arg>) -> Result<u64, StoreError> {
         let q = sqlx::query(sql.text(Dialect::Postgres));
         Ok(bind_args!(Postgres, q, args)
@@ -277,14 +333,33 @@ impl Steps for PgSteps<'_> {
             .rows_affected())
     }
 
-    async fn purge(&mut self, dids: &[&Did], stats: &mut CommitStats) -> Result<(), StoreError> {
+    async fn purge<'b>(
+        &mut self,
+        dids: &[&'b Did],
+        stats: &mut CommitStats,
+        mut log: Option<&mut Vec<Logged<'b>>>,
+    ) -> Result<(), StoreError> {
         let dids: Vec<String> = dids.iter().map(|d| d.as_str().to_owned()).collect();
-        for t in self.tables {
-            let n = sqlx::query(AssertSqlSafe(t.purge.clone()))
-                .bind(dids.clone())
-                .execute(&mut *self.tx)
-                .await?
-                .rows_affected();
+        for (i, t) in self.tables.iter().enumerate() {
+            let n = match log.as_deref_mut().filter(|_| self.log.logs(&t.schema.name)) {
+                None => sqlx::query(AssertSqlSafe(t.purge.clone()))
+                    .bind(dids.clone())
+                    .execute(&mut *self.tx)
+                    .await?
+                    .rows_affected(),
+                Some(sink) => {
+                    let rows: Vec<Removed> =
+                        sqlx::query_as(AssertSqlSafe(t.purge_returning.clone()))
+                            .bind(dids.clone())
+                            .fetch_all(&mut *self.tx)
+                            .await?;
+                    let n = rows.len() as u64;
+                    for (uri, did, rkey, record) in rows {
+                        sink.push(Logged::removed(i, uri, did, rkey, record.as_deref(), None));
+                    }
+                    n
+                }
+            };
             CommitStats::add(&mut stats.deleted, &t.schema.name, n);
         }
         Ok(())
@@ -311,35 +386,78 @@ impl Steps for PgSteps<'_> {
         Ok(())
     }
 
-    async fn delete(&mut self, table: usize, deletes: &[(&str, &str)]) -> Result<u64, StoreError> {
+    async fn delete<'b>(
+        &mut self,
+        table: usize,
+        deletes: &[(&'b str, &'b str)],
+        log: Option<&mut Vec<Logged<'b>>>,
+    ) -> Result<u64, StoreError> {
         let uris: Vec<String> = deletes.iter().map(|(u, _)| (*u).to_owned()).collect();
-        Ok(
-            sqlx::query(AssertSqlSafe(self.tables[table].delete.clone()))
+        let t = &self.tables[table];
+        let Some(sink) = log else {
+            return Ok(sqlx::query(AssertSqlSafe(t.delete.clone()))
                 .bind(uris)
                 .execute(&mut *self.tx)
                 .await?
-                .rows_affected(),
-        )
+                .rows_affected());
+        };
+        let rows: Vec<Removed> = sqlx::query_as(AssertSqlSafe(t.delete_returning.clone()))
+            .bind(uris)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        let revs: std::collections::HashMap<&str, &'b str> = deletes.iter().copied().collect();
+        let n = rows.len() as u64;
+        for (uri, did, rkey, record) in rows {
+            let rev = revs.get(uri.as_str()).copied();
+            sink.push(Logged::removed(
+                table,
+                uri,
+                did,
+                rkey,
+                record.as_deref(),
+                rev,
+            ));
+        }
+        Ok(n)
     }
 
-    async fn upsert(
+    async fn upsert<'b>(
         &mut self,
         table: usize,
-        rows: &[&Row],
+        rows: &[&'b Row],
         now: DateTime<Utc>,
+        log: Option<&mut Vec<Logged<'b>>>,
     ) -> Result<u64, StoreError> {
-        Ok(upsert_query(&self.tables[table], rows, now)
-            .execute(&mut *self.tx)
+        let t = &self.tables[table];
+        let Some(sink) = log else {
+            return Ok(upsert_query(t, &t.upsert, rows, now)
+                .execute(&mut *self.tx)
+                .await?
+                .rows_affected());
+        };
+        let written: Vec<String> = upsert_query(t, &t.upsert_returning, rows, now)
+            .fetch_all(&mut *self.tx)
             .await?
-            .rows_affected())
+            .iter()
+            .map(|r| sqlx::Row::try_get(r, 0))
+            .collect::<Result<_, _>>()?;
+        let written: std::collections::HashSet<&str> = written.iter().map(String::as_str).collect();
+        // In the batch's order (a batch has one mutation per URI).
+        for row in rows {
+            if written.contains(row.uri.as_str()) {
+                sink.push(Logged::upsert(table, row));
+            }
+        }
+        Ok(written.len() as u64)
     }
 
-    async fn sweep(
+    async fn sweep<'b>(
         &mut self,
         table: usize,
         range: (&str, &str),
-        rev: &str,
+        rev: &'b str,
         now: DateTime<Utc>,
+        log: Option<&mut Vec<Logged<'b>>>,
     ) -> Result<u64, StoreError> {
         let t = &self.tables[table].schema.name;
         let tombstones = format!(
@@ -356,13 +474,35 @@ impl Steps for PgSteps<'_> {
             .execute(&mut *self.tx)
             .await?;
         let delete = format!("DELETE FROM {t} WHERE uri >= $1 AND uri < $2 AND rev < $3");
-        Ok(sqlx::query(AssertSqlSafe(delete))
-            .bind(range.0.to_owned())
-            .bind(range.1.to_owned())
-            .bind(rev.to_owned())
-            .execute(&mut *self.tx)
-            .await?
-            .rows_affected())
+        let Some(sink) = log else {
+            return Ok(sqlx::query(AssertSqlSafe(delete))
+                .bind(range.0.to_owned())
+                .bind(range.1.to_owned())
+                .bind(rev.to_owned())
+                .execute(&mut *self.tx)
+                .await?
+                .rows_affected());
+        };
+        let rows: Vec<Removed> = sqlx::query_as(AssertSqlSafe(format!(
+            "{delete} RETURNING uri, did, rkey, record::text"
+        )))
+        .bind(range.0.to_owned())
+        .bind(range.1.to_owned())
+        .bind(rev.to_owned())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let n = rows.len() as u64;
+        for (uri, did, rkey, record) in rows {
+            sink.push(Logged::removed(
+                table,
+                uri,
+                did,
+                rkey,
+                record.as_deref(),
+                Some(rev),
+            ));
+        }
+        Ok(n)
     }
 
     async fn revs(&mut self, revs: &[(&Did, &str)], now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -393,7 +533,38 @@ impl Steps for PgSteps<'_> {
             .bind(WATERMARK_LOCK)
             .execute(&mut *self.tx)
             .await?;
+        self.ordered = true;
         Ok(())
+    }
+
+    async fn append(&mut self, changes: &[Logged<'_>]) -> Result<i64, StoreError> {
+        // As late as possible: other writers wait only for this statement
+        // and the COMMIT. A seq taken before the lock could be committed
+        // after a higher one, and a reader past the higher one would skip it.
+        if !self.ordered {
+            self.lock_watermark().await?;
+        }
+        let col = |f: &dyn Fn(&Logged<'_>) -> Option<String>| -> Vec<Option<String>> {
+            changes.iter().map(f).collect()
+        };
+        let tables: Vec<String> = changes
+            .iter()
+            .map(|c| self.tables[c.table].schema.name.clone())
+            .collect();
+        let seq: Option<i64> = sqlx::query_scalar(APPEND)
+            .bind(tables)
+            .bind(col(&|c| Some(c.op.as_str().to_owned())))
+            .bind(col(&|c| Some(c.uri.clone().into_owned())))
+            .bind(col(&|c| Some(c.did.clone().into_owned())))
+            .bind(col(&|c| Some(c.collection().to_owned())))
+            .bind(col(&|c| Some(c.rkey.clone().into_owned())))
+            .bind(col(&|c| c.cid.map(str::to_owned)))
+            .bind(col(&|c| c.rev.map(str::to_owned)))
+            .bind(col(&|c| c.record.map(str::to_owned)))
+            .bind(col(&|c| c.subjects.clone()))
+            .fetch_one(&mut *self.tx)
+            .await?;
+        seq.ok_or(StoreError::Sql(sqlx::Error::RowNotFound))
     }
 
     async fn commit(self) -> Result<(), StoreError> {
@@ -405,9 +576,11 @@ impl Steps for PgSteps<'_> {
     }
 }
 
-fn upsert_query(t: &TableSql, rows: &[&Row], now: DateTime<Utc>) -> Query {
+/// `sql` (the table's upsert, or the same returning the URIs written) over
+/// `rows`.
+fn upsert_query(t: &TableSql, sql: &Arc<str>, rows: &[&Row], now: DateTime<Utc>) -> Query {
     let col = |f: fn(&Row) -> String| rows.iter().map(|r| f(r)).collect::<Vec<String>>();
-    let mut q: Query = sqlx::query(AssertSqlSafe(t.upsert.clone()))
+    let mut q: Query = sqlx::query(AssertSqlSafe(sql.clone()))
         .bind(col(|r| r.uri.clone()))
         .bind(col(|r| r.did.as_str().to_owned()))
         .bind(col(|r| r.rkey.clone()))

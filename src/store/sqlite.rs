@@ -17,6 +17,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use super::change_log::{ChangeLog, Signal};
 use super::commit::Finish;
 use super::dialect::Dialect;
 use super::schema;
@@ -40,6 +41,8 @@ pub struct SqliteStore {
     prepared: Arc<Prepared>,
     /// `None` for a read-only store.
     writer: Option<Arc<Writer>>,
+    pub(super) change_log: Arc<ChangeLog>,
+    pub(super) signal: Signal,
 }
 
 /// A copy of `batch` the writer thread can own.
@@ -86,6 +89,8 @@ impl SqliteStore {
             pool,
             prepared: Arc::new(Prepared::new(&[], &[])),
             writer: Some(Arc::new(writer)),
+            change_log: Arc::default(),
+            signal: Signal::default(),
         })
     }
 
@@ -99,6 +104,15 @@ impl SqliteStore {
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// The mapped tables `prepare` set up.
+    pub(super) fn table_names(&self) -> Vec<&str> {
+        self.prepared
+            .tables
+            .iter()
+            .map(|t| t.schema.name.as_str())
+            .collect()
     }
 
     /// Opens an existing database file read-only (nothing is created or
@@ -121,6 +135,8 @@ impl SqliteStore {
             pool,
             prepared: Arc::new(Prepared::new(&[], &[])),
             writer: None,
+            change_log: Arc::default(),
+            signal: Signal::default(),
         }))
     }
 
@@ -198,7 +214,12 @@ impl SqliteStore {
             )));
         };
         writer
-            .commit(owned(batch), finish, self.prepared.clone())
+            .commit(
+                owned(batch),
+                finish,
+                self.prepared.clone(),
+                self.change_log.clone(),
+            )
             .await
     }
 }

@@ -14,11 +14,18 @@
 //! key first), the pair's last complete import listing is not newer (a
 //! look-up in `parity_sweep_floors`), and the DID's account status does not purge (the cache, read from
 //! `parity_repos` inside this transaction on a miss).
+//!
+//! The change log: a logged table's upsert knows from `changes()` whether
+//! the row was written; its deletes, purges and sweeps run a `RETURNING`
+//! variant of the same statement for the rows they removed (a table that is
+//! not logged runs the plain one). The appended rows take their `seq`
+//! from `AUTOINCREMENT` under the one write lock this transaction holds.
 
 use chrono::{DateTime, Utc};
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{OptionalExtension, Statement, Transaction};
 
+use super::change_log::{ChangeLog, Logged, collection_of};
 use super::commit::Steps;
 use super::dialect::{Arg, Dialect, Sql};
 use super::schema;
@@ -41,12 +48,10 @@ const TOMBSTONE: &str = "INSERT INTO parity_tombstones (uri, rev, deleted_at) VA
 /// collection.
 const SWEEP_FLOOR: &str = "SELECT rev FROM parity_sweep_floors WHERE did = ?1 AND collection = ?2";
 
-/// The collection of an at-uri (`at://DID/COLLECTION/RKEY`).
-fn collection_of(uri: &str) -> &str {
-    uri.strip_prefix("at://")
-        .and_then(|rest| rest.split('/').nth(1))
-        .unwrap_or("")
-}
+/// One change appended to the log; `?11` the commit time.
+const APPEND: &str = "INSERT INTO parity_changes \
+     (table_name, op, uri, did, collection, rkey, cid, rev, record, subjects, committed_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 
 /// The tombstone of one URI, if any. `?1` uri.
 const TOMBSTONE_REV: &str = "SELECT rev FROM parity_tombstones WHERE uri = ?1";
@@ -68,6 +73,11 @@ pub(super) struct TableSql {
     purge: String,
     sweep_tombstones: String,
     sweep_delete: String,
+    /// `delete`, `purge` and `sweep_delete` returning the removed rows, for
+    /// the change log.
+    delete_returning: String,
+    purge_returning: String,
+    sweep_delete_returning: String,
 }
 
 impl TableSql {
@@ -91,7 +101,15 @@ impl TableSql {
                 "DELETE FROM {name} WHERE uri = ?1 \
                  AND rev <= (SELECT ts.rev FROM parity_tombstones ts WHERE ts.uri = ?1)"
             ),
+            delete_returning: format!(
+                "DELETE FROM {name} WHERE uri = ?1 \
+                 AND rev <= (SELECT ts.rev FROM parity_tombstones ts WHERE ts.uri = ?1) \
+                 RETURNING did, rkey, record"
+            ),
             purge: format!("DELETE FROM {name} WHERE did = ?1"),
+            purge_returning: format!(
+                "DELETE FROM {name} WHERE did = ?1 RETURNING uri, rkey, record"
+            ),
             sweep_tombstones: format!(
                 "INSERT INTO parity_tombstones (uri, rev, deleted_at) SELECT uri, ?3, ?4 FROM {name} \
                  WHERE uri >= ?1 AND uri < ?2 AND rev < ?3 \
@@ -99,6 +117,9 @@ impl TableSql {
                  WHERE excluded.rev > parity_tombstones.rev"
             ),
             sweep_delete: format!("DELETE FROM {name} WHERE uri >= ?1 AND uri < ?2 AND rev < ?3"),
+            sweep_delete_returning: format!(
+                "DELETE FROM {name} WHERE uri >= ?1 AND uri < ?2 AND rev < ?3 RETURNING uri, did, rkey, record"
+            ),
             schema: t.clone(),
         }
     }
@@ -125,6 +146,7 @@ pub(super) struct SqliteSteps<'a> {
     pub(super) tx: Transaction<'a>,
     pub(super) prepared: &'a Prepared,
     pub(super) repos: &'a mut RepoCache,
+    pub(super) log: &'a ChangeLog,
 }
 
 fn arg(a: &Arg) -> ToSqlOutput<'_> {
@@ -145,6 +167,12 @@ fn value(v: &Value) -> ToSqlOutput<'_> {
         Value::Boolean(b) => ToSqlOutput::Owned(SqlValue::Integer(*b as i64)),
         Value::Timestamp(t) => ToSqlOutput::Owned(SqlValue::Text(timestamp_text(t))),
     }
+}
+
+/// The record of a removed row, for its subjects (text, as parity stores
+/// it; anything else points at nothing).
+fn removed_record(v: ValueRef<'_>) -> Option<&str> {
+    v.as_str_or_null().ok().flatten()
 }
 
 /// Binds `row` (standard columns, then the mapped ones) and runs `stmt`.
@@ -171,6 +199,10 @@ impl Steps for SqliteSteps<'_> {
         &self.prepared.tables[table].schema.name
     }
 
+    fn logged(&self, table: usize) -> bool {
+        self.log.logs(self.table_name(table))
+    }
+
     async fn run(&mut self, sql: &'static Sql, args: Vec<Arg>) -> Result<u64, StoreError> {
         let text = sql.text(Dialect::Sqlite);
         // A shared statement that writes parity_repos names its DID as $1
@@ -187,12 +219,38 @@ impl Steps for SqliteSteps<'_> {
         Ok(stmt.raw_execute()? as u64)
     }
 
-    async fn purge(&mut self, dids: &[&Did], stats: &mut CommitStats) -> Result<(), StoreError> {
-        for t in &self.prepared.tables {
-            let mut stmt = self.tx.prepare_cached(&t.purge)?;
+    async fn purge<'b>(
+        &mut self,
+        dids: &[&'b Did],
+        stats: &mut CommitStats,
+        mut log: Option<&mut Vec<Logged<'b>>>,
+    ) -> Result<(), StoreError> {
+        for (i, t) in self.prepared.tables.iter().enumerate() {
+            let sink = log.as_deref_mut().filter(|_| self.log.logs(&t.schema.name));
+            let Some(sink) = sink else {
+                let mut stmt = self.tx.prepare_cached(&t.purge)?;
+                for did in dids {
+                    let n = stmt.execute([did.as_str()])?;
+                    CommitStats::add(&mut stats.deleted, &t.schema.name, n as u64);
+                }
+                continue;
+            };
+            let mut stmt = self.tx.prepare_cached(&t.purge_returning)?;
             for did in dids {
-                let n = stmt.execute([did.as_str()])?;
-                CommitStats::add(&mut stats.deleted, &t.schema.name, n as u64);
+                let mut rows = stmt.query([did.as_str()])?;
+                let mut n = 0;
+                while let Some(r) = rows.next()? {
+                    n += 1;
+                    sink.push(Logged::removed(
+                        i,
+                        r.get(0)?,
+                        did.as_str().to_owned(),
+                        r.get(1)?,
+                        removed_record(r.get_ref(2)?),
+                        None,
+                    ));
+                }
+                CommitStats::add(&mut stats.deleted, &t.schema.name, n);
             }
         }
         Ok(())
@@ -211,22 +269,45 @@ impl Steps for SqliteSteps<'_> {
         Ok(())
     }
 
-    async fn delete(&mut self, table: usize, deletes: &[(&str, &str)]) -> Result<u64, StoreError> {
-        let mut stmt = self
-            .tx
-            .prepare_cached(&self.prepared.tables[table].delete)?;
+    async fn delete<'b>(
+        &mut self,
+        table: usize,
+        deletes: &[(&'b str, &'b str)],
+        log: Option<&mut Vec<Logged<'b>>>,
+    ) -> Result<u64, StoreError> {
+        let t = &self.prepared.tables[table];
         let mut n = 0;
-        for (uri, _) in deletes {
-            n += stmt.execute([uri])? as u64;
+        let Some(sink) = log else {
+            let mut stmt = self.tx.prepare_cached(&t.delete)?;
+            for (uri, _) in deletes {
+                n += stmt.execute([uri])? as u64;
+            }
+            return Ok(n);
+        };
+        let mut stmt = self.tx.prepare_cached(&t.delete_returning)?;
+        for (uri, rev) in deletes {
+            let mut rows = stmt.query([uri])?;
+            while let Some(r) = rows.next()? {
+                n += 1;
+                sink.push(Logged::removed(
+                    table,
+                    (*uri).to_owned(),
+                    r.get(0)?,
+                    r.get(1)?,
+                    removed_record(r.get_ref(2)?),
+                    Some(rev),
+                ));
+            }
         }
         Ok(n)
     }
 
-    async fn upsert(
+    async fn upsert<'b>(
         &mut self,
         table: usize,
-        rows: &[&Row],
+        rows: &[&'b Row],
         now: DateTime<Utc>,
+        mut log: Option<&mut Vec<Logged<'b>>>,
     ) -> Result<u64, StoreError> {
         let now = timestamp_text(&now);
         let purging = self.prepared.purging.as_deref();
@@ -250,27 +331,51 @@ impl Steps for SqliteSteps<'_> {
             if listed.is_some_and(|rev| rev.as_str() > row.rev.as_str()) {
                 continue;
             }
-            n += upsert_row(&mut stmt, row, &now)? as u64;
+            let written = upsert_row(&mut stmt, row, &now)? as u64;
+            if written > 0
+                && let Some(sink) = log.as_deref_mut()
+            {
+                sink.push(Logged::upsert(table, row));
+            }
+            n += written;
         }
         Ok(n)
     }
 
-    async fn sweep(
+    async fn sweep<'b>(
         &mut self,
         table: usize,
         range: (&str, &str),
-        rev: &str,
+        rev: &'b str,
         now: DateTime<Utc>,
+        log: Option<&mut Vec<Logged<'b>>>,
     ) -> Result<u64, StoreError> {
         let t = &self.prepared.tables[table];
         let now = timestamp_text(&now);
         self.tx
             .prepare_cached(&t.sweep_tombstones)?
             .execute([range.0, range.1, rev, &now])?;
-        Ok(self
-            .tx
-            .prepare_cached(&t.sweep_delete)?
-            .execute([range.0, range.1, rev])? as u64)
+        let Some(sink) = log else {
+            return Ok(self
+                .tx
+                .prepare_cached(&t.sweep_delete)?
+                .execute([range.0, range.1, rev])? as u64);
+        };
+        let mut stmt = self.tx.prepare_cached(&t.sweep_delete_returning)?;
+        let mut rows = stmt.query([range.0, range.1, rev])?;
+        let mut n = 0;
+        while let Some(r) = rows.next()? {
+            n += 1;
+            sink.push(Logged::removed(
+                table,
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                removed_record(r.get_ref(3)?),
+                Some(rev),
+            ));
+        }
+        Ok(n)
     }
 
     async fn revs(&mut self, revs: &[(&Did, &str)], now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -290,6 +395,30 @@ impl Steps for SqliteSteps<'_> {
     /// write lock (`BEGIN IMMEDIATE`).
     async fn lock_watermark(&mut self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// SQLite's one write lock, held since `BEGIN IMMEDIATE`, orders the
+    /// appends: `AUTOINCREMENT` hands out seqs in commit order and never
+    /// reuses one.
+    async fn append(&mut self, changes: &[Logged<'_>]) -> Result<i64, StoreError> {
+        let now = timestamp_text(&Utc::now());
+        let mut stmt = self.tx.prepare_cached(APPEND)?;
+        for c in changes {
+            stmt.execute(rusqlite::params![
+                self.prepared.tables[c.table].schema.name,
+                c.op.as_str(),
+                c.uri,
+                c.did,
+                c.collection(),
+                c.rkey,
+                c.cid,
+                c.rev,
+                c.record,
+                c.subjects,
+                now,
+            ])?;
+        }
+        Ok(self.tx.last_insert_rowid())
     }
 
     async fn commit(self) -> Result<(), StoreError> {

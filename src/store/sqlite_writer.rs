@@ -31,6 +31,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::oneshot;
 
+use super::change_log::ChangeLog;
 use super::commit::{self, Finish};
 use super::sqlite_checkpoint::{Checkpointer, WRITER_AUTOCHECKPOINT};
 use super::sqlite_repos::{REPO_CACHE_DIDS, RepoCache};
@@ -89,6 +90,7 @@ enum Job {
         batch: Box<Batch>,
         finish: Finish,
         prepared: Arc<Prepared>,
+        log: Arc<ChangeLog>,
         reply: oneshot::Sender<Result<CommitStats, StoreError>>,
     },
     Close(oneshot::Sender<()>),
@@ -123,12 +125,14 @@ impl Writer {
         batch: Batch,
         finish: Finish,
         prepared: Arc<Prepared>,
+        log: Arc<ChangeLog>,
     ) -> Result<CommitStats, StoreError> {
         let (reply, answer) = oneshot::channel();
         let job = Job::Commit {
             batch: Box::new(batch),
             finish,
             prepared,
+            log,
             reply,
         };
         // The queue is sized above the batches in flight: a full queue
@@ -189,6 +193,7 @@ fn run(cfg: WriterConfig, jobs: mpsc::Receiver<Job>) {
                 batch,
                 finish,
                 prepared,
+                log,
                 reply,
             } => {
                 if conn.is_none() {
@@ -201,7 +206,7 @@ fn run(cfg: WriterConfig, jobs: mpsc::Receiver<Job>) {
                     }
                 }
                 let c = conn.as_mut().expect("opened above");
-                let result = commit_one(c, &mut repos, &batch, finish, &prepared);
+                let result = commit_one(c, &mut repos, &batch, finish, &prepared, &log);
                 if result.is_err() || finish == Finish::Rollback {
                     repos.clear();
                 } else if let Some(c) = &checkpointer {
@@ -226,6 +231,7 @@ fn commit_one(
     batch: &Batch,
     finish: Finish,
     prepared: &Prepared,
+    log: &ChangeLog,
 ) -> Result<CommitStats, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     repos.begin(&tx)?;
@@ -233,6 +239,7 @@ fn commit_one(
         tx,
         prepared,
         repos,
+        log,
     };
     // Dropping the transaction on an error rolls it back.
     complete(commit::commit(steps, batch, finish))

@@ -232,7 +232,7 @@ fn any_order_converges_to_newest_rev_postgres() {
 // events, some of which never arrive (a later import covers them). ----
 
 /// DIDs per case.
-const DIDS: usize = 3;
+pub(crate) const DIDS: usize = 3;
 
 /// One live event: a commit op of a DID (by index), or that DID's account
 /// being deleted.
@@ -246,7 +246,7 @@ enum Live {
 /// deleted, and the repo states (history prefix lengths) it is imported
 /// at, in run order; the live delivery; and how steps interleave.
 #[derive(Debug, Clone)]
-struct World {
+pub(crate) struct World {
     histories: Vec<Vec<Op>>,
     deleted: Vec<bool>,
     imports: Vec<Vec<usize>>,
@@ -256,7 +256,7 @@ struct World {
     choices: Vec<prop::sample::Index>,
 }
 
-fn world() -> impl Strategy<Value = World> {
+pub(crate) fn world() -> impl Strategy<Value = World> {
     (
         prop::collection::vec(history(), DIDS),
         prop::collection::vec(prop::bool::weighted(0.3), DIDS),
@@ -521,7 +521,7 @@ async fn import_page(store: &Store, reg: &Registry, dids: &[Did], run: &ImportRu
 /// One writer's share of a live batch, with the `(DID, rev)` of its ops.
 type LiveShare = (parity::batch::Batch, Vec<(usize, u32)>);
 
-async fn run_world(store: &Store, dids: &[Did], w: &World, writers: u32) {
+pub(crate) async fn run_world(store: &Store, dids: &[Did], w: &World, writers: u32) {
     let reg = registry();
     // Live batches, split into one share per writer (a DID's share always
     // goes to the same writer); each writer's queue keeps batch order.
@@ -575,7 +575,7 @@ async fn run_world(store: &Store, dids: &[Did], w: &World, writers: u32) {
     }
 }
 
-fn registry() -> Registry {
+pub(crate) fn registry() -> Registry {
     let mut reg = Registry::new();
     builtin::register_all(&mut reg, &builtin::ALL).unwrap();
     reg

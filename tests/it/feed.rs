@@ -25,8 +25,8 @@ const DID: &str = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
 const SUBJECT: &str = "at://did:plc:z72i7hdynmk6r22z27h6tvur/app.bsky.feed.post/3lbyl2hd5n22x";
 const WAIT: Duration = Duration::from_secs(20);
 
-struct Feed {
-    addr: SocketAddr,
+pub(crate) struct Feed {
+    pub(crate) addr: SocketAddr,
     wake: Arc<Notify>,
     token: CancellationToken,
     store: Store,
@@ -38,7 +38,7 @@ impl Drop for Feed {
     }
 }
 
-async fn start(db: &TestDb, tweak: impl FnOnce(&mut FeedConfig)) -> Feed {
+pub(crate) async fn start(db: &TestDb, tweak: impl FnOnce(&mut FeedConfig)) -> Feed {
     let store = Store::connect(&DatabaseConfig {
         url: db.url.clone(),
         ..DatabaseConfig::default()
@@ -101,10 +101,10 @@ async fn append(db: &TestDb, feed: &Feed, collection: &str, n: usize, age_hours:
     feed.wake.notify_one();
 }
 
-type Ws =
+pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn ws(feed: &Feed) -> Ws {
+pub(crate) async fn ws(feed: &Feed) -> Ws {
     let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/feed", feed.addr))
         .await
         .unwrap();
@@ -112,7 +112,7 @@ async fn ws(feed: &Feed) -> Ws {
 }
 
 /// The next JSON text message (pings skipped).
-async fn next_json(ws: &mut Ws) -> serde_json::Value {
+pub(crate) async fn next_json(ws: &mut Ws) -> serde_json::Value {
     loop {
         let msg = tokio::time::timeout(WAIT, ws.next())
             .await
@@ -127,7 +127,7 @@ async fn next_json(ws: &mut Ws) -> serde_json::Value {
     }
 }
 
-async fn send(ws: &mut Ws, v: serde_json::Value) {
+pub(crate) async fn send(ws: &mut Ws, v: serde_json::Value) {
     ws.send(Message::text(v.to_string())).await.unwrap();
 }
 

@@ -25,6 +25,7 @@ mod deploy;
 mod failover;
 mod feed;
 mod feed_brokers;
+mod feed_log;
 mod hostile_net;
 mod import;
 mod import_faults;

@@ -98,6 +98,7 @@ fn stats(upserted: u64, deleted: u64) -> CommitStats {
     CommitStats {
         upserted: list(upserted),
         deleted: list(deleted),
+        ..CommitStats::default()
     }
 }
 
