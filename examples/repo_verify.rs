@@ -2,7 +2,9 @@
 //! c), each against a baseline measured in the same run.
 //!
 //! (c) Commit signatures: the 98 real relay commits (secp256k1 keys from
-//! their DID documents) verified with `PublicKey::verify`, and the same
+//! their DID documents) verified with `PublicKey::verify` (libsecp256k1
+//! through the `secp256k1` crate) and with the RustCrypto `k256` crate it
+//! replaced (same keys, same signatures, low-S enforced by both), and the same
 //! unsigned commits signed with one P-256 key and verified; the baseline is
 //! the SHA-256 of the same bytes, the part of a verification no
 //! implementation avoids.
@@ -144,10 +146,33 @@ fn main() {
         })
         .collect();
     assert!(p256.iter().all(|(m, s)| p256_key.verify(m, s)));
-    let (mut kr, mut pr, mut hr) = (Vec::new(), Vec::new(), Vec::new());
+    // The same keys and signatures for the RustCrypto `k256` crate directly
+    // (what `PublicKey::verify` used before it moved to libsecp256k1).
+    let rust_crypto: Vec<(k256::ecdsa::VerifyingKey, Vec<u8>, k256::ecdsa::Signature)> = k256
+        .iter()
+        .map(|(k, m, s)| {
+            let PublicKey::K256(pk) = k else {
+                panic!("relay keys are secp256k1")
+            };
+            let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(&pk.serialize()).unwrap();
+            (
+                vk,
+                m.clone(),
+                k256::ecdsa::Signature::from_slice(s).unwrap(),
+            )
+        })
+        .collect();
+    let (mut kr, mut rr, mut pr, mut hr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         kr.push(round(|| {
             k256.iter().filter(|(k, m, s)| k.verify(m, s)).count()
+        }));
+        rr.push(round(|| {
+            use k256::ecdsa::signature::Verifier as _;
+            rust_crypto
+                .iter()
+                .filter(|(k, m, s)| s.normalize_s().is_none() && k.verify(m, s).is_ok())
+                .count()
         }));
         pr.push(round(|| {
             p256.iter().filter(|(m, s)| p256_key.verify(m, s)).count()
@@ -164,10 +189,16 @@ fn main() {
         k256.len()
     );
     report(
-        "secp256k1 (real relay commits)",
-        kr,
+        "secp256k1, libsecp256k1 (PublicKey::verify)",
+        kr.clone(),
         Some(("SHA-256 only", &hr)),
     );
+    report(
+        "secp256k1, RustCrypto k256 0.13",
+        rr.clone(),
+        Some(("SHA-256 only", &hr)),
+    );
+    report("libsecp256k1 ÷ k256", kr, Some(("k256", &rr)));
     report(
         "P-256 (same commits, re-signed)",
         pr,

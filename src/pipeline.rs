@@ -18,6 +18,9 @@
 //! count may partition DIDs differently); the stream's cursor then stays
 //! where this run started until every writer has committed once.
 //!
+//! With `source.verify` on, the verification stage (`source::verify`)
+//! sits between the reader and the processor, on its own bounded queue.
+//!
 //! Channels are bounded ([`EVENT_QUEUE`], [`BATCH_QUEUE`], a
 //! [`writers::SHARE_QUEUE`] per writer), so a slow database fills the
 //! writers' queues, the dispatcher and then the processor block, the event
@@ -44,6 +47,7 @@ use crate::filter::Filter;
 use crate::mapper::{Dispatch, Registry};
 use crate::obs::{self, DropReason, Escaped, Obs, ServeError};
 use crate::source::SourceConfig;
+use crate::source::verify::Verifier;
 use crate::source::{Endpoint, Item, Origin, Positions, Pushdown, Reader};
 use crate::store::{ChangeLog, DatabaseConfig, Quarantined, Store, StoreError};
 
@@ -107,6 +111,9 @@ pub struct Parts {
     pub progress_interval_seconds: u64,
     /// Counters, health and metric handles this run updates.
     pub obs: Arc<Obs>,
+    /// The live verification stage (`source.verify` on), run between the
+    /// reader and the processor.
+    pub verifier: Option<Verifier>,
     /// What commits append to the change log (`[feed]`).
     pub change_log: ChangeLog,
     /// Called once the store is migrated and prepared, before the first
@@ -134,6 +141,7 @@ pub async fn run(
         metrics_addr,
         progress_interval_seconds,
         obs,
+        verifier,
         change_log,
         on_store,
     } = parts;
@@ -181,7 +189,7 @@ pub async fn run(
         obs.clone(),
     );
     let batcher = Batcher::new(&batch, purge);
-    let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+    let (event_tx, mut event_rx) = mpsc::channel(EVENT_QUEUE);
     let (batch_tx, batch_rx) = mpsc::channel(BATCH_QUEUE);
     let retention = Duration::from_secs(database.tombstone_retention_hours * 3_600);
 
@@ -191,6 +199,15 @@ pub async fn run(
         reader.run(event_tx, t).await;
         Ok(())
     });
+    if let Some(verifier) = verifier {
+        let (verified_tx, verified_rx) = mpsc::channel(EVENT_QUEUE);
+        let unverified = std::mem::replace(&mut event_rx, verified_rx);
+        let t = token.clone();
+        tasks.spawn(async move {
+            verifier.run(unverified, verified_tx, t).await;
+            Ok(())
+        });
+    }
     let o = obs.clone();
     tasks.spawn(async move {
         process(event_rx, batch_tx, filter, registry, batcher, o).await;
@@ -310,6 +327,7 @@ async fn process(
             stream,
             event,
             frame_end,
+            ..
         }) = item
         else {
             break;

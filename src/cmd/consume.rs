@@ -20,11 +20,14 @@ use crate::config::{Config, ConfigError};
 use crate::error::Error;
 use crate::event::CollectionPattern;
 use crate::filter::Filter;
+use crate::import::keys::ResolverKeys;
+use crate::import::{self, identity::Resolver};
 use crate::mapper::{Mapper, Registry};
 use crate::obs::{self, Obs};
 pub use crate::pipeline::ConsumeOptions;
 use crate::pipeline::{self, Parts};
-use crate::source::Endpoint;
+use crate::source::verify::Verifier;
+use crate::source::{Endpoint, VerifyMode};
 
 /// The consume pipeline, with any mappers a library user registered.
 pub struct Consumer {
@@ -111,6 +114,7 @@ impl Consumer {
         } else {
             None
         };
+        let verifier = verifier(&cfg, self.obs.clone())?;
         // `[feed] enabled`: the feed server and broker relay share the
         // pipeline's store; the port is taken now, before anything runs.
         let mut feed = super::consume_feed::FeedSide::bind(&cfg.feed).await?;
@@ -118,6 +122,24 @@ impl Consumer {
             let wakes = [Arc::new(Notify::new()), Arc::new(Notify::new())];
             f.starter(wakes, token.clone())
         });
+        // `import.auto_resync`: the re-import worker, on the same token.
+        let resyncer = if cfg.import.auto_resync {
+            let settings = import::Settings {
+                import: cfg.import.clone(),
+                identity: cfg.identity.clone(),
+                database: cfg.database.clone(),
+                registry: Registry::from_config(&cfg.mappers, &self.custom)?,
+                purge: purge.clone(),
+                metrics_addr: None,
+                health_max_stale: Duration::from_secs(cfg.health.max_stale),
+                progress_interval_seconds: cfg.log.progress_interval_seconds,
+                change_log: cfg.feed.change_log(),
+            };
+            let (t, obs) = (token.clone(), self.obs.clone());
+            Some(tokio::spawn(import::auto_resync::run(settings, obs, t)))
+        } else {
+            None
+        };
         let parts = Parts {
             database: cfg.database,
             source: cfg.source,
@@ -129,6 +151,7 @@ impl Consumer {
             metrics_addr,
             progress_interval_seconds: cfg.log.progress_interval_seconds,
             obs: self.obs,
+            verifier,
             change_log: cfg.feed.change_log(),
             on_store,
         };
@@ -147,9 +170,32 @@ impl Consumer {
                 Err(e) => return Err(Error::Internal(format!("publish worker: {e}"))),
             }
         }
+        if let Some(r) = resyncer {
+            token.cancel();
+            match r.await {
+                Ok(r) => r?,
+                Err(e) => return Err(Error::Internal(format!("auto_resync worker: {e}"))),
+            }
+        }
         result?;
         fed
     }
+}
+
+/// The live verification stage when `source.verify` is on: keys from the
+/// `[identity]` resolver (its cache and TTL), each lookup bounded by
+/// `identity.timeout_seconds`.
+fn verifier(cfg: &Config, obs: Arc<Obs>) -> Result<Option<Verifier>, Error> {
+    if !cfg.source.verify.is_on() {
+        return Ok(None);
+    }
+    let resolver = Resolver::new(&cfg.identity, None).map_err(ConfigError)?;
+    Ok(Some(Verifier {
+        full: cfg.source.verify == VerifyMode::Full,
+        keys: Arc::new(ResolverKeys(Arc::new(resolver))),
+        obs,
+        key_timeout: Duration::from_secs(cfg.identity.timeout_seconds.max(1)),
+    }))
 }
 
 /// `parity consume`: runs until SIGINT/SIGTERM.

@@ -1,7 +1,9 @@
 //! The `[import]` and `[identity]` config sections.
 //!
 //! Owns: defaults and checks of every import and identity knob. Used by
-//! `parity import` and `parity resume`; `parity consume` ignores them.
+//! `parity import` and `parity resume`; `parity consume` uses them for its
+//! re-import worker (`import.auto_resync`) and, with `source.verify`, for
+//! the DID documents whose keys it checks commits with.
 
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +60,11 @@ pub struct ImportConfig {
     /// `identity.allow_private_addresses`).
     #[serde(default = "default_relay")]
     pub relay: String,
+    /// `parity consume` re-imports, whole and by itself, every repo the
+    /// stream flags (`#sync`, a broken rev chain, a commit that failed
+    /// `source.verify`), with this section's limits.
+    #[serde(default)]
+    pub auto_resync: bool,
 }
 
 /// How `parity import` fetches a repository's records.
@@ -129,6 +136,7 @@ impl Default for ImportConfig {
             method: ImportMethod::default(),
             max_repo_bytes: default_max_repo_bytes(),
             relay: default_relay(),
+            auto_resync: false,
         }
     }
 }

@@ -225,6 +225,11 @@ impl Resolver {
         Ok(key)
     }
 
+    /// The cached `#atproto` key of `did`, without IO.
+    pub fn cached_key(&self, did: &Did) -> Option<PublicKey> {
+        self.keys.get(did.as_str())
+    }
+
     /// Forgets a cached identity (an `#identity` event arrived).
     pub fn invalidate(&self, did: &str) {
         self.cache.invalidate(did);

@@ -38,12 +38,14 @@
 
 pub mod account;
 pub mod all;
+pub mod auto_resync;
 pub mod config;
 pub mod discover;
 mod error;
 pub mod failure;
 pub mod identity;
 pub mod job;
+pub mod keys;
 pub mod lease;
 pub mod listing;
 mod options;

@@ -34,10 +34,19 @@ pub enum DropReason {
     /// cannot store, a constraint or trigger); the rest of its batch was
     /// committed.
     DbRejected,
+    /// A firehose commit whose signature does not verify with its DID's
+    /// `#atproto` key (`source.verify`), even after refreshing the key.
+    BadSignature,
+    /// A firehose commit whose ops, inverted on its MST blocks, do not
+    /// give its `prevData` (`source.verify = "full"`).
+    BadMst,
+    /// A firehose commit whose DID's key could not be fetched in time
+    /// (`source.verify`): not checked, so not applied.
+    Unverifiable,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::Malformed,
         DropReason::Oversized,
         DropReason::UnknownType,
@@ -45,6 +54,9 @@ impl DropReason {
         DropReason::StaleRev,
         DropReason::AccountGone,
         DropReason::DbRejected,
+        DropReason::BadSignature,
+        DropReason::BadMst,
+        DropReason::Unverifiable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +68,9 @@ impl DropReason {
             DropReason::StaleRev => "stale_rev",
             DropReason::AccountGone => "account_gone",
             DropReason::DbRejected => "db_rejected",
+            DropReason::BadSignature => "bad_signature",
+            DropReason::BadMst => "bad_mst",
+            DropReason::Unverifiable => "unverifiable",
         }
     }
 

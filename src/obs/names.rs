@@ -48,6 +48,9 @@ pub const IMPORT_DIDS: &str = "parity_import_dids";
 pub const IMPORT_RATE_LIMITED: &str = "parity_import_rate_limited_total";
 /// `import --all`: repos listed by the relay, by `result`.
 pub const IMPORT_RELAY_REPOS: &str = "parity_import_relay_repos_total";
+/// `import.auto_resync`: flagged repos re-imported inside `parity
+/// consume`, by `outcome` (completed, failed, gone, interrupted).
+pub const AUTO_RESYNC_DIDS: &str = "parity_auto_resync_dids_total";
 /// Publish: outbox rows by `op` and `outcome`.
 pub const PUBLISH_WRITES: &str = "parity_publish_writes_total";
 /// Publish: outbox rows by `status`.
@@ -152,7 +155,7 @@ pub const ALL: &[(&str, Kind, &str)] = &[
     (
         EVENTS_DROPPED,
         Kind::Counter,
-        "Events or messages dropped, by reason (malformed, oversized, unknown_type, mapper_failure, stale_rev, account_gone, db_rejected); intentional=true for the convergence rules, false for bad input.",
+        "Events or messages dropped, by reason (malformed, oversized, unknown_type, mapper_failure, stale_rev, account_gone, db_rejected, bad_signature, bad_mst, unverifiable); intentional=true for the convergence rules, false for bad input.",
     ),
     (
         RECORDS_WRITTEN,
@@ -228,6 +231,11 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         IMPORT_RELAY_REPOS,
         Kind::Counter,
         "Repos listed by the relay for parity import --all, by result: queued, already_queued, inactive (active: false; skipped) or malformed (no valid DID, bad fields, past the page size; skipped).",
+    ),
+    (
+        AUTO_RESYNC_DIDS,
+        Kind::Counter,
+        "Repos the stream flagged for a re-import (#sync, broken rev chain, failed verification) re-imported by parity consume with import.auto_resync, by outcome (completed, failed, gone, interrupted).",
     ),
     (
         BUILD_INFO,

@@ -56,6 +56,31 @@ pub struct SourceConfig {
     /// Where downloaded Jetstream v2 dictionaries are kept.
     #[serde(default = "default_cache_dir")]
     pub cache_dir: String,
+    /// Live verification of firehose commits (issue 15): `none`,
+    /// `signature` (each `#commit` against its DID's `#atproto` key) or
+    /// `full` (also the Sync 1.1 MST proof against `prevData`). Firehose
+    /// endpoints only.
+    #[serde(default)]
+    pub verify: VerifyMode,
+}
+
+/// How much of each firehose commit is verified before it is applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyMode {
+    /// Nothing beyond record CIDs (what the decoder always checks).
+    #[default]
+    None,
+    /// The commit's signature with the DID's `#atproto` key.
+    Signature,
+    /// The signature and the Sync 1.1 MST proof (ops inverted → `prevData`).
+    Full,
+}
+
+impl VerifyMode {
+    pub fn is_on(self) -> bool {
+        self != VerifyMode::None
+    }
 }
 
 fn default_cache_dir() -> String {
@@ -104,6 +129,7 @@ impl Default for SourceConfig {
             max_message_bytes: default_max_message_bytes(),
             compress: default_compress(),
             cache_dir: default_cache_dir(),
+            verify: VerifyMode::None,
         }
     }
 }
@@ -139,6 +165,15 @@ impl SourceConfig {
                 "source.backoff_initial_ms must be at least 1 and at most source.backoff_max_ms"
                     .into(),
             );
+        }
+        if self.verify.is_on() {
+            for e in &self.endpoints {
+                if parse_endpoint(e)?.1 != WireFormat::Firehose {
+                    return Err(format!(
+                        "source.verify needs firehose endpoints (…/xrpc/com.atproto.sync.subscribeRepos); {e} carries no signatures: set source.verify = \"none\" or use a relay"
+                    ));
+                }
+            }
         }
         if self.max_message_bytes < 1024 {
             return Err("source.max_message_bytes must be at least 1024".into());

@@ -10,6 +10,9 @@
 //!   reasons, each decoder owning its protocol state; the shared control
 //!   frame, RFC 3339 parser and rev check. No IO.
 //! - [`codecs`]: DAG-CBOR, CAR and zstd frames. No IO.
+//! - [`verify`]: the live verification stage (`source.verify`) between
+//!   the reader and the processor: commit signatures and MST proofs,
+//!   keys fetched in parallel, frames kept in order.
 //! - [`transport`]: the IO: the websocket [`Reader`] loop (connect, read,
 //!   reconnect, back off, rotate endpoints, watchdog), the subscribe
 //!   handshakes, the Jetstream v2 dictionary download and its disk cache,
@@ -28,8 +31,9 @@ pub mod config;
 pub mod formats;
 pub mod stream;
 pub mod transport;
+pub mod verify;
 
-pub use config::{DEFAULT_ENDPOINTS, SourceConfig, parse_endpoint};
+pub use config::{DEFAULT_ENDPOINTS, SourceConfig, VerifyMode, parse_endpoint};
 pub use stream::{Endpoint, Origin, Positions, Resume, WireFormat, stream_key};
 pub use transport::{Item, Pushdown, Reader};
 

@@ -72,6 +72,7 @@ pub mod plan;
 mod postgres;
 mod publish_limits;
 mod quarantine;
+mod resyncs;
 mod schema;
 mod sessions;
 pub mod shard;

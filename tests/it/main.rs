@@ -15,6 +15,7 @@ mod common;
 
 mod accounts;
 mod architecture;
+mod auto_resync;
 mod bad_input;
 mod bench_workload;
 mod config;
@@ -46,4 +47,5 @@ mod races;
 mod relay_scenarios;
 mod resume_after_crash;
 mod store;
+mod verify;
 mod writers;

@@ -323,6 +323,9 @@ async fn labelled_counters_are_exported_at_zero_before_the_first_event() {
         ("stale_rev", "true"),
         ("account_gone", "true"),
         ("db_rejected", "false"),
+        ("bad_signature", "false"),
+        ("bad_mst", "false"),
+        ("unverifiable", "false"),
     ] {
         want.push((
             "parity_events_dropped_total",

@@ -11,6 +11,10 @@
 //! - [`relay`]: a relay's repository listing (`listRepos`,
 //!   `listReposByCollection`) over the repos of one or more [`pds`]es;
 //! - [`dns`]: a DNS server answering `_atproto.<handle>` TXT queries;
+//! - [`tamper`]: tampered copies of real `#commit` messages (a record,
+//!   the signature, an MST node) for the verification tests;
+//! - [`signed`]: signed `#commit` chains with Sync 1.1 proofs for
+//!   generated accounts (their keys are in `pds`'s DID documents);
 //! - [`refpds`]: the reference PDS + PLC directory (`@atproto/dev-env`,
 //!   Node) as a child process, for tests that need the real implementation.
 //!
@@ -27,6 +31,8 @@ pub mod jetstream;
 pub mod pds;
 pub mod refpds;
 pub mod relay;
+pub mod signed;
+pub mod tamper;
 
 use std::path::PathBuf;
 

@@ -34,7 +34,10 @@ use crate::source::codecs::car::{self, Car, CarError};
 use crate::source::codecs::dagcbor::{self, CborError, Reader, Transcoder};
 
 pub mod chain;
+mod proof;
 mod wire;
+
+pub use proof::{Proof, ProofError};
 
 use crate::event::{
     AccountStatus, Commit, CommitOp, Cursor, Did, Event, EventKind, Nsid, RecordKey, is_handle,
@@ -452,6 +455,10 @@ fn decode_op(
 pub struct Decoder {
     transcoder: Transcoder,
     chain: chain::RevChain,
+    /// `source.verify` is on: each commit leaves a [`Proof`] in the output
+    /// and the rev chain is applied by the verifier after the signature
+    /// (a forged commit must not move the chain).
+    verify: bool,
 }
 
 impl Decoder {
@@ -460,6 +467,7 @@ impl Decoder {
     /// is preceded by a `Sync` event).
     pub fn decode(&mut self, bytes: &[u8], out: &mut Output) {
         match decode_frame_with(bytes, &mut self.transcoder) {
+            Ok(Frame::Commit(c)) if self.verify => self.unverified(c, bytes, out),
             Ok(Frame::Commit(c)) => self.commit(c, out),
             Ok(Frame::Event(ev)) => {
                 if let EventKind::Sync { rev } = &ev.kind {
@@ -473,6 +481,32 @@ impl Decoder {
                 len: bytes.len(),
             }),
         }
+    }
+
+    /// Keeps commits for the verifier (`source.verify`): no chain check here.
+    pub fn set_verify(&mut self, on: bool) {
+        self.verify = on;
+    }
+
+    /// A commit to verify: its events as they are, and its [`Proof`].
+    fn unverified(&mut self, c: CommitFrame, bytes: &[u8], out: &mut Output) {
+        if c.events.is_empty() {
+            out.events.push(Event {
+                cursor: Cursor(c.meta.seq),
+                time_us: c.meta.time_us,
+                did: c.meta.did.clone(),
+                kind: EventKind::Skip,
+            });
+        }
+        for op in c.bad_ops {
+            out.dropped.push(Dropped::BadOp {
+                did: c.meta.did.clone(),
+                seq: c.meta.seq,
+                op,
+            });
+        }
+        out.events.extend(c.events);
+        out.proof = Some(Proof::new(c.meta, bytes));
     }
 
     fn commit(&mut self, c: CommitFrame, out: &mut Output) {
@@ -506,7 +540,7 @@ impl Decoder {
 }
 
 #[cfg(test)]
-pub(super) mod tests;
+pub(crate) mod tests;
 
 #[cfg(test)]
 mod bench;

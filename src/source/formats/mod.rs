@@ -56,6 +56,9 @@ pub struct Output {
     pub dropped: Vec<Dropped>,
     /// The control frame, if the message was one.
     pub control: Option<Control>,
+    /// A firehose commit to verify (`source.verify`), whose events are
+    /// `events`.
+    pub proof: Option<firehose::Proof>,
 }
 
 /// The decoder cannot go on with this connection: reconnect.
@@ -101,6 +104,11 @@ impl Decoder {
         }
     }
 
+    /// Firehose commits are kept for the verifier (`source.verify`).
+    pub fn set_verify(&mut self, on: bool) {
+        self.firehose.set_verify(on);
+    }
+
     /// A new connection to a `format` stream: events at or below `floor`
     /// are dropped; `dict` is the Jetstream v2 dictionary it asked for.
     /// `Err`: zstd refused `dict`; the connection goes on without one.
@@ -123,6 +131,7 @@ impl Decoder {
         out.events.clear();
         out.dropped.clear();
         out.control = None;
+        out.proof = None;
         let len = msg.len();
         if len > self.max_len {
             out.dropped.push(Dropped::Oversized { len });
@@ -138,6 +147,9 @@ impl Decoder {
         }
         if let Some(floor) = self.floor {
             out.events.retain(|e| e.cursor > floor);
+            if out.events.is_empty() {
+                out.proof = None;
+            }
         }
         Ok(())
     }

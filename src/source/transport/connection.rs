@@ -53,6 +53,9 @@ pub struct Item {
     /// message gives one). The stream's cursor may pass a frame only at its
     /// end (see `batch`).
     pub frame_end: bool,
+    /// On the first item of a firehose `#commit` when `source.verify` is
+    /// on: what the verifier checks before the frame's items go on.
+    pub proof: Option<Box<crate::source::formats::firehose::Proof>>,
 }
 
 /// Reads events from the endpoints until cancelled.
@@ -155,6 +158,7 @@ impl Reader {
     /// Runs until `token` is cancelled or the receiver is dropped.
     pub async fn run(self, tx: mpsc::Sender<Item>, token: CancellationToken) {
         let mut decoder = Decoder::new(self.cfg.max_message_bytes);
+        decoder.set_verify(self.cfg.verify.is_on());
         let mut idx = 0usize;
         let mut attempt = 0u32;
         let mut positions = self.positions.clone();
@@ -328,6 +332,7 @@ impl Reader {
             // processor drains its queue until this sender is gone, so the
             // sends complete; they fail only if the pipeline is gone.)
             let n = out.events.len();
+            let mut proof = out.proof.take().map(Box::new);
             for (i, event) in out.events.drain(..).enumerate() {
                 got_events = true;
                 positions.set(ep, event.cursor, Origin::Received);
@@ -336,6 +341,7 @@ impl Reader {
                     stream: ep.key.clone(),
                     event,
                     frame_end: i + 1 == n,
+                    proof: proof.take(),
                 };
                 if tx.send(item).await.is_err() {
                     return Outcome::Stop;

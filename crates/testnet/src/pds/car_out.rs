@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use super::serve::Reply;
 use super::state::State;
 
-fn signing_key(did: &str) -> SigningKey {
+pub(crate) fn signing_key(did: &str) -> SigningKey {
     let seed = Sha256::digest(format!("testnet signing key for {did}").as_bytes());
     SigningKey::from_slice(&seed).expect("a SHA-256 is a valid scalar")
 }
@@ -96,7 +96,7 @@ pub(super) fn get_repo(s: &State, q: &BTreeMap<String, String>) -> Reply {
 }
 
 /// The signed commit block.
-fn commit_block(did: &str, rev: &str, data: &[u8]) -> Vec<u8> {
+pub(crate) fn commit_block(did: &str, rev: &str, data: &[u8]) -> Vec<u8> {
     let fields = |out: &mut Vec<u8>, sig: Option<&[u8]>| {
         mst::head(out, 5, if sig.is_some() { 6 } else { 5 });
         mst::text(out, "did");
@@ -131,7 +131,7 @@ fn varint(out: &mut Vec<u8>, mut v: usize) {
     out.push(v as u8);
 }
 
-fn header(root: &[u8]) -> Vec<u8> {
+pub(crate) fn header(root: &[u8]) -> Vec<u8> {
     let mut h = Vec::new();
     mst::head(&mut h, 5, 2);
     mst::text(&mut h, "roots");
@@ -145,7 +145,7 @@ fn header(root: &[u8]) -> Vec<u8> {
     out
 }
 
-fn section(out: &mut Vec<u8>, cid: &[u8], bytes: &[u8]) {
+pub(crate) fn section(out: &mut Vec<u8>, cid: &[u8], bytes: &[u8]) {
     varint(out, cid.len() + bytes.len());
     out.extend_from_slice(cid);
     out.extend_from_slice(bytes);

@@ -23,7 +23,7 @@
 
 #![allow(dead_code)]
 
-mod car_out;
+pub(crate) mod car_out;
 mod identity;
 pub mod mst;
 mod serve;

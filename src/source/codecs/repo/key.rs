@@ -12,14 +12,21 @@
 //! SHA-256 of the message, and only **low-S** signatures are valid (atproto
 //! cryptography spec; the interop vectors include high-S and DER
 //! signatures that must fail).
+//!
+//! Backends: secp256k1 through libsecp256k1 (the `secp256k1` crate, whose
+//! verify rejects high-S itself), measured about 3× faster than RustCrypto's
+//! `k256` on the relay commits (BENCHMARKS.md, issue 15 c): it is the key
+//! type of almost every account and `source.verify` checks every commit.
+//! P-256 through RustCrypto `p256`.
 
-use k256::ecdsa::signature::Verifier as _;
+use p256::ecdsa::signature::Verifier as _;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 /// A public key a repository commit can be signed with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublicKey {
-    K256(k256::ecdsa::VerifyingKey),
+    K256(secp256k1::PublicKey),
     P256(p256::ecdsa::VerifyingKey),
 }
 
@@ -89,7 +96,7 @@ impl PublicKey {
     }
 
     fn k256(sec1: &[u8]) -> Result<PublicKey, KeyError> {
-        k256::ecdsa::VerifyingKey::from_sec1_bytes(sec1)
+        secp256k1::PublicKey::from_slice(sec1)
             .map(PublicKey::K256)
             .map_err(|_| KeyError::Point)
     }
@@ -103,8 +110,11 @@ impl PublicKey {
     /// True when `sig` (64-byte compact, low-S) signs SHA-256(`message`).
     pub fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
         match self {
-            PublicKey::K256(key) => k256::ecdsa::Signature::from_slice(sig)
-                .is_ok_and(|s| s.normalize_s().is_none() && key.verify(message, &s).is_ok()),
+            // libsecp256k1 refuses high-S signatures by itself.
+            PublicKey::K256(key) => secp256k1::ecdsa::Signature::from_compact(sig).is_ok_and(|s| {
+                let digest = secp256k1::Message::from_digest(Sha256::digest(message).into());
+                secp256k1::ecdsa::verify(&s, digest, key).is_ok()
+            }),
             PublicKey::P256(key) => p256::ecdsa::Signature::from_slice(sig)
                 .is_ok_and(|s| s.normalize_s().is_none() && key.verify(message, &s).is_ok()),
         }

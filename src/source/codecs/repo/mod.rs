@@ -17,6 +17,7 @@
 //! `missing block` (the operator-facing reasons of issue 15).
 
 pub mod commit;
+pub mod invert;
 pub mod key;
 pub mod mst;
 pub mod stream;

@@ -76,6 +76,45 @@ fn node<'a>(
     let bytes = blocks.get(cid).ok_or(RepoError::MissingBlock)?;
     car::verify(cid, bytes).map_err(|_| RepoError::MstRootMismatch)?;
     let depth_left = depth_left.checked_sub(1).ok_or(MALFORMED)?;
+    let parsed = parse_node(bytes)?;
+    if let Some(left) = parsed.left {
+        node(blocks, left, depth_left, budget, out)?;
+    }
+    for e in parsed.entries {
+        if out.last().is_some_and(|last| last.key >= e.key) {
+            return Err(RepoError::MstRootMismatch); // out of order or duplicated
+        }
+        out.push(Leaf {
+            key: e.key,
+            value: e.value,
+        });
+        if let Some(tree) = e.tree {
+            node(blocks, tree, depth_left, budget, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// One decoded MST node: its left subtree and its entries, keys expanded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node<'a> {
+    pub left: Option<&'a [u8]>,
+    pub entries: Vec<Entry<'a>>,
+}
+
+/// One entry of a node: the full key, its record CID and the subtree to
+/// its right.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub key: Vec<u8>,
+    pub value: &'a [u8],
+    pub tree: Option<&'a [u8]>,
+}
+
+/// Decodes one node block strictly (no hash check: the caller has done
+/// it). Keys are expanded from their prefix compression and bounded by
+/// [`MAX_KEY_LEN`].
+pub fn parse_node(bytes: &[u8]) -> Result<Node<'_>, RepoError> {
     let mut r = Reader::new(bytes);
     if r.read_map_len().map_err(|_| MALFORMED)? != 2 {
         return Err(MALFORMED);
@@ -83,16 +122,16 @@ fn node<'a>(
     if r.raw_key(None).map_err(|_| MALFORMED)? != b"e" {
         return Err(MALFORMED);
     }
-    let entries = r.read_array_len().map_err(|_| MALFORMED)?;
+    let n = r.read_array_len().map_err(|_| MALFORMED)?;
     // Entries are read first but `l` (after them in the map) comes first in
-    // key order: collect them, then descend.
-    let mut list = Vec::with_capacity(entries.min(64) as usize);
+    // key order: collect them, then the caller descends.
+    let mut entries = Vec::with_capacity(n.min(64) as usize);
     let mut key: Vec<u8> = Vec::new();
-    for _ in 0..entries {
+    for _ in 0..n {
         if r.read_map_len().map_err(|_| MALFORMED)? != 4 {
             return Err(MALFORMED);
         }
-        let expect = |name: &[u8], r: &mut Reader<'a>| match r.raw_key(None) {
+        let expect = |name: &[u8], r: &mut Reader<'_>| match r.raw_key(None) {
             Ok(k) if k == name => Ok(()),
             _ => Err(MALFORMED),
         };
@@ -113,7 +152,11 @@ fn node<'a>(
         }
         key.truncate(prefix as usize);
         key.extend_from_slice(suffix);
-        list.push((key.clone(), value, tree));
+        entries.push(Entry {
+            key: key.clone(),
+            value,
+            tree,
+        });
     }
     if r.raw_key(Some(b"e")).map_err(|_| MALFORMED)? != b"l" {
         return Err(MALFORMED);
@@ -126,19 +169,7 @@ fn node<'a>(
     if r.remaining() != 0 {
         return Err(MALFORMED);
     }
-    if let Some(left) = left {
-        node(blocks, left, depth_left, budget, out)?;
-    }
-    for (key, value, tree) in list {
-        if out.last().is_some_and(|last| last.key >= key) {
-            return Err(RepoError::MstRootMismatch); // out of order or duplicated
-        }
-        out.push(Leaf { key, value });
-        if let Some(tree) = tree {
-            node(blocks, tree, depth_left, budget, out)?;
-        }
-    }
-    Ok(())
+    Ok(Node { left, entries })
 }
 
 /// The root CID (binary) of the MST holding exactly `leaves`, which must be

@@ -34,6 +34,8 @@ pub(super) struct OpBody<'a> {
     pub(super) action: &'a str,
     pub(super) path: &'a str,
     pub(super) cid: Option<&'a [u8]>,
+    /// The record's CID before this op (Sync 1.1 updates and deletes).
+    pub(super) prev: Option<&'a [u8]>,
 }
 
 #[derive(Deserialize)]
@@ -102,13 +104,14 @@ pub(super) fn read_header<'a>(r: &mut Reader<'a>) -> Result<(i64, Option<&'a str
 
 /// Reads one op map `{action, path, cid?, prev?}`.
 fn read_op<'a>(r: &mut Reader<'a>) -> Result<OpBody<'a>, CborError> {
-    let (mut action, mut path, mut cid, mut prev) = (None, None, None, None);
+    let (mut action, mut path, mut cid, mut prev_cid, mut prev) = (None, None, None, None, None);
     for _ in 0..r.read_map_len()? {
         let key = r.raw_key(prev)?;
         match key {
             b"action" => action = Some(r.read_text()?),
             b"path" => path = Some(r.read_text()?),
             b"cid" => cid = read_opt_cid(r)?,
+            b"prev" => prev_cid = read_opt_cid(r)?,
             _ => skip_unknown(r, key, 2)?,
         }
         prev = Some(key);
@@ -117,6 +120,7 @@ fn read_op<'a>(r: &mut Reader<'a>) -> Result<OpBody<'a>, CborError> {
         action: need(action, "op lacks action")?,
         path: need(path, "op lacks path")?,
         cid,
+        prev: prev_cid,
     })
 }
 
