@@ -13,7 +13,7 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream;
+use futures_util::{StreamExt, stream};
 use serde::Deserialize;
 
 use super::feeder::{End, Feeder};
@@ -80,6 +80,10 @@ pub async fn handler(
             }
         }
     });
+    // Shutdown ends the stream (the browser reconnects elsewhere, or later
+    // with Last-Event-ID); an open stream otherwise held the server's
+    // graceful shutdown, and `parity consume` with it, forever.
+    let events = events.take_until(st.token.clone().cancelled_owned());
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()

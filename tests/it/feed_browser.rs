@@ -46,7 +46,6 @@ async fn demo_page_shows_each_change_consume_commits() {
         assert!(tokio::time::Instant::now() < deadline, "cursor {last}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-
     let logged = db
         .query_text(
             "SELECT CAST(seq AS TEXT), table_name FROM parity_changes ORDER BY seq".into(),
@@ -85,5 +84,8 @@ async fn demo_page_shows_each_change_consume_commits() {
         .map(|(k, v)| (k, v.as_u64().unwrap()))
         .collect();
     assert_eq!(counts, per_table, "the running count per table");
+    // SIGTERM with the page still open: the feed ends its SSE stream and
+    // consume exits (an open stream used to hold it forever).
     parity.stop();
+    drop(page);
 }

@@ -101,10 +101,11 @@ impl Browser {
             .send(Message::Text(msg.to_string().into()))
             .await
             .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let m = tokio::time::timeout(Duration::from_secs(30), self.ws.next())
+            let m = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
-                .expect("a DevTools answer in time")
+                .unwrap_or_else(|_| panic!("{method}: no DevTools answer in 30 s"))
                 .expect("DevTools connection open")
                 .unwrap();
             let Message::Text(t) = m else { continue };
