@@ -10,7 +10,11 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
-use super::{BrokerError, Messages};
+use std::collections::VecDeque;
+
+use lapin::PublisherConfirm;
+
+use super::{BrokerError, Messages, Outgoing, WINDOW};
 
 const KIND: &str = "rabbitmq";
 
@@ -53,20 +57,43 @@ impl Amqp {
         })
     }
 
-    pub async fn publish(&self, routing_key: &str, payload: &[u8]) -> Result<(), BrokerError> {
-        self.channel
-            .basic_publish(
-                self.exchange.as_str().into(),
-                routing_key.into(),
-                BasicPublishOptions::default(),
-                payload,
-                BasicProperties::default().with_content_type("application/json".into()),
-            )
-            .await
-            .map_err(err)?
-            .await
-            .map_err(err)?;
-        Ok(())
+    pub async fn publish_page(&self, page: &[Outgoing]) -> (usize, Option<BrokerError>) {
+        let mut confirms = VecDeque::with_capacity(WINDOW);
+        let mut acked = 0;
+        for m in page {
+            if confirms.len() == WINDOW {
+                if let Err(e) = next_confirm(&mut confirms).await {
+                    return (acked, Some(e));
+                }
+                acked += 1;
+            }
+            let sent = self
+                .channel
+                .basic_publish(
+                    self.exchange.as_str().into(),
+                    m.subject.as_str().into(),
+                    BasicPublishOptions::default(),
+                    m.body.as_bytes(),
+                    BasicProperties::default().with_content_type("application/json".into()),
+                )
+                .await;
+            match sent {
+                Ok(confirm) => confirms.push_back(confirm),
+                Err(e) => {
+                    while !confirms.is_empty() && next_confirm(&mut confirms).await.is_ok() {
+                        acked += 1;
+                    }
+                    return (acked, Some(err(e)));
+                }
+            }
+        }
+        while !confirms.is_empty() {
+            if let Err(e) = next_confirm(&mut confirms).await {
+                return (acked, Some(e));
+            }
+            acked += 1;
+        }
+        (acked, None)
     }
 
     pub async fn subscribe(&self) -> Result<Messages, BrokerError> {
@@ -110,4 +137,17 @@ impl Amqp {
             consumer.filter_map(|d| async move { d.ok().map(|d| d.data) }),
         ))
     }
+}
+
+/// Waits for the oldest outstanding publisher confirm; a nack (the broker
+/// could not take the message) is a failure like a lost connection.
+async fn next_confirm(confirms: &mut VecDeque<PublisherConfirm>) -> Result<(), BrokerError> {
+    let Some(confirm) = confirms.pop_front() else {
+        return Ok(());
+    };
+    let confirmation = confirm.await.map_err(err)?;
+    if confirmation.is_nack() {
+        return Err(err("the broker refused a message (nack)"));
+    }
+    Ok(())
 }

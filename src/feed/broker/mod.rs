@@ -55,6 +55,19 @@ impl BrokerError {
 /// The raw payloads a subscription delivers.
 pub type Messages = Pin<Box<dyn Stream<Item = Vec<u8>> + Send>>;
 
+/// How many published messages may await the broker's acknowledgement at
+/// once: one round trip per message capped the relay at a few thousand
+/// changes per second.
+const WINDOW: usize = 256;
+
+/// One message to publish: subject (routing key, channel), message id
+/// (`<database id>:<seq>`, used by NATS JetStream) and body.
+pub struct Outgoing {
+    pub subject: String,
+    pub id: String,
+    pub body: String,
+}
+
 pub enum Broker {
     Nats(nats::Nats),
     Redis(redis::Redis),
@@ -90,16 +103,18 @@ impl Broker {
     }
 
     /// Publishes one change and waits until the broker has it.
-    pub async fn publish(
-        &self,
-        subject: &str,
-        id: &str,
-        payload: &[u8],
-    ) -> Result<(), BrokerError> {
+    /// Publishes `page` in order, pipelined (up to [`WINDOW`] awaiting
+    /// the broker's acknowledgement at once). Returns how many messages
+    /// from the start of `page` the broker acknowledged, and the error that
+    /// stopped it, if any: the rest are published again from there.
+    pub async fn publish_page(&self, page: &[Outgoing]) -> (usize, Option<BrokerError>) {
+        if page.is_empty() {
+            return (0, None);
+        }
         match self {
-            Broker::Nats(b) => b.publish(subject, id, payload).await,
-            Broker::Redis(b) => b.publish(subject, payload).await,
-            Broker::Amqp(b) => b.publish(subject, payload).await,
+            Broker::Nats(b) => b.publish_page(page).await,
+            Broker::Redis(b) => b.publish_page(page).await,
+            Broker::Amqp(b) => b.publish_page(page).await,
         }
     }
 
@@ -173,24 +188,31 @@ pub async fn relay(
     let (database_id, mut published) = store.feed_state().await?;
     loop {
         let rows = store.changes_after(published, PAGE).await?;
-        let mut sent = published;
-        let mut failed = false;
+        let mut page = Vec::with_capacity(rows.len());
+        let mut seqs = Vec::with_capacity(rows.len());
+        let mut prev = published;
         for row in &rows {
             let change = Rendered::new(change_from_row(row.clone())?);
-            let id = format!("{database_id}:{}", change.change.seq);
-            let body = payload(&change, sent, &database_id);
-            if let Err(e) = broker
-                .publish(&subject(&change.change), &id, body.as_bytes())
-                .await
-            {
-                metrics::counter!(names::FEED_BROKER_ERRORS, "broker" => broker.kind())
-                    .increment(1);
-                tracing::warn!(error = %e, "feed broker publish failed; retrying");
-                failed = true;
-                break;
-            }
-            sent = change.change.seq;
+            let seq = change.change.seq;
+            page.push(Outgoing {
+                subject: subject(&change.change),
+                id: format!("{database_id}:{seq}"),
+                body: payload(&change, prev, &database_id),
+            });
+            seqs.push(seq);
+            prev = seq;
         }
+        let (acked, error) = broker.publish_page(&page).await;
+        let failed = error.is_some();
+        if let Some(e) = error {
+            metrics::counter!(names::FEED_BROKER_ERRORS, "broker" => broker.kind()).increment(1);
+            tracing::warn!(error = %e, "feed broker publish failed; retrying");
+        }
+        let sent = if acked > 0 {
+            seqs[acked - 1]
+        } else {
+            published
+        };
         if sent > published {
             store.set_published_seq(sent).await?;
             published = sent;

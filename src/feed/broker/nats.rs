@@ -5,7 +5,11 @@
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures_util::StreamExt;
 
-use super::{BrokerError, Messages};
+use std::collections::VecDeque;
+
+use async_nats::jetstream::context::PublishAckFuture;
+
+use super::{BrokerError, Messages, Outgoing, WINDOW};
 
 const KIND: &str = "nats";
 const STREAM: &str = "PARITY";
@@ -34,24 +38,31 @@ impl Nats {
         Ok(Nats { client, js })
     }
 
-    pub async fn publish(
-        &self,
-        subject: &str,
-        id: &str,
-        payload: &[u8],
-    ) -> Result<(), BrokerError> {
-        let ack = self
-            .js
-            .send_publish(
-                subject.to_owned(),
-                PublishMessage::build()
-                    .payload(payload.to_vec().into())
-                    .message_id(id),
-            )
-            .await
-            .map_err(|e| BrokerError::new(KIND, e))?;
-        ack.await.map_err(|e| BrokerError::new(KIND, e))?;
-        Ok(())
+    pub async fn publish_page(&self, page: &[Outgoing]) -> (usize, Option<BrokerError>) {
+        let mut acks = VecDeque::with_capacity(WINDOW);
+        let mut acked = 0;
+        for m in page {
+            if acks.len() == WINDOW {
+                if let Err(e) = next_ack(&mut acks).await {
+                    return (acked, Some(e));
+                }
+                acked += 1;
+            }
+            let publish = PublishMessage::build()
+                .payload(m.body.clone().into_bytes().into())
+                .message_id(m.id.as_str());
+            match self.js.send_publish(m.subject.clone(), publish).await {
+                Ok(ack) => acks.push_back(ack),
+                Err(e) => return (acked + drain(&mut acks).await, Some(err(e))),
+            }
+        }
+        while !acks.is_empty() {
+            if let Err(e) = next_ack(&mut acks).await {
+                return (acked, Some(e));
+            }
+            acked += 1;
+        }
+        (acked, None)
     }
 
     pub async fn subscribe(&self) -> Result<Messages, BrokerError> {
@@ -67,4 +78,29 @@ impl Nats {
             .map_err(|e| BrokerError::new(KIND, e))?;
         Ok(Box::pin(sub.map(|m| m.payload.to_vec())))
     }
+}
+
+fn err(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::new(KIND, e)
+}
+
+/// Waits for the oldest outstanding acknowledgement.
+async fn next_ack(acks: &mut VecDeque<PublishAckFuture>) -> Result<(), BrokerError> {
+    match acks.pop_front() {
+        Some(ack) => ack.await.map(|_| ()).map_err(err),
+        None => Ok(()),
+    }
+}
+
+/// How many of the outstanding acknowledgements, oldest first, arrive
+/// before the first failure.
+async fn drain(acks: &mut VecDeque<PublishAckFuture>) -> usize {
+    let mut n = 0;
+    while !acks.is_empty() {
+        if next_ack(acks).await.is_err() {
+            break;
+        }
+        n += 1;
+    }
+    n
 }

@@ -4,9 +4,8 @@
 //! log.
 
 use futures_util::StreamExt;
-use redis::AsyncCommands;
 
-use super::{BrokerError, Messages};
+use super::{BrokerError, Messages, Outgoing};
 
 const KIND: &str = "redis";
 
@@ -25,13 +24,17 @@ impl Redis {
         Ok(Redis { client, conn })
     }
 
-    pub async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), BrokerError> {
+    /// One pipelined round trip for the whole page.
+    pub async fn publish_page(&self, page: &[Outgoing]) -> (usize, Option<BrokerError>) {
+        let mut pipe = redis::pipe();
+        for m in page {
+            pipe.publish(m.subject.as_str(), m.body.as_bytes()).ignore();
+        }
         let mut conn = self.conn.clone();
-        let _: i64 = conn
-            .publish(channel, payload)
-            .await
-            .map_err(|e| BrokerError::new(KIND, e))?;
-        Ok(())
+        match pipe.query_async::<()>(&mut conn).await {
+            Ok(()) => (page.len(), None),
+            Err(e) => (0, Some(BrokerError::new(KIND, e))),
+        }
     }
 
     pub async fn subscribe(&self) -> Result<Messages, BrokerError> {

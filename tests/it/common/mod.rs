@@ -13,6 +13,7 @@ pub mod fake_pds;
 pub mod importer;
 pub mod model;
 pub mod process;
+pub mod stall_proxy;
 
 // The fake network peers and fixture paths, from the dev-only `testnet` crate.
 pub use testnet::frames::relay_frames;
