@@ -13,10 +13,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::broadcast::{self, error::RecvError};
-
 use super::change::Rendered;
 use super::channel::Channel;
+use super::hub::{Hub, Live, Recv};
 use super::session::{FeedError, Subscription, replay_page};
 use crate::store::Store;
 
@@ -42,7 +41,7 @@ pub enum End {
 
 pub struct Feeder {
     store: Store,
-    rx: broadcast::Receiver<Arc<Rendered>>,
+    live: Live,
     pub subs: Subscription,
     replays: VecDeque<Replay>,
     page: Option<Pin<Box<dyn Future<Output = Page> + Send>>>,
@@ -53,16 +52,13 @@ pub struct Feeder {
 }
 
 impl Feeder {
-    /// A feeder subscribed to the hub now (before any log read).
-    pub fn new(
-        store: Store,
-        rx: broadcast::Receiver<Arc<Rendered>>,
-        latest: i64,
-        limit: usize,
-    ) -> Feeder {
+    /// A feeder with an inbox at the hub, reading no channel yet.
+    pub fn new(store: Store, hub: &Arc<Hub>, limit: usize) -> Feeder {
+        let live = hub.inbox();
+        let latest = live.latest();
         Feeder {
             store,
-            rx,
+            live,
             subs: Subscription::default(),
             replays: VecDeque::new(),
             page: None,
@@ -79,8 +75,15 @@ impl Feeder {
         max: usize,
     ) -> Result<(), FeedError> {
         self.check_room(channels.len(), max)?;
-        let now = self.live_seen;
-        self.subs.add(channels, now, max)
+        let new: Vec<(Channel, String)> = channels
+            .into_iter()
+            .filter(|(_, n)| !self.subs.subs.iter().any(|s| s.name == *n))
+            .collect();
+        // Routed before the hub's latest is read: every matching change
+        // above `now` reaches the inbox.
+        let now = self.live.add(new.iter().map(|(c, _)| c));
+        self.live_seen = self.live_seen.max(now);
+        self.subs.add(new, now, max)
     }
 
     /// Channels replayed from the log after `cursor`, then live.
@@ -91,6 +94,9 @@ impl Feeder {
         max: usize,
     ) -> Result<(), FeedError> {
         self.check_room(channels.len(), max)?;
+        // Routed before the log is read: what commits during the replay is
+        // held, then released above the replay's last seq.
+        self.live.add(channels.iter().map(|(c, _)| c));
         self.replays.push_back(Replay {
             after: cursor,
             channels,
@@ -108,10 +114,26 @@ impl Feeder {
     }
 
     pub fn unsubscribe(&mut self, names: &[String]) {
-        self.subs.remove(names);
+        let mut gone: Vec<Channel> = Vec::new();
+        self.subs.subs.retain(|s| {
+            let hit = names
+                .iter()
+                .any(|n| *n == s.name || Channel::parse(n).is_ok_and(|c| c == s.channel));
+            if hit {
+                gone.push(s.channel.clone());
+            }
+            !hit
+        });
         for r in &mut self.replays {
-            r.channels.retain(|(_, n)| !names.contains(n));
+            r.channels.retain(|(c, n)| {
+                let hit = names.contains(n);
+                if hit {
+                    gone.push(c.clone());
+                }
+                !hit
+            });
         }
+        self.live.remove(gone.iter());
     }
 
     /// Where a client that stops now resumes without a gap.
@@ -184,7 +206,7 @@ impl Feeder {
                 }
                 let page = self.page.as_mut().expect("set above");
                 tokio::select! {
-                    r = self.rx.recv() => self.on_recv(r)?,
+                    r = self.live.recv() => self.on_recv(r)?,
                     p = page => {
                         self.page = None;
                         match p.map_err(End::Failed)? {
@@ -199,19 +221,41 @@ impl Feeder {
                     }
                 }
             } else {
-                let r = self.rx.recv().await;
+                let r = self.live.recv().await;
                 self.on_recv(r)?;
             }
         }
     }
 
-    fn on_recv(&mut self, r: Result<Arc<Rendered>, RecvError>) -> Result<(), End> {
+    fn on_recv(&mut self, r: Result<Arc<Rendered>, Recv>) -> Result<(), End> {
         match r {
             Ok(change) => self.take_live(change),
-            Err(RecvError::Lagged(_)) => Err(End::Slow {
+            Err(Recv::Lagged) => Err(End::Slow {
                 cursor: self.resume_cursor(),
             }),
-            Err(RecvError::Closed) => Err(End::Closed),
+            Err(Recv::Closed) | Err(Recv::Empty) => Err(End::Closed),
+        }
+    }
+
+    /// The next message if one is ready now, without waiting: for a
+    /// transport that writes what is ready in one go. `None` also while a
+    /// replay is under way (its pages are read by [`Feeder::next`]).
+    pub fn try_next(&mut self) -> Option<Result<(Arc<Rendered>, String), End>> {
+        loop {
+            if let Some(item) = self.queue.pop_front() {
+                return Some(Ok(item));
+            }
+            if !self.replays.is_empty() {
+                return None;
+            }
+            match self.live.try_recv() {
+                Err(Recv::Empty) => return None,
+                r => {
+                    if let Err(e) = self.on_recv(r) {
+                        return Some(Err(e));
+                    }
+                }
+            }
         }
     }
 }

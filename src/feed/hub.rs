@@ -1,53 +1,101 @@
-//! The live side of the feed: a broadcast of committed changes to every
-//! connected client, fed from the database log.
+//! The live side of the feed: each committed change routed to the clients
+//! whose channels it matches, fed from the database log.
 //!
-//! Owns: the [`Hub`] (a bounded broadcast ring; a client that falls a whole
-//! ring behind is told so by the channel and is dropped with its resume
-//! cursor) and [`tail`], the task that reads `parity_changes` after the last
+//! Owns: the [`Hub`] (a routing table from channel name to the inboxes of
+//! the clients subscribed to it; a change is offered only to the inboxes of
+//! the channels it matches, looked up by the handful of channel names a
+//! change can match, so a client costs nothing for the changes it does not
+//! read) and [`tail`], the task that reads `parity_changes` after the last
 //! seq it saw and publishes each row to the hub, woken by the committing
 //! writer in the same process or by a poll interval. Because `seq` is
 //! strictly increasing in commit order, reading after the last seen seq
 //! never skips a committed change.
 //!
-//! Invariant: the hub publishes changes in seq order, each once.
+//! Invariants: the hub publishes changes in seq order, each once; an inbox
+//! receives each matching change once (a change matching two of a client's
+//! channels is offered once) and in seq order. An inbox holds at most
+//! `feed.client_buffer` changes: a client that falls that far behind is
+//! cut off (it sees [`Recv::Lagged`]) and resumes with its cursor.
+//! Registering a channel and reading [`Hub::latest`] happen under the same
+//! lock as publishing, so every change above the returned seq reaches the
+//! inbox.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::value::RawValue;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::change::{Change, ChangeOp, Rendered, subjects_of};
+use super::channel::Channel;
 use crate::store::{ChangeRow, Store, StoreError};
 
 /// Changes read from the log per query.
 pub const PAGE: i64 = 1_000;
 
-/// The broadcast of committed changes.
+/// Where committed changes are routed to clients.
 pub struct Hub {
-    tx: broadcast::Sender<Arc<Rendered>>,
+    capacity: usize,
     latest: AtomicI64,
+    routes: Mutex<Routes>,
+    next_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct Routes {
+    /// Channel name (`Channel`'s display form) → the inboxes reading it.
+    by_channel: HashMap<String, Vec<Arc<Inbox>>>,
+}
+
+/// The hub's side of one client's inbox.
+struct Inbox {
+    id: u64,
+    tx: mpsc::Sender<Arc<Rendered>>,
+    /// The newest seq offered: a change matching several channels goes in
+    /// once.
+    last: AtomicI64,
+    lagged: AtomicBool,
 }
 
 impl Hub {
-    /// A hub whose ring holds `capacity` changes (`feed.client_buffer`).
+    /// A hub whose inboxes hold `capacity` changes each
+    /// (`feed.client_buffer`).
     pub fn new(capacity: usize, latest: i64) -> Arc<Hub> {
-        let (tx, _) = broadcast::channel(capacity.max(1));
         Arc::new(Hub {
-            tx,
+            capacity: capacity.max(1),
             latest: AtomicI64::new(latest),
+            routes: Mutex::default(),
+            next_id: AtomicU64::new(0),
         })
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Rendered>> {
-        self.tx.subscribe()
+    /// A new client's inbox, reading no channel yet.
+    pub fn inbox(self: &Arc<Hub>) -> Live {
+        let (tx, rx) = mpsc::channel(self.capacity);
+        Live {
+            hub: self.clone(),
+            inbox: Arc::new(Inbox {
+                id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                tx,
+                last: AtomicI64::new(0),
+                lagged: AtomicBool::new(false),
+            }),
+            rx,
+            channels: HashMap::new(),
+        }
     }
 
     /// The newest seq published.
     pub fn latest(&self) -> i64 {
         self.latest.load(Ordering::Acquire)
+    }
+
+    fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.routes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Publishes a change newer than every one before (an older or equal
@@ -57,9 +105,22 @@ impl Hub {
         if seq <= self.latest() {
             return;
         }
+        let mut routes = self.routes();
+        if !routes.by_channel.is_empty() {
+            let mut closed = false;
+            for_each_channel_of(&change.change, |name| {
+                for inbox in routes.by_channel.get(name).into_iter().flatten() {
+                    closed |= inbox.offer(&change);
+                }
+            });
+            if closed {
+                for inboxes in routes.by_channel.values_mut() {
+                    inboxes.retain(|i| !i.tx.is_closed());
+                }
+                routes.by_channel.retain(|_, v| !v.is_empty());
+            }
+        }
         self.latest.store(seq, Ordering::Release);
-        // No receiver is fine: nobody is listening.
-        let _ = self.tx.send(change);
     }
 
     /// Publishes every logged change after [`Hub::latest`] up to `upto`
@@ -79,6 +140,151 @@ impl Hub {
             if !full {
                 return Ok(n);
             }
+        }
+    }
+}
+
+impl Inbox {
+    /// Offers `change` once; a full inbox is marked lagged and offered
+    /// nothing more. Returns whether the client is gone.
+    fn offer(&self, change: &Arc<Rendered>) -> bool {
+        let seq = change.change.seq;
+        if self.lagged.load(Ordering::Relaxed) || self.last.load(Ordering::Relaxed) >= seq {
+            return false;
+        }
+        self.last.store(seq, Ordering::Relaxed);
+        match self.tx.try_send(change.clone()) {
+            Ok(()) => false,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.lagged.store(true, Ordering::Release);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => true,
+        }
+    }
+}
+
+/// Calls `f` with the name of every channel `change` matches (see
+/// [`Channel::matches`]): `all`, its table, its collection and every
+/// `collection:<prefix>.*` above it, its DID and each subject.
+fn for_each_channel_of(change: &Change, mut f: impl FnMut(&str)) {
+    let mut name = String::with_capacity(128);
+    let mut emit = |name: &mut String, parts: std::fmt::Arguments<'_>| {
+        name.clear();
+        let _ = name.write_fmt(parts);
+        f(name);
+    };
+    emit(&mut name, format_args!("all"));
+    emit(&mut name, format_args!("table:{}", change.table_name));
+    let c = change.collection.as_str();
+    emit(&mut name, format_args!("collection:{c}"));
+    emit(&mut name, format_args!("collection:*"));
+    for (i, _) in c.match_indices('.') {
+        emit(&mut name, format_args!("collection:{}*", &c[..=i]));
+    }
+    emit(&mut name, format_args!("did:{}", change.did));
+    for s in &change.subjects {
+        emit(&mut name, format_args!("subject:{s}"));
+    }
+}
+
+/// What [`Live::try_recv`] and [`Live::recv`] return besides a change.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Recv {
+    /// Nothing waiting now.
+    Empty,
+    /// The inbox overflowed: changes were left out; the client must resume
+    /// from its cursor.
+    Lagged,
+    /// The hub is gone (the server is shutting down).
+    Closed,
+}
+
+/// One client's inbox: the changes of the channels it reads, in seq order.
+/// Dropping it unregisters it.
+pub struct Live {
+    hub: Arc<Hub>,
+    inbox: Arc<Inbox>,
+    rx: mpsc::Receiver<Arc<Rendered>>,
+    /// Channel name → how many of the client's subscriptions use it.
+    channels: HashMap<String, usize>,
+}
+
+impl Live {
+    /// Routes `channels` to this inbox; returns the hub's latest seq at
+    /// that moment: every change above it that matches reaches the inbox.
+    pub fn add<'a>(&mut self, channels: impl IntoIterator<Item = &'a Channel>) -> i64 {
+        let mut routes = self.hub.routes();
+        for c in channels {
+            let name = c.to_string();
+            let uses = self.channels.entry(name.clone()).or_default();
+            *uses += 1;
+            if *uses == 1 {
+                routes
+                    .by_channel
+                    .entry(name)
+                    .or_default()
+                    .push(self.inbox.clone());
+            }
+        }
+        self.hub.latest()
+    }
+
+    /// Stops routing `channels` here (each once per [`Live::add`]).
+    pub fn remove<'a>(&mut self, channels: impl IntoIterator<Item = &'a Channel>) {
+        let mut routes = self.hub.routes();
+        for c in channels {
+            let name = c.to_string();
+            let Some(uses) = self.channels.get_mut(&name) else {
+                continue;
+            };
+            *uses -= 1;
+            if *uses == 0 {
+                self.channels.remove(&name);
+                unroute(&mut routes, &name, self.inbox.id);
+            }
+        }
+    }
+
+    /// The hub's newest seq.
+    pub fn latest(&self) -> i64 {
+        self.hub.latest()
+    }
+
+    /// The next change, waiting for one.
+    pub async fn recv(&mut self) -> Result<Arc<Rendered>, Recv> {
+        if self.inbox.lagged.load(Ordering::Acquire) {
+            return Err(Recv::Lagged);
+        }
+        self.rx.recv().await.ok_or(Recv::Closed)
+    }
+
+    /// The next change if one is waiting.
+    pub fn try_recv(&mut self) -> Result<Arc<Rendered>, Recv> {
+        if self.inbox.lagged.load(Ordering::Acquire) {
+            return Err(Recv::Lagged);
+        }
+        self.rx.try_recv().map_err(|e| match e {
+            mpsc::error::TryRecvError::Empty => Recv::Empty,
+            mpsc::error::TryRecvError::Disconnected => Recv::Closed,
+        })
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let mut routes = self.hub.routes();
+        for name in self.channels.keys() {
+            unroute(&mut routes, name, self.inbox.id);
+        }
+    }
+}
+
+fn unroute(routes: &mut Routes, name: &str, id: u64) {
+    if let Some(v) = routes.by_channel.get_mut(name) {
+        v.retain(|i| i.id != id);
+        if v.is_empty() {
+            routes.by_channel.remove(name);
         }
     }
 }

@@ -27,6 +27,8 @@ pub mod channel;
 pub mod config;
 mod feeder;
 pub mod hub;
+#[cfg(test)]
+mod hub_tests;
 mod poll;
 pub mod server;
 pub mod session;

@@ -68,12 +68,7 @@ async fn answer(
     };
     let parsed = Subscription::parse(&names, token, &st.access)?;
     // Subscribed before the log is read: nothing committed in between is missed.
-    let mut feeder = Feeder::new(
-        st.store.clone(),
-        st.hub.subscribe(),
-        st.hub.latest(),
-        st.cfg.client_buffer,
-    );
+    let mut feeder = Feeder::new(st.store.clone(), &st.hub, st.cfg.client_buffer);
     let cursor = match q.cursor {
         Some(c) => {
             check_cursor(&st.store, c).await?;

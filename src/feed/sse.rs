@@ -103,12 +103,7 @@ async fn start(
         return Err(FeedError::TooManyChannels(max));
     }
     let parsed = Subscription::parse(names, token, &st.access)?;
-    let mut feeder = Feeder::new(
-        st.store.clone(),
-        st.hub.subscribe(),
-        st.hub.latest(),
-        st.cfg.client_buffer,
-    );
+    let mut feeder = Feeder::new(st.store.clone(), &st.hub, st.cfg.client_buffer);
     match cursor {
         Some(c) => {
             check_cursor(&st.store, c).await?;

@@ -38,6 +38,9 @@ use crate::obs::names;
 
 const PING_EVERY: Duration = Duration::from_secs(30);
 
+/// Most changes written to one client in one flush.
+const BURST: usize = 256;
+
 #[derive(Deserialize)]
 pub struct AuthQuery {
     token: Option<String>,
@@ -120,13 +123,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (mut tx, mut rx) = ws.split();
-    let hub_rx = st.hub.subscribe();
-    let mut feeder = Feeder::new(
-        st.store.clone(),
-        hub_rx,
-        st.hub.latest(),
-        st.cfg.client_buffer,
-    );
+    let mut feeder = Feeder::new(st.store.clone(), &st.hub, st.cfg.client_buffer);
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let max = st.cfg.max_channels_per_client;
@@ -161,29 +158,37 @@ where
                     return;
                 }
             }
-            next = feeder.next() => match next {
-                Ok((change, channel)) => {
-                    if tx.send(Message::text(change.message(&channel))).await.is_err() {
-                        return;
+            next = feeder.next() => {
+                // What else is ready goes out in the same write: one flush
+                // (one syscall) per burst instead of one per change.
+                let mut item = Some(next);
+                let mut sent = Vec::new();
+                let mut end = None;
+                while let Some(r) = item.take() {
+                    match r {
+                        Ok((change, channel)) => {
+                            if tx.feed(Message::text(change.message(&channel))).await.is_err() {
+                                return;
+                            }
+                            sent.push(change.committed_us);
+                            if sent.len() < BURST {
+                                item = feeder.try_next();
+                            }
+                        }
+                        Err(e) => end = Some(e),
                     }
-                    client.sent(change.committed_us);
                 }
-                Err(End::Slow { cursor }) => {
-                    metrics::counter!(names::FEED_CLIENTS_DROPPED, "reason" => "slow").increment(1);
-                    let reason = serde_json::json!({"error": "slow client", "cursor": cursor}).to_string();
-                    let _ = tx.send(Message::Close(Some(CloseFrame { code: CloseCode::Again, reason: reason.into() }))).await;
+                if tx.flush().await.is_err() {
                     return;
                 }
-                Err(End::Closed) => {
-                    let _ = tx.send(Message::Close(Some(CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() }))).await;
+                for committed_us in sent {
+                    client.sent(committed_us);
+                }
+                if let Some(end) = end {
+                    close_for(&mut tx, end).await;
                     return;
                 }
-                Err(End::Failed(e)) => {
-                    let _ = tx.send(error_message(&e, None)).await;
-                    let _ = tx.send(Message::Close(Some(CloseFrame { code: CloseCode::Error, reason: "change log unavailable".into() }))).await;
-                    return;
-                }
-            },
+            }
             _ = ping.tick() => {
                 if tx.send(Message::Ping(Vec::new().into())).await.is_err() {
                     return;
@@ -193,6 +198,42 @@ where
                 let _ = tx.send(Message::Close(Some(CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() }))).await;
                 return;
             }
+        }
+    }
+}
+
+/// Tells the client why its stream ended, then the connection closes.
+async fn close_for<T>(tx: &mut T, end: End)
+where
+    T: futures_util::Sink<Message> + Unpin,
+{
+    match end {
+        End::Slow { cursor } => {
+            metrics::counter!(names::FEED_CLIENTS_DROPPED, "reason" => "slow").increment(1);
+            let reason = serde_json::json!({"error": "slow client", "cursor": cursor}).to_string();
+            let _ = tx
+                .send(Message::Close(Some(CloseFrame {
+                    code: CloseCode::Again,
+                    reason: reason.into(),
+                })))
+                .await;
+        }
+        End::Closed => {
+            let _ = tx
+                .send(Message::Close(Some(CloseFrame {
+                    code: CloseCode::Away,
+                    reason: "server shutting down".into(),
+                })))
+                .await;
+        }
+        End::Failed(e) => {
+            let _ = tx.send(error_message(&e, None)).await;
+            let _ = tx
+                .send(Message::Close(Some(CloseFrame {
+                    code: CloseCode::Error,
+                    reason: "change log unavailable".into(),
+                })))
+                .await;
         }
     }
 }
