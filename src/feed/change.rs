@@ -6,7 +6,9 @@
 //! row part is rendered once per change and shared by every client; only
 //! the channel is added per delivery. Pure: no IO.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -65,7 +67,13 @@ pub struct Rendered {
     /// `committed_at` in µs since the epoch, for the commit → send lag.
     pub committed_us: i64,
     head: String,
+    /// Each channel's message, rendered once and shared by every client
+    /// that reads the change through that channel.
+    messages: Mutex<Vec<(Box<str>, Bytes)>>,
 }
+
+/// Most channels whose messages one change keeps rendered.
+const RENDERED_CHANNELS: usize = 16;
 
 impl Rendered {
     pub fn new(change: Change) -> Arc<Rendered> {
@@ -78,6 +86,7 @@ impl Rendered {
             change,
             committed_us,
             head,
+            messages: Mutex::default(),
         })
     }
 
@@ -86,6 +95,19 @@ impl Rendered {
         // A channel name is validated text; serde escapes it all the same.
         let value = serde_json::to_string(channel).unwrap_or_else(|_| "\"\"".to_owned());
         self.with_field("channel", &value)
+    }
+
+    /// [`Rendered::message`] as shared bytes, rendered once per channel.
+    pub fn message_bytes(&self, channel: &str) -> Bytes {
+        let mut cache = self.messages.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, b)) = cache.iter().find(|(c, _)| **c == *channel) {
+            return b.clone();
+        }
+        let b = Bytes::from(self.message(channel));
+        if cache.len() < RENDERED_CHANNELS {
+            cache.push((channel.into(), b.clone()));
+        }
+        b
     }
 
     /// The row's JSON with one more field, `value` being JSON already.
@@ -139,5 +161,21 @@ pub(crate) mod tests {
         assert_eq!(msg["channel"], "table:x\"y");
         assert_eq!(msg["record"]["subject"]["cid"], "bafyreib");
         assert_eq!(msg["committed_at"], "2026-12-01T10:00:00.000000Z");
+    }
+
+    #[test]
+    fn each_channel_message_is_rendered_once_and_shared() {
+        let r = Rendered::new(change(7, "likes", "app.bsky.feed.like"));
+        let a = r.message_bytes("table:likes");
+        let b = r.message_bytes("table:likes");
+        let c = r.message_bytes("all");
+        assert_eq!(a, r.message("table:likes").as_bytes());
+        assert_eq!(c, r.message("all").as_bytes());
+        assert_eq!(
+            a.as_ptr(),
+            b.as_ptr(),
+            "the second client shares the first rendering"
+        );
+        assert_ne!(a.as_ptr(), c.as_ptr());
     }
 }

@@ -66,6 +66,8 @@ impl FeedState {
                 Some(Client {
                     _permit: permit,
                     transport,
+                    messages: metrics::counter!(names::FEED_MESSAGES_SENT, "transport" => transport),
+                    lag: metrics::histogram!(names::FEED_LAG_SECONDS),
                 })
             }
             Err(_) => {
@@ -80,14 +82,24 @@ impl FeedState {
 pub struct Client {
     _permit: OwnedSemaphorePermit,
     pub transport: &'static str,
+    /// Metric handles, looked up once per client rather than per message.
+    messages: metrics::Counter,
+    lag: metrics::Histogram,
 }
 
 impl Client {
     /// Counts one message sent and its commit → send lag.
     pub fn sent(&self, committed_us: i64) {
-        metrics::counter!(names::FEED_MESSAGES_SENT, "transport" => self.transport).increment(1);
-        let lag = (chrono::Utc::now().timestamp_micros() - committed_us).max(0) as f64 / 1e6;
-        metrics::histogram!(names::FEED_LAG_SECONDS).record(lag);
+        self.sent_all(&[committed_us]);
+    }
+
+    /// Counts messages sent together (one write) and each one's lag.
+    pub fn sent_all(&self, committed_us: &[i64]) {
+        self.messages.increment(committed_us.len() as u64);
+        let now = chrono::Utc::now().timestamp_micros();
+        for c in committed_us {
+            self.lag.record((now - c).max(0) as f64 / 1e6);
+        }
     }
 }
 
