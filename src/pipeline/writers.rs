@@ -215,8 +215,8 @@ pub async fn write(
             .iter()
             .filter(|m| matches!(m, Mutation::Upsert(_)))
             .count() as u64;
-        let refused = planned.saturating_sub(committed.upserted_total() + rejected)
-            + committed.stale_deletes;
+        let refused =
+            planned.saturating_sub(committed.upserted_total() + rejected) + committed.stale_deletes;
         for _ in 0..refused {
             obs.record_drop(DropReason::StaleRev);
         }

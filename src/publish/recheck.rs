@@ -97,9 +97,7 @@ async fn look_up(
         ("collection", r.collection.as_str()),
         ("rkey", rkey),
     ];
-    client
-        .get(pds, "com.atproto.repo.getRecord", &params)
-        .await
+    client.get(pds, "com.atproto.repo.getRecord", &params).await
 }
 
 /// One getRecord answer against the row: `None` when it does not decide.

@@ -86,10 +86,7 @@ impl Sessions {
         let holder = format!("{}#{:016x}", self.owner, rand::random::<u64>());
         loop {
             let until = Utc::now() + chrono::Duration::from_std(REFRESH_LOCK).unwrap_or_default();
-            let locked = self
-                .store
-                .lock_session_refresh(did, &holder, until)
-                .await?;
+            let locked = self.store.lock_session_refresh(did, &holder, until).await?;
             let Some(row) = self.store.session(did).await? else {
                 return Ok(None);
             };
@@ -126,7 +123,10 @@ impl Sessions {
                     {
                         tracing::info!(did, "Refreshed the publish session.");
                     } else {
-                        tracing::warn!(did, "The publish session was replaced while refreshing it; using the refreshed tokens for this call only.");
+                        tracing::warn!(
+                            did,
+                            "The publish session was replaced while refreshing it; using the refreshed tokens for this call only."
+                        );
                     }
                     return Ok(Some(Live {
                         access: t.access,

@@ -165,7 +165,8 @@ async fn two_publish_processes_refresh_a_session_once() {
     let one = Parity::spawn(&["--config", &cfg, "publish"]);
     let two = Parity::spawn(&["--config", &cfg, "publish"]);
     let published = "SELECT CAST(COUNT(*) AS TEXT) FROM parity_outbox WHERE status = 'published'";
-    let logs = |a: &Parity, b: &Parity| format!("{}\n---\n{}", a.lines().join("\n"), b.lines().join("\n"));
+    let logs =
+        |a: &Parity, b: &Parity| format!("{}\n---\n{}", a.lines().join("\n"), b.lines().join("\n"));
     wait_scalar(&db, published, "3", 60, || logs(&one, &two)).await;
     let refreshed = |p: &Parity| {
         p.lines()
@@ -173,7 +174,11 @@ async fn two_publish_processes_refresh_a_session_once() {
             .any(|l| l.contains("Refreshed the publish session."))
     };
     assert!(refreshed(&one) != refreshed(&two), "{}", logs(&one, &two));
-    let (first, other) = if refreshed(&one) { (one, two) } else { (two, one) };
+    let (first, other) = if refreshed(&one) {
+        (one, two)
+    } else {
+        (two, one)
+    };
 
     // Only the other process can take the next rows.
     signal(first.pid(), "-STOP");
@@ -201,7 +206,11 @@ async fn two_publish_processes_refresh_a_session_once() {
     // One write was refused as expired (access0), then each went with
     // access1: the fake takes no other.
     let calls = fake.calls();
-    assert_eq!(calls.iter().filter(|c| c.status == 400).count(), 1, "{calls:?}");
+    assert_eq!(
+        calls.iter().filter(|c| c.status == 400).count(),
+        1,
+        "{calls:?}"
+    );
     assert_eq!(
         db.scalar("SELECT CAST(COUNT(*) AS TEXT) FROM parity_outbox WHERE attempts <> 1")
             .await

@@ -294,10 +294,20 @@ async fn points_refunded_when_the_pds_did_not_charge(db: TestDb) {
         .unwrap();
     // C's retry finds another record at its key, so it goes alone as a
     // put (whose answer decides).
-    s.add_outbox(C, POST, Some("3kcccccccccc2"), "create", Some(&post("c")), None)
-        .await
-        .unwrap();
-    fake.has_record("3kcccccccccc2", serde_json::json!({"$type": POST, "text": "other"}));
+    s.add_outbox(
+        C,
+        POST,
+        Some("3kcccccccccc2"),
+        "create",
+        Some(&post("c")),
+        None,
+    )
+    .await
+    .unwrap();
+    fake.has_record(
+        "3kcccccccccc2",
+        serde_json::json!({"$type": POST, "text": "other"}),
+    );
     let publisher = Parity::spawn(&["--config", cfg.to_str().unwrap(), "publish"]);
     let log = || publisher.lines().join("\n");
     let points = |did: &str| {
@@ -313,7 +323,12 @@ async fn points_refunded_when_the_pds_did_not_charge(db: TestDb) {
         log,
     )
     .await;
-    assert_eq!(db.scalar(&points(A)).await.as_deref(), Some("0"), "{}", log());
+    assert_eq!(
+        db.scalar(&points(A)).await.as_deref(),
+        Some("0"),
+        "{}",
+        log()
+    );
     wait_scalar(
         &db,
         &format!("SELECT status FROM parity_outbox WHERE did = '{C}'"),
@@ -322,7 +337,12 @@ async fn points_refunded_when_the_pds_did_not_charge(db: TestDb) {
         log,
     )
     .await;
-    assert_eq!(db.scalar(&points(C)).await.as_deref(), Some("5"), "{}", log());
+    assert_eq!(
+        db.scalar(&points(C)).await.as_deref(),
+        Some("5"),
+        "{}",
+        log()
+    );
     wait_scalar(
         &db,
         &format!(
@@ -334,7 +354,12 @@ async fn points_refunded_when_the_pds_did_not_charge(db: TestDb) {
         log,
     )
     .await;
-    assert_eq!(db.scalar(&points(B)).await.as_deref(), Some("0"), "{}", log());
+    assert_eq!(
+        db.scalar(&points(B)).await.as_deref(),
+        Some("0"),
+        "{}",
+        log()
+    );
 
     // A signs in again (what `parity auth login` stores and resumes).
     s.save_session(
