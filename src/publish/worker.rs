@@ -384,7 +384,18 @@ impl Worker {
             .origin(&live.pds)
             .unwrap_or_else(|_| live.pds.clone());
         let (did_scope, host_scope) = (pacing::did_scope(&did_text), pacing::host_scope(&host));
-        let absent = self.recheck(&did, owner, &live, &mut rows).await?;
+        // Look-ups are calls too: none while the account or host is paused
+        // (the first unit below then waits out the pause).
+        let paused = self
+            .store
+            .publish_paused_until(&[&did_scope, &host_scope], Utc::now())
+            .await?
+            .is_some();
+        let absent = if paused {
+            HashSet::new()
+        } else {
+            self.recheck(&did, owner, &live, &mut rows).await?
+        };
         if rows.is_empty() {
             return Ok(());
         }
