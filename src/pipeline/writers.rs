@@ -207,13 +207,16 @@ pub async fn write(
         obs.on_commit(&committed, batch.events, took, None, 0);
         // Upserts the store's guards refused (a rev not newer than the
         // stored one: a replay, or the echo of a row `parity publish`
-        // already wrote back) are stale, like those the batcher dropped.
+        // already wrote back) are stale, like those the batcher dropped;
+        // so are deletes whose tombstone was already at their rev or newer
+        // (the echo of a delete `parity publish` wrote back).
         let planned = batch
             .mutations
             .iter()
             .filter(|m| matches!(m, Mutation::Upsert(_)))
             .count() as u64;
-        let refused = planned.saturating_sub(committed.upserted_total() + rejected);
+        let refused =
+            planned.saturating_sub(committed.upserted_total() + rejected) + committed.stale_deletes;
         for _ in 0..refused {
             obs.record_drop(DropReason::StaleRev);
         }

@@ -4,7 +4,8 @@
 //! Owns: the `[publish]` config section ([`PublishConfig`]), the worker
 //! that drains the outbox ([`worker`]), the XRPC calls it makes
 //! ([`xrpc`]), record keys ([`tid`]), the session handling around each
-//! call (refresh single-flight, pending-auth; [`session`]) and the
+//! call (refresh single-flight, pending-auth; [`session`]), the look-up of
+//! creates an earlier claim may have written ([`recheck`]) and the
 //! write-back of a published change into the mapped tables ([`writeback`]).
 //! Does not own the SQL (`store::outbox`, `store::sessions`) nor sealing
 //! tokens (`auth`).
@@ -17,6 +18,7 @@
 //! one transaction; tokens never reach logs, metrics or errors.
 
 pub mod pacing;
+pub mod recheck;
 pub mod session;
 pub mod tid;
 pub mod worker;

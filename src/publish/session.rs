@@ -12,8 +12,10 @@ use super::xrpc::{CallError, Client, Tokens};
 use crate::auth::{SealError, Sealer};
 use crate::store::{Store, StoreError};
 
-/// How long one process may hold a DID's refresh lock.
-const REFRESH_LOCK: Duration = Duration::from_secs(30);
+/// How long one refresh may hold a DID's refresh lock: twice the default
+/// call timeout (`publish.timeout_seconds`), so a slow refreshSession still
+/// holds it when it answers.
+const REFRESH_LOCK: Duration = Duration::from_secs(60);
 /// How often a process waiting for another's refresh looks again.
 const REFRESH_WAIT_STEP: Duration = Duration::from_millis(200);
 
@@ -73,8 +75,18 @@ impl Sessions {
     /// A fresh session after `stale` was refused as expired: another
     /// process's refresh if one happened meanwhile, else ours. `None` when
     /// the PDS refused the refresh (the session is now expired).
+    ///
+    /// Cross-process: the lock is taken before the tokens are read, so the
+    /// refresh token sent is the one stored after the previous holder
+    /// released the lock (it releases in the statement that stores its
+    /// tokens); a refresh token another process already spent is never sent
+    /// again. Each call holds the lock under its own name, so two tasks of
+    /// one process exclude each other as two processes do.
     pub async fn refresh(&self, did: &str, stale: &str) -> Result<Option<Live>, SessionError> {
+        let holder = format!("{}#{:016x}", self.owner, rand::random::<u64>());
         loop {
+            let until = Utc::now() + chrono::Duration::from_std(REFRESH_LOCK).unwrap_or_default();
+            let locked = self.store.lock_session_refresh(did, &holder, until).await?;
             let Some(row) = self.store.session(did).await? else {
                 return Ok(None);
             };
@@ -83,17 +95,15 @@ impl Sessions {
             }
             let access = self.sealer.open(did, "access_token", &row.access_token)?;
             if access != stale {
+                if locked {
+                    self.store.unlock_session_refresh(did, &holder).await?;
+                }
                 return Ok(Some(Live {
                     access,
                     pds: row.pds,
                 }));
             }
-            let until = Utc::now() + chrono::Duration::from_std(REFRESH_LOCK).unwrap_or_default();
-            if !self
-                .store
-                .lock_session_refresh(did, &self.owner, until)
-                .await?
-            {
+            if !locked {
                 tokio::time::sleep(REFRESH_WAIT_STEP).await;
                 continue;
             }
@@ -102,29 +112,50 @@ impl Sessions {
                 .client
                 .post_empty(&row.pds, "com.atproto.server.refreshSession", &refresh)
                 .await;
-            return match answer.and_then(|v| Tokens::from_answer(&v)) {
+            match answer.and_then(|v| Tokens::from_answer(&v)) {
                 Ok(t) => {
                     let a = self.sealer.seal(did, "access_token", &t.access);
                     let r = self.sealer.seal(did, "refresh_token", &t.refresh);
-                    self.store
-                        .store_refreshed_session(did, &self.owner, &a, &r)
-                        .await?;
-                    tracing::info!(did, "Refreshed the publish session.");
-                    Ok(Some(Live {
+                    if self
+                        .store
+                        .store_refreshed_session(did, &row.refresh_token, &a, &r)
+                        .await?
+                    {
+                        tracing::info!(did, "Refreshed the publish session.");
+                    } else {
+                        tracing::warn!(
+                            did,
+                            "The publish session was replaced while refreshing it; using the refreshed tokens for this call only."
+                        );
+                    }
+                    return Ok(Some(Live {
                         access: t.access,
                         pds: row.pds,
-                    }))
+                    }));
                 }
-                Err(e @ (CallError::Transient(_) | CallError::RateLimited { .. })) => {
-                    Err(SessionError::Call(e))
+                Err(
+                    e @ (CallError::Transient(_)
+                    | CallError::Unreachable(_)
+                    | CallError::RateLimited { .. }),
+                ) => {
+                    self.store.unlock_session_refresh(did, &holder).await?;
+                    return Err(SessionError::Call(e));
                 }
                 Err(e) => {
                     let reason = format!("refreshSession refused: {e}");
-                    self.store.expire_session(did, &reason).await?;
-                    tracing::warn!(did, reason = %reason, "Publish session expired: run parity auth login for this DID.");
-                    Ok(None)
+                    if self
+                        .store
+                        .expire_session(did, &row.refresh_token, &reason)
+                        .await?
+                    {
+                        tracing::warn!(did, reason = %reason, "Publish session expired: run parity auth login for this DID.");
+                        return Ok(None);
+                    }
+                    // Refused because the token was spent by a refresh
+                    // that stored its tokens meanwhile: use those.
+                    self.store.unlock_session_refresh(did, &holder).await?;
                 }
-            };
+            }
         }
     }
 }

@@ -12,14 +12,18 @@
 //!
 //! Exactly once: a create's rkey is stored before its first call. A row
 //! claimed before (`attempts > 1`: the earlier call may have written it)
-//! is sent as `putRecord` with `swapRecord: null` ("must not exist yet"),
-//! and a PDS that already has the same record answers 200 without a new
-//! commit; then the rev is the account's latest (`getLatestCommit`).
+//! is first looked up on the PDS ([`super::recheck`]): found as parity
+//! would write it, it is published without a write; found absent (on its
+//! first retry), it is batched again. Otherwise it is sent as `putRecord`
+//! with `swapRecord: null` ("must not exist yet"), and a PDS that already
+//! has the same record answers 200 without a new commit. Either way
+//! without a commit, the rev is the account's latest (`getLatestCommit`).
 //!
 //! Shutdown: cancellation is checked between calls only, so calls in
 //! flight finish and their results are written; then every row still
 //! leased by this process goes back to `pending`.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::PublishConfig;
 use super::pacing;
+use super::recheck::{self, Found};
 use super::session::{Live, SessionError, Sessions};
 use super::writeback::{self, Written};
 use super::xrpc::{CallError, Client};
@@ -114,11 +119,12 @@ impl Unit<'_> {
 }
 
 /// Whether a row goes alone: a compare-and-swap, or a create/delete that
-/// an earlier claim may have sent already. (Such rows cannot go in one
-/// `applyWrites` again: the reference PDS answers a create of a record
+/// an earlier claim may have sent already, unless the PDS was just seen
+/// not to have it (`absent`, [`super::recheck`]). (Such rows cannot go in
+/// one `applyWrites` again: the reference PDS answers a create of a record
 /// that exists with a 500, not with an error that says so.)
-fn alone(r: &OutboxRow) -> bool {
-    r.swap_cid.is_some() || (r.attempts > 1 && r.op != "update")
+fn alone(r: &OutboxRow, absent: &HashSet<i64>) -> bool {
+    r.swap_cid.is_some() || (r.attempts > 1 && r.op != "update" && !absent.contains(&r.id))
 }
 
 /// Bytes a write adds to an `applyWrites` body (its record plus the
@@ -127,12 +133,12 @@ fn write_bytes(r: &OutboxRow) -> usize {
     r.record.as_ref().map_or(0, String::len) + 160
 }
 
-fn units(rows: &[OutboxRow]) -> Vec<Unit<'_>> {
+fn units<'a>(rows: &'a [OutboxRow], absent: &HashSet<i64>) -> Vec<Unit<'a>> {
     let mut out = Vec::new();
     let mut plain: Vec<&OutboxRow> = Vec::new();
     let mut bytes = 0;
     for r in rows {
-        if alone(r) {
+        if alone(r, absent) {
             if !plain.is_empty() {
                 out.push(Unit::Batch(std::mem::take(&mut plain)));
                 bytes = 0;
@@ -378,7 +384,22 @@ impl Worker {
             .origin(&live.pds)
             .unwrap_or_else(|_| live.pds.clone());
         let (did_scope, host_scope) = (pacing::did_scope(&did_text), pacing::host_scope(&host));
-        let units = units(&rows);
+        // Look-ups are calls too: none while the account or host is paused
+        // (the first unit below then waits out the pause).
+        let paused = self
+            .store
+            .publish_paused_until(&[&did_scope, &host_scope], Utc::now())
+            .await?
+            .is_some();
+        let absent = if paused {
+            HashSet::new()
+        } else {
+            self.recheck(&did, owner, &live, &mut rows).await?
+        };
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let units = units(&rows, &absent);
         let mut queue: std::collections::VecDeque<Unit<'_>> = units.into();
         let lease = chrono::Duration::seconds(self.cfg.lease_seconds as i64);
         while let Some(unit) = queue.pop_front() {
@@ -408,7 +429,10 @@ impl Worker {
                 self.defer(owner, &unit, &queue, reason, until).await?;
                 return Ok(());
             }
-            let cost = pacing::cost(&unit.rows());
+            let cost = match &unit {
+                Unit::Batch(rs) => pacing::cost(rs),
+                Unit::Single(r) => pacing::single_points(r),
+            };
             let (per_hour, per_day) = (
                 i64::from(self.cfg.points_per_hour),
                 i64::from(self.cfg.points_per_day),
@@ -441,7 +465,7 @@ impl Worker {
             // The lease is renewed while the call is in flight too: a slow
             // PDS must not let another worker claim rows being written.
             let beat = Duration::from_secs(self.cfg.lease_seconds) / 3;
-            let result = {
+            let (result, charged) = {
                 let call = self.call_with_auth(&did, &mut live, &unit);
                 tokio::pin!(call);
                 loop {
@@ -459,6 +483,13 @@ impl Worker {
                     }
                 }
             };
+            if !charged {
+                // The PDS refused the call before its rate limiter (or it
+                // never arrived): the points charged above were not spent.
+                self.store
+                    .refund_write_points(&did_scope, cost, now)
+                    .await?;
+            }
             match result {
                 Ok(written) => self.write_back(&did, owner, &written).await?,
                 Err(CallError::ExpiredToken | CallError::Auth(_)) => {
@@ -511,13 +542,63 @@ impl Worker {
                     tracing::warn!(did = %did_text, host = %host, wait_s = wait.as_secs(), "PDS rate limit: pausing this DID and its PDS host.");
                     return Ok(());
                 }
-                Err(CallError::Transient(m)) => {
+                Err(CallError::Transient(m) | CallError::Unreachable(m)) => {
                     self.retry_or_fail(owner, &unit, &queue, &m).await?;
                     return Ok(());
                 }
             }
         }
         Ok(())
+    }
+
+    /// Looks up on the PDS the creates an earlier claim may have written
+    /// ([`recheck`]): those it has as parity would write them are published
+    /// as they are and leave `rows`; returns the ids of those it does not
+    /// have, which may go in a batch again.
+    async fn recheck(
+        &self,
+        did: &Did,
+        owner: &str,
+        live: &Live,
+        rows: &mut Vec<OutboxRow>,
+    ) -> Result<HashSet<i64>, PublishError> {
+        let doubtful = recheck::doubtful(rows);
+        if doubtful.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let found = recheck::recheck(&self.client, &live.pds, did.as_str(), &doubtful).await;
+        let absent: HashSet<i64> = found
+            .iter()
+            .filter(|(_, f)| **f == Found::Absent)
+            .map(|(id, _)| *id)
+            .collect();
+        let same: Vec<(&OutboxRow, &str)> = doubtful
+            .iter()
+            .filter_map(|r| match found.get(&r.id) {
+                Some(Found::Same { cid }) => Some((*r, cid.as_str())),
+                _ => None,
+            })
+            .collect();
+        if same.is_empty() {
+            return Ok(absent);
+        }
+        // Written by a commit at or before the account's latest one.
+        let Ok(rev) = self.latest_rev(&live.pds, did.as_str()).await else {
+            return Ok(absent); // each goes alone; its put decides
+        };
+        let written: Vec<Written<'_>> = same
+            .iter()
+            .map(|(row, cid)| Written {
+                row,
+                cid: Some((*cid).to_owned()),
+                rev: rev.clone(),
+            })
+            .collect();
+        self.write_back(did, owner, &written).await?;
+        let done: HashSet<i64> = same.iter().map(|(r, _)| r.id).collect();
+        tracing::info!(did = %did.as_str(), rows = done.len(), "Found rows an earlier claim had already published.");
+        rows.retain(|r| !done.contains(&r.id));
+        Ok(absent)
     }
 
     /// Puts the unit's and the queue's rows back to `pending` until
@@ -608,24 +689,35 @@ impl Worker {
         Ok(())
     }
 
-    /// One call, refreshing the session once on an auth error.
+    /// One call, refreshing the session once on an auth error; with
+    /// whether the PDS charged the unit's points ([`pacing::charged`]: an
+    /// auth failure is refused before the PDS's rate limiter, so only the
+    /// call after a refresh can be charged).
     async fn call_with_auth<'a>(
         &self,
         did: &Did,
         live: &mut Live,
         unit: &Unit<'a>,
-    ) -> Result<Vec<Written<'a>>, CallError> {
+    ) -> (Result<Vec<Written<'a>>, CallError>, bool) {
+        let judged = |r: Result<Vec<Written<'a>>, CallError>| {
+            let charged = r.as_ref().err().is_none_or(pacing::charged);
+            (r, charged)
+        };
         match self.call(did, live, unit).await {
             Err(CallError::ExpiredToken | CallError::Auth(_)) => {}
-            other => return other,
+            other => return judged(other),
         }
-        match self.sessions.refresh(did.as_str(), &live.access).await {
-            Ok(Some(fresh)) => *live = fresh,
-            Ok(None) => return Err(CallError::Auth("session expired".into())),
-            Err(SessionError::Call(e)) => return Err(e),
-            Err(e) => return Err(CallError::Transient(e.to_string())),
-        }
-        self.call(did, live, unit).await
+        let refused = match self.sessions.refresh(did.as_str(), &live.access).await {
+            Ok(Some(fresh)) => {
+                *live = fresh;
+                return judged(self.call(did, live, unit).await);
+            }
+            Ok(None) => CallError::Auth("session expired".into()),
+            Err(SessionError::Call(e)) => e,
+            Err(e) => CallError::Transient(e.to_string()),
+        };
+        // The write was not sent again: nothing was charged.
+        (Err(refused), false)
     }
 
     async fn call<'a>(
@@ -713,11 +805,18 @@ impl Worker {
         }
     }
 
+    /// The account's latest rev, after a write that answered without one.
+    /// Its failures are transient ones: the write before it went through
+    /// (and was charged).
     async fn latest_rev(&self, pds: &str, did: &str) -> Result<String, CallError> {
         let v = self
             .client
             .get(pds, "com.atproto.sync.getLatestCommit", &[("did", did)])
-            .await?;
+            .await
+            .map_err(|e| match e {
+                CallError::RateLimited { wait } => CallError::RateLimited { wait },
+                other => CallError::Transient(format!("getLatestCommit: {other}")),
+            })?;
         v.get("rev")
             .and_then(Value::as_str)
             .filter(|r| r.len() <= 64)
@@ -826,16 +925,17 @@ mod tests {
     #[test]
     fn batches_stay_under_the_count_and_the_body_size() {
         let small: Vec<OutboxRow> = (0..250).map(|i| row(i, 100)).collect();
-        assert_eq!(sizes(&units(&small)), [200, 50]);
+        let none = HashSet::new();
+        assert_eq!(sizes(&units(&small, &none)), [200, 50]);
         // 3 KB records: 120 KiB holds 38 of them.
         let big: Vec<OutboxRow> = (0..100).map(|i| row(i, 3000)).collect();
-        let u = units(&big);
+        let u = units(&big, &none);
         assert_eq!(sizes(&u), [38, 38, 24]);
         for unit in &u {
             let bytes: usize = unit.rows().iter().map(|r| write_bytes(r)).sum();
             assert!(bytes <= MAX_BATCH_BYTES);
         }
         // A record alone over the limit still goes (the PDS judges it).
-        assert_eq!(sizes(&units(&[row(1, 200_000), row(2, 10)])), [1, 1]);
+        assert_eq!(sizes(&units(&[row(1, 200_000), row(2, 10)], &none)), [1, 1]);
     }
 }

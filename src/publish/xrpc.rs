@@ -44,9 +44,13 @@ pub enum CallError {
     /// Rate limited; wait this long (from Retry-After or ratelimit-reset).
     #[error("rate limited by the PDS")]
     RateLimited { wait: Option<Duration> },
-    /// 5xx, timeout, connection failure: retry later.
+    /// 5xx, timeout, a connection lost mid-call: retry later.
     #[error("{0}")]
     Transient(String),
+    /// The request never reached the PDS (no connection could be made):
+    /// retry later; nothing was written or charged.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 /// A client for the PDSes of sessions.
@@ -136,11 +140,13 @@ impl Client {
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, CallError> {
         let resp = req.send().await.map_err(|e| {
-            CallError::Transient(if e.is_timeout() {
-                "the PDS did not answer in time".to_owned()
+            if e.is_timeout() {
+                CallError::Transient("the PDS did not answer in time".to_owned())
+            } else if e.is_connect() {
+                CallError::Unreachable("cannot reach the PDS".to_owned())
             } else {
-                "cannot reach the PDS".to_owned()
-            })
+                CallError::Transient("the connection to the PDS failed".to_owned())
+            }
         })?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();

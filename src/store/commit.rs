@@ -116,12 +116,15 @@ pub(super) trait Steps {
         stats: &mut CommitStats,
         log: Option<&mut Vec<Logged<'b>>>,
     ) -> Result<(), StoreError>;
-    /// Writes a tombstone per `(uri, rev)` (non-empty), newer revs winning.
+    /// Writes a tombstone per `(uri, rev)` (non-empty), newer revs winning;
+    /// returns the tombstones written or moved to a newer rev (a delete
+    /// whose URI already had a tombstone at its rev or a newer one writes
+    /// nothing).
     async fn tombstones(
         &mut self,
         deletes: &[(&str, &str)],
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<u64, StoreError>;
     /// Deletes rows no newer than their tombstone (non-empty); returns the
     /// rows deleted.
     async fn delete<'b>(
@@ -228,7 +231,8 @@ pub(super) async fn commit<S: Steps>(
     // 2. Tombstones for every delete, then the deletes.
     let deletes: Vec<(&str, &str)> = plan.all_deletes().collect();
     if !deletes.is_empty() {
-        tx.tombstones(&deletes, now).await?;
+        let written = tx.tombstones(&deletes, now).await?;
+        stats.stale_deletes = (deletes.len() as u64).saturating_sub(written);
     }
     for (table, work) in plan.tables.iter().enumerate() {
         if !work.deletes.is_empty() {

@@ -363,6 +363,11 @@ pub struct CommitStats {
     pub logged_deletes: Vec<(String, u64)>,
     /// The newest `seq` appended, when any was.
     pub last_seq: Option<i64>,
+    /// Deletes the tombstone guard refused: the URI's tombstone already
+    /// held this rev or a newer one (a replay, or the echo of a delete
+    /// `parity publish` already wrote back). Counted as stale, like
+    /// upserts the rev guards refuse.
+    pub stale_deletes: u64,
 }
 
 impl CommitStats {

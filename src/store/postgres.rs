@@ -369,12 +369,12 @@ impl Steps for PgSteps<'_> {
         &mut self,
         deletes: &[(&str, &str)],
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let (uris, revs): (Vec<String>, Vec<String>) = deletes
             .iter()
             .map(|(u, r)| ((*u).to_owned(), (*r).to_owned()))
             .unzip();
-        sqlx::query(
+        let written = sqlx::query(
             "INSERT INTO parity_tombstones (uri, rev, deleted_at) SELECT u, r, $3 FROM UNNEST($1::text[], $2::text[]) AS v(u, r) \
              ON CONFLICT (uri) DO UPDATE SET rev = excluded.rev, deleted_at = excluded.deleted_at WHERE excluded.rev > parity_tombstones.rev",
         )
@@ -382,8 +382,9 @@ impl Steps for PgSteps<'_> {
         .bind(revs)
         .bind(now)
         .execute(&mut *self.tx)
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        Ok(written)
     }
 
     async fn delete<'b>(

@@ -3,7 +3,8 @@
 //!
 //! Owns: charging an account's write points against its hourly and daily
 //! budget ([`Store::charge_write_points`], one conditional UPDATE, so two
-//! processes never overspend), and the pauses a 429 asks for, per account
+//! processes never overspend), giving them back for a call the PDS did not
+//! charge ([`Store::refund_write_points`]), and the pauses a 429 asks for, per account
 //! or per PDS host ([`Store::pause_publish`], [`Store::publish_paused_until`]).
 //! Does not own what a write costs or when to pause (`publish::pacing`).
 //!
@@ -137,6 +138,34 @@ impl Store {
             remaining: hour_left.min(day_left).max(0),
             until,
         })
+    }
+
+    /// Gives back `points` charged to `scope` at `charged_at` for a call the
+    /// PDS did not charge. A window that began after `charged_at` never
+    /// held them and is left alone; spend never goes below zero.
+    pub async fn refund_write_points(
+        &self,
+        scope: &str,
+        points: i64,
+        charged_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE parity_publish_limits SET \
+             hour_points = CASE WHEN hour_start <= $3::timestamptz THEN \
+                 (CASE WHEN hour_points > $2 THEN hour_points - $2 ELSE 0 END) ELSE hour_points END, \
+             day_points = CASE WHEN day_start <= $3::timestamptz THEN \
+                 (CASE WHEN day_points > $2 THEN day_points - $2 ELSE 0 END) ELSE day_points END, \
+             updated_at = $4::timestamptz \
+             WHERE scope = $1",
+            vec![
+                scope.into(),
+                points.into(),
+                charged_at.into(),
+                Utc::now().into(),
+            ],
+        )
+        .await?;
+        Ok(())
     }
 
     /// No publish call for `scope` before `until` (a later pause stays).

@@ -10,7 +10,10 @@
 //! refreshing the same session would make one of them fail and expire a
 //! good session. [`Store::lock_session_refresh`] takes a short lease on the
 //! row (`refresh_owner`, `refresh_until`) with a conditional UPDATE; the
-//! loser waits and re-reads the tokens the winner stored.
+//! loser waits and re-reads the tokens the winner stored. Storing new
+//! tokens and expiring a refused session are both compare-and-swaps on the
+//! refresh token that was spent, so even a refresh that outlived its lock
+//! never overwrites or expires a session another process refreshed.
 
 use chrono::{DateTime, Utc};
 
@@ -110,24 +113,38 @@ impl Store {
     }
 
     /// Marks the session expired (the PDS refused its refresh) with a
-    /// bounded reason.
-    pub async fn expire_session(&self, did: &str, reason: &str) -> Result<(), StoreError> {
-        self.execute(
-            "UPDATE parity_sessions SET state = 'expired', error = $2, refresh_owner = NULL, \
-             refresh_until = NULL, updated_at = $3::timestamptz WHERE did = $1",
-            vec![did.into(), reason.into(), now_text().into()],
-        )
-        .await?;
-        Ok(())
+    /// bounded reason, unless its refresh token is no longer
+    /// `sealed_refresh`, the one the PDS refused: then another process
+    /// refreshed (or someone logged in) meanwhile and the stored session is
+    /// good. `false` when it was not marked.
+    pub async fn expire_session(
+        &self,
+        did: &str,
+        sealed_refresh: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .execute(
+                "UPDATE parity_sessions SET state = 'expired', error = $3, refresh_owner = NULL, \
+                 refresh_until = NULL, updated_at = $4::timestamptz WHERE did = $1 AND refresh_token = $2",
+                vec![
+                    did.into(),
+                    sealed_refresh.into(),
+                    reason.into(),
+                    now_text().into(),
+                ],
+            )
+            .await?
+            > 0)
     }
 
-    /// Takes the refresh lock of `did`'s active session until `until`;
-    /// `false` when another process holds a live one (or there is no
+    /// Takes the refresh lock of `did`'s active session for `holder` until
+    /// `until`; `false` when another holder has a live one (or there is no
     /// active session).
     pub async fn lock_session_refresh(
         &self,
         did: &str,
-        owner: &str,
+        holder: &str,
         until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let now = now_text();
@@ -138,7 +155,7 @@ impl Store {
                  AND (refresh_owner IS NULL OR refresh_owner = $2 OR refresh_until < $4::timestamptz)",
                 vec![
                     did.into(),
-                    owner.into(),
+                    holder.into(),
                     timestamp_text(&until).into(),
                     now.into(),
                 ],
@@ -147,11 +164,27 @@ impl Store {
             > 0)
     }
 
-    /// Stores refreshed tokens and releases the refresh lock held by `owner`.
+    /// Releases the refresh lock if `holder` still has it.
+    pub async fn unlock_session_refresh(&self, did: &str, holder: &str) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE parity_sessions SET refresh_owner = NULL, refresh_until = NULL \
+             WHERE did = $1 AND refresh_owner = $2",
+            vec![did.into(), holder.into()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Stores the tokens a refresh returned, in place of the refresh token
+    /// it spent (`spent`, sealed as stored), and releases the refresh lock.
+    /// A compare-and-swap on the spent token: only one refresh with a
+    /// single-use token can succeed, so its tokens are stored even if the
+    /// lock expired meanwhile; `false` if the session was replaced (a new
+    /// login) or removed.
     pub async fn store_refreshed_session(
         &self,
         did: &str,
-        owner: &str,
+        spent: &str,
         sealed_access: &str,
         sealed_refresh: &str,
     ) -> Result<bool, StoreError> {
@@ -159,10 +192,10 @@ impl Store {
             .execute(
                 "UPDATE parity_sessions SET access_token = $3, refresh_token = $4, \
                  refresh_owner = NULL, refresh_until = NULL, refreshed_at = $5::timestamptz, \
-                 updated_at = $5::timestamptz WHERE did = $1 AND refresh_owner = $2",
+                 updated_at = $5::timestamptz WHERE did = $1 AND refresh_token = $2",
                 vec![
                     did.into(),
-                    owner.into(),
+                    spent.into(),
                     sealed_access.into(),
                     sealed_refresh.into(),
                     now_text().into(),

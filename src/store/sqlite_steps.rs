@@ -260,13 +260,14 @@ impl Steps for SqliteSteps<'_> {
         &mut self,
         deletes: &[(&str, &str)],
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let now = timestamp_text(&now);
         let mut stmt = self.tx.prepare_cached(TOMBSTONE)?;
+        let mut written = 0;
         for (uri, rev) in deletes {
-            stmt.execute([uri, rev, &now.as_str()])?;
+            written += stmt.execute([uri, rev, &now.as_str()])? as u64;
         }
-        Ok(())
+        Ok(written)
     }
 
     async fn delete<'b>(

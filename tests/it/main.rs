@@ -43,6 +43,7 @@ mod publish;
 mod publish_auth;
 mod publish_faults;
 mod publish_pacing;
+mod publish_recheck;
 mod publish_shutdown;
 mod publish_sql;
 mod races;

@@ -1125,8 +1125,9 @@ backend_tests!(publish_refreshes_an_expired_token, |db| {
 /// The firehose copy of a published write is stale: `parity consume`
 /// (stopped while `parity publish` creates three records, then updates one
 /// and deletes another) reads those commits from the reference PDS's
-/// firehose after the write-back; each upsert is refused by the rev guards
-/// and counted in `parity_events_dropped_total{reason="stale_rev"}`, and
+/// firehose after the write-back; each upsert is refused by the rev guards,
+/// the delete by its tombstone, each counted in
+/// `parity_events_dropped_total{reason="stale_rev"}`, and
 /// the table never goes back to an older version (nor brings back the
 /// deleted record).
 async fn echoes_of_published_writes_are_stale(db: TestDb) {
@@ -1218,13 +1219,14 @@ async fn echoes_of_published_writes_are_stale(db: TestDb) {
     let m = crate::common::process::scrape(addr).await;
     consumer.stop();
     // Creates of tid 0, 1, 2 (older than the update, the delete, and the
-    // write-back) and the update of tid 0 (same rev as its write-back).
+    // write-back), the update of tid 0 (same rev as its write-back) and
+    // the delete of tid 1 (its tombstone is already at that rev).
     assert_eq!(
         m.get(
             "parity_events_dropped_total",
             &[("reason", "stale_rev"), ("intentional", "true")]
         ),
-        4.0
+        5.0
     );
     let after: Vec<_> = db
         .rows("posts", &cols)

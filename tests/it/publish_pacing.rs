@@ -246,3 +246,156 @@ backend_tests!(
     publish_429_pauses_the_host,
     |db| rate_limit_pauses_the_host(db)
 );
+
+/// Points come back for calls the PDS did not charge (it checks the token
+/// before its rate limiter, and a request that never arrived costs
+/// nothing), and stay spent for calls it did (a 5xx comes from its
+/// handler). With 9 points an hour:
+/// - A: 3 creates (9 points) refused as expired, the refresh refused too:
+///   pending_auth with the 9 points given back; after a new login the
+///   same 3 creates fit the hour and go at once (without the refund they
+///   would wait for the next window);
+/// - B: its PDS refuses connections: retried, nothing spent;
+/// - C: a create answered 500 (3 points, kept), then retried alone as a
+///   putRecord (2 points, what the PDS charges a put, not a create's 3).
+async fn points_refunded_when_the_pds_did_not_charge(db: TestDb) {
+    const C: &str = "did:plc:cccccccccccccccccccccccc";
+    let (fake, server) = FakePds::start().await;
+    fake.script(A, vec![Reply::Status(400, "ExpiredToken")]);
+    fake.script(C, vec![Reply::Status(500, "InternalServerError")]);
+    let (_dir, sealer, cfg) = publish_setup(
+        &db,
+        &fake.url,
+        &[A, C],
+        "points_per_hour = 9\nmax_attempts = 5",
+    )
+    .await;
+    let s = store(&db).await;
+    // B's PDS: a port nothing listens on.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let down = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    s.save_session(
+        B,
+        None,
+        &down,
+        &sealer.seal(B, "access_token", "access0"),
+        &sealer.seal(B, "refresh_token", "refresh0"),
+    )
+    .await
+    .unwrap();
+    for i in 0..3 {
+        s.add_outbox(A, POST, None, "create", Some(&post(&format!("a{i}"))), None)
+            .await
+            .unwrap();
+    }
+    s.add_outbox(B, POST, None, "create", Some(&post("b")), None)
+        .await
+        .unwrap();
+    // C's retry finds another record at its key, so it goes alone as a
+    // put (whose answer decides).
+    s.add_outbox(
+        C,
+        POST,
+        Some("3kcccccccccc2"),
+        "create",
+        Some(&post("c")),
+        None,
+    )
+    .await
+    .unwrap();
+    fake.has_record(
+        "3kcccccccccc2",
+        serde_json::json!({"$type": POST, "text": "other"}),
+    );
+    let publisher = Parity::spawn(&["--config", cfg.to_str().unwrap(), "publish"]);
+    let log = || publisher.lines().join("\n");
+    let points = |did: &str| {
+        format!(
+            "SELECT CAST(hour_points AS TEXT) FROM parity_publish_limits WHERE scope = 'did:{did}'"
+        )
+    };
+    wait_scalar(
+        &db,
+        &format!("SELECT CAST(COUNT(*) AS TEXT) FROM parity_outbox WHERE did = '{A}' AND status = 'pending_auth'"),
+        "3",
+        30,
+        log,
+    )
+    .await;
+    assert_eq!(
+        db.scalar(&points(A)).await.as_deref(),
+        Some("0"),
+        "{}",
+        log()
+    );
+    wait_scalar(
+        &db,
+        &format!("SELECT status FROM parity_outbox WHERE did = '{C}'"),
+        "published",
+        30,
+        log,
+    )
+    .await;
+    assert_eq!(
+        db.scalar(&points(C)).await.as_deref(),
+        Some("5"),
+        "{}",
+        log()
+    );
+    wait_scalar(
+        &db,
+        &format!(
+            "SELECT CAST(COUNT(*) AS TEXT) FROM parity_outbox WHERE did = '{B}' AND attempts >= 2 \
+             AND error = 'cannot reach the PDS'"
+        ),
+        "1",
+        30,
+        log,
+    )
+    .await;
+    assert_eq!(
+        db.scalar(&points(B)).await.as_deref(),
+        Some("0"),
+        "{}",
+        log()
+    );
+
+    // A signs in again (what `parity auth login` stores and resumes).
+    s.save_session(
+        A,
+        None,
+        &fake.url,
+        &sealer.seal(A, "access_token", "access9"),
+        &sealer.seal(A, "refresh_token", "refresh9"),
+    )
+    .await
+    .unwrap();
+    s.resume_pending_auth(A).await.unwrap();
+    wait_scalar(
+        &db,
+        &format!("SELECT CAST(COUNT(*) AS TEXT) FROM parity_outbox WHERE did = '{A}' AND status = 'published'"),
+        "3",
+        30,
+        log,
+    )
+    .await;
+    assert_eq!(db.scalar(&points(A)).await.as_deref(), Some("9"));
+    publisher.stop();
+    let calls = fake.calls();
+    let of = |did: &str| -> Vec<(&str, u16)> {
+        calls
+            .iter()
+            .filter(|c| c.repo == did && c.method != "getRecord")
+            .map(|c| (c.method, c.status))
+            .collect()
+    };
+    assert_eq!(of(A), [("applyWrites", 400), ("applyWrites", 200)]);
+    assert_eq!(of(C), [("applyWrites", 500), ("putRecord", 200)]);
+    s.close().await;
+    server.abort();
+}
+
+backend_tests!(publish_points_refunded_when_not_charged, |db| {
+    points_refunded_when_the_pds_did_not_charge(db)
+});

@@ -159,6 +159,54 @@ async fn tombstones_guard_deletes_and_upserts(pg: bool) {
     assert_eq!(likes_of(&store, "a").await, 0);
 }
 
+/// A delete whose URI already has a tombstone at its rev or a newer one
+/// (a replay, or the stream's echo of a delete `parity publish` wrote
+/// back) writes nothing and is counted stale; a newer delete, or one of a
+/// URI never seen, is not.
+async fn deletes_refused_by_the_tombstone_are_stale(pg: bool) {
+    let (store, _dir) = open(pg).await;
+    store
+        .commit(&batch(vec![upsert("a", "1", "3a")], vec![], 1))
+        .await
+        .unwrap();
+    let first = store
+        .commit(&batch(vec![delete("a", "1", "3c")], vec![], 2))
+        .await
+        .unwrap();
+    assert_eq!(first, stats(0, 1));
+    // The same delete again, and an older one: both stale; a delete of a
+    // URI never seen and a newer delete of the first are not.
+    let again = store
+        .commit(&batch(
+            vec![
+                delete("a", "1", "3c"),
+                delete("a", "2", "3b"),
+                delete("a", "3", "3c"),
+            ],
+            vec![],
+            3,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        CommitStats {
+            stale_deletes: 1,
+            ..stats(0, 0)
+        }
+    );
+    let older = store
+        .commit(&batch(vec![delete("a", "2", "3a")], vec![], 4))
+        .await
+        .unwrap();
+    assert_eq!(older.stale_deletes, 1);
+    let newer = store
+        .commit(&batch(vec![delete("a", "1", "3d")], vec![], 5))
+        .await
+        .unwrap();
+    assert_eq!(newer.stale_deletes, 0);
+}
+
 /// Step 5: the import page is the last statement and is guarded by the
 /// lease, so a page written under a lost lease rolls the whole batch back;
 /// under the lease, rows and counters commit together.
@@ -400,6 +448,7 @@ macro_rules! on_both {
 on_both!(
     account_state_guards_the_same_batch,
     tombstones_guard_deletes_and_upserts,
+    deletes_refused_by_the_tombstone_are_stale,
     import_page_commits_with_its_rows_or_not_at_all,
     resume_reads_unfinished_dids_a_page_at_a_time,
     another_writers_account_change_guards_the_next_batch,

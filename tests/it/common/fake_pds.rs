@@ -1,8 +1,10 @@
 //! A small local fake PDS for the publish tests that need answers the
 //! reference PDS's dev network never gives (429 with rate-limit headers,
 //! 5xx, single-use refresh tokens under a race): `applyWrites`,
-//! `putRecord`, `deleteRecord` and `refreshSession` on 127.0.0.1:0, each
-//! call recorded, each repo's answers scripted in order (then 200).
+//! `putRecord`, `deleteRecord`, `refreshSession`, `getRecord` and
+//! `getLatestCommit` on 127.0.0.1:0, each call recorded, each repo's
+//! answers scripted in order (then 200). Optionally strict about access
+//! tokens ([`FakePds::require_access`]): only the newest one issued works.
 //!
 //! Also [`publish_setup`]: sessions for some DIDs pointing at a PDS, and a
 //! config file for `parity publish` on a test database.
@@ -67,6 +69,11 @@ struct Inner {
     refresh_calls: u32,
     /// Slow calls that have arrived (answered or not).
     arrived: u32,
+    /// When set, the only access token writes are accepted with (others
+    /// answer `ExpiredToken`); a refresh moves it to the token it issues.
+    valid_access: Option<String>,
+    /// getRecord: the records the PDS has, by rkey.
+    records: HashMap<String, Value>,
 }
 
 #[derive(Clone, Default)]
@@ -94,6 +101,16 @@ impl FakePds {
             .route(
                 "/xrpc/com.atproto.server.refreshSession",
                 route(refresh_session),
+            )
+            .route(
+                "/xrpc/com.atproto.repo.getRecord",
+                axum::routing::get(get_record),
+            )
+            .route(
+                "/xrpc/com.atproto.sync.getLatestCommit",
+                axum::routing::get(|| async {
+                    json!({"cid": CID, "rev": "3kzzzzzzzzzz2"}).to_string()
+                }),
             )
             .with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -128,6 +145,53 @@ impl FakePds {
     pub fn refresh_calls(&self) -> u32 {
         self.inner.lock().unwrap().refresh_calls
     }
+
+    /// From now on writes need this access token (or the one a later
+    /// refresh issues); any other is refused as expired.
+    pub fn require_access(&self, token: &str) {
+        self.inner.lock().unwrap().valid_access = Some(token.to_owned());
+    }
+
+    /// getRecord finds `value` at `rkey` (CID [`CID`]).
+    pub fn has_record(&self, rkey: &str, value: Value) {
+        self.inner
+            .lock()
+            .unwrap()
+            .records
+            .insert(rkey.to_owned(), value);
+    }
+}
+
+/// getRecord: a record given to [`FakePds::has_record`], else
+/// `RecordNotFound` as the reference PDS answers.
+async fn get_record(
+    State(fake): State<FakePds>,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+) -> (StatusCode, String) {
+    let mut inner = fake.inner.lock().unwrap();
+    let repo = q.get("repo").cloned().unwrap_or_default();
+    let rkey = q.get("rkey").cloned().unwrap_or_default();
+    let found = inner.records.get(&rkey).cloned();
+    let status = if found.is_some() { 200 } else { 400 };
+    inner.calls.push(Call {
+        at: Instant::now(),
+        wall: std::time::SystemTime::now(),
+        method: "getRecord",
+        repo,
+        writes: 0,
+        status,
+        reset: None,
+    });
+    match found {
+        Some(value) => (
+            StatusCode::OK,
+            json!({"uri": "at://x", "cid": CID, "value": value}).to_string(),
+        ),
+        None => (
+            StatusCode::BAD_REQUEST,
+            json!({"error": "RecordNotFound", "message": "Could not locate record"}).to_string(),
+        ),
+    }
 }
 
 fn bearer(h: &HeaderMap) -> String {
@@ -140,20 +204,25 @@ fn bearer(h: &HeaderMap) -> String {
 
 async fn write(
     State(fake): State<FakePds>,
-    _headers: HeaderMap,
+    headers: HeaderMap,
     body: String,
     method: &'static str,
 ) -> (StatusCode, HeaderMap, String) {
     let v: Value = serde_json::from_str(&body).unwrap();
     let repo = v["repo"].as_str().unwrap().to_owned();
     let writes = v["writes"].as_array().map_or(1, Vec::len);
-    let mut reply = fake
-        .inner
-        .lock()
-        .unwrap()
-        .script
-        .get_mut(&repo)
-        .and_then(VecDeque::pop_front);
+    let mut reply = {
+        let mut inner = fake.inner.lock().unwrap();
+        let expired = inner
+            .valid_access
+            .as_ref()
+            .is_some_and(|t| *t != bearer(&headers));
+        if expired {
+            Some(Reply::Status(400, "ExpiredToken"))
+        } else {
+            inner.script.get_mut(&repo).and_then(VecDeque::pop_front)
+        }
+    };
     if let Some(Reply::Slow(d)) = reply {
         fake.inner.lock().unwrap().arrived += 1;
         tokio::time::sleep(d).await;
@@ -221,6 +290,9 @@ async fn refresh_session(State(fake): State<FakePds>, headers: HeaderMap) -> (St
         match inner.refresh.take() {
             Some((valid, n)) if valid == token => {
                 inner.refresh = Some((format!("refresh{n}"), n + 1));
+                if inner.valid_access.is_some() {
+                    inner.valid_access = Some(format!("access{n}"));
+                }
                 Some(n)
             }
             other => {
