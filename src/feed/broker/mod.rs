@@ -178,6 +178,12 @@ impl Message {
 
 /// Publishes the change log to `broker` from the last seq handed over,
 /// until cancelled; woken by the writer (`wake`) or every `interval`.
+///
+/// What reached the broker is recorded by a task of its own, latest value
+/// first: on SQLite that write waits for the pipeline's writer, and the
+/// relay keeps publishing meanwhile. A crash republishes from the last
+/// recorded seq (duplicates, never gaps). Store errors once `token` is
+/// cancelled (the run is closing its pool) end the relay quietly.
 pub async fn relay(
     store: Store,
     broker: Arc<Broker>,
@@ -185,7 +191,66 @@ pub async fn relay(
     interval: Duration,
     token: CancellationToken,
 ) -> Result<(), StoreError> {
-    let (database_id, mut published) = store.feed_state().await?;
+    let (database_id, published) = match store.feed_state().await {
+        Ok(s) => s,
+        Err(_) if token.is_cancelled() => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let (record, recorded) = tokio::sync::watch::channel(published);
+    let recorder = tokio::spawn(record_published(store.clone(), recorded));
+    let r = publish_log(
+        &store,
+        &broker,
+        &database_id,
+        published,
+        &record,
+        wake,
+        interval,
+        &token,
+    )
+    .await;
+    drop(record);
+    let w = recorder
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Sql(sqlx::Error::Protocol(e.to_string()))));
+    match r.and(w) {
+        Err(_) if token.is_cancelled() => Ok(()),
+        r => r,
+    }
+}
+
+/// Records the newest published seq each time it moves, until the relay
+/// drops its sender (then the last value is recorded too).
+async fn record_published(
+    store: Store,
+    mut seq: tokio::sync::watch::Receiver<i64>,
+) -> Result<(), StoreError> {
+    let mut recorded = *seq.borrow_and_update();
+    loop {
+        let open = seq.changed().await.is_ok();
+        let latest = *seq.borrow_and_update();
+        if latest > recorded {
+            store.set_published_seq(latest).await?;
+            recorded = latest;
+            metrics::gauge!(names::FEED_BROKER_PUBLISHED_SEQ).set(latest as f64);
+        }
+        if !open {
+            return Ok(());
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn publish_log(
+    store: &Store,
+    broker: &Broker,
+    database_id: &str,
+    mut published: i64,
+    record: &tokio::sync::watch::Sender<i64>,
+    wake: Arc<Notify>,
+    interval: Duration,
+    token: &CancellationToken,
+) -> Result<(), StoreError> {
     loop {
         let rows = store.changes_after(published, PAGE).await?;
         let mut page = Vec::with_capacity(rows.len());
@@ -197,7 +262,7 @@ pub async fn relay(
             page.push(Outgoing {
                 subject: subject(&change.change),
                 id: format!("{database_id}:{seq}"),
-                body: payload(&change, prev, &database_id),
+                body: payload(&change, prev, database_id),
             });
             seqs.push(seq);
             prev = seq;
@@ -214,9 +279,8 @@ pub async fn relay(
             published
         };
         if sent > published {
-            store.set_published_seq(sent).await?;
+            record.send_replace(sent);
             published = sent;
-            metrics::gauge!(names::FEED_BROKER_PUBLISHED_SEQ).set(sent as f64);
         }
         if rows.len() as i64 == PAGE && !failed {
             continue;
