@@ -108,12 +108,20 @@ impl Store {
     }
 
     /// Removes the changes committed more than `age` ago (a prefix of the
-    /// log) and records the newest seq removed; returns the rows removed.
+    /// log: everything before the oldest change still inside retention)
+    /// and records the newest seq removed; returns the rows removed.
+    ///
+    /// `committed_at` grows with `seq` (it is taken under the append lock),
+    /// so the prefix is found on the primary key: a scan from the oldest
+    /// change to the first one to keep reads only what is removed anyway,
+    /// and `committed_at` needs no index for every append to keep up.
     pub async fn sweep_changes(&self, age: Duration) -> Result<u64, StoreError> {
         let cutoff = Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
         let newest: Option<(Option<i64>,)> = self
             .fetch_optional(
-                "SELECT MAX(seq) FROM parity_changes WHERE committed_at < $1",
+                "SELECT MAX(seq) FROM parity_changes WHERE seq < COALESCE(\
+                 (SELECT seq FROM parity_changes WHERE committed_at >= $1 ORDER BY seq LIMIT 1), \
+                 9223372036854775807)",
                 vec![cutoff.into()],
             )
             .await?;

@@ -252,7 +252,15 @@ impl PgStore {
                 |t: &str| format!(" RETURNING {t}.uri, {t}.did, {t}.rkey, {t}.record::text");
             out.push(TableSql {
                 schema: t.clone(),
-                upsert_returning: format!("{upsert} RETURNING {}.uri", t.name).into(),
+                // One row back, not one per row written: NULL when every
+                // row offered was written (the usual case), else the URIs
+                // written.
+                upsert_returning: format!(
+                    "WITH w AS ({upsert} RETURNING {}.uri) SELECT CASE WHEN COUNT(*) < cardinality($1::text[]) \
+                     THEN COALESCE(array_agg(w.uri), '{{}}') END FROM w",
+                    t.name
+                )
+                .into(),
                 delete_returning: format!("{delete}{}", removed(&t.name)).into(),
                 purge_returning: format!("{purge}{}", removed(&t.name)).into(),
                 upsert: upsert.into(),
@@ -436,14 +444,19 @@ impl Steps for PgSteps<'_> {
                 .await?
                 .rows_affected());
         };
-        let written: Vec<String> = upsert_query(t, &t.upsert_returning, rows, now)
-            .fetch_all(&mut *self.tx)
-            .await?
-            .iter()
-            .map(|r| sqlx::Row::try_get(r, 0))
-            .collect::<Result<_, _>>()?;
+        let written: Option<Vec<String>> = sqlx::Row::try_get(
+            &upsert_query(t, &t.upsert_returning, rows, now)
+                .fetch_one(&mut *self.tx)
+                .await?,
+            0,
+        )?;
+        let Some(written) = written else {
+            // Every row was written (a batch has one mutation per URI).
+            sink.extend(rows.iter().map(|row| Logged::upsert(table, row)));
+            return Ok(rows.len() as u64);
+        };
         let written: std::collections::HashSet<&str> = written.iter().map(String::as_str).collect();
-        // In the batch's order (a batch has one mutation per URI).
+        // In the batch's order.
         for row in rows {
             if written.contains(row.uri.as_str()) {
                 sink.push(Logged::upsert(table, row));
@@ -545,24 +558,29 @@ impl Steps for PgSteps<'_> {
         if !self.ordered {
             self.lock_watermark().await?;
         }
-        let col = |f: &dyn Fn(&Logged<'_>) -> Option<String>| -> Vec<Option<String>> {
+        // Borrowed: the arrays are encoded as they are bound, so no row's
+        // text is copied into owned strings first.
+        let text = |f: for<'x> fn(&'x Logged<'x>) -> &'x str| -> Vec<&str> {
             changes.iter().map(f).collect()
         };
-        let tables: Vec<String> = changes
+        let opt = |f: for<'x> fn(&'x Logged<'x>) -> Option<&'x str>| -> Vec<Option<&str>> {
+            changes.iter().map(f).collect()
+        };
+        let tables: Vec<&str> = changes
             .iter()
-            .map(|c| self.tables[c.table].schema.name.clone())
+            .map(|c| self.tables[c.table].schema.name.as_str())
             .collect();
         let seq: Option<i64> = sqlx::query_scalar(APPEND)
             .bind(tables)
-            .bind(col(&|c| Some(c.op.as_str().to_owned())))
-            .bind(col(&|c| Some(c.uri.clone().into_owned())))
-            .bind(col(&|c| Some(c.did.clone().into_owned())))
-            .bind(col(&|c| Some(c.collection().to_owned())))
-            .bind(col(&|c| Some(c.rkey.clone().into_owned())))
-            .bind(col(&|c| c.cid.map(str::to_owned)))
-            .bind(col(&|c| c.rev.map(str::to_owned)))
-            .bind(col(&|c| c.record.map(str::to_owned)))
-            .bind(col(&|c| c.subjects.clone()))
+            .bind(text(|c| c.op.as_str()))
+            .bind(text(|c| &c.uri))
+            .bind(text(|c| &c.did))
+            .bind(text(|c| c.collection()))
+            .bind(text(|c| &c.rkey))
+            .bind(opt(|c| c.cid))
+            .bind(opt(|c| c.rev))
+            .bind(opt(|c| c.record))
+            .bind(opt(|c| c.subjects.as_deref()))
             .fetch_one(&mut *self.tx)
             .await?;
         seq.ok_or(StoreError::Sql(sqlx::Error::RowNotFound))

@@ -374,6 +374,29 @@ backend_tests!(
 );
 
 backend_tests!(
+    the_sweep_removes_only_the_prefix_before_the_first_change_kept,
+    |db| async move {
+        // A clock stepped back between commits: seqs 1-3 and 6-8 look 48 h
+        // old, 4-5 new. The sweep removes a prefix of the log, never a
+        // change still inside retention, so it stops at seq 4.
+        let feed = start(&db, |c| c.retention = "30d".into()).await;
+        append(&db, &feed, LIKE, 3, 48).await;
+        append(&db, &feed, LIKE, 2, 0).await;
+        append(&db, &feed, LIKE, 3, 48).await;
+        let swept = feed
+            .store
+            .sweep_changes(Duration::from_secs(86_400))
+            .await
+            .unwrap();
+        assert_eq!(swept, 3);
+        assert_eq!(db.count("parity_changes").await, 5);
+        let (status, body) = get(&feed, "/feed/poll?channels=all&cursor=2", "", None).await;
+        assert_eq!(status, 410);
+        assert!(body.contains("\"oldest\":4"), "{body}");
+    }
+);
+
+backend_tests!(
     tokens_guard_channels_and_bad_requests_get_errors,
     |db| async move {
         use sha2::{Digest, Sha256};
