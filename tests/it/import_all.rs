@@ -236,6 +236,30 @@ async fn killed_mid_listing(db: TestDb) {
     relay.open_gate();
     let cursor = db.scalar("SELECT cursor FROM parity_import_listings").await;
     assert_eq!(cursor.as_deref(), Some("4"));
+    // import-status shows the interrupted run: listing not done, at
+    // cursor 4, and the queue.
+    let (code, out, _) = run(parity(&db, &pds, &["import-status"])).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!(
+            "import --all from {} (*): queue pending: 0, in_progress: 0, completed: 4, failed: 0; \
+             4 repos listed (0 inactive, 0 malformed skipped)\n  listing *: not done, 2 pages, cursor: 4\n",
+            relay.url().trim_end_matches('/')
+        )),
+        "{out}"
+    );
+    let status = status_json(&db, &pds).await;
+    let run_status = &status["import_all"][0];
+    assert_eq!(run_status["collections"], "*");
+    assert_eq!(
+        run_status["queue"],
+        serde_json::json!({"pending": 0, "in_progress": 0, "completed": 4, "failed": 0})
+    );
+    assert_eq!(
+        run_status["listings"],
+        serde_json::json!([{"collection": "*", "status": "listing", "done": false,
+            "cursor": "4", "pages": 2, "repos_queued": 4, "error": null}])
+    );
     let first_run = relay.count();
     let before = fetched(&pds);
     assert_eq!(before.len(), 4, "{before:?}");
@@ -262,6 +286,22 @@ async fn killed_mid_listing(db: TestDb) {
     let want: BTreeMap<String, usize> = all_dids.iter().map(|d| (d.clone(), 1)).collect();
     assert_eq!(fetched(&pds), want);
     rows_match(&db, &pds, &revs, &all_dids).await;
+    let status = status_json(&db, &pds).await;
+    let run_status = &status["import_all"][0];
+    assert_eq!(run_status["listings"][0]["done"], true);
+    assert_eq!(run_status["repos_listed"], 10);
+    assert_eq!(
+        run_status["queue"],
+        serde_json::json!({"pending": 0, "in_progress": 0, "completed": 10, "failed": 0})
+    );
+    assert_eq!(status["import_all"].as_array().unwrap().len(), 1);
+}
+
+/// `parity import-status --json`.
+async fn status_json(db: &TestDb, pds: &Pds) -> serde_json::Value {
+    let (code, out, err) = run(parity(db, pds, &["import-status", "--json"])).await;
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
 }
 
 backend_tests!(
