@@ -448,7 +448,10 @@ async fn many_frames_in_flight_keep_order_and_verdicts() {
             forged += 1;
             want.push((*seq, "sync"));
         } else {
-            if last.get(&did).is_some_and(|known| since.as_ref() != Some(known)) {
+            if last
+                .get(&did)
+                .is_some_and(|known| since.as_ref() != Some(known))
+            {
                 want.push((*seq, "sync"));
             }
             want.extend(items.iter().map(|_| (*seq, "commit")));

@@ -193,7 +193,11 @@ async fn auto_resync_heals_a_repo_after_a_bad_signature(db: TestDb, on: bool) {
     run.stop().await.unwrap();
     if on {
         assert_eq!(importer::stored(&db, want.keys().copied()).await, want);
-        assert_eq!(db.count("likes").await, 3, "the live like the repo lacks is gone");
+        assert_eq!(
+            db.count("likes").await,
+            3,
+            "the live like the repo lacks is gone"
+        );
     } else {
         assert_eq!(pds.count(GET_REPO), 0);
         assert_eq!(db.count("likes").await, 1, "only the verified like");

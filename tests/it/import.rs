@@ -304,7 +304,11 @@ async fn import_status_summarises_lists_and_prints_json() {
     ))
     .await;
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(report["import_all"], serde_json::json!([]), "no import --all run");
+    assert_eq!(
+        report["import_all"],
+        serde_json::json!([]),
+        "no import --all run"
+    );
     let rows = report["states"].as_array().unwrap();
     assert_eq!(rows.len(), 5);
     let likes = rows
