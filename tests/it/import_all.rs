@@ -174,6 +174,35 @@ backend_tests!(
     |db| every_active_repo(db)
 );
 
+/// Eight DIDs in flight on a pool of one connection (`--concurrency 8`,
+/// `database.max_connections = 1`): every repo is imported and the
+/// command ends. It used to stop making progress, with "pool timed out"
+/// failures, once the work in flight held the pool.
+async fn small_pool(db: TestDb) {
+    let pds = Pds::start().await;
+    let revs = repos(&pds, 40);
+    let relay = Relay::start().await;
+    relay.add_pds(&pds);
+    let mut cmd = all(&db, &pds, &relay, &["--concurrency", "8"]);
+    cmd.env("PARITY_DATABASE_MAX_CONNECTIONS", "1");
+    let (code, out, err) = tokio::time::timeout(Duration::from_secs(120), run(cmd))
+        .await
+        .expect("import --all with a pool of one connection did not finish");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("40 DIDs completed, 0 skipped, 0 failed"),
+        "{out}{err}"
+    );
+    let dids: Vec<String> = (0..40).map(did).collect();
+    rows_match(&db, &pds, &revs, &dids).await;
+}
+
+backend_tests!(
+    #[tokio::test(flavor = "multi_thread")]
+    import_all_with_concurrency_above_the_pool_size_completes,
+    |db| small_pool(db)
+);
+
 async fn by_collection(db: TestDb) {
     let pds = Pds::start().await;
     let revs = repos(&pds, 6);
