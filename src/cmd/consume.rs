@@ -190,12 +190,12 @@ fn verifier(cfg: &Config, obs: Arc<Obs>) -> Result<Option<Verifier>, Error> {
         return Ok(None);
     }
     let resolver = Resolver::new(&cfg.identity, None).map_err(ConfigError)?;
-    Ok(Some(Verifier {
-        full: cfg.source.verify == VerifyMode::Full,
-        keys: Arc::new(ResolverKeys(Arc::new(resolver))),
+    Ok(Some(Verifier::new(
+        cfg.source.verify == VerifyMode::Full,
+        Arc::new(ResolverKeys(Arc::new(resolver))),
         obs,
-        key_timeout: Duration::from_secs(cfg.identity.timeout_seconds.max(1)),
-    }))
+        Duration::from_secs(cfg.identity.timeout_seconds.max(1)),
+    )))
 }
 
 /// `parity consume`: runs until SIGINT/SIGTERM.

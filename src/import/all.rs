@@ -230,13 +230,22 @@ async fn drain(
             }
         }
     });
+    // Each DID's end is recorded inside its own future. Awaiting the store
+    // in the loop body instead would leave the other futures in flight
+    // unpolled meanwhile, some holding a pooled connection (or first in
+    // the pool's queue for one) that they give back only when polled: with
+    // `--concurrency` above `database.max_connections` that wait never
+    // ended (issue 15's hang). The loop body must not await.
     let results = claims
-        .map(|q: QueuedDid| async move { (q.clone(), runner.one(&q.did, work, token).await) })
+        .map(|q: QueuedDid| async move {
+            let out = runner.one(&q.did, work, token).await;
+            finish(runner, &q, &out.status).await;
+            out
+        })
         .buffer_unordered(runner.concurrency);
     let mut results = std::pin::pin!(results);
     let mut summary = Summary::default();
-    while let Some((q, out)) = results.next().await {
-        finish(runner, &q, &out.status).await;
+    while let Some(out) = results.next().await {
         out.report(&runner.progress);
         summary.add(&out);
     }

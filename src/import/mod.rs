@@ -57,6 +57,7 @@ pub mod repo_job;
 pub mod runner;
 pub mod snapshot;
 pub mod status;
+pub mod status_all;
 pub mod summary;
 pub mod xrpc;
 

@@ -1,5 +1,6 @@
-//! `parity import-status`: a summary line and a table of import states, or
-//! every collection of one DID, or JSON.
+//! `parity import-status`: a summary line, the `import --all` runs
+//! (`status_all`), and a table of import states, or every collection of
+//! one DID; or all of it as one JSON object.
 //!
 //! Owns: presentation only. Text from the network (DIDs are validated, but
 //! error messages may quote a peer) is escaped before it reaches the
@@ -8,6 +9,7 @@
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{ContentArrangement, Table};
 
+use super::status_all;
 use crate::store::{ImportState, StatusFilter, Store, StoreError};
 
 /// Rows shown in the table without a DID.
@@ -26,8 +28,10 @@ pub async fn report(
         TABLE_CAP + 1
     };
     let mut rows = store.import_states(did, filter, limit).await?;
+    let runs = status_all::runs(store).await?;
     if json {
-        return Ok(serde_json::to_string_pretty(&rows).expect("states serialize"));
+        let report = serde_json::json!({ "states": rows, "import_all": runs });
+        return Ok(serde_json::to_string_pretty(&report).expect("states serialize"));
     }
     let counts = store.import_counts(did).await?;
     let count = |s: &str| {
@@ -49,6 +53,9 @@ pub async fn report(
         out.push_str(&format!(", gone: {}", count("gone")));
     }
     out.push('\n');
+    if did.is_none() {
+        out.push_str(&status_all::render(&runs, clean));
+    }
     if rows.is_empty() {
         out.push_str(match did {
             Some(_) => "No imports recorded for this DID.\n",

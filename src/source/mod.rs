@@ -32,6 +32,7 @@ pub mod formats;
 pub mod stream;
 pub mod transport;
 pub mod verify;
+pub mod verify_pool;
 
 pub use config::{DEFAULT_ENDPOINTS, SourceConfig, VerifyMode, parse_endpoint};
 pub use stream::{Endpoint, Origin, Positions, Resume, WireFormat, stream_key};

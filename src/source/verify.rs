@@ -3,8 +3,9 @@
 //! `#atproto` key (and, `full`, its Sync 1.1 MST proof) before any of its
 //! events go on.
 //!
-//! Owns: the ordered window of frames waiting for a key, fetching keys in
-//! parallel off the path of frames whose key is cached, the refresh-once
+//! Owns: the ordered window of frames waiting for a key or a check,
+//! fetching keys in parallel off the path of frames whose key is cached,
+//! handing checks to the worker pool (`verify_pool`), the refresh-once
 //! rule, a short memory of DIDs whose key could not be fetched, the rev
 //! chain for verified commits (moved here from the decoder so that a
 //! forged commit never advances it), and what a failing commit becomes.
@@ -17,6 +18,9 @@
 //! verified (up to [`WINDOW`] events, [`MAX_FETCHES`] documents fetched at
 //! once); a document slower than the key timeout fails its commits as
 //! `unverifiable`, so one slow DID holds the stream at most that long.
+//! Checks run on `Verifier::workers` blocking threads and finish in any
+//! order; a frame leaves only once it and every frame before it are
+//! decided, and the rev chain is applied then, in arrival order.
 //!
 //! A failing commit is dropped (`parity_events_dropped_total{reason=
 //! "bad_signature" | "bad_mst" | "unverifiable"}`, once per op) and
@@ -43,6 +47,7 @@ use crate::source::Item;
 use crate::source::codecs::repo::PublicKey;
 use crate::source::formats::firehose::chain::RevChain;
 use crate::source::formats::firehose::{Proof, ProofError};
+use crate::source::verify_pool::{CheckFn, Checked, Job, Pool, default_workers};
 
 /// Events held while frames wait for keys (about a second of firehose at
 /// peak); past this the stage stops reading and the reader backs up.
@@ -73,6 +78,24 @@ pub struct Verifier {
     pub obs: Arc<Obs>,
     /// Longest wait for one DID's key.
     pub key_timeout: Duration,
+    /// Batches of checks running at once (blocking threads).
+    pub workers: usize,
+    /// What checks a commit ([`Proof::check`]).
+    pub check: CheckFn,
+}
+
+impl Verifier {
+    /// A stage with one worker per core and [`Proof::check`].
+    pub fn new(full: bool, keys: Arc<dyn Keys>, obs: Arc<Obs>, key_timeout: Duration) -> Verifier {
+        Verifier {
+            full,
+            keys,
+            obs,
+            key_timeout,
+            workers: default_workers(),
+            check: Proof::check,
+        }
+    }
 }
 
 /// Why a commit was rejected.
@@ -100,6 +123,14 @@ enum State {
     Waiting {
         fresh: bool,
     },
+    /// With the worker pool (which holds its proof meanwhile).
+    Checking,
+}
+
+impl State {
+    fn decided(&self) -> bool {
+        matches!(self, State::Pass | State::Fail(_))
+    }
 }
 
 /// One websocket message's items.
@@ -128,6 +159,7 @@ struct Window {
     queued: HashSet<Did>,
     failing: LruCache<Did, (Instant, String)>,
     chain: RevChain,
+    pool: Pool,
 }
 
 impl Verifier {
@@ -140,7 +172,9 @@ impl Verifier {
         tx: mpsc::Sender<Item>,
         token: CancellationToken,
     ) {
+        let pool = Pool::new(self.workers, self.full, self.check);
         let mut w = Window {
+            pool,
             v: self,
             queue: VecDeque::new(),
             front: 0,
@@ -156,6 +190,7 @@ impl Verifier {
         let mut open: Vec<Item> = Vec::new();
         let mut reading = true;
         loop {
+            w.pool.dispatch();
             if !w.flush(&tx).await {
                 return;
             }
@@ -178,8 +213,10 @@ impl Verifier {
                 Some((did, fresh, key)) = w.fetching.next(), if !w.fetching.is_empty() => {
                     w.fetched(did, fresh, key);
                 }
+                done = w.pool.next(), if w.pool.busy() => w.checked(done),
                 // Unreachable: a full window starts with a frame waiting
-                // for a fetch, so one branch is always enabled.
+                // for a fetch or a check (queued checks are dispatched at
+                // the top of the loop), so one branch is always enabled.
                 else => return,
             }
         }
@@ -196,49 +233,89 @@ impl Window {
                 self.v.keys.invalidate(&i.event.did);
             }
         }
-        let state = match &proof {
-            None => State::Pass,
-            Some(p) => self.first_try(p),
-        };
-        if let (Some(p), State::Waiting { .. }) = (&proof, &state) {
-            let n = self.front + self.queue.len() as u64;
-            self.waiting.entry(p.meta.did.clone()).or_default().push(n);
-        }
+        let n = self.front + self.queue.len() as u64;
+        let checked = proof.is_some();
         self.queue.push_back(Group {
             items,
             proof,
-            state,
+            state: State::Pass,
+        });
+        if checked {
+            self.first_try(n);
+        }
+    }
+
+    /// The group numbered `n` (still in the window: only decided groups
+    /// leave it).
+    fn group(&mut self, n: u64) -> Option<&mut Group> {
+        let i = usize::try_from(n.checked_sub(self.front)?).ok()?;
+        self.queue.get_mut(i)
+    }
+
+    /// Checks group `n` with the cached key, or asks for the key.
+    fn first_try(&mut self, n: u64) {
+        let Some(did) = self
+            .group(n)
+            .and_then(|g| g.proof.as_ref())
+            .map(|p| p.meta.did.clone())
+        else {
+            return;
+        };
+        if let Some((at, why)) = self.failing.get(&did) {
+            if at.elapsed() < KEY_RETRY_AFTER {
+                let why = why.clone();
+                if let Some(g) = self.group(n) {
+                    g.state = State::Fail(Failure::NoKey(why));
+                }
+                return;
+            }
+            self.failing.remove(&did);
+        }
+        match self.v.keys.cached(&did) {
+            Some(key) => self.submit(n, key, false),
+            None => {
+                self.want(&did, false);
+                self.wait(n, did, false);
+            }
+        }
+    }
+
+    /// Hands group `n` to the worker pool with `key`.
+    fn submit(&mut self, n: u64, key: PublicKey, fresh: bool) {
+        let Some(g) = self.group(n) else { return };
+        let Some(proof) = g.proof.take() else { return };
+        g.state = State::Checking;
+        self.pool.push(Job {
+            n,
+            proof,
+            key,
+            fresh,
         });
     }
 
-    /// Verifies with the cached key, or asks for it.
-    fn first_try(&mut self, p: &Proof) -> State {
-        let did = &p.meta.did;
-        if let Some((at, why)) = self.failing.get(did) {
-            if at.elapsed() < KEY_RETRY_AFTER {
-                return State::Fail(Failure::NoKey(why.clone()));
-            }
-            self.failing.remove(did);
-        }
-        match self.v.keys.cached(did) {
-            Some(key) => self.check(p, &key, false),
-            None => {
-                self.want(did, false);
-                State::Waiting { fresh: false }
-            }
+    /// Group `n` waits for `did`'s key (`fresh`: a refresh).
+    fn wait(&mut self, n: u64, did: Did, fresh: bool) {
+        if let Some(g) = self.group(n) {
+            g.state = State::Waiting { fresh };
+            self.waiting.entry(did).or_default().push(n);
         }
     }
 
-    /// The verdict with `key`; a bad signature with a key that was not
+    /// Verdicts from the pool. A bad signature with a key that was not
     /// just refreshed asks for a refresh instead.
-    fn check(&mut self, p: &Proof, key: &PublicKey, fresh: bool) -> State {
-        match p.check(key, self.v.full) {
-            Ok(()) => State::Pass,
-            Err(ProofError::BadSignature(_)) if !fresh => {
-                self.want(&p.meta.did, true);
-                State::Waiting { fresh: true }
+    fn checked(&mut self, done: Vec<Checked>) {
+        for c in done {
+            let did = c.proof.meta.did.clone();
+            let Some(g) = self.group(c.n) else { continue };
+            g.proof = Some(c.proof);
+            match c.result {
+                Ok(()) => g.state = State::Pass,
+                Err(ProofError::BadSignature(_)) if !c.fresh => {
+                    self.want(&did, true);
+                    self.wait(c.n, did, true);
+                }
+                Err(e) => g.state = State::Fail(Failure::Proof(e)),
             }
-            Err(e) => State::Fail(Failure::Proof(e)),
         }
     }
 
@@ -281,32 +358,19 @@ impl Window {
         }
         let mut still = Vec::new();
         for n in self.waiting.remove(&did).unwrap_or_default() {
-            let Some(i) = n.checked_sub(self.front).map(|i| i as usize) else {
+            let Some(g) = self.group(n) else { continue };
+            let State::Waiting { fresh: wants_fresh } = g.state else {
                 continue;
             };
-            let Some(g) = self.queue.get_mut(i) else {
-                continue;
-            };
-            let (Some(p), State::Waiting { fresh: wants_fresh }) = (g.proof.take(), &g.state)
-            else {
-                continue;
-            };
-            if *wants_fresh && !fresh {
+            if wants_fresh && !fresh {
                 // Waits for the refresh under way.
                 still.push(n);
-                g.proof = Some(p);
                 continue;
             }
-            let state = match &key {
-                Ok(k) => self.check(&p, k, fresh),
-                Err(why) => State::Fail(Failure::NoKey(why.clone())),
-            };
-            if matches!(state, State::Waiting { .. }) {
-                still.push(n);
+            match &key {
+                Ok(k) => self.submit(n, k.clone(), fresh),
+                Err(why) => g.state = State::Fail(Failure::NoKey(why.clone())),
             }
-            let g = &mut self.queue[i];
-            g.state = state;
-            g.proof = Some(p);
         }
         if !still.is_empty() {
             self.waiting.entry(did).or_default().extend(still);
@@ -323,11 +387,7 @@ impl Window {
     /// Sends every decided frame at the front, in order. `false`: the
     /// processor is gone.
     async fn flush(&mut self, tx: &mpsc::Sender<Item>) -> bool {
-        while self
-            .queue
-            .front()
-            .is_some_and(|g| !matches!(g.state, State::Waiting { .. }))
-        {
+        while self.queue.front().is_some_and(|g| g.state.decided()) {
             let g = self.queue.pop_front().expect("checked");
             self.front += 1;
             self.events -= g.items.len();
@@ -409,7 +469,9 @@ impl Window {
                 out.append(&mut items);
                 out
             }
-            State::Waiting { .. } => unreachable!("only decided frames are sent"),
+            State::Waiting { .. } | State::Checking => {
+                unreachable!("only decided frames are sent")
+            }
         }
     }
 }

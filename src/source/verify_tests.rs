@@ -124,12 +124,7 @@ fn stage(keys: Arc<FakeKeys>, full: bool, key_timeout: Duration) -> Stage {
     let (tx, in_rx) = mpsc::channel(64);
     let (out_tx, rx) = mpsc::channel(1024);
     let obs = Arc::new(Obs::new(Duration::from_secs(60)));
-    let v = Verifier {
-        full,
-        keys: Arc::new(keys),
-        obs: obs.clone(),
-        key_timeout,
-    };
+    let v = Verifier::new(full, Arc::new(keys), obs.clone(), key_timeout);
     let task = tokio::spawn(v.run(in_rx, out_tx, CancellationToken::new()));
     Stage { tx, rx, obs, task }
 }
@@ -367,4 +362,164 @@ impl CloneItems for Vec<Item> {
             })
             .collect()
     }
+}
+
+/// The items the reader hands on for one firehose message.
+fn items_of(msg: &[u8]) -> Vec<Item> {
+    let mut d = Decoder::new(5_000_000);
+    d.set_verify(true);
+    d.connect(WireFormat::Firehose, None, None).unwrap();
+    let mut out = Output::default();
+    d.decode(Message::Binary(msg), &mut out).unwrap();
+    let mut proof = out.proof.take().map(Box::new);
+    let n = out.events.len();
+    out.events
+        .drain(..)
+        .enumerate()
+        .map(|(i, event)| Item {
+            stream: "firehose:test".into(),
+            event,
+            frame_end: i + 1 == n,
+            proof: proof.take(),
+        })
+        .collect()
+}
+
+fn signed_key(account: usize) -> PublicKey {
+    let did = testnet::signed::did(account);
+    PublicKey::from_multikey(&testnet::pds::Pds::signing_multikey(&did)).unwrap()
+}
+
+/// What leaves the stage, one `(seq, kind)` per item.
+fn kinds(items: &[Item]) -> Vec<(i64, &'static str)> {
+    items
+        .iter()
+        .map(|i| {
+            let k = match i.event.kind {
+                EventKind::Sync { .. } => "sync",
+                EventKind::Commit(_) => "commit",
+                EventKind::Skip => "skip",
+                _ => "other",
+            };
+            (i.event.cursor.0, k)
+        })
+        .collect()
+}
+
+/// A thousand signed commits (40 accounts × 25 chained likes, interleaved),
+/// every seventh with a forged signature, checked by four workers with
+/// hundreds of frames in the window: frames leave in arrival order, each
+/// forged one is a `Sync` at its seq (dropped, counted, flagged), and the
+/// account's next commit, whose `since` names the forged rev, is preceded
+/// by the chain's `Sync` — the same verdicts the single-task stage gave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_frames_in_flight_keep_order_and_verdicts() {
+    let (accounts, per) = (40, 25);
+    let msgs = testnet::signed::likes(accounts, per, 1);
+    let keys = Arc::new(FakeKeys::default());
+    for a in 0..accounts {
+        let did = Did::parse(&testnet::signed::did(a)).unwrap();
+        keys.docs.lock().unwrap().insert(did.clone(), signed_key(a));
+        // Half the keys are cached, half fetched.
+        if a % 2 == 0 {
+            keys.cache.lock().unwrap().insert(did, signed_key(a));
+        }
+    }
+    let (in_tx, in_rx) = mpsc::channel(4096);
+    let (out_tx, mut out_rx) = mpsc::channel(8192);
+    let obs = Arc::new(Obs::new(Duration::from_secs(60)));
+    let mut v = Verifier::new(false, Arc::new(keys), obs.clone(), Duration::from_secs(600));
+    v.workers = 4;
+    let task = tokio::spawn(v.run(in_rx, out_tx, CancellationToken::new()));
+
+    let mut want = Vec::new();
+    let mut last: HashMap<Did, String> = HashMap::new();
+    let mut forged = 0;
+    for (i, (seq, msg)) in msgs.iter().enumerate() {
+        let bad = i % 7 == 3;
+        let items = if bad {
+            items_of(&testnet::tamper::signature(msg))
+        } else {
+            items_of(msg)
+        };
+        let p = items[0].proof.as_ref().unwrap();
+        let (did, rev, since) = (p.meta.did.clone(), p.meta.rev.clone(), p.meta.since.clone());
+        if bad {
+            forged += 1;
+            want.push((*seq, "sync"));
+        } else {
+            if last
+                .get(&did)
+                .is_some_and(|known| since.as_ref() != Some(known))
+            {
+                want.push((*seq, "sync"));
+            }
+            want.extend(items.iter().map(|_| (*seq, "commit")));
+            last.insert(did, rev);
+        }
+        for item in items {
+            in_tx.send(item).await.unwrap();
+        }
+    }
+    drop(in_tx);
+    let mut out = Vec::new();
+    while let Some(i) = out_rx.recv().await {
+        out.push(i);
+    }
+    task.await.unwrap();
+    assert_eq!(kinds(&out), want);
+    assert_eq!(obs.dropped(DropReason::BadSignature), forged);
+    assert_eq!(obs.dropped(DropReason::Unverifiable), 0);
+    assert!(forged > 100);
+}
+
+/// Checks inside the test's check function, and the most seen at once.
+static INSIDE: Mutex<(usize, usize)> = Mutex::new((0, 0));
+static INSIDE_CHANGED: std::sync::Condvar = std::sync::Condvar::new();
+
+/// [`Proof::check`] that first waits (10 s at most) until another check is
+/// running at the same time.
+fn check_in_pairs(p: &Proof, key: &PublicKey, full: bool) -> Result<(), ProofError> {
+    let mut g = INSIDE.lock().unwrap();
+    g.0 += 1;
+    g.1 = g.1.max(g.0);
+    INSIDE_CHANGED.notify_all();
+    let (mut g, _) = INSIDE_CHANGED
+        .wait_timeout_while(g, Duration::from_secs(10), |g| g.1 < 2)
+        .unwrap();
+    g.0 -= 1;
+    drop(g);
+    p.check(key, full)
+}
+
+/// The checks run on several workers at once: with two workers, two
+/// commits are checked at the same moment (the single-task stage checked
+/// one at a time, and this test then fails at its 10 s wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_are_checked_on_several_workers_at_once() {
+    let frames = commit_frames(8);
+    let keys = Arc::new(FakeKeys::default());
+    *keys.cache.lock().unwrap() = doc_keys();
+    let (tx, in_rx) = mpsc::channel(64);
+    let (out_tx, mut rx) = mpsc::channel(1024);
+    let obs = Arc::new(Obs::new(Duration::from_secs(60)));
+    let mut v = Verifier::new(true, Arc::new(keys), obs.clone(), Duration::from_secs(600));
+    v.workers = 2;
+    v.check = check_in_pairs;
+    let task = tokio::spawn(v.run(in_rx, out_tx, CancellationToken::new()));
+    let want: Vec<i64> = frames.iter().flat_map(|f| seqs(f)).collect();
+    for f in frames {
+        for i in f {
+            tx.send(i).await.unwrap();
+        }
+    }
+    drop(tx);
+    let mut out = Vec::new();
+    while let Some(i) = rx.recv().await {
+        out.push(i);
+    }
+    task.await.unwrap();
+    assert_eq!(INSIDE.lock().unwrap().1, 2, "two checks ran at once");
+    assert_eq!(seqs(&out), want);
+    assert_eq!(obs.dropped(DropReason::BadSignature), 0);
 }

@@ -31,6 +31,20 @@ pub struct ListingState {
     pub pages: i64,
 }
 
+/// One listing as `import-status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ListingRow {
+    pub run: String,
+    pub collection: String,
+    /// `listing`, `completed` or `failed`.
+    pub status: String,
+    pub cursor: Option<String>,
+    pub pages: i64,
+    pub repos_listed: i64,
+    pub repos_queued: i64,
+    pub error: Option<String>,
+}
+
 /// One listed page, as committed.
 #[derive(Debug, Clone, Default)]
 pub struct ListedPage<'a> {
@@ -294,6 +308,16 @@ impl Store {
         self.fetch_all(
             "SELECT collection, status, lease_owner FROM parity_import_listings WHERE run = $1 ORDER BY collection",
             vec![run.into()],
+        )
+        .await
+    }
+
+    /// Every listing of every run, by run and collection.
+    pub async fn all_listings(&self) -> Result<Vec<ListingRow>, StoreError> {
+        self.fetch_all(
+            "SELECT run, collection, status, cursor, pages, repos_listed, repos_queued, error \
+             FROM parity_import_listings ORDER BY run, collection",
+            vec![],
         )
         .await
     }

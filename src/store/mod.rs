@@ -93,7 +93,7 @@ use crate::mapper::TableSchema;
 
 pub use change_log::{ChangeLog, FEED_CHANGES_METRIC};
 pub use changes::{ChangeBounds, ChangeRow};
-pub use import_queue::{ListedPage, ListingState, QueueOutcome, QueuedDid, RunCounts};
+pub use import_queue::{ListedPage, ListingRow, ListingState, QueueOutcome, QueuedDid, RunCounts};
 pub use imports::{CachedIdentity, ImportState, ImportStatus, StatusFilter, UnknownImportStatus};
 pub use outbox::{OutboxFilter, OutboxRow, RetryTarget};
 pub use postgres::PgStore;

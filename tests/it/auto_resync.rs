@@ -4,6 +4,8 @@
 //! PLC directory here) has the new repo state; the consumer's worker
 //! re-imports it whole (getRepo) and the rows end equal to the repo, with
 //! the row the repo no longer has removed, and no `parity resume`.
+//! The same after a commit that fails `source.verify = "signature"`: the
+//! commit is dropped, the DID flagged, and the worker heals it.
 
 use crate::common;
 
@@ -15,6 +17,11 @@ use common::jetstream::{JetstreamServer, Line};
 use common::pds::{GET_REPO, Pds, SynthRecord, tid};
 use common::{TestDb, config, start};
 use parity::cmd::consume::{ConsumeOptions, Consumer};
+use parity::obs::DropReason;
+use parity::source::VerifyMode;
+
+/// Rows by table, as `importer::expected` and `importer::stored` give them.
+type Rows = BTreeMap<&'static str, Vec<Vec<Option<String>>>>;
 
 const DID: &str = "did:plc:autoresyncaaaaaaaaaaaaaa";
 
@@ -84,28 +91,7 @@ async fn auto_resync_heals_a_repo_after_a_sync(db: TestDb, on: bool) {
     let revs: BTreeMap<String, String> = [(DID.to_owned(), rev1.clone())].into();
     let want = importer::expected(&pds, &[DID], &revs, false);
     if on {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let done = states(&db, DID).await.iter().all(|s| s.1 == "completed");
-            if done && importer::stored(&db, want.keys().copied()).await == want {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not healed: {:?}",
-                states(&db, DID).await
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(pds.count(GET_REPO), 1, "one whole-repo fetch");
-        assert!(
-            db.scalar(&format!(
-                "SELECT CAST(resync_requested_at AS TEXT) FROM parity_repos WHERE did = '{DID}'"
-            ))
-            .await
-            .is_none(),
-            "the flag is cleared"
-        );
+        until_healed(&db, &pds, DID, &want).await;
     }
     run.stop().await.unwrap();
     if !on {
@@ -117,5 +103,106 @@ async fn auto_resync_heals_a_repo_after_a_sync(db: TestDb, on: bool) {
     } else {
         assert_eq!(importer::stored(&db, want.keys().copied()).await, want);
         assert_eq!(db.count("likes").await, 3);
+    }
+}
+
+/// Waits (50 ms polls, 30 s at most) until `did`'s states are completed
+/// and its rows are `want`, fetched whole once, its resync flag cleared.
+async fn until_healed(db: &TestDb, pds: &Pds, did: &str, want: &Rows) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let done = states(db, did).await.iter().all(|s| s.1 == "completed");
+        if done && importer::stored(db, want.keys().copied()).await == *want {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not healed: {:?}",
+            states(db, did).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pds.count(GET_REPO), 1, "one whole-repo fetch");
+    assert!(
+        db.scalar(&format!(
+            "SELECT CAST(resync_requested_at AS TEXT) FROM parity_repos WHERE did = '{did}'"
+        ))
+        .await
+        .is_none(),
+        "the flag is cleared"
+    );
+}
+
+backend_tests!(auto_resync_heals_a_repo_after_a_bad_signature, |db| {
+    auto_resync_heals_a_repo_after_a_bad_signature(db, true)
+});
+
+/// The control: verification drops the forged commit and flags the DID,
+/// but without the worker nothing re-imports it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_auto_resync_a_bad_signature_only_flags() {
+    auto_resync_heals_a_repo_after_a_bad_signature(TestDb::sqlite(), false).await;
+}
+
+/// An account (a generated DID whose key the PDS's DID document carries)
+/// commits two likes on the relay, the second with a forged signature;
+/// the PDS's repo has moved on (three other likes, a later rev).
+async fn auto_resync_heals_a_repo_after_a_bad_signature(db: TestDb, on: bool) {
+    let did = testnet::signed::did(0);
+    let pds = Pds::start().await;
+    let rev = tid(1_780_000_100_000_000, 1);
+    pds.add_repo(
+        &did,
+        &rev,
+        None,
+        vec![
+            like("3mptbypaaaaa2", 1),
+            like("3mptbypaaaaa3", 2),
+            like("3mptbypaaaaa4", 3),
+        ],
+    );
+    let frames = testnet::signed::likes(1, 2, 10);
+    let forged = testnet::tamper::signature(&frames[1].1);
+    let relay = JetstreamServer::start(vec![
+        Line::frame(&frames[0].1, 10),
+        Line::frame(&forged, 11),
+    ])
+    .await;
+    let mut cfg = config(&db, &relay.firehose_url());
+    cfg.source.verify = VerifyMode::Signature;
+    cfg.import.auto_resync = on;
+    cfg.import.requests_per_second = 1000;
+    cfg.import.backoff_initial_ms = 10;
+    cfg.import.backoff_max_ms = 50;
+    cfg.identity.plc_url = pds.url();
+    cfg.identity.allow_private_addresses = true;
+    let run = start(Consumer::new(cfg), ConsumeOptions::default());
+    relay.wait_connections(1).await;
+    relay.publish(1);
+    run.wait_cursor(10).await;
+    assert_eq!(db.count("likes").await, 1, "the verified live like");
+    relay.publish_all();
+    run.wait_cursor(11).await;
+    assert_eq!(run.stats.dropped(DropReason::BadSignature), 1);
+
+    let revs: BTreeMap<String, String> = [(did.clone(), rev.clone())].into();
+    let want = importer::expected(&pds, &[did.as_str()], &revs, false);
+    if on {
+        until_healed(&db, &pds, &did, &want).await;
+    }
+    run.stop().await.unwrap();
+    if on {
+        assert_eq!(importer::stored(&db, want.keys().copied()).await, want);
+        assert_eq!(
+            db.count("likes").await,
+            3,
+            "the live like the repo lacks is gone"
+        );
+    } else {
+        assert_eq!(pds.count(GET_REPO), 0);
+        assert_eq!(db.count("likes").await, 1, "only the verified like");
+        let s = states(&db, &did).await;
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].0.as_str(), s[0].1.as_str()), ("*", "pending"));
     }
 }

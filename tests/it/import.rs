@@ -303,7 +303,13 @@ async fn import_status_summarises_lists_and_prints_json() {
         &["import-status", "--json", "--completed"],
     ))
     .await;
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        report["import_all"],
+        serde_json::json!([]),
+        "no import --all run"
+    );
+    let rows = report["states"].as_array().unwrap();
     assert_eq!(rows.len(), 5);
     let likes = rows
         .iter()
@@ -409,8 +415,8 @@ async fn import_status_caps_the_table_with_a_note() {
     );
     assert_eq!(out.matches("com.example.c").count(), 50);
     let (_, out, _) = run(parity(&db, &pds, &["import-status", "--json"])).await;
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
-    assert_eq!(rows.len(), 60);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["states"].as_array().unwrap().len(), 60);
 }
 
 #[tokio::test(flavor = "multi_thread")]

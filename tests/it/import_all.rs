@@ -174,6 +174,35 @@ backend_tests!(
     |db| every_active_repo(db)
 );
 
+/// Eight DIDs in flight on a pool of one connection (`--concurrency 8`,
+/// `database.max_connections = 1`): every repo is imported and the
+/// command ends. It used to stop making progress, with "pool timed out"
+/// failures, once the work in flight held the pool.
+async fn small_pool(db: TestDb) {
+    let pds = Pds::start().await;
+    let revs = repos(&pds, 40);
+    let relay = Relay::start().await;
+    relay.add_pds(&pds);
+    let mut cmd = all(&db, &pds, &relay, &["--concurrency", "8"]);
+    cmd.env("PARITY_DATABASE_MAX_CONNECTIONS", "1");
+    let (code, out, err) = tokio::time::timeout(Duration::from_secs(120), run(cmd))
+        .await
+        .expect("import --all with a pool of one connection did not finish");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("40 DIDs completed, 0 skipped, 0 failed"),
+        "{out}{err}"
+    );
+    let dids: Vec<String> = (0..40).map(did).collect();
+    rows_match(&db, &pds, &revs, &dids).await;
+}
+
+backend_tests!(
+    #[tokio::test(flavor = "multi_thread")]
+    import_all_with_concurrency_above_the_pool_size_completes,
+    |db| small_pool(db)
+);
+
 async fn by_collection(db: TestDb) {
     let pds = Pds::start().await;
     let revs = repos(&pds, 6);
@@ -236,6 +265,30 @@ async fn killed_mid_listing(db: TestDb) {
     relay.open_gate();
     let cursor = db.scalar("SELECT cursor FROM parity_import_listings").await;
     assert_eq!(cursor.as_deref(), Some("4"));
+    // import-status shows the interrupted run: listing not done, at
+    // cursor 4, and the queue.
+    let (code, out, _) = run(parity(&db, &pds, &["import-status"])).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!(
+            "import --all from {} (*): queue pending: 0, in_progress: 0, completed: 4, failed: 0; \
+             4 repos listed (0 inactive, 0 malformed skipped)\n  listing *: not done, 2 pages, cursor: 4\n",
+            relay.url().trim_end_matches('/')
+        )),
+        "{out}"
+    );
+    let status = status_json(&db, &pds).await;
+    let run_status = &status["import_all"][0];
+    assert_eq!(run_status["collections"], "*");
+    assert_eq!(
+        run_status["queue"],
+        serde_json::json!({"pending": 0, "in_progress": 0, "completed": 4, "failed": 0})
+    );
+    assert_eq!(
+        run_status["listings"],
+        serde_json::json!([{"collection": "*", "status": "listing", "done": false,
+            "cursor": "4", "pages": 2, "repos_queued": 4, "error": null}])
+    );
     let first_run = relay.count();
     let before = fetched(&pds);
     assert_eq!(before.len(), 4, "{before:?}");
@@ -262,6 +315,22 @@ async fn killed_mid_listing(db: TestDb) {
     let want: BTreeMap<String, usize> = all_dids.iter().map(|d| (d.clone(), 1)).collect();
     assert_eq!(fetched(&pds), want);
     rows_match(&db, &pds, &revs, &all_dids).await;
+    let status = status_json(&db, &pds).await;
+    let run_status = &status["import_all"][0];
+    assert_eq!(run_status["listings"][0]["done"], true);
+    assert_eq!(run_status["repos_listed"], 10);
+    assert_eq!(
+        run_status["queue"],
+        serde_json::json!({"pending": 0, "in_progress": 0, "completed": 10, "failed": 0})
+    );
+    assert_eq!(status["import_all"].as_array().unwrap().len(), 1);
+}
+
+/// `parity import-status --json`.
+async fn status_json(db: &TestDb, pds: &Pds) -> serde_json::Value {
+    let (code, out, err) = run(parity(db, pds, &["import-status", "--json"])).await;
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
 }
 
 backend_tests!(

@@ -189,6 +189,35 @@ fn interop_signature_vectors() {
     }
 }
 
+/// The low-S rule on the secp256k1 backend itself: the valid ES256K
+/// interop vector, its `s` replaced by n − s (the same ECDSA signature in
+/// high-S form, valid for plain ECDSA), is refused; the vector's own
+/// high-S case is also refused above, but only this one shows the refusal
+/// is the S rule and not some other defect.
+#[test]
+fn a_high_s_copy_of_a_valid_secp256k1_signature_is_refused() {
+    let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
+    let vectors = json("interop/crypto/signature-fixtures.json");
+    let v = vectors
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["algorithm"] == "ES256K" && v["validSignature"] == true)
+        .unwrap();
+    let field = |k: &str| v[k].as_str().unwrap();
+    let message = b64.decode(field("messageBase64")).unwrap();
+    let sig = b64.decode(field("signatureBase64")).unwrap();
+    let key = PublicKey::from_did_key(field("publicKeyDid")).unwrap();
+    assert!(matches!(key, PublicKey::K256(_)));
+    assert!(key.verify(&message, &sig));
+    let low = k256::ecdsa::Signature::from_slice(&sig).unwrap();
+    let (r, s) = low.split_scalars();
+    let high = k256::ecdsa::Signature::from_scalars(r, -*s).unwrap();
+    // (r, n − s) verifies wherever (r, s) does: it normalises back.
+    assert_eq!(high.normalize_s(), Some(low), "the copy is the high-S twin");
+    assert!(!key.verify(&message, &high.to_bytes()));
+}
+
 #[test]
 fn interop_key_layers() {
     for v in json("interop/mst/key_heights.json").as_array().unwrap() {
