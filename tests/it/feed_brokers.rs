@@ -267,3 +267,35 @@ async fn redis_two_databases_share_channels() {
 async fn rabbitmq_two_databases_share_an_exchange() {
     shared_broker("amqp://guest:guest@127.0.0.1:5672/%2f").await;
 }
+
+/// The relay of a run that is closing (token cancelled, pool closed) ends
+/// without an error, so `parity consume` exits 0 on SIGTERM; the same
+/// closed store while the run goes on is a real failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_ends_quietly_when_the_run_closes_its_store() {
+    let db = TestDb::sqlite();
+    let s = store(&db).await;
+    let url = "redis://127.0.0.1:6379";
+    let b = Arc::new(Broker::connect(url, &config(url)).await.unwrap());
+    s.close().await;
+    let token = CancellationToken::new();
+    let running = broker::relay(
+        s.clone(),
+        b.clone(),
+        Arc::new(Notify::new()),
+        Duration::from_millis(50),
+        token.clone(),
+    )
+    .await;
+    assert!(running.is_err(), "a closed store while running is an error");
+    token.cancel();
+    let closing = broker::relay(
+        s,
+        b,
+        Arc::new(Notify::new()),
+        Duration::from_millis(50),
+        token,
+    )
+    .await;
+    assert!(closing.is_ok(), "{closing:?}");
+}
