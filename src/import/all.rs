@@ -237,10 +237,13 @@ async fn drain(
     // `--concurrency` above `database.max_connections` that wait never
     // ended (issue 15's hang). The loop body must not await.
     let results = claims
-        .map(|q: QueuedDid| async move {
-            let out = runner.one(&q.did, work, token).await;
-            finish(runner, &q, &out.status).await;
-            out
+        .map(|q: QueuedDid| {
+            let (runner, work, token) = (runner.clone(), work.clone(), token.clone());
+            super::runner::spawned(async move {
+                let out = runner.one(&q.did, &work, &token).await;
+                finish(&runner, &q, &out.status).await;
+                out
+            })
         })
         .buffer_unordered(runner.concurrency);
     let mut results = std::pin::pin!(results);

@@ -32,7 +32,8 @@ pub enum Work {
     Resume,
 }
 
-/// Shared state of one run.
+/// Shared state of one run (cheap to clone: each DID's task holds one).
+#[derive(Clone)]
 pub struct Runner {
     pub ctx: Arc<Ctx>,
     pub resolver: Arc<Resolver>,
@@ -94,8 +95,8 @@ impl Runner {
         let mut summary = Summary::default();
         let results = inputs
             .map(|input| {
-                let work = work.clone();
-                async move { self.one(&input, &work, token).await }
+                let (runner, work, token) = (self.clone(), work.clone(), token.clone());
+                spawned(async move { runner.one(&input, &work, &token).await })
             })
             .buffer_unordered(self.concurrency);
         let mut results = std::pin::pin!(results);
@@ -135,5 +136,24 @@ impl Runner {
         };
         g.publish();
         out
+    }
+}
+
+/// Runs `fut` as its own task and waits for it. Each DID of a run gets
+/// one, so the DIDs in flight spread over the runtime's worker threads,
+/// and one DID's CPU work (parsing and verifying a whole repository, a few
+/// milliseconds) never leaves another DID's open transaction waiting to be
+/// polled: polled together inside one `buffer_unordered`, a PostgreSQL
+/// import spent most of its time "idle in transaction" and used under half
+/// a core. Dropping the returned future aborts the task; a panic in it is
+/// resumed here.
+pub(super) async fn spawned<T: Send + 'static>(
+    fut: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    let mut task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(fut));
+    match (&mut task).await {
+        Ok(out) => out,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("an import task was cancelled from outside: {e}"),
     }
 }
