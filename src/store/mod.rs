@@ -82,6 +82,7 @@ mod sqlite_repos;
 mod sqlite_steps;
 mod sqlite_writer;
 mod subjects;
+pub mod tcp_nodelay;
 
 use std::time::Duration;
 

@@ -92,6 +92,19 @@ fn array_type(t: ColumnType) -> &'static str {
     }
 }
 
+/// `TCP_NODELAY` on each new connection of the pool (see `tcp_nodelay`).
+fn with_nodelay(pool: PgPoolOptions, opts: &PgConnectOptions) -> PgPoolOptions {
+    let port = opts.get_port();
+    pool.after_connect(move |_, _| {
+        Box::pin(async move {
+            if let Err(e) = super::tcp_nodelay::set_on_connections_to(port) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on the PostgreSQL connections");
+            }
+            Ok(())
+        })
+    })
+}
+
 impl PgStore {
     pub async fn connect(cfg: &DatabaseConfig) -> Result<PgStore, StoreError> {
         // `CREATE ... IF NOT EXISTS` on tables and indexes that exist
@@ -102,7 +115,7 @@ impl PgStore {
             .options([("client_min_messages", "warning")]);
         // Every writer holds a connection for its commits; one more for the
         // sweeps and readers.
-        let pool = PgPoolOptions::new()
+        let pool = with_nodelay(PgPoolOptions::new(), &opts)
             .max_connections(cfg.max_connections.max(cfg.writer_count() + 1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(opts)
@@ -131,7 +144,7 @@ impl PgStore {
         let opts = PgConnectOptions::from_str(&cfg.url)
             .map_err(StoreError::Connect)?
             .options([("default_transaction_read_only", "on")]);
-        let pool = PgPoolOptions::new()
+        let pool = with_nodelay(PgPoolOptions::new(), &opts)
             .max_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(opts)

@@ -146,3 +146,37 @@ async fn simultaneous_starts_on_a_new_database_sqlite() {
 async fn simultaneous_starts_on_a_new_database_postgres() {
     simultaneous_starts_on_a_new_database("simultaneous_starts").await;
 }
+
+/// sqlx 0.9.0 leaves Nagle's algorithm on its sockets, which made every
+/// large statement wait ~40 ms for the server's delayed ACK: a PostgreSQL
+/// store sets `TCP_NODELAY` on each connection it opens. Its connections
+/// go through a proxy on a port of their own, so only they are looked at.
+#[tokio::test]
+async fn postgres_connections_have_tcp_nodelay() {
+    let db = TestDb::postgres("tcp_nodelay").await;
+    let mut url = url::Url::parse(&db.url).unwrap();
+    let target = format!(
+        "{}:{}",
+        url.host_str().unwrap(),
+        url.port_or_known_default().unwrap()
+    );
+    let proxy = common::stall_proxy::StallProxy::start(&target).await;
+    url.set_host(Some("127.0.0.1")).unwrap();
+    url.set_port(Some(proxy.addr.port())).unwrap();
+    let store = Store::connect(&DatabaseConfig {
+        url: url.to_string(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Several connections at once, so the pool opens more than its first.
+    let queries = (0..3).map(|_| store.pending_migrations());
+    for r in futures_util::future::join_all(queries).await {
+        r.unwrap();
+    }
+    assert!(
+        parity::store::tcp_nodelay::all_set_to(proxy.addr.port()).unwrap(),
+        "a PostgreSQL connection of the store has Nagle's algorithm on"
+    );
+    store.close().await;
+}

@@ -56,7 +56,12 @@ type TextRow = Vec<Option<String>>;
 
 impl PgBaseline {
     pub async fn connect(url: &str, mode: Mode) -> sqlx::Result<PgBaseline> {
-        let mut conn = PgConnection::connect(url).await?;
+        let opts: sqlx::postgres::PgConnectOptions = url.parse()?;
+        let mut conn = PgConnection::connect_with(&opts).await?;
+        // As parity's own connections (sqlx 0.9.0 leaves Nagle on): the
+        // store's limit, not 40 ms waits for delayed ACKs.
+        parity::store::tcp_nodelay::set_on_connections_to(opts.get_port())
+            .map_err(sqlx::Error::Io)?;
         sqlx::query("SET synchronous_commit = off")
             .execute(&mut conn)
             .await?;
