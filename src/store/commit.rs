@@ -356,4 +356,4 @@ pub(super) async fn commit<S: Steps>(
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

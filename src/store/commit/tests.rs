@@ -15,7 +15,7 @@ use crate::store::{CommitStats, DatabaseConfig, Store, StoreError};
 
 /// A migrated store with the likes table, purging `deleted` accounts. The
 /// temp dir of a SQLite store lives as long as the returned guard.
-async fn open(pg: bool) -> (Store, Option<tempfile::TempDir>) {
+pub(in crate::store) async fn open(pg: bool) -> (Store, Option<tempfile::TempDir>) {
     let (url, dir) = if pg {
         let base = std::env::var("TEST_PG_URL").unwrap_or_else(|_| {
             "postgres://parity_test:parity_test@127.0.0.1:5432/parity_test".into()
