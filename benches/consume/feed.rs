@@ -15,6 +15,8 @@
 //! 10,000) subscriptions on a quiet channel; its RSS before and after.
 //!
 //! Runs for `BENCH_FEED_SECONDS` (default 30) after a 5 s warm-up.
+//! `BENCH_FEED_BATCH_MS` sets consume's `batch.max_age_ms` (default: the
+//! config's default, 500 ms): how many changes one commit hands the feed.
 
 use std::process::Child;
 use std::sync::Arc;
@@ -78,6 +80,7 @@ fn stop(mut child: Child) {
 }
 
 pub async fn run(o: &Options) {
+    feed_clients::check_committed_at_parse();
     let rate = number("BENCH_FEED_RATE", 10_000).max(1);
     let subscribers = number("BENCH_FEED_SUBSCRIBERS", 1_000) as usize;
     let seconds = number("BENCH_FEED_SECONDS", 30).max(1);
@@ -100,10 +103,11 @@ pub async fn run(o: &Options) {
         .map(str::to_owned)
         .collect();
     println!(
-        "feed bench: {} at {rate} events/s for {seconds} s, {subscribers} subscribers over {} channels, {} keys, load average {}",
+        "feed bench: {} at {rate} events/s for {seconds} s, {subscribers} subscribers over {} channels, {} keys, batch.max_age_ms {}, load average {}",
         o.backends[0],
         channels.len(),
         keys.name(),
+        env("BENCH_FEED_BATCH_MS").unwrap_or_else(|| "default".into()),
         load_average()
     );
     println!(
@@ -151,11 +155,11 @@ async fn one(
     } else {
         "off".into()
     };
-    let cfg_path = config(
-        dir.path(),
-        "consume",
-        &feed_section(&consume_addr, &url_broker),
-    );
+    let mut consume_cfg = feed_section(&consume_addr, &url_broker);
+    if let Some(ms) = env("BENCH_FEED_BATCH_MS") {
+        consume_cfg.push_str(&format!("\n[batch]\nmax_age_ms = {ms}\n"));
+    }
+    let cfg_path = config(dir.path(), "consume", &consume_cfg);
     let mut consume = parity()
         .args([
             "--config",
