@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::feed_clients::{self, percentile_ms};
-use crate::probe::{load_average, proc_stats};
+use crate::probe::{load_average, machine_busy, proc_stats};
 use crate::run::{drop_db, fresh_db, parity};
 use crate::server::{self, Wire};
 use crate::{Options, env, number};
@@ -111,7 +111,7 @@ pub async fn run(o: &Options) {
         load_average()
     );
     println!(
-        "  broker     committed/s  deliveries/s  p50 (ms)  p99 (ms)  dropped  consume CPU/s  consume RSS (MB)  serve CPU/s  serve RSS (MB)"
+        "  broker     committed/s  deliveries/s  p50 (ms)  p99 (ms)  dropped  consume CPU/s  consume RSS (MB)  serve CPU/s  serve RSS (MB)  bench CPU/s  others CPU/s"
     );
     for b in brokers.split(',') {
         one(o, b.trim(), rate, seconds, subscribers, &channels).await;
@@ -220,6 +220,8 @@ async fn one(
     tokio::time::sleep(WARM_UP).await;
     let seq0 = max_seq(&db).await;
     let (c0, _, _) = proc_stats(consume.id());
+    let (b0, _, _) = proc_stats(std::process::id());
+    let m0 = machine_busy();
     let s0: Vec<f64> = nodes.iter().map(|(_, c)| proc_stats(c.id()).0).collect();
     recording.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
@@ -228,6 +230,8 @@ async fn one(
     let secs = t0.elapsed().as_secs_f64();
     let seq1 = max_seq(&db).await;
     let (c1, _, consume_rss) = proc_stats(consume.id());
+    let (b1, _, _) = proc_stats(std::process::id());
+    let m1 = machine_busy();
     let serve: Vec<(f64, u64)> = nodes
         .iter()
         .zip(&s0)
@@ -251,8 +255,10 @@ async fn one(
         .map(|s| format!("{:.0}", s.1 as f64 / 1024.0))
         .collect::<Vec<_>>()
         .join("+");
+    // What the rest of the machine (brokers, other sessions) took.
+    let others = (m1 - m0) - (c1 - c0) - (b1 - b0) - serve.iter().map(|s| s.0).sum::<f64>();
     println!(
-        "  {:<9}  {:>11.0}  {:>12.0}  {:>8.1}  {:>8.1}  {:>7}  {:>13.2}  {:>16.0}  {:>11}  {:>14}",
+        "  {:<9}  {:>11.0}  {:>12.0}  {:>8.1}  {:>8.1}  {:>7}  {:>13.2}  {:>16.0}  {:>11}  {:>14}  {:>11.2}  {:>12.2}",
         broker,
         (seq1 - seq0) as f64 / secs,
         deliveries as f64 / secs,
@@ -271,6 +277,8 @@ async fn one(
         } else {
             serve_rss
         },
+        (b1 - b0) / secs,
+        others / secs,
     );
     for (_, c) in nodes {
         stop(c);

@@ -106,7 +106,16 @@ pub async fn run(
 pub fn committed_at_us(msg: &str) -> Option<u64> {
     const KEY: &[u8] = b"\"committed_at\":\"";
     let b = msg.as_bytes();
-    let at = b.windows(KEY.len()).rposition(|w| w == KEY)? + KEY.len();
+    // Step back from one `_` to the next (few in the message's tail) and
+    // compare the key there: cheaper than comparing at every position.
+    let mut end = b.len();
+    let at = loop {
+        let i = b[..end].iter().rposition(|&c| c == b'_')?;
+        if i >= 10 && b[i - 10..].starts_with(KEY) {
+            break i - 10 + KEY.len();
+        }
+        end = i;
+    };
     let ts = b.get(at..at + 27)?;
     let num = |r: std::ops::Range<usize>| -> Option<u32> {
         ts[r].iter().try_fold(0u32, |n, &c| {
