@@ -21,6 +21,9 @@ use crate::store::Store;
 
 type Page = Result<(Vec<(Arc<Rendered>, String)>, Option<i64>), FeedError>;
 
+/// A message to send and the channel it goes out through.
+pub type Item = (Arc<Rendered>, Arc<str>);
+
 struct Replay {
     after: i64,
     channels: Vec<(Channel, String)>,
@@ -45,7 +48,7 @@ pub struct Feeder {
     pub subs: Subscription,
     replays: VecDeque<Replay>,
     page: Option<Pin<Box<dyn Future<Output = Page> + Send>>>,
-    queue: VecDeque<(Arc<Rendered>, Arc<str>)>,
+    queue: VecDeque<Item>,
     /// The newest live seq taken from the hub.
     live_seen: i64,
     limit: usize,
@@ -191,7 +194,7 @@ impl Feeder {
     }
 
     /// The next message to send, with the channel it goes out through.
-    pub async fn next(&mut self) -> Result<(Arc<Rendered>, Arc<str>), End> {
+    pub async fn next(&mut self) -> Result<Item, End> {
         loop {
             if let Some(item) = self.queue.pop_front() {
                 return Ok(item);
@@ -241,7 +244,7 @@ impl Feeder {
     /// The next message if one is ready now, without waiting: for a
     /// transport that writes what is ready in one go. `None` also while a
     /// replay is under way (its pages are read by [`Feeder::next`]).
-    pub fn try_next(&mut self) -> Option<Result<(Arc<Rendered>, Arc<str>), End>> {
+    pub fn try_next(&mut self) -> Option<Result<Item, End>> {
         loop {
             if let Some(item) = self.queue.pop_front() {
                 return Some(Ok(item));
