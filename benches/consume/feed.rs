@@ -15,6 +15,8 @@
 //! 10,000) subscriptions on a quiet channel; its RSS before and after.
 //!
 //! Runs for `BENCH_FEED_SECONDS` (default 30) after a 5 s warm-up.
+//! `BENCH_FEED_BATCH_MS` sets consume's `batch.max_age_ms` (default: the
+//! config's default, 500 ms): how many changes one commit hands the feed.
 
 use std::process::Child;
 use std::sync::Arc;
@@ -22,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::feed_clients::{self, percentile_ms};
-use crate::probe::{load_average, proc_stats};
+use crate::probe::{load_average, machine_busy, proc_stats};
 use crate::run::{drop_db, fresh_db, parity};
 use crate::server::{self, Wire};
 use crate::{Options, env, number};
@@ -78,6 +80,7 @@ fn stop(mut child: Child) {
 }
 
 pub async fn run(o: &Options) {
+    feed_clients::check_committed_at_parse();
     let rate = number("BENCH_FEED_RATE", 10_000).max(1);
     let subscribers = number("BENCH_FEED_SUBSCRIBERS", 1_000) as usize;
     let seconds = number("BENCH_FEED_SECONDS", 30).max(1);
@@ -100,14 +103,15 @@ pub async fn run(o: &Options) {
         .map(str::to_owned)
         .collect();
     println!(
-        "feed bench: {} at {rate} events/s for {seconds} s, {subscribers} subscribers over {} channels, {} keys, load average {}",
+        "feed bench: {} at {rate} events/s for {seconds} s, {subscribers} subscribers over {} channels, {} keys, batch.max_age_ms {}, load average {}",
         o.backends[0],
         channels.len(),
         keys.name(),
+        env("BENCH_FEED_BATCH_MS").unwrap_or_else(|| "default".into()),
         load_average()
     );
     println!(
-        "  broker     committed/s  deliveries/s  p50 (ms)  p99 (ms)  dropped  consume CPU/s  consume RSS (MB)  serve CPU/s  serve RSS (MB)"
+        "  broker     committed/s  deliveries/s  p50 (ms)  p99 (ms)  dropped  consume CPU/s  consume RSS (MB)  serve CPU/s  serve RSS (MB)  bench CPU/s  others CPU/s"
     );
     for b in brokers.split(',') {
         one(o, b.trim(), rate, seconds, subscribers, &channels).await;
@@ -151,11 +155,11 @@ async fn one(
     } else {
         "off".into()
     };
-    let cfg_path = config(
-        dir.path(),
-        "consume",
-        &feed_section(&consume_addr, &url_broker),
-    );
+    let mut consume_cfg = feed_section(&consume_addr, &url_broker);
+    if let Some(ms) = env("BENCH_FEED_BATCH_MS") {
+        consume_cfg.push_str(&format!("\n[batch]\nmax_age_ms = {ms}\n"));
+    }
+    let cfg_path = config(dir.path(), "consume", &consume_cfg);
     let mut consume = parity()
         .args([
             "--config",
@@ -216,6 +220,8 @@ async fn one(
     tokio::time::sleep(WARM_UP).await;
     let seq0 = max_seq(&db).await;
     let (c0, _, _) = proc_stats(consume.id());
+    let (b0, _, _) = proc_stats(std::process::id());
+    let m0 = machine_busy();
     let s0: Vec<f64> = nodes.iter().map(|(_, c)| proc_stats(c.id()).0).collect();
     recording.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
@@ -224,6 +230,8 @@ async fn one(
     let secs = t0.elapsed().as_secs_f64();
     let seq1 = max_seq(&db).await;
     let (c1, _, consume_rss) = proc_stats(consume.id());
+    let (b1, _, _) = proc_stats(std::process::id());
+    let m1 = machine_busy();
     let serve: Vec<(f64, u64)> = nodes
         .iter()
         .zip(&s0)
@@ -247,8 +255,10 @@ async fn one(
         .map(|s| format!("{:.0}", s.1 as f64 / 1024.0))
         .collect::<Vec<_>>()
         .join("+");
+    // What the rest of the machine (brokers, other sessions) took.
+    let others = (m1 - m0) - (c1 - c0) - (b1 - b0) - serve.iter().map(|s| s.0).sum::<f64>();
     println!(
-        "  {:<9}  {:>11.0}  {:>12.0}  {:>8.1}  {:>8.1}  {:>7}  {:>13.2}  {:>16.0}  {:>11}  {:>14}",
+        "  {:<9}  {:>11.0}  {:>12.0}  {:>8.1}  {:>8.1}  {:>7}  {:>13.2}  {:>16.0}  {:>11}  {:>14}  {:>11.2}  {:>12.2}",
         broker,
         (seq1 - seq0) as f64 / secs,
         deliveries as f64 / secs,
@@ -267,6 +277,8 @@ async fn one(
         } else {
             serve_rss
         },
+        (b1 - b0) / secs,
+        others / secs,
     );
     for (_, c) in nodes {
         stop(c);

@@ -107,3 +107,20 @@ impl Db {
         }
     }
 }
+
+/// CPU seconds the whole machine spent busy (all cores, every process)
+/// since boot, from `/proc/stat`.
+pub fn machine_busy() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    let total: f64 = f.iter().sum();
+    let idle = f.get(3).copied().unwrap_or(0.0) + f.get(4).copied().unwrap_or(0.0);
+    (total - idle) / 100.0
+}

@@ -72,9 +72,13 @@ pub async fn drop_db(url: &str) {
     }
 }
 
-/// The release parity binary, with no `PARITY_*` from the caller's env.
+/// The release parity binary (`BENCH_PARITY_BIN`, else this build's), with
+/// no `PARITY_*` from the caller's env. Another binary lets one bench build
+/// measure an older parity in the same session.
 pub fn parity() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_parity"));
+    let bin =
+        std::env::var("BENCH_PARITY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_parity").into());
+    let mut cmd = Command::new(bin);
     for (k, _) in std::env::vars() {
         if k.starts_with("PARITY_") {
             cmd.env_remove(k);

@@ -9,6 +9,7 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -68,8 +69,9 @@ pub struct Rendered {
     pub committed_us: i64,
     head: String,
     /// Each channel's message, rendered once and shared by every client
-    /// that reads the change through that channel.
-    messages: Mutex<Vec<(Box<str>, Bytes)>>,
+    /// that reads the change through that channel. Kept as text known to
+    /// be UTF-8, so a WebSocket frame is made of it without checking again.
+    messages: Mutex<Vec<(Box<str>, Utf8Bytes)>>,
 }
 
 /// Most channels whose messages one change keeps rendered.
@@ -99,11 +101,16 @@ impl Rendered {
 
     /// [`Rendered::message`] as shared bytes, rendered once per channel.
     pub fn message_bytes(&self, channel: &str) -> Bytes {
+        self.message_text(channel).into()
+    }
+
+    /// [`Rendered::message`] as shared text, rendered once per channel.
+    pub fn message_text(&self, channel: &str) -> Utf8Bytes {
         let mut cache = self.messages.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, b)) = cache.iter().find(|(c, _)| **c == *channel) {
             return b.clone();
         }
-        let b = Bytes::from(self.message(channel));
+        let b = Utf8Bytes::from(self.message(channel));
         if cache.len() < RENDERED_CHANNELS {
             cache.push((channel.into(), b.clone()));
         }

@@ -21,6 +21,9 @@ use crate::store::Store;
 
 type Page = Result<(Vec<(Arc<Rendered>, String)>, Option<i64>), FeedError>;
 
+/// A message to send and the channel it goes out through.
+pub type Item = (Arc<Rendered>, Arc<str>);
+
 struct Replay {
     after: i64,
     channels: Vec<(Channel, String)>,
@@ -45,7 +48,7 @@ pub struct Feeder {
     pub subs: Subscription,
     replays: VecDeque<Replay>,
     page: Option<Pin<Box<dyn Future<Output = Page> + Send>>>,
-    queue: VecDeque<(Arc<Rendered>, String)>,
+    queue: VecDeque<Item>,
     /// The newest live seq taken from the hub.
     live_seen: i64,
     limit: usize,
@@ -77,7 +80,7 @@ impl Feeder {
         self.check_room(channels.len(), max)?;
         let new: Vec<(Channel, String)> = channels
             .into_iter()
-            .filter(|(_, n)| !self.subs.subs.iter().any(|s| s.name == *n))
+            .filter(|(_, n)| !self.subs.subs.iter().any(|s| *s.name == **n))
             .collect();
         // Routed before the hub's latest is read: every matching change
         // above `now` reaches the inbox.
@@ -118,7 +121,7 @@ impl Feeder {
         self.subs.subs.retain(|s| {
             let hit = names
                 .iter()
-                .any(|n| *n == s.name || Channel::parse(n).is_ok_and(|c| c == s.channel));
+                .any(|n| **n == *s.name || Channel::parse(n).is_ok_and(|c| c == s.channel));
             if hit {
                 gone.push(s.channel.clone());
             }
@@ -161,7 +164,7 @@ impl Feeder {
             }
         }
         if let Some(name) = self.subs.route(&change) {
-            let name = name.to_owned();
+            let name = name.clone();
             self.queue.push_back((change, name));
         }
         if self.queue.len() > self.limit {
@@ -183,7 +186,7 @@ impl Feeder {
                     && let Some((_, name)) =
                         r.channels.iter().find(|(c, _)| c.matches(&change.change))
                 {
-                    self.queue.push_back((change, name.clone()));
+                    self.queue.push_back((change, name.as_str().into()));
                 }
             }
             let _ = self.subs.add(r.channels, r.after, usize::MAX);
@@ -191,7 +194,7 @@ impl Feeder {
     }
 
     /// The next message to send, with the channel it goes out through.
-    pub async fn next(&mut self) -> Result<(Arc<Rendered>, String), End> {
+    pub async fn next(&mut self) -> Result<Item, End> {
         loop {
             if let Some(item) = self.queue.pop_front() {
                 return Ok(item);
@@ -211,7 +214,8 @@ impl Feeder {
                         self.page = None;
                         match p.map_err(End::Failed)? {
                             (items, Some(last)) => {
-                                self.queue.extend(items);
+                                self.queue
+                                    .extend(items.into_iter().map(|(c, n)| (c, n.into())));
                                 if let Some(front) = self.replays.front_mut() {
                                     front.after = last;
                                 }
@@ -240,7 +244,7 @@ impl Feeder {
     /// The next message if one is ready now, without waiting: for a
     /// transport that writes what is ready in one go. `None` also while a
     /// replay is under way (its pages are read by [`Feeder::next`]).
-    pub fn try_next(&mut self) -> Option<Result<(Arc<Rendered>, String), End>> {
+    pub fn try_next(&mut self) -> Option<Result<Item, End>> {
         loop {
             if let Some(item) = self.queue.pop_front() {
                 return Some(Ok(item));

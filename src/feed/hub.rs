@@ -14,20 +14,27 @@
 //! Invariants: the hub publishes changes in seq order, each once; an inbox
 //! receives each matching change once (a change matching two of a client's
 //! channels is offered once) and in seq order. An inbox holds at most
-//! `feed.client_buffer` changes: a client that falls that far behind is
-//! cut off (it sees [`Recv::Lagged`]) and resumes with its cursor.
+//! `feed.client_buffer` changes (those the hub queued plus those the client
+//! took but has not read yet): a client that falls that far behind is cut
+//! off (it sees [`Recv::Lagged`]) and resumes with its cursor.
 //! Registering a channel and reading [`Hub::latest`] happen under the same
 //! lock as publishing, so every change above the returned seq reaches the
 //! inbox.
+//!
+//! Cost per delivery: the hub publishes a page of the log at a time
+//! ([`Hub::publish_all`]); a change is pushed onto each matching inbox's
+//! queue, and each inbox is woken once per page, not once per change. The
+//! client takes the whole queue in one lock (swapping buffers, so neither
+//! side allocates in the steady state) and reads it without the hub.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::value::RawValue;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::change::{Change, ChangeOp, Rendered, subjects_of};
@@ -54,7 +61,14 @@ struct Routes {
 /// The hub's side of one client's inbox.
 struct Inbox {
     id: u64,
-    tx: mpsc::Sender<Arc<Rendered>>,
+    capacity: usize,
+    /// Changes queued by the hub, not yet taken by the client.
+    queued: Mutex<VecDeque<Arc<Rendered>>>,
+    /// Woken when `queued` stops being empty (and when the client is cut
+    /// off); a wake with nothing queued is harmless.
+    ready: Notify,
+    /// How many changes the client has taken and not read yet.
+    in_hand: AtomicUsize,
     /// The newest seq offered: a change matching several channels goes in
     /// once.
     last: AtomicI64,
@@ -75,16 +89,18 @@ impl Hub {
 
     /// A new client's inbox, reading no channel yet.
     pub fn inbox(self: &Arc<Hub>) -> Live {
-        let (tx, rx) = mpsc::channel(self.capacity);
         Live {
             hub: self.clone(),
             inbox: Arc::new(Inbox {
                 id: self.next_id.fetch_add(1, Ordering::Relaxed),
-                tx,
+                capacity: self.capacity,
+                queued: Mutex::new(VecDeque::new()),
+                ready: Notify::new(),
+                in_hand: AtomicUsize::new(0),
                 last: AtomicI64::new(0),
                 lagged: AtomicBool::new(false),
             }),
-            rx,
+            hand: VecDeque::new(),
             channels: HashMap::new(),
         }
     }
@@ -101,43 +117,57 @@ impl Hub {
     /// Publishes a change newer than every one before (an older or equal
     /// seq is a duplicate and is dropped). Callers publish from one task.
     pub fn publish(&self, change: Arc<Rendered>) {
-        let seq = change.change.seq;
-        if seq <= self.latest() {
-            return;
-        }
-        let mut routes = self.routes();
-        if !routes.by_channel.is_empty() {
-            let mut closed = false;
-            for_each_channel_of(&change.change, |name| {
-                for inbox in routes.by_channel.get(name).into_iter().flatten() {
-                    closed |= inbox.offer(&change);
+        self.publish_all(std::slice::from_ref(&change));
+    }
+
+    /// Publishes `changes` (in seq order) like [`Hub::publish`] each, but
+    /// wakes each client once for all of them.
+    pub fn publish_all(&self, changes: &[Arc<Rendered>]) {
+        let mut wake: Vec<Arc<Inbox>> = Vec::new();
+        {
+            let routes = self.routes();
+            for change in changes {
+                let seq = change.change.seq;
+                if seq <= self.latest() {
+                    continue;
                 }
-            });
-            if closed {
-                for inboxes in routes.by_channel.values_mut() {
-                    inboxes.retain(|i| !i.tx.is_closed());
+                if !routes.by_channel.is_empty() {
+                    for_each_channel_of(&change.change, |name| {
+                        for inbox in routes.by_channel.get(name).into_iter().flatten() {
+                            if inbox.offer(change) {
+                                wake.push(inbox.clone());
+                            }
+                        }
+                    });
                 }
-                routes.by_channel.retain(|_, v| !v.is_empty());
+                self.latest.store(seq, Ordering::Release);
             }
         }
-        self.latest.store(seq, Ordering::Release);
+        for inbox in wake {
+            inbox.ready.notify_one();
+        }
     }
 
     /// Publishes every logged change after [`Hub::latest`] up to `upto`
-    /// (all of them with `None`), in order; returns how many.
+    /// (all of them with `None`), in order, a page at a time; returns how
+    /// many.
     pub async fn catch_up(&self, store: &Store, upto: Option<i64>) -> Result<usize, StoreError> {
         let mut n = 0;
         loop {
             let rows = store.changes_after(self.latest(), PAGE).await?;
             let full = rows.len() as i64 == PAGE;
+            let mut page = Vec::with_capacity(rows.len());
+            let mut past = false;
             for row in rows {
                 if upto.is_some_and(|u| row.seq > u) {
-                    return Ok(n);
+                    past = true;
+                    break;
                 }
-                self.publish(Rendered::new(change_from_row(row)?));
-                n += 1;
+                page.push(Rendered::new(change_from_row(row)?));
             }
-            if !full {
+            n += page.len();
+            self.publish_all(&page);
+            if past || !full {
                 return Ok(n);
             }
         }
@@ -145,22 +175,26 @@ impl Hub {
 }
 
 impl Inbox {
-    /// Offers `change` once; a full inbox is marked lagged and offered
-    /// nothing more. Returns whether the client is gone.
+    fn queued(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Rendered>>> {
+        self.queued.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Offers `change` once; an inbox that would hold more than its
+    /// capacity is marked lagged and offered nothing more. Returns whether
+    /// the client must be woken (its queue was empty, or it was cut off).
     fn offer(&self, change: &Arc<Rendered>) -> bool {
         let seq = change.change.seq;
         if self.lagged.load(Ordering::Relaxed) || self.last.load(Ordering::Relaxed) >= seq {
             return false;
         }
         self.last.store(seq, Ordering::Relaxed);
-        match self.tx.try_send(change.clone()) {
-            Ok(()) => false,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.lagged.store(true, Ordering::Release);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => true,
+        let mut queued = self.queued();
+        if queued.len() + self.in_hand.load(Ordering::Relaxed) >= self.capacity {
+            self.lagged.store(true, Ordering::Release);
+            return true;
         }
+        queued.push_back(change.clone());
+        queued.len() == 1
     }
 }
 
@@ -205,7 +239,8 @@ pub enum Recv {
 pub struct Live {
     hub: Arc<Hub>,
     inbox: Arc<Inbox>,
-    rx: mpsc::Receiver<Arc<Rendered>>,
+    /// The changes taken from the inbox at once, not read yet.
+    hand: VecDeque<Arc<Rendered>>,
     /// Channel name → how many of the client's subscriptions use it.
     channels: HashMap<String, usize>,
 }
@@ -251,12 +286,15 @@ impl Live {
         self.hub.latest()
     }
 
-    /// The next change, waiting for one.
+    /// The next change, waiting for one. Cancel-safe: nothing is taken
+    /// until it is returned.
     pub async fn recv(&mut self) -> Result<Arc<Rendered>, Recv> {
-        if self.inbox.lagged.load(Ordering::Acquire) {
-            return Err(Recv::Lagged);
+        loop {
+            match self.try_recv() {
+                Err(Recv::Empty) => self.inbox.ready.notified().await,
+                r => return r,
+            }
         }
-        self.rx.recv().await.ok_or(Recv::Closed)
     }
 
     /// The next change if one is waiting.
@@ -264,10 +302,21 @@ impl Live {
         if self.inbox.lagged.load(Ordering::Acquire) {
             return Err(Recv::Lagged);
         }
-        self.rx.try_recv().map_err(|e| match e {
-            mpsc::error::TryRecvError::Empty => Recv::Empty,
-            mpsc::error::TryRecvError::Disconnected => Recv::Closed,
-        })
+        if self.hand.is_empty() && !self.take() {
+            return Err(Recv::Empty);
+        }
+        let change = self.hand.pop_front().ok_or(Recv::Empty)?;
+        self.inbox.in_hand.store(self.hand.len(), Ordering::Relaxed);
+        Ok(change)
+    }
+
+    /// Takes everything the hub queued (swapping buffers: the read one goes
+    /// back to the hub to fill); false if nothing was queued.
+    fn take(&mut self) -> bool {
+        let mut queued = self.inbox.queued();
+        std::mem::swap(&mut *queued, &mut self.hand);
+        self.inbox.in_hand.store(self.hand.len(), Ordering::Relaxed);
+        !self.hand.is_empty()
     }
 }
 

@@ -45,7 +45,8 @@ pub enum FeedError {
 #[derive(Debug, Clone)]
 pub struct Sub {
     pub channel: Channel,
-    pub name: String,
+    /// Shared by every message queued through this channel.
+    pub name: Arc<str>,
     /// Live changes at or below this seq are not sent through this channel
     /// (the log replay, or the moment of subscribing, covered them).
     pub live_after: i64,
@@ -85,14 +86,14 @@ impl Subscription {
     ) -> Result<(), FeedError> {
         let new: Vec<_> = channels
             .into_iter()
-            .filter(|(_, n)| !self.subs.iter().any(|s| s.name == *n))
+            .filter(|(_, n)| !self.subs.iter().any(|s| *s.name == **n))
             .collect();
         if self.subs.len() + new.len() > max {
             return Err(FeedError::TooManyChannels(max));
         }
         self.subs.extend(new.into_iter().map(|(channel, name)| Sub {
             channel,
-            name,
+            name: name.into(),
             live_after,
         }));
         Ok(())
@@ -102,16 +103,16 @@ impl Subscription {
         self.subs.retain(|s| {
             !names
                 .iter()
-                .any(|n| *n == s.name || Channel::parse(n).is_ok_and(|c| c == s.channel))
+                .any(|n| **n == *s.name || Channel::parse(n).is_ok_and(|c| c == s.channel))
         });
     }
 
     /// The channel a live change goes out through, if any.
-    pub fn route(&self, change: &Rendered) -> Option<&str> {
+    pub fn route(&self, change: &Rendered) -> Option<&Arc<str>> {
         self.subs
             .iter()
             .find(|s| change.change.seq > s.live_after && s.channel.matches(&change.change))
-            .map(|s| s.name.as_str())
+            .map(|s| &s.name)
     }
 }
 

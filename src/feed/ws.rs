@@ -23,10 +23,10 @@ use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 /// Bytes each connection reads into at a time.
 const READ_BUFFER: usize = 4 * 1024;
@@ -167,9 +167,7 @@ where
                 while let Some(r) = item.take() {
                     match r {
                         Ok((change, channel)) => {
-                            let text = Utf8Bytes::try_from(change.message_bytes(&channel))
-                                .unwrap_or_else(|_| change.message(&channel).into());
-                            if tx.feed(Message::Text(text)).await.is_err() {
+                            if tx.feed(Message::Text(change.message_text(&channel))).await.is_err() {
                                 return;
                             }
                             sent.push(change.committed_us);
