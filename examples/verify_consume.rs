@@ -1,7 +1,8 @@
 //! `parity consume` end to end with live verification (issue 15,
 //! benchmark d): the same stream of signed firehose commits consumed with
 //! `source.verify = "none"`, `"signature"` and `"full"`, alternating, into
-//! fresh SQLite databases; events/s of each against `none` in the same run.
+//! a fresh database per run (SQLite, or PostgreSQL at `TEST_PG_URL`);
+//! events/s of each against `none` in the same run.
 //!
 //! Workload: `testnet::signed::likes` — generated accounts each committing
 //! one like at a time (real MST proofs, `since`/`prevData` chains, secp256k1
@@ -9,7 +10,7 @@
 //! accounts' DID documents by the local PLC directory (`testnet::pds`),
 //! fetched once per account during the run (a cold key cache).
 //!
-//! `cargo run --release --example verify_consume [accounts] [commits per account] [rounds]`
+//! `cargo run --release --example verify_consume [accounts] [commits per account] [rounds] [sqlite|postgres]`
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -21,11 +22,35 @@ use testnet::jetstream::{JetstreamServer, Line};
 use testnet::pds::Pds;
 use tokio_util::sync::CancellationToken;
 
-async fn once(lines: &[Line], last: i64, plc: &Pds, mode: VerifyMode) -> f64 {
+/// A fresh database for one run (PostgreSQL: one per process, dropped and
+/// created again at each run).
+async fn fresh_db(pg: bool, dir: &std::path::Path) -> String {
+    if !pg {
+        return format!("sqlite://{}", dir.join("parity.db").display());
+    }
+    let base = std::env::var("TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://parity_test:parity_test@127.0.0.1:5432/parity_test".into());
+    let name = format!("parity_verify_bench_{}", std::process::id());
+    let admin = sqlx::PgPool::connect(&base).await.expect("TEST_PG_URL");
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name}"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+    admin.close().await;
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    format!("{prefix}/{name}")
+}
+
+async fn once(lines: &[Line], last: i64, plc: &Pds, mode: VerifyMode, pg: bool) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let relay = JetstreamServer::start(lines.to_vec()).await;
     let mut c = Config::default();
-    c.database.url = format!("sqlite://{}", dir.path().join("parity.db").display());
+    c.database.url = fresh_db(pg, dir.path()).await;
     c.source.endpoints = vec![relay.firehose_url()];
     c.source.verify = mode;
     c.identity.plc_url = plc.url();
@@ -60,6 +85,7 @@ async fn main() {
             .unwrap_or(d)
     };
     let (accounts, per, rounds) = (arg(1, 500), arg(2, 40), arg(3, 3));
+    let pg = std::env::args().nth(4).is_some_and(|b| b == "postgres");
     let frames = testnet::signed::likes(accounts, per, 1);
     let last = frames.last().unwrap().0;
     let lines: Vec<Line> = frames.iter().map(|(s, b)| Line::frame(b, *s)).collect();
@@ -68,14 +94,15 @@ async fn main() {
         plc.add_did_doc(&testnet::signed::did(a), &format!("signed{a}.test"));
     }
     println!(
-        "(d) consume, {} signed commits ({accounts} accounts × {per}), SQLite, events/s",
-        lines.len()
+        "(d) consume, {} signed commits ({accounts} accounts × {per}), {}, events/s",
+        lines.len(),
+        if pg { "PostgreSQL" } else { "SQLite" }
     );
     let modes = [VerifyMode::None, VerifyMode::Signature, VerifyMode::Full];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     for _ in 0..rounds {
         for (i, m) in modes.iter().enumerate() {
-            rates[i].push(once(&lines, last, &plc, *m).await);
+            rates[i].push(once(&lines, last, &plc, *m, pg).await);
         }
     }
     let median = |r: &Vec<f64>| {

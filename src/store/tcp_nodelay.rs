@@ -21,6 +21,39 @@
 #[cfg(target_os = "linux")]
 pub fn set_on_connections_to(port: u16) -> std::io::Result<usize> {
     let mut changed = 0;
+    for_each_connection_to(port, |sock| {
+        if sock.tcp_nodelay().is_ok_and(|on| !on) && sock.set_tcp_nodelay(true).is_ok() {
+            changed += 1;
+        }
+    })?;
+    Ok(changed)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn set_on_connections_to(_port: u16) -> std::io::Result<usize> {
+    Ok(0)
+}
+
+/// Whether every TCP socket of this process connected to `port` has
+/// `TCP_NODELAY` (and there is at least one).
+#[cfg(target_os = "linux")]
+pub fn all_set_to(port: u16) -> std::io::Result<bool> {
+    let (mut seen, mut set) = (0, 0);
+    for_each_connection_to(port, |sock| {
+        seen += 1;
+        set += usize::from(sock.tcp_nodelay().unwrap_or(false));
+    })?;
+    Ok(seen > 0 && set == seen)
+}
+
+/// Calls `f` with each socket of this process whose peer port is `port`
+/// (a socket closed meanwhile has no peer and is skipped; `f`'s option
+/// calls on one closed after that fail, and `f` treats that as not set).
+#[cfg(target_os = "linux")]
+fn for_each_connection_to(
+    port: u16,
+    mut f: impl FnMut(&socket2::SockRef<'_>),
+) -> std::io::Result<()> {
     for fd in connected_sockets()? {
         // SAFETY: `fd` was open in this process a moment ago and the
         // borrow lasts only for the option calls below. Should another
@@ -34,40 +67,11 @@ pub fn set_on_connections_to(port: u16) -> std::io::Result<usize> {
             .ok()
             .and_then(|a| a.as_socket())
             .is_some_and(|a| a.port() == port);
-        if to_port && sock.tcp_nodelay().is_ok_and(|on| !on) && sock.set_tcp_nodelay(true).is_ok() {
-            changed += 1;
-        }
-    }
-    Ok(changed)
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn set_on_connections_to(_port: u16) -> std::io::Result<usize> {
-    Ok(0)
-}
-
-/// Whether every TCP socket of this process connected to `port` has
-/// `TCP_NODELAY` (and there is at least one).
-#[cfg(target_os = "linux")]
-pub fn all_set_to(port: u16) -> std::io::Result<bool> {
-    let mut seen = 0;
-    for fd in connected_sockets()? {
-        // SAFETY: as in `set_on_connections_to`.
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        let sock = socket2::SockRef::from(&fd);
-        let to_port = sock
-            .peer_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .is_some_and(|a| a.port() == port);
         if to_port {
-            seen += 1;
-            if !sock.tcp_nodelay()? {
-                return Ok(false);
-            }
+            f(&sock);
         }
     }
-    Ok(seen > 0)
+    Ok(())
 }
 
 /// The numbers of this process's open file descriptors that are sockets.
