@@ -28,22 +28,7 @@ async fn fresh_db(pg: bool, dir: &std::path::Path) -> String {
     if !pg {
         return format!("sqlite://{}", dir.join("parity.db").display());
     }
-    let base = std::env::var("TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://parity_test:parity_test@127.0.0.1:5432/parity_test".into());
-    let name = format!("parity_verify_bench_{}", std::process::id());
-    let admin = sqlx::PgPool::connect(&base).await.expect("TEST_PG_URL");
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {name}"),
-        format!("CREATE DATABASE {name}"),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&admin)
-            .await
-            .unwrap();
-    }
-    admin.close().await;
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    format!("{prefix}/{name}")
+    workload::pg_db::fresh(&format!("parity_verify_bench_{}", std::process::id())).await
 }
 
 async fn once(lines: &[Line], last: i64, plc: &Pds, mode: VerifyMode, pg: bool) -> f64 {

@@ -22,23 +22,7 @@ use crate::{Options, generator};
 pub async fn fresh_db(backend: &str, name: &str, dir: &std::path::Path) -> String {
     let name = format!("{name}_{}", std::process::id());
     let url = if backend == "postgres" {
-        let base = std::env::var("TEST_PG_URL").unwrap_or_else(|_| {
-            "postgres://parity_test:parity_test@127.0.0.1:5432/parity_test".into()
-        });
-        let admin = sqlx::PgPool::connect(&base)
-            .await
-            .expect("PostgreSQL reachable");
-        for sql in [
-            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            format!("CREATE DATABASE {name}"),
-        ] {
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .execute(&admin)
-                .await
-                .unwrap();
-        }
-        admin.close().await;
-        format!("{}/{name}", base.rsplit_once('/').unwrap().0)
+        workload::pg_db::fresh(&name).await
     } else {
         format!("sqlite://{}", dir.join(format!("{name}.db")).display())
     };

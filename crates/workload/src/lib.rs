@@ -7,6 +7,7 @@
 //! - [`jetstream`] / [`firehose`]: the wire forms the bench server sends.
 //! - [`rows`]: what parity writes for an event, by parity's own mappers.
 //! - [`baseline`]: plain SQLite and PostgreSQL writers of those rows.
+//! - [`pg_db`]: a fresh PostgreSQL database per run.
 //!
 //! Dev-only (`publish = false`); driven by `benches/consume` and checked
 //! against parity itself by `tests/it/workload.rs`.
@@ -16,6 +17,7 @@ pub mod event;
 pub mod firehose;
 pub mod jetstream;
 pub mod keys;
+pub mod pg_db;
 pub mod rng;
 pub mod rows;
 pub mod template;
