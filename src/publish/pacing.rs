@@ -97,23 +97,7 @@ mod tests {
     use super::*;
 
     fn row(op: &str) -> OutboxRow {
-        OutboxRow {
-            id: 1,
-            did: "did:plc:x".into(),
-            collection: "app.bsky.feed.post".into(),
-            rkey: None,
-            op: op.into(),
-            record: None,
-            swap_cid: None,
-            status: "in_flight".into(),
-            attempts: 1,
-            error: None,
-            uri: None,
-            cid: None,
-            rev: None,
-            created_at: String::new(),
-            updated_at: String::new(),
-        }
+        OutboxRow::in_flight(1, op)
     }
 
     #[test]

@@ -128,21 +128,10 @@ mod tests {
 
     fn row(id: i64, op: &str, rkey: &str, attempts: i64) -> OutboxRow {
         OutboxRow {
-            id,
-            did: "did:plc:x".into(),
-            collection: "app.bsky.feed.post".into(),
             rkey: Some(rkey.into()),
-            op: op.into(),
             record: Some(json!({"$type": "app.bsky.feed.post", "text": "t"}).to_string()),
-            swap_cid: None,
-            status: "in_flight".into(),
             attempts,
-            error: None,
-            uri: None,
-            cid: None,
-            rev: None,
-            created_at: String::new(),
-            updated_at: String::new(),
+            ..OutboxRow::in_flight(id, op)
         }
     }
 

@@ -900,21 +900,9 @@ mod tests {
 
     fn row(id: i64, record_len: usize) -> OutboxRow {
         OutboxRow {
-            id,
-            did: "did:plc:x".into(),
-            collection: "app.bsky.feed.post".into(),
             rkey: Some(format!("3k{id:011}")),
-            op: "create".into(),
             record: Some("x".repeat(record_len)),
-            swap_cid: None,
-            status: "in_flight".into(),
-            attempts: 1,
-            error: None,
-            uri: None,
-            cid: None,
-            rev: None,
-            created_at: String::new(),
-            updated_at: String::new(),
+            ..OutboxRow::in_flight(id, "create")
         }
     }
 

@@ -50,6 +50,31 @@ pub struct OutboxRow {
     pub updated_at: String,
 }
 
+#[cfg(test)]
+impl OutboxRow {
+    /// A claimed (`in_flight`) row of `did:plc:x`'s posts, for the publish
+    /// tests: `op`, no rkey or record, one attempt; set the rest on it.
+    pub fn in_flight(id: i64, op: &str) -> OutboxRow {
+        OutboxRow {
+            id,
+            did: "did:plc:x".into(),
+            collection: "app.bsky.feed.post".into(),
+            rkey: None,
+            op: op.into(),
+            record: None,
+            swap_cid: None,
+            status: "in_flight".into(),
+            attempts: 1,
+            error: None,
+            uri: None,
+            cid: None,
+            rev: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+}
+
 const STATUSES: [&str; 6] = [
     "pending",
     "in_flight",
