@@ -63,36 +63,17 @@ fn report(name: &str, mut rates: Vec<f64>, base: Option<(&str, &[f64])>) {
 }
 
 fn relay_commits() -> Vec<(PublicKey, Vec<u8>, Vec<u8>)> {
-    use ipld_core::ipld::Ipld;
-    use std::collections::BTreeMap;
-    let dir = format!("{FIXTURES}/firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471");
-    let docs: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(format!("{dir}/did_docs.json")).unwrap()).unwrap();
-    let bytes = std::fs::read(format!("{dir}/frames.bin")).unwrap();
-    let mut out = Vec::new();
-    let mut rest = &bytes[..];
-    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
-        let len = u32::from_le_bytes(*len) as usize;
-        let frame = &tail[..len];
-        rest = &tail[len..];
-        let mut de = serde_ipld_dagcbor::de::Deserializer::from_slice(frame);
-        let header: BTreeMap<String, Ipld> = serde::Deserialize::deserialize(&mut de).unwrap();
-        if header.get("t") != Some(&Ipld::String("#commit".into())) {
-            continue;
-        }
-        let body: BTreeMap<String, Ipld> = serde::Deserialize::deserialize(&mut de).unwrap();
-        let (Some(Ipld::String(did)), Some(Ipld::Link(cid)), Some(Ipld::Bytes(blocks))) =
-            (body.get("repo"), body.get("commit"), body.get("blocks"))
-        else {
-            continue;
-        };
-        let car = Car::parse(blocks).unwrap();
-        let commit = Commit::parse(car.get(&cid.to_bytes()).unwrap()).unwrap();
-        let key = PublicKey::from_did_document(&docs[did.as_str()]).unwrap();
-        assert!(key.verify(&commit.unsigned, commit.sig));
-        out.push((key, commit.unsigned.clone(), commit.sig.to_vec()));
-    }
-    out
+    let (commits, docs) = testnet::frames::relay_commits();
+    commits
+        .iter()
+        .map(|c| {
+            let car = Car::parse(&c.blocks).unwrap();
+            let commit = Commit::parse(car.get(&c.commit.to_bytes()).unwrap()).unwrap();
+            let key = PublicKey::from_did_document(&docs[c.did.as_str()]).unwrap();
+            assert!(key.verify(&commit.unsigned, commit.sig));
+            (key, commit.unsigned.clone(), commit.sig.to_vec())
+        })
+        .collect()
 }
 
 /// The plain baseline: split with the `cid` crate, hash every block.

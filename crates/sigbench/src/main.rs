@@ -27,18 +27,12 @@
 //!
 //! `cargo build --release -p sigbench && taskset -c 0 target/release/sigbench [rounds]`
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ipld_core::cid::Cid;
 use ipld_core::ipld::Ipld;
 use k256::ecdsa::signature::hazmat::PrehashVerifier as _;
 use sha2::{Digest, Sha256};
-
-const WINDOW: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/firehose/bsky-relay-2026-07-04-seq-31527015372-31527015471"
-);
 
 /// One real commit: the compressed SEC1 key of its DID, the unsigned
 /// commit block, the compact signature.
@@ -92,40 +86,24 @@ fn atproto_key(doc: &serde_json::Value) -> Vec<u8> {
 }
 
 fn relay_commits() -> Vec<Signed> {
-    let docs: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(format!("{WINDOW}/did_docs.json")).unwrap()).unwrap();
-    let bytes = std::fs::read(format!("{WINDOW}/frames.bin")).unwrap();
-    let mut out = Vec::new();
-    let mut rest = &bytes[..];
-    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
-        let len = u32::from_le_bytes(*len) as usize;
-        let frame = &tail[..len];
-        rest = &tail[len..];
-        let mut de = serde_ipld_dagcbor::de::Deserializer::from_slice(frame);
-        let header: BTreeMap<String, Ipld> = serde::Deserialize::deserialize(&mut de).unwrap();
-        if header.get("t") != Some(&Ipld::String("#commit".into())) {
-            continue;
-        }
-        let body: BTreeMap<String, Ipld> = serde::Deserialize::deserialize(&mut de).unwrap();
-        let (Some(Ipld::String(did)), Some(Ipld::Link(cid)), Some(Ipld::Bytes(blocks))) =
-            (body.get("repo"), body.get("commit"), body.get("blocks"))
-        else {
-            continue;
-        };
-        let block = car_block(blocks, cid).expect("the commit block");
-        let Ipld::Map(mut commit) = serde_ipld_dagcbor::from_slice(block).unwrap() else {
-            panic!("a commit is a map");
-        };
-        let Some(Ipld::Bytes(sig)) = commit.remove("sig") else {
-            panic!("a commit has a sig");
-        };
-        out.push(Signed {
-            key: atproto_key(&docs[did.as_str()]),
-            unsigned: serde_ipld_dagcbor::to_vec(&Ipld::Map(commit)).unwrap(),
-            sig: sig.try_into().expect("64-byte compact signature"),
-        });
-    }
-    out
+    let (commits, docs) = testnet::frames::relay_commits();
+    commits
+        .iter()
+        .map(|c| {
+            let block = car_block(&c.blocks, &c.commit).expect("the commit block");
+            let Ipld::Map(mut commit) = serde_ipld_dagcbor::from_slice(block).unwrap() else {
+                panic!("a commit is a map");
+            };
+            let Some(Ipld::Bytes(sig)) = commit.remove("sig") else {
+                panic!("a commit has a sig");
+            };
+            Signed {
+                key: atproto_key(&docs[c.did.as_str()]),
+                unsigned: serde_ipld_dagcbor::to_vec(&Ipld::Map(commit)).unwrap(),
+                sig: sig.try_into().expect("64-byte compact signature"),
+            }
+        })
+        .collect()
 }
 
 /// The same signature with s replaced by n − s: valid ECDSA, but high-S.

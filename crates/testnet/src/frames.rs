@@ -91,6 +91,43 @@ pub fn relay_frames() -> Vec<(i64, Vec<u8>)> {
     out
 }
 
+/// A `#commit` of the relay recording: its repo's DID, the commit block's
+/// CID and the frame's CAR `blocks`.
+pub struct RelayCommit {
+    pub did: String,
+    pub commit: cid::Cid,
+    pub blocks: Vec<u8>,
+}
+
+/// Every `#commit` frame of the relay recording, read with
+/// `serde_ipld_dagcbor` (independently of parity's decoder), and the
+/// recording's DID documents (`did_docs.json`, by DID).
+pub fn relay_commits() -> (Vec<RelayCommit>, serde_json::Value) {
+    use ipld_core::ipld::Ipld;
+    use std::collections::BTreeMap;
+    let docs_path = crate::fixture(crate::RELAY_FRAMES).with_file_name("did_docs.json");
+    let docs = serde_json::from_slice(&std::fs::read(docs_path).unwrap()).unwrap();
+    let mut out = Vec::new();
+    for (_, msg) in relay_frames() {
+        let mut de = serde_ipld_dagcbor::de::Deserializer::from_slice(&msg);
+        let header: BTreeMap<String, Ipld> = serde::Deserialize::deserialize(&mut de).unwrap();
+        if header.get("t") != Some(&Ipld::String("#commit".into())) {
+            continue;
+        }
+        let body: BTreeMap<String, Ipld> = serde::Deserialize::deserialize(&mut de).unwrap();
+        if let (Some(Ipld::String(did)), Some(Ipld::Link(cid)), Some(Ipld::Bytes(blocks))) =
+            (body.get("repo"), body.get("commit"), body.get("blocks"))
+        {
+            out.push(RelayCommit {
+                did: did.clone(),
+                commit: *cid,
+                blocks: blocks.clone(),
+            });
+        }
+    }
+    (out, docs)
+}
+
 /// The DAG-CBOR (sha2-256, codec 0x71) CID of `bytes`.
 fn dag_cid(bytes: &[u8]) -> cid::Cid {
     use sha2::Digest;
