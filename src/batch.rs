@@ -207,8 +207,9 @@ impl Checkpoint {
 }
 
 /// One page of an import: its rows commit in the same transaction as the
-/// page's listRecords cursor and counters, so a crash loses at most the page
-/// in flight.
+/// page's cursor, the run's rev and the counters, so a crash loses at most
+/// the page in flight; the last page also ends the run (`completed`, lease
+/// released) in that transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportPage {
     /// `parity_import_states.id`.
@@ -217,6 +218,11 @@ pub struct ImportPage {
     pub owner: String,
     /// Where the next page starts; `None` after the last page.
     pub cursor: Option<String>,
+    /// The repo rev this run imports at (every row of it carries it):
+    /// stored with the cursor, so the two always describe the same run.
+    pub rev: String,
+    /// The run's last page: the pair is `completed` by this commit.
+    pub last: bool,
     /// Records that failed their mapper (not in `mutations`).
     pub failed: u64,
     /// New lease expiry, RFC 3339.

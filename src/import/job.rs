@@ -7,8 +7,8 @@
 //! delete newer than the import win, whichever is written first.
 //!
 //! Each page is one `Batch` with an `ImportPage` (built by `page`): its
-//! rows, its cursor and its counters commit together and only while our
-//! lease holds. The last page of a listing read from its first page, every
+//! rows, its cursor, the pinned rev and its counters commit together and
+//! only while our lease holds; the last page also completes the pair. The last page of a listing read from its first page, every
 //! record mapped, also carries the [`Sweep`] that removes the rows the repo
 //! no longer has (older than the pinned rev, so not in the listing). A crash loses at most the page in flight; the next run
 //! starts at the saved cursor. A busy database is retried here, a few
@@ -133,8 +133,8 @@ pub(super) struct LatestCommit {
 }
 
 /// Runs one claimed pair (`state`, the row claimed for `did` and
-/// `collection`) to its last page. The caller finishes the state
-/// (completed or failed) from the result.
+/// `collection`) to its last page, whose commit completes the state; the
+/// caller records a failure from the result.
 pub async fn run(
     ctx: &Ctx,
     pds: &str,
@@ -148,13 +148,6 @@ pub async fn run(
     // Empty: the PDS reports none (see `repo_rev`).
     if !(latest.rev.is_empty() || crate::event::is_tid(&latest.rev)) {
         return Err(JobError::BadRev);
-    }
-    if !ctx
-        .store
-        .set_import_rev(state.id, ctx.lease.owner(), &latest.rev)
-        .await?
-    {
-        return Err(JobError::LeaseLost);
     }
     // A cursor left by a whole-repo run of this pair is no listRecords
     // cursor: list from the first page.

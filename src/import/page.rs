@@ -104,7 +104,9 @@ pub fn map(
         checkpoint: Checkpoint::ImportPage(ImportPage {
             state_id: of.state_id,
             owner: lease.owner().to_owned(),
+            last: next.is_none(),
             cursor: next,
+            rev: of.rev.to_owned(),
             failed,
             lease_until: crate::mapper::table::timestamp_text(&lease.until()),
             sweep: None,

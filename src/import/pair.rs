@@ -4,9 +4,10 @@
 //! how it ended.
 //!
 //! Owns: the state transitions of one pair around its job: claimed
-//! (`in_progress`), then `completed`, `failed` with the error text, `gone`
+//! (`in_progress`), then `failed` with the error text, `gone`
 //! when the PDS says the repo is (`RepoNotFound`, `RepoDeactivated`), or
-//! released back to `pending` when the run is interrupted. A pair that
+//! released back to `pending` when the run is interrupted. `completed` is
+//! written by the job's last page, in that page's transaction. A pair that
 //! cannot be claimed (completed, or held by a live importer) is skipped.
 //! Does not own paging (`job`) or the lease clock (`lease`).
 
@@ -92,17 +93,24 @@ pub async fn run(
             None => job::run(ctx, &id.pds, &id.did, nsid, &state, &pair_bar, &lease_token).await,
         }
     };
+    tokio::pin!(work);
     let result = tokio::select! {
-        r = work => r,
-        () = renew => Err(JobError::LeaseLost),
+        biased;
+        r = &mut work => r,
+        () = renew => {
+            // The lease is no longer ours: taken over, or the last page has
+            // just completed the pair. The cancelled token stops the work at
+            // its next step; a last page that committed still counts.
+            match work.await {
+                Ok(n) => Ok(n),
+                Err(_) => Err(JobError::LeaseLost),
+            }
+        }
     };
     lease_token.cancel();
     match result {
-        Ok(n) => match ctx.store.finish_import(state.id, owner, None).await {
-            Ok(true) => PairResult::Done(n),
-            Ok(false) => PairResult::NotClaimed(NotClaimed::LeaseLost),
-            Err(e) => PairResult::Failed(n, e.into()),
-        },
+        // The last page's commit completed the pair and released the lease.
+        Ok(n) => PairResult::Done(n),
         Err(JobError::Cancelled) | Err(JobError::Remote(XrpcError::Cancelled))
             if token.is_cancelled() =>
         {

@@ -8,7 +8,10 @@
 //! refetch the CAR and skip committed pages.** A crashed run kept nothing
 //! but its committed pages, so the next run fetches the repo again; when
 //! the new snapshot has the same rev as the state's, the records up to the
-//! cursor are already written at that rev and are skipped, else (the repo
+//! cursor are already written at that rev and are skipped (the state's
+//! rev is written by each page's commit with its cursor, never ahead of
+//! it, so a run that committed nothing cannot make an older run's cursor
+//! look like this snapshot's), else (the repo
 //! moved on) the collection is written again from its first record at the
 //! new rev. Holding CARs across runs would cost disk for every repo in
 //! flight to save one request per interrupted repo.
@@ -43,13 +46,6 @@ pub async fn run(
     bar: &PairBar,
     token: &CancellationToken,
 ) -> Result<Counts, JobError> {
-    if !ctx
-        .store
-        .set_import_rev(state.id, ctx.lease.owner(), &snap.rev)
-        .await?
-    {
-        return Err(JobError::LeaseLost);
-    }
     let empty = Default::default();
     let collected = snap.collection(collection.as_str()).unwrap_or(&empty);
     let records = &collected.records;

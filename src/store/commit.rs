@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 
 use super::change_log::{self, Logged};
 use super::dialect::{Arg, Sql};
-use super::imports::{PAGE_DONE, QUEUE_RESYNC};
+use super::imports::{LAST_PAGE_DONE, PAGE_DONE, QUEUE_RESYNC};
 use super::outbox::MARK_PUBLISHED;
 use super::plan::{Plan, status_text};
 use super::{CommitStats, StoreError};
@@ -310,18 +310,35 @@ pub(super) async fn commit<S: Steps>(
         }
         Checkpoint::ImportPage(page) => {
             let offered = plan.upsert_count() as u64;
-            let synced = stats.upserted_total();
-            let args = vec![
-                page.cursor.clone().into(),
-                (synced as i64).into(),
-                (offered.saturating_sub(synced) as i64).into(),
-                (page.failed as i64).into(),
-                page.lease_until.clone().into(),
-                now.into(),
-                page.state_id.into(),
-                page.owner.clone().into(),
-            ];
-            if tx.run(&PAGE_DONE, args).await? == 0 {
+            let synced = stats.upserted_total() as i64;
+            let skipped = offered.saturating_sub(synced as u64) as i64;
+            let failed = page.failed as i64;
+            let (sql, args) = if page.last {
+                let args = vec![
+                    synced.into(),
+                    skipped.into(),
+                    failed.into(),
+                    now.into(),
+                    page.state_id.into(),
+                    page.owner.clone().into(),
+                    page.rev.clone().into(),
+                ];
+                (&LAST_PAGE_DONE, args)
+            } else {
+                let args = vec![
+                    page.cursor.clone().into(),
+                    synced.into(),
+                    skipped.into(),
+                    failed.into(),
+                    page.lease_until.clone().into(),
+                    now.into(),
+                    page.state_id.into(),
+                    page.owner.clone().into(),
+                    page.rev.clone().into(),
+                ];
+                (&PAGE_DONE, args)
+            };
+            if tx.run(sql, args).await? == 0 {
                 return Err(StoreError::LeaseLost);
             }
         }

@@ -39,14 +39,29 @@ pub(super) static QUEUE_RESYNC: Sql = Sql::new(
 );
 
 /// Records one committed import page, in the page's transaction. Matches no
-/// row (and the batch is rolled back) if the lease was taken over.
+/// row (and the batch is rolled back) if the lease was taken over. The
+/// run's rev is written with the cursor it belongs to: a run that commits
+/// no page leaves the earlier run's (rev, cursor) pair as it was.
 /// `$1` cursor, `$2` synced, `$3` skipped, `$4` failed, `$5` lease until,
-/// `$6` now, `$7` id, `$8` owner.
+/// `$6` now, `$7` id, `$8` owner, `$9` rev.
 pub(super) static PAGE_DONE: Sql = Sql::new(
-    "UPDATE parity_import_states SET cursor = $1, pages = pages + 1, \
+    "UPDATE parity_import_states SET cursor = $1, rev = $9, pages = pages + 1, \
      records_synced = records_synced + $2, records_skipped = records_skipped + $3, \
      records_failed = records_failed + $4, lease_expires_at = $5::timestamptz, updated_at = $6 \
      WHERE id = $7 AND lease_owner = $8 AND status = 'in_progress'",
+);
+
+/// [`PAGE_DONE`] for a run's last page: the same counters, and the pair
+/// ends `completed` (cursor cleared, lease released) in the same
+/// transaction, so no separate finishing write follows.
+/// `$1` synced, `$2` skipped, `$3` failed, `$4` now, `$5` id, `$6` owner,
+/// `$7` rev.
+pub(super) static LAST_PAGE_DONE: Sql = Sql::new(
+    "UPDATE parity_import_states SET cursor = NULL, rev = $7, pages = pages + 1, \
+     records_synced = records_synced + $1, records_skipped = records_skipped + $2, \
+     records_failed = records_failed + $3, status = 'completed', error = NULL, \
+     completed_at = $4::timestamptz, lease_owner = NULL, lease_expires_at = NULL, updated_at = $4::timestamptz \
+     WHERE id = $5 AND lease_owner = $6 AND status = 'in_progress'",
 );
 
 /// Where a (did, collection) import stands: `parity_import_states.status`,
@@ -246,31 +261,49 @@ fn now_text() -> String {
 impl Store {
     /// Adds `pending` states for the pairs that have none. With `force`,
     /// resets every pair that is not being worked on (completed or failed
-    /// ones start over from the first page with zeroed counters).
+    /// ones start over from the first page with zeroed counters). One
+    /// statement for all `collections` (and one more with `force`): a DID
+    /// of a network-sized run is queued in one write, not one per
+    /// collection.
     pub async fn enqueue_imports(
         &self,
         did: &str,
         collections: &[String],
         force: bool,
     ) -> Result<(), StoreError> {
+        if collections.is_empty() {
+            return Ok(());
+        }
         let now = now_text();
-        for c in collections {
-            self.execute(
+        // `$1` did, `$2` now, `$3..` the collections.
+        let mut args: Vec<Arg> = vec![did.into(), now.into()];
+        args.extend(collections.iter().map(|c| Arg::from(c.as_str())));
+        let params = || (3..3 + collections.len()).map(|i| format!("${i}"));
+        let values = params()
+            .map(|p| format!("($1, {p}, 'pending', $2::timestamptz, $2::timestamptz)"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.execute(
+            &format!(
                 "INSERT INTO parity_import_states (did, collection, status, created_at, updated_at) \
-                 VALUES ($1, $2, 'pending', $3::timestamptz, $3::timestamptz) ON CONFLICT (did, collection) DO NOTHING",
-                vec![did.into(), c.as_str().into(), now.clone().into()],
-            )
-            .await?;
-            if force {
-                self.execute(
+                 VALUES {values} ON CONFLICT (did, collection) DO NOTHING"
+            ),
+            args.clone(),
+        )
+        .await?;
+        if force {
+            let list = params().collect::<Vec<_>>().join(", ");
+            self.execute(
+                &format!(
                     "UPDATE parity_import_states SET status = 'pending', cursor = NULL, rev = NULL, \
                      records_synced = 0, records_skipped = 0, records_failed = 0, pages = 0, \
-                     started_at = NULL, completed_at = NULL, error = NULL, updated_at = $3::timestamptz \
-                     WHERE did = $1 AND collection = $2 AND (status <> 'in_progress' OR lease_expires_at < $3::timestamptz)",
-                    vec![did.into(), c.as_str().into(), now.clone().into()],
-                )
-                .await?;
-            }
+                     started_at = NULL, completed_at = NULL, error = NULL, updated_at = $2::timestamptz \
+                     WHERE did = $1 AND collection IN ({list}) \
+                     AND (status <> 'in_progress' OR lease_expires_at < $2::timestamptz)"
+                ),
+                args,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -326,23 +359,6 @@ impl Store {
                 "UPDATE parity_import_states SET lease_expires_at = $3::timestamptz \
                  WHERE id = $1 AND lease_owner = $2 AND status = 'in_progress'",
                 vec![id.into(), owner.into(), timestamp_text(&lease_until).into()],
-            )
-            .await?;
-        Ok(n == 1)
-    }
-
-    /// Records the repo rev this run imports at; `false` if the lease is lost.
-    pub async fn set_import_rev(
-        &self,
-        id: i64,
-        owner: &str,
-        rev: &str,
-    ) -> Result<bool, StoreError> {
-        let n = self
-            .execute(
-                "UPDATE parity_import_states SET rev = $3, updated_at = $4::timestamptz \
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'in_progress'",
-                vec![id.into(), owner.into(), rev.into(), now_text().into()],
             )
             .await?;
         Ok(n == 1)

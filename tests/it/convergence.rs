@@ -509,7 +509,13 @@ async fn import_page(store: &Store, reg: &Registry, dids: &[Did], run: &ImportRu
     }
     store.commit(&mapped.batch).await.unwrap();
     if last {
-        assert!(store.finish_import(state.id, "h:1:0", None).await.unwrap());
+        // The last page's commit completed the pair.
+        let states = store
+            .import_states(Some(did.as_str()), parity::store::StatusFilter::All, 10)
+            .await
+            .unwrap();
+        let st = states.iter().find(|s| s.id == state.id).unwrap();
+        assert_eq!(st.status, parity::store::ImportStatus::Completed);
     }
 }
 

@@ -625,6 +625,8 @@ async fn a_rolled_back_commit_appends_nothing(db: TestDb) {
         state_id: state.id,
         owner: "thief".into(),
         cursor: None,
+        rev: "3a".into(),
+        last: true,
         failed: 0,
         lease_until: parity::mapper::table::timestamp_text(&until),
         sweep: None,

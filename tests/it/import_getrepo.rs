@@ -377,33 +377,30 @@ backend_tests!(
     |db| fallback(db)
 );
 
-async fn kill_then_resume(db: TestDb, reference: TestDb) {
-    let pds = Pds::start().await;
-    let a = pds.add_car(fixture(LITTLE_CAR));
-    let env = |cmd: &mut tokio::process::Command| {
-        cmd.env("PARITY_IMPORT_PAGE_SIZE", "10");
-    };
-    let mut cmd = getrepo(&reference, &pds, &["import", &a.did]);
-    env(&mut cmd);
-    let (code, out, err) = run(cmd).await;
-    assert_eq!(code, 0, "{out}{err}");
+/// Page size of the interrupted runs: the little repo's posts fit one page,
+/// its likes take several.
+fn paged(cmd: &mut tokio::process::Command) {
+    cmd.env("PARITY_IMPORT_PAGE_SIZE", "10");
+}
 
-    // A long pause after each page: kill -9 once two pages are committed (a one-page collection, then the first page of the likes).
-    let (code, _, err) = run(parity(&db, &pds, &["migrate"])).await;
+/// Starts a whole-repo import of `did` into `db` that pauses long after
+/// every page, and kills it (-9) once `pages` pages are committed.
+async fn kill_after_pages(db: &TestDb, pds: &Pds, did: &str, pages: i64) {
+    let (code, _, err) = run(parity(db, pds, &["migrate"])).await;
     assert_eq!(code, 0, "{err}");
-    let mut cmd = getrepo(&db, &pds, &["import", &a.did, "--concurrency", "1"]);
-    env(&mut cmd);
+    let mut cmd = getrepo(db, pds, &["import", did, "--concurrency", "1"]);
+    paged(&mut cmd);
     cmd.env("PARITY_IMPORT_PAGE_DELAY", "600000");
     let mut child = importer::spawn(cmd);
     let committed = "SELECT CAST(COALESCE(SUM(pages), 0) AS TEXT) FROM parity_import_states";
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let pages: i64 = db
+        let done: i64 = db
             .scalar(committed)
             .await
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        if pages >= 2 {
+        if done >= pages {
             break;
         }
         if tokio::time::Instant::now() > deadline {
@@ -425,9 +422,22 @@ async fn kill_then_resume(db: TestDb, reference: TestDb) {
     }
     child.start_kill().unwrap();
     child.wait().await.unwrap();
+}
+
+async fn kill_then_resume(db: TestDb, reference: TestDb) {
+    let pds = Pds::start().await;
+    let a = pds.add_car(fixture(LITTLE_CAR));
+    let mut cmd = getrepo(&reference, &pds, &["import", &a.did]);
+    paged(&mut cmd);
+    let (code, out, err) = run(cmd).await;
+    assert_eq!(code, 0, "{out}{err}");
+
+    // Killed once two pages are committed (a one-page collection, then the
+    // first page of the likes).
+    kill_after_pages(&db, &pds, &a.did, 2).await;
 
     let mut cmd = getrepo(&db, &pds, &["resume"]);
-    env(&mut cmd);
+    paged(&mut cmd);
     let (code, out, err) = run(cmd).await;
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(
@@ -451,6 +461,53 @@ backend_tests!(
     #[tokio::test(flavor = "multi_thread")]
     a_killed_whole_repo_import_resumes_to_the_same_tables,
     |a, b| kill_then_resume(a, b)
+);
+
+/// A state's rev moves only with a committed page: a run that pins a new
+/// rev and then fails before its first page must not make the cursor an
+/// older run left look like the new snapshot's. Else the next whole-repo
+/// run at that rev skips records written at the old rev, and its sweep
+/// then removes them, though the repo still has them.
+async fn failed_run_keeps_rev(db: TestDb) {
+    let pds = Pds::start().await;
+    let a = pds.add_car(fixture(LITTLE_CAR));
+    // Killed at the old rev with the likes part-written.
+    kill_after_pages(&db, &pds, &a.did, 2).await;
+    // The repo moves on (same records, new rev); a listRecords resume pins
+    // the new rev, then the PDS fails every listing.
+    let new_rev = tid(1_900_000_000_000_000, 1);
+    pds.set_rev(&a.did, &new_rev);
+    pds.inject(LIST_RECORDS, vec![Fault::Status(500); 50]);
+    let mut cmd = parity(&db, &pds, &["resume"]);
+    cmd.env("PARITY_IMPORT_METHOD", "listrecords")
+        .env("PARITY_IMPORT_MAX_RETRIES", "1")
+        .env("PARITY_MAPPERS_GENERIC", "*");
+    paged(&mut cmd);
+    let (code, out, err) = run(cmd).await;
+    assert_eq!(code, 1, "{out}{err}");
+    pds.clear_faults(LIST_RECORDS);
+
+    // A whole-repo resume at the new rev writes the repo as it is now.
+    let mut cmd = getrepo(&db, &pds, &["resume"]);
+    paged(&mut cmd);
+    let (code, out, err) = run(cmd).await;
+    assert_eq!(code, 0, "{out}{err}");
+    // The likes (the pair the failed run touched) are the repo at the new
+    // rev, every one of them; the completed posts pair was not run again.
+    let revs: BTreeMap<String, String> = [(a.did.clone(), new_rev)].into();
+    let want = importer::expected(&pds, &[&a.did], &revs, true);
+    let likes = importer::stored(&db, ["likes"].into_iter()).await;
+    assert_eq!(likes.get("likes"), want.get("likes"));
+    assert!(
+        want["likes"].len() > 10,
+        "the likes take more than one page"
+    );
+}
+
+backend_tests!(
+    #[tokio::test(flavor = "multi_thread")]
+    a_failed_run_leaves_the_earlier_runs_rev_with_its_cursor,
+    |db| failed_run_keeps_rev(db)
 );
 
 /// The reference PDS (`@atproto/dev-env`) serves getRepo for real: a repo

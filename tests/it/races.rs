@@ -84,6 +84,8 @@ fn import_page(m: Mutation, id: i64, owner: &str) -> Batch {
             state_id: id,
             owner: owner.into(),
             cursor: Some("next".into()),
+            rev: "3a".into(),
+            last: false,
             failed: 0,
             lease_until: "2999-01-01T00:00:00.000000Z".into(),
             sweep: None,

@@ -11,7 +11,7 @@ use crate::event::{AccountStatus, Cursor, Did};
 use crate::mapper::builtin::Builtin;
 use crate::mapper::table::timestamp_text;
 use crate::mapper::{Mutation, Row, TableId, Value};
-use crate::store::{CommitStats, DatabaseConfig, Store, StoreError};
+use crate::store::{CommitStats, DatabaseConfig, ImportStatus, StatusFilter, Store, StoreError};
 
 /// A migrated store with the likes table, purging `deleted` accounts. The
 /// temp dir of a SQLite store lives as long as the returned guard.
@@ -209,7 +209,9 @@ async fn deletes_refused_by_the_tombstone_are_stale(pg: bool) {
 
 /// Step 5: the import page is the last statement and is guarded by the
 /// lease, so a page written under a lost lease rolls the whole batch back;
-/// under the lease, rows and counters commit together.
+/// under the lease, rows, cursor, the run's rev and counters commit
+/// together, and the last page ends the pair (`completed`, lease released)
+/// in the same transaction.
 async fn import_page_commits_with_its_rows_or_not_at_all(pg: bool) {
     let (store, _dir) = open(pg).await;
     let collection = "app.bsky.feed.like".to_owned();
@@ -223,27 +225,38 @@ async fn import_page_commits_with_its_rows_or_not_at_all(pg: bool) {
         .await
         .unwrap()
         .unwrap();
-    let page = |owner: &str| {
+    assert_eq!(state.rev, None);
+    let page = |owner: &str, rkeys: [&str; 2], last: bool| {
         let mut b = batch(
-            vec![upsert("a", "1", "3a"), upsert("a", "2", "3a")],
+            vec![upsert("a", rkeys[0], "3a"), upsert("a", rkeys[1], "3a")],
             vec![],
             0,
         );
         b.checkpoint = Checkpoint::ImportPage(ImportPage {
             state_id: state.id,
             owner: owner.into(),
-            cursor: Some("2".into()),
+            cursor: (!last).then(|| rkeys[1].into()),
+            rev: "3a".into(),
+            last,
             failed: 1,
             lease_until: timestamp_text(&lease_until),
             sweep: None,
         });
         b
     };
-    let err = store.commit(&page("thief")).await.unwrap_err();
+    let err = store
+        .commit(&page("thief", ["1", "2"], false))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::LeaseLost), "{err}");
     assert_eq!(likes_of(&store, "a").await, 0);
+    let states = store.resumable_imports(Some("did:plc:a")).await.unwrap();
+    assert_eq!(states[0].rev, None, "a refused page wrote the rev");
 
-    assert_eq!(store.commit(&page("me")).await.unwrap(), stats(2, 0));
+    assert_eq!(
+        store.commit(&page("me", ["1", "2"], false)).await.unwrap(),
+        stats(2, 0)
+    );
     let states = store.resumable_imports(Some("did:plc:a")).await.unwrap();
     let s = &states[0];
     assert_eq!(
@@ -251,12 +264,50 @@ async fn import_page_commits_with_its_rows_or_not_at_all(pg: bool) {
             s.pages,
             s.records_synced,
             s.records_failed,
-            s.cursor.as_deref()
+            s.cursor.as_deref(),
+            s.rev.as_deref(),
+            s.status
         ),
-        (1, 2, 1, Some("2"))
+        (1, 2, 1, Some("2"), Some("3a"), ImportStatus::InProgress)
     );
     assert_eq!(likes_of(&store, "a").await, 2);
     assert_eq!(store.load_cursor("s").await.unwrap(), None);
+
+    // The last page: counted, and the pair completed with its lease given
+    // back, by the page's own commit.
+    let err = store
+        .commit(&page("thief", ["3", "4"], true))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost), "{err}");
+    store.commit(&page("me", ["3", "4"], true)).await.unwrap();
+    let s = &store
+        .import_states(Some("did:plc:a"), StatusFilter::All, 10)
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        (
+            s.pages,
+            s.records_synced,
+            s.cursor.as_deref(),
+            s.rev.as_deref(),
+            s.status,
+            s.lease_owner.as_deref(),
+            s.lease_expires_at.as_deref(),
+            s.completed_at.is_some()
+        ),
+        (
+            2,
+            4,
+            None,
+            Some("3a"),
+            ImportStatus::Completed,
+            None,
+            None,
+            true
+        )
+    );
+    assert_eq!(likes_of(&store, "a").await, 4);
 }
 
 /// `parity resume` reads the DIDs with unfinished states a page at a

@@ -323,6 +323,11 @@ impl Pds {
             .extend(faults);
     }
 
+    /// Drops the faults still queued for `method`.
+    pub fn clear_faults(&self, method: &str) {
+        self.shared.lock().faults.remove(method);
+    }
+
     /// Delay before every XRPC answer.
     pub fn set_latency(&self, latency: Duration) {
         self.shared.lock().latency = latency;
