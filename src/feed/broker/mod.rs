@@ -294,8 +294,13 @@ async fn publish_log(
 }
 
 /// Feeds `hub` from a broker subscription until cancelled, filling any gap
-/// from the log, and reading the log every `check` in case the last
-/// message was lost.
+/// from the log, and reading the log after `check` without a message in
+/// case the last message was lost.
+///
+/// Every message the subscription already holds is taken in one go (up to
+/// a log page) and published as one page, so a burst wakes each client
+/// once, not once per change; one idle timer is re-armed per page rather
+/// than a new one built per message.
 pub async fn follow(
     mut messages: Messages,
     kind: &'static str,
@@ -305,37 +310,75 @@ pub async fn follow(
     check: Duration,
     token: CancellationToken,
 ) -> Result<(), StoreError> {
+    let idle = tokio::time::sleep(check);
+    tokio::pin!(idle);
+    let mut page: Vec<Arc<Rendered>> = Vec::new();
     loop {
-        tokio::select! {
+        let first = tokio::select! {
             _ = token.cancelled() => return Ok(()),
-            m = messages.next() => {
-                let Some(bytes) = m else {
-                    metrics::counter!(names::FEED_BROKER_ERRORS, "broker" => kind).increment(1);
-                    tracing::warn!(broker = kind, "feed broker subscription ended; reading the log only");
-                    return crate::feed::hub::tail(store, hub, Arc::new(Notify::new()), check, token).await;
-                };
-                let Some(msg) = Message::parse(&bytes) else {
-                    metrics::counter!(names::FEED_BROKER_ERRORS, "broker" => kind).increment(1);
-                    continue;
-                };
-                if msg.database_id != database_id {
-                    continue;
-                }
-                let seq = msg.change.seq;
-                if seq <= hub.latest() {
-                    continue;
-                }
-                if msg.prev_seq > hub.latest() {
-                    hub.catch_up(&store, Some(seq)).await?;
-                    continue;
-                }
-                hub.publish(Rendered::new(msg.change));
-            }
-            _ = tokio::time::sleep(check) => {
+            m = messages.next() => m,
+            () = &mut idle => {
                 hub.catch_up(&store, None).await?;
+                idle.as_mut().reset(tokio::time::Instant::now() + check);
+                continue;
+            }
+        };
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            let Some(bytes) = m else {
+                hub.publish_all(&page);
+                metrics::counter!(names::FEED_BROKER_ERRORS, "broker" => kind).increment(1);
+                tracing::warn!(
+                    broker = kind,
+                    "feed broker subscription ended; reading the log only"
+                );
+                return crate::feed::hub::tail(store, hub, Arc::new(Notify::new()), check, token)
+                    .await;
+            };
+            take(&bytes, kind, &database_id, &store, &hub, &mut page).await?;
+            if (page.len() as i64) < PAGE {
+                // What the subscription holds already, without waiting.
+                next = futures_util::FutureExt::now_or_never(messages.next());
             }
         }
+        hub.publish_all(&page);
+        page.clear();
+        idle.as_mut().reset(tokio::time::Instant::now() + check);
     }
+}
+
+/// Adds one broker message to `page` (the changes not yet published, in
+/// seq order): dropped if malformed, another database's or already had;
+/// when its `prev_seq` is past what `hub` and `page` hold (a lost
+/// message), `page` is published and the gap filled from the log first.
+async fn take(
+    bytes: &[u8],
+    kind: &'static str,
+    database_id: &str,
+    store: &Store,
+    hub: &Hub,
+    page: &mut Vec<Arc<Rendered>>,
+) -> Result<(), StoreError> {
+    let Some(msg) = Message::parse(bytes) else {
+        metrics::counter!(names::FEED_BROKER_ERRORS, "broker" => kind).increment(1);
+        return Ok(());
+    };
+    if msg.database_id != database_id {
+        return Ok(());
+    }
+    let seq = msg.change.seq;
+    let held = page.last().map_or_else(|| hub.latest(), |c| c.change.seq);
+    if seq <= held {
+        return Ok(());
+    }
+    if msg.prev_seq > held {
+        hub.publish_all(page);
+        page.clear();
+        hub.catch_up(store, Some(seq)).await?;
+        return Ok(());
+    }
+    page.push(Rendered::new(msg.change));
+    Ok(())
 }
 
 #[cfg(test)]
