@@ -203,9 +203,8 @@ impl Runner {
                     (None, None) => discover::mapped_collections(ctx, id, token).await?,
                 };
                 ctx.store
-                    .enqueue_imports(did, &discover::names(&cols), *force)
+                    .queue_collections(did, &discover::names(&cols), *force)
                     .await?;
-                ctx.store.clear_failed_discovery(did).await?;
                 Ok(cols.into_iter().map(Collection::Nsid).collect())
             }
             Work::Resume => discover::expand_requests(ctx, id, token).await,

@@ -114,7 +114,7 @@ impl Store {
     /// Runs `stmts` (PostgreSQL form) in one transaction; returns the rows
     /// each affected. When `guard` (an index) affects no row, the
     /// transaction is rolled back and `None` returned.
-    async fn in_transaction(
+    pub(super) async fn in_transaction(
         &self,
         stmts: Vec<(String, Vec<Arg>)>,
         guard: Option<usize>,

@@ -258,53 +258,78 @@ fn now_text() -> String {
     timestamp_text(&Utc::now())
 }
 
+/// A DID's failed `*` state (it did not resolve in an earlier run).
+/// `$1` did.
+const CLEAR_FAILED_DISCOVERY: &str =
+    "DELETE FROM parity_import_states WHERE did = $1 AND collection = '*' AND status = 'failed'";
+
+/// The statements of [`Store::enqueue_imports`]: one multi-row insert, and
+/// with `force` one reset of every pair not being worked on.
+fn enqueue_statements(did: &str, collections: &[String], force: bool) -> Vec<(String, Vec<Arg>)> {
+    if collections.is_empty() {
+        return Vec::new();
+    }
+    // `$1` did, `$2` now, `$3..` the collections.
+    let mut args: Vec<Arg> = vec![did.into(), now_text().into()];
+    args.extend(collections.iter().map(|c| Arg::from(c.as_str())));
+    let params = || (3..3 + collections.len()).map(|i| format!("${i}"));
+    let values = params()
+        .map(|p| format!("($1, {p}, 'pending', $2::timestamptz, $2::timestamptz)"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut stmts = vec![(
+        format!(
+            "INSERT INTO parity_import_states (did, collection, status, created_at, updated_at) \
+             VALUES {values} ON CONFLICT (did, collection) DO NOTHING"
+        ),
+        args.clone(),
+    )];
+    if force {
+        let list = params().collect::<Vec<_>>().join(", ");
+        stmts.push((
+            format!(
+                "UPDATE parity_import_states SET status = 'pending', cursor = NULL, rev = NULL, \
+                 records_synced = 0, records_skipped = 0, records_failed = 0, pages = 0, \
+                 started_at = NULL, completed_at = NULL, error = NULL, updated_at = $2::timestamptz \
+                 WHERE did = $1 AND collection IN ({list}) \
+                 AND (status <> 'in_progress' OR lease_expires_at < $2::timestamptz)"
+            ),
+            args,
+        ));
+    }
+    stmts
+}
+
 impl Store {
     /// Adds `pending` states for the pairs that have none. With `force`,
     /// resets every pair that is not being worked on (completed or failed
     /// ones start over from the first page with zeroed counters). One
-    /// statement for all `collections` (and one more with `force`): a DID
-    /// of a network-sized run is queued in one write, not one per
-    /// collection.
+    /// transaction, one statement for all `collections` (and one more with
+    /// `force`): a DID of a network-sized run is queued in one write, not
+    /// one per collection.
     pub async fn enqueue_imports(
         &self,
         did: &str,
         collections: &[String],
         force: bool,
     ) -> Result<(), StoreError> {
-        if collections.is_empty() {
-            return Ok(());
-        }
-        let now = now_text();
-        // `$1` did, `$2` now, `$3..` the collections.
-        let mut args: Vec<Arg> = vec![did.into(), now.into()];
-        args.extend(collections.iter().map(|c| Arg::from(c.as_str())));
-        let params = || (3..3 + collections.len()).map(|i| format!("${i}"));
-        let values = params()
-            .map(|p| format!("($1, {p}, 'pending', $2::timestamptz, $2::timestamptz)"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        self.execute(
-            &format!(
-                "INSERT INTO parity_import_states (did, collection, status, created_at, updated_at) \
-                 VALUES {values} ON CONFLICT (did, collection) DO NOTHING"
-            ),
-            args.clone(),
-        )
-        .await?;
-        if force {
-            let list = params().collect::<Vec<_>>().join(", ");
-            self.execute(
-                &format!(
-                    "UPDATE parity_import_states SET status = 'pending', cursor = NULL, rev = NULL, \
-                     records_synced = 0, records_skipped = 0, records_failed = 0, pages = 0, \
-                     started_at = NULL, completed_at = NULL, error = NULL, updated_at = $2::timestamptz \
-                     WHERE did = $1 AND collection IN ({list}) \
-                     AND (status <> 'in_progress' OR lease_expires_at < $2::timestamptz)"
-                ),
-                args,
-            )
-            .await?;
-        }
+        let stmts = enqueue_statements(did, collections, force);
+        self.in_transaction(stmts, None).await?;
+        Ok(())
+    }
+
+    /// [`Store::enqueue_imports`] for a DID that resolved and whose
+    /// collections are known, and, in the same transaction, forgets a
+    /// recorded failure to start it (a failed `*` state).
+    pub async fn queue_collections(
+        &self,
+        did: &str,
+        collections: &[String],
+        force: bool,
+    ) -> Result<(), StoreError> {
+        let mut stmts = enqueue_statements(did, collections, force);
+        stmts.push((CLEAR_FAILED_DISCOVERY.to_owned(), vec![did.into()]));
+        self.in_transaction(stmts, None).await?;
         Ok(())
     }
 
@@ -470,17 +495,6 @@ impl Store {
             "UPDATE parity_repos SET resync_requested_at = NULL \
              WHERE did = $1 AND resync_requested_at <= $2::timestamptz",
             vec![did.into(), claimed_at.into()],
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Forgets a recorded failure to start a DID (a failed `*` state) once
-    /// the DID resolves and its collections are known again.
-    pub async fn clear_failed_discovery(&self, did: &str) -> Result<(), StoreError> {
-        self.execute(
-            "DELETE FROM parity_import_states WHERE did = $1 AND collection = '*' AND status = 'failed'",
-            vec![did.into()],
         )
         .await?;
         Ok(())

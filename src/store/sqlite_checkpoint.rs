@@ -12,8 +12,9 @@
 //! the committing connection's `COMMIT`, and was about a sixth of the
 //! writer thread's time. The writer connection raises its own threshold
 //! tenfold ([`WRITER_AUTOCHECKPOINT`]), so it checkpoints itself only if
-//! this thread falls behind or cannot open its connection; other
-//! connections to the file (parity's pool, other processes) keep theirs.
+//! this thread falls behind or cannot open its connection; parity's pool
+//! connections take the same threshold (their small bookkeeping commits
+//! otherwise paid for whole checkpoints); other processes keep theirs.
 
 use std::sync::mpsc;
 
