@@ -10,7 +10,9 @@
 --   guards   + parity's three guards (tombstone, sweep floor, account
 --            status): parity's statement as `postgres.rs` builds it;
 --   revs     + the per-DID rev upsert into parity_repos parity writes
---            with every batch (one row per DID: 5,000 here).
+--            with every batch (one row per DID: 5,000 here);
+--   tomb, floor, status: `conflict` with one guard each, to see which
+--            guard costs what.
 -- Prints ms per batch and µs per row. Run on a scratch database (it makes
 -- and drops schema upsert_prof):
 --   psql -At "$TEST_PG_URL" -f benches/sql/upsert_guards.sql
@@ -88,15 +90,17 @@ CREATE PROCEDURE run(v text) LANGUAGE plpgsql AS $$
 DECLARE
   t0 timestamptz; bt record;
   conflict text := ' ON CONFLICT (uri) DO UPDATE SET cid = excluded.cid, rev = excluded.rev, record = excluded.record, synced_at = excluded.synced_at, subject_uri = excluded.subject_uri, subject_cid = excluded.subject_cid, created_at = excluded.created_at WHERE excluded.rev > %1$I.rev';
-  guards text := ' WHERE NOT EXISTS (SELECT 1 FROM parity_tombstones ts WHERE ts.uri = v.uri AND ts.rev >= v.rev)'
-    ' AND NOT EXISTS (SELECT 1 FROM parity_sweep_floors f WHERE f.did = v.did AND f.collection = split_part(v.uri, ''/'', 4) AND f.rev > v.rev)'
-    ' AND NOT EXISTS (SELECT 1 FROM %2$I r WHERE r.did = v.did AND r.status IN (''deleted'', ''takendown''))';
+  tomb text := 'NOT EXISTS (SELECT 1 FROM parity_tombstones ts WHERE ts.uri = v.uri AND ts.rev >= v.rev)';
+  floor text := 'NOT EXISTS (SELECT 1 FROM parity_sweep_floors f WHERE f.did = v.did AND f.collection = split_part(v.uri, ''/'', 4) AND f.rev > v.rev)';
+  status text := 'NOT EXISTS (SELECT 1 FROM %2$I r WHERE r.did = v.did AND r.status IN (''deleted'', ''takendown''))';
+  guards text := ' WHERE ' || CASE v WHEN 'tomb' THEN tomb WHEN 'floor' THEN floor WHEN 'status' THEN status
+    ELSE tomb || ' AND ' || floor || ' AND ' || status END;
   base text := 'INSERT INTO %1$I SELECT v.u, v.d, v.k, v.c, v.r, v.j::json, now(), v.su, v.sc, v.ca FROM UNNEST($1, $2, $3, $4, $5, $6, $7, $8, $9) AS v(u, d, k, c, r, j, su, sc, ca)';
   stmt text;
 BEGIN
   CALL fresh(v);
   stmt := base;
-  IF v IN ('guards', 'revs') THEN
+  IF v IN ('guards', 'revs', 'tomb', 'floor', 'status') THEN
     stmt := replace(stmt, 'AS v(u, d, k, c, r, j, su, sc, ca)', 'AS v(uri, did, k, c, rev, j, su, sc, ca)');
     stmt := replace(stmt, 'v.u, v.d,', 'v.uri, v.did,');
     stmt := replace(stmt, 'v.r,', 'v.rev,');
@@ -126,6 +130,9 @@ CALL run('guards');
 CALL run('revs');
 CALL run('insert');
 CALL run('revs');
+CALL run('tomb');
+CALL run('floor');
+CALL run('status');
 SELECT variant, round(avg(ms)::numeric, 1) AS ms_per_batch,
        round((avg(ms) * 1000 / 5000)::numeric, 2) AS us_per_row
 FROM results GROUP BY variant ORDER BY us_per_row;
