@@ -226,9 +226,7 @@ impl Runner {
                 .claim_import(did, ALL_COLLECTIONS, owner, lease_until, None)
                 .await?
             {
-                store
-                    .finish_import(s.id, owner, Some(&error.to_string()))
-                    .await?;
+                store.fail_import(s.id, owner, &error.to_string()).await?;
             }
             Ok::<(), crate::store::StoreError>(())
         };

@@ -132,9 +132,7 @@ pub async fn expand_requests(
             let cols = match mapped_collections(ctx, id, token).await {
                 Ok(c) => c,
                 Err(e) => {
-                    let _ = store
-                        .finish_import(claimed.id, owner, Some(&e.to_string()))
-                        .await;
+                    let _ = store.fail_import(claimed.id, owner, &e.to_string()).await;
                     return Err(e.into());
                 }
             };

@@ -154,7 +154,7 @@ async fn fail(ctx: &Ctx, state: &ImportState, error: PairError) -> PairResult {
     let msg = error.to_string();
     if let Err(se) = ctx
         .store
-        .finish_import(state.id, ctx.lease.owner(), Some(&msg))
+        .fail_import(state.id, ctx.lease.owner(), &msg)
         .await
     {
         tracing::warn!(error = %se, "cannot record the import failure");

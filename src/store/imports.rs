@@ -389,31 +389,19 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Ends a run: `completed` (cursor cleared) or `failed` with its error.
-    /// The lease is released either way.
-    pub async fn finish_import(
-        &self,
-        id: i64,
-        owner: &str,
-        error: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        let sql = match error {
-            None => {
-                "UPDATE parity_import_states SET status = 'completed', cursor = NULL, error = NULL, \
-                 completed_at = $3::timestamptz, lease_owner = NULL, lease_expires_at = NULL, updated_at = $3::timestamptz \
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'in_progress'"
-            }
-            Some(_) => {
+    /// Ends a run as `failed` with its error (lease released); `resume`
+    /// starts it again. A run that succeeds is completed by its last
+    /// page's commit (`LAST_PAGE_DONE`), not here.
+    pub async fn fail_import(&self, id: i64, owner: &str, error: &str) -> Result<bool, StoreError> {
+        let n = self
+            .execute(
                 "UPDATE parity_import_states SET status = 'failed', error = $4, \
                  lease_owner = NULL, lease_expires_at = NULL, updated_at = $3::timestamptz \
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'in_progress'"
-            }
-        };
-        let mut args: Vec<Arg> = vec![id.into(), owner.into(), now_text().into()];
-        if let Some(e) = error {
-            args.push(e.into());
-        }
-        Ok(self.execute(sql, args).await? == 1)
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'in_progress'",
+                vec![id.into(), owner.into(), now_text().into(), error.into()],
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     /// Ends a claimed pair as `gone` with the reason (lease released).
