@@ -237,7 +237,7 @@ impl Feeder {
             Err(Recv::Lagged) => Err(End::Slow {
                 cursor: self.resume_cursor(),
             }),
-            Err(Recv::Closed) | Err(Recv::Empty) => Err(End::Closed),
+            Err(Recv::Empty) => Err(End::Closed),
         }
     }
 

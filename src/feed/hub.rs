@@ -230,8 +230,6 @@ pub enum Recv {
     /// The inbox overflowed: changes were left out; the client must resume
     /// from its cursor.
     Lagged,
-    /// The hub is gone (the server is shutting down).
-    Closed,
 }
 
 /// One client's inbox: the changes of the channels it reads, in seq order.
