@@ -343,14 +343,18 @@ async fn points_refunded_when_the_pds_did_not_charge(db: TestDb) {
         "{}",
         log()
     );
+    // Read once B's row has spent every attempt (`failed`): no call of B
+    // is then between its charge and its refund, so every one of the five
+    // charges must have come back. (Read after the second attempt, a third
+    // could be caught charged but not yet refunded.)
     wait_scalar(
         &db,
         &format!(
-            "SELECT CAST(COUNT(*) AS TEXT) FROM parity_outbox WHERE did = '{B}' AND attempts >= 2 \
-             AND error = 'cannot reach the PDS'"
+            "SELECT CAST(COUNT(*) AS TEXT) FROM parity_outbox WHERE did = '{B}' AND attempts = 5 \
+             AND status = 'failed' AND error LIKE '%cannot reach the PDS%'"
         ),
         "1",
-        30,
+        60,
         log,
     )
     .await;
