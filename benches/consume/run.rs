@@ -11,7 +11,7 @@ use std::time::Duration;
 use workload::KeyMode;
 use workload::baseline::{self, Point};
 
-use crate::probe::{Db, proc_stats};
+use crate::probe::{Db, machine_busy, proc_stats};
 use crate::server;
 use crate::{Options, generator};
 
@@ -97,13 +97,18 @@ fn rows_at(points: &[Point], events: u64) -> u64 {
 }
 
 /// parity on `url`; with `feed`, `[feed] enabled` (not serving: the cost
-/// of writing the change log).
+/// of writing the change log). Returns the outcome, parity's CPU seconds,
+/// its peak RSS and the whole machine's busy CPU seconds from the first
+/// event sent to the last one stored (parity, the database server and this
+/// bench's server together: steadier than the wall time on a shared
+/// machine, where another process's burst moves the wall time but not the
+/// work).
 async fn run_parity(
     o: &Options,
     g: Arc<workload::Generator>,
     url: &str,
     feed: bool,
-) -> (Outcome, f64, u64) {
+) -> (Outcome, f64, u64, f64) {
     let n = o.events;
     let db = Db::open(url).await;
     let empty = db.bytes().await;
@@ -123,6 +128,7 @@ async fn run_parity(
         .spawn()
         .unwrap();
     let t0 = srv.started.await.unwrap();
+    let busy0 = machine_busy();
     let last = o.wire.cursor(&g, n - 1);
     let mut series = Vec::new();
     let mut next = o.step.min(n);
@@ -139,6 +145,7 @@ async fn run_parity(
         assert!(child.try_wait().unwrap().is_none(), "parity exited");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let busy = machine_busy() - busy0;
     let secs = series.last().map_or(0.0, |s| s.1);
     if series.last().map(|s| s.0) != Some(n) {
         series.push((n, secs));
@@ -163,7 +170,7 @@ async fn run_parity(
         bytes,
         series,
     };
-    (out, cpu, hwm)
+    (out, cpu, hwm, busy)
 }
 
 async fn run_baseline(
@@ -224,15 +231,18 @@ pub async fn compare(o: &Options, keys: KeyMode, backend: &str) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let g = generator(o, keys, o.events);
     let url = fresh_db(backend, "parity_bench", dir.path()).await;
-    let (p, cpu, hwm) = run_parity(o, g.clone(), &url, false).await;
+    let (p, cpu, hwm, busy) = run_parity(o, g.clone(), &url, false).await;
     drop_db(&url).await;
     if o.feed {
         let url = fresh_db(backend, "parity_bench_feed", dir.path()).await;
-        let (f, cpu_f, _) = run_parity(o, g.clone(), &url, true).await;
+        let (f, cpu_f, _, busy_f) = run_parity(o, g.clone(), &url, true).await;
         drop_db(&url).await;
+        let per_event = |busy: f64| busy * 1e6 / o.events as f64;
         println!(
             "\n{backend} / {} keys: feed off {:.0} events/s in {:.1} s (CPU {:.1} s), \
-             feed on {:.0} events/s in {:.1} s (CPU {:.1} s): feed on = {:.1} % of feed off, load {}",
+             feed on {:.0} events/s in {:.1} s (CPU {:.1} s): feed on = {:.1} % of feed off, load {}\n  \
+             machine CPU (parity, database, bench server): feed off {:.1} µs/event, feed on {:.1} µs/event: \
+             feed off ÷ on = {:.1} %",
             keys.name(),
             o.events as f64 / p.secs,
             p.secs,
@@ -241,7 +251,10 @@ pub async fn compare(o: &Options, keys: KeyMode, backend: &str) {
             f.secs,
             cpu_f,
             100.0 * p.secs / f.secs,
-            crate::probe::load_average()
+            crate::probe::load_average(),
+            per_event(busy),
+            per_event(busy_f),
+            100.0 * busy / busy_f,
         );
     }
     let mut baselines = Vec::new();
