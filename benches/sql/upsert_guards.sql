@@ -12,7 +12,11 @@
 --   revs     + the per-DID rev upsert into parity_repos parity writes
 --            with every batch (one row per DID: 5,000 here);
 --   tomb, floor, status: `conflict` with one guard each, to see which
---            guard costs what.
+--            guard costs what;
+--   probe    (tried in session 10, not kept: no gain) `guards` with the
+--            account-status guard answered once per
+--            batch: one `SELECT` of the batch's DIDs whose status purges
+--            (timed with the batch), then `v.did <> ALL(those)` per row.
 -- Prints ms per batch and µs per row. Run on a scratch database (it makes
 -- and drops schema upsert_prof):
 --   psql -At "$TEST_PG_URL" -f benches/sql/upsert_guards.sql
@@ -65,6 +69,9 @@ LANGUAGE sql AS $$
 INSERT INTO likes SELECT uri, did, rkey, cid, rev, record::json, now(), subject_uri, subject_cid, created_at FROM gen(0, 200000);
 INSERT INTO parity_repos (did, rev, updated_at) SELECT did, rev, now() FROM gen(0, 200000) ON CONFLICT DO NOTHING;
 INSERT INTO parity_tombstones SELECT 'x' || uri, rev, now() FROM gen(0, 50000);
+-- The measured rows' accounts have committed before (as most events'
+-- accounts have), so the status guard finds their rows.
+INSERT INTO parity_repos (did, rev, updated_at) SELECT did, '2' || rev, now() FROM gen(1000000, 1050000) ON CONFLICT DO NOTHING;
 
 -- One copy of the tables per variant, so every variant inserts into the
 -- same starting state.
@@ -94,13 +101,15 @@ DECLARE
   floor text := 'NOT EXISTS (SELECT 1 FROM parity_sweep_floors f WHERE f.did = v.did AND f.collection = split_part(v.uri, ''/'', 4) AND f.rev > v.rev)';
   status text := 'NOT EXISTS (SELECT 1 FROM %2$I r WHERE r.did = v.did AND r.status IN (''deleted'', ''takendown''))';
   guards text := ' WHERE ' || CASE v WHEN 'tomb' THEN tomb WHEN 'floor' THEN floor WHEN 'status' THEN status
+    WHEN 'probe' THEN tomb || ' AND ' || floor || ' AND v.did <> ALL($10)'
     ELSE tomb || ' AND ' || floor || ' AND ' || status END;
+  purged text[];
   base text := 'INSERT INTO %1$I SELECT v.u, v.d, v.k, v.c, v.r, v.j::json, now(), v.su, v.sc, v.ca FROM UNNEST($1, $2, $3, $4, $5, $6, $7, $8, $9) AS v(u, d, k, c, r, j, su, sc, ca)';
   stmt text;
 BEGIN
   CALL fresh(v);
   stmt := base;
-  IF v IN ('guards', 'revs', 'tomb', 'floor', 'status') THEN
+  IF v IN ('guards', 'revs', 'tomb', 'floor', 'status', 'probe') THEN
     stmt := replace(stmt, 'AS v(u, d, k, c, r, j, su, sc, ca)', 'AS v(uri, did, k, c, rev, j, su, sc, ca)');
     stmt := replace(stmt, 'v.u, v.d,', 'v.uri, v.did,');
     stmt := replace(stmt, 'v.r,', 'v.rev,');
@@ -111,7 +120,11 @@ BEGIN
   COMMIT;
   FOR bt IN SELECT * FROM batches WHERE b <= 10 ORDER BY b LOOP
     t0 := clock_timestamp();
-    EXECUTE stmt USING bt.u, bt.d, bt.k, bt.c, bt.r, bt.j, bt.su, bt.sc, bt.ca;
+    IF v = 'probe' THEN
+      EXECUTE format('SELECT COALESCE(array_agg(did), ''{}'') FROM %I WHERE did = ANY($1) '
+        'AND status IN (''deleted'', ''takendown'')', 'repos_' || v) INTO purged USING bt.d;
+    END IF;
+    EXECUTE stmt USING bt.u, bt.d, bt.k, bt.c, bt.r, bt.j, bt.su, bt.sc, bt.ca, purged;
     IF v = 'revs' THEN
       EXECUTE format('INSERT INTO %I (did, rev, updated_at) SELECT d, r, now() FROM UNNEST($1, $2) AS x(d, r) '
         'ON CONFLICT (did) DO UPDATE SET rev = excluded.rev, updated_at = excluded.updated_at '
@@ -133,6 +146,11 @@ CALL run('revs');
 CALL run('tomb');
 CALL run('floor');
 CALL run('status');
+CALL run('guards');
+CALL run('probe');
+CALL run('status');
+CALL run('guards');
+CALL run('probe');
 SELECT variant, round(avg(ms)::numeric, 1) AS ms_per_batch,
        round((avg(ms) * 1000 / 5000)::numeric, 2) AS us_per_row
 FROM results GROUP BY variant ORDER BY us_per_row;
