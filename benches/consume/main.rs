@@ -16,7 +16,8 @@
 //!   events per transaction; default 5,000), `BENCH_WRITERS` (parity's
 //!   `database.writers`), `TEST_PG_URL`, `BENCH_FEED` (`1`: parity runs a
 //!   second time with `[feed] enabled`, on a fresh database, and the bench
-//!   prints feed on ÷ feed off: the change log's cost to the consumer);
+//!   prints feed on ÷ feed off: the change log's cost to the consumer, in
+//!   events/s and in the whole machine's busy CPU per event);
 //! - `BENCH_SCENARIO=catchup`: the catch-up scenario ([`catchup`]);
 //! - `BENCH_SCENARIO=feed`: the change feed's fan-out ([`feed`]).
 
