@@ -71,7 +71,7 @@ impl SqliteStore {
             // (1,000 pages) a pool connection's bookkeeping write checkpointed
             // the whole WAL inside its own COMMIT whenever the thread was a
             // little behind (a sixth of the pool threads' time in an
-            // `import --all` profile). The writer's fallback bound instead.
+            // `import --all` profile). The writer's threshold instead.
             .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT.to_string());
         // Switching a new file to WAL needs its lock, and SQLite can answer
         // SQLITE_BUSY to that without waiting (another process starting on

@@ -11,10 +11,22 @@
 //! Why: SQLite's automatic checkpoint (every 1,000 WAL pages) runs inside
 //! the committing connection's `COMMIT`, and was about a sixth of the
 //! writer thread's time. The writer connection raises its own threshold
-//! tenfold ([`WRITER_AUTOCHECKPOINT`]), so it checkpoints itself only if
-//! this thread falls behind or cannot open its connection; parity's pool
-//! connections take the same threshold (their small bookkeeping commits
-//! otherwise paid for whole checkpoints); other processes keep theirs.
+//! ([`WRITER_AUTOCHECKPOINT`]); parity's pool connections take the same
+//! threshold (their small bookkeeping commits otherwise paid for whole
+//! checkpoints); other processes keep theirs.
+//!
+//! The threshold is not only a fallback: the WAL restarts from its start
+//! only when a write transaction begins after a checkpoint that copied
+//! every frame, and a writer that commits back to back has always added
+//! frames by the time this thread finishes. So under a steady load the WAL
+//! grows to the threshold and the writer checkpoints in its own `COMMIT`
+//! each time (copying what this thread has not, and syncing the file). At
+//! 10,000 pages that was 13 % of the writer's samples with the feed on,
+//! with the writer stalled in `fsync`; at 40,000 the consumer wrote 30–42 %
+//! more rows/s over 1M events (100,000 gained nothing more; BENCHMARKS.md,
+//! session 10). The price is a larger WAL: up to about 160 MB between
+//! restarts, more while a reader holds an old snapshot (0.3–0.6 GB at the
+//! end of the 1M-event bench, whose cursor poll reads every 50 ms).
 
 use std::sync::mpsc;
 
@@ -22,10 +34,10 @@ use rusqlite::Connection;
 
 use super::sqlite_writer::WriterConfig;
 
-/// The writer connection's `wal_autocheckpoint`, in pages: ten times
-/// SQLite's default, a fallback that bounds the WAL (about 40 MB) if
-/// checkpoints here fall behind.
-pub(super) const WRITER_AUTOCHECKPOINT: u32 = 10_000;
+/// The writer connection's `wal_autocheckpoint`, in pages (4 KiB each):
+/// forty times SQLite's default, so the writer's own checkpoints (see the
+/// module doc) come every 160 MB of WAL instead of every 40.
+pub const WRITER_AUTOCHECKPOINT: u32 = 40_000;
 
 /// The handle the writer keeps; dropping it ends the thread.
 pub(super) struct Checkpointer {
