@@ -193,7 +193,14 @@ async fn run_baseline(
         tokio::task::spawn_blocking(move || {
             // parity's page cache (src/store/sqlite.rs CACHE_KIB), for a
             // like-for-like limit.
-            baseline::sqlite::run(g, &path, 32 * 1024, 0, n, per_tx)
+            baseline::sqlite::run(
+                g,
+                &path,
+                parity::store::default_sqlite_cache_kib(),
+                0,
+                n,
+                per_tx,
+            )
         })
         .await
         .unwrap()

@@ -139,8 +139,9 @@ async fn baseline(url: &str, mode: Option<Mode>, writes: &[Write]) -> f64 {
             let path = url.trim_start_matches("sqlite://").to_owned();
             let writes = writes.to_vec();
             tokio::task::spawn_blocking(move || {
-                // parity's page cache (src/store/sqlite.rs), like for like.
-                let mut db = SqliteBaseline::open(&path, 32 * 1024).expect("SQLite baseline");
+                // parity's default page cache, like for like.
+                let cache = parity::store::default_sqlite_cache_kib();
+                let mut db = SqliteBaseline::open(&path, cache).expect("SQLite baseline");
                 let mut busy = 0.0;
                 for (i, chunk) in writes.chunks(PER_TX).enumerate() {
                     let t0 = Instant::now();

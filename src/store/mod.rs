@@ -102,6 +102,11 @@ pub use publish_limits::Charge;
 pub use quarantine::{Quarantined, Rejected};
 pub use sessions::SessionRow;
 pub use sqlite::SqliteStore;
+/// The SQLite writer's defaults, for a like-for-like store-limit baseline
+/// (`crates/workload`): its page cache in KiB when `sqlite_cache_mib` is 0,
+/// and its `wal_autocheckpoint` in pages.
+pub use sqlite_checkpoint::WRITER_AUTOCHECKPOINT as SQLITE_WAL_AUTOCHECKPOINT;
+pub use sqlite_writer::default_cache_kib as default_sqlite_cache_kib;
 pub use subjects::{subjects_of, subjects_of_text};
 
 /// Database settings.

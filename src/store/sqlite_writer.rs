@@ -57,7 +57,7 @@ pub(super) struct WriterConfig {
 /// The writer's page cache when `sqlite_cache_mib` is 0: 1/32 of the
 /// machine's memory, at least the 32 MiB parity used before, at most 1 GiB
 /// (an index working set larger than that is disk-bound anyway).
-fn default_cache_kib() -> u64 {
+pub fn default_cache_kib() -> u64 {
     const MIN_KIB: u64 = 32 * 1024;
     const MAX_KIB: u64 = 1024 * 1024;
     let total_kib = std::fs::read_to_string("/proc/meminfo")

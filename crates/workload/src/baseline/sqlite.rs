@@ -36,12 +36,19 @@ pub struct SqliteBaseline {
 }
 
 impl SqliteBaseline {
-    /// Opens the migrated database at `path` with a `cache_kib` page cache.
+    /// Opens the migrated database at `path` with a `cache_kib` page cache
+    /// and parity's writer's `wal_autocheckpoint`, so the settings that
+    /// are not the store's own limit are parity's.
     pub fn open(path: &str, cache_kib: u64) -> rusqlite::Result<SqliteBaseline> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "cache_size", format!("-{cache_kib}"))?;
+        conn.pragma_update(
+            None,
+            "wal_autocheckpoint",
+            parity::store::SQLITE_WAL_AUTOCHECKPOINT,
+        )?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(SqliteBaseline {
             conn,
