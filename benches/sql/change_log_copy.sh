@@ -14,7 +14,8 @@
 # (the same INSERT with binary arrays, server-side only) too.
 set -euo pipefail
 url="${1:?usage: change_log_copy.sh POSTGRES_URL}"
-copy="\\copy pgcopy.parity_changes (table_name, op, uri, did, collection, rkey, cid, rev, record, subjects) FROM '/tmp/parity_change_log_copy.tsv'"
+migrations="$(cd "$(dirname "$0")/../../migrations/postgres" && pwd)"
+copy="\\copy pgcopy.parity_changes (table_name, op, uri, did, collection, rkey, cid, rev, record, subjects, committed_at) FROM '/tmp/parity_change_log_copy.tsv'"
 {
   cat <<'SQL'
 \set ON_ERROR_STOP 1
@@ -22,12 +23,11 @@ DROP SCHEMA IF EXISTS pgcopy CASCADE;
 CREATE SCHEMA pgcopy;
 SET search_path = pgcopy;
 SET synchronous_commit = off;
-CREATE TABLE parity_changes (
-    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    table_name TEXT COLLATE "C" NOT NULL, op TEXT NOT NULL CHECK (op IN ('upsert','delete')),
-    uri TEXT COLLATE "C" NOT NULL, did TEXT COLLATE "C" NOT NULL, collection TEXT COLLATE "C" NOT NULL,
-    rkey TEXT COLLATE "C" NOT NULL, cid TEXT, rev TEXT COLLATE "C", record JSON, subjects TEXT,
-    committed_at TIMESTAMPTZ NOT NULL DEFAULT statement_timestamp());
+SQL
+  # parity_changes exactly as parity's migrations make it.
+  echo "\\i $migrations/20261201500000_changes.sql"
+  echo "\\i $migrations/20261201720000_changes_no_time_index.sql"
+  cat <<'SQL'
 CREATE TABLE src AS SELECT n, 'likes'::text t, 'upsert'::text o,
   'at://did:plc:' || md5(n::text) || '/app.bsky.feed.like/3k' || substr(md5('r'||n),1,11) AS uri,
   'did:plc:' || md5(n::text) AS did, 'app.bsky.feed.like'::text l, '3k' || substr(md5('r'||n),1,11) AS rkey,
@@ -35,7 +35,7 @@ CREATE TABLE src AS SELECT n, 'likes'::text t, 'upsert'::text o,
   '{"$type":"app.bsky.feed.like","subject":{"uri":"at://did:plc:' || md5('s'||n) || '/app.bsky.feed.post/3kabcdefghijk","cid":"bafyreib' || md5('x'||n) || md5('y'||n) || '"},"createdAt":"2024-11-30T12:00:00.000Z"}' AS record,
   '["at://did:plc:' || md5('s'||n) || '/app.bsky.feed.post/3kabcdefghijk"]' AS subjects
 FROM generate_series(1,1250) n;
-\copy (SELECT t,o,uri,did,l,rkey,cid,rev,record,subjects FROM pgcopy.src ORDER BY n) TO '/tmp/parity_change_log_copy.tsv'
+\copy (SELECT t,o,uri,did,l,rkey,cid,rev,record,subjects,now() FROM pgcopy.src ORDER BY n) TO '/tmp/parity_change_log_copy.tsv'
 PREPARE ins(text[],text[],text[],text[],text[],text[],text[],text[],text[],text[]) AS
   INSERT INTO parity_changes (table_name, op, uri, did, collection, rkey, cid, rev, record, subjects, committed_at)
   SELECT v.t, v.o, v.u, v.d, v.l, v.k, v.c, v.r, v.j::json, v.s, statement_timestamp()
@@ -52,7 +52,7 @@ SQL
   done
   cat <<'SQL'
 \timing off
-SELECT count(*) AS rows_appended, count(DISTINCT committed_at) AS statements FROM pgcopy.parity_changes;
+SELECT count(*) AS rows_appended FROM pgcopy.parity_changes;
 DROP SCHEMA pgcopy CASCADE;
 SQL
 } | psql -X "$url"
