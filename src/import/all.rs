@@ -20,6 +20,7 @@
 //! consumers and their leases, and the run's totals. Does not own listing
 //! (`listing`), one DID (`account`) or SQL (`store::import_queue`).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +50,9 @@ pub fn run_key(relay: &str, collections: &[String]) -> String {
 /// Longest wait for new queued DIDs before looking again (pages committed
 /// by another process wake nobody here).
 const POLL_QUEUE: Duration = Duration::from_millis(500);
+
+/// The most queued DIDs claimed in one write (at most `--concurrency`).
+const MAX_CLAIM_BATCH: usize = 64;
 
 /// `parity import --all`.
 pub async fn import_all(
@@ -201,24 +205,35 @@ async fn drain(
     token: &CancellationToken,
 ) -> Summary {
     let store = runner.ctx.store.clone();
-    let claims = futures_util::stream::unfold((), move |()| {
+    // DIDs are claimed `concurrency` at a time, one write per batch: a
+    // claim per DID, made one after another, bounded the run's DIDs/s on
+    // SQLite (each waited for the write lock) whatever the concurrency.
+    let batch = runner.concurrency.clamp(1, MAX_CLAIM_BATCH);
+    let claims = futures_util::stream::unfold(VecDeque::new(), move |mut claimed| {
         let store = store.clone();
         async move {
             loop {
+                let lease = &runner.ctx.lease;
                 if token.is_cancelled() {
+                    release(&store, claimed, lease.owner()).await;
                     return None;
                 }
+                if let Some(q) = claimed.pop_front() {
+                    return Some((q, claimed));
+                }
                 let finished = listing_done.is_cancelled();
-                let lease = &runner.ctx.lease;
                 match store
-                    .claim_queued(run, lease.owner(), lease.until(), since)
+                    .claim_queued(run, lease.owner(), lease.until(), since, batch)
                     .await
                 {
-                    Ok(Some(q)) => return Some((q, ())),
-                    Ok(None) if finished => return None,
-                    Ok(None) => {}
+                    Ok(b) if !b.is_empty() => {
+                        claimed.extend(b);
+                        continue;
+                    }
+                    Ok(_) if finished => return None,
+                    Ok(_) => {}
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot claim a queued DID; trying again");
+                        tracing::warn!(error = %e, "cannot claim queued DIDs; trying again");
                     }
                 }
                 tokio::select! {
@@ -253,6 +268,16 @@ async fn drain(
         summary.add(&out);
     }
     summary
+}
+
+/// Puts back DIDs claimed but not started (the run was interrupted), so
+/// another importer need not wait for their leases to expire.
+async fn release(store: &Store, claimed: VecDeque<QueuedDid>, owner: &str) {
+    for q in claimed {
+        if let Err(e) = store.release_queued(q.id, owner).await {
+            tracing::warn!(did = ?q.did, error = %e, "cannot put back a claimed DID");
+        }
+    }
 }
 
 /// Records how one queued DID ended.

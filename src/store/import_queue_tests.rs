@@ -57,13 +57,21 @@ async fn claims_in_order(pg: bool) {
     let since = Utc::now();
     fill(&store, since).await;
     let lease = since + Duration::minutes(5);
-    let first = store.claim_queued("r", "me", lease, since).await.unwrap();
+    let first = store
+        .claim_queued("r", "me", lease, since, 1)
+        .await
+        .unwrap()
+        .pop();
     assert_eq!(
         first.unwrap().did,
         "did:plc:expired",
         "an expired lease first"
     );
-    let second = store.claim_queued("r", "me", lease, since).await.unwrap();
+    let second = store
+        .claim_queued("r", "me", lease, since, 1)
+        .await
+        .unwrap()
+        .pop();
     assert_eq!(
         second.unwrap().did,
         format!("did:plc:q{}", QUEUED / 2 + 1),
@@ -76,7 +84,11 @@ async fn claims_in_order(pg: bool) {
         )
         .await
         .unwrap();
-    let third = store.claim_queued("r", "me", lease, since).await.unwrap();
+    let third = store
+        .claim_queued("r", "me", lease, since, 1)
+        .await
+        .unwrap()
+        .pop();
     assert_eq!(
         third.unwrap().did,
         "did:plc:oldfail",
@@ -84,10 +96,10 @@ async fn claims_in_order(pg: bool) {
     );
     assert!(
         store
-            .claim_queued("r", "me", lease, since)
+            .claim_queued("r", "me", lease, since, 1)
             .await
             .unwrap()
-            .is_none(),
+            .is_empty(),
         "never this run's own failure"
     );
 }
@@ -100,6 +112,83 @@ async fn claims_come_in_order_sqlite() {
 #[tokio::test]
 async fn claims_come_in_order_postgres() {
     claims_in_order(true).await;
+}
+
+/// A batch takes the expired lease, then the oldest pending DIDs; the
+/// next batch (another importer) takes the following ones; concurrent
+/// batches never share a DID.
+async fn batches_claim_each_did_once(pg: bool) {
+    let (store, _dir) = open(pg).await;
+    let since = Utc::now();
+    fill(&store, since).await;
+    let lease = since + Duration::minutes(5);
+    let dids = |b: Vec<super::QueuedDid>| b.into_iter().map(|q| q.did).collect::<Vec<_>>();
+    let first = dids(
+        store
+            .claim_queued("r", "me", lease, since, 3)
+            .await
+            .unwrap(),
+    );
+    let half = QUEUED / 2;
+    assert_eq!(
+        first,
+        [
+            format!("did:plc:q{}", half + 1),
+            format!("did:plc:q{}", half + 2),
+            "did:plc:expired".to_owned()
+        ],
+        "the expired lease and the two oldest pending, by id"
+    );
+    let second = dids(
+        store
+            .claim_queued("r", "other", lease, since, 2)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        second,
+        [
+            format!("did:plc:q{}", half + 3),
+            format!("did:plc:q{}", half + 4)
+        ]
+    );
+    let claims = (0..4).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .claim_queued("r", &format!("w{i}"), lease, since, 500)
+                .await
+                .unwrap()
+        })
+    });
+    let mut all: Vec<String> = Vec::new();
+    for c in claims {
+        let batch = c.await.unwrap();
+        assert_eq!(batch.len(), 500);
+        all.extend(dids(batch));
+    }
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "a DID was claimed twice");
+    let in_progress: Option<(i64,)> = store
+        .fetch_optional(
+            "SELECT COUNT(*) FROM parity_import_queue WHERE status = 'in_progress'",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(in_progress, Some((3 + 2 + 2_000,)));
+}
+
+#[tokio::test]
+async fn batches_claim_each_did_once_sqlite() {
+    batches_claim_each_did_once(false).await;
+}
+
+#[tokio::test]
+async fn batches_claim_each_did_once_postgres() {
+    batches_claim_each_did_once(true).await;
 }
 
 /// The claim's plan on SQLite: every step a search of an index, no scan of
@@ -121,6 +210,7 @@ async fn a_claim_searches_index_ranges_sqlite() {
             .bind(now.clone())
             .bind(now.clone())
             .bind(now)
+            .bind(8_i64)
             .fetch_all(s.pool())
             .await
             .unwrap();
@@ -128,7 +218,7 @@ async fn a_claim_searches_index_ranges_sqlite() {
     assert!(
         steps
             .iter()
-            .all(|d| !d.starts_with("SCAN") && !d.contains("TEMP B-TREE")),
+            .all(|d| !d.starts_with("SCAN parity_import_queue") && !d.contains("TEMP B-TREE")),
         "{steps:#?}"
     );
 }
@@ -142,7 +232,10 @@ async fn a_claim_reads_no_done_dids_postgres() {
     let since = Utc::now();
     fill(&store, since).await;
     // Past the expired lease, so the pending range is the one read.
-    store.claim_queued("r", "me", since, since).await.unwrap();
+    store
+        .claim_queued("r", "me", since, since, 1)
+        .await
+        .unwrap();
     let Store::Postgres(p) = &store else {
         unreachable!()
     };
@@ -154,6 +247,7 @@ async fn a_claim_reads_no_done_dids_postgres() {
     .bind(since)
     .bind(since)
     .bind(since)
+    .bind(8_i64)
     .fetch_all(p.pool())
     .await
     .unwrap();

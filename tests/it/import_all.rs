@@ -382,6 +382,51 @@ backend_tests!(
     |db| killed_mid_import(db)
 );
 
+/// DIDs are claimed `--concurrency` at a time; a SIGTERM puts back both
+/// the DIDs in flight and those claimed but not started, so nothing is
+/// left in progress under the lease of a process that is gone.
+async fn interrupted_puts_back_claimed_dids(db: TestDb) {
+    let pds = Pds::start().await;
+    let revs = repos(&pds, 6);
+    let relay = Relay::start().await;
+    relay.add_pds(&pds);
+    // DID 0 is imported; DID 1's getRepo waits. DID 0's end frees a slot:
+    // the next claim takes DIDs 2 and 3, starts 2 (its getRepo waits) and
+    // keeps 3 for the next free slot.
+    pds.gate_after(GET_REPO, 1);
+    let child = importer::spawn(all(&db, &pds, &relay, &["--concurrency", "2"]));
+    pds.wait_for_requests(GET_REPO, 3).await;
+    assert_eq!(
+        queued(&db, "in_progress").await,
+        3,
+        "DIDs 1, 2 and 3 claimed"
+    );
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "interrupted: {stdout}");
+    pds.open_gate();
+    assert_eq!(queued(&db, "completed").await, 1);
+    assert_eq!(queued(&db, "in_progress").await, 0, "{stdout}");
+    assert_eq!(queued(&db, "pending").await, 5);
+    assert_eq!(fetched(&pds).get(&did(3)), None, "DID 3 was not started");
+
+    let (code, out, err) = run(all(&db, &pds, &relay, &["--concurrency", "2"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("5 DIDs completed, 0 skipped, 0 failed"),
+        "{out}"
+    );
+    rows_match(&db, &pds, &revs, &(0..6).map(did).collect::<Vec<_>>()).await;
+}
+
+backend_tests!(
+    #[tokio::test(flavor = "multi_thread")]
+    import_all_interrupted_puts_back_claimed_dids,
+    |db| interrupted_puts_back_claimed_dids(db)
+);
+
 /// Two `import --all` processes started together on one PostgreSQL: one
 /// lists, both import, and no DID is fetched or imported twice.
 #[tokio::test(flavor = "multi_thread")]
