@@ -12,6 +12,7 @@
 //!   `BENCH_BACKENDS` (`sqlite,postgres`), `BENCH_SOURCE` (`jetstream` or
 //!   `firehose`), `BENCH_SEED` (1), `BENCH_STEP` (events per point of the
 //!   per-step series; default N/10), `BENCH_BASELINE` (`0` skips it),
+//!   `BENCH_KEEP_DB` (`1`: keep the measured databases and print their URLs),
 //!   `BENCH_MAX_EVENTS` (parity's `batch.max_events`, also the baseline's
 //!   events per transaction; default 5,000), `BENCH_WRITERS` (parity's
 //!   `database.writers`), `TEST_PG_URL`, `BENCH_FEED` (`1`: parity runs a

@@ -35,8 +35,14 @@ pub async fn fresh_db(backend: &str, name: &str, dir: &std::path::Path) -> Strin
     url
 }
 
-/// Deletes a bench database once measured (10M-row databases are GBs).
+/// Deletes a bench database once measured (10M-row databases are GBs),
+/// unless `BENCH_KEEP_DB=1`: then it is left for inspection (`dbstat`,
+/// `pg_relation_size`) and its URL printed.
 pub async fn drop_db(url: &str) {
+    if std::env::var("BENCH_KEEP_DB").as_deref() == Ok("1") {
+        println!("  kept database: {url}");
+        return;
+    }
     if let Some(path) = url.strip_prefix("sqlite://") {
         for f in [
             path.to_owned(),
@@ -235,7 +241,8 @@ async fn run_baseline(
 
 /// parity then the baseline(s) on the same events; prints the comparison.
 pub async fn compare(o: &Options, keys: KeyMode, backend: &str) {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    dir.disable_cleanup(std::env::var("BENCH_KEEP_DB").as_deref() == Ok("1"));
     let g = generator(o, keys, o.events);
     let url = fresh_db(backend, "parity_bench", dir.path()).await;
     let (p, cpu, hwm, busy) = run_parity(o, g.clone(), &url, false).await;
