@@ -21,7 +21,7 @@ use super::change_log::{ChangeLog, Signal};
 use super::commit::Finish;
 use super::dialect::Dialect;
 use super::schema;
-use super::sqlite_checkpoint::WRITER_AUTOCHECKPOINT;
+use super::sqlite_checkpoint::{WAL_SIZE_LIMIT, WRITER_AUTOCHECKPOINT};
 use super::sqlite_steps::Prepared;
 use super::sqlite_writer::{Writer, WriterConfig};
 use super::{CommitStats, DatabaseConfig, StoreError};
@@ -72,7 +72,9 @@ impl SqliteStore {
             // the whole WAL inside its own COMMIT whenever the thread was a
             // little behind (a sixth of the pool threads' time in an
             // `import --all` profile). The writer's threshold instead.
-            .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT.to_string());
+            .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT.to_string())
+            // Whichever connection restarts the WAL cuts the file back.
+            .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string());
         // Switching a new file to WAL needs its lock, and SQLite can answer
         // SQLITE_BUSY to that without waiting (another process starting on
         // the same new file at that moment). Retry within the busy timeout.
@@ -258,6 +260,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, i64::from(WRITER_AUTOCHECKPOINT));
+        let limit: i64 = sqlx::query_scalar("PRAGMA journal_size_limit")
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+        assert_eq!(limit, WAL_SIZE_LIMIT as i64);
         s.close().await;
     }
 }

@@ -26,7 +26,8 @@
 //! more rows/s over 1M events (100,000 gained nothing more; BENCHMARKS.md,
 //! session 10). The price is a larger WAL: up to about 160 MB between
 //! restarts, more while a reader holds an old snapshot (0.3–0.6 GB at the
-//! end of the 1M-event bench, whose cursor poll reads every 50 ms).
+//! end of the 1M-event bench, whose cursor poll reads every 50 ms), cut
+//! back to [`WAL_SIZE_LIMIT`] at the next restart.
 
 use std::sync::mpsc;
 
@@ -38,6 +39,15 @@ use super::sqlite_writer::WriterConfig;
 /// forty times SQLite's default, so the writer's own checkpoints (see the
 /// module doc) come every 160 MB of WAL instead of every 40.
 pub const WRITER_AUTOCHECKPOINT: u32 = 40_000;
+
+/// `PRAGMA journal_size_limit` of parity's connections, in bytes: the WAL
+/// file is cut back to this size (the threshold's worth of 4 KiB pages)
+/// whenever it restarts from its start. SQLite otherwise keeps the file at
+/// its high-water mark: while a reader holds an old snapshot no checkpoint
+/// can restart the WAL, the file grows past the threshold, and it stayed
+/// that size (1.56 GB on a 10M-event run whose live WAL was 235 MB;
+/// BENCHMARKS.md, session 11).
+pub const WAL_SIZE_LIMIT: u64 = WRITER_AUTOCHECKPOINT as u64 * 4096;
 
 /// The handle the writer keeps; dropping it ends the thread.
 pub(super) struct Checkpointer {

@@ -33,7 +33,7 @@ use tokio::sync::oneshot;
 
 use super::change_log::ChangeLog;
 use super::commit::{self, Finish};
-use super::sqlite_checkpoint::{Checkpointer, WRITER_AUTOCHECKPOINT};
+use super::sqlite_checkpoint::{Checkpointer, WAL_SIZE_LIMIT, WRITER_AUTOCHECKPOINT};
 use super::sqlite_repos::{REPO_CACHE_DIDS, RepoCache};
 use super::sqlite_steps::{Prepared, STATEMENT_CACHE, SqliteSteps};
 use super::{CommitStats, StoreError};
@@ -52,6 +52,8 @@ pub(super) struct WriterConfig {
     pub(super) cache_kib: u64,
     /// `PRAGMA mmap_size`, in bytes.
     pub(super) mmap_bytes: u64,
+    /// `PRAGMA journal_size_limit`, in bytes ([`WAL_SIZE_LIMIT`]).
+    pub(super) wal_limit_bytes: u64,
 }
 
 /// The writer's page cache when `sqlite_cache_mib` is 0: 1/32 of the
@@ -81,6 +83,7 @@ impl WriterConfig {
                 mib => mib.saturating_mul(1024),
             },
             mmap_bytes: cfg.sqlite_mmap_mib.saturating_mul(1024 * 1024),
+            wal_limit_bytes: WAL_SIZE_LIMIT,
         }
     }
 }
@@ -173,8 +176,9 @@ fn open(cfg: &WriterConfig) -> rusqlite::Result<Connection> {
     // connection. See README → Configuration → SQLite for each choice.
     conn.execute_batch(&format!(
         "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; \
-         PRAGMA cache_size = -{}; PRAGMA mmap_size = {}; PRAGMA wal_autocheckpoint = {};",
-        cfg.cache_kib, cfg.mmap_bytes, WRITER_AUTOCHECKPOINT
+         PRAGMA cache_size = -{}; PRAGMA mmap_size = {}; PRAGMA wal_autocheckpoint = {}; \
+         PRAGMA journal_size_limit = {};",
+        cfg.cache_kib, cfg.mmap_bytes, WRITER_AUTOCHECKPOINT, cfg.wal_limit_bytes
     ))?;
     Ok(conn)
 }
@@ -286,6 +290,61 @@ mod tests {
             i64::from(WRITER_AUTOCHECKPOINT)
         );
         assert_eq!(pragma(&c, "synchronous"), 1, "NORMAL");
+        assert_eq!(pragma(&c, "journal_size_limit"), WAL_SIZE_LIMIT as i64);
+    }
+
+    /// A WAL that grew past the limit while a reader held an old snapshot
+    /// (no checkpoint could restart it) is cut back to the limit when the
+    /// writer restarts it, instead of keeping its high-water mark.
+    #[test]
+    fn the_wal_file_is_cut_back_after_a_reader_held_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let setup = Connection::open(&path).unwrap();
+        setup
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; CREATE TABLE t (v BLOB NOT NULL); \
+                 INSERT INTO t VALUES (zeroblob(100));",
+            )
+            .unwrap();
+        let mut cfg = WriterConfig::new(&path, &crate::store::DatabaseConfig::default());
+        cfg.wal_limit_bytes = 256 * 1024;
+        let w = open(&cfg).unwrap();
+        let wal = || {
+            std::fs::metadata(dir.path().join("t.db-wal"))
+                .unwrap()
+                .len()
+        };
+        let write = |n: usize| {
+            for _ in 0..n {
+                w.execute("INSERT INTO t VALUES (randomblob(8000))", [])
+                    .unwrap();
+            }
+        };
+        // A reader's open snapshot: checkpoints cannot restart the WAL.
+        let reader = Connection::open(&path).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let _: i64 = reader
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        write(200);
+        let grown = wal();
+        assert!(grown > 1024 * 1024, "{grown}");
+        reader.execute_batch("COMMIT").unwrap();
+        // Every frame checkpointed; the next write restarts the WAL.
+        let (busy, log, done): (i64, i64, i64) = w
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!((busy, log), (0, done));
+        write(1);
+        let after = wal();
+        assert!(
+            after <= cfg.wal_limit_bytes,
+            "{after} > {}",
+            cfg.wal_limit_bytes
+        );
     }
 
     #[test]
