@@ -205,9 +205,9 @@ async fn drain(
     token: &CancellationToken,
 ) -> Summary {
     let store = runner.ctx.store.clone();
-    // DIDs are claimed `concurrency` at a time, one write per batch: a
-    // claim per DID, made one after another, bounded the run's DIDs/s on
-    // SQLite (each waited for the write lock) whatever the concurrency.
+    // DIDs are claimed `concurrency` at a time: one write per batch, not
+    // one per DID made one after another (on SQLite each waits for the
+    // write lock). Measured on (b) of BENCHMARKS.md: within the noise.
     let batch = runner.concurrency.clamp(1, MAX_CLAIM_BATCH);
     let claims = futures_util::stream::unfold(VecDeque::new(), move |mut claimed| {
         let store = store.clone();

@@ -354,10 +354,8 @@ impl Store {
     /// over the three cases read every row of the run (37 and 44 ms).
     ///
     /// Up to `limit` DIDs are claimed in one statement, chosen in that
-    /// order and returned by id: `import --all` claims a batch of `--concurrency` DIDs per write
-    /// rather than one write per DID, which on SQLite waited for the write
-    /// lock once per DID and, done one after another, bounded the whole
-    /// run's DIDs/s whatever the concurrency.
+    /// order and returned by id: `import --all` claims `--concurrency` DIDs
+    /// per write rather than making one write per DID.
     pub async fn claim_queued(
         &self,
         run: &str,
