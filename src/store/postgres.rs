@@ -241,13 +241,20 @@ impl PgStore {
             let mut alias: Vec<&str> = vec!["uri", "did", "rkey", "cid", "rev", "record"];
             alias.extend(t.columns.iter().map(|c| c.name.as_str()));
             debug_assert_eq!(unnest.len(), 6 + n_extra);
+            // Each guard is a look-up per row by key (`OFFSET 0` keeps it a
+            // correlated subplan). As a join, the planner costs a batch's
+            // 1,250 index probes above one sequential scan of the guard's
+            // table and hashes the whole table for every statement: with
+            // 63,000 tombstones that was 27 ms against 5 ms a statement,
+            // growing with the table, and at 10M events parity fell to 29 %
+            // of the multi-row upsert baseline (BENCHMARKS.md, session 11).
             let status_guard = schema::status_list(purge)
-                .map(|l| format!(" AND NOT EXISTS (SELECT 1 FROM parity_repos r WHERE r.did = v.did AND r.status IN ({l}))"))
+                .map(|l| format!(" AND NOT EXISTS (SELECT 1 FROM parity_repos r WHERE r.did = v.did AND r.status IN ({l}) OFFSET 0)"))
                 .unwrap_or_default();
             let upsert = format!(
                 "INSERT INTO {name} ({cols}) SELECT {select} FROM UNNEST({unnest}) AS v({alias}) \
-                 WHERE NOT EXISTS (SELECT 1 FROM parity_tombstones ts WHERE ts.uri = v.uri AND ts.rev >= v.rev) \
-                 AND NOT EXISTS (SELECT 1 FROM parity_sweep_floors f WHERE f.did = v.did AND f.collection = split_part(v.uri, '/', 4) AND f.rev > v.rev){status_guard} \
+                 WHERE NOT EXISTS (SELECT 1 FROM parity_tombstones ts WHERE ts.uri = v.uri AND ts.rev >= v.rev OFFSET 0) \
+                 AND NOT EXISTS (SELECT 1 FROM parity_sweep_floors f WHERE f.did = v.did AND f.collection = split_part(v.uri, '/', 4) AND f.rev > v.rev OFFSET 0){status_guard} \
                  ON CONFLICT (uri) DO UPDATE SET {set} WHERE excluded.rev > {name}.rev",
                 name = t.name,
                 cols = cols.join(", "),
@@ -663,3 +670,7 @@ fn upsert_query(t: &TableSql, sql: &Arc<str>, rows: &[&Row], now: DateTime<Utc>)
     }
     q
 }
+
+#[cfg(test)]
+#[path = "postgres_plan_tests.rs"]
+mod plan_tests;
