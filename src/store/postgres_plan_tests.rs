@@ -9,7 +9,6 @@ use serde_json::value::RawValue;
 
 use super::upsert_query;
 use crate::event::Did;
-use crate::mapper::builtin::Builtin;
 use crate::mapper::{Row, TableId, Value};
 use crate::store::Store;
 use crate::store::commit::tests::open;
