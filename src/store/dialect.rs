@@ -26,6 +26,7 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, FromRow};
 
+use super::sqlite_exec::{self, WriterRow};
 use super::{Store, StoreError};
 
 /// Which SQL a backend speaks.
@@ -174,7 +175,14 @@ impl Store {
     }
 
     /// Runs a statement; returns the rows it affected.
+    /// On SQLite the writer thread runs it (`sqlite_exec.rs`).
     pub(super) async fn execute(&self, sql: &str, args: Vec<Arg>) -> Result<u64, StoreError> {
+        if let Store::Sqlite(s) = self
+            && let Some(w) = s.writer()
+        {
+            let affected = w.exec(vec![(sql.to_owned(), args)], None).await?;
+            return Ok(affected.and_then(|a| a.first().copied()).unwrap_or(0));
+        }
         let sql = AssertSqlSafe(self.dialect().translate(sql).into_owned());
         Ok(match self {
             Store::Sqlite(s) => bind_args!(Sqlite, sqlx::query(sql), args)
@@ -207,6 +215,23 @@ impl Store {
                     .await?
             }
         })
+    }
+
+    /// Runs one statement that writes and returns rows (`UPDATE …
+    /// RETURNING`); returns every row. On SQLite the writer thread runs it
+    /// (`sqlite_exec.rs`), like [`Store::execute`].
+    pub(super) async fn fetch_written<T: AnyRow + WriterRow>(
+        &self,
+        sql: &str,
+        args: Vec<Arg>,
+    ) -> Result<Vec<T>, StoreError> {
+        if let Store::Sqlite(s) = self
+            && let Some(w) = s.writer()
+        {
+            let sql = sql.to_owned();
+            return w.run(move |c| sqlite_exec::query(c, &sql, &args)).await;
+        }
+        self.fetch_all(sql, args).await
     }
 
     /// Runs a query that selects at most one row (by key); returns it.

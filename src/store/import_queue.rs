@@ -16,6 +16,7 @@
 use chrono::{DateTime, Utc};
 
 use super::dialect::{Arg, bind_args};
+use super::sqlite_exec::WriterRow;
 use super::{Store, StoreError};
 use crate::mapper::table::timestamp_text;
 
@@ -64,6 +65,15 @@ pub struct ListedPage<'a> {
 pub struct QueuedDid {
     pub id: i64,
     pub did: String,
+}
+
+impl WriterRow for QueuedDid {
+    fn from_writer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(QueuedDid {
+            id: r.get("id")?,
+            did: r.get("did")?,
+        })
+    }
 }
 
 /// How a queued DID ended.
@@ -120,12 +130,18 @@ const CLAIM_QUEUED: &str = "WITH expired AS ( \
 impl Store {
     /// Runs `stmts` (PostgreSQL form) in one transaction; returns the rows
     /// each affected. When `guard` (an index) affects no row, the
-    /// transaction is rolled back and `None` returned.
+    /// transaction is rolled back and `None` returned. On SQLite the
+    /// writer thread runs them (`sqlite_exec.rs`).
     pub(super) async fn in_transaction(
         &self,
         stmts: Vec<(String, Vec<Arg>)>,
         guard: Option<usize>,
     ) -> Result<Option<Vec<u64>>, StoreError> {
+        if let Store::Sqlite(s) = self
+            && let Some(w) = s.writer()
+        {
+            return w.exec(stmts, guard).await;
+        }
         let dialect = self.dialect();
         let mut affected = Vec::with_capacity(stmts.len());
         macro_rules! run {
@@ -366,7 +382,7 @@ impl Store {
     ) -> Result<Vec<QueuedDid>, StoreError> {
         let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
         let mut claimed: Vec<QueuedDid> = self
-            .fetch_all(
+            .fetch_written(
                 CLAIM_QUEUED,
                 vec![
                     run.into(),

@@ -26,6 +26,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 
 use super::dialect::{Arg, Dialect, Sql};
+use super::sqlite_exec::{WriterRow, bad_column};
 use super::{Store, StoreError};
 use crate::mapper::table::timestamp_text;
 
@@ -177,6 +178,31 @@ pub struct ImportState {
     pub lease_expires_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+}
+
+impl WriterRow for ImportState {
+    fn from_writer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        let status: String = r.get("status")?;
+        Ok(ImportState {
+            id: r.get("id")?,
+            did: r.get("did")?,
+            collection: r.get("collection")?,
+            status: status.parse().map_err(|e| bad_column("status", e))?,
+            cursor: r.get("cursor")?,
+            rev: r.get("rev")?,
+            records_synced: r.get("records_synced")?,
+            records_skipped: r.get("records_skipped")?,
+            records_failed: r.get("records_failed")?,
+            pages: r.get("pages")?,
+            started_at: r.get("started_at")?,
+            completed_at: r.get("completed_at")?,
+            error: r.get("error")?,
+            lease_owner: r.get("lease_owner")?,
+            lease_expires_at: r.get("lease_expires_at")?,
+            created_at: r.get("created_at")?,
+            updated_at: r.get("updated_at")?,
+        })
+    }
 }
 
 /// Which states `import-status` lists.
@@ -357,7 +383,7 @@ impl Store {
             state_columns(self.dialect())
         );
         let rows = self
-            .fetch_all(
+            .fetch_written(
                 &sql,
                 vec![
                     did.into(),

@@ -78,6 +78,7 @@ mod sessions;
 pub mod shard;
 mod sqlite;
 mod sqlite_checkpoint;
+mod sqlite_exec;
 mod sqlite_repos;
 mod sqlite_steps;
 mod sqlite_writer;

@@ -115,6 +115,12 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// The writer thread, which runs every write of this store
+    /// (`sqlite_exec.rs`); `None` for a read-only store.
+    pub(super) fn writer(&self) -> Option<&Writer> {
+        self.writer.as_deref()
+    }
+
     /// The mapped tables `prepare` set up.
     pub(super) fn table_names(&self) -> Vec<&str> {
         self.prepared
@@ -266,5 +272,58 @@ mod tests {
             .unwrap();
         assert_eq!(limit, WAL_SIZE_LIMIT as i64);
         s.close().await;
+    }
+
+    /// parity's bookkeeping writes (shared statements, and the import
+    /// claims that return rows) run on the writer thread: they complete
+    /// while the pool's only connection is taken, where on the pool they
+    /// would wait for it (`sqlite_exec.rs`).
+    #[tokio::test]
+    async fn bookkeeping_writes_run_on_the_writer_not_the_pool() {
+        use crate::store::{ImportStatus, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = DatabaseConfig {
+            url: format!("sqlite://{}", dir.path().join("t.db").display()),
+            max_connections: 1,
+            ..DatabaseConfig::default()
+        };
+        let s = SqliteStore::connect(&cfg).await.unwrap();
+        s.migrate().await.unwrap();
+        let store = Store::Sqlite(s);
+        let Store::Sqlite(inner) = &store else {
+            unreachable!()
+        };
+        let held = inner.pool().acquire().await.unwrap();
+        let (did, col) = ("did:plc:writerbookkeeping", "app.bsky.feed.post");
+        let writes = async {
+            store
+                .save_identity(did, "https://pds.example", Some("a.test"))
+                .await
+                .unwrap();
+            store
+                .enqueue_imports(did, &[col.to_owned()], false)
+                .await
+                .unwrap();
+            let until = chrono::Utc::now() + chrono::Duration::hours(1);
+            store
+                .claim_import(did, col, "owner-1", until, None)
+                .await
+                .unwrap()
+        };
+        // The pool would give up waiting after 30 s; the writer answers at
+        // once, so a bound well below that tells the two apart.
+        let claimed = tokio::time::timeout(Duration::from_secs(10), writes)
+            .await
+            .expect("the writes waited for the pool's only connection")
+            .expect("the pair was claimed");
+        assert_eq!(
+            (claimed.status, claimed.lease_owner.as_deref()),
+            (ImportStatus::InProgress, Some("owner-1"))
+        );
+        drop(held);
+        let id = store.cached_identity(did).await.unwrap().unwrap();
+        assert_eq!(id.pds.as_deref(), Some("https://pds.example"));
+        assert_eq!(id.handle.as_deref(), Some("a.test"));
+        store.close().await;
     }
 }

@@ -34,14 +34,17 @@ use tokio::sync::oneshot;
 use super::change_log::ChangeLog;
 use super::commit::{self, Finish};
 use super::sqlite_checkpoint::{Checkpointer, WAL_SIZE_LIMIT, WRITER_AUTOCHECKPOINT};
+use super::sqlite_exec::{self, Stmt};
 use super::sqlite_repos::{REPO_CACHE_DIDS, RepoCache};
 use super::sqlite_steps::{Prepared, STATEMENT_CACHE, SqliteSteps};
 use super::{CommitStats, StoreError};
 use crate::batch::Batch;
 
-/// Batches queued for the writer: the pipeline keeps at most a couple in
-/// flight, so this never blocks in practice; it bounds memory if it did.
-const QUEUE: usize = 4;
+/// Jobs queued for the writer: the pipeline keeps at most a couple of
+/// batches in flight, and each import task or other caller one job, so
+/// this rarely fills; a caller that finds it full waits on a blocking
+/// thread.
+const QUEUE: usize = 64;
 
 /// How the writer's connection is set up.
 #[derive(Debug, Clone)]
@@ -88,6 +91,9 @@ impl WriterConfig {
     }
 }
 
+/// Work run on the writer's connection (or told why it could not open).
+type Work = Box<dyn FnOnce(Result<&mut Connection, StoreError>) + Send>;
+
 enum Job {
     Commit {
         batch: Box<Batch>,
@@ -96,6 +102,9 @@ enum Job {
         log: Arc<ChangeLog>,
         reply: oneshot::Sender<Result<CommitStats, StoreError>>,
     },
+    /// Shared statements (`sqlite_exec.rs`): runs on the connection and
+    /// sends its own answer.
+    Run(Work),
     Close(oneshot::Sender<()>),
 }
 
@@ -140,18 +149,45 @@ impl Writer {
         };
         // The queue is sized above the batches in flight: a full queue
         // would mean a stuck writer, and waiting here is then right.
+        self.send(job).await?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    /// Runs `work` on the writer's connection, after the jobs queued
+    /// before it, and returns its answer (see `sqlite_exec.rs`).
+    pub(super) async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Run(Box::new(move |conn| {
+            let _ = reply.send(conn.and_then(work));
+        })))
+        .await?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    /// Runs shared statements in one transaction on the writer thread.
+    pub(super) async fn exec(
+        &self,
+        stmts: Vec<Stmt>,
+        guard: Option<usize>,
+    ) -> Result<Option<Vec<u64>>, StoreError> {
+        self.run(move |c| sqlite_exec::run(c, &stmts, guard)).await
+    }
+
+    async fn send(&self, job: Job) -> Result<(), StoreError> {
         let jobs = self.jobs.clone();
         match jobs.try_send(job) {
-            Ok(()) => {}
+            Ok(()) => Ok(()),
             Err(mpsc::TrySendError::Full(job)) => {
                 tokio::task::spawn_blocking(move || jobs.send(job))
                     .await
                     .map_err(|_| closed())?
-                    .map_err(|_| closed())?;
+                    .map_err(|_| closed())
             }
-            Err(mpsc::TrySendError::Disconnected(_)) => return Err(closed()),
+            Err(mpsc::TrySendError::Disconnected(_)) => Err(closed()),
         }
-        answer.await.map_err(|_| closed())?
     }
 
     /// Closes the connection (checkpointing the WAL) after the queued
@@ -183,6 +219,17 @@ fn open(cfg: &WriterConfig) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// The writer's connection, opened at its first use.
+fn opened<'a>(
+    conn: &'a mut Option<Connection>,
+    cfg: &WriterConfig,
+) -> rusqlite::Result<&'a mut Connection> {
+    if conn.is_none() {
+        *conn = Some(open(cfg)?);
+    }
+    Ok(conn.as_mut().expect("opened above"))
+}
+
 /// The thread: one job at a time, in order.
 fn run(cfg: WriterConfig, jobs: mpsc::Receiver<Job>) {
     let mut conn: Option<Connection> = None;
@@ -200,16 +247,13 @@ fn run(cfg: WriterConfig, jobs: mpsc::Receiver<Job>) {
                 log,
                 reply,
             } => {
-                if conn.is_none() {
-                    match open(&cfg) {
-                        Ok(c) => conn = Some(c),
-                        Err(e) => {
-                            let _ = reply.send(Err(e.into()));
-                            continue;
-                        }
+                let c = match opened(&mut conn, &cfg) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                        continue;
                     }
-                }
-                let c = conn.as_mut().expect("opened above");
+                };
                 let result = commit_one(c, &mut repos, &batch, finish, &prepared, &log);
                 if result.is_err() || finish == Finish::Rollback {
                     repos.clear();
@@ -217,6 +261,16 @@ fn run(cfg: WriterConfig, jobs: mpsc::Receiver<Job>) {
                     c.request();
                 }
                 let _ = reply.send(result);
+            }
+            Job::Run(work) => {
+                work(opened(&mut conn, &cfg).map_err(StoreError::from));
+                // The statements may have changed `parity_repos` (an
+                // identity, an account status) without moving this
+                // connection's `data_version`: forget what was known.
+                repos.clear();
+                if let Some(c) = &checkpointer {
+                    c.request();
+                }
             }
             Job::Close(done) => {
                 checkpointer = None;
