@@ -155,6 +155,18 @@ macro_rules! bind_args {
 }
 pub(super) use bind_args;
 
+/// The row filter of a statement that takes an optional DID as `$N`:
+/// `did = $N` for one DID, `$N IS NULL` (every row) for none. Written as
+/// one `($N IS NULL OR did = $N)`, SQLite cannot use the `did` index
+/// through the `OR` and reads the whole table, which made each imported
+/// DID's state look-up a scan of every state of the run.
+pub(super) fn did_is(n: u8, did: Option<&str>) -> String {
+    match did {
+        Some(_) => format!("did = ${n}::text"),
+        None => format!("${n}::text IS NULL"),
+    }
+}
+
 /// Rows both backends can decode.
 pub trait AnyRow:
     for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin

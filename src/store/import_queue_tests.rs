@@ -6,8 +6,8 @@ use chrono::{Duration, Utc};
 
 use super::CLAIM_QUEUED;
 use crate::mapper::table::timestamp_text;
-use crate::store::Store;
 use crate::store::commit::tests::open;
+use crate::store::{StatusFilter, Store};
 
 const QUEUED: i64 = 20_000;
 
@@ -232,6 +232,40 @@ async fn a_claim_searches_index_ranges_sqlite() {
         4,
         "one index search per kind, and the update by id: {steps:#?}"
     );
+}
+
+/// One DID's states are read through the `(did, collection)` index, not
+/// by scanning every state of the run: each imported DID reads them.
+#[tokio::test]
+async fn one_dids_states_are_searched_not_scanned_sqlite() {
+    let (store, _dir) = open(false).await;
+    let Store::Sqlite(s) = &store else {
+        unreachable!()
+    };
+    let plan_of = |sql: String| async move {
+        let sql = crate::store::dialect::Dialect::Sqlite
+            .translate(&sql)
+            .into_owned();
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .bind("did:plc:x")
+                .bind(10_i64)
+                .fetch_all(s.pool())
+                .await
+                .unwrap();
+        plan.into_iter().map(|p| p.3).collect::<Vec<_>>()
+    };
+    for filter in [StatusFilter::All, StatusFilter::Pending] {
+        let steps = plan_of(store.import_states_sql(Some("did:plc:x"), filter)).await;
+        assert!(
+            steps
+                .iter()
+                .any(|d| d.starts_with("SEARCH parity_import_states USING INDEX")
+                    && d.contains("did=?")),
+            "{steps:#?}"
+        );
+        assert!(!steps.iter().any(|d| d.starts_with("SCAN")), "{steps:#?}");
+    }
 }
 
 /// The claim on PostgreSQL, run under `EXPLAIN ANALYZE`: no step reads and

@@ -25,7 +25,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 
-use super::dialect::{Arg, Dialect, Sql};
+use super::dialect::{Arg, Dialect, Sql, did_is};
 use super::sqlite_exec::{WriterRow, bad_column};
 use super::{Store, StoreError};
 use crate::mapper::table::timestamp_text;
@@ -521,20 +521,29 @@ impl Store {
         filter: StatusFilter,
         limit: i64,
     ) -> Result<Vec<ImportState>, StoreError> {
-        let sql = format!(
-            "SELECT {} FROM parity_import_states WHERE ($1::text IS NULL OR did = $1::text) AND {} \
+        let sql = self.import_states_sql(did, filter);
+        self.fetch_all(&sql, vec![did.into(), limit.into()]).await
+    }
+
+    /// [`Store::import_states`]' statement: $1 the DID, $2 the limit.
+    pub(super) fn import_states_sql(&self, did: Option<&str>, filter: StatusFilter) -> String {
+        format!(
+            "SELECT {} FROM parity_import_states WHERE {} AND {} \
              ORDER BY updated_at DESC, id DESC LIMIT $2",
             state_columns(self.dialect()),
+            did_is(1, did),
             filter.sql()
-        );
-        self.fetch_all(&sql, vec![did.into(), limit.into()]).await
+        )
     }
 
     /// Number of states per status (optionally of one DID).
     pub async fn import_counts(&self, did: Option<&str>) -> Result<Vec<(String, i64)>, StoreError> {
-        let sql = "SELECT status, COUNT(*) FROM parity_import_states \
-                   WHERE ($1::text IS NULL OR did = $1::text) GROUP BY status ORDER BY status";
-        self.fetch_all(sql, vec![did.into()]).await
+        let sql = format!(
+            "SELECT status, COUNT(*) FROM parity_import_states \
+             WHERE {} GROUP BY status ORDER BY status",
+            did_is(1, did)
+        );
+        self.fetch_all(&sql, vec![did.into()]).await
     }
 
     /// Every state `parity resume` may continue (not completed nor gone),
@@ -544,9 +553,10 @@ impl Store {
         did: Option<&str>,
     ) -> Result<Vec<ImportState>, StoreError> {
         let sql = format!(
-            "SELECT {} FROM parity_import_states WHERE ($1::text IS NULL OR did = $1::text) \
+            "SELECT {} FROM parity_import_states WHERE {} \
              AND {RESUMABLE} ORDER BY id",
-            state_columns(self.dialect())
+            state_columns(self.dialect()),
+            did_is(1, did)
         );
         self.fetch_all(&sql, vec![did.into()]).await
     }
@@ -562,8 +572,12 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         let sql = format!(
             "SELECT DISTINCT did FROM parity_import_states \
-             WHERE ($1::text IS NULL OR did = $1::text) AND {RESUMABLE} \
-             AND ($2::text IS NULL OR did > $2::text) ORDER BY did LIMIT $3"
+             WHERE {} AND {RESUMABLE} AND {} ORDER BY did LIMIT $3",
+            did_is(1, did),
+            match after {
+                Some(_) => "did > $2::text",
+                None => "$2::text IS NULL",
+            }
         );
         let rows: Vec<(String,)> = self
             .fetch_all(&sql, vec![did.into(), after.into(), limit.into()])
@@ -575,7 +589,8 @@ impl Store {
     pub async fn count_resumable_dids(&self, did: Option<&str>) -> Result<i64, StoreError> {
         let sql = format!(
             "SELECT COUNT(DISTINCT did) FROM parity_import_states \
-             WHERE ($1::text IS NULL OR did = $1::text) AND {RESUMABLE}"
+             WHERE {} AND {RESUMABLE}",
+            did_is(1, did)
         );
         let rows: Vec<(i64,)> = self.fetch_all(&sql, vec![did.into()]).await?;
         Ok(rows.first().map_or(0, |r| r.0))

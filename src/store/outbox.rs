@@ -17,7 +17,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::dialect::{Dialect, Sql};
+use super::dialect::{Dialect, Sql, did_is};
 use super::{Store, StoreError};
 use crate::mapper::table::timestamp_text;
 
@@ -325,8 +325,10 @@ impl Store {
     pub async fn outbox_counts(&self, did: Option<&str>) -> Result<Vec<(String, i64)>, StoreError> {
         let rows: Vec<(String, i64)> = self
             .fetch_all(
-                "SELECT status, COUNT(*) FROM parity_outbox WHERE ($1::text IS NULL OR did = $1::text) \
-                 GROUP BY status",
+                &format!(
+                    "SELECT status, COUNT(*) FROM parity_outbox WHERE {} GROUP BY status",
+                    did_is(1, did)
+                ),
                 vec![did.into()],
             )
             .await?;
@@ -352,9 +354,9 @@ impl Store {
             OutboxFilter::Failed => "status IN ('failed', 'conflict')",
         };
         let sql = format!(
-            "SELECT {} FROM parity_outbox WHERE ($1::text IS NULL OR did = $1::text) AND {cond} \
-             ORDER BY id LIMIT $2",
-            columns(self.dialect())
+            "SELECT {} FROM parity_outbox WHERE {} AND {cond} ORDER BY id LIMIT $2",
+            columns(self.dialect()),
+            did_is(1, did)
         );
         self.fetch_all(&sql, vec![did.into(), limit.into()]).await
     }
