@@ -241,7 +241,29 @@ impl Store {
             && let Some(w) = s.writer()
         {
             let sql = sql.to_owned();
-            return w.run(move |c| sqlite_exec::query(c, &sql, &args)).await;
+            return w
+                .run(true, move |c| sqlite_exec::query(c, &sql, &args))
+                .await;
+        }
+        self.fetch_all(sql, args).await
+    }
+
+    /// Runs a look-up by key that an import makes for each DID (its
+    /// states, identity, account status); returns every row. On SQLite the
+    /// writer thread answers it from its warm cache, between batches
+    /// (`sqlite_exec.rs`); listings and counts stay on the pool.
+    pub(super) async fn fetch_keyed<T: AnyRow + WriterRow>(
+        &self,
+        sql: &str,
+        args: Vec<Arg>,
+    ) -> Result<Vec<T>, StoreError> {
+        if let Store::Sqlite(s) = self
+            && let Some(w) = s.writer()
+        {
+            let sql = sql.to_owned();
+            return w
+                .run(false, move |c| sqlite_exec::read(c, &sql, &args))
+                .await;
         }
         self.fetch_all(sql, args).await
     }

@@ -205,6 +205,16 @@ impl WriterRow for ImportState {
     }
 }
 
+impl WriterRow for CachedIdentity {
+    fn from_writer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(CachedIdentity {
+            pds: r.get("pds")?,
+            handle: r.get("handle")?,
+            identity_resolved_at: r.get("identity_resolved_at")?,
+        })
+    }
+}
+
 /// Which states `import-status` lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusFilter {
@@ -471,7 +481,7 @@ impl Store {
     /// `deleted`, …), if parity has a row for it.
     pub async fn account_status(&self, did: &str) -> Result<Option<String>, StoreError> {
         let rows: Vec<(String,)> = self
-            .fetch_all(
+            .fetch_keyed(
                 "SELECT status FROM parity_repos WHERE did = $1",
                 vec![did.into()],
             )
@@ -522,7 +532,11 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<ImportState>, StoreError> {
         let sql = self.import_states_sql(did, filter);
-        self.fetch_all(&sql, vec![did.into(), limit.into()]).await
+        let args = vec![did.into(), limit.into()];
+        match did {
+            Some(_) => self.fetch_keyed(&sql, args).await,
+            None => self.fetch_all(&sql, args).await,
+        }
     }
 
     /// [`Store::import_states`]' statement: $1 the DID, $2 the limit.
@@ -602,7 +616,11 @@ impl Store {
             "SELECT pds, handle, {} FROM parity_repos WHERE did = $1",
             column("identity_resolved_at", self.dialect())
         );
-        self.fetch_optional(&sql, vec![did.into()]).await
+        Ok(self
+            .fetch_keyed(&sql, vec![did.into()])
+            .await?
+            .into_iter()
+            .next())
     }
 
     /// Stores a resolved identity for other importers (and later runs).

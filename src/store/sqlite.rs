@@ -275,9 +275,10 @@ mod tests {
     }
 
     /// parity's bookkeeping writes (shared statements, and the import
-    /// claims that return rows) run on the writer thread: they complete
-    /// while the pool's only connection is taken, where on the pool they
-    /// would wait for it (`sqlite_exec.rs`).
+    /// claims that return rows) and an import's per-DID look-ups run on
+    /// the writer thread: they complete while the pool's only connection
+    /// is taken, where on the pool they would wait for it
+    /// (`sqlite_exec.rs`).
     #[tokio::test]
     async fn bookkeeping_writes_run_on_the_writer_not_the_pool() {
         use crate::store::{ImportStatus, Store};
@@ -305,10 +306,24 @@ mod tests {
                 .await
                 .unwrap();
             let until = chrono::Utc::now() + chrono::Duration::hours(1);
-            store
+            let claimed = store
                 .claim_import(did, col, "owner-1", until, None)
                 .await
-                .unwrap()
+                .unwrap();
+            // The per-DID look-ups by key: on the writer too.
+            let id = store.cached_identity(did).await.unwrap().unwrap();
+            assert_eq!(id.pds.as_deref(), Some("https://pds.example"));
+            assert_eq!(id.handle.as_deref(), Some("a.test"));
+            let states = store
+                .import_states(Some(did), crate::store::StatusFilter::All, 10)
+                .await
+                .unwrap();
+            assert_eq!(states.len(), 1);
+            assert_eq!(
+                store.account_status(did).await.unwrap().as_deref(),
+                Some("active")
+            );
+            claimed
         };
         // The pool would give up waiting after 30 s; the writer answers at
         // once, so a bound well below that tells the two apart.
@@ -321,9 +336,12 @@ mod tests {
             (ImportStatus::InProgress, Some("owner-1"))
         );
         drop(held);
-        let id = store.cached_identity(did).await.unwrap().unwrap();
-        assert_eq!(id.pds.as_deref(), Some("https://pds.example"));
-        assert_eq!(id.handle.as_deref(), Some("a.test"));
+        // What the writer committed is what the pool reads.
+        let listed = store
+            .import_states(None, crate::store::StatusFilter::All, 10)
+            .await
+            .unwrap();
+        assert_eq!(listed, [claimed]);
         store.close().await;
     }
 }

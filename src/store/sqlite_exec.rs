@@ -14,8 +14,11 @@
 //! warm cache, and never wait for the lock of their own process.
 //!
 //! Owns: binding [`Arg`]s for rusqlite, running one transaction of
-//! statements with an optional guard, and one write that returns rows
-//! (`UPDATE … RETURNING`, decoded by [`WriterRow`]). Does not own: the
+//! statements with an optional guard, one write that returns rows
+//! (`UPDATE … RETURNING`, decoded by [`WriterRow`]), and the per-DID
+//! look-ups by key an import makes (`Store::fetch_keyed`: on the pool each
+//! re-read from the WAL the pages the writer had just changed, and cost
+//! two thread hand-offs). Does not own: the
 //! statements (each store file) or the thread (`sqlite_writer.rs`).
 
 use rusqlite::{Connection, TransactionBehavior};
@@ -68,20 +71,39 @@ pub(super) fn query<T: WriterRow>(
     args: &[Arg],
 ) -> Result<Vec<T>, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let rows = {
-        let mut stmt = tx.prepare_cached(&Dialect::Sqlite.translate(sql))?;
-        for (at, arg) in args.iter().enumerate() {
-            bind(&mut stmt, at + 1, arg)?;
-        }
-        let mut rows = stmt.raw_query();
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            out.push(T::from_writer_row(row)?);
-        }
-        out
-    };
+    let rows = rows_of(&tx, sql, args)?;
     tx.commit()?;
     Ok(rows)
+}
+
+/// Runs one read (a look-up by key) on the writer's connection, whose
+/// cache holds the pages its batches just wrote; returns every row.
+pub(super) fn read<T: WriterRow>(
+    conn: &Connection,
+    sql: &str,
+    args: &[Arg],
+) -> Result<Vec<T>, StoreError> {
+    rows_of(conn, sql, args)
+}
+
+fn rows_of<T: WriterRow>(conn: &Connection, sql: &str, args: &[Arg]) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare_cached(&Dialect::Sqlite.translate(sql))?;
+    for (at, arg) in args.iter().enumerate() {
+        bind(&mut stmt, at + 1, arg)?;
+    }
+    let mut rows = stmt.raw_query();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(T::from_writer_row(row)?);
+    }
+    Ok(out)
+}
+
+/// A one-column text row.
+impl WriterRow for (String,) {
+    fn from_writer_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok((row.get(0)?,))
+    }
 }
 
 /// A column whose text does not parse as its type.

@@ -104,7 +104,12 @@ enum Job {
     },
     /// Shared statements (`sqlite_exec.rs`): runs on the connection and
     /// sends its own answer.
-    Run(Work),
+    /// `writes`: whether the work may have written (then the per-DID
+    /// cache is forgotten and the checkpoint thread asked to run).
+    Run {
+        work: Work,
+        writes: bool,
+    },
     Close(oneshot::Sender<()>),
 }
 
@@ -157,12 +162,16 @@ impl Writer {
     /// before it, and returns its answer (see `sqlite_exec.rs`).
     pub(super) async fn run<T: Send + 'static>(
         &self,
+        writes: bool,
         work: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Job::Run(Box::new(move |conn| {
-            let _ = reply.send(conn.and_then(work));
-        })))
+        self.send(Job::Run {
+            work: Box::new(move |conn| {
+                let _ = reply.send(conn.and_then(work));
+            }),
+            writes,
+        })
         .await?;
         answer.await.map_err(|_| closed())?
     }
@@ -173,7 +182,8 @@ impl Writer {
         stmts: Vec<Stmt>,
         guard: Option<usize>,
     ) -> Result<Option<Vec<u64>>, StoreError> {
-        self.run(move |c| sqlite_exec::run(c, &stmts, guard)).await
+        self.run(true, move |c| sqlite_exec::run(c, &stmts, guard))
+            .await
     }
 
     async fn send(&self, job: Job) -> Result<(), StoreError> {
@@ -262,14 +272,16 @@ fn run(cfg: WriterConfig, jobs: mpsc::Receiver<Job>) {
                 }
                 let _ = reply.send(result);
             }
-            Job::Run(work) => {
+            Job::Run { work, writes } => {
                 work(opened(&mut conn, &cfg).map_err(StoreError::from));
                 // The statements may have changed `parity_repos` (an
                 // identity, an account status) without moving this
                 // connection's `data_version`: forget what was known.
-                repos.clear();
-                if let Some(c) = &checkpointer {
-                    c.request();
+                if writes {
+                    repos.clear();
+                    if let Some(c) = &checkpointer {
+                        c.request();
+                    }
                 }
             }
             Job::Close(done) => {
