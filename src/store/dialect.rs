@@ -237,15 +237,7 @@ impl Store {
         sql: &str,
         args: Vec<Arg>,
     ) -> Result<Vec<T>, StoreError> {
-        if let Store::Sqlite(s) = self
-            && let Some(w) = s.writer()
-        {
-            let sql = sql.to_owned();
-            return w
-                .run(true, move |c| sqlite_exec::query(c, &sql, &args))
-                .await;
-        }
-        self.fetch_all(sql, args).await
+        self.fetch_on_writer(sql, args, true).await
     }
 
     /// Runs a look-up by key that an import makes for each DID (its
@@ -257,12 +249,27 @@ impl Store {
         sql: &str,
         args: Vec<Arg>,
     ) -> Result<Vec<T>, StoreError> {
+        self.fetch_on_writer(sql, args, false).await
+    }
+
+    /// [`Store::fetch_all`] on SQLite's writer thread, in a write
+    /// transaction when `writes`; on PostgreSQL (or a read-only SQLite
+    /// store, which has no writer) on the pool.
+    async fn fetch_on_writer<T: AnyRow + WriterRow>(
+        &self,
+        sql: &str,
+        args: Vec<Arg>,
+        writes: bool,
+    ) -> Result<Vec<T>, StoreError> {
         if let Store::Sqlite(s) = self
             && let Some(w) = s.writer()
         {
             let sql = sql.to_owned();
             return w
-                .run(false, move |c| sqlite_exec::read(c, &sql, &args))
+                .run(writes, move |c| match writes {
+                    true => sqlite_exec::query(c, &sql, &args),
+                    false => sqlite_exec::read(c, &sql, &args),
+                })
                 .await;
         }
         self.fetch_all(sql, args).await
