@@ -1,7 +1,9 @@
 //! Shared statements (`dialect.rs`) run on the SQLite writer's connection:
-//! the bookkeeping writes of imports, publishing and the rest, which
-//! `Store::execute` and `Store::in_transaction` hand to the writer thread
-//! instead of the sqlx pool.
+//! the bookkeeping writes of imports, publishing and the rest
+//! (`Store::execute`, `Store::in_transaction`), the writes that return
+//! rows (`Store::fetch_written`: the import claims) and an import's
+//! per-DID look-ups by key (`Store::fetch_keyed`), handed to the writer
+//! thread instead of the sqlx pool.
 //!
 //! Why: every SQLite write takes the database's one write lock, which the
 //! writer holds for each batch. A pool connection's write waited for it
@@ -15,11 +17,8 @@
 //!
 //! Owns: binding [`Arg`]s for rusqlite, running one transaction of
 //! statements with an optional guard, one write that returns rows
-//! (`UPDATE … RETURNING`, decoded by [`WriterRow`]), and the per-DID
-//! look-ups by key an import makes (`Store::fetch_keyed`: on the pool each
-//! re-read from the WAL the pages the writer had just changed, and cost
-//! two thread hand-offs). Does not own: the
-//! statements (each store file) or the thread (`sqlite_writer.rs`).
+//! (decoded by [`WriterRow`]), and one read. Does not own: the statements
+//! (each store file) or the thread (`sqlite_writer.rs`).
 
 use rusqlite::{Connection, TransactionBehavior};
 
