@@ -79,6 +79,7 @@ pub mod shard;
 mod sqlite;
 mod sqlite_checkpoint;
 mod sqlite_exec;
+mod sqlite_group;
 mod sqlite_repos;
 mod sqlite_steps;
 mod sqlite_writer;

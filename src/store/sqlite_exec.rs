@@ -20,7 +20,7 @@
 //! (decoded by [`WriterRow`]), and one read. Does not own: the statements
 //! (each store file) or the thread (`sqlite_writer.rs`).
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 
 use super::StoreError;
 use super::dialect::{Arg, Dialect};
@@ -29,15 +29,16 @@ use crate::mapper::table::timestamp_text;
 /// One statement of PostgreSQL form with its arguments.
 pub(super) type Stmt = (String, Vec<Arg>);
 
-/// Runs `stmts` in one `BEGIN IMMEDIATE` transaction; returns the rows
-/// each changed. When statement `guard` changes no row, the transaction
-/// is rolled back and `None` returned (as `Store::in_transaction` does).
+/// Runs `stmts` all or nothing (a savepoint inside the writer's
+/// transaction); returns the rows each changed. When statement `guard`
+/// changes no row, they are rolled back and `None` returned (as
+/// `Store::in_transaction` does).
 pub(super) fn run(
     conn: &mut Connection,
     stmts: &[Stmt],
     guard: Option<usize>,
 ) -> Result<Option<Vec<u64>>, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut tx = conn.savepoint()?;
     let mut affected = Vec::with_capacity(stmts.len());
     for (i, (sql, args)) in stmts.iter().enumerate() {
         let mut stmt = tx.prepare_cached(&Dialect::Sqlite.translate(sql))?;
@@ -62,17 +63,14 @@ pub(super) trait WriterRow: Sized + Send + 'static {
     fn from_writer_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self>;
 }
 
-/// Runs one statement that writes and returns rows, in its own
-/// `BEGIN IMMEDIATE` transaction; returns every row.
+/// Runs one statement that writes and returns rows (in the writer's
+/// transaction); returns every row.
 pub(super) fn query<T: WriterRow>(
     conn: &mut Connection,
     sql: &str,
     args: &[Arg],
 ) -> Result<Vec<T>, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let rows = rows_of(&tx, sql, args)?;
-    tx.commit()?;
-    Ok(rows)
+    rows_of(conn, sql, args)
 }
 
 /// Runs one read (a look-up by key) on the writer's connection, whose

@@ -23,7 +23,7 @@
 
 use chrono::{DateTime, Utc};
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
-use rusqlite::{OptionalExtension, Statement, Transaction};
+use rusqlite::{Connection, OptionalExtension, Statement};
 
 use super::change_log::{ChangeLog, Logged, collection_of};
 use super::commit::Steps;
@@ -141,9 +141,11 @@ impl Prepared {
     }
 }
 
-/// One SQLite commit transaction on the writer's connection.
+/// One batch's statements inside a transaction the writer began on its
+/// connection. The writer, not these steps, ends that transaction: it may
+/// hold several batches (`sqlite_writer.rs`, group commit).
 pub(super) struct SqliteSteps<'a> {
-    pub(super) tx: Transaction<'a>,
+    pub(super) tx: &'a Connection,
     pub(super) prepared: &'a Prepared,
     pub(super) repos: &'a mut RepoCache,
     pub(super) log: &'a ChangeLog,
@@ -319,7 +321,7 @@ impl Steps for SqliteSteps<'_> {
         let mut floor = self.tx.prepare_cached(SWEEP_FLOOR)?;
         let mut n = 0;
         for row in rows {
-            if self.repos.purging(&self.tx, row.did.as_str(), purging)? {
+            if self.repos.purging(self.tx, row.did.as_str(), purging)? {
                 continue;
             }
             let dead: Option<String> = tombstone.query_row([&row.uri], |r| r.get(0)).optional()?;
@@ -422,11 +424,14 @@ impl Steps for SqliteSteps<'_> {
         Ok(self.tx.last_insert_rowid())
     }
 
+    /// The writer commits the transaction once every batch in it is
+    /// written.
     async fn commit(self) -> Result<(), StoreError> {
-        Ok(self.tx.commit()?)
+        Ok(())
     }
 
+    /// The writer rolls a trial's transaction back.
     async fn rollback(self) -> Result<(), StoreError> {
-        Ok(self.tx.rollback()?)
+        Ok(())
     }
 }

@@ -3,12 +3,12 @@
 //! sent.
 //!
 //! Owns: the thread and its queue, the writer connection and its pragmas,
-//! beginning each transaction (`BEGIN IMMEDIATE`: the write lock up front,
-//! so a transaction that reads first cannot fail to upgrade), and the
-//! per-DID facts (`sqlite_repos.rs`) kept across batches, and asking the
-//! checkpoint thread (`sqlite_checkpoint.rs`) to run after each commit. Does not own: the
-//! commit order (`commit.rs`, walked here unchanged) or the statements
-//! (`sqlite_steps.rs`).
+//! the per-DID facts (`sqlite_repos.rs`) kept across transactions, and
+//! asking the checkpoint thread (`sqlite_checkpoint.rs`) to run after each
+//! commit. Does not own: the transactions (`sqlite_group.rs`: the jobs
+//! queued back to back share one, begun `BEGIN IMMEDIATE` so one that
+//! reads first cannot fail to upgrade), the commit order (`commit.rs`) or
+//! the statements (`sqlite_steps.rs`).
 //!
 //! Why a thread: sqlx runs each SQLite connection on a thread of its own
 //! anyway and hands it each statement with every value copied into an
@@ -20,23 +20,23 @@
 //! A commit whose caller stopped waiting (shutdown) still runs to its end:
 //! it commits or rolls back as a whole, cursor with rows, as before.
 
-use std::future::Future;
+use std::any::Any;
 use std::path::PathBuf;
-use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 use super::change_log::ChangeLog;
-use super::commit::{self, Finish};
+use super::commit::Finish;
 use super::sqlite_checkpoint::{Checkpointer, WAL_SIZE_LIMIT, WRITER_AUTOCHECKPOINT};
 use super::sqlite_exec::{self, Stmt};
+use super::sqlite_group::{self, CommitJob, Job, RunJob};
 use super::sqlite_repos::{REPO_CACHE_DIDS, RepoCache};
-use super::sqlite_steps::{Prepared, STATEMENT_CACHE, SqliteSteps};
+use super::sqlite_steps::{Prepared, STATEMENT_CACHE};
 use super::{CommitStats, StoreError};
 use crate::batch::Batch;
 
@@ -91,32 +91,30 @@ impl WriterConfig {
     }
 }
 
-/// Work run on the writer's connection (or told why it could not open).
-type Work = Box<dyn FnOnce(Result<&mut Connection, StoreError>) + Send>;
-
-enum Job {
-    Commit {
-        batch: Box<Batch>,
-        finish: Finish,
-        prepared: Arc<Prepared>,
-        log: Arc<ChangeLog>,
-        reply: oneshot::Sender<Result<CommitStats, StoreError>>,
-    },
-    /// Shared statements (`sqlite_exec.rs`): runs on the connection and
-    /// sends its own answer.
-    /// `writes`: whether the work may have written (then the per-DID
-    /// cache is forgotten and the checkpoint thread asked to run).
-    Run {
-        work: Work,
-        writes: bool,
-    },
-    Close(oneshot::Sender<()>),
-}
-
 /// The handle to a writer thread; the thread ends when every handle is
 /// dropped or [`Writer::close`] is called.
 pub(super) struct Writer {
     jobs: mpsc::SyncSender<Job>,
+    /// Transactions the thread committed (group commit makes this fewer
+    /// than the jobs).
+    commits: Arc<AtomicU64>,
+}
+
+/// The answer of a [`RunJob`] (the work's value, boxed).
+type RunAnswer = oneshot::Receiver<Result<Box<dyn Any + Send>, StoreError>>;
+
+/// `work` as a job for the thread, and where its answer will come.
+fn run_job<T: Send + 'static>(
+    writes: bool,
+    work: impl Fn(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+) -> (RunJob, RunAnswer) {
+    let (reply, answer) = oneshot::channel();
+    let job = RunJob {
+        work: Box::new(move |conn| work(conn).map(|v| Box::new(v) as Box<dyn Any + Send>)),
+        writes,
+        reply,
+    };
+    (job, answer)
 }
 
 /// The queue is gone: the writer was closed or its thread died. Fatal,
@@ -130,10 +128,17 @@ impl Writer {
     /// store that never writes never opens it.
     pub(super) fn spawn(cfg: WriterConfig) -> std::io::Result<Writer> {
         let (jobs, rx) = mpsc::sync_channel(QUEUE);
+        let commits = Arc::new(AtomicU64::new(0));
+        let counted = commits.clone();
         std::thread::Builder::new()
             .name("parity-sqlite-writer".into())
-            .spawn(move || run(cfg, rx))?;
-        Ok(Writer { jobs })
+            .spawn(move || run(cfg, rx, &counted))?;
+        Ok(Writer { jobs, commits })
+    }
+
+    /// Transactions committed so far.
+    pub(super) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// Commits (or trial-runs) `batch` on the writer thread.
@@ -145,35 +150,33 @@ impl Writer {
         log: Arc<ChangeLog>,
     ) -> Result<CommitStats, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let job = Job::Commit {
+        let job = Job::Commit(CommitJob {
             batch: Box::new(batch),
             finish,
             prepared,
             log,
             reply,
-        };
+        });
         // The queue is sized above the batches in flight: a full queue
         // would mean a stuck writer, and waiting here is then right.
         self.send(job).await?;
         answer.await.map_err(|_| closed())?
     }
 
-    /// Runs `work` on the writer's connection, after the jobs queued
-    /// before it, and returns its answer (see `sqlite_exec.rs`).
+    /// Runs `work` on the writer's connection, inside the writer's
+    /// transaction after the jobs queued before it, and returns its
+    /// answer once that transaction committed (see `sqlite_exec.rs`).
     pub(super) async fn run<T: Send + 'static>(
         &self,
         writes: bool,
-        work: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        work: impl Fn(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Job::Run {
-            work: Box::new(move |conn| {
-                let _ = reply.send(conn.and_then(work));
-            }),
-            writes,
-        })
-        .await?;
-        answer.await.map_err(|_| closed())?
+        let (job, answer) = run_job(writes, work);
+        self.send(Job::Run(job)).await?;
+        let value = answer.await.map_err(|_| closed())??;
+        Ok(*value
+            .downcast::<T>()
+            .expect("the writer answers with the work's own type"))
     }
 
     /// Runs shared statements in one transaction on the writer thread.
@@ -207,6 +210,7 @@ impl Writer {
         if self.jobs.try_send(Job::Close(tx)).is_ok() {
             let _ = rx.await;
         }
+        tracing::debug!(transactions = self.commits(), "SQLite writer closed");
     }
 }
 
@@ -240,88 +244,63 @@ fn opened<'a>(
     Ok(conn.as_mut().expect("opened above"))
 }
 
-/// The thread: one job at a time, in order.
-fn run(cfg: WriterConfig, jobs: mpsc::Receiver<Job>) {
+/// The thread: the jobs in queue order; those waiting back to back share
+/// one transaction (`sqlite_group.rs`).
+fn run(cfg: WriterConfig, jobs: mpsc::Receiver<Job>, commits: &AtomicU64) {
     let mut conn: Option<Connection> = None;
     let mut repos = RepoCache::new(REPO_CACHE_DIDS);
     // Without it, the writer's own fallback checkpoints still bound the WAL.
     let mut checkpointer = Checkpointer::spawn(&cfg)
         .map_err(|e| tracing::warn!(error = %e, "Cannot start the SQLite checkpoint thread; the writer checkpoints itself."))
         .ok();
-    while let Ok(job) = jobs.recv() {
-        match job {
-            Job::Commit {
-                batch,
-                finish,
-                prepared,
-                log,
-                reply,
-            } => {
-                let c = match opened(&mut conn, &cfg) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = reply.send(Err(e.into()));
-                        continue;
-                    }
-                };
-                let result = commit_one(c, &mut repos, &batch, finish, &prepared, &log);
-                if result.is_err() || finish == Finish::Rollback {
-                    repos.clear();
-                } else if let Some(c) = &checkpointer {
-                    c.request();
+    let mut held: Option<Job> = None;
+    while let Some(job) = held.take().or_else(|| jobs.recv().ok()) {
+        if let Job::Close(done) = job {
+            checkpointer = None;
+            conn = None;
+            repos.clear();
+            let _ = done.send(());
+            continue;
+        }
+        let mut group = vec![job];
+        while group.len() < sqlite_group::MAX_GROUP && group[0].groups() {
+            match jobs.try_recv() {
+                Ok(next) if next.groups() => group.push(next),
+                Ok(other) => {
+                    held = Some(other);
+                    break;
                 }
-                let _ = reply.send(result);
+                Err(_) => break,
             }
-            Job::Run { work, writes } => {
-                work(opened(&mut conn, &cfg).map_err(StoreError::from));
-                // The statements may have changed `parity_repos` (an
-                // identity, an account status) without moving this
-                // connection's `data_version`: forget what was known.
-                if writes {
-                    repos.clear();
-                    if let Some(c) = &checkpointer {
-                        c.request();
-                    }
+        }
+        let c = match opened(&mut conn, &cfg) {
+            Ok(c) => c,
+            Err(e) => {
+                for job in group {
+                    job.fail(copy_of(&e).into());
                 }
+                continue;
             }
-            Job::Close(done) => {
-                checkpointer = None;
-                conn = None;
-                repos.clear();
-                let _ = done.send(());
-            }
+        };
+        if sqlite_group::run(c, &mut repos, group, commits)
+            && let Some(c) = &checkpointer
+        {
+            c.request();
         }
     }
 }
 
-/// One transaction: begin, walk the commit order, commit or roll back.
-fn commit_one(
-    conn: &mut Connection,
-    repos: &mut RepoCache,
-    batch: &Batch,
-    finish: Finish,
-    prepared: &Prepared,
-    log: &ChangeLog,
-) -> Result<CommitStats, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    repos.begin(&tx)?;
-    let steps = SqliteSteps {
-        tx,
-        prepared,
-        repos,
-        log,
-    };
-    // Dropping the transaction on an error rolls it back.
-    complete(commit::commit(steps, batch, finish))
-}
-
-/// Runs a future that never waits (the SQLite steps do no IO through the
-/// async runtime) to its end.
-fn complete<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(v) => v,
-        Poll::Pending => unreachable!("the SQLite commit steps never wait"),
+/// The same error for each job of a group that could not start (the code
+/// is what callers classify by).
+fn copy_of(e: &rusqlite::Error) -> rusqlite::Error {
+    match e {
+        rusqlite::Error::SqliteFailure(code, msg) => {
+            rusqlite::Error::SqliteFailure(*code, msg.clone())
+        }
+        other => rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some(other.to_string()),
+        ),
     }
 }
 
@@ -329,6 +308,7 @@ fn complete<F: Future>(f: F) -> F::Output {
 mod tests {
     use super::*;
     use crate::store::DatabaseConfig;
+    use crate::store::dialect::Arg;
 
     fn pragma(c: &Connection, name: &str) -> i64 {
         c.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
@@ -411,6 +391,105 @@ mod tests {
             "{after} > {}",
             cfg.wal_limit_bytes
         );
+    }
+
+    /// A writer on a fresh WAL database with a table `t (v TEXT)`.
+    fn writer_on_table() -> (tempfile::TempDir, Writer) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v TEXT NOT NULL);")
+            .unwrap();
+        let w = Writer::spawn(WriterConfig::new(&path, &DatabaseConfig::default())).unwrap();
+        (dir, w)
+    }
+
+    /// Queues `stmts` (run like `Store::in_transaction`) without waiting.
+    fn queue(w: &Writer, stmts: &[(&str, &str)], guard: Option<usize>) -> RunAnswer {
+        let stmts: Vec<Stmt> = stmts
+            .iter()
+            .map(|(sql, v)| (sql.to_string(), vec![Arg::Text(Some(v.to_string()))]))
+            .collect();
+        let (job, answer) = run_job(true, move |c| sqlite_exec::run(c, &stmts, guard));
+        assert!(w.jobs.try_send(Job::Run(job)).is_ok());
+        answer
+    }
+
+    /// Queues a job that holds the writer until `release` is sent, and
+    /// waits until it runs: what is queued next waits behind it.
+    fn hold(w: &Writer) -> (mpsc::Sender<()>, RunAnswer) {
+        let (started, running) = mpsc::channel::<()>();
+        let (release, gate) = mpsc::channel::<()>();
+        let gate = std::sync::Mutex::new(gate);
+        let (job, answer) = run_job(false, move |_| {
+            let _ = started.send(());
+            let _ = gate.lock().unwrap().recv();
+            Ok(())
+        });
+        assert!(w.jobs.try_send(Job::Run(job)).is_ok());
+        running.recv().unwrap();
+        (release, answer)
+    }
+
+    fn rows(dir: &tempfile::TempDir) -> Vec<String> {
+        let c = Connection::open(dir.path().join("t.db")).unwrap();
+        let mut stmt = c.prepare("SELECT v FROM t ORDER BY v").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    const INSERT: &str = "INSERT INTO t (v) VALUES ($1)";
+
+    /// Jobs waiting back to back in the queue share one transaction, and
+    /// none is answered before it commits (`sqlite_group.rs`).
+    #[tokio::test]
+    async fn jobs_queued_together_commit_in_one_transaction() {
+        let (dir, w) = writer_on_table();
+        let (release, held) = hold(&w);
+        let answers: Vec<RunAnswer> = ["a", "b", "c"]
+            .iter()
+            .map(|v| queue(&w, &[(INSERT, v)], None))
+            .collect();
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
+        let mut answers = answers.into_iter();
+        answers.next().unwrap().await.unwrap().unwrap();
+        // The first answer came after the whole group's COMMIT.
+        assert_eq!(rows(&dir), ["a", "b", "c"]);
+        for a in answers {
+            a.await.unwrap().unwrap();
+        }
+        // The holder's transaction, then one for the three.
+        assert_eq!(w.commits(), 2);
+    }
+
+    /// One failing job of a group fails alone; a job whose guard rolled it
+    /// back keeps the others' writes.
+    #[tokio::test]
+    async fn a_failing_job_of_a_group_fails_alone() {
+        let (dir, w) = writer_on_table();
+        let (release, held) = hold(&w);
+        let a = queue(&w, &[(INSERT, "a")], None);
+        let bad = queue(&w, &[("INSERT INTO missing (v) VALUES ($1)", "x")], None);
+        let guarded = queue(
+            &w,
+            &[(INSERT, "z"), ("UPDATE t SET v = 'q' WHERE v = $1", "none")],
+            Some(1),
+        );
+        let d = queue(&w, &[(INSERT, "d")], None);
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
+        let n = |r: Result<Box<dyn Any + Send>, StoreError>| {
+            *r.unwrap().downcast::<Option<Vec<u64>>>().unwrap()
+        };
+        assert_eq!(n(a.await.unwrap()), Some(vec![1]));
+        assert!(bad.await.unwrap().is_err());
+        assert_eq!(n(guarded.await.unwrap()), None);
+        assert_eq!(n(d.await.unwrap()), Some(vec![1]));
+        assert_eq!(rows(&dir), ["a", "d"]);
     }
 
     #[test]
