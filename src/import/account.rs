@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 
 use super::config::ImportMethod;
@@ -235,7 +236,8 @@ impl Runner {
         }
     }
 
-    /// Runs each collection in turn; stops early only when interrupted.
+    /// Runs each collection: a snapshot's all at once, listRecords' in
+    /// turn (each pages its PDS); stops early only when interrupted.
     async fn run_pairs(
         &self,
         id: &Identity,
@@ -259,20 +261,42 @@ impl Runner {
             .into_iter()
             .map(|s| (s.collection.clone(), s))
             .collect();
-        for c in collections {
-            if token.is_cancelled() {
-                return DidOutcome {
-                    did,
-                    counts,
-                    status: DidStatus::Interrupted,
-                };
-            }
-            let steal = stealable(
+        let steal = |c: &Collection| {
+            stealable(
                 existing
                     .get(c.as_str())
                     .and_then(|s| s.lease_owner.as_deref()),
-            );
-            match pair::run(&self.ctx, id, snapshot, c, steal, bar, token).await {
+            )
+        };
+        let results = if snapshot.is_some() && !token.is_cancelled() {
+            // A snapshot's collections are all in memory: their pages reach
+            // the writer together and share its transactions (group
+            // commit); each collection's own pages stay in order.
+            join_all(
+                collections
+                    .iter()
+                    .map(|c| pair::run(&self.ctx, id, snapshot, c, steal(c), bar, token)),
+            )
+            .await
+        } else {
+            let mut out = Vec::with_capacity(collections.len());
+            for c in collections {
+                if token.is_cancelled() {
+                    out.push(PairResult::Interrupted(Counts::default()));
+                    break;
+                }
+                let r = pair::run(&self.ctx, id, snapshot, c, steal(c), bar, token).await;
+                let stop = matches!(r, PairResult::Interrupted(_));
+                out.push(r);
+                if stop {
+                    break;
+                }
+            }
+            out
+        };
+        let mut interrupted = false;
+        for (c, result) in collections.iter().zip(results) {
+            match result {
                 PairResult::Done(n) => {
                     counts += n;
                     ran += 1;
@@ -285,13 +309,16 @@ impl Runner {
                 PairResult::Gone(why) => gone.push(why),
                 PairResult::Interrupted(n) => {
                     counts += n;
-                    return DidOutcome {
-                        did,
-                        counts,
-                        status: DidStatus::Interrupted,
-                    };
+                    interrupted = true;
                 }
             }
+        }
+        if interrupted {
+            return DidOutcome {
+                did,
+                counts,
+                status: DidStatus::Interrupted,
+            };
         }
         let status = if !failures.0.is_empty() {
             DidStatus::Failed(DidError::Collections(failures))
