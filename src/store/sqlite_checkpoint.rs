@@ -30,6 +30,7 @@
 //! back to [`WAL_SIZE_LIMIT`] at the next restart.
 
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -48,6 +49,11 @@ pub const WRITER_AUTOCHECKPOINT: u32 = 40_000;
 /// that size (1.56 GB on a 10M-event run whose live WAL was 235 MB;
 /// BENCHMARKS.md, session 11).
 pub const WAL_SIZE_LIMIT: u64 = WRITER_AUTOCHECKPOINT as u64 * 4096;
+
+/// The least time between two checkpoints of the thread. After every
+/// commit, small commits (an import's pages of ~100 rows) had it copy
+/// nearly every WAL frame on its own: as many page writes as the writer's.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The handle the writer keeps; dropping it ends the thread.
 pub(super) struct Checkpointer {
@@ -74,7 +80,17 @@ impl Checkpointer {
 
 fn run(cfg: WriterConfig, kicks: mpsc::Receiver<()>) {
     let mut conn: Option<Connection> = None;
+    let mut last: Option<Instant> = None;
     while kicks.recv().is_ok() {
+        // At most one checkpoint per interval: the commits in between
+        // collapse into one request, and a page they all changed is
+        // copied once.
+        if let Some(wait) = last.map(|t| MIN_INTERVAL.saturating_sub(t.elapsed()))
+            && !wait.is_zero()
+        {
+            std::thread::sleep(wait);
+        }
+        last = Some(Instant::now());
         if conn.is_none() {
             conn = Connection::open(&cfg.path)
                 .and_then(|c| c.busy_timeout(cfg.busy_timeout).map(|()| c))
