@@ -2,8 +2,9 @@
 //! connection copies committed WAL frames back into the database file
 //! while the writer commits the next batch.
 //!
-//! Owns: that thread, its connection and when it runs (after each commit
-//! of the writer, at most one pending request). Does not own: anything the
+//! Owns: that thread, its connection and when it runs (after the writer's
+//! commits, at most one pending request and one checkpoint per
+//! [`MIN_INTERVAL`]). Does not own: anything the
 //! data depends on. A checkpoint only moves committed pages from the WAL
 //! into the main file; `PASSIVE` never waits for or blocks the writer or
 //! readers, and a checkpoint cut short is simply continued by the next one.
