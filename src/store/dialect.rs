@@ -252,8 +252,9 @@ impl Store {
         self.fetch_on_writer(sql, args, false).await
     }
 
-    /// [`Store::fetch_all`] on SQLite's writer thread, in a write
-    /// transaction when `writes`; on PostgreSQL (or a read-only SQLite
+    /// [`Store::fetch_all`] on SQLite's writer thread (`writes`: the
+    /// statement may write, so the writer forgets its per-DID cache after
+    /// it); on PostgreSQL (or a read-only SQLite
     /// store, which has no writer) on the pool.
     async fn fetch_on_writer<T: AnyRow + WriterRow>(
         &self,
@@ -266,10 +267,7 @@ impl Store {
         {
             let sql = sql.to_owned();
             return w
-                .run(writes, move |c| match writes {
-                    true => sqlite_exec::query(c, &sql, &args),
-                    false => sqlite_exec::read(c, &sql, &args),
-                })
+                .run(writes, move |c| sqlite_exec::rows(c, &sql, &args))
                 .await;
         }
         self.fetch_all(sql, args).await

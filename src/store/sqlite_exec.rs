@@ -16,8 +16,8 @@
 //! warm cache, and never wait for the lock of their own process.
 //!
 //! Owns: binding [`Arg`]s for rusqlite, running one transaction of
-//! statements with an optional guard, one write that returns rows
-//! (decoded by [`WriterRow`]), and one read. Does not own: the statements
+//! statements with an optional guard, and one statement that returns rows
+//! (decoded by [`WriterRow`]). Does not own: the statements
 //! (each store file) or the thread (`sqlite_writer.rs`).
 
 use rusqlite::Connection;
@@ -63,27 +63,15 @@ pub(super) trait WriterRow: Sized + Send + 'static {
     fn from_writer_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self>;
 }
 
-/// Runs one statement that writes and returns rows (in the writer's
-/// transaction); returns every row.
-pub(super) fn query<T: WriterRow>(
-    conn: &mut Connection,
-    sql: &str,
-    args: &[Arg],
-) -> Result<Vec<T>, StoreError> {
-    rows_of(conn, sql, args)
-}
-
-/// Runs one read (a look-up by key) on the writer's connection, whose
-/// cache holds the pages its batches just wrote; returns every row.
-pub(super) fn read<T: WriterRow>(
+/// Runs one statement that returns rows (an `UPDATE … RETURNING` claim
+/// or a look-up by key) inside the writer's transaction, whose cache holds
+/// the pages its batches just wrote; returns every row. A single statement
+/// is all or nothing by itself.
+pub(super) fn rows<T: WriterRow>(
     conn: &Connection,
     sql: &str,
     args: &[Arg],
 ) -> Result<Vec<T>, StoreError> {
-    rows_of(conn, sql, args)
-}
-
-fn rows_of<T: WriterRow>(conn: &Connection, sql: &str, args: &[Arg]) -> Result<Vec<T>, StoreError> {
     let mut stmt = conn.prepare_cached(&Dialect::Sqlite.translate(sql))?;
     for (at, arg) in args.iter().enumerate() {
         bind(&mut stmt, at + 1, arg)?;
@@ -211,11 +199,11 @@ mod tests {
 
     #[test]
     fn a_write_returns_its_rows_and_commits() {
-        let mut c = conn();
+        let c = conn();
         c.execute_batch("INSERT INTO t (k, n) VALUES ('a', 1), ('b', 2), ('c', 3)")
             .unwrap();
-        let mut got: Vec<Claimed> = query(
-            &mut c,
+        let mut got: Vec<Claimed> = super::rows(
+            &c,
             "UPDATE t SET n = n * 10 WHERE n >= $1 RETURNING k, n",
             &[2i64.into()],
         )
