@@ -87,9 +87,11 @@ async fn refused_refresh_keeps_a_session_refreshed_meanwhile(db: TestDb) {
     )
     .unwrap();
     let late = Sessions::new(store(&db).await, sealer.clone(), client, "host-1-a".into());
+    let held = fake.hold_refreshes().await;
     let refresh = tokio::spawn(async move { late.refresh(A, "access0").await });
-    // The refused refresh is in flight (the fake answers after 300 ms):
-    // the other process stores what its refresh of refresh0 returned.
+    // The refused refresh is in flight (the fake answers only once
+    // released): the other process stores what its refresh of refresh0
+    // returned.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while fake.refresh_calls() == 0 {
         assert!(std::time::Instant::now() < deadline, "no refresh call");
@@ -107,6 +109,7 @@ async fn refused_refresh_keeps_a_session_refreshed_meanwhile(db: TestDb) {
         .await
         .unwrap()
     );
+    drop(held);
     let live = refresh.await.unwrap().unwrap();
     assert_eq!(live.map(|l| l.access).as_deref(), Some("access-other"));
     let row = s.session(A).await.unwrap().unwrap();

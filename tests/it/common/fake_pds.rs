@@ -79,6 +79,9 @@ struct Inner {
 #[derive(Clone, Default)]
 pub struct FakePds {
     inner: Arc<Mutex<Inner>>,
+    /// Held (written) by a test: refreshSession answers only once it is
+    /// released ([`FakePds::hold_refreshes`]).
+    refresh_gate: Arc<tokio::sync::RwLock<()>>,
     pub url: String,
 }
 
@@ -140,6 +143,12 @@ impl FakePds {
     /// Slow calls that have arrived, answered or still in flight.
     pub fn slow_arrived(&self) -> u32 {
         self.inner.lock().unwrap().arrived
+    }
+
+    /// refreshSession answers nothing until the returned guard is dropped:
+    /// a test acts while a refresh is certainly in flight.
+    pub async fn hold_refreshes(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.refresh_gate.clone().write_owned().await
     }
 
     pub fn refresh_calls(&self) -> u32 {
@@ -303,6 +312,7 @@ async fn refresh_session(State(fake): State<FakePds>, headers: HeaderMap) -> (St
     };
     // Keeps a concurrent second refresh (if any) overlapping this one.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(fake.refresh_gate.read().await);
     match issued {
         Some(n) => (
             StatusCode::OK,
