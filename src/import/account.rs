@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 
 use futures_util::future::join_all;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::config::ImportMethod;
@@ -33,12 +34,15 @@ use crate::event::{AccountStatus, Nsid};
 use crate::store::{ImportState, StatusFilter};
 
 impl Runner {
-    /// Runs `work` for one input (a DID or a handle).
+    /// Runs `work` for one input (a DID or a handle). `fetching` is its
+    /// network slot: a verified snapshot trades it for held memory before
+    /// its pages are written; a listRecords import keeps it to the end.
     pub(super) async fn account(
         &self,
         input: &str,
         work: &Work,
         bar: &DidBar,
+        fetching: OwnedSemaphorePermit,
         token: &CancellationToken,
     ) -> DidOutcome {
         if matches!(work, Work::Resume)
@@ -69,13 +73,7 @@ impl Runner {
             _ => match snapshot::fetch(&self.ctx, &self.resolver, &id, token).await {
                 Ok(Fetched::Verified(s)) => Some(s),
                 Ok(Fetched::ListRecords) => None,
-                Err(_) if token.is_cancelled() => {
-                    return DidOutcome {
-                        did,
-                        counts: Counts::default(),
-                        status: DidStatus::Interrupted,
-                    };
-                }
+                Err(_) if token.is_cancelled() => return DidOutcome::interrupted(&did),
                 Err(DidError::Discover(e)) if is_gone(&e) => {
                     return self.gone(&did, &e.to_string()).await;
                 }
@@ -86,15 +84,17 @@ impl Runner {
                 }
             },
         };
+        // The slot (listRecords) or the held snapshot's room, to the end.
+        let _slot = match &snapshot {
+            Some(s) => match self.slots.hold(s.bytes(), fetching, token).await {
+                Some(held) => held,
+                None => return DidOutcome::interrupted(&did),
+            },
+            None => fetching,
+        };
         let collections = match self.collections(&id, snapshot.as_ref(), work, token).await {
             Ok(c) => c,
-            Err(_) if token.is_cancelled() => {
-                return DidOutcome {
-                    did,
-                    counts: Counts::default(),
-                    status: DidStatus::Interrupted,
-                };
-            }
+            Err(_) if token.is_cancelled() => return DidOutcome::interrupted(&did),
             Err(e) => {
                 if let Some(reason) = self.repo_gone(&id, &e, token).await {
                     return self.gone(&did, &reason).await;

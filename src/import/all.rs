@@ -51,7 +51,8 @@ pub fn run_key(relay: &str, collections: &[String]) -> String {
 /// by another process wake nobody here).
 const POLL_QUEUE: Duration = Duration::from_millis(500);
 
-/// The most queued DIDs claimed in one write (at most `--concurrency`).
+/// The most queued DIDs claimed in one write (at most the runner's DIDs
+/// in flight).
 const MAX_CLAIM_BATCH: usize = 64;
 
 /// `parity import --all`.
@@ -192,9 +193,9 @@ fn spawn_renewer(runner: &Runner, token: CancellationToken) -> tokio::task::Join
     })
 }
 
-/// Claims queued DIDs and imports them, `concurrency` at a time, until the
-/// listing is over and nothing claimable is left (or the run is
-/// cancelled).
+/// Claims queued DIDs and imports them, `concurrency` fetched at a time
+/// (more in flight: see `runner`), until the listing is over and nothing
+/// claimable is left (or the run is cancelled).
 async fn drain(
     runner: &Runner,
     run: &str,
@@ -205,10 +206,10 @@ async fn drain(
     token: &CancellationToken,
 ) -> Summary {
     let store = runner.ctx.store.clone();
-    // DIDs are claimed `concurrency` at a time: one write per batch, not
-    // one per DID made one after another (on SQLite each waits for the
-    // write lock). Measured on (b) of BENCHMARKS.md: within the noise.
-    let batch = runner.concurrency.clamp(1, MAX_CLAIM_BATCH);
+    // DIDs are claimed as many at a time as may be in flight: one write
+    // per batch, not one per DID made one after another (on SQLite each
+    // waits for the write lock). Measured on (b) of BENCHMARKS.md: within the noise.
+    let batch = runner.in_flight().clamp(1, MAX_CLAIM_BATCH);
     let claims = futures_util::stream::unfold(VecDeque::new(), move |mut claimed| {
         let store = store.clone();
         async move {
@@ -260,7 +261,7 @@ async fn drain(
                 out
             })
         })
-        .buffer_unordered(runner.concurrency);
+        .buffer_unordered(runner.in_flight());
     let mut results = std::pin::pin!(results);
     let mut summary = Summary::default();
     while let Some(out) = results.next().await {

@@ -17,7 +17,8 @@ pub struct ImportConfig {
     /// Pause between two pages of one (did, collection), in milliseconds.
     #[serde(default)]
     pub page_delay: u64,
-    /// DIDs imported in parallel (flag `--concurrency`).
+    /// DIDs fetched in parallel (flag `--concurrency`); see `slots` for
+    /// the DIDs in flight beyond them.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// Requests per second to one PDS host, however many DIDs live there.

@@ -55,6 +55,7 @@ pub mod progress;
 pub mod relay;
 pub mod repo_job;
 pub mod runner;
+mod slots;
 pub mod snapshot;
 pub mod status;
 pub mod status_all;

@@ -33,7 +33,7 @@ pub struct ImportOptions {
     /// Progress bars on a terminal, periodic log lines otherwise.
     #[arg(long)]
     pub progress: bool,
-    /// DIDs imported in parallel [default: import.concurrency].
+    /// DIDs fetched in parallel [default: import.concurrency].
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
     /// Import collections again even if already completed.
@@ -57,7 +57,7 @@ pub struct ResumeOptions {
     /// Progress bars on a terminal, periodic log lines otherwise.
     #[arg(long)]
     pub progress: bool,
-    /// DIDs imported in parallel [default: import.concurrency].
+    /// DIDs fetched in parallel [default: import.concurrency].
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
 }

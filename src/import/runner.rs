@@ -1,7 +1,8 @@
 //! Runs `parity import` and `parity resume`: every input (DID or handle)
-//! through [`Runner::account`], `concurrency` DIDs at a time.
+//! through [`Runner::account`], `concurrency` DIDs fetched at a time.
 //!
-//! Owns: the fan-out over inputs, the `parity_import_dids` gauges, and
+//! Owns: the fan-out over inputs (up to [`WRITE_AHEAD`] × `concurrency`
+//! DIDs in flight: see `slots`), the `parity_import_dids` gauges, and
 //! folding each DID's outcome into the run [`Summary`]. Does not own one
 //! account's flow (`account`), claiming and running a pair (`pair`),
 //! leases (`lease`), paging (`job`) or HTTP (`xrpc`).
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::identity::Resolver;
 use super::job::Ctx;
 use super::progress::Progress;
+use super::slots::{HELD_BYTES, Slots, WRITE_AHEAD};
 use super::summary::{DidOutcome, DidStatus, Summary};
 use crate::event::Nsid;
 use crate::obs::names;
@@ -39,6 +41,8 @@ pub struct Runner {
     pub resolver: Arc<Resolver>,
     pub progress: Progress,
     pub concurrency: usize,
+    /// Fetching slots and room for snapshots waiting for the writer.
+    pub(super) slots: Arc<Slots>,
     gauges: Arc<Gauges>,
 }
 
@@ -76,12 +80,19 @@ impl Runner {
             resolver,
             progress,
             concurrency: concurrency.max(1),
+            slots: Arc::new(Slots::new(concurrency, HELD_BYTES)),
             gauges: Arc::new(Gauges::default()),
         }
     }
 
-    /// Runs `work` for every input (DID or handle), `concurrency` at a
-    /// time. `inputs` is pulled as slots free up (resume pages it from the
+    /// DIDs in flight at once: fetching, or verified and waiting for the
+    /// writer (see the module doc).
+    pub fn in_flight(&self) -> usize {
+        self.concurrency.saturating_mul(WRITE_AHEAD)
+    }
+
+    /// Runs `work` for every input (DID or handle), `concurrency` fetched
+    /// at a time. `inputs` is pulled as slots free up (resume pages it from the
     /// store); `total` is how many it will yield, for the gauges.
     pub async fn run(
         &self,
@@ -98,7 +109,7 @@ impl Runner {
                 let (runner, work, token) = (self.clone(), work.clone(), token.clone());
                 spawned(async move { runner.one(&input, &work, &token).await })
             })
-            .buffer_unordered(self.concurrency);
+            .buffer_unordered(self.in_flight());
         let mut results = std::pin::pin!(results);
         while let Some(o) = results.next().await {
             o.report(&self.progress);
@@ -120,12 +131,15 @@ impl Runner {
         work: &Work,
         token: &CancellationToken,
     ) -> DidOutcome {
+        let Some(fetching) = self.slots.fetch(token).await else {
+            return DidOutcome::interrupted(input);
+        };
         let g = &self.gauges;
         g.pending.fetch_sub(1, Relaxed);
         g.in_progress.fetch_add(1, Relaxed);
         g.publish();
         let bar = self.progress.did(input);
-        let out = self.account(input, work, &bar, token).await;
+        let out = self.account(input, work, &bar, fetching, token).await;
         bar.finish();
         g.in_progress.fetch_sub(1, Relaxed);
         match out.status {

@@ -55,6 +55,18 @@ impl Snapshot {
     pub fn collection(&self, collection: &str) -> Option<&Collected> {
         self.collections.get(collection)
     }
+
+    /// About how many bytes its records hold in memory.
+    pub fn bytes(&self) -> u64 {
+        let per_record = std::mem::size_of::<(String, Listed)>() + 16;
+        self.collections
+            .values()
+            .flat_map(|c| &c.records)
+            .map(|(rkey, l)| {
+                (per_record + rkey.len() + l.uri.len() + l.cid.len() + l.value.get().len()) as u64
+            })
+            .sum()
+    }
 }
 
 /// PDS hosts that refused getRepo or do not implement it: `auto` lists

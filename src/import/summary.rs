@@ -69,6 +69,15 @@ impl DidOutcome {
         }
     }
 
+    /// A DID (or input) interrupted before any of its collections ran.
+    pub fn interrupted(did: &str) -> DidOutcome {
+        DidOutcome {
+            did: did.to_owned(),
+            counts: Counts::default(),
+            status: DidStatus::Interrupted,
+        }
+    }
+
     /// Prints a failure above the bars and logs the outcome (one line per
     /// DID; an interruption is reported by the summary only).
     pub fn report(&self, progress: &Progress) {
