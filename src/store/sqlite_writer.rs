@@ -41,10 +41,10 @@ use super::{CommitStats, StoreError};
 use crate::batch::Batch;
 
 /// Jobs queued for the writer: the pipeline keeps at most a couple of
-/// batches in flight, and each import task or other caller one job, so
-/// this rarely fills; a caller that finds it full waits on a blocking
-/// thread.
-const QUEUE: usize = 64;
+/// batches in flight, and each import task (4 × `--concurrency` DIDs in
+/// flight, a page per collection) or other caller a few jobs, so this
+/// rarely fills; a caller that finds it full waits on a blocking thread.
+const QUEUE: usize = 256;
 
 /// How the writer's connection is set up.
 #[derive(Debug, Clone)]
@@ -160,7 +160,9 @@ impl Writer {
         // The queue is sized above the batches in flight: a full queue
         // would mean a stuck writer, and waiting here is then right.
         self.send(job).await?;
-        answer.await.map_err(|_| closed())?
+        let (result, batch) = answer.await.map_err(|_| closed())?;
+        drop(batch);
+        result
     }
 
     /// Runs `work` on the writer's connection, inside the writer's
