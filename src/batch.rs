@@ -265,6 +265,9 @@ pub struct PublishedRow {
 pub struct Sweep {
     pub did: Did,
     pub collection: crate::event::Nsid,
+    /// The collection's table (its mapper's): the only one its URIs are
+    /// written to.
+    pub table: crate::mapper::TableId,
     /// The repo rev the listing was imported at (never empty).
     pub rev: String,
 }

@@ -208,11 +208,7 @@ pub async fn run(
             && !latest.rev.is_empty()
             && let Checkpoint::ImportPage(p) = &mut batch.checkpoint
         {
-            p.sweep = Some(Sweep {
-                did: did.clone(),
-                collection: collection.clone(),
-                rev: latest.rev.clone(),
-            });
+            p.sweep = sweep(ctx, did, collection, &latest.rev);
         }
         let started = std::time::Instant::now();
         let (stats, rejected) = commit(ctx, &batch, token).await?;
@@ -297,6 +293,17 @@ pub(super) fn record_metrics(c: Counts) {
             metrics::counter!(names::IMPORT_RECORDS, "outcome" => outcome).increment(n);
         }
     }
+}
+
+/// What a complete listing of `collection` at `rev` removes: older rows of
+/// its table (the only one its records are written to).
+pub(super) fn sweep(ctx: &Ctx, did: &Did, collection: &Nsid, rev: &str) -> Option<Sweep> {
+    Some(Sweep {
+        did: did.clone(),
+        collection: collection.clone(),
+        table: ctx.registry.table_of(collection.as_str())?,
+        rev: rev.to_owned(),
+    })
 }
 
 /// Commits one page, retrying transient errors; when the database refuses

@@ -17,7 +17,7 @@
 //! flight to save one request per interrupted repo.
 //!
 //! `import.page_delay` pauses between pages as it does between listRecords
-//! pages. The last page carries the [`Sweep`] (rows older than the snapshot rev
+//! pages. The last page carries the [`Sweep`](crate::batch::Sweep) (rows older than the snapshot rev
 //! are tombstoned and removed: the import is a true resync) when every
 //! record of the collection in this snapshot was written at its rev and
 //! none failed to map.
@@ -28,7 +28,7 @@ use super::job::{self, Counts, Ctx, JobError};
 use super::page::{self, PageOf};
 use super::progress::PairBar;
 use super::snapshot::Snapshot;
-use crate::batch::{Checkpoint, Sweep};
+use crate::batch::Checkpoint;
 use crate::event::{Did, Nsid};
 use crate::store::ImportState;
 
@@ -90,11 +90,7 @@ pub async fn run(
             && all_mapped
             && let Checkpoint::ImportPage(p) = &mut batch.checkpoint
         {
-            p.sweep = Some(Sweep {
-                did: did.clone(),
-                collection: collection.clone(),
-                rev: snap.rev.clone(),
-            });
+            p.sweep = job::sweep(ctx, did, collection, &snap.rev);
         }
         let started = std::time::Instant::now();
         let (stats, rejected) = job::commit(ctx, &batch, token).await?;

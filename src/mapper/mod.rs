@@ -253,6 +253,11 @@ impl Registry {
         self.find(nsid).is_some()
     }
 
+    /// The table this collection's records are written to, if mapped.
+    pub fn table_of(&self, nsid: &str) -> Option<TableId> {
+        self.find(nsid).map(|e| e.table)
+    }
+
     fn find(&self, nsid: &str) -> Option<&Entry> {
         if let Some(&i) = self.exact.get(nsid) {
             return Some(&self.entries[i]);
@@ -397,6 +402,20 @@ mod tests {
                 record: record.map(|r| RawValue::from_string(r.to_owned()).unwrap()),
             }),
         }
+    }
+
+    #[test]
+    fn a_collections_table_is_its_mappers() {
+        let mut reg = Registry::new();
+        builtin::register_all(&mut reg, &builtin::ALL).unwrap();
+        generic::register(&mut reg, &[CollectionPattern::All]).unwrap();
+        let name = |nsid: &str| reg.table_of(nsid).map(|t| reg.tables()[t.0].name.clone());
+        assert_eq!(name("app.bsky.feed.like").as_deref(), Some("likes"));
+        assert_eq!(name("app.bsky.feed.post").as_deref(), Some("posts"));
+        assert_eq!(name("com.example.thing").as_deref(), Some("records"));
+        let mut only_builtin = Registry::new();
+        builtin::register_all(&mut only_builtin, &builtin::ALL).unwrap();
+        assert_eq!(only_builtin.table_of("com.example.thing"), None);
     }
 
     #[test]

@@ -258,11 +258,11 @@ pub(super) async fn commit<S: Steps>(
     }) = &batch.checkpoint
     {
         let (lo, hi) = sweep.uri_range();
-        for table in 0..tx.table_count() {
-            let sink = log.as_mut().filter(|_| tx.logged(table));
-            let n = tx.sweep(table, (&lo, &hi), &sweep.rev, now, sink).await?;
-            CommitStats::add(&mut stats.deleted, tx.table_name(table), n);
-        }
+        // Only the collection's own table holds its URIs.
+        let table = sweep.table.0;
+        let sink = log.as_mut().filter(|_| tx.logged(table));
+        let n = tx.sweep(table, (&lo, &hi), &sweep.rev, now, sink).await?;
+        CommitStats::add(&mut stats.deleted, tx.table_name(table), n);
         // ... and the floor that keeps out what the listing did not have,
         // should an older write of it come later.
         let args = vec![

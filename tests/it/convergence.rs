@@ -504,6 +504,7 @@ async fn import_page(store: &Store, reg: &Registry, dids: &[Did], run: &ImportRu
         cp.sweep = Some(parity::batch::Sweep {
             did: did.clone(),
             collection: like.clone(),
+            table: reg.table_of(like.as_str()).unwrap(),
             rev: run.rev.clone(),
         });
     }
