@@ -249,14 +249,13 @@ async fn one_dids_states_are_searched_not_scanned_sqlite() {
         let plan: Vec<(i64, i64, i64, String)> =
             sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
                 .bind("did:plc:x")
-                .bind(10_i64)
                 .fetch_all(s.pool())
                 .await
                 .unwrap();
         plan.into_iter().map(|p| p.3).collect::<Vec<_>>()
     };
     for filter in [StatusFilter::All, StatusFilter::Pending] {
-        let steps = plan_of(store.import_states_sql(Some("did:plc:x"), filter)).await;
+        let steps = plan_of(store.import_states_sql(Some("did:plc:x"), filter, 10)).await;
         assert!(
             steps
                 .iter()
@@ -309,4 +308,34 @@ async fn a_claim_reads_no_done_dids_postgres() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// A DID's states are read once or twice per imported DID on the SQLite
+/// writer: the statement must be planned once, not again for each DID
+/// (SQLite plans again whenever a bound `LIMIT` changes).
+#[tokio::test]
+async fn one_dids_states_read_is_not_prepared_again_per_did_sqlite() {
+    let (store, dir) = open(false).await;
+    let sql = crate::store::dialect::Dialect::Sqlite
+        .translate(&store.import_states_sql(Some("did:plc:x"), StatusFilter::All, i64::MAX))
+        .into_owned();
+    let dir = dir.unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+    for n in 0..3 {
+        let mut stmt = conn.prepare_cached(&sql).unwrap();
+        stmt.raw_bind_parameter(1, format!("did:plc:{n}")).unwrap();
+        // Whatever else the statement binds (a bound limit would be one),
+        // bound as the store binds it: the same value each time.
+        for at in 2..=stmt.parameter_count() {
+            stmt.raw_bind_parameter(at, i64::MAX).unwrap();
+        }
+        let mut rows = stmt.raw_query();
+        while rows.next().unwrap().is_some() {}
+        drop(rows);
+        assert_eq!(
+            stmt.get_status(rusqlite::StatementStatus::RePrepare),
+            0,
+            "{sql}"
+        );
+    }
 }

@@ -531,19 +531,27 @@ impl Store {
         filter: StatusFilter,
         limit: i64,
     ) -> Result<Vec<ImportState>, StoreError> {
-        let sql = self.import_states_sql(did, filter);
-        let args = vec![did.into(), limit.into()];
+        let sql = self.import_states_sql(did, filter, limit);
+        let args = vec![did.into()];
         match did {
             Some(_) => self.fetch_keyed(&sql, args).await,
             None => self.fetch_all(&sql, args).await,
         }
     }
 
-    /// [`Store::import_states`]' statement: $1 the DID, $2 the limit.
-    pub(super) fn import_states_sql(&self, did: Option<&str>, filter: StatusFilter) -> String {
+    /// [`Store::import_states`]' statement: $1 the DID. The limit is
+    /// written into the text, not bound: SQLite plans a statement again
+    /// each time a bound `LIMIT` changes (measured: every per-DID read of
+    /// an import was prepared anew on the writer thread).
+    pub(super) fn import_states_sql(
+        &self,
+        did: Option<&str>,
+        filter: StatusFilter,
+        limit: i64,
+    ) -> String {
         format!(
             "SELECT {} FROM parity_import_states WHERE {} AND {} \
-             ORDER BY updated_at DESC, id DESC LIMIT $2",
+             ORDER BY updated_at DESC, id DESC LIMIT {limit}",
             state_columns(self.dialect()),
             did_is(1, did),
             filter.sql()
