@@ -459,6 +459,42 @@ backend_tests!(
     |db| interrupted_puts_back_claimed_dids(db)
 );
 
+/// A verified repo gives its fetching slot to the next DID before its
+/// pages are written: with `--concurrency 1` and the record tables locked
+/// by another session (`EXCLUSIVE`: parity's bookkeeping writes go
+/// through, its page writes wait), the second repo is still fetched while
+/// the first waits for the writer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verified_repo_frees_its_fetching_slot_before_it_is_written_postgres() {
+    let db = TestDb::postgres("import_all_write_ahead").await;
+    let pds = Pds::start().await;
+    let revs = repos(&pds, 2);
+    let relay = Relay::start().await;
+    relay.add_pds(&pds);
+    // The first getRepo waits until the tables are locked (parity has
+    // set its schema up by then).
+    pds.gate_after(GET_REPO, 0);
+    let child = importer::spawn(all(&db, &pds, &relay, &["--concurrency", "1"]));
+    pds.wait_for_requests(GET_REPO, 1).await;
+    let mut blocker = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    let mut tx = sqlx::Connection::begin(&mut blocker).await.unwrap();
+    sqlx::query("LOCK TABLE posts, likes IN EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    pds.open_gate();
+    pds.wait_for_requests(GET_REPO, 2).await;
+    assert_eq!(queued(&db, "completed").await, 0, "nothing written yet");
+    tx.commit().await.unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("2 DIDs completed"), "{stdout}");
+    rows_match(&db, &pds, &revs, &(0..2).map(did).collect::<Vec<_>>()).await;
+}
+
 /// Two `import --all` processes started together on one PostgreSQL: one
 /// lists, both import, and no DID is fetched or imported twice.
 #[tokio::test(flavor = "multi_thread")]
