@@ -208,7 +208,8 @@ async fn drain(
     let store = runner.ctx.store.clone();
     // DIDs are claimed as many at a time as may be in flight: one write
     // per batch, not one per DID made one after another (on SQLite each
-    // waits for the write lock). Measured on (b) of BENCHMARKS.md: within the noise.
+    // waits for the write lock). Measured on (b) of BENCHMARKS.md: within
+    // the noise.
     let batch = runner.in_flight().clamp(1, MAX_CLAIM_BATCH);
     let claims = futures_util::stream::unfold(VecDeque::new(), move |mut claimed| {
         let store = store.clone();

@@ -17,10 +17,11 @@
 //! flight to save one request per interrupted repo.
 //!
 //! `import.page_delay` pauses between pages as it does between listRecords
-//! pages. The last page carries the [`Sweep`](crate::batch::Sweep) (rows older than the snapshot rev
-//! are tombstoned and removed: the import is a true resync) when every
-//! record of the collection in this snapshot was written at its rev and
-//! none failed to map.
+//! pages. The last page carries the [`Sweep`](crate::batch::Sweep) (rows
+//! of the collection's table older than the snapshot rev are tombstoned
+//! and removed: the import is a true resync) when every record of the
+//! collection in this snapshot was written at its rev and none failed to
+//! map.
 
 use tokio_util::sync::CancellationToken;
 

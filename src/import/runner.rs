@@ -92,8 +92,8 @@ impl Runner {
     }
 
     /// Runs `work` for every input (DID or handle), `concurrency` fetched
-    /// at a time. `inputs` is pulled as slots free up (resume pages it from the
-    /// store); `total` is how many it will yield, for the gauges.
+    /// at a time. `inputs` is pulled as slots free up (resume pages it
+    /// from the store); `total` is how many it will yield, for the gauges.
     pub async fn run(
         &self,
         inputs: impl futures_util::Stream<Item = String>,
