@@ -297,22 +297,7 @@ impl PgStore {
         batch: &Batch,
         finish: Finish,
     ) -> Result<CommitStats, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        // The cursor commits in this same transaction, so a commit lost to a
-        // server crash loses its cursor too and is simply consumed again:
-        // waiting for the WAL flush buys nothing here.
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
-        // Before any guard reads: see `did_locks`.
-        let keys = did_locks::buckets(batch);
-        if !keys.is_empty() {
-            sqlx::query("SELECT pg_advisory_xact_lock($1, k) FROM UNNEST($2::int4[]) AS k")
-                .bind(did_locks::NAMESPACE)
-                .bind(keys)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let tx = self.begin(batch).await?;
         commit::commit(
             PgSteps {
                 tx,
@@ -325,6 +310,41 @@ impl PgStore {
         )
         .await
     }
+}
+
+impl PgStore {
+    /// Opens the commit transaction of `batch`, in one round trip: `BEGIN`,
+    /// `synchronous_commit` off for it (the cursor commits in this same
+    /// transaction, so a commit lost to a server crash loses its cursor
+    /// too and is simply consumed again: waiting for the WAL flush buys
+    /// nothing here), and the DID locks of the batch, before any guard
+    /// reads (see `did_locks`). One simple query of three statements:
+    /// bound, they were three round trips, each a wait of the whole
+    /// network distance to the server for every batch and import page.
+    async fn begin(
+        &self,
+        batch: &Batch,
+    ) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+        Ok(self
+            .pool
+            .begin_with(AssertSqlSafe(begin_sql(&did_locks::buckets(batch))))
+            .await?)
+    }
+}
+
+/// The text [`PgStore::begin`] sends. The lock keys are integers of ours
+/// (hash buckets), never input, so they are written into the text.
+fn begin_sql(keys: &[i32]) -> String {
+    let mut sql = String::from("BEGIN; SET LOCAL synchronous_commit = off");
+    if !keys.is_empty() {
+        let keys: Vec<String> = keys.iter().map(i32::to_string).collect();
+        sql.push_str(&format!(
+            "; SELECT pg_advisory_xact_lock({}, k) FROM UNNEST('{{{}}}'::int4[]) AS k",
+            did_locks::NAMESPACE,
+            keys.join(",")
+        ));
+    }
+    sql
 }
 
 /// A PostgreSQL commit transaction: each bulk step is one `UNNEST`
@@ -674,3 +694,7 @@ fn upsert_query(t: &TableSql, sql: &Arc<str>, rows: &[&Row], now: DateTime<Utc>)
 #[cfg(test)]
 #[path = "postgres_plan_tests.rs"]
 mod plan_tests;
+
+#[cfg(test)]
+#[path = "postgres_begin_tests.rs"]
+mod begin_tests;

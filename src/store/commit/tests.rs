@@ -58,7 +58,7 @@ fn uri(d: &str, rkey: &str) -> String {
     format!("at://did:plc:{d}/app.bsky.feed.like/{rkey}")
 }
 
-fn upsert(d: &str, rkey: &str, rev: &str) -> Mutation {
+pub(in crate::store) fn upsert(d: &str, rkey: &str, rev: &str) -> Mutation {
     Mutation::Upsert(Row {
         table: TableId(0),
         uri: uri(d, rkey),
@@ -80,7 +80,11 @@ fn delete(d: &str, rkey: &str, rev: &str) -> Mutation {
     }
 }
 
-fn batch(mutations: Vec<Mutation>, repos: Vec<(Did, RepoChange)>, cursor: i64) -> Batch {
+pub(in crate::store) fn batch(
+    mutations: Vec<Mutation>,
+    repos: Vec<(Did, RepoChange)>,
+    cursor: i64,
+) -> Batch {
     Batch {
         mutations,
         repos: repos.into_iter().collect(),
