@@ -35,7 +35,6 @@ async fn a_commit_transaction_opens_with_its_did_locks_held() {
     let other = sqlx::PgPool::connect_with(p.pool().connect_options().as_ref().clone())
         .await
         .unwrap();
-    let try_lock = "SELECT pg_try_advisory_xact_lock($1, $2)";
     let mut tx = PgStore::begin(p, &b).await.unwrap();
     let sync: String = sqlx::query("SHOW synchronous_commit")
         .fetch_one(&mut *tx)
@@ -43,19 +42,23 @@ async fn a_commit_transaction_opens_with_its_did_locks_held() {
         .unwrap()
         .get(0);
     assert_eq!(sync, "off");
-    let free: bool = sqlx::query_scalar(try_lock)
-        .bind(did_locks::NAMESPACE)
-        .bind(key)
-        .fetch_one(&other)
-        .await
-        .unwrap();
-    assert!(!free, "the batch's DID lock is held by its transaction");
+    assert!(
+        !lock_free(&other, key).await,
+        "the batch's DID lock is held by its transaction"
+    );
     tx.rollback().await.unwrap();
-    let free: bool = sqlx::query_scalar(try_lock)
+    assert!(
+        lock_free(&other, key).await,
+        "released when the transaction ends"
+    );
+}
+
+/// Whether another session could take DID lock `key` right now.
+async fn lock_free(pool: &sqlx::PgPool, key: i32) -> bool {
+    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
         .bind(did_locks::NAMESPACE)
         .bind(key)
-        .fetch_one(&other)
+        .fetch_one(pool)
         .await
-        .unwrap();
-    assert!(free, "released when the transaction ends");
+        .unwrap()
 }
