@@ -71,6 +71,16 @@ fn repos(pds: &Pds, n: usize) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A PDS serving `n` generated repos and a relay listing them; the repos'
+/// revs by DID.
+async fn network(n: usize) -> (Pds, BTreeMap<String, String>, Relay) {
+    let pds = Pds::start().await;
+    let revs = repos(&pds, n);
+    let relay = Relay::start().await;
+    relay.add_pds(&pds);
+    (pds, revs, relay)
+}
+
 /// `parity import --all --relay RELAY ARGS…`, whole repos.
 fn all(db: &TestDb, pds: &Pds, relay: &Relay, args: &[&str]) -> tokio::process::Command {
     let mut a = vec!["import", "--all", "--relay"];
@@ -189,10 +199,7 @@ backend_tests!(
 /// command ends. It used to stop making progress, with "pool timed out"
 /// failures, once the work in flight held the pool.
 async fn small_pool(db: TestDb) {
-    let pds = Pds::start().await;
-    let revs = repos(&pds, 40);
-    let relay = Relay::start().await;
-    relay.add_pds(&pds);
+    let (pds, revs, relay) = network(40).await;
     let mut cmd = all(&db, &pds, &relay, &["--concurrency", "8"]);
     cmd.env("PARITY_DATABASE_MAX_CONNECTIONS", "1");
     let (code, out, err) = tokio::time::timeout(Duration::from_secs(120), run(cmd))
@@ -214,10 +221,7 @@ backend_tests!(
 );
 
 async fn by_collection(db: TestDb) {
-    let pds = Pds::start().await;
-    let revs = repos(&pds, 6);
-    let relay = Relay::start().await;
-    relay.add_pds(&pds);
+    let (pds, revs, relay) = network(6).await;
     let (code, out, err) = run(all(&db, &pds, &relay, &["--collection", LIKE])).await;
     assert_eq!(code, 0, "{out}{err}");
     // Repos 1, 2, 4 and 5 have likes.
@@ -259,10 +263,7 @@ backend_tests!(
 );
 
 async fn killed_mid_listing(db: TestDb) {
-    let pds = Pds::start().await;
-    let revs = repos(&pds, 10);
-    let relay = Relay::start().await;
-    relay.add_pds(&pds);
+    let (pds, revs, relay) = network(10).await;
     relay.set_max_page(2);
     // Two pages pass; the third waits. The DIDs of the first two are
     // imported, then the importer is killed.
@@ -350,10 +351,7 @@ backend_tests!(
 );
 
 async fn killed_mid_import(db: TestDb) {
-    let pds = Pds::start().await;
-    let revs = repos(&pds, 6);
-    let relay = Relay::start().await;
-    relay.add_pds(&pds);
+    let (pds, revs, relay) = network(6).await;
     // Three repos are fetched and written; the fourth getRepo waits and
     // the importer is killed with it in flight. (A verified repo gives its
     // fetching slot to the next DID before it is written: wait for the
@@ -418,10 +416,7 @@ backend_tests!(
 /// claimed but not started, so nothing is left in progress under the lease
 /// of a process that is gone.
 async fn interrupted_puts_back_claimed_dids(db: TestDb) {
-    let pds = Pds::start().await;
-    let revs = repos(&pds, 6);
-    let relay = Relay::start().await;
-    relay.add_pds(&pds);
+    let (pds, revs, relay) = network(6).await;
     // One claim takes all six DIDs (in flight, they take the two fetching
     // slots in no set order). One is fetched and another's getRepo waits;
     // the first, verified, gives its slot to a third (its getRepo waits
@@ -469,10 +464,7 @@ backend_tests!(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_verified_repo_frees_its_fetching_slot_before_its_tables_unlock() {
     let db = TestDb::postgres("import_all_write_ahead").await;
-    let pds = Pds::start().await;
-    let revs = repos(&pds, 2);
-    let relay = Relay::start().await;
-    relay.add_pds(&pds);
+    let (pds, revs, relay) = network(2).await;
     // The first getRepo waits until the tables are locked (parity has
     // set its schema up by then).
     pds.gate_after(GET_REPO, 0);
@@ -612,10 +604,7 @@ async fn malformed_relay_pages_are_counted_and_skipped() {
     // A cursor of 2,000 bytes on the second page stops the listing; the
     // first page's DID is imported and its cursor kept.
     let db = TestDb::sqlite();
-    let pds = Pds::start().await;
-    let revs = repos(&pds, 4);
-    let relay = Relay::start().await;
-    relay.add_pds(&pds);
+    let (pds, revs, relay) = network(4).await;
     relay.set_max_page(1);
     relay.inject(
         LIST_REPOS,
