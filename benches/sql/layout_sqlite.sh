@@ -40,6 +40,15 @@ layouts=("$@")
 cache_mib="${CACHE_MIB:-768}"
 page_size="${PAGE_SIZE:-4096}"
 mmap_mib="${MMAP_MIB:-0}"
+# SQLite ignores a page size that is not a power of two from 512 to
+# 65536 without a word: refuse it here, so the header says what ran.
+case "$page_size" in
+  512|1024|2048|4096|8192|16384|32768|65536) ;;
+  *) echo "PAGE_SIZE is '$page_size'; use a power of two from 512 to 65536" >&2; exit 2 ;;
+esac
+for v in "CACHE_MIB=$cache_mib" "MMAP_MIB=$mmap_mib"; do
+  [[ "${v#*=}" =~ ^[0-9]+$ ]] || { echo "${v%%=*} is '${v#*=}'; use a whole number of MiB" >&2; exit 2; }
+done
 # parity's checkpoint threshold, 40,000 pages of 4 KiB: the same bytes
 # whatever the page size.
 ckpt=$(( 40000 * 4096 / page_size ))
