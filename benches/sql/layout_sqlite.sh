@@ -22,7 +22,10 @@
 #   without_rowid the same table `WITHOUT ROWID`, clustered on `uri`;
 #   interned      DIDs interned to integers (`repos(id, did)`), the row
 #                 holding `repo_id` instead of `did` (changes the columns);
-#   no_did_index  today's without the `did` index (what that index costs).
+#   no_did_index  today's without the `did` index (what that index costs);
+#   virtual_uri   today's columns, but `uri` a VIRTUAL generated column
+#                 ('at://' || did || '/<collection>/' || rkey) with a unique
+#                 index: the table no longer stores the URI, the index does.
 #
 # PAGE_SIZE (bytes, default 4096: SQLite's and parity's) and MMAP_MIB
 # (default 0: parity's default `database.sqlite_mmap_mib`) apply to every
@@ -36,7 +39,7 @@ set -euo pipefail
 n="${1:-1000000}"
 shift || true
 layouts=("$@")
-[ ${#layouts[@]} -eq 0 ] && layouts=(today without_rowid interned no_did_index)
+[ ${#layouts[@]} -eq 0 ] && layouts=(today without_rowid interned no_did_index virtual_uri)
 cache_mib="${CACHE_MIB:-768}"
 page_size="${PAGE_SIZE:-4096}"
 mmap_mib="${MMAP_MIB:-0}"
@@ -81,6 +84,12 @@ synced_at TEXT NOT NULL, subject_uri TEXT, subject_cid TEXT, created_at TEXT"
       echo "CREATE TABLE likes (uri TEXT PRIMARY KEY NOT NULL, did TEXT NOT NULL, $cols) WITHOUT ROWID;"
       echo "CREATE INDEX likes_did_idx ON likes (did);"
       echo "CREATE INDEX likes_subject_uri_idx ON likes (subject_uri);" ;;
+    virtual_uri)
+      echo "CREATE TABLE likes (did TEXT NOT NULL, $cols, \
+uri TEXT NOT NULL GENERATED ALWAYS AS ('at://' || did || '/app.bsky.feed.like/' || rkey) VIRTUAL);"
+      echo "CREATE UNIQUE INDEX likes_uri_idx ON likes (uri);"
+      echo "CREATE INDEX likes_did_idx ON likes (did);"
+      echo "CREATE INDEX likes_subject_uri_idx ON likes (subject_uri);" ;;
     interned)
       echo "CREATE TABLE repos (id INTEGER PRIMARY KEY, did TEXT NOT NULL UNIQUE);"
       echo "CREATE TABLE likes (uri TEXT PRIMARY KEY NOT NULL, repo_id INTEGER NOT NULL, $cols);"
@@ -101,6 +110,9 @@ synced_at = excluded.synced_at WHERE excluded.rev > likes.rev"
     echo "INSERT OR IGNORE INTO repos (did) SELECT $did FROM $rows;"
     echo "INSERT INTO likes SELECT 'at://' || $did || '/app.bsky.feed.like/' || $rkey, \
 (SELECT id FROM repos WHERE did = $did), $rest FROM $rows WHERE true $upd;"
+  elif [ "$layout" = virtual_uri ]; then
+    echo "INSERT INTO likes (did, rkey, cid, rev, record, synced_at, subject_uri, subject_cid, created_at) \
+SELECT $did, $rest FROM $rows WHERE true $upd;"
   else
     echo "INSERT INTO likes SELECT 'at://' || $did || '/app.bsky.feed.like/' || $rkey, $did, $rest \
 FROM $rows WHERE true $upd;"
