@@ -185,6 +185,14 @@ pub enum RegistryError {
         "invalid table or column name {0:?}: use lowercase letters, digits and _, not starting with parity_ and not an SQL reserved word"
     )]
     BadName(String),
+    #[error(
+        "table {table} is the built-in table of {collection}; the mapper for {pattern} must write another table"
+    )]
+    BuiltinTable {
+        table: String,
+        collection: &'static str,
+        pattern: String,
+    },
 }
 
 impl Registry {
@@ -209,6 +217,17 @@ impl Registry {
             {
                 return Err(RegistryError::BadName(c.name.clone()));
             }
+        }
+        // A built-in table holds its own collection only: on SQLite its
+        // `uri` is computed from that collection (migration 20261203000000).
+        if let Some(b) = builtin::Builtin::from_table_name(&schema.name)
+            && pattern != CollectionPattern::Exact(b.collection().to_owned())
+        {
+            return Err(RegistryError::BuiltinTable {
+                table: schema.name.clone(),
+                collection: b.collection(),
+                pattern: pattern.to_string(),
+            });
         }
         let table = match self.tables.iter().position(|t| t.name == schema.name) {
             Some(i) if self.tables[i].columns == schema.columns => TableId(i),
@@ -512,30 +531,59 @@ mod tests {
         ));
     }
 
+    fn declarative_into(collection: &str, table: &str, column: &str) -> Arc<dyn Mapper> {
+        Arc::new(
+            declarative::DeclarativeMapper::new(&declarative::DeclarativeConfig {
+                collection: collection.into(),
+                table: table.into(),
+                columns: [(
+                    column.to_owned(),
+                    declarative::ColumnConfig {
+                        pointer: "/foo".into(),
+                        r#type: ColumnType::Text,
+                        required: false,
+                    },
+                )]
+                .into(),
+            })
+            .unwrap(),
+        )
+    }
+
     #[test]
     fn table_conflicts_are_rejected() {
         let mut reg = Registry::new();
-        builtin::register_all(&mut reg, &builtin::ALL).unwrap();
-        let clash = declarative::DeclarativeMapper::new(&declarative::DeclarativeConfig {
-            collection: "com.example.x".into(),
-            table: "posts".into(),
-            columns: [(
-                "foo".to_owned(),
-                declarative::ColumnConfig {
-                    pointer: "/foo".into(),
-                    r#type: ColumnType::Text,
-                    required: false,
-                },
-            )]
-            .into(),
-        })
+        let p = |c| CollectionPattern::parse(c).unwrap();
+        reg.register(
+            p("com.example.x"),
+            declarative_into("com.example.x", "notes", "foo"),
+        )
         .unwrap();
         assert_eq!(
             reg.register(
-                CollectionPattern::parse("com.example.x").unwrap(),
-                Arc::new(clash)
+                p("com.example.y"),
+                declarative_into("com.example.y", "notes", "bar")
             ),
-            Err(RegistryError::TableConflict("posts".into()))
+            Err(RegistryError::TableConflict("notes".into()))
         );
+    }
+
+    /// A built-in table holds its own collection only (on SQLite its uri is
+    /// computed from it), whether or not the built-in mapper is on.
+    #[test]
+    fn a_built_in_table_takes_no_other_collection() {
+        let mut reg = Registry::new();
+        let err = reg
+            .register(
+                CollectionPattern::parse("com.example.*").unwrap(),
+                declarative_into("com.example.*", "posts", "foo"),
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "table posts is the built-in table of app.bsky.feed.post; the mapper for com.example.* must write another table"
+        );
+        // Its own collection is still welcome there.
+        builtin::register_all(&mut reg, &builtin::ALL).unwrap();
     }
 }

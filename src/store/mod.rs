@@ -263,6 +263,18 @@ pub enum StoreError {
         "table {table} has no column {column}: add it (ALTER TABLE {table} ADD COLUMN {column} ...) or change the mapper"
     )]
     MissingColumn { table: String, column: String },
+    /// A row's URI is not the one the table computes (SQLite tables whose
+    /// `uri` is generated from did, collection and rkey): a mapper writes
+    /// another collection into the table. Fatal.
+    #[error(
+        "table {table} computes uri for its own collection, but a mapper writes {collection:?} records into it: map that collection to another table"
+    )]
+    UriLayout { table: String, collection: String },
+    /// A table's `uri` is generated in a way parity cannot write.
+    #[error(
+        "table {table} has a generated uri column parity does not know how to fill: store uri in it (uri TEXT PRIMARY KEY NOT NULL) or map to another table"
+    )]
+    UnknownUriLayout { table: String },
     /// A stored cursor is negative: corruption, stop.
     #[error(
         "stored cursor for {stream} is {value}, which is invalid; fix or delete the row in parity_cursors"

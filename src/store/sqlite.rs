@@ -22,12 +22,13 @@ use super::commit::Finish;
 use super::dialect::Dialect;
 use super::schema;
 use super::sqlite_checkpoint::{WAL_SIZE_LIMIT, WRITER_AUTOCHECKPOINT};
-use super::sqlite_steps::Prepared;
+use super::sqlite_steps::{Prepared, UriColumn};
 use super::sqlite_writer::{Writer, WriterConfig};
 use super::{CommitStats, DatabaseConfig, StoreError};
 use crate::batch::Batch;
 use crate::event::AccountStatus;
-use crate::mapper::TableSchema;
+use crate::mapper::builtin::Builtin;
+use crate::mapper::{TableSchema, generic};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -96,7 +97,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Connect(sqlx::Error::Io(e)))?;
         Ok(SqliteStore {
             pool,
-            prepared: Arc::new(Prepared::new(&[], &[])),
+            prepared: Arc::new(Prepared::new(&[], &[], &[])),
             writer: Some(Arc::new(writer)),
             change_log: Arc::default(),
             signal: Signal::default(),
@@ -148,7 +149,7 @@ impl SqliteStore {
             .map_err(StoreError::Connect)?;
         Ok(Some(SqliteStore {
             pool,
-            prepared: Arc::new(Prepared::new(&[], &[])),
+            prepared: Arc::new(Prepared::new(&[], &[], &[])),
             writer: None,
             change_log: Arc::default(),
             signal: Signal::default(),
@@ -189,12 +190,37 @@ impl SqliteStore {
         Ok(super::pending(&MIGRATOR, &applied))
     }
 
-    /// The column names of `table`; empty when it does not exist.
+    /// The column names of `table`, generated ones included; empty when it
+    /// does not exist.
     pub async fn columns(&self, table: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
+        Ok(sqlx::query_scalar("SELECT name FROM pragma_table_xinfo(?)")
             .bind(table.to_owned())
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    /// How `t` holds `uri`: stored, or generated (the record tables since
+    /// migration 20261203000000: SQLite computes it from did, collection
+    /// and rkey, so rows are about 70 bytes smaller).
+    async fn uri_column(&self, t: &TableSchema) -> Result<UriColumn, StoreError> {
+        // pragma_table_xinfo's `hidden`: 2 virtual, 3 stored generated.
+        let hidden: Option<i64> =
+            sqlx::query_scalar("SELECT hidden FROM pragma_table_xinfo(?) WHERE name = 'uri'")
+                .bind(t.name.clone())
+                .fetch_optional(&self.pool)
+                .await?;
+        if !matches!(hidden, Some(2 | 3)) {
+            return Ok(UriColumn::Stored);
+        }
+        if let Some(b) = Builtin::from_table_name(&t.name) {
+            return Ok(UriColumn::Fixed(b.collection()));
+        }
+        match t.columns.iter().position(|c| c.name == "collection") {
+            Some(n) if t.name == generic::TABLE => Ok(UriColumn::FromCollection(n)),
+            _ => Err(StoreError::UnknownUriLayout {
+                table: t.name.clone(),
+            }),
+        }
     }
 
     pub async fn prepare(
@@ -202,6 +228,7 @@ impl SqliteStore {
         tables: &[TableSchema],
         purge: &[AccountStatus],
     ) -> Result<(), StoreError> {
+        let mut uris = Vec::with_capacity(tables.len());
         for t in tables {
             for ddl in schema::create_table(Dialect::Sqlite, t) {
                 sqlx::query(AssertSqlSafe(ddl)).execute(&self.pool).await?;
@@ -213,8 +240,9 @@ impl SqliteStore {
                     column: col.to_owned(),
                 });
             }
+            uris.push(self.uri_column(t).await?);
         }
-        self.prepared = Arc::new(Prepared::new(tables, purge));
+        self.prepared = Arc::new(Prepared::new(tables, &uris, purge));
         Ok(())
     }
 
@@ -246,6 +274,10 @@ fn is_busy(e: &sqlx::Error) -> bool {
         .and_then(|c| c.parse::<i32>().ok())
         .is_some_and(|c| matches!(c & 0xff, 5 | 6))
 }
+
+#[cfg(test)]
+#[path = "sqlite_uri_tests.rs"]
+mod uri_tests;
 
 #[cfg(test)]
 mod tests {

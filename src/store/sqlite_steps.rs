@@ -61,9 +61,24 @@ const REPO_REV: &str = "INSERT INTO parity_repos (did, rev, updated_at) VALUES (
      ON CONFLICT(did) DO UPDATE SET rev = excluded.rev, updated_at = excluded.updated_at \
      WHERE parity_repos.rev IS NULL OR excluded.rev > parity_repos.rev";
 
+/// How a table holds `uri` (read from the table by `prepare`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum UriColumn {
+    /// A stored column, bound like the others.
+    Stored,
+    /// A generated column SQLite computes as `at://` did `/` this
+    /// collection `/` rkey (the built-in tables).
+    Fixed(&'static str),
+    /// A generated column computed from the mapped `collection` column,
+    /// the `n`th of the mapper's values (the generic `records` table).
+    FromCollection(usize),
+}
+
 /// The statements of one mapper table, built once by `prepare`.
 pub(super) struct TableSql {
     pub(super) schema: TableSchema,
+    /// Whether `uri` is bound (stored) or computed by SQLite.
+    uri: UriColumn,
     /// One row, under the rev guard (the tombstone guard is
     /// [`TOMBSTONE_REV`]).
     upsert: String,
@@ -81,8 +96,11 @@ pub(super) struct TableSql {
 }
 
 impl TableSql {
-    pub(super) fn new(t: &TableSchema) -> TableSql {
-        let cols = schema::all_columns(t);
+    pub(super) fn new(t: &TableSchema, uri: UriColumn) -> TableSql {
+        let mut cols = schema::all_columns(t);
+        if uri != UriColumn::Stored {
+            cols.retain(|c| *c != "uri");
+        }
         let params: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
         let name = &t.name;
         TableSql {
@@ -121,6 +139,40 @@ impl TableSql {
                 "DELETE FROM {name} WHERE uri >= ?1 AND uri < ?2 AND rev < ?3 RETURNING uri, did, rkey, record"
             ),
             schema: t.clone(),
+            uri,
+        }
+    }
+
+    /// A generated `uri` must come out as the row's own: a mapper that
+    /// writes another collection into a built-in table (or another value
+    /// into `records.collection`) would otherwise store rows under a URI
+    /// the rest of parity does not know. Stops the writer (our mistake or
+    /// the operator's, never the network's: rows' URIs are built from
+    /// their own did, collection and rkey).
+    fn check_uri(&self, row: &Row) -> Result<(), StoreError> {
+        let expected = match &self.uri {
+            UriColumn::Stored => return Ok(()),
+            UriColumn::Fixed(c) => *c,
+            UriColumn::FromCollection(n) => match row.values.get(*n) {
+                Some(Value::Text(c)) => c.as_str(),
+                _ => "",
+            },
+        };
+        let uri = row.uri.as_str();
+        let computed = uri
+            .strip_prefix("at://")
+            .and_then(|u| u.strip_prefix(row.did.as_str()))
+            .and_then(|u| u.strip_prefix('/'))
+            .and_then(|u| u.strip_prefix(expected))
+            .and_then(|u| u.strip_prefix('/'))
+            .is_some_and(|u| u == row.rkey.as_str());
+        if computed {
+            Ok(())
+        } else {
+            Err(StoreError::UriLayout {
+                table: self.schema.name.clone(),
+                collection: collection_of(uri).to_owned(),
+            })
         }
     }
 }
@@ -133,9 +185,18 @@ pub(super) struct Prepared {
 }
 
 impl Prepared {
-    pub(super) fn new(tables: &[TableSchema], purge: &[AccountStatus]) -> Prepared {
+    /// `uris[i]` says how `tables[i]` holds `uri` (missing: stored).
+    pub(super) fn new(
+        tables: &[TableSchema],
+        uris: &[UriColumn],
+        purge: &[AccountStatus],
+    ) -> Prepared {
         Prepared {
-            tables: tables.iter().map(TableSql::new).collect(),
+            tables: tables
+                .iter()
+                .enumerate()
+                .map(|(i, t)| TableSql::new(t, uris.get(i).cloned().unwrap_or(UriColumn::Stored)))
+                .collect(),
             purging: schema::status_list(purge),
         }
     }
@@ -177,17 +238,27 @@ fn removed_record(v: ValueRef<'_>) -> Option<&str> {
     v.as_str_or_null().ok().flatten()
 }
 
-/// Binds `row` (standard columns, then the mapped ones) and runs `stmt`.
-fn upsert_row(stmt: &mut Statement<'_>, row: &Row, now: &str) -> rusqlite::Result<usize> {
-    stmt.raw_bind_parameter(1, row.uri.as_str())?;
-    stmt.raw_bind_parameter(2, row.did.as_str())?;
-    stmt.raw_bind_parameter(3, row.rkey.as_str())?;
-    stmt.raw_bind_parameter(4, row.cid.as_str())?;
-    stmt.raw_bind_parameter(5, row.rev.as_str())?;
-    stmt.raw_bind_parameter(6, row.record.get())?;
-    stmt.raw_bind_parameter(7, now)?;
+/// Binds `row` (standard columns, then the mapped ones; `uri` only where
+/// the table stores it) and runs `stmt`.
+fn upsert_row(
+    stmt: &mut Statement<'_>,
+    row: &Row,
+    now: &str,
+    uri: &UriColumn,
+) -> rusqlite::Result<usize> {
+    let mut at = 1;
+    if *uri == UriColumn::Stored {
+        stmt.raw_bind_parameter(1, row.uri.as_str())?;
+        at = 2;
+    }
+    stmt.raw_bind_parameter(at, row.did.as_str())?;
+    stmt.raw_bind_parameter(at + 1, row.rkey.as_str())?;
+    stmt.raw_bind_parameter(at + 2, row.cid.as_str())?;
+    stmt.raw_bind_parameter(at + 3, row.rev.as_str())?;
+    stmt.raw_bind_parameter(at + 4, row.record.get())?;
+    stmt.raw_bind_parameter(at + 5, now)?;
     for (i, v) in row.values.iter().enumerate() {
-        stmt.raw_bind_parameter(8 + i, value(v))?;
+        stmt.raw_bind_parameter(at + 6 + i, value(v))?;
     }
     stmt.raw_execute()
 }
@@ -314,9 +385,8 @@ impl Steps for SqliteSteps<'_> {
     ) -> Result<u64, StoreError> {
         let now = timestamp_text(&now);
         let purging = self.prepared.purging.as_deref();
-        let mut stmt = self
-            .tx
-            .prepare_cached(&self.prepared.tables[table].upsert)?;
+        let t = &self.prepared.tables[table];
+        let mut stmt = self.tx.prepare_cached(&t.upsert)?;
         let mut tombstone = self.tx.prepare_cached(TOMBSTONE_REV)?;
         let mut floor = self.tx.prepare_cached(SWEEP_FLOOR)?;
         let mut n = 0;
@@ -334,7 +404,8 @@ impl Steps for SqliteSteps<'_> {
             if listed.is_some_and(|rev| rev.as_str() > row.rev.as_str()) {
                 continue;
             }
-            let written = upsert_row(&mut stmt, row, &now)? as u64;
+            t.check_uri(row)?;
+            let written = upsert_row(&mut stmt, row, &now, &t.uri)? as u64;
             if written > 0
                 && let Some(sink) = log.as_deref_mut()
             {
