@@ -17,13 +17,13 @@
 # may save no page at all.
 #
 # Layouts:
-#   today         parity's: rowid table, `uri TEXT PRIMARY KEY` (an
+#   today         parity's until session 17: rowid table, `uri TEXT PRIMARY KEY` (an
 #                 automatic unique index), indexes on `did` and `subject_uri`;
 #   without_rowid the same table `WITHOUT ROWID`, clustered on `uri`;
 #   interned      DIDs interned to integers (`repos(id, did)`), the row
 #                 holding `repo_id` instead of `did` (changes the columns);
 #   no_did_index  today's without the `did` index (what that index costs);
-#   virtual_uri   today's columns, but `uri` a VIRTUAL generated column
+#   virtual_uri   parity's since session 17: the same columns, `uri` a VIRTUAL generated column
 #                 ('at://' || did || '/<collection>/' || rkey) with a unique
 #                 index: the table no longer stores the URI, the index does.
 #

@@ -111,6 +111,11 @@ async fn an_upgrade_keeps_every_row_and_its_uri() {
     let s = connect(&dir).await;
     migrate_to(&s, BEFORE).await;
     seed(&s).await;
+    // A view of the operator's on a rebuilt table.
+    sqlx::query("CREATE VIEW my_likes AS SELECT uri FROM likes")
+        .execute(&s.pool)
+        .await
+        .unwrap();
     assert_eq!(uri_hidden(&s).await, vec![0; TABLES.len()]);
     let before = rows(&s).await;
     assert_eq!(before.len(), TABLES.len());
@@ -118,6 +123,14 @@ async fn an_upgrade_keeps_every_row_and_its_uri() {
     s.migrate().await.unwrap();
     assert_eq!(uri_hidden(&s).await, vec![2; TABLES.len()]);
     assert_eq!(rows(&s).await, before);
+    let viewed: String = sqlx::query_scalar("SELECT uri FROM my_likes")
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        viewed, "at://did:plc:a/app.bsky.feed.like/3k",
+        "the view still works"
+    );
     // The indexes keep their names; the unique one on uri replaces the key.
     let idx: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'likes' ORDER BY name",
