@@ -211,3 +211,28 @@ async fn the_writer_refuses_a_row_the_table_would_store_under_another_uri() {
         .await
         .unwrap();
 }
+
+/// A table of the operator's whose `uri` is generated some other way is
+/// refused at start-up, naming the table, instead of written wrongly.
+#[tokio::test]
+async fn a_generated_uri_parity_cannot_fill_is_refused_at_prepare() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = connect(&dir).await;
+    s.migrate().await.unwrap();
+    sqlx::query(
+        "CREATE TABLE notes (uri TEXT NOT NULL GENERATED ALWAYS AS ('at://' || did) VIRTUAL, \
+         did TEXT NOT NULL, rkey TEXT NOT NULL, cid TEXT NOT NULL, rev TEXT NOT NULL, \
+         record TEXT NOT NULL, synced_at TEXT NOT NULL)",
+    )
+    .execute(&s.pool)
+    .await
+    .unwrap();
+    let err = s
+        .prepare(&[TableSchema::new("notes", &[])], &[])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::UnknownUriLayout { ref table } if table == "notes"),
+        "{err}"
+    );
+}
