@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::mapper::Mutation;
+use crate::store::Store;
 use crate::store::commit::tests::{batch, open, upsert};
 
 /// The last migration before the layout change.
@@ -235,4 +236,52 @@ async fn a_generated_uri_parity_cannot_fill_is_refused_at_prepare() {
         matches!(err, StoreError::UnknownUriLayout { ref table } if table == "notes"),
         "{err}"
     );
+}
+
+/// `records` computes its uri from the row's `collection` value: a row
+/// whose value names another collection than its URI stops the writer; the
+/// row with its own collection is stored under its URI.
+#[tokio::test]
+async fn records_uri_follows_the_collection_column() {
+    use crate::mapper::{ColumnType, Row, TableId, Value};
+    let (mut store, _dir) = open(false).await;
+    store
+        .prepare(
+            &[TableSchema::new(
+                generic::TABLE,
+                &[("collection", ColumnType::Text)],
+            )],
+            &[],
+        )
+        .await
+        .unwrap();
+    let row = |collection: &str| {
+        Mutation::Upsert(Row {
+            table: TableId(0),
+            uri: "at://did:plc:a/com.example.x/self".into(),
+            did: crate::event::Did::parse("did:plc:a").unwrap(),
+            rkey: "self".into(),
+            cid: "cid".into(),
+            rev: "3r".into(),
+            record: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+            values: vec![Value::Text(collection.into())],
+        })
+    };
+    let err = store
+        .commit(&batch(vec![row("com.example.y")], vec![], 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::UriLayout { .. }), "{err}");
+    store
+        .commit(&batch(vec![row("com.example.x")], vec![], 2))
+        .await
+        .unwrap();
+    let Store::Sqlite(s) = &store else {
+        unreachable!("open(false) is SQLite")
+    };
+    let uri: String = sqlx::query_scalar("SELECT uri FROM records")
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(uri, "at://did:plc:a/com.example.x/self");
 }
