@@ -20,7 +20,10 @@
 //!   `writers × (SHARE_QUEUE + 1)`, about as many rows as two whole
 //!   batches plus the one being committed;
 //! - the cursor gauge and `/health`'s lag report the low watermark, never
-//!   one writer's position.
+//!   one writer's position;
+//! - on SQLite, the shares waiting in the queue when the writer comes back
+//!   for more are committed in one transaction, all or none, in order
+//!   ([`write`]); the queue's bound is also the group's.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -33,7 +36,7 @@ use super::report_rejected;
 use crate::batch::Batch;
 use crate::mapper::Mutation;
 use crate::obs::{DropReason, Escaped, Obs};
-use crate::store::{Store, StoreError, shard};
+use crate::store::{CommitStats, Store, StoreError, shard};
 
 /// Shares buffered per writer: one committing, two waiting, as the batch
 /// queue in front of a single writer.
@@ -152,6 +155,14 @@ fn lock(w: &Mutex<Watermark>) -> std::sync::MutexGuard<'_, Watermark> {
 /// One writer's loop: commits its shares in order; retries transient
 /// errors, leaves out what the database refuses (quarantine), stops on
 /// anything else. Writer 0 also expires tombstones.
+///
+/// Where the store commits several batches in one transaction (SQLite), the
+/// shares that queued up while the last commit ran are committed together:
+/// a writer that has fallen behind pays one commit (the pages it touched
+/// written to the WAL once, not once per batch) for all of them, and one
+/// that keeps up still commits each batch as it comes. Should that
+/// transaction fail, nothing of it was kept, and the shares are committed
+/// one by one as usual (retry, quarantine).
 pub async fn write(
     writer: usize,
     mut rx: mpsc::Receiver<Share>,
@@ -162,66 +173,44 @@ pub async fn write(
     retention: Duration,
 ) -> Result<(), StoreError> {
     let mut next_sweep = Instant::now();
-    while let Some(Share { seq, batch }) = rx.recv().await {
-        let mut delay = Duration::from_millis(100);
-        let mut rejected = 0;
-        let (committed, took) = loop {
-            let started = Instant::now();
-            let result = match store.commit(&batch).await {
-                // The database refused some record: commit the rest.
-                Err(e) if e.is_rejection() => {
-                    obs.record_db_error(&e);
-                    store.quarantine(&batch, e).await.map(|q| {
-                        report_rejected(&q, &obs);
-                        rejected = q.rejected.len() as u64;
-                        q.stats
-                    })
-                }
-                r => r,
-            };
-            if let Err(e) = &result {
-                obs.record_db_error(e);
+    while let Some(first) = rx.recv().await {
+        let mut shares = vec![first];
+        if store.commits_together() {
+            // At most SHARE_QUEUE more: the queue's bound is the group's.
+            while let Ok(share) = rx.try_recv() {
+                shares.push(share);
             }
-            match result {
-                Ok(s) => break (s, started.elapsed()),
-                Err(e) if e.is_transient() => {
-                    obs.set_database_reachable(false);
-                    tracing::warn!(writer, error = %Escaped(&e), retry_in_ms = delay.as_millis() as u64, "Commit failed; retrying.");
-                    tokio::select! {
-                        // Shutting down while the database is away: the batch
-                        // is not committed, so its events replay on restart.
-                        _ = token.cancelled() => if rx.is_closed() || token.is_cancelled() {
-                            tracing::warn!(writer, "Database unavailable at shutdown; the last batch will be replayed on restart.");
-                            return Ok(());
-                        },
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                    delay = (delay * 2).min(MAX_RETRY_DELAY);
-                }
-                Err(e) => {
-                    tracing::error!(writer, error = %Escaped(&e), "Commit failed; stopping.");
-                    return Err(e);
-                }
-            }
-        };
-        obs.on_commit(&committed, batch.events, took, None, 0);
-        // Upserts the store's guards refused (a rev not newer than the
-        // stored one: a replay, or the echo of a row `parity publish`
-        // already wrote back) are stale, like those the batcher dropped;
-        // so are deletes whose tombstone was already at their rev or newer
-        // (the echo of a delete `parity publish` wrote back).
-        let planned = batch
-            .mutations
-            .iter()
-            .filter(|m| matches!(m, Mutation::Upsert(_)))
-            .count() as u64;
-        let refused =
-            planned.saturating_sub(committed.upserted_total() + rejected) + committed.stale_deletes;
-        for _ in 0..refused {
-            obs.record_drop(DropReason::StaleRev);
         }
-        if let Some(p) = lock(&watermark).committed(writer, seq) {
-            obs.on_checkpoint(p.cursor, p.time_us);
+        let mut together = false;
+        if shares.len() > 1 {
+            let started = Instant::now();
+            let batches: Vec<&Batch> = shares.iter().map(|s| &s.batch).collect();
+            match store.commit_all(&batches).await {
+                Ok(all) => {
+                    // One transaction: each batch counts its share of it.
+                    let took = started.elapsed() / shares.len() as u32;
+                    for (share, stats) in shares.iter().zip(all) {
+                        committed(writer, share, &stats, 0, took, &obs, &watermark);
+                    }
+                    together = true;
+                }
+                Err(e) => tracing::debug!(
+                    writer,
+                    batches = shares.len(),
+                    error = %Escaped(&e),
+                    "Batches committed together failed; committing them one by one."
+                ),
+            }
+        }
+        if !together {
+            for share in &shares {
+                let Some((stats, rejected, took)) =
+                    commit_one(writer, &share.batch, &mut rx, &store, &obs, &token).await?
+                else {
+                    return Ok(());
+                };
+                committed(writer, share, &stats, rejected, took, &obs, &watermark);
+            }
         }
         if writer == 0 && Instant::now() >= next_sweep {
             next_sweep = Instant::now() + TOMBSTONE_SWEEP;
@@ -241,6 +230,97 @@ pub async fn write(
     }
     Ok(())
 }
+
+/// Commits one batch: retries transient errors, quarantines what the
+/// database refuses. Returns its stats, the records left out and how long
+/// the successful commit took; `None` when shutting down while the database
+/// is away (the batch is not committed, its events replay on restart).
+async fn commit_one(
+    writer: usize,
+    batch: &Batch,
+    rx: &mut mpsc::Receiver<Share>,
+    store: &Store,
+    obs: &Obs,
+    token: &CancellationToken,
+) -> Result<Option<(CommitStats, u64, Duration)>, StoreError> {
+    let mut delay = Duration::from_millis(100);
+    let mut rejected = 0;
+    loop {
+        let started = Instant::now();
+        let result = match store.commit(batch).await {
+            // The database refused some record: commit the rest.
+            Err(e) if e.is_rejection() => {
+                obs.record_db_error(&e);
+                store.quarantine(batch, e).await.map(|q| {
+                    report_rejected(&q, obs);
+                    rejected = q.rejected.len() as u64;
+                    q.stats
+                })
+            }
+            r => r,
+        };
+        if let Err(e) = &result {
+            obs.record_db_error(e);
+        }
+        match result {
+            Ok(s) => return Ok(Some((s, rejected, started.elapsed()))),
+            Err(e) if e.is_transient() => {
+                obs.set_database_reachable(false);
+                tracing::warn!(writer, error = %Escaped(&e), retry_in_ms = delay.as_millis() as u64, "Commit failed; retrying.");
+                tokio::select! {
+                    // Shutting down while the database is away: the batch
+                    // is not committed, so its events replay on restart.
+                    _ = token.cancelled() => if rx.is_closed() || token.is_cancelled() {
+                        tracing::warn!(writer, "Database unavailable at shutdown; the last batch will be replayed on restart.");
+                        return Ok(None);
+                    },
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+            Err(e) => {
+                tracing::error!(writer, error = %Escaped(&e), "Commit failed; stopping.");
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// What follows a share's commit: metrics, stale counts and the low
+/// watermark.
+fn committed(
+    writer: usize,
+    share: &Share,
+    stats: &CommitStats,
+    rejected: u64,
+    took: Duration,
+    obs: &Obs,
+    watermark: &Mutex<Watermark>,
+) {
+    let batch = &share.batch;
+    obs.on_commit(stats, batch.events, took, None, 0);
+    // Upserts the store's guards refused (a rev not newer than the
+    // stored one: a replay, or the echo of a row `parity publish`
+    // already wrote back) are stale, like those the batcher dropped;
+    // so are deletes whose tombstone was already at their rev or newer
+    // (the echo of a delete `parity publish` wrote back).
+    let planned = batch
+        .mutations
+        .iter()
+        .filter(|m| matches!(m, Mutation::Upsert(_)))
+        .count() as u64;
+    let refused = planned.saturating_sub(stats.upserted_total() + rejected) + stats.stale_deletes;
+    for _ in 0..refused {
+        obs.record_drop(DropReason::StaleRev);
+    }
+    if let Some(p) = lock(watermark).committed(writer, share.seq) {
+        obs.on_checkpoint(p.cursor, p.time_us);
+    }
+}
+
+#[cfg(test)]
+#[path = "writers_tests.rs"]
+mod loop_tests;
 
 #[cfg(test)]
 mod tests {

@@ -62,6 +62,8 @@
 mod change_log;
 mod changes;
 mod commit;
+#[cfg(test)]
+mod commit_all_tests;
 pub mod cursor;
 mod dialect;
 mod did_locks;
@@ -585,6 +587,41 @@ impl Store {
         self.run_commit(batch, commit::Finish::Commit).await
     }
 
+    /// Whether [`Store::commit_all`] commits several batches in one
+    /// transaction: SQLite's writer thread does; on PostgreSQL, whose
+    /// writers commit in parallel, each batch is its own transaction.
+    pub fn commits_together(&self) -> bool {
+        matches!(self, Store::Sqlite(_))
+    }
+
+    /// Transactions SQLite's writer thread has committed so far (`None` on
+    /// PostgreSQL): fewer than the batches when they were committed
+    /// together.
+    pub fn sqlite_transactions(&self) -> Option<u64> {
+        match self {
+            Store::Sqlite(s) => Some(s.transactions()),
+            Store::Postgres(_) => None,
+        }
+    }
+
+    /// Writes `batches` as [`Store::commit`] would one after the other, in
+    /// one transaction: all of them with their checkpoints, or none (on an
+    /// error nothing of any of them is kept). One [`CommitStats`] per
+    /// batch, in order. Only where [`Store::commits_together`]; elsewhere
+    /// an error that says so.
+    pub async fn commit_all(&self, batches: &[&Batch]) -> Result<Vec<CommitStats>, StoreError> {
+        let Store::Sqlite(s) = self else {
+            return Err(StoreError::Sql(sqlx::Error::Configuration(
+                "PostgreSQL commits each batch in its own transaction".into(),
+            )));
+        };
+        let all = s.commit(batches, commit::Finish::Commit).await?;
+        for stats in &all {
+            self.signal().committed(stats);
+        }
+        Ok(all)
+    }
+
     /// Which changes later commits append to `parity_changes` (`[feed]
     /// enabled` and `tables`; off until this is called). Applies to every
     /// clone made after it. Call it after [`Store::prepare`]: a table in
@@ -632,7 +669,10 @@ impl Store {
         finish: commit::Finish,
     ) -> Result<CommitStats, StoreError> {
         let stats = match self {
-            Store::Sqlite(s) => s.commit(batch, finish).await,
+            Store::Sqlite(s) => s.commit(&[batch], finish).await.map(|mut all| {
+                debug_assert_eq!(all.len(), 1);
+                all.remove(0)
+            }),
             Store::Postgres(s) => s.commit(batch, finish).await,
         }?;
         if finish == commit::Finish::Commit {

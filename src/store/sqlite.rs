@@ -246,11 +246,18 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Transactions the writer thread has committed (0 for a read-only
+    /// store).
+    pub(super) fn transactions(&self) -> u64 {
+        self.writer.as_ref().map_or(0, |w| w.commits())
+    }
+
+    /// `batches` in order in one transaction (a trial: exactly one).
     pub(super) async fn commit(
         &self,
-        batch: &Batch,
+        batches: &[&Batch],
         finish: Finish,
-    ) -> Result<CommitStats, StoreError> {
+    ) -> Result<Vec<CommitStats>, StoreError> {
         let Some(writer) = &self.writer else {
             return Err(StoreError::Sql(sqlx::Error::Configuration(
                 "a read-only store cannot commit".into(),
@@ -258,7 +265,7 @@ impl SqliteStore {
         };
         writer
             .commit(
-                owned(batch),
+                batches.iter().map(|b| owned(b)).collect(),
                 finish,
                 self.prepared.clone(),
                 self.change_log.clone(),

@@ -21,11 +21,16 @@
 //! seven transactions per repository (claims, identity, state, one page
 //! per collection, the queue entry); eight workers keep several queued.
 //!
-//! Invariants: jobs run in queue order, so a group is the same serial
-//! order the writer would have run them in one by one; nobody's answer is
-//! sent before the shared `COMMIT`; a batch still lands whole with its
-//! cursor or import page; a trial (quarantine's bisection, rolled back)
-//! runs alone.
+//! A commit job may itself hold several batches: `consume`'s writer hands
+//! over, as one job, the batches that queued up while it waited for the
+//! last commit (`pipeline/writers.rs`). They land all or none, so its
+//! caller can fall back to committing them one by one.
+//!
+//! Invariants: jobs run in queue order, and a job's batches in their
+//! order, so a group is the same serial order the writer would have run
+//! them in one by one; nobody's answer is sent before the shared `COMMIT`;
+//! a batch still lands whole with its cursor or import page; a trial
+//! (quarantine's bisection, rolled back) runs alone.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -50,21 +55,26 @@ pub(super) const MAX_GROUP: usize = 128;
 pub(super) type Work =
     Box<dyn Fn(&mut Connection) -> Result<Box<dyn Any + Send>, StoreError> + Send>;
 
-/// One batch to commit (or trial-run) and where its answer goes.
+/// Batches to commit, in order and all or none (a trial: exactly one),
+/// and where their answer goes.
 pub(super) struct CommitJob {
-    pub(super) batch: Box<Batch>,
+    pub(super) batches: Vec<Batch>,
     pub(super) finish: Finish,
     pub(super) prepared: Arc<Prepared>,
     pub(super) log: Arc<ChangeLog>,
-    /// The answer, with the batch back: the caller frees it, so the
-    /// writer thread spends no time on it (measured: freeing the rows was
-    /// 4 % of the writer's time in an import).
-    pub(super) reply: oneshot::Sender<(Result<CommitStats, StoreError>, Box<Batch>)>,
+    /// The answer (one [`CommitStats`] per batch, in order), with the
+    /// batches back: the caller frees them, so the writer thread spends no
+    /// time on it (measured: freeing the rows was 4 % of the writer's time
+    /// in an import).
+    pub(super) reply: oneshot::Sender<(CommitAnswer, Vec<Batch>)>,
 }
 
+/// What a [`CommitJob`] comes back with: one [`CommitStats`] per batch.
+pub(super) type CommitAnswer = Result<Vec<CommitStats>, StoreError>;
+
 impl CommitJob {
-    fn answer(self, r: Result<CommitStats, StoreError>) {
-        drop(self.reply.send((r, self.batch)));
+    fn answer(self, r: CommitAnswer) {
+        drop(self.reply.send((r, self.batches)));
     }
 }
 
@@ -114,7 +124,7 @@ impl Job {
 
 /// One job's answer, before it is sent.
 enum Answer {
-    Stats(CommitStats),
+    Stats(Vec<CommitStats>),
     Value(Box<dyn Any + Send>),
 }
 
@@ -203,15 +213,7 @@ fn jobs(
     let mut answers = Vec::with_capacity(group.len());
     for job in group {
         answers.push(match job {
-            Job::Commit(c) => {
-                let steps = SqliteSteps {
-                    tx: conn,
-                    prepared: &c.prepared,
-                    repos,
-                    log: &c.log,
-                };
-                Answer::Stats(complete(commit::commit(steps, &c.batch, c.finish))?)
-            }
+            Job::Commit(c) => Answer::Stats(batches(conn, repos, c)?),
             Job::Run(r) => {
                 let value = (r.work)(conn)?;
                 // The statements may have changed `parity_repos` (an
@@ -226,6 +228,25 @@ fn jobs(
         });
     }
     Ok(answers)
+}
+
+/// The batches of one job, in order, in the open transaction.
+fn batches(
+    conn: &Connection,
+    repos: &mut RepoCache,
+    job: &CommitJob,
+) -> Result<Vec<CommitStats>, StoreError> {
+    let mut stats = Vec::with_capacity(job.batches.len());
+    for batch in &job.batches {
+        let steps = SqliteSteps {
+            tx: conn,
+            prepared: &job.prepared,
+            repos,
+            log: &job.log,
+        };
+        stats.push(complete(commit::commit(steps, batch, job.finish))?);
+    }
+    Ok(stats)
 }
 
 fn rollback(conn: &Connection) -> rusqlite::Result<()> {

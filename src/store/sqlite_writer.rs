@@ -141,17 +141,19 @@ impl Writer {
         self.commits.load(Ordering::Relaxed)
     }
 
-    /// Commits (or trial-runs) `batch` on the writer thread.
+    /// Commits (or trial-runs: exactly one batch) `batches` on the writer
+    /// thread, in order and in one transaction: all of them or none.
     pub(super) async fn commit(
         &self,
-        batch: Batch,
+        batches: Vec<Batch>,
         finish: Finish,
         prepared: Arc<Prepared>,
         log: Arc<ChangeLog>,
-    ) -> Result<CommitStats, StoreError> {
+    ) -> Result<Vec<CommitStats>, StoreError> {
+        debug_assert!(finish == Finish::Commit || batches.len() == 1);
         let (reply, answer) = oneshot::channel();
         let job = Job::Commit(CommitJob {
-            batch: Box::new(batch),
+            batches,
             finish,
             prepared,
             log,
@@ -160,8 +162,8 @@ impl Writer {
         // The queue is sized above the batches in flight: a full queue
         // would mean a stuck writer, and waiting here is then right.
         self.send(job).await?;
-        let (result, batch) = answer.await.map_err(|_| closed())?;
-        drop(batch);
+        let (result, batches) = answer.await.map_err(|_| closed())?;
+        drop(batches);
         result
     }
 
