@@ -170,7 +170,7 @@ pub const ALL: &[(&str, Kind, &str)] = &[
     (
         BATCH_COMMIT_SECONDS,
         Kind::Histogram,
-        "Seconds one successful batch commit (rows and cursor in one transaction) took.",
+        "Seconds one successful batch commit (rows and cursor in one transaction) took; batches SQLite committed together in one transaction each count their share of it.",
     ),
     (
         DB_ERRORS,
