@@ -17,7 +17,7 @@
 //! - queues are bounded per writer ([`SHARE_QUEUE`]): a slow writer fills
 //!   its queue, the dispatcher blocks on it, and back-pressure reaches the
 //!   socket as with one writer; shares in flight are at most
-//!   `writers × (SHARE_QUEUE + 1)`, about as many rows as two whole
+//!   `writers × (SHARE_QUEUE + 1)`, about as many rows as four whole
 //!   batches plus the one being committed;
 //! - the cursor gauge and `/health`'s lag report the low watermark, never
 //!   one writer's position;
@@ -38,9 +38,12 @@ use crate::mapper::Mutation;
 use crate::obs::{DropReason, Escaped, Obs};
 use crate::store::{CommitStats, Store, StoreError, shard};
 
-/// Shares buffered per writer: one committing, two waiting, as the batch
-/// queue in front of a single writer.
-pub const SHARE_QUEUE: usize = 2;
+/// Shares buffered per writer: one committing, four waiting. On SQLite the
+/// waiting ones are also the most batches one transaction takes besides
+/// the first (see [`write`]): at 1M bench-key events four gave 17.7–18.2k
+/// rows/s against 13.8k with two, and eight no more than four with 70 MB
+/// more RSS (BENCHMARKS.md, session 18).
+pub const SHARE_QUEUE: usize = 4;
 /// How often expired delete tombstones are removed.
 const TOMBSTONE_SWEEP: Duration = Duration::from_secs(3_600);
 /// Longest wait between retries of a batch after a transient DB error.
