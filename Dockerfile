@@ -1,7 +1,7 @@
 # parity container image.
 #
 #   docker build -t parity .
-#   docker run -d --name parity --stop-timeout 60 \
+#   docker run -d --name parity --stop-timeout 90 \
 #     -v parity-data:/var/lib/parity -p 127.0.0.1:9464:9464 parity
 #
 # Two stages:
@@ -96,7 +96,7 @@ EXPOSE 9464
 
 USER 10001:10001
 # SIGTERM drains: the open batch is committed before exit. Give it time
-# (docker run --stop-timeout 60, compose stop_grace_period: 60s); Docker's
+# (docker run --stop-timeout 90, compose stop_grace_period: 90s); Docker's
 # default of 10 s then SIGKILL loses nothing but replays the batch.
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \

@@ -18,7 +18,9 @@
 //!   its queue, the dispatcher blocks on it, and back-pressure reaches the
 //!   socket as with one writer; shares in flight are at most
 //!   `writers × (SHARE_QUEUE + 1)`, about as many rows as four whole
-//!   batches plus the one being committed;
+//!   batches plus the one being committed (on SQLite, where a writer takes
+//!   every queued share into one commit, `2 × SHARE_QUEUE + 1`: the queue
+//!   fills again while that commit runs);
 //! - the cursor gauge and `/health`'s lag report the low watermark, never
 //!   one writer's position;
 //! - on SQLite, the shares waiting in the queue when the writer comes back

@@ -87,10 +87,13 @@ fn timespan(v: &str) -> Duration {
 /// How long a SIGTERM drain may take: the longest shutdown/drain deadline
 /// constant in the code if one exists, and at least the commits a drain
 /// can owe one after the other (the open batch, the queued ones, the one
-/// the dispatcher is handing out, and a writer's queued shares), each
-/// waiting up to [`COMMIT_WAIT`] on the database.
+/// the dispatcher is handing out, a writer's queued shares, and the group
+/// of up to `SHARE_QUEUE + 1` shares it took from its queue, committed one
+/// by one should their shared transaction fail), each waiting up to
+/// [`COMMIT_WAIT`] on the database.
 fn drain_bound() -> Duration {
-    let queued = parity::pipeline::BATCH_QUEUE as u32 + parity::pipeline::SHARE_QUEUE as u32 + 2;
+    let share_queue = parity::pipeline::SHARE_QUEUE as u32;
+    let queued = parity::pipeline::BATCH_QUEUE as u32 + 2 * share_queue + 3;
     let mut bound = COMMIT_WAIT * queued;
     for file in ["src/shutdown.rs", "src/pipeline.rs", "src/main.rs"] {
         for line in read(file).lines() {
