@@ -596,8 +596,9 @@ impl Store {
 
     /// Transactions SQLite's writer thread has committed so far (`None` on
     /// PostgreSQL): fewer than the batches when they were committed
-    /// together.
-    pub fn sqlite_transactions(&self) -> Option<u64> {
+    /// together. For tests.
+    #[cfg(test)]
+    pub(crate) fn sqlite_transactions(&self) -> Option<u64> {
         match self {
             Store::Sqlite(s) => Some(s.transactions()),
             Store::Postgres(_) => None,

@@ -248,6 +248,7 @@ impl SqliteStore {
 
     /// Transactions the writer thread has committed (0 for a read-only
     /// store).
+    #[cfg(test)]
     pub(super) fn transactions(&self) -> u64 {
         self.writer.as_ref().map_or(0, |w| w.commits())
     }
