@@ -15,7 +15,10 @@
 //!   `BENCH_KEEP_DB` (`1`: keep the measured databases and print their URLs),
 //!   `BENCH_MAX_EVENTS` (parity's `batch.max_events`, also the baseline's
 //!   events per transaction; default 5,000), `BENCH_WRITERS` (parity's
-//!   `database.writers`), `TEST_PG_URL`, `BENCH_FEED` (`1`: parity runs a
+//!   `database.writers`), `BENCH_SQLITE_CACHE_MIB` (SQLite's page cache
+//!   for parity, as its `database.sqlite_cache_mib`, and for the baseline
+//!   alike; default: parity's own, 1/32 of the machine's memory),
+//!   `TEST_PG_URL`, `BENCH_FEED` (`1`: parity runs a
 //!   second time with `[feed] enabled`, on a fresh database, and the bench
 //!   prints feed on ÷ feed off: the change log's cost to the consumer, in
 //!   events/s and in the whole machine's busy CPU per event);
@@ -47,6 +50,8 @@ pub struct Options {
     pub baseline: bool,
     pub per_tx: u64,
     pub feed: bool,
+    /// SQLite's page cache in MiB for both writers; 0: parity's default.
+    pub sqlite_cache_mib: u64,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -102,6 +107,7 @@ impl Options {
             baseline: env("BENCH_BASELINE").is_none_or(|v| v != "0"),
             per_tx: number("BENCH_MAX_EVENTS", 5_000).max(1),
             feed: env("BENCH_FEED").is_some_and(|v| v == "1"),
+            sqlite_cache_mib: number("BENCH_SQLITE_CACHE_MIB", 0),
         }
     }
 }
@@ -167,8 +173,12 @@ fn main() {
             "BENCH_SCENARIO={s} is not compare, catchup, feed or generate"
         )),
     }
+    let cache = match o.sqlite_cache_mib {
+        0 => "parity's default".to_owned(),
+        mib => format!("{mib} MiB"),
+    };
     println!(
-        "consume bench: {} events, {:?}, seed {}, {} events per batch/transaction, load average {}",
+        "consume bench: {} events, {:?}, seed {}, {} events per batch/transaction, SQLite cache {cache}, load average {}",
         o.events,
         o.wire,
         o.seed,

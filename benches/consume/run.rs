@@ -126,6 +126,12 @@ async fn run_parity(
         .env("PARITY_BATCH_MAX_EVENTS", o.per_tx.to_string())
         .env("PARITY_FEED_ENABLED", feed.to_string())
         .env("PARITY_FEED_ADDR", "off")
+        .envs((o.sqlite_cache_mib > 0).then(|| {
+            (
+                "PARITY_DATABASE_SQLITE_CACHE_MIB",
+                o.sqlite_cache_mib.to_string(),
+            )
+        }))
         .envs(
             std::env::var("BENCH_WRITERS")
                 .ok()
@@ -196,17 +202,14 @@ async fn run_baseline(
     } else {
         let path = url.trim_start_matches("sqlite://").to_owned();
         let (n, per_tx) = (o.events, o.per_tx);
+        // parity's page cache (its default, or BENCH_SQLITE_CACHE_MIB as
+        // parity was given), for a like-for-like limit.
+        let cache_kib = match o.sqlite_cache_mib {
+            0 => parity::store::default_sqlite_cache_kib(),
+            mib => mib * 1024,
+        };
         tokio::task::spawn_blocking(move || {
-            // parity's page cache (src/store/sqlite.rs CACHE_KIB), for a
-            // like-for-like limit.
-            baseline::sqlite::run(
-                g,
-                &path,
-                parity::store::default_sqlite_cache_kib(),
-                0,
-                n,
-                per_tx,
-            )
+            baseline::sqlite::run(g, &path, cache_kib, 0, n, per_tx)
         })
         .await
         .unwrap()
