@@ -16,8 +16,9 @@
 //!   `BENCH_MAX_EVENTS` (parity's `batch.max_events`, also the baseline's
 //!   events per transaction; default 5,000), `BENCH_WRITERS` (parity's
 //!   `database.writers`), `BENCH_SQLITE_CACHE_MIB` (SQLite's page cache
-//!   for parity, as its `database.sqlite_cache_mib`, and for the baseline
-//!   alike; default: parity's own, 1/32 of the machine's memory),
+//!   for parity in every scenario, as its `database.sqlite_cache_mib`, and
+//!   for the baseline alike; default: parity's own, 1/32 of the machine's
+//!   memory),
 //!   `TEST_PG_URL`, `BENCH_FEED` (`1`: parity runs a
 //!   second time with `[feed] enabled`, on a fresh database, and the bench
 //!   prints feed on ÷ feed off: the change log's cost to the consumer, in
@@ -56,6 +57,19 @@ pub struct Options {
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// `BENCH_SQLITE_CACHE_MIB` (0: parity's default), within the bound
+/// parity's own config check puts on `database.sqlite_cache_mib`.
+pub fn sqlite_cache_mib() -> u64 {
+    const MAX_MIB: u64 = 1 << 20;
+    let mib = number("BENCH_SQLITE_CACHE_MIB", 0);
+    if mib > MAX_MIB {
+        fail(format!(
+            "BENCH_SQLITE_CACHE_MIB={mib} is over {MAX_MIB} (MiB); give a smaller cache"
+        ));
+    }
+    mib
 }
 
 fn fail(msg: String) -> ! {
@@ -107,7 +121,7 @@ impl Options {
             baseline: env("BENCH_BASELINE").is_none_or(|v| v != "0"),
             per_tx: number("BENCH_MAX_EVENTS", 5_000).max(1),
             feed: env("BENCH_FEED").is_some_and(|v| v == "1"),
-            sqlite_cache_mib: number("BENCH_SQLITE_CACHE_MIB", 0),
+            sqlite_cache_mib: sqlite_cache_mib(),
         }
     }
 }

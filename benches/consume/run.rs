@@ -63,7 +63,8 @@ pub async fn drop_db(url: &str) {
 }
 
 /// The release parity binary (`BENCH_PARITY_BIN`, else this build's), with
-/// no `PARITY_*` from the caller's env. Another binary lets one bench build
+/// no `PARITY_*` from the caller's env but the page cache of
+/// `BENCH_SQLITE_CACHE_MIB`. Another binary lets one bench build
 /// measure an older parity in the same session.
 pub fn parity() -> Command {
     let bin =
@@ -72,6 +73,13 @@ pub fn parity() -> Command {
     for (k, _) in std::env::vars() {
         if k.starts_with("PARITY_") {
             cmd.env_remove(k);
+        }
+    }
+    // The one PARITY_* the bench passes on, from its own option.
+    match crate::sqlite_cache_mib() {
+        0 => {}
+        mib => {
+            cmd.env("PARITY_DATABASE_SQLITE_CACHE_MIB", mib.to_string());
         }
     }
     cmd.env("PARITY_LOG_LEVEL", "warn")
@@ -126,12 +134,6 @@ async fn run_parity(
         .env("PARITY_BATCH_MAX_EVENTS", o.per_tx.to_string())
         .env("PARITY_FEED_ENABLED", feed.to_string())
         .env("PARITY_FEED_ADDR", "off")
-        .envs((o.sqlite_cache_mib > 0).then(|| {
-            (
-                "PARITY_DATABASE_SQLITE_CACHE_MIB",
-                o.sqlite_cache_mib.to_string(),
-            )
-        }))
         .envs(
             std::env::var("BENCH_WRITERS")
                 .ok()
