@@ -162,6 +162,20 @@ pub struct Batch {
     pub checkpoint: Checkpoint,
 }
 
+impl Batch {
+    /// A copy of every row and the checkpoint. Not `Clone`: a batch is
+    /// large, and the hot paths share one (`Store::commit_shared`) instead.
+    pub fn copy(&self) -> Batch {
+        Batch {
+            mutations: self.mutations.clone(),
+            repos: self.repos.clone(),
+            last_time_us: self.last_time_us,
+            events: self.events,
+            checkpoint: self.checkpoint.clone(),
+        }
+    }
+}
+
 /// What a batch moves forward, written in the same transaction as its rows,
 /// so it is never ahead of them. A batch has exactly one.
 #[derive(Debug, Clone, PartialEq, Eq)]

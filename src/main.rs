@@ -10,6 +10,10 @@ use parity::cmd;
 use parity::config::Config;
 use parity::obs::Escaped;
 
+/// mimalloc, not glibc's malloc: see its entry in Cargo.toml.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Config(ConfigCommand::Example) = cli.command {

@@ -198,7 +198,13 @@ pub async fn run(
             mut batch,
             offered,
             failed,
-        } = page::map(&of, &ctx.registry, &ctx.lease, page.records, next.clone());
+        } = page::map(
+            &of,
+            &ctx.registry,
+            &ctx.lease,
+            page.records.iter(),
+            next.clone(),
+        );
         // A record that did not map leaves its old row at an old rev: the
         // listing is not a full picture, so nothing is removed.
         let all_mapped = state.records_failed == 0 && total.failed + failed == 0;
@@ -211,6 +217,7 @@ pub async fn run(
             p.sweep = sweep(ctx, did, collection, &latest.rev);
         }
         let started = std::time::Instant::now();
+        let batch = Arc::new(batch);
         let (stats, rejected) = commit(ctx, &batch, token).await?;
         ctx.obs
             .on_commit(&stats, batch.events, started.elapsed(), None, 0);
@@ -311,12 +318,12 @@ pub(super) fn sweep(ctx: &Ctx, did: &Did, collection: &Nsid, rev: &str) -> Optio
 /// logged by URI). Returns the stats and how many records were refused.
 pub(super) async fn commit(
     ctx: &Ctx,
-    batch: &Batch,
+    batch: &Arc<Batch>,
     token: &CancellationToken,
 ) -> Result<(crate::store::CommitStats, u64), JobError> {
     let mut attempt = 0;
     loop {
-        let result = match ctx.store.commit(batch).await {
+        let result = match ctx.store.commit_shared(batch).await {
             Err(e) if e.is_rejection() => {
                 ctx.obs.record_db_error(&e);
                 ctx.store.quarantine(batch, e).await.map(|q| {

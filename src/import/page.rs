@@ -52,17 +52,18 @@ pub struct MappedPage {
 
 /// Maps one page through the registry, exactly as live commits are mapped.
 /// `next` is the cursor of the page after this one (`None`: the last).
-pub fn map(
+/// Borrows the records: a snapshot's stay where they are, not copied.
+pub fn map<'r>(
     of: &PageOf<'_>,
     registry: &Registry,
     lease: &Lease,
-    records: Vec<Listed>,
+    records: impl ExactSizeIterator<Item = &'r Listed>,
     next: Option<String>,
 ) -> MappedPage {
-    let mut mutations = Vec::with_capacity(records.len());
-    let mut seen: HashSet<String> = HashSet::with_capacity(records.len());
-    let mut failed = 0u64;
     let events = records.len();
+    let mut mutations = Vec::with_capacity(events);
+    let mut seen: HashSet<String> = HashSet::with_capacity(events);
+    let mut failed = 0u64;
     for r in records {
         let Some(rkey) = record_key(&r.uri, of.did, of.collection) else {
             failed += 1;
@@ -184,7 +185,7 @@ mod tests {
             &of,
             &reg,
             &lease,
-            vec![
+            [
                 listed("at://did:plc:abc/app.bsky.feed.post/1", post),
                 listed("at://did:plc:abc/app.bsky.feed.post/1", post),
                 listed("at://did:plc:other/app.bsky.feed.post/2", post),
@@ -193,7 +194,8 @@ mod tests {
                     cid: "bafy\0".into(),
                     ..listed("at://did:plc:abc/app.bsky.feed.post/4", post)
                 },
-            ],
+            ]
+            .iter(),
             Some("next".into()),
         );
         assert_eq!((page.offered, page.failed), (1, 3));

@@ -74,7 +74,6 @@ pub async fn run(
         let chunk = &records[pos..end];
         let last = end == records.len();
         let next = (!last).then(|| format!("{CAR_CURSOR_PREFIX}{}", chunk[chunk.len() - 1].0));
-        let listed = chunk.iter().map(|(_, l)| l.clone()).collect();
         let of = PageOf {
             did,
             collection,
@@ -85,7 +84,13 @@ pub async fn run(
             mut batch,
             offered,
             failed,
-        } = page::map(&of, &ctx.registry, &ctx.lease, listed, next);
+        } = page::map(
+            &of,
+            &ctx.registry,
+            &ctx.lease,
+            chunk.iter().map(|(_, l)| l),
+            next,
+        );
         let all_mapped = collected.failed + earlier_failed + total.failed + failed == 0;
         if last
             && all_mapped
@@ -94,6 +99,7 @@ pub async fn run(
             p.sweep = job::sweep(ctx, did, collection, &snap.rev);
         }
         let started = std::time::Instant::now();
+        let batch = std::sync::Arc::new(batch);
         let (stats, rejected) = job::commit(ctx, &batch, token).await?;
         ctx.obs
             .on_commit(&stats, batch.events, started.elapsed(), None, 0);

@@ -55,7 +55,8 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Share {
     pub seq: u64,
-    pub batch: Batch,
+    /// Shared with SQLite's writer thread while it commits (no copy).
+    pub batch: Arc<Batch>,
 }
 
 /// Where a whole batch leaves the stream once every writer committed it.
@@ -144,7 +145,14 @@ pub async fn dispatch(
         };
         lock(&watermark).dispatched(seq, progress);
         for (tx, share) in writers.iter().zip(shard::split(batch, n)) {
-            if tx.send(Share { seq, batch: share }).await.is_err() {
+            if tx
+                .send(Share {
+                    seq,
+                    batch: Arc::new(share),
+                })
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -189,7 +197,7 @@ pub async fn write(
         let mut together = false;
         if shares.len() > 1 {
             let started = Instant::now();
-            let batches: Vec<&Batch> = shares.iter().map(|s| &s.batch).collect();
+            let batches: Vec<Arc<Batch>> = shares.iter().map(|s| s.batch.clone()).collect();
             match store.commit_all(&batches).await {
                 Ok(all) => {
                     // One transaction: each batch counts its share of it.
@@ -242,7 +250,7 @@ pub async fn write(
 /// is away (the batch is not committed, its events replay on restart).
 async fn commit_one(
     writer: usize,
-    batch: &Batch,
+    batch: &Arc<Batch>,
     rx: &mut mpsc::Receiver<Share>,
     store: &Store,
     obs: &Obs,
@@ -252,7 +260,7 @@ async fn commit_one(
     let mut rejected = 0;
     loop {
         let started = Instant::now();
-        let result = match store.commit(batch).await {
+        let result = match store.commit_shared(batch).await {
             // The database refused some record: commit the rest.
             Err(e) if e.is_rejection() => {
                 obs.record_db_error(&e);

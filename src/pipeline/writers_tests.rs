@@ -64,13 +64,13 @@ fn like(rkey: &str, subject_cid: &str) -> Mutation {
 fn share(seq: u64, mutations: Vec<Mutation>) -> Share {
     Share {
         seq,
-        batch: Batch {
+        batch: std::sync::Arc::new(Batch {
             mutations,
             repos: Default::default(),
             last_time_us: 0,
             events: 1,
             checkpoint: Checkpoint::Stream(vec![("s".into(), Cursor(seq as i64 * 10))]),
-        },
+        }),
     }
 }
 

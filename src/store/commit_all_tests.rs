@@ -2,6 +2,8 @@
 //! order, each with its own stats, all of them or none; PostgreSQL does
 //! not offer it.
 
+use std::sync::Arc;
+
 use super::Store;
 use super::commit::tests::{batch, open, upsert};
 
@@ -32,13 +34,16 @@ async fn batches_committed_together_land_in_order() {
     let (store, _dir) = open(false).await;
     assert!(store.commits_together());
     let before = store.sqlite_transactions().unwrap();
-    let first = batch(vec![upsert("a", "k1", "3a")], vec![], 10);
-    let second = batch(
+    let first = Arc::new(batch(vec![upsert("a", "k1", "3a")], vec![], 10));
+    let second = Arc::new(batch(
         vec![upsert("a", "k1", "3b"), upsert("a", "k2", "3b")],
         vec![],
         20,
-    );
-    let stats = store.commit_all(&[&first, &second]).await.unwrap();
+    ));
+    let stats = store
+        .commit_all(&[first.clone(), second.clone()])
+        .await
+        .unwrap();
     let upserted: Vec<u64> = stats.iter().map(|s| s.upserted_total()).collect();
     assert_eq!(upserted, [1, 2]);
     assert_eq!(rev(&store, "k1").await.as_deref(), Some("3b"));
@@ -53,9 +58,12 @@ async fn batches_committed_together_land_in_order() {
 #[tokio::test]
 async fn a_refused_batch_leaves_nothing_of_its_group() {
     let (store, _dir) = open(false).await;
-    let first = batch(vec![upsert("a", "k1", "3a")], vec![], 10);
-    let refused = batch(vec![upsert("a", "k2", "3b")], vec![], -1);
-    let err = store.commit_all(&[&first, &refused]).await.unwrap_err();
+    let first = Arc::new(batch(vec![upsert("a", "k1", "3a")], vec![], 10));
+    let refused = Arc::new(batch(vec![upsert("a", "k2", "3b")], vec![], -1));
+    let err = store
+        .commit_all(&[first.clone(), refused])
+        .await
+        .unwrap_err();
     assert!(err.is_rejection(), "{err}");
     assert_eq!(rev(&store, "k1").await, None);
     assert_eq!(cursor(&store).await, None);
@@ -71,7 +79,7 @@ async fn postgres_commits_each_batch_alone() {
     let (store, _) = open(true).await;
     assert!(!store.commits_together());
     assert_eq!(store.sqlite_transactions(), None);
-    let first = batch(vec![upsert("a", "k1", "3a")], vec![], 10);
-    assert!(store.commit_all(&[&first]).await.is_err());
+    let first = Arc::new(batch(vec![upsert("a", "k1", "3a")], vec![], 10));
+    assert!(store.commit_all(&[first]).await.is_err());
     assert_eq!(cursor(&store).await, None);
 }

@@ -129,9 +129,12 @@ impl Store {
         let dids = repo_dids(batch);
         let n = batch.mutations.len() + dids.len();
         let trial = |keep: Vec<usize>| {
-            let b = subset(batch, &dids, &keep, 0);
+            let b = std::sync::Arc::new(subset(batch, &dids, &keep, 0));
             async move {
-                match self.run_commit(&b, Finish::Rollback).await {
+                match self
+                    .run_commit(super::Held::Shared(&b), Finish::Rollback)
+                    .await
+                {
                     Ok(_) => Ok(false),
                     Err(e) if e.is_rejection() => Ok(true),
                     Err(e) => Err(e),
@@ -149,7 +152,10 @@ impl Store {
         let m = batch.mutations.len();
         let dropped = bad.iter().filter(|&&i| i < m).count() as u64;
         let stats = self
-            .run_commit(&subset(batch, &dids, &keep, dropped), Finish::Commit)
+            .run_commit(
+                super::Held::Shared(&std::sync::Arc::new(subset(batch, &dids, &keep, dropped))),
+                Finish::Commit,
+            )
             .await?;
         let rejected = bad
             .iter()

@@ -47,17 +47,6 @@ pub struct SqliteStore {
     pub(super) signal: Signal,
 }
 
-/// A copy of `batch` the writer thread can own.
-fn owned(batch: &Batch) -> Batch {
-    Batch {
-        mutations: batch.mutations.clone(),
-        repos: batch.repos.clone(),
-        last_time_us: batch.last_time_us,
-        events: batch.events,
-        checkpoint: batch.checkpoint.clone(),
-    }
-}
-
 impl SqliteStore {
     pub async fn connect(cfg: &DatabaseConfig) -> Result<SqliteStore, StoreError> {
         let opts = SqliteConnectOptions::from_str(&cfg.url)
@@ -253,10 +242,11 @@ impl SqliteStore {
         self.writer.as_ref().map_or(0, |w| w.commits())
     }
 
-    /// `batches` in order in one transaction (a trial: exactly one).
+    /// `batches` in order in one transaction (a trial: exactly one). The
+    /// writer thread shares them: nothing is copied.
     pub(super) async fn commit(
         &self,
-        batches: &[&Batch],
+        batches: Vec<Arc<Batch>>,
         finish: Finish,
     ) -> Result<Vec<CommitStats>, StoreError> {
         let Some(writer) = &self.writer else {
@@ -266,7 +256,7 @@ impl SqliteStore {
         };
         writer
             .commit(
-                batches.iter().map(|b| owned(b)).collect(),
+                batches,
                 finish,
                 self.prepared.clone(),
                 self.change_log.clone(),

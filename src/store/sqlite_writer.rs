@@ -145,7 +145,7 @@ impl Writer {
     /// thread, in order and in one transaction: all of them or none.
     pub(super) async fn commit(
         &self,
-        batches: Vec<Batch>,
+        batches: Vec<Arc<Batch>>,
         finish: Finish,
         prepared: Arc<Prepared>,
         log: Arc<ChangeLog>,

@@ -499,7 +499,7 @@ async fn import_page(store: &Store, reg: &Registry, dids: &[Did], run: &ImportRu
         rev: &run.rev,
         state_id: state.id,
     };
-    let mut mapped = page::map(&of, reg, &lease, records, next);
+    let mut mapped = page::map(&of, reg, &lease, records.iter(), next);
     if last && let parity::batch::Checkpoint::ImportPage(cp) = &mut mapped.batch.checkpoint {
         cp.sweep = Some(parity::batch::Sweep {
             did: did.clone(),

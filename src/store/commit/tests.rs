@@ -446,7 +446,10 @@ async fn a_rolled_back_account_change_is_forgotten(pg: bool) {
     );
     assert_eq!(
         store
-            .run_commit(&trial, crate::store::commit::Finish::Rollback)
+            .run_commit(
+                crate::store::Held::Borrowed(&trial),
+                crate::store::commit::Finish::Rollback,
+            )
             .await
             .unwrap(),
         stats(0, 0)
