@@ -431,7 +431,6 @@ fn pending(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> usize {
         .count()
 }
 
-/// A connected database.
 /// A batch to commit as the caller holds it: SQLite's writer thread needs
 /// its own reference, which a borrowed batch gets by a copy.
 #[derive(Clone, Copy)]
@@ -449,6 +448,7 @@ impl Held<'_> {
     }
 }
 
+/// A connected database.
 #[derive(Clone)]
 pub enum Store {
     Sqlite(SqliteStore),
@@ -611,7 +611,7 @@ impl Store {
 
     /// [`Store::commit`] of a batch held in an [`Arc`]: SQLite's writer
     /// thread shares it instead of copying every row (measured: the copy
-    /// and its frees were a tenth of an import's CPU outside the writer).
+    /// and its frees were a tenth of the import workers' CPU).
     /// The caller keeps it for a retry or [`Store::quarantine`].
     pub async fn commit_shared(&self, batch: &Arc<Batch>) -> Result<CommitStats, StoreError> {
         self.run_commit(Held::Shared(batch), commit::Finish::Commit)
