@@ -198,7 +198,7 @@ pub async fn write(
         if shares.len() > 1 {
             let started = Instant::now();
             let batches: Vec<Arc<Batch>> = shares.iter().map(|s| s.batch.clone()).collect();
-            match store.commit_all(&batches).await {
+            match store.commit_all(batches).await {
                 Ok(all) => {
                     // One transaction: each batch counts its share of it.
                     let took = started.elapsed() / shares.len() as u32;

@@ -41,7 +41,7 @@ async fn batches_committed_together_land_in_order() {
         20,
     ));
     let stats = store
-        .commit_all(&[first.clone(), second.clone()])
+        .commit_all(vec![first.clone(), second.clone()])
         .await
         .unwrap();
     let upserted: Vec<u64> = stats.iter().map(|s| s.upserted_total()).collect();
@@ -61,7 +61,7 @@ async fn a_refused_batch_leaves_nothing_of_its_group() {
     let first = Arc::new(batch(vec![upsert("a", "k1", "3a")], vec![], 10));
     let refused = Arc::new(batch(vec![upsert("a", "k2", "3b")], vec![], -1));
     let err = store
-        .commit_all(&[first.clone(), refused])
+        .commit_all(vec![first.clone(), refused])
         .await
         .unwrap_err();
     assert!(err.is_rejection(), "{err}");
@@ -80,6 +80,6 @@ async fn postgres_commits_each_batch_alone() {
     assert!(!store.commits_together());
     assert_eq!(store.sqlite_transactions(), None);
     let first = Arc::new(batch(vec![upsert("a", "k1", "3a")], vec![], 10));
-    assert!(store.commit_all(&[first]).await.is_err());
+    assert!(store.commit_all(vec![first]).await.is_err());
     assert_eq!(cursor(&store).await, None);
 }

@@ -641,13 +641,16 @@ impl Store {
     /// error nothing of any of them is kept). One [`CommitStats`] per
     /// batch, in order. Only where [`Store::commits_together`]; elsewhere
     /// an error that says so.
-    pub async fn commit_all(&self, batches: &[Arc<Batch>]) -> Result<Vec<CommitStats>, StoreError> {
+    pub async fn commit_all(
+        &self,
+        batches: Vec<Arc<Batch>>,
+    ) -> Result<Vec<CommitStats>, StoreError> {
         let Store::Sqlite(s) = self else {
             return Err(StoreError::Sql(sqlx::Error::Configuration(
                 "PostgreSQL commits each batch in its own transaction".into(),
             )));
         };
-        let all = s.commit(batches.to_vec(), commit::Finish::Commit).await?;
+        let all = s.commit(batches, commit::Finish::Commit).await?;
         for stats in &all {
             self.signal().committed(stats);
         }
