@@ -498,6 +498,47 @@ async fn repo_revs_only_move_forward(pg: bool) {
     assert_eq!(rev, "3d");
 }
 
+/// A batch committed shared (`Store::commit_shared`, what `consume`'s
+/// writers and the import jobs use) lands with its cursor like a borrowed
+/// one, and comes back whole and the caller's alone, committed or refused,
+/// so a retry or quarantine has all of it.
+async fn a_shared_batch_commits_and_comes_back_whole(pg: bool) {
+    use std::sync::Arc;
+    let (store, _dir) = open(pg).await;
+    let cursor = |store: Store| async move {
+        store
+            .fetch_optional::<(i64,)>(
+                "SELECT cursor FROM parity_cursors WHERE stream = $1",
+                vec!["s".into()],
+            )
+            .await
+            .unwrap()
+            .map(|(c,)| c)
+    };
+    let good = Arc::new(batch(
+        vec![upsert("a", "k1", "3a"), upsert("a", "k2", "3a")],
+        vec![],
+        10,
+    ));
+    assert_eq!(store.commit_shared(&good).await.unwrap(), stats(2, 0));
+    assert_eq!(cursor(store.clone()).await, Some(10));
+    assert_eq!(Arc::strong_count(&good), 1);
+    assert_eq!(good.mutations.len(), 2);
+    // A negative cursor breaks parity's own CHECK: refused, nothing kept.
+    let refused = Arc::new(batch(vec![upsert("a", "k3", "3b")], vec![], -1));
+    let err = store.commit_shared(&refused).await.unwrap_err();
+    assert!(err.is_rejection(), "{err}");
+    assert_eq!(cursor(store.clone()).await, Some(10));
+    assert_eq!(Arc::strong_count(&refused), 1);
+    assert_eq!(refused.mutations.len(), 1);
+    let (n,): (i64,) = store
+        .fetch_optional("SELECT COUNT(*) FROM likes", vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 2);
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -524,6 +565,7 @@ on_both!(
     another_writers_account_change_guards_the_next_batch,
     a_rolled_back_account_change_is_forgotten,
     repo_revs_only_move_forward,
+    a_shared_batch_commits_and_comes_back_whole,
 );
 
 /// SQLite: committed pages reach the database file without waiting for the
