@@ -5,18 +5,7 @@
 use std::sync::Arc;
 
 use super::Store;
-use super::commit::tests::{batch, open, upsert};
-
-async fn cursor(store: &Store) -> Option<i64> {
-    store
-        .fetch_optional::<(i64,)>(
-            "SELECT cursor FROM parity_cursors WHERE stream = $1",
-            vec!["s".into()],
-        )
-        .await
-        .unwrap()
-        .map(|(c,)| c)
-}
+use super::commit::tests::{batch, cursor, open, upsert};
 
 async fn rev(store: &Store, rkey: &str) -> Option<String> {
     store

@@ -94,6 +94,18 @@ pub(in crate::store) fn batch(
     }
 }
 
+/// The cursor of the stream `s` the test batches move.
+pub(in crate::store) async fn cursor(store: &Store) -> Option<i64> {
+    store
+        .fetch_optional::<(i64,)>(
+            "SELECT cursor FROM parity_cursors WHERE stream = $1",
+            vec!["s".into()],
+        )
+        .await
+        .unwrap()
+        .map(|(c,)| c)
+}
+
 fn stats(upserted: u64, deleted: u64) -> CommitStats {
     let list = |n| match n {
         0 => vec![],
@@ -505,30 +517,20 @@ async fn repo_revs_only_move_forward(pg: bool) {
 async fn a_shared_batch_commits_and_comes_back_whole(pg: bool) {
     use std::sync::Arc;
     let (store, _dir) = open(pg).await;
-    let cursor = |store: Store| async move {
-        store
-            .fetch_optional::<(i64,)>(
-                "SELECT cursor FROM parity_cursors WHERE stream = $1",
-                vec!["s".into()],
-            )
-            .await
-            .unwrap()
-            .map(|(c,)| c)
-    };
     let good = Arc::new(batch(
         vec![upsert("a", "k1", "3a"), upsert("a", "k2", "3a")],
         vec![],
         10,
     ));
     assert_eq!(store.commit_shared(&good).await.unwrap(), stats(2, 0));
-    assert_eq!(cursor(store.clone()).await, Some(10));
+    assert_eq!(cursor(&store).await, Some(10));
     assert_eq!(Arc::strong_count(&good), 1);
     assert_eq!(good.mutations.len(), 2);
     // A negative cursor breaks parity's own CHECK: refused, nothing kept.
     let refused = Arc::new(batch(vec![upsert("a", "k3", "3b")], vec![], -1));
     let err = store.commit_shared(&refused).await.unwrap_err();
     assert!(err.is_rejection(), "{err}");
-    assert_eq!(cursor(store.clone()).await, Some(10));
+    assert_eq!(cursor(&store).await, Some(10));
     assert_eq!(Arc::strong_count(&refused), 1);
     assert_eq!(refused.mutations.len(), 1);
     let (n,): (i64,) = store
