@@ -50,8 +50,8 @@ impl Runner {
         {
             return out;
         }
-        let id = match self.resolver.resolve(input).await {
-            Ok(id) => id,
+        let (id, unsaved) = match self.resolver.resolve_unsaved(input).await {
+            Ok(resolved) => resolved,
             // A pending re-import of a deleted account ends; an explicit
             // `import` of one fails, saying why.
             Err(IdentityError::Tombstoned(_)) if matches!(work, Work::Resume) => {
@@ -67,10 +67,29 @@ impl Runner {
                 return DidOutcome::failed(input, e);
             }
         };
+        // The identity is written to the store's cache while the repo is
+        // fetched: the fetching slot waits for the network, not for a turn
+        // of the writer (measured in BENCHMARKS.md, issue 15 b).
+        let (out, ()) = tokio::join!(
+            self.resolved(&id, work, bar, fetching, token),
+            self.resolver.save(unsaved)
+        );
+        out
+    }
+
+    /// The rest of [`Runner::account`] once `id` is resolved.
+    async fn resolved(
+        &self,
+        id: &Identity,
+        work: &Work,
+        bar: &DidBar,
+        fetching: OwnedSemaphorePermit,
+        token: &CancellationToken,
+    ) -> DidOutcome {
         let did = id.did.to_string();
         let snapshot = match self.ctx.method {
             ImportMethod::Listrecords => None,
-            _ => match snapshot::fetch(&self.ctx, &self.resolver, &id, token).await {
+            _ => match snapshot::fetch(&self.ctx, &self.resolver, id, token).await {
                 Ok(Fetched::Verified(s)) => Some(s),
                 Ok(Fetched::ListRecords) => None,
                 Err(_) if token.is_cancelled() => return DidOutcome::interrupted(&did),
@@ -92,18 +111,18 @@ impl Runner {
             },
             None => fetching,
         };
-        let collections = match self.collections(&id, snapshot.as_ref(), work, token).await {
+        let collections = match self.collections(id, snapshot.as_ref(), work, token).await {
             Ok(c) => c,
             Err(_) if token.is_cancelled() => return DidOutcome::interrupted(&did),
             Err(e) => {
-                if let Some(reason) = self.repo_gone(&id, &e, token).await {
+                if let Some(reason) = self.repo_gone(id, &e, token).await {
                     return self.gone(&did, &reason).await;
                 }
                 self.record_failure(&did, &e).await;
                 return DidOutcome::failed(&did, e);
             }
         };
-        self.run_pairs(&id, snapshot.as_ref(), &collections, bar, token)
+        self.run_pairs(id, snapshot.as_ref(), &collections, bar, token)
             .await
     }
 

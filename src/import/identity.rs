@@ -54,6 +54,11 @@ pub struct Identity {
     pub pds: String,
 }
 
+/// An identity the network answered that is not yet in the store's
+/// cache (`None`: it came from a cache); [`Resolver::save`] writes it.
+#[must_use = "an identity resolved from the network is saved with Resolver::save"]
+pub struct Unsaved(Option<Identity>);
+
 /// Why an account could not be resolved. Each is a per-DID failure.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum IdentityError {
@@ -211,18 +216,18 @@ impl Resolver {
     /// The `#atproto` signing key of `did`'s document, cached for the
     /// identity TTL; `fresh` fetches the document again (a signature
     /// failed: the key may have rotated, so refresh once before rejecting).
+    /// A document fetched to resolve the DID fills this cache too, so an
+    /// import asks the directory once per DID, not twice.
     pub async fn signing_key(&self, did: &Did, fresh: bool) -> Result<PublicKey, IdentityError> {
         if !fresh && let Some(k) = self.keys.get(did.as_str()) {
             return Ok(k);
         }
         let doc = self.fetch_doc(did).await?;
-        let doc_value = serde_json::json!({ "verificationMethod": doc.verification_method });
-        let key = PublicKey::from_did_document(&doc_value).map_err(|e| IdentityError::Fetch {
-            what: did.to_string(),
-            detail: format!("the DID document's signing key: {e}"),
-        })?;
-        self.keys.insert(did.to_string(), key.clone());
-        Ok(key)
+        match self.keys.get(did.as_str()) {
+            Some(k) => Ok(k),
+            // Unusable (nothing was cached), or evicted meanwhile.
+            None => key_of(did, &doc),
+        }
     }
 
     /// The cached `#atproto` key of `did`, without IO.
@@ -244,6 +249,16 @@ impl Resolver {
 
     /// Resolves a DID or a handle to a verified identity.
     pub async fn resolve(&self, input: &str) -> Result<Identity, IdentityError> {
+        let (id, unsaved) = self.resolve_unsaved(input).await?;
+        self.save(unsaved).await;
+        Ok(id)
+    }
+
+    /// [`Resolver::resolve`], leaving an identity the network answered
+    /// for the caller to [`save`](Resolver::save) to the store's cache:
+    /// the import writes it while it fetches the repo, so a DID's fetching
+    /// slot waits for the network only, not for the writer's turn.
+    pub async fn resolve_unsaved(&self, input: &str) -> Result<(Identity, Unsaved), IdentityError> {
         let input = input.trim();
         if input.starts_with("did:") {
             let did = Did::parse(input).ok_or_else(|| IdentityError::Invalid(input.into()))?;
@@ -254,24 +269,39 @@ impl Resolver {
             return Err(IdentityError::Invalid(input.into()));
         }
         let did = self.resolve_handle(&handle).await?;
-        let id = self.resolve_did(&did).await?;
+        let (id, unsaved) = self.resolve_did(&did).await?;
         if id.handle.as_deref() != Some(handle.as_str()) {
             return Err(IdentityError::HandleMismatch {
                 handle,
                 did: did.to_string(),
             });
         }
-        Ok(id)
+        Ok((id, unsaved))
+    }
+
+    /// Writes an identity the network answered to the store's cache (the
+    /// `parity_repos` columns); a failure only costs a later lookup, so it
+    /// is logged, not returned.
+    pub async fn save(&self, unsaved: Unsaved) {
+        let (Some(store), Some(id)) = (&self.store, unsaved.0) else {
+            return;
+        };
+        if let Err(e) = store
+            .save_identity(id.did.as_str(), &id.pds, id.handle.as_deref())
+            .await
+        {
+            tracing::warn!(did = %id.did, error = %e, "cannot cache the identity");
+        }
     }
 
     /// DID → document → PDS, through the caches.
-    pub async fn resolve_did(&self, did: &Did) -> Result<Identity, IdentityError> {
+    async fn resolve_did(&self, did: &Did) -> Result<(Identity, Unsaved), IdentityError> {
         if let Some(id) = self.cache.get(did.as_str()) {
-            return Ok(id);
+            return Ok((id, Unsaved(None)));
         }
         if let Some(id) = self.stored_identity(did).await {
             self.remember(id.clone());
-            return Ok(id);
+            return Ok((id, Unsaved(None)));
         }
         let doc = self.fetch_doc(did).await?;
         let pds = doc.pds(self.policy)?;
@@ -284,15 +314,8 @@ impl Resolver {
             handle,
             pds,
         };
-        if let Some(store) = &self.store
-            && let Err(e) = store
-                .save_identity(did.as_str(), &id.pds, id.handle.as_deref())
-                .await
-        {
-            tracing::warn!(did = %did, error = %e, "cannot cache the identity");
-        }
         self.remember(id.clone());
-        Ok(id)
+        Ok((id.clone(), Unsaved(Some(id))))
     }
 
     /// The handle a document claims, if it resolves back to `did`; a
@@ -333,17 +356,24 @@ impl Resolver {
     /// Fetches the DID document, retrying transport faults, 429 and 5xx
     /// answers a few times (the directory is one shared service; a blip
     /// must not fail every DID of a run).
+    /// The document's signing key replaces the cached one (or, if it has
+    /// none usable, the cached one is forgotten).
     async fn fetch_doc(&self, did: &Did) -> Result<DidDoc, IdentityError> {
         let mut attempt = 0;
-        loop {
+        let doc = loop {
             attempt += 1;
             match self.fetch_doc_once(did).await {
                 Err(IdentityError::Unavailable { .. }) if attempt < DOC_ATTEMPTS => {
                     tokio::time::sleep(DOC_BACKOFF * (1 << attempt)).await;
                 }
-                r => return r,
+                r => break r?,
             }
+        };
+        match key_of(did, &doc) {
+            Ok(key) => self.keys.insert(did.to_string(), key),
+            Err(_) => self.keys.invalidate(did.as_str()),
         }
+        Ok(doc)
     }
 
     async fn fetch_doc_once(&self, did: &Did) -> Result<DidDoc, IdentityError> {
@@ -477,6 +507,15 @@ impl Resolver {
     }
 }
 
+/// The `#atproto` signing key of `did`'s document.
+fn key_of(did: &Did, doc: &DidDoc) -> Result<PublicKey, IdentityError> {
+    let doc_value = serde_json::json!({ "verificationMethod": doc.verification_method.clone() });
+    PublicKey::from_did_document(&doc_value).map_err(|e| IdentityError::Fetch {
+        what: did.to_string(),
+        detail: format!("the DID document's signing key: {e}"),
+    })
+}
+
 /// `did:web:host` → `https://host/.well-known/did.json`. Only hostname-level
 /// DIDs. `did:web:localhost%3APORT` (plain http on this machine) only with
 /// `identity.allow_private_addresses`, the local-testing opt-in.
@@ -555,6 +594,44 @@ mod tests {
             ..IdentityConfig::default()
         };
         Resolver::new(&cfg, None).unwrap()
+    }
+
+    /// A resolver asking `pds`'s PLC directory.
+    fn resolver_at(pds: &testnet::pds::Pds) -> Resolver {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let cfg = IdentityConfig {
+            plc_url: pds.url(),
+            allow_private_addresses: true,
+            dns_servers: vec!["127.0.0.1:9".into()],
+            ..IdentityConfig::default()
+        };
+        Resolver::new(&cfg, None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_document_that_resolves_a_did_gives_its_key_and_one_without_forgets_it() {
+        let pds = testnet::pds::Pds::start().await;
+        let did = Did::parse("did:plc:keyskeyskeyskeyskeyskeys").unwrap();
+        pds.add_repo(did.as_str(), "3lbbbbbbbbbbb", None, vec![]);
+        let plc = testnet::pds::PLC;
+        let r = resolver_at(&pds);
+        let (id, _unsaved) = r.resolve_unsaved(did.as_str()).await.unwrap();
+        assert_eq!(id.pds, pds.url());
+        assert_eq!(pds.count(plc), 1);
+        // The key comes from the document already fetched: no second request.
+        let doc = pds.did_doc(did.as_str()).unwrap();
+        let want = PublicKey::from_did_document(&doc).unwrap();
+        assert_eq!(r.signing_key(&did, false).await.unwrap(), want);
+        assert_eq!(pds.count(plc), 1);
+        // The document now has no usable key: a fresh fetch forgets the
+        // cached one rather than keep checking commits against it.
+        let mut bare = doc.clone();
+        bare["verificationMethod"] = serde_json::json!([]);
+        pds.add_did_doc_json(bare);
+        assert!(r.signing_key(&did, true).await.is_err());
+        assert_eq!(pds.count(plc), 2);
+        assert_eq!(r.cached_key(&did), None);
+        assert!(r.signing_key(&did, false).await.is_err());
     }
 
     #[test]

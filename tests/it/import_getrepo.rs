@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::importer::{self, parity, run};
-use common::pds::{Fault, GET_LATEST_COMMIT, GET_REPO, LIST_RECORDS, Pds, tid};
+use common::pds::{Fault, GET_LATEST_COMMIT, GET_REPO, LIST_RECORDS, PLC, Pds, tid};
 use common::{TestDb, fixture};
 use parity::source::codecs::car::Car;
 use parity::source::codecs::repo::Commit;
@@ -52,6 +52,16 @@ async fn whole_repo_import(db: TestDb) {
     assert_eq!(pds.count(GET_REPO), 2);
     assert_eq!(pds.count(LIST_RECORDS), 0);
     assert_eq!(pds.count(GET_LATEST_COMMIT), 0);
+    // One DID document per DID: the one that resolved the PDS also gives
+    // the key the commit is checked with. The identity is cached all the
+    // same, though it is written while the repo is fetched.
+    assert_eq!(pds.count(PLC), 2);
+    for did in [&a.did, &b.did] {
+        let cached = format!(
+            "SELECT pds FROM parity_repos WHERE did = '{did}' AND identity_resolved_at IS NOT NULL"
+        );
+        assert_eq!(db.scalar(&cached).await, Some(pds.url()), "{did}");
+    }
 
     let revs: BTreeMap<String, String> = [
         (a.did.clone(), a.rev.clone()),
