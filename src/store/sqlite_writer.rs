@@ -32,6 +32,7 @@ use tokio::sync::oneshot;
 
 use super::change_log::ChangeLog;
 use super::commit::Finish;
+use super::sqlite_cache::{Cache, CachePlan};
 use super::sqlite_checkpoint::{Checkpointer, WAL_SIZE_LIMIT, WRITER_AUTOCHECKPOINT};
 use super::sqlite_exec::{self, Stmt};
 use super::sqlite_group::{self, CommitJob, Job, RunJob};
@@ -51,29 +52,12 @@ const QUEUE: usize = 256;
 pub(super) struct WriterConfig {
     pub(super) path: PathBuf,
     pub(super) busy_timeout: Duration,
-    /// `PRAGMA cache_size`, in KiB.
-    pub(super) cache_kib: u64,
+    /// `PRAGMA cache_size` (`sqlite_cache.rs`).
+    pub(super) cache: CachePlan,
     /// `PRAGMA mmap_size`, in bytes.
     pub(super) mmap_bytes: u64,
     /// `PRAGMA journal_size_limit`, in bytes ([`WAL_SIZE_LIMIT`]).
     pub(super) wal_limit_bytes: u64,
-}
-
-/// The writer's page cache when `sqlite_cache_mib` is 0: 1/32 of the
-/// machine's memory, at least the 32 MiB parity used before, at most 1 GiB
-/// (an index working set larger than that is disk-bound anyway).
-pub fn default_cache_kib() -> u64 {
-    const MIN_KIB: u64 = 32 * 1024;
-    const MAX_KIB: u64 = 1024 * 1024;
-    let total_kib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .unwrap_or(0);
-    (total_kib / 32).clamp(MIN_KIB, MAX_KIB)
 }
 
 impl WriterConfig {
@@ -81,10 +65,7 @@ impl WriterConfig {
         WriterConfig {
             path: path.to_owned(),
             busy_timeout: Duration::from_millis(cfg.busy_timeout_ms),
-            cache_kib: match cfg.sqlite_cache_mib {
-                0 => default_cache_kib(),
-                mib => mib.saturating_mul(1024),
-            },
+            cache: CachePlan::new(cfg.sqlite_cache_mib),
             mmap_bytes: cfg.sqlite_mmap_mib.saturating_mul(1024 * 1024),
             wal_limit_bytes: WAL_SIZE_LIMIT,
         }
@@ -218,8 +199,9 @@ impl Writer {
     }
 }
 
-/// Opens the writer's connection on an existing, migrated database file.
-fn open(cfg: &WriterConfig) -> rusqlite::Result<Connection> {
+/// Opens the writer's connection on an existing, migrated database file,
+/// with its page cache sized for the database (`sqlite_cache.rs`).
+fn open(cfg: &WriterConfig) -> rusqlite::Result<(Connection, Cache)> {
     let conn = Connection::open_with_flags(
         &cfg.path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -230,18 +212,20 @@ fn open(cfg: &WriterConfig) -> rusqlite::Result<Connection> {
     // connection. See README → Configuration → SQLite for each choice.
     conn.execute_batch(&format!(
         "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; \
-         PRAGMA cache_size = -{}; PRAGMA mmap_size = {}; PRAGMA wal_autocheckpoint = {}; \
+         PRAGMA mmap_size = {}; PRAGMA wal_autocheckpoint = {}; \
          PRAGMA journal_size_limit = {};",
-        cfg.cache_kib, cfg.mmap_bytes, WRITER_AUTOCHECKPOINT, cfg.wal_limit_bytes
+        cfg.mmap_bytes, WRITER_AUTOCHECKPOINT, cfg.wal_limit_bytes
     ))?;
-    Ok(conn)
+    let cache = Cache::open(&cfg.cache, &conn)?;
+    Ok((conn, cache))
 }
 
-/// The writer's connection, opened at its first use.
+/// The writer's connection (and its cache's state), opened at its first
+/// use.
 fn opened<'a>(
-    conn: &'a mut Option<Connection>,
+    conn: &'a mut Option<(Connection, Cache)>,
     cfg: &WriterConfig,
-) -> rusqlite::Result<&'a mut Connection> {
+) -> rusqlite::Result<&'a mut (Connection, Cache)> {
     if conn.is_none() {
         *conn = Some(open(cfg)?);
     }
@@ -251,7 +235,7 @@ fn opened<'a>(
 /// The thread: the jobs in queue order; those waiting back to back share
 /// one transaction (`sqlite_group.rs`).
 fn run(cfg: WriterConfig, jobs: mpsc::Receiver<Job>, commits: &AtomicU64) {
-    let mut conn: Option<Connection> = None;
+    let mut conn: Option<(Connection, Cache)> = None;
     let mut repos = RepoCache::new(REPO_CACHE_DIDS);
     // Without it, the writer's own fallback checkpoints still bound the WAL.
     let mut checkpointer = Checkpointer::spawn(&cfg)
@@ -277,8 +261,8 @@ fn run(cfg: WriterConfig, jobs: mpsc::Receiver<Job>, commits: &AtomicU64) {
                 Err(_) => break,
             }
         }
-        let c = match opened(&mut conn, &cfg) {
-            Ok(c) => c,
+        let (c, cache) = match opened(&mut conn, &cfg) {
+            Ok((c, cache)) => (c, cache),
             Err(e) => {
                 for job in group {
                     job.fail(copy_of(&e).into());
@@ -286,10 +270,13 @@ fn run(cfg: WriterConfig, jobs: mpsc::Receiver<Job>, commits: &AtomicU64) {
                 continue;
             }
         };
-        if sqlite_group::run(c, &mut repos, group, commits)
-            && let Some(c) = &checkpointer
-        {
-            c.request();
+        if sqlite_group::run(c, &mut repos, group, commits) {
+            if let Err(e) = cache.committed(c) {
+                tracing::warn!(error = %e, "cannot read the SQLite database's size to size the writer's cache");
+            }
+            if let Some(c) = &checkpointer {
+                c.request();
+            }
         }
     }
 }
@@ -332,7 +319,7 @@ mod tests {
             sqlite_mmap_mib: 16,
             ..Default::default()
         };
-        let c = open(&WriterConfig::new(&path, &cfg)).unwrap();
+        let (c, _) = open(&WriterConfig::new(&path, &cfg)).unwrap();
         assert_eq!(pragma(&c, "cache_size"), -48 * 1024);
         assert_eq!(pragma(&c, "mmap_size"), 16 << 20);
         assert_eq!(
@@ -341,6 +328,26 @@ mod tests {
         );
         assert_eq!(pragma(&c, "synchronous"), 1, "NORMAL");
         assert_eq!(pragma(&c, "journal_size_limit"), WAL_SIZE_LIMIT as i64);
+    }
+
+    /// With the default size, a small database's writer opens with the
+    /// small cache (`sqlite_cache.rs`), not the machine-sized one.
+    #[test]
+    fn the_default_cache_starts_small_on_a_small_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA journal_mode = WAL")
+            .unwrap();
+        let cfg = WriterConfig::new(&path, &DatabaseConfig::default());
+        let (c, _) = open(&cfg).unwrap();
+        let want = cfg.cache.kib_for(0);
+        assert_eq!(pragma(&c, "cache_size"), -(want as i64));
+        assert!(
+            want <= super::super::sqlite_cache::SMALL_DB_CACHE_KIB,
+            "{want}"
+        );
     }
 
     /// A WAL that grew past the limit while a reader held an old snapshot
@@ -359,7 +366,7 @@ mod tests {
             .unwrap();
         let mut cfg = WriterConfig::new(&path, &crate::store::DatabaseConfig::default());
         cfg.wal_limit_bytes = 256 * 1024;
-        let w = open(&cfg).unwrap();
+        let (w, _) = open(&cfg).unwrap();
         let wal = || {
             std::fs::metadata(dir.path().join("t.db-wal"))
                 .unwrap()
@@ -504,8 +511,9 @@ mod tests {
 
     #[test]
     fn the_default_cache_follows_the_machines_memory_within_bounds() {
-        let kib =
-            WriterConfig::new(std::path::Path::new("x"), &DatabaseConfig::default()).cache_kib;
+        let kib = WriterConfig::new(std::path::Path::new("x"), &DatabaseConfig::default())
+            .cache
+            .full_kib;
         assert!((32 * 1024..=1024 * 1024).contains(&kib), "{kib}");
         assert_eq!(
             WriterConfig::new(std::path::Path::new("x"), &DatabaseConfig::default()).mmap_bytes,
