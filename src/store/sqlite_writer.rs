@@ -306,14 +306,20 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn the_writer_connection_takes_the_configured_sizes() {
+    /// A fresh database file in WAL mode, as the pool leaves it.
+    fn wal_database() -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         Connection::open(&path)
             .unwrap()
             .execute_batch("PRAGMA journal_mode = WAL")
             .unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn the_writer_connection_takes_the_configured_sizes() {
+        let (_dir, path) = wal_database();
         let cfg = DatabaseConfig {
             sqlite_cache_mib: 48,
             sqlite_mmap_mib: 16,
@@ -334,12 +340,7 @@ mod tests {
     /// small cache (`sqlite_cache.rs`), not the machine-sized one.
     #[test]
     fn the_default_cache_starts_small_on_a_small_database() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch("PRAGMA journal_mode = WAL")
-            .unwrap();
+        let (_dir, path) = wal_database();
         let cfg = WriterConfig::new(&path, &DatabaseConfig::default());
         let (c, _) = open(&cfg).unwrap();
         let want = cfg.cache.kib_for(0);
