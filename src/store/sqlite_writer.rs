@@ -7,8 +7,9 @@
 //! asking the checkpoint thread (`sqlite_checkpoint.rs`) to run after each
 //! commit. Does not own: the transactions (`sqlite_group.rs`: the jobs
 //! queued back to back share one, begun `BEGIN IMMEDIATE` so one that
-//! reads first cannot fail to upgrade), the commit order (`commit.rs`) or
-//! the statements (`sqlite_steps.rs`).
+//! reads first cannot fail to upgrade), the commit order (`commit.rs`),
+//! the statements (`sqlite_steps.rs`) or the page-cache size
+//! (`sqlite_cache.rs`, told after each commit).
 //!
 //! Why a thread: sqlx runs each SQLite connection on a thread of its own
 //! anyway and hands it each statement with every value copied into an
