@@ -19,20 +19,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Postgres};
 
 use super::change_log::{ChangeLog, Logged, Signal};
 use super::commit::{self, Finish, Steps};
 use super::dialect::{Arg, Dialect, Sql, bind_args};
 use super::did_locks;
+use super::postgres_upsert::{self, UpsertSql};
 use super::schema;
 use super::{CommitStats, DatabaseConfig, StoreError};
 use crate::batch::Batch;
 use crate::event::{AccountStatus, Did};
-use crate::mapper::{ColumnType, Row, TableSchema, Value};
-
-type Query = sqlx::query::Query<'static, Postgres, PgArguments>;
+use crate::mapper::{Row, TableSchema};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -64,12 +63,11 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct TableSql {
     schema: TableSchema,
-    upsert: Arc<str>,
+    upsert: UpsertSql,
     delete: Arc<str>,
     purge: Arc<str>,
-    /// The same statements returning what they wrote or removed, for the
-    /// change log.
-    upsert_returning: Arc<str>,
+    /// The same statements returning what they removed, for the change
+    /// log.
     delete_returning: Arc<str>,
     purge_returning: Arc<str>,
 }
@@ -81,15 +79,6 @@ pub struct PgStore {
     tables: Arc<Vec<TableSql>>,
     pub(super) change_log: Arc<ChangeLog>,
     pub(super) signal: Signal,
-}
-
-fn array_type(t: ColumnType) -> &'static str {
-    match t {
-        ColumnType::Text | ColumnType::Json => "text[]",
-        ColumnType::Integer => "int8[]",
-        ColumnType::Boolean => "bool[]",
-        ColumnType::Timestamp => "timestamptz[]",
-    }
 }
 
 /// `TCP_NODELAY` on each new connection of the pool (see `tcp_nodelay`).
@@ -217,52 +206,7 @@ impl PgStore {
                     column: col.to_owned(),
                 });
             }
-            let cols = schema::all_columns(t);
-            let n_extra = t.columns.len();
-            // $1..$6 standard text arrays, $7 synced_at, then one array per extra column.
-            let mut unnest: Vec<String> = (1..=6).map(|i| format!("${i}::text[]")).collect();
-            let mut select: Vec<String> = vec![
-                "v.uri".into(),
-                "v.did".into(),
-                "v.rkey".into(),
-                "v.cid".into(),
-                "v.rev".into(),
-                "v.record::json".into(),
-                "$7::timestamptz".into(),
-            ];
-            for (i, c) in t.columns.iter().enumerate() {
-                unnest.push(format!("${}::{}", 8 + i, array_type(c.ty)));
-                select.push(if c.ty == ColumnType::Json {
-                    format!("v.{}::json", c.name)
-                } else {
-                    format!("v.{}", c.name)
-                });
-            }
-            let mut alias: Vec<&str> = vec!["uri", "did", "rkey", "cid", "rev", "record"];
-            alias.extend(t.columns.iter().map(|c| c.name.as_str()));
-            debug_assert_eq!(unnest.len(), 6 + n_extra);
-            // Each guard is a look-up per row by key (`OFFSET 0` keeps it a
-            // correlated subplan). As a join, the planner costs a batch's
-            // 1,250 index probes above one sequential scan of the guard's
-            // table and hashes the whole table for every statement: with
-            // 63,000 tombstones that was 27 ms against 5 ms a statement,
-            // growing with the table, and at 10M events parity fell to 29 %
-            // of the multi-row upsert baseline (BENCHMARKS.md, session 11).
-            let status_guard = schema::status_list(purge)
-                .map(|l| format!(" AND NOT EXISTS (SELECT 1 FROM parity_repos r WHERE r.did = v.did AND r.status IN ({l}) OFFSET 0)"))
-                .unwrap_or_default();
-            let upsert = format!(
-                "INSERT INTO {name} ({cols}) SELECT {select} FROM UNNEST({unnest}) AS v({alias}) \
-                 WHERE NOT EXISTS (SELECT 1 FROM parity_tombstones ts WHERE ts.uri = v.uri AND ts.rev >= v.rev OFFSET 0) \
-                 AND NOT EXISTS (SELECT 1 FROM parity_sweep_floors f WHERE f.did = v.did AND f.collection = split_part(v.uri, '/', 4) AND f.rev > v.rev OFFSET 0){status_guard} \
-                 ON CONFLICT (uri) DO UPDATE SET {set} WHERE excluded.rev > {name}.rev",
-                name = t.name,
-                cols = cols.join(", "),
-                select = select.join(", "),
-                unnest = unnest.join(", "),
-                alias = alias.join(", "),
-                set = schema::update_set(t),
-            );
+            let upsert = UpsertSql::new(t, purge);
             let delete = format!(
                 "DELETE FROM {t} USING parity_tombstones ts WHERE {t}.uri = ANY($1::text[]) AND ts.uri = {t}.uri AND {t}.rev <= ts.rev",
                 t = t.name
@@ -271,19 +215,10 @@ impl PgStore {
             let removed =
                 |t: &str| format!(" RETURNING {t}.uri, {t}.did, {t}.rkey, {t}.record::text");
             out.push(TableSql {
+                upsert,
                 schema: t.clone(),
-                // One row back, not one per row written: NULL when every
-                // row offered was written (the usual case), else the URIs
-                // written.
-                upsert_returning: format!(
-                    "WITH w AS ({upsert} RETURNING {}.uri) SELECT CASE WHEN COUNT(*) < cardinality($1::text[]) \
-                     THEN COALESCE(array_agg(w.uri), '{{}}') END FROM w",
-                    t.name
-                )
-                .into(),
                 delete_returning: format!("{delete}{}", removed(&t.name)).into(),
                 purge_returning: format!("{purge}{}", removed(&t.name)).into(),
-                upsert: upsert.into(),
                 delete: delete.into(),
                 purge: purge.into(),
             });
@@ -479,13 +414,15 @@ impl Steps for PgSteps<'_> {
     ) -> Result<u64, StoreError> {
         let t = &self.tables[table];
         let Some(sink) = log else {
-            return Ok(upsert_query(t, &t.upsert, rows, now)
-                .execute(&mut *self.tx)
-                .await?
-                .rows_affected());
+            return Ok(
+                postgres_upsert::query(&t.schema, &t.upsert, rows, now, false)
+                    .execute(&mut *self.tx)
+                    .await?
+                    .rows_affected(),
+            );
         };
         let written: Option<Vec<String>> = sqlx::Row::try_get(
-            &upsert_query(t, &t.upsert_returning, rows, now)
+            &postgres_upsert::query(&t.schema, &t.upsert, rows, now, true)
                 .fetch_one(&mut *self.tx)
                 .await?,
             0,
@@ -633,62 +570,6 @@ impl Steps for PgSteps<'_> {
     async fn rollback(self) -> Result<(), StoreError> {
         Ok(self.tx.rollback().await?)
     }
-}
-
-/// `sql` (the table's upsert, or the same returning the URIs written) over
-/// `rows`.
-fn upsert_query(t: &TableSql, sql: &Arc<str>, rows: &[&Row], now: DateTime<Utc>) -> Query {
-    // Borrowed: each array is encoded as it is bound, so no row's text is
-    // copied into owned strings first (those copies and their frees were
-    // about 7 % of `consume`'s CPU samples on PostgreSQL, session 10's
-    // profile in BENCHMARKS.md).
-    let col = |f: for<'x> fn(&'x Row) -> &'x str| rows.iter().map(|r| f(r)).collect::<Vec<&str>>();
-    let mut q: Query = sqlx::query(AssertSqlSafe(sql.clone()))
-        .bind(col(|r| &r.uri))
-        .bind(col(|r| r.did.as_str()))
-        .bind(col(|r| &r.rkey))
-        .bind(col(|r| &r.cid))
-        .bind(col(|r| &r.rev))
-        .bind(col(|r| r.record.get()))
-        .bind(now);
-    for (i, c) in t.schema.columns.iter().enumerate() {
-        let values = rows.iter().map(|r| r.values.get(i).unwrap_or(&Value::Null));
-        q = match c.ty {
-            ColumnType::Text | ColumnType::Json => q.bind(
-                values
-                    .map(|v| match v {
-                        Value::Text(s) | Value::Json(s) => Some(s.as_str()),
-                        _ => None,
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-            ColumnType::Integer => q.bind(
-                values
-                    .map(|v| match v {
-                        Value::Integer(i) => Some(*i),
-                        _ => None,
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-            ColumnType::Boolean => q.bind(
-                values
-                    .map(|v| match v {
-                        Value::Boolean(b) => Some(*b),
-                        _ => None,
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-            ColumnType::Timestamp => q.bind(
-                values
-                    .map(|v| match v {
-                        Value::Timestamp(t) => Some(*t),
-                        _ => None,
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-        };
-    }
-    q
 }
 
 #[cfg(test)]

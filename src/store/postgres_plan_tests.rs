@@ -1,14 +1,17 @@
-//! The plan of PostgreSQL's upsert once its guard tables are large: each
+//! The plans of PostgreSQL's upsert. Once its guard tables are large, each
 //! guard (tombstones, account status, sweep floors) is a look-up per row
-//! by key, never a scan of the guard's table. As a join the planner chose
+//! by key, never a scan of the guard's table: as a join the planner chose
 //! to hash the whole tombstone table for every statement, which made
 //! parity slower the more deletes it had seen (BENCHMARKS.md, session 11).
+//! The rows of one repo's collection ask the tombstones and the floors per
+//! row only when the repo has some (`EXPLAIN ANALYZE`, rolled back).
 
 use chrono::Utc;
 use serde_json::value::RawValue;
 
-use super::upsert_query;
+use super::postgres_upsert::query_with;
 use crate::event::Did;
+use crate::mapper::builtin::Builtin;
 use crate::mapper::{Row, TableId, Value};
 use crate::store::Store;
 use crate::store::commit::tests::open;
@@ -65,15 +68,16 @@ async fn guards_probe_by_key_with_large_guard_tables() {
         .execute(&mut *c)
         .await
         .unwrap();
-    for sql in [&t.upsert, &t.upsert_returning] {
-        let explain = format!("EXPLAIN {sql}").into();
-        let plan: Vec<String> = upsert_query(t, &explain, &refs, Utc::now())
-            .fetch_all(&mut *c)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| sqlx::Row::get(r, 0))
-            .collect();
+    for returning in [false, true] {
+        let explain = |s: &std::sync::Arc<str>| format!("EXPLAIN {s}").into();
+        let plan: Vec<String> =
+            query_with(&t.schema, &t.upsert, &refs, Utc::now(), returning, explain)
+                .fetch_all(&mut *c)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| sqlx::Row::get(r, 0))
+                .collect();
         let scans: Vec<&String> = plan
             .iter()
             .filter(|l| {
@@ -84,4 +88,114 @@ async fn guards_probe_by_key_with_large_guard_tables() {
             .collect();
         assert!(scans.is_empty(), "{}", plan.join("\n"));
     }
+}
+
+const A: &str = "did:plc:aaaa";
+const B: &str = "did:plc:bbbb";
+const LIKE: &str = "app.bsky.feed.like";
+
+fn like(rkey: &str) -> Row {
+    Row {
+        table: TableId(0),
+        uri: format!("at://{A}/{LIKE}/{rkey}"),
+        did: Did::parse(A).unwrap(),
+        rkey: rkey.into(),
+        cid: format!("cid-{rkey}"),
+        rev: "3m".into(),
+        record: RawValue::from_string("{}".into()).unwrap(),
+        values: vec![Value::Null; Builtin::Likes.schema().columns.len()],
+    }
+}
+
+/// The lines of `EXPLAIN ANALYZE` of the upsert of `rows`, in a
+/// transaction that is rolled back.
+async fn analyzed(store: &Store, rows: &[Row]) -> Vec<String> {
+    let Store::Postgres(p) = store else {
+        unreachable!()
+    };
+    let t = &p.tables[0];
+    let refs: Vec<&Row> = rows.iter().collect();
+    let mut tx = p.pool().begin().await.unwrap();
+    let explain = |s: &std::sync::Arc<str>| format!("EXPLAIN (ANALYZE, COSTS OFF) {s}").into();
+    let plan = query_with(&t.schema, &t.upsert, &refs, Utc::now(), false, explain)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| sqlx::Row::get(r, 0))
+        .collect();
+    tx.rollback().await.unwrap();
+    plan
+}
+
+/// The plan line of the scan of `table` under `alias`.
+fn scan<'p>(plan: &'p [String], table: &str, alias: &str) -> &'p str {
+    let needle = format!(" on {table} {alias} ");
+    plan.iter()
+        .find(|l| format!("{l} ").contains(&needle))
+        .unwrap_or_else(|| panic!("no scan of {table} {alias} in\n{}", plan.join("\n")))
+}
+
+#[tokio::test]
+async fn one_repos_page_asks_tombstones_and_floors_per_row_only_when_it_has_some() {
+    let (store, _) = open(true).await;
+    let rows: Vec<Row> = (0..100).map(|i| like(&format!("3k{i:03}"))).collect();
+
+    // Nothing of the repo in the guard tables: asked once, never per row.
+    let plan = analyzed(&store, &rows).await;
+    for (table, alias) in [("parity_tombstones", "ts"), ("parity_sweep_floors", "f")] {
+        let line = scan(&plan, table, alias);
+        assert!(line.contains("never executed"), "{}", plan.join("\n"));
+    }
+    for (table, alias) in [("parity_tombstones", "t1"), ("parity_sweep_floors", "f1")] {
+        let line = scan(&plan, table, alias);
+        assert!(line.contains("loops=1)"), "{}", plan.join("\n"));
+    }
+
+    // Another repo's tombstone changes nothing; one in this repo's
+    // collection makes the tombstone guard look at every row.
+    let Store::Postgres(p) = &store else {
+        unreachable!()
+    };
+    for uri in [
+        format!("at://{B}/{LIKE}/3k001"),
+        format!("at://{A}/app.bsky.feed.repost/3k001"),
+    ] {
+        sqlx::query(
+            "INSERT INTO parity_tombstones (uri, rev, deleted_at) VALUES ($1, '3z', now())",
+        )
+        .bind(uri)
+        .execute(p.pool())
+        .await
+        .unwrap();
+    }
+    let plan = analyzed(&store, &rows).await;
+    assert!(scan(&plan, "parity_tombstones", "ts").contains("never executed"));
+    sqlx::query("INSERT INTO parity_tombstones (uri, rev, deleted_at) VALUES ($1, '3z', now())")
+        .bind(format!("at://{A}/{LIKE}/3k050"))
+        .execute(p.pool())
+        .await
+        .unwrap();
+    let plan = analyzed(&store, &rows).await;
+    assert!(
+        scan(&plan, "parity_tombstones", "ts").contains("loops=100)"),
+        "{}",
+        plan.join("\n")
+    );
+    assert!(scan(&plan, "parity_sweep_floors", "f").contains("never executed"));
+
+    // A floor of the repo's collection: the floor guard looks at every row
+    // the tombstone guard let through (all but the tombstoned 3k050).
+    sqlx::query("INSERT INTO parity_sweep_floors (did, collection, rev) VALUES ($1, $2, '3a')")
+        .bind(A)
+        .bind(LIKE)
+        .execute(p.pool())
+        .await
+        .unwrap();
+    let plan = analyzed(&store, &rows).await;
+    assert!(
+        scan(&plan, "parity_sweep_floors", "f").contains("loops=99)"),
+        "{}",
+        plan.join("\n")
+    );
 }

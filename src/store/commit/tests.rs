@@ -326,6 +326,55 @@ async fn import_page_commits_with_its_rows_or_not_at_all(pg: bool) {
     assert_eq!(likes_of(&store, "a").await, 4);
 }
 
+/// Step 3b's floor guards later writes: once the last page of a complete
+/// listing swept the repo's collection at its rev, an older write of a
+/// record the listing did not have is refused, a newer one and another
+/// repo's are written (on PostgreSQL each batch is one repo's collection,
+/// the shape that asks the floor once before asking per row).
+async fn a_swept_floor_refuses_older_rows_of_the_repo(pg: bool) {
+    let (store, _dir) = open(pg).await;
+    let collection = "app.bsky.feed.like".to_owned();
+    store
+        .enqueue_imports("did:plc:a", std::slice::from_ref(&collection), false)
+        .await
+        .unwrap();
+    let lease_until = Utc::now() + chrono::Duration::minutes(5);
+    let state = store
+        .claim_import("did:plc:a", &collection, "me", lease_until, None)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut last = batch(vec![upsert("a", "1", "3m")], vec![], 0);
+    last.checkpoint = Checkpoint::ImportPage(ImportPage {
+        state_id: state.id,
+        owner: "me".into(),
+        cursor: None,
+        rev: "3m".into(),
+        last: true,
+        failed: 0,
+        lease_until: timestamp_text(&lease_until),
+        sweep: Some(crate::batch::Sweep {
+            did: did("a"),
+            collection: crate::event::Nsid::parse(&collection).unwrap(),
+            table: TableId(0),
+            rev: "3m".into(),
+        }),
+    });
+    assert_eq!(store.commit(&last).await.unwrap(), stats(1, 0));
+
+    let older = batch(
+        vec![upsert("a", "2", "3k"), upsert("a", "3", "3k")],
+        vec![],
+        1,
+    );
+    assert_eq!(store.commit(&older).await.unwrap(), stats(0, 0));
+    let newer = batch(vec![upsert("a", "2", "3n")], vec![], 2);
+    assert_eq!(store.commit(&newer).await.unwrap(), stats(1, 0));
+    let other = batch(vec![upsert("b", "2", "3k")], vec![], 3);
+    assert_eq!(store.commit(&other).await.unwrap(), stats(1, 0));
+    assert_eq!(likes_of(&store, "a").await, 2);
+}
+
 /// `parity resume` reads the DIDs with unfinished states a page at a
 /// time, in DID order, each DID once, completed ones left out.
 async fn resume_reads_unfinished_dids_a_page_at_a_time(pg: bool) {
@@ -563,6 +612,7 @@ on_both!(
     tombstones_guard_deletes_and_upserts,
     deletes_refused_by_the_tombstone_are_stale,
     import_page_commits_with_its_rows_or_not_at_all,
+    a_swept_floor_refuses_older_rows_of_the_repo,
     resume_reads_unfinished_dids_a_page_at_a_time,
     another_writers_account_change_guards_the_next_batch,
     a_rolled_back_account_change_is_forgotten,
