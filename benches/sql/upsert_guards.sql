@@ -13,6 +13,13 @@
 --            with every batch (one row per DID: 5,000 here);
 --   tomb, floor, status: `conflict` with one guard each, to see which
 --            guard costs what;
+--   once     (session 23, landed for one repo's rows) `guards` asked once
+--            per statement first (a floor of the repo's collection, a
+--            tombstone in its URI range, a purging status of its DID), per
+--            row only when the repo has one (it has none here): the shape
+--            `postgres_upsert.rs` uses when every row is one repo's
+--            collection (the first row's here, as the cost does not
+--            depend on it);
 --   probe    (tried in session 10, not kept: no gain) `guards` with the
 --            account-status guard answered once per
 --            batch: one `SELECT` of the batch's DIDs whose status purges
@@ -102,6 +109,9 @@ DECLARE
   status text := 'NOT EXISTS (SELECT 1 FROM %2$I r WHERE r.did = v.did AND r.status IN (''deleted'', ''takendown''))';
   guards text := ' WHERE ' || CASE v WHEN 'tomb' THEN tomb WHEN 'floor' THEN floor WHEN 'status' THEN status
     WHEN 'probe' THEN tomb || ' AND ' || floor || ' AND v.did <> ALL($10)'
+    WHEN 'once' THEN '((SELECT NOT EXISTS (SELECT 1 FROM parity_tombstones t1 WHERE t1.uri >= $11 AND t1.uri < $12)) OR '
+      || tomb || ') AND ((SELECT NOT EXISTS (SELECT 1 FROM parity_sweep_floors f1 WHERE f1.did = $13 AND f1.collection = $14)) OR '
+      || floor || ') AND NOT EXISTS (SELECT 1 FROM %2$I r WHERE r.did = $13 AND r.status IN (''deleted'', ''takendown''))'
     ELSE tomb || ' AND ' || floor || ' AND ' || status END;
   purged text[];
   base text := 'INSERT INTO %1$I SELECT v.u, v.d, v.k, v.c, v.r, v.j::json, now(), v.su, v.sc, v.ca FROM UNNEST($1, $2, $3, $4, $5, $6, $7, $8, $9) AS v(u, d, k, c, r, j, su, sc, ca)';
@@ -109,7 +119,7 @@ DECLARE
 BEGIN
   CALL fresh(v);
   stmt := base;
-  IF v IN ('guards', 'revs', 'tomb', 'floor', 'status', 'probe') THEN
+  IF v IN ('guards', 'revs', 'tomb', 'floor', 'status', 'probe', 'once') THEN
     stmt := replace(stmt, 'AS v(u, d, k, c, r, j, su, sc, ca)', 'AS v(uri, did, k, c, rev, j, su, sc, ca)');
     stmt := replace(stmt, 'v.u, v.d,', 'v.uri, v.did,');
     stmt := replace(stmt, 'v.r,', 'v.rev,');
@@ -124,7 +134,9 @@ BEGIN
       EXECUTE format('SELECT COALESCE(array_agg(did), ''{}'') FROM %I WHERE did = ANY($1) '
         'AND status IN (''deleted'', ''takendown'')', 'repos_' || v) INTO purged USING bt.d;
     END IF;
-    EXECUTE stmt USING bt.u, bt.d, bt.k, bt.c, bt.r, bt.j, bt.su, bt.sc, bt.ca, purged;
+    EXECUTE stmt USING bt.u, bt.d, bt.k, bt.c, bt.r, bt.j, bt.su, bt.sc, bt.ca, purged,
+      'at://' || bt.d[1] || '/app.bsky.feed.like/', 'at://' || bt.d[1] || '/app.bsky.feed.like0',
+      bt.d[1], 'app.bsky.feed.like'::text;
     IF v = 'revs' THEN
       EXECUTE format('INSERT INTO %I (did, rev, updated_at) SELECT d, r, now() FROM UNNEST($1, $2) AS x(d, r) '
         'ON CONFLICT (did) DO UPDATE SET rev = excluded.rev, updated_at = excluded.updated_at '
@@ -148,9 +160,11 @@ CALL run('floor');
 CALL run('status');
 CALL run('guards');
 CALL run('probe');
+CALL run('once');
 CALL run('status');
 CALL run('guards');
 CALL run('probe');
+CALL run('once');
 SELECT variant, round(avg(ms)::numeric, 1) AS ms_per_batch,
        round((avg(ms) * 1000 / 5000)::numeric, 2) AS us_per_row
 FROM results GROUP BY variant ORDER BY us_per_row;
