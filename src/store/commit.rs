@@ -31,7 +31,7 @@ use super::imports::{LAST_PAGE_DONE, PAGE_DONE, QUEUE_RESYNC};
 use super::outbox::MARK_PUBLISHED;
 use super::plan::{Plan, status_text};
 use super::{CommitStats, StoreError};
-use crate::batch::{Batch, Checkpoint, ImportPage};
+use crate::batch::{Batch, Checkpoint, ImportPage, Sweep};
 use crate::event::Did;
 use crate::mapper::Row;
 
@@ -56,14 +56,6 @@ static MARK_RESYNC: Sql = Sql::new(
     "INSERT INTO parity_repos (did, resync_requested_at, updated_at) VALUES ($1, $2, $2) \
      ON CONFLICT (did) DO UPDATE SET resync_requested_at = excluded.resync_requested_at, updated_at = excluded.updated_at \
      WHERE parity_repos.rev IS NULL OR parity_repos.rev < $3",
-);
-
-/// The rev a complete listing of a pair was imported at; newer wins. `$1`
-/// did, `$2` collection, `$3` rev.
-static SET_SWEEP_FLOOR: Sql = Sql::new(
-    "INSERT INTO parity_sweep_floors (did, collection, rev) VALUES ($1, $2, $3) \
-     ON CONFLICT (did, collection) DO UPDATE SET rev = excluded.rev \
-     WHERE excluded.rev > parity_sweep_floors.rev",
 );
 
 /// One stream's cursor. `$1` stream key, `$2` cursor, `$3` now.
@@ -142,14 +134,14 @@ pub(super) trait Steps {
         now: DateTime<Utc>,
         log: Option<&mut Vec<Logged<'b>>>,
     ) -> Result<u64, StoreError>;
-    /// Removes the rows of `table` whose URI is in `[lo, hi)` and whose rev
-    /// is older than `rev`, each leaving a tombstone at `rev` (newer
-    /// tombstones win); returns the rows removed.
+    /// Removes the rows of the sweep's table in its repo's collection
+    /// (URIs in [`Sweep::uri_range`]) whose rev is older than the sweep's,
+    /// each leaving a tombstone at that rev (newer tombstones win), and
+    /// records the sweep's rev as the pair's floor (newer floors win);
+    /// returns the rows removed.
     async fn sweep<'b>(
         &mut self,
-        table: usize,
-        range: (&str, &str),
-        rev: &'b str,
+        sweep: &'b Sweep,
         now: DateTime<Utc>,
         log: Option<&mut Vec<Logged<'b>>>,
     ) -> Result<u64, StoreError>;
@@ -257,20 +249,13 @@ pub(super) async fn commit<S: Steps>(
         sweep: Some(sweep), ..
     }) = &batch.checkpoint
     {
-        let (lo, hi) = sweep.uri_range();
-        // Only the collection's own table holds its URIs.
+        // Only the collection's own table holds its URIs; the sweep also
+        // leaves the floor that keeps out what the listing did not have,
+        // should an older write of it come later.
         let table = sweep.table.0;
         let sink = log.as_mut().filter(|_| tx.logged(table));
-        let n = tx.sweep(table, (&lo, &hi), &sweep.rev, now, sink).await?;
+        let n = tx.sweep(sweep, now, sink).await?;
         CommitStats::add(&mut stats.deleted, tx.table_name(table), n);
-        // ... and the floor that keeps out what the listing did not have,
-        // should an older write of it come later.
-        let args = vec![
-            sweep.did.as_str().into(),
-            sweep.collection.as_str().into(),
-            sweep.rev.clone().into(),
-        ];
-        tx.run(&SET_SWEEP_FLOOR, args).await?;
     }
 
     // 4. Per-DID commit revs.

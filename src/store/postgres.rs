@@ -29,7 +29,7 @@ use super::did_locks;
 use super::postgres_upsert::{self, UpsertSql};
 use super::schema;
 use super::{CommitStats, DatabaseConfig, StoreError};
-use crate::batch::Batch;
+use crate::batch::{Batch, Sweep};
 use crate::event::{AccountStatus, Did};
 use crate::mapper::{Row, TableSchema};
 
@@ -444,42 +444,49 @@ impl Steps for PgSteps<'_> {
 
     async fn sweep<'b>(
         &mut self,
-        table: usize,
-        range: (&str, &str),
-        rev: &'b str,
+        sweep: &'b Sweep,
         now: DateTime<Utc>,
         log: Option<&mut Vec<Logged<'b>>>,
     ) -> Result<u64, StoreError> {
+        let table = sweep.table.0;
         let t = &self.tables[table].schema.name;
-        let tombstones = format!(
-            "INSERT INTO parity_tombstones (uri, rev, deleted_at) SELECT uri, $3, $4 FROM {t} \
-             WHERE uri >= $1 AND uri < $2 AND rev < $3 \
-             ON CONFLICT (uri) DO UPDATE SET rev = excluded.rev, deleted_at = excluded.deleted_at \
-             WHERE excluded.rev > parity_tombstones.rev"
-        );
-        sqlx::query(AssertSqlSafe(tombstones))
-            .bind(range.0.to_owned())
-            .bind(range.1.to_owned())
-            .bind(rev.to_owned())
-            .bind(now)
-            .execute(&mut *self.tx)
-            .await?;
-        let delete = format!("DELETE FROM {t} WHERE uri >= $1 AND uri < $2 AND rev < $3");
-        let Some(sink) = log else {
-            return Ok(sqlx::query(AssertSqlSafe(delete))
-                .bind(range.0.to_owned())
-                .bind(range.1.to_owned())
-                .bind(rev.to_owned())
-                .execute(&mut *self.tx)
-                .await?
-                .rows_affected());
+        let (lo, hi) = sweep.uri_range();
+        // One statement (one round trip): the rows go, their tombstones and
+        // the pair's floor are written, from the same snapshot.
+        let sql = |removed: &str| {
+            format!(
+                "WITH gone AS (DELETE FROM {t} WHERE uri >= $1 AND uri < $2 AND rev < $3 \
+                 RETURNING uri, did, rkey, record), \
+                 tombs AS (INSERT INTO parity_tombstones (uri, rev, deleted_at) SELECT uri, $3, $4 FROM gone \
+                 ON CONFLICT (uri) DO UPDATE SET rev = excluded.rev, deleted_at = excluded.deleted_at \
+                 WHERE excluded.rev > parity_tombstones.rev), \
+                 floor AS (INSERT INTO parity_sweep_floors (did, collection, rev) VALUES ($5, $6, $3) \
+                 ON CONFLICT (did, collection) DO UPDATE SET rev = excluded.rev \
+                 WHERE excluded.rev > parity_sweep_floors.rev) \
+                 {removed}"
+            )
         };
-        let rows: Vec<Removed> = sqlx::query_as(AssertSqlSafe(format!(
-            "{delete} RETURNING uri, did, rkey, record::text"
-        )))
-        .bind(range.0.to_owned())
-        .bind(range.1.to_owned())
-        .bind(rev.to_owned())
+        macro_rules! bound {
+            ($q:expr) => {
+                $q.bind(&lo)
+                    .bind(&hi)
+                    .bind(sweep.rev.as_str())
+                    .bind(now)
+                    .bind(sweep.did.as_str())
+                    .bind(sweep.collection.as_str())
+            };
+        }
+        let Some(sink) = log else {
+            let n: i64 = bound!(sqlx::query_scalar(AssertSqlSafe(sql(
+                "SELECT COUNT(*) FROM gone"
+            ))))
+            .fetch_one(&mut *self.tx)
+            .await?;
+            return Ok(n as u64);
+        };
+        let rows: Vec<Removed> = bound!(sqlx::query_as(AssertSqlSafe(sql(
+            "SELECT uri, did, rkey, record::text FROM gone"
+        ))))
         .fetch_all(&mut *self.tx)
         .await?;
         let n = rows.len() as u64;
@@ -490,7 +497,7 @@ impl Steps for PgSteps<'_> {
                 did,
                 rkey,
                 record.as_deref(),
-                Some(rev),
+                Some(&sweep.rev),
             ));
         }
         Ok(n)

@@ -31,6 +31,7 @@ use super::dialect::{Arg, Dialect, Sql};
 use super::schema;
 use super::sqlite_repos::RepoCache;
 use super::{CommitStats, StoreError};
+use crate::batch::Sweep;
 use crate::event::{AccountStatus, Did};
 use crate::mapper::table::timestamp_text;
 use crate::mapper::{Row, TableSchema, Value};
@@ -47,6 +48,11 @@ const TOMBSTONE: &str = "INSERT INTO parity_tombstones (uri, rev, deleted_at) VA
 /// The rev of the last complete listing of a pair, if any. `?1` did, `?2`
 /// collection.
 const SWEEP_FLOOR: &str = "SELECT rev FROM parity_sweep_floors WHERE did = ?1 AND collection = ?2";
+
+/// The rev a complete listing of a pair was imported at; newer wins.
+const SET_SWEEP_FLOOR: &str = "INSERT INTO parity_sweep_floors (did, collection, rev) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (did, collection) DO UPDATE SET rev = excluded.rev \
+     WHERE excluded.rev > parity_sweep_floors.rev";
 
 /// One change appended to the log; `?11` the commit time.
 const APPEND: &str = "INSERT INTO parity_changes \
@@ -418,17 +424,23 @@ impl Steps for SqliteSteps<'_> {
 
     async fn sweep<'b>(
         &mut self,
-        table: usize,
-        range: (&str, &str),
-        rev: &'b str,
+        sweep: &'b Sweep,
         now: DateTime<Utc>,
         log: Option<&mut Vec<Logged<'b>>>,
     ) -> Result<u64, StoreError> {
+        let table = sweep.table.0;
         let t = &self.prepared.tables[table];
+        let (lo, hi) = sweep.uri_range();
+        let (range, rev) = ((lo.as_str(), hi.as_str()), sweep.rev.as_str());
         let now = timestamp_text(&now);
         self.tx
             .prepare_cached(&t.sweep_tombstones)?
             .execute([range.0, range.1, rev, &now])?;
+        self.tx.prepare_cached(SET_SWEEP_FLOOR)?.execute([
+            sweep.did.as_str(),
+            sweep.collection.as_str(),
+            rev,
+        ])?;
         let Some(sink) = log else {
             return Ok(self
                 .tx
