@@ -111,7 +111,8 @@ impl Runner {
             },
             None => fetching,
         };
-        let collections = match self.collections(id, snapshot.as_ref(), work, token).await {
+        let (collections, states) = match self.collections(id, snapshot.as_ref(), work, token).await
+        {
             Ok(c) => c,
             Err(_) if token.is_cancelled() => return DidOutcome::interrupted(&did),
             Err(e) => {
@@ -122,7 +123,7 @@ impl Runner {
                 return DidOutcome::failed(&did, e);
             }
         };
-        self.run_pairs(id, snapshot.as_ref(), &collections, bar, token)
+        self.run_pairs(id, snapshot.as_ref(), &collections, states, bar, token)
             .await
     }
 
@@ -188,7 +189,8 @@ impl Runner {
         }
     }
 
-    /// The collections `work` runs for this DID, with their states queued.
+    /// The collections `work` runs for this DID, with their states queued,
+    /// and the DID's states as read before queueing when they were read.
     /// With a snapshot, "every mapped collection" is the snapshot's mapped
     /// collections plus those imported before (now empty, so swept).
     async fn collections(
@@ -197,10 +199,11 @@ impl Runner {
         snapshot: Option<&Snapshot>,
         work: &Work,
         token: &CancellationToken,
-    ) -> Result<Vec<Collection>, DidError> {
+    ) -> Result<(Vec<Collection>, Option<Vec<ImportState>>), DidError> {
         let (ctx, did) = (&self.ctx, id.did.as_str());
         match work {
             Work::Import { collections, force } => {
+                let mut read = None;
                 let cols = match (collections, snapshot) {
                     (Some(c), _) => c.clone(),
                     (None, Some(snap)) => {
@@ -218,6 +221,7 @@ impl Runner {
                             .collect();
                         cols.sort();
                         cols.dedup();
+                        read = Some(before);
                         cols
                     }
                     (None, None) => discover::mapped_collections(ctx, id, token).await?,
@@ -225,9 +229,9 @@ impl Runner {
                 ctx.store
                     .queue_collections(did, &discover::names(&cols), *force)
                     .await?;
-                Ok(cols.into_iter().map(Collection::Nsid).collect())
+                Ok((cols.into_iter().map(Collection::Nsid).collect(), read))
             }
-            Work::Resume => discover::expand_requests(ctx, id, token).await,
+            Work::Resume => Ok((discover::expand_requests(ctx, id, token).await?, None)),
         }
     }
 
@@ -257,11 +261,16 @@ impl Runner {
 
     /// Runs each collection: a snapshot's all at once, listRecords' in
     /// turn (each pages its PDS); stops early only when interrupted.
+    /// `states` are the DID's states if [`Runner::collections`] read them
+    /// (before queueing: what it queued is new, so leased by nobody), else
+    /// they are read here. Only their leases are used, to take over a pair
+    /// a dead local importer held.
     async fn run_pairs(
         &self,
         id: &Identity,
         snapshot: Option<&Snapshot>,
         collections: &[Collection],
+        states: Option<Vec<ImportState>>,
         bar: &DidBar,
         token: &CancellationToken,
     ) -> DidOutcome {
@@ -271,12 +280,16 @@ impl Runner {
         let mut skipped = PerCollection::default();
         let mut failures = PerCollection::default();
         let mut gone: Vec<String> = Vec::new();
-        let existing: BTreeMap<String, ImportState> = self
-            .ctx
-            .store
-            .import_states(Some(&did), StatusFilter::All, i64::MAX)
-            .await
-            .unwrap_or_default()
+        let states = match states {
+            Some(s) => s,
+            None => self
+                .ctx
+                .store
+                .import_states(Some(&did), StatusFilter::All, i64::MAX)
+                .await
+                .unwrap_or_default(),
+        };
+        let existing: BTreeMap<String, ImportState> = states
             .into_iter()
             .map(|s| (s.collection.clone(), s))
             .collect();
