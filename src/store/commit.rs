@@ -9,8 +9,9 @@
 //! for the change log (`change_log.rs`), appended last. Does not own: beginning the transaction
 //! (SQLite takes the write lock up front, PostgreSQL relaxes
 //! `synchronous_commit`), nor the bulk steps whose SQL genuinely differs per
-//! backend (purges, tombstones, deletes, upserts, revs: cached
-//! single-row statements on SQLite's writer thread, one `UNNEST` per table on PostgreSQL).
+//! backend (purges, tombstones, deletes, upserts, sweeps with their
+//! floors, revs: cached single-row statements on SQLite's writer thread,
+//! one statement per table on PostgreSQL).
 //! Those are the [`Steps`] a backend transaction implements.
 //!
 //! Invariants: the checkpoint (stream cursors, one writer's share of them,

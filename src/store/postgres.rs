@@ -3,7 +3,9 @@
 //!
 //! Owns: the pool, migrations, mapper-table DDL and catalog checks, and
 //! the bulk commit [`Steps`] (purges, tombstones, deletes, upserts, revs),
-//! each one statement over `UNNEST` arrays. Does not own: the commit order
+//! each one statement over `UNNEST` arrays, and sweeps (one statement of
+//! data-modifying `WITH`s). The upsert's statements are
+//! `postgres_upsert.rs`'s. Does not own: the commit order
 //! (`commit.rs`) or the statements written once for both backends
 //! (`dialect.rs`). `record` and JSON columns are `json` (kept verbatim; `jsonb` would reject
 //! records containing `\u0000`), timestamps `timestamptz`.

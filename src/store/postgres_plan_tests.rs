@@ -11,7 +11,6 @@ use serde_json::value::RawValue;
 
 use super::postgres_upsert::query_with;
 use crate::event::Did;
-use crate::mapper::builtin::Builtin;
 use crate::mapper::{Row, TableId, Value};
 use crate::store::Store;
 use crate::store::commit::tests::open;
@@ -95,16 +94,16 @@ const B: &str = "did:plc:bbbb";
 const LIKE: &str = "app.bsky.feed.like";
 
 fn like(rkey: &str) -> Row {
-    Row {
-        table: TableId(0),
-        uri: format!("at://{A}/{LIKE}/{rkey}"),
-        did: Did::parse(A).unwrap(),
-        rkey: rkey.into(),
-        cid: format!("cid-{rkey}"),
-        rev: "3m".into(),
-        record: RawValue::from_string("{}".into()).unwrap(),
-        values: vec![Value::Null; Builtin::Likes.schema().columns.len()],
-    }
+    super::postgres_upsert::tests::like(A, A, LIKE, rkey)
+}
+
+/// A tombstone of `uri` at a rev newer than the rows'.
+async fn tombstone(p: &super::PgStore, uri: &str) {
+    sqlx::query("INSERT INTO parity_tombstones (uri, rev, deleted_at) VALUES ($1, '3z', now())")
+        .bind(uri)
+        .execute(p.pool())
+        .await
+        .unwrap();
 }
 
 /// The lines of `EXPLAIN ANALYZE` of the upsert of `rows`, in a
@@ -161,21 +160,11 @@ async fn one_repos_page_asks_tombstones_and_floors_per_row_only_when_it_has_some
         format!("at://{B}/{LIKE}/3k001"),
         format!("at://{A}/app.bsky.feed.repost/3k001"),
     ] {
-        sqlx::query(
-            "INSERT INTO parity_tombstones (uri, rev, deleted_at) VALUES ($1, '3z', now())",
-        )
-        .bind(uri)
-        .execute(p.pool())
-        .await
-        .unwrap();
+        tombstone(p, &uri).await;
     }
     let plan = analyzed(&store, &rows).await;
     assert!(scan(&plan, "parity_tombstones", "ts").contains("never executed"));
-    sqlx::query("INSERT INTO parity_tombstones (uri, rev, deleted_at) VALUES ($1, '3z', now())")
-        .bind(format!("at://{A}/{LIKE}/3k050"))
-        .execute(p.pool())
-        .await
-        .unwrap();
+    tombstone(p, &format!("at://{A}/{LIKE}/3k050")).await;
     let plan = analyzed(&store, &rows).await;
     assert!(
         scan(&plan, "parity_tombstones", "ts").contains("loops=100)"),

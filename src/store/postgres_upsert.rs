@@ -251,4 +251,4 @@ fn bind_rows(t: &TableSchema, sql: Arc<str>, rows: &[&Row], now: DateTime<Utc>) 
 
 #[cfg(test)]
 #[path = "postgres_upsert_tests.rs"]
-mod tests;
+pub(super) mod tests;

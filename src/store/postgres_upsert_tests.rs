@@ -9,7 +9,8 @@ use crate::event::Did;
 use crate::mapper::builtin::Builtin;
 use crate::mapper::{Row, TableId, Value};
 
-fn like(did: &str, uri_did: &str, collection: &str, rkey: &str) -> Row {
+/// A like row of `did` whose URI names `uri_did` and `collection`.
+pub(in crate::store) fn like(did: &str, uri_did: &str, collection: &str, rkey: &str) -> Row {
     Row {
         table: TableId(0),
         uri: format!("at://{uri_did}/{collection}/{rkey}"),

@@ -11,7 +11,9 @@ use crate::event::{AccountStatus, Cursor, Did};
 use crate::mapper::builtin::Builtin;
 use crate::mapper::table::timestamp_text;
 use crate::mapper::{Mutation, Row, TableId, Value};
-use crate::store::{CommitStats, DatabaseConfig, ImportStatus, StatusFilter, Store, StoreError};
+use crate::store::{
+    CommitStats, DatabaseConfig, ImportState, ImportStatus, StatusFilter, Store, StoreError,
+};
 
 /// A migrated store with the likes table, purging `deleted` accounts. The
 /// temp dir of a SQLite store lives as long as the returned guard.
@@ -223,13 +225,8 @@ async fn deletes_refused_by_the_tombstone_are_stale(pg: bool) {
     assert_eq!(newer.stale_deletes, 0);
 }
 
-/// Step 5: the import page is the last statement and is guarded by the
-/// lease, so a page written under a lost lease rolls the whole batch back;
-/// under the lease, rows, cursor, the run's rev and counters commit
-/// together, and the last page ends the pair (`completed`, lease released)
-/// in the same transaction.
-async fn import_page_commits_with_its_rows_or_not_at_all(pg: bool) {
-    let (store, _dir) = open(pg).await;
+/// The likes of `did:plc:a` queued and claimed by `me` for five minutes.
+async fn claimed_likes(store: &Store) -> (String, chrono::DateTime<Utc>, ImportState) {
     let collection = "app.bsky.feed.like".to_owned();
     store
         .enqueue_imports("did:plc:a", std::slice::from_ref(&collection), false)
@@ -241,6 +238,17 @@ async fn import_page_commits_with_its_rows_or_not_at_all(pg: bool) {
         .await
         .unwrap()
         .unwrap();
+    (collection, lease_until, state)
+}
+
+/// Step 5: the import page is the last statement and is guarded by the
+/// lease, so a page written under a lost lease rolls the whole batch back;
+/// under the lease, rows, cursor, the run's rev and counters commit
+/// together, and the last page ends the pair (`completed`, lease released)
+/// in the same transaction.
+async fn import_page_commits_with_its_rows_or_not_at_all(pg: bool) {
+    let (store, _dir) = open(pg).await;
+    let (_, lease_until, state) = claimed_likes(&store).await;
     assert_eq!(state.rev, None);
     let page = |owner: &str, rkeys: [&str; 2], last: bool| {
         let mut b = batch(
@@ -333,17 +341,7 @@ async fn import_page_commits_with_its_rows_or_not_at_all(pg: bool) {
 /// the shape that asks the floor once before asking per row).
 async fn a_swept_floor_refuses_older_rows_of_the_repo(pg: bool) {
     let (store, _dir) = open(pg).await;
-    let collection = "app.bsky.feed.like".to_owned();
-    store
-        .enqueue_imports("did:plc:a", std::slice::from_ref(&collection), false)
-        .await
-        .unwrap();
-    let lease_until = Utc::now() + chrono::Duration::minutes(5);
-    let state = store
-        .claim_import("did:plc:a", &collection, "me", lease_until, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let (collection, lease_until, state) = claimed_likes(&store).await;
     let mut last = batch(vec![upsert("a", "1", "3m")], vec![], 0);
     last.checkpoint = Checkpoint::ImportPage(ImportPage {
         state_id: state.id,
