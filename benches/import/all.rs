@@ -11,7 +11,9 @@
 //! writing). The PDS serves each repo's CAR built once beforehand.
 //!
 //! Env: `BENCH_REPOS` (1000), `BENCH_RECORDS` (200), `BENCH_CONCURRENCY`
-//! (8), `BENCH_BACKENDS` (`sqlite,postgres`), `TEST_PG_URL`.
+//! (8), `BENCH_BACKENDS` (`sqlite,postgres`), `BENCH_PER_TX` (rows per
+//! baseline transaction, 5,000; 100 writes them as an import writes its
+//! pages, one collection's page a transaction), `TEST_PG_URL`.
 
 use std::time::Instant;
 
@@ -26,13 +28,14 @@ use super::{
     run_parity,
 };
 
-/// Rows per baseline transaction (the consume bench's default).
+/// Rows per baseline transaction by default (the consume bench's).
 const PER_TX: usize = 5_000;
 
 pub async fn run() {
     let repos_n: usize = env_or("BENCH_REPOS", 1000);
     let records_n: usize = env_or("BENCH_RECORDS", 200);
     let concurrency: usize = env_or("BENCH_CONCURRENCY", 8);
+    let per_tx: usize = env_or("BENCH_PER_TX", PER_TX).max(1);
     let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
     let bin = build_release();
 
@@ -118,7 +121,7 @@ pub async fn run() {
                 vec![("PARITY_LOG_LEVEL".into(), "warn".into())],
             )
             .await;
-            let secs = baseline(&url, *mode, &writes).await;
+            let secs = baseline(&url, *mode, &writes, per_tx).await;
             let rate = total as f64 / secs;
             println!(
                 "| {backend} | {parity_rate:.0} | {:.0} % | {} | {rate:.0} | {:.0} % |",
@@ -131,8 +134,8 @@ pub async fn run() {
     }
 }
 
-/// Seconds the baseline spent writing `writes`, `PER_TX` per transaction.
-async fn baseline(url: &str, mode: Option<Mode>, writes: &[Write]) -> f64 {
+/// Seconds the baseline spent writing `writes`, `per_tx` per transaction.
+async fn baseline(url: &str, mode: Option<Mode>, writes: &[Write], per_tx: usize) -> f64 {
     let mut busy = 0.0;
     match mode {
         None => {
@@ -143,7 +146,7 @@ async fn baseline(url: &str, mode: Option<Mode>, writes: &[Write]) -> f64 {
                 let cache = parity::store::default_sqlite_cache_kib();
                 let mut db = SqliteBaseline::open(&path, cache).expect("SQLite baseline");
                 let mut busy = 0.0;
-                for (i, chunk) in writes.chunks(PER_TX).enumerate() {
+                for (i, chunk) in writes.chunks(per_tx).enumerate() {
                     let t0 = Instant::now();
                     db.write(chunk, i as u64, "baseline")
                         .expect("baseline write");
@@ -158,7 +161,7 @@ async fn baseline(url: &str, mode: Option<Mode>, writes: &[Write]) -> f64 {
             let mut db = PgBaseline::connect(url, mode)
                 .await
                 .expect("PostgreSQL baseline");
-            for (i, chunk) in writes.chunks(PER_TX).enumerate() {
+            for (i, chunk) in writes.chunks(per_tx).enumerate() {
                 let t0 = Instant::now();
                 db.write(chunk, i as u64, "baseline")
                     .await
