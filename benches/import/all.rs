@@ -13,7 +13,9 @@
 //! Env: `BENCH_REPOS` (1000), `BENCH_RECORDS` (200), `BENCH_CONCURRENCY`
 //! (8), `BENCH_BACKENDS` (`sqlite,postgres`), `BENCH_PER_TX` (rows per
 //! baseline transaction, 5,000; 100 writes them as an import writes its
-//! pages, one collection's page a transaction), `TEST_PG_URL`.
+//! pages, one collection's page a transaction), `BENCH_PER_STMT` (rows of
+//! a table per baseline statement on PostgreSQL; default the whole
+//! transaction's), `TEST_PG_URL`.
 
 use std::time::Instant;
 
@@ -36,6 +38,9 @@ pub async fn run() {
     let records_n: usize = env_or("BENCH_RECORDS", 200);
     let concurrency: usize = env_or("BENCH_CONCURRENCY", 8);
     let per_tx: usize = env_or("BENCH_PER_TX", PER_TX).max(1);
+    let per_stmt: Option<usize> = std::env::var("BENCH_PER_STMT")
+        .ok()
+        .map(|v| v.parse().expect("BENCH_PER_STMT: a number of rows"));
     let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
     let bin = build_release();
 
@@ -121,7 +126,7 @@ pub async fn run() {
                 vec![("PARITY_LOG_LEVEL".into(), "warn".into())],
             )
             .await;
-            let secs = baseline(&url, *mode, &writes, per_tx).await;
+            let secs = baseline(&url, *mode, &writes, per_tx, per_stmt).await;
             let rate = total as f64 / secs;
             println!(
                 "| {backend} | {parity_rate:.0} | {:.0} % | {} | {rate:.0} | {:.0} % |",
@@ -134,8 +139,15 @@ pub async fn run() {
     }
 }
 
-/// Seconds the baseline spent writing `writes`, `per_tx` per transaction.
-async fn baseline(url: &str, mode: Option<Mode>, writes: &[Write], per_tx: usize) -> f64 {
+/// Seconds the baseline spent writing `writes`, `per_tx` per transaction
+/// (PostgreSQL: `per_stmt` rows of a table per statement, if given).
+async fn baseline(
+    url: &str,
+    mode: Option<Mode>,
+    writes: &[Write],
+    per_tx: usize,
+    per_stmt: Option<usize>,
+) -> f64 {
     let mut busy = 0.0;
     match mode {
         None => {
@@ -161,6 +173,9 @@ async fn baseline(url: &str, mode: Option<Mode>, writes: &[Write], per_tx: usize
             let mut db = PgBaseline::connect(url, mode)
                 .await
                 .expect("PostgreSQL baseline");
+            if let Some(rows) = per_stmt {
+                db = db.with_statement_rows(rows);
+            }
             for (i, chunk) in writes.chunks(per_tx).enumerate() {
                 let t0 = Instant::now();
                 db.write(chunk, i as u64, "baseline")

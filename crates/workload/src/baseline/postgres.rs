@@ -49,6 +49,9 @@ pub struct PgBaseline {
     conn: PgConnection,
     mode: Mode,
     columns: HashMap<String, Vec<DbColumn>>,
+    /// Rows of one table per statement at most (`None`: the whole chunk,
+    /// under the bind limit).
+    statement_rows: Option<usize>,
 }
 
 /// One row as text values in the table's writable column order.
@@ -69,7 +72,15 @@ impl PgBaseline {
             conn,
             mode,
             columns: HashMap::new(),
+            statement_rows: None,
         })
+    }
+
+    /// At most `rows` rows of a table per statement (an import writes a
+    /// page of 100 rows a statement), however many a transaction holds.
+    pub fn with_statement_rows(mut self, rows: usize) -> PgBaseline {
+        self.statement_rows = Some(rows.max(1));
+        self
     }
 
     async fn load_columns(&mut self, table: &str, mapper_cols: &[String]) -> sqlx::Result<()> {
@@ -124,9 +135,11 @@ impl PgBaseline {
         let mut tx = self.conn.begin().await?;
         for (table, rows) in &upserts {
             let cols = &self.columns[*table];
-            match self.mode {
-                Mode::Upsert => upsert(&mut tx, table, cols, rows).await?,
-                Mode::Copy => copy(&mut tx, table, cols, rows).await?,
+            for rows in rows.chunks(self.statement_rows.unwrap_or(rows.len()).max(1)) {
+                match self.mode {
+                    Mode::Upsert => upsert(&mut tx, table, cols, rows).await?,
+                    Mode::Copy => copy(&mut tx, table, cols, rows).await?,
+                }
             }
         }
         for (table, (uris, revs)) in &deletes {
