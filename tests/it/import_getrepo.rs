@@ -473,6 +473,44 @@ backend_tests!(
     |a, b| kill_then_resume(a, b)
 );
 
+/// `parity import` run again over a whole-repo import killed mid-way (not
+/// `resume`): the killed process's pairs are still `in_progress` under
+/// unexpired leases (one per collection it had claimed), and the new run
+/// takes them over because their owner is a dead local process (known from
+/// the DID's states, read before they are queued), ending with the same
+/// tables as an uninterrupted run.
+async fn kill_then_import_again(db: TestDb, reference: TestDb) {
+    let pds = Pds::start().await;
+    let a = pds.add_car(fixture(LITTLE_CAR));
+    let mut cmd = getrepo(&reference, &pds, &["import", &a.did]);
+    paged(&mut cmd);
+    let (code, out, err) = run(cmd).await;
+    assert_eq!(code, 0, "{out}{err}");
+
+    kill_after_pages(&db, &pds, &a.did, 2).await;
+    let leased = "SELECT CAST(COUNT(*) AS TEXT) FROM parity_import_states \
+                  WHERE status = 'in_progress' AND lease_owner IS NOT NULL";
+    let leased: i64 = db.scalar(leased).await.unwrap().parse().unwrap();
+    assert!(leased > 0, "no pair left under the killed process's lease");
+
+    let mut cmd = getrepo(&db, &pds, &["import", &a.did]);
+    paged(&mut cmd);
+    let (code, out, err) = run(cmd).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 DIDs completed"), "{out}");
+    assert_eq!(
+        importer::stored(&db, TABLES.into_iter()).await,
+        importer::stored(&reference, TABLES.into_iter()).await
+    );
+    assert_eq!(db.snapshot().await, reference.snapshot().await);
+}
+
+backend_tests!(
+    #[tokio::test(flavor = "multi_thread")]
+    a_killed_whole_repo_import_run_again_takes_over_its_pairs,
+    |a, b| kill_then_import_again(a, b)
+);
+
 /// A state's rev moves only with a committed page: a run that pins a new
 /// rev and then fails before its first page must not make the cursor an
 /// older run left look like the new snapshot's. Else the next whole-repo
