@@ -455,52 +455,45 @@ impl Steps for PgSteps<'_> {
         let (lo, hi) = sweep.uri_range();
         // One statement (one round trip): the rows go, their tombstones and
         // the pair's floor are written, from the same snapshot.
-        let sql = |removed: &str| {
-            format!(
-                "WITH gone AS (DELETE FROM {t} WHERE uri >= $1 AND uri < $2 AND rev < $3 \
-                 RETURNING uri, did, rkey, record), \
-                 tombs AS (INSERT INTO parity_tombstones (uri, rev, deleted_at) SELECT uri, $3, $4 FROM gone \
-                 ON CONFLICT (uri) DO UPDATE SET rev = excluded.rev, deleted_at = excluded.deleted_at \
-                 WHERE excluded.rev > parity_tombstones.rev), \
-                 floor AS (INSERT INTO parity_sweep_floors (did, collection, rev) VALUES ($5, $6, $3) \
-                 ON CONFLICT (did, collection) DO UPDATE SET rev = excluded.rev \
-                 WHERE excluded.rev > parity_sweep_floors.rev) \
-                 {removed}"
-            )
+        // The removed rows come back for the change log; their records
+        // only when the table is logged.
+        let record = if log.is_some() {
+            "record::text"
+        } else {
+            "NULL::text"
         };
-        macro_rules! bound {
-            ($q:expr) => {
-                $q.bind(&lo)
-                    .bind(&hi)
-                    .bind(sweep.rev.as_str())
-                    .bind(now)
-                    .bind(sweep.did.as_str())
-                    .bind(sweep.collection.as_str())
-            };
-        }
-        let Some(sink) = log else {
-            let n: i64 = bound!(sqlx::query_scalar(AssertSqlSafe(sql(
-                "SELECT COUNT(*) FROM gone"
-            ))))
-            .fetch_one(&mut *self.tx)
+        let sql = format!(
+            "WITH gone AS (DELETE FROM {t} WHERE uri >= $1 AND uri < $2 AND rev < $3 \
+             RETURNING uri, did, rkey, record), \
+             tombs AS (INSERT INTO parity_tombstones (uri, rev, deleted_at) SELECT uri, $3, $4 FROM gone \
+             ON CONFLICT (uri) DO UPDATE SET rev = excluded.rev, deleted_at = excluded.deleted_at \
+             WHERE excluded.rev > parity_tombstones.rev), \
+             floor AS (INSERT INTO parity_sweep_floors (did, collection, rev) VALUES ($5, $6, $3) \
+             ON CONFLICT (did, collection) DO UPDATE SET rev = excluded.rev \
+             WHERE excluded.rev > parity_sweep_floors.rev) \
+             SELECT uri, did, rkey, {record} FROM gone"
+        );
+        let rows: Vec<Removed> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(&lo)
+            .bind(&hi)
+            .bind(sweep.rev.as_str())
+            .bind(now)
+            .bind(sweep.did.as_str())
+            .bind(sweep.collection.as_str())
+            .fetch_all(&mut *self.tx)
             .await?;
-            return Ok(n as u64);
-        };
-        let rows: Vec<Removed> = bound!(sqlx::query_as(AssertSqlSafe(sql(
-            "SELECT uri, did, rkey, record::text FROM gone"
-        ))))
-        .fetch_all(&mut *self.tx)
-        .await?;
         let n = rows.len() as u64;
-        for (uri, did, rkey, record) in rows {
-            sink.push(Logged::removed(
-                table,
-                uri,
-                did,
-                rkey,
-                record.as_deref(),
-                Some(&sweep.rev),
-            ));
+        if let Some(sink) = log {
+            for (uri, did, rkey, record) in rows {
+                sink.push(Logged::removed(
+                    table,
+                    uri,
+                    did,
+                    rkey,
+                    record.as_deref(),
+                    Some(&sweep.rev),
+                ));
+            }
         }
         Ok(n)
     }
