@@ -203,14 +203,7 @@ fn log_every(s: &Settings) -> Duration {
 /// 16 let it reach 81 %; see BENCHMARKS.md). SQLite has one writer anyway.
 const MAX_IMPORT_CONNECTIONS: u32 = 16;
 
-/// Transactions writing import pages at once on PostgreSQL, each holding
-/// the pages that waited for it (`store/postgres_group.rs`). Of 1 to 4,
-/// one series at 5,000 repos and `--concurrency 32` (single runs, noisy)
-/// ran fastest with three.
-const PG_COMMITTERS: usize = 3;
-
-/// Connects, migrates and prepares the mapped tables, and groups import
-/// pages on PostgreSQL.
+/// Connects, migrates and prepares the mapped tables.
 async fn open(s: &Settings, concurrency: usize) -> Result<Store, ImportError> {
     let mut db = s.database.clone();
     if db.url.starts_with("postgres") {
@@ -223,7 +216,6 @@ async fn open(s: &Settings, concurrency: usize) -> Result<Store, ImportError> {
         .prepare(s.registry.tables(), &s.purge.statuses)
         .await?;
     store.set_change_log(s.change_log.clone());
-    store.group_import_pages(PG_COMMITTERS.min(concurrency.max(1)));
     Ok(store)
 }
 

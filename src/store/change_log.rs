@@ -47,11 +47,6 @@ impl ChangeLog {
     pub fn logs(&self, table: &str) -> bool {
         self.enabled && (self.tables.is_empty() || self.tables.iter().any(|t| t == table))
     }
-
-    /// Whether nothing at all is appended.
-    pub fn is_off(&self) -> bool {
-        !self.enabled
-    }
 }
 
 /// What happened to the row.

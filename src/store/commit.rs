@@ -135,21 +135,6 @@ pub(super) trait Steps {
         now: DateTime<Utc>,
         log: Option<&mut Vec<Logged<'b>>>,
     ) -> Result<u64, StoreError>;
-    /// [`Steps::upsert`] of rows of several batches written as one (a
-    /// group, [`commit_group`]), telling which were written: `None` when
-    /// every row was, else the URIs written. Only PostgreSQL groups
-    /// batches; elsewhere this is an error.
-    async fn upsert_written(
-        &mut self,
-        table: usize,
-        rows: &[&Row],
-        now: DateTime<Utc>,
-    ) -> Result<Option<Vec<String>>, StoreError> {
-        let _ = (table, rows, now);
-        Err(StoreError::Sql(sqlx::Error::Configuration(
-            "only PostgreSQL commits a group of batches as one".into(),
-        )))
-    }
     /// Removes the rows of the sweep's table in its repo's collection
     /// (URIs in [`Sweep::uri_range`]) whose rev is older than the sweep's,
     /// each leaving a tombstone at that rev (newer tombstones win), and
@@ -192,78 +177,13 @@ pub(super) enum Finish {
 /// Writes `batch` through `tx` in the order of `plan.rs` and commits (or,
 /// for a trial, rolls back).
 pub(super) async fn commit<S: Steps>(
-    tx: S,
+    mut tx: S,
     batch: &Batch,
     finish: Finish,
 ) -> Result<CommitStats, StoreError> {
-    let mut all = commit_group(tx, &[batch], finish).await?;
-    Ok(all.pop().unwrap_or_default())
-}
-
-/// Whether `batch` may share a transaction's statements with others in a
-/// group ([`commit_group`]): an import page of rows to write and nothing
-/// else (no deletes, purges, account or identity changes; its repo's rev
-/// at most). A group's batches must also have pairwise distinct DIDs.
-pub(super) fn groups(batch: &Batch) -> bool {
-    matches!(batch.checkpoint, Checkpoint::ImportPage(_))
-        && page_did(batch).is_some()
-        && batch
-            .mutations
-            .iter()
-            .all(|m| matches!(m, crate::mapper::Mutation::Upsert(_)))
-        && batch.repos.values().all(|c| {
-            c.account.is_none()
-                && !c.identity
-                && c.handle.is_none()
-                && c.resync.is_none()
-                && !c.purge
-        })
-}
-
-/// The one DID every row, repo change and sweep of `batch` belongs to;
-/// `None` when there are several (or none).
-pub(super) fn page_did(batch: &Batch) -> Option<&Did> {
-    let sweep = match &batch.checkpoint {
-        Checkpoint::ImportPage(p) => p.sweep.as_ref().map(|s| &s.did),
-        _ => None,
-    };
-    let mut dids = batch
-        .mutations
-        .iter()
-        .map(|m| m.did())
-        .chain(batch.repos.keys())
-        .chain(sweep);
-    let first = dids.next()?;
-    dids.all(|d| d == first).then_some(first)
-}
-
-/// Writes `batches` in one transaction, each table's rows of all of them
-/// in one statement, and commits (or rolls back); one [`CommitStats`]
-/// per batch, in order. One batch is [`commit`]; several must each
-/// [`groups`], have pairwise distinct DIDs, and no table may be logged
-/// (an error otherwise, before anything is written). The steps run in the
-/// order of `plan.rs` over all the batches at once, which is the order
-/// each would have alone because no two of them touch one repo.
-pub(super) async fn commit_group<S: Steps>(
-    mut tx: S,
-    batches: &[&Batch],
-    finish: Finish,
-) -> Result<Vec<CommitStats>, StoreError> {
-    let grouped = batches.len() > 1;
-    if grouped
-        && (!batches.iter().all(|b| groups(b)) || (0..tx.table_count()).any(|t| tx.logged(t)))
-    {
-        return Err(StoreError::Sql(sqlx::Error::Configuration(
-            "a group commit holds import pages only, with the change log off".into(),
-        )));
-    }
-    let plan = Plan::of(batches, tx.table_count());
+    let plan = Plan::new(batch, tx.table_count());
     let now = Utc::now();
-    let mut all: Vec<CommitStats> = batches.iter().map(|_| CommitStats::default()).collect();
-    // The batch of each DID (grouped batches have one DID each).
-    let dids: Vec<Option<&Did>> = batches.iter().map(|b| page_did(b)).collect();
-    let owner = |did: &Did| dids.iter().position(|d| *d == Some(did)).unwrap_or(0);
-    let stats = &mut all[0];
+    let mut stats = CommitStats::default();
     // The change log of this batch, if any table is logged.
     let mut log: Option<Vec<Logged<'_>>> =
         (0..tx.table_count()).any(|t| tx.logged(t)).then(Vec::new);
@@ -298,7 +218,7 @@ pub(super) async fn commit_group<S: Steps>(
         }
     }
     if !plan.purges.is_empty() {
-        tx.purge(&plan.purges, stats, log.as_mut()).await?;
+        tx.purge(&plan.purges, &mut stats, log.as_mut()).await?;
     }
 
     // 2. Tombstones for every delete, then the deletes.
@@ -315,51 +235,28 @@ pub(super) async fn commit_group<S: Steps>(
         }
     }
 
-    // 3. Upserts: a group's rows of each table in one statement, each
-    // batch counting the rows written of its own repo.
+    // 3. Upserts.
     for (table, work) in plan.tables.iter().enumerate() {
-        if work.upserts.is_empty() {
-            continue;
-        }
-        if !grouped {
+        if !work.upserts.is_empty() {
             let sink = log.as_mut().filter(|_| tx.logged(table));
             let n = tx.upsert(table, &work.upserts, now, sink).await?;
-            CommitStats::add(&mut all[0].upserted, tx.table_name(table), n);
-            continue;
-        }
-        let written = tx.upsert_written(table, &work.upserts, now).await?;
-        let written: Option<std::collections::HashSet<&str>> = written
-            .as_ref()
-            .map(|w| w.iter().map(String::as_str).collect());
-        let mut counts = vec![0u64; batches.len()];
-        for row in &work.upserts {
-            if written
-                .as_ref()
-                .is_none_or(|w| w.contains(row.uri.as_str()))
-            {
-                counts[owner(&row.did)] += 1;
-            }
-        }
-        for (stats, n) in all.iter_mut().zip(counts) {
             CommitStats::add(&mut stats.upserted, tx.table_name(table), n);
         }
     }
 
     // 3b. After the last page of a complete import listing: what the repo
     // no longer has.
-    for (batch, stats) in batches.iter().zip(all.iter_mut()) {
-        if let Checkpoint::ImportPage(ImportPage {
-            sweep: Some(sweep), ..
-        }) = &batch.checkpoint
-        {
-            // Only the collection's own table holds its URIs; the sweep also
-            // leaves the floor that keeps out what the listing did not have,
-            // should an older write of it come later.
-            let table = sweep.table.0;
-            let sink = log.as_mut().filter(|_| tx.logged(table));
-            let n = tx.sweep(sweep, now, sink).await?;
-            CommitStats::add(&mut stats.deleted, tx.table_name(table), n);
-        }
+    if let Checkpoint::ImportPage(ImportPage {
+        sweep: Some(sweep), ..
+    }) = &batch.checkpoint
+    {
+        // Only the collection's own table holds its URIs; the sweep also
+        // leaves the floor that keeps out what the listing did not have,
+        // should an older write of it come later.
+        let table = sweep.table.0;
+        let sink = log.as_mut().filter(|_| tx.logged(table));
+        let n = tx.sweep(sweep, now, sink).await?;
+        CommitStats::add(&mut stats.deleted, tx.table_name(table), n);
     }
 
     // 4. Per-DID commit revs.
@@ -367,32 +264,7 @@ pub(super) async fn commit_group<S: Steps>(
         tx.revs(&plan.revs, now).await?;
     }
 
-    // 5. The checkpoints.
-    for (batch, stats) in batches.iter().zip(all.iter_mut()) {
-        checkpoint(&mut tx, batch, stats, now).await?;
-    }
-    // 6. The change log, last: the append lock is held only for this
-    // statement and the COMMIT.
-    if let Some(log) = log.filter(|l| !l.is_empty()) {
-        let stats = &mut all[0];
-        stats.last_seq = Some(tx.append(&log).await?);
-        change_log::count(stats, |t| tx.table_name(t).to_owned(), &log);
-    }
-    match finish {
-        Finish::Commit => tx.commit().await?,
-        Finish::Rollback => tx.rollback().await?,
-    }
-    Ok(all)
-}
-
-/// Step 5 for one batch: its stream cursors, its writer's share, its
-/// import page or its published outbox rows.
-async fn checkpoint<S: Steps>(
-    tx: &mut S,
-    batch: &Batch,
-    stats: &CommitStats,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
+    // 5. The checkpoint.
     match &batch.checkpoint {
         Checkpoint::Stream(cursors) => {
             for (stream, cursor) in cursors {
@@ -423,14 +295,7 @@ async fn checkpoint<S: Steps>(
             }
         }
         Checkpoint::ImportPage(page) => {
-            let offered = batch
-                .mutations
-                .iter()
-                .filter(|m| {
-                    matches!(m, crate::mapper::Mutation::Upsert(_))
-                        && m.table().0 < tx.table_count()
-                })
-                .count() as u64;
+            let offered = plan.upsert_count() as u64;
             let synced = stats.upserted_total() as i64;
             let skipped = offered.saturating_sub(synced as u64) as i64;
             let failed = page.failed as i64;
@@ -480,7 +345,17 @@ async fn checkpoint<S: Steps>(
             }
         }
     }
-    Ok(())
+    // 6. The change log, last: the append lock is held only for this
+    // statement and the COMMIT.
+    if let Some(log) = log.filter(|l| !l.is_empty()) {
+        stats.last_seq = Some(tx.append(&log).await?);
+        change_log::count(&mut stats, |t| tx.table_name(t).to_owned(), &log);
+    }
+    match finish {
+        Finish::Commit => tx.commit().await?,
+        Finish::Rollback => tx.rollback().await?,
+    }
+    Ok(stats)
 }
 
 #[cfg(test)]

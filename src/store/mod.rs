@@ -67,14 +67,11 @@ mod commit_all_tests;
 pub mod cursor;
 mod dialect;
 mod did_locks;
-#[cfg(test)]
-mod import_group_tests;
 mod import_queue;
 mod imports;
 mod outbox;
 pub mod plan;
 mod postgres;
-mod postgres_group;
 mod postgres_upsert;
 mod publish_limits;
 mod quarantine;
@@ -626,20 +623,6 @@ impl Store {
             .await
     }
 
-    /// From now on this store, and every clone made after it, commits
-    /// import pages in groups: on PostgreSQL, the pages waiting at once
-    /// (of distinct repos) share one transaction and one statement per
-    /// table, written by at most `committers` transactions at a time
-    /// (`postgres_group.rs`). SQLite's writer thread already groups what
-    /// waits in its queue. Call after [`Store::prepare`] and
-    /// [`Store::set_change_log`]; with the change log on, pages are not
-    /// grouped.
-    pub fn group_import_pages(&mut self, committers: usize) {
-        if let Store::Postgres(s) = self {
-            s.group_import_pages(committers);
-        }
-    }
-
     /// Whether [`Store::commit_all`] commits several batches in one
     /// transaction: SQLite's writer thread does; on PostgreSQL, whose
     /// writers commit in parallel, each batch is its own transaction.
@@ -736,10 +719,7 @@ impl Store {
                     all.remove(0)
                 })
             }
-            Store::Postgres(s) => match (batch, finish) {
-                (Held::Shared(b), commit::Finish::Commit) => s.commit_shared(b).await,
-                (batch, finish) => s.commit(batch.get(), finish).await,
-            },
+            Store::Postgres(s) => s.commit(batch.get(), finish).await,
         }?;
         if finish == commit::Finish::Commit {
             self.signal().committed(&stats);

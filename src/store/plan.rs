@@ -47,18 +47,9 @@ pub struct Plan<'a> {
 
 impl<'a> Plan<'a> {
     pub fn new(batch: &'a Batch, table_count: usize) -> Plan<'a> {
-        Plan::of(&[batch], table_count)
-    }
-
-    /// The plan of several batches written as one, each table's rows in
-    /// batch order. Only for batches that touch disjoint repos (a group of
-    /// import pages, `commit::groups`): the steps then run per kind rather
-    /// than per batch, which is the same result only when no two batches
-    /// touch one URI or one DID.
-    pub fn of(batches: &[&'a Batch], table_count: usize) -> Plan<'a> {
         let mut tables: Vec<TableWork<'a>> =
             (0..table_count).map(|_| TableWork::default()).collect();
-        for m in batches.iter().flat_map(|b| &b.mutations) {
+        for m in &batch.mutations {
             let Some(work) = tables.get_mut(m.table().0) else {
                 continue;
             };
@@ -70,7 +61,7 @@ impl<'a> Plan<'a> {
         let mut account_changes = Vec::new();
         let mut purges = Vec::new();
         let mut revs = Vec::new();
-        for (did, change) in batches.iter().flat_map(|b| &b.repos) {
+        for (did, change) in &batch.repos {
             if change.account.is_some()
                 || change.identity
                 || change.handle.is_some()

@@ -28,7 +28,6 @@ use super::change_log::{ChangeLog, Logged, Signal};
 use super::commit::{self, Finish, Steps};
 use super::dialect::{Arg, Dialect, Sql, bind_args};
 use super::did_locks;
-use super::postgres_group::PgGroup;
 use super::postgres_upsert::{self, UpsertSql};
 use super::schema;
 use super::{CommitStats, DatabaseConfig, StoreError};
@@ -82,9 +81,6 @@ pub struct PgStore {
     tables: Arc<Vec<TableSql>>,
     pub(super) change_log: Arc<ChangeLog>,
     pub(super) signal: Signal,
-    /// Import pages go through this group committer once
-    /// [`PgStore::group_import_pages`] started one.
-    group: Option<Arc<PgGroup>>,
 }
 
 /// `TCP_NODELAY` on each new connection of the pool (see `tcp_nodelay`).
@@ -121,7 +117,6 @@ impl PgStore {
             tables: Arc::new(Vec::new()),
             change_log: Arc::default(),
             signal: Signal::default(),
-            group: None,
         })
     }
 
@@ -151,7 +146,6 @@ impl PgStore {
             tables: Arc::new(Vec::new()),
             change_log: Arc::default(),
             signal: Signal::default(),
-            group: None,
         })
     }
 
@@ -240,7 +234,7 @@ impl PgStore {
         batch: &Batch,
         finish: Finish,
     ) -> Result<CommitStats, StoreError> {
-        let tx = self.begin(&did_locks::buckets(batch)).await?;
+        let tx = self.begin(batch).await?;
         commit::commit(
             PgSteps {
                 tx,
@@ -253,55 +247,10 @@ impl PgStore {
         )
         .await
     }
-
-    /// [`PgStore::commit`] of a batch the caller shares: an import page
-    /// goes through the group committer when one runs and the change log
-    /// is off.
-    pub(super) async fn commit_shared(
-        &self,
-        batch: &Arc<Batch>,
-    ) -> Result<CommitStats, StoreError> {
-        match &self.group {
-            Some(group) if self.change_log.is_off() && commit::groups(batch) => {
-                group.commit(Arc::clone(batch)).await
-            }
-            _ => self.commit(batch, Finish::Commit).await,
-        }
-    }
-
-    /// From now on, this store and its later clones commit import pages
-    /// in groups ([`PgGroup`]), through `committers` connections at once.
-    /// Call it after [`PgStore::prepare`] and the change log's setting:
-    /// the committers write with the tables and log of this moment.
-    pub fn group_import_pages(&mut self, committers: usize) {
-        let mut plain = self.clone();
-        plain.group = None;
-        self.group = Some(Arc::new(PgGroup::start(&plain, committers)));
-    }
-
-    /// Several import pages of distinct DIDs in one transaction
-    /// ([`commit::commit_group`]).
-    pub(super) async fn commit_group(
-        &self,
-        batches: &[&Batch],
-    ) -> Result<Vec<CommitStats>, StoreError> {
-        let mut keys: Vec<i32> = batches.iter().flat_map(|b| did_locks::buckets(b)).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let tx = self.begin(&keys).await?;
-        let steps = PgSteps {
-            tx,
-            tables: &self.tables,
-            log: &self.change_log,
-            ordered: false,
-        };
-        commit::commit_group(steps, batches, Finish::Commit).await
-    }
 }
 
 impl PgStore {
-    /// Opens a commit transaction holding the DID locks `keys` (sorted,
-    /// distinct), in one round trip: `BEGIN`,
+    /// Opens the commit transaction of `batch`, in one round trip: `BEGIN`,
     /// `synchronous_commit` off for it (the cursor commits in this same
     /// transaction, so a commit lost to a server crash loses its cursor
     /// too and is simply consumed again: waiting for the WAL flush buys
@@ -311,9 +260,12 @@ impl PgStore {
     /// network distance to the server for every batch and import page.
     async fn begin(
         &self,
-        keys: &[i32],
+        batch: &Batch,
     ) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
-        Ok(self.pool.begin_with(AssertSqlSafe(begin_sql(keys))).await?)
+        Ok(self
+            .pool
+            .begin_with(AssertSqlSafe(begin_sql(&did_locks::buckets(batch))))
+            .await?)
     }
 }
 
@@ -490,21 +442,6 @@ impl Steps for PgSteps<'_> {
             }
         }
         Ok(written.len() as u64)
-    }
-
-    async fn upsert_written(
-        &mut self,
-        table: usize,
-        rows: &[&Row],
-        now: DateTime<Utc>,
-    ) -> Result<Option<Vec<String>>, StoreError> {
-        let t = &self.tables[table];
-        Ok(sqlx::Row::try_get(
-            &postgres_upsert::query(&t.schema, &t.upsert, rows, now, true)
-                .fetch_one(&mut *self.tx)
-                .await?,
-            0,
-        )?)
     }
 
     async fn sweep<'b>(

@@ -35,7 +35,7 @@ async fn a_commit_transaction_opens_with_its_did_locks_held() {
     let other = sqlx::PgPool::connect_with(p.pool().connect_options().as_ref().clone())
         .await
         .unwrap();
-    let mut tx = PgStore::begin(p, &did_locks::buckets(&b)).await.unwrap();
+    let mut tx = PgStore::begin(p, &b).await.unwrap();
     let sync: String = sqlx::query("SHOW synchronous_commit")
         .fetch_one(&mut *tx)
         .await

@@ -3,14 +3,13 @@
 //! by key, never a scan of the guard's table: as a join the planner chose
 //! to hash the whole tombstone table for every statement, which made
 //! parity slower the more deletes it had seen (BENCHMARKS.md, session 11).
-//! The rows of one repo's collection, or of a group of import pages, ask
-//! the tombstones and the floors per row only when one of their repos has
-//! some (`EXPLAIN ANALYZE`, rolled back).
+//! The rows of one repo's collection ask the tombstones and the floors per
+//! row only when the repo has some (`EXPLAIN ANALYZE`, rolled back).
 
 use chrono::Utc;
 use serde_json::value::RawValue;
 
-use super::postgres_upsert::{MAX_PAIRS, query_with};
+use super::postgres_upsert::query_with;
 use crate::event::Did;
 use crate::mapper::{Row, TableId, Value};
 use crate::store::Store;
@@ -58,18 +57,7 @@ async fn guards_probe_by_key_with_large_guard_tables() {
             values: vec![Value::Null; t.schema.columns.len()],
         })
         .collect();
-    // Rows of a group of import pages: few repos, the guards asked per
-    // pair.
-    let group: Vec<Row> = (0..ROWS)
-        .map(|i| {
-            let did = format!("did:plc:r{}", i % MAX_PAIRS);
-            Row {
-                uri: format!("at://{did}/app.bsky.feed.like/3m{i}"),
-                did: Did::parse(&did).unwrap(),
-                ..rows[i].clone()
-            }
-        })
-        .collect();
+    let refs: Vec<&Row> = rows.iter().collect();
     // Which join the planner picks depends on statistics this test cannot
     // cheaply reproduce (the bench's 3M events); without nested loops, a
     // guard that can be planned as a join is planned as a hash join over
@@ -79,13 +67,7 @@ async fn guards_probe_by_key_with_large_guard_tables() {
         .execute(&mut *c)
         .await
         .unwrap();
-    for (rows, returning) in [
-        (&rows, false),
-        (&rows, true),
-        (&group, false),
-        (&group, true),
-    ] {
-        let refs: Vec<&Row> = rows.iter().collect();
+    for returning in [false, true] {
         let explain = |s: &std::sync::Arc<str>| format!("EXPLAIN {s}").into();
         let plan: Vec<String> =
             query_with(&t.schema, &t.upsert, &refs, Utc::now(), returning, explain)
@@ -100,7 +82,6 @@ async fn guards_probe_by_key_with_large_guard_tables() {
             .filter(|l| {
                 l.contains("Seq Scan on parity_tombstones")
                     || l.contains("Seq Scan on parity_repos")
-                    || l.contains("Seq Scan on parity_sweep_floors")
                     || l.contains("Hash Anti Join")
             })
             .collect();
@@ -194,62 +175,6 @@ async fn one_repos_page_asks_tombstones_and_floors_per_row_only_when_it_has_some
 
     // A floor of the repo's collection: the floor guard looks at every row
     // the tombstone guard let through (all but the tombstoned 3k050).
-    sqlx::query("INSERT INTO parity_sweep_floors (did, collection, rev) VALUES ($1, $2, '3a')")
-        .bind(A)
-        .bind(LIKE)
-        .execute(p.pool())
-        .await
-        .unwrap();
-    let plan = analyzed(&store, &rows).await;
-    assert!(
-        scan(&plan, "parity_sweep_floors", "f").contains("loops=99)"),
-        "{}",
-        plan.join("\n")
-    );
-}
-
-#[tokio::test]
-async fn a_groups_repos_ask_tombstones_and_floors_per_row_only_when_one_has_some() {
-    let (store, _) = open(true).await;
-    let Store::Postgres(p) = &store else {
-        unreachable!()
-    };
-    let rows: Vec<Row> = (0..100)
-        .map(|i| {
-            let did = if i % 2 == 0 { A } else { B };
-            super::postgres_upsert::tests::like(did, did, LIKE, &format!("3k{i:03}"))
-        })
-        .collect();
-
-    // Neither repo has anything in the guard tables: one look-up per repo.
-    let plan = analyzed(&store, &rows).await;
-    for (table, alias) in [("parity_tombstones", "ts"), ("parity_sweep_floors", "f")] {
-        assert!(
-            scan(&plan, table, alias).contains("never executed"),
-            "{}",
-            plan.join("\n")
-        );
-    }
-    for (table, alias) in [("parity_tombstones", "t1"), ("parity_sweep_floors", "f1")] {
-        assert!(
-            scan(&plan, table, alias).contains("loops=2)"),
-            "{}",
-            plan.join("\n")
-        );
-    }
-
-    // A tombstone in the second repo's collection: every row is looked up.
-    tombstone(p, &format!("at://{B}/{LIKE}/3k051")).await;
-    let plan = analyzed(&store, &rows).await;
-    assert!(
-        scan(&plan, "parity_tombstones", "ts").contains("loops=100)"),
-        "{}",
-        plan.join("\n")
-    );
-    assert!(scan(&plan, "parity_sweep_floors", "f").contains("never executed"));
-
-    // A floor of the first repo's collection: the floor guard looks at
-    // every row the tombstone guard let through.
     sqlx::query("INSERT INTO parity_sweep_floors (did, collection, rev) VALUES ($1, $2, '3a')")
         .bind(A)
         .bind(LIKE)

@@ -2,24 +2,23 @@
 //! binding.
 //!
 //! Owns: the two shapes of the upsert (each with a `RETURNING` twin for the
-//! change log and for a group commit's counts) and which one a step's rows
-//! take. Both write the rows of an `UNNEST` under the same three guards (a
-//! tombstone at the row's rev or newer, a sweep floor of the row's repo and
-//! collection newer than the row, an account status that purges) and
-//! `ON CONFLICT … WHERE excluded.rev > rev`:
+//! change log) and which one a step's rows take. Both write the rows of an
+//! `UNNEST` under the same three guards (a tombstone at the row's rev or
+//! newer, a sweep floor of the row's repo and collection newer than the
+//! row, an account status that purges) and `ON CONFLICT … WHERE
+//! excluded.rev > rev`:
 //!
 //! - **any rows**: each guard is a look-up per row by key (`OFFSET 0` keeps
-//!   it a correlated subplan; see [`UpsertSql::new`]);
-//! - **a few repos' collections** (the rows belong to at most
-//!   [`MAX_PAIRS`] (repo, collection) pairs, each row's URI under its own:
-//!   every import page, a group of them, and many small batches): the
-//!   guards are asked once per statement first, one look-up per pair, and
-//!   per row only when one of the pairs has a floor at all, or a tombstone
-//!   in its URI range, or one of the repos a status that purges. An import
-//!   writes mostly repos that have none of these, and three look-ups per row
-//!   were a third of the upsert's time on the server (BENCHMARKS.md, issue
-//!   15 b, session 23). The per-row checks and their comparisons are the
-//!   same text in both shapes, so both answer alike.
+//!   it a correlated subplan; see [`upsert`]);
+//! - **one repo's collection** (every row of the step has the same DID and
+//!   collection: every import page, and many small batches): the guards
+//!   are asked once per statement first. The account status names one DID,
+//!   so it is one look-up; the floor and the tombstones are asked per row
+//!   only when the repo's collection has a floor at all, or a tombstone in
+//!   its URI range. An import writes mostly repos that have neither, and
+//!   three look-ups per row were a third of the upsert's time on the server
+//!   (BENCHMARKS.md, issue 15 b, session 23). The per-row checks and their
+//!   comparisons are the same text in both shapes, so both answer alike.
 //!
 //! Does not own: the other bulk steps (`postgres.rs`) or the commit order
 //! (`commit.rs`).
@@ -40,13 +39,9 @@ pub(super) type Query = sqlx::query::Query<'static, Postgres, PgArguments>;
 pub(super) struct UpsertSql {
     any: Arc<str>,
     any_returning: Arc<str>,
-    pairs: Arc<str>,
-    pairs_returning: Arc<str>,
+    one: Arc<str>,
+    one_returning: Arc<str>,
 }
-
-/// The most (repo, collection) pairs whose guards a statement asks once
-/// per pair; rows of more take the per-row shape.
-pub(super) const MAX_PAIRS: usize = 64;
 
 /// The element type an extra column's values are bound as.
 fn array_type(t: ColumnType) -> &'static str {
@@ -64,8 +59,8 @@ impl UpsertSql {
     pub(super) fn new(t: &TableSchema, purge: &[AccountStatus]) -> UpsertSql {
         let n_extra = t.columns.len();
         // $1..$6 standard text arrays, $7 synced_at, then one array per
-        // extra column; a few pairs' shape adds, after those, each pair's
-        // URI range (lo, hi), DID and collection, as arrays.
+        // extra column; one repo's collection adds, after those, its URI
+        // range (lo, hi), DID and collection.
         let mut unnest: Vec<String> = (1..=6).map(|i| format!("${i}::text[]")).collect();
         let mut select: Vec<String> = vec![
             "v.uri".into(),
@@ -87,7 +82,7 @@ impl UpsertSql {
         let mut alias: Vec<&str> = vec!["uri", "did", "rkey", "cid", "rev", "record"];
         alias.extend(t.columns.iter().map(|c| c.name.as_str()));
         debug_assert_eq!(unnest.len(), 6 + n_extra);
-        let [lo, hi, did, collection] = [8, 9, 10, 11].map(|i| format!("${}::text[]", i + n_extra));
+        let [lo, hi, did, collection] = [8, 9, 10, 11].map(|i| format!("${}", i + n_extra));
 
         // Each per-row guard is a look-up by key (`OFFSET 0` keeps it a
         // correlated subplan). As a join, the planner costs a batch's
@@ -102,24 +97,15 @@ impl UpsertSql {
         let status = statuses.as_ref().map(|l| {
             format!(" AND NOT EXISTS (SELECT 1 FROM parity_repos r WHERE r.did = v.did AND r.status IN ({l}) OFFSET 0)")
         });
-        let any_guards = format!(
-            "{tomb} AND {floor}{}",
-            status.as_deref().unwrap_or_default()
-        );
-        // Uncorrelated, so PostgreSQL answers each once per statement: one
-        // index look-up per pair (`OFFSET 0` keeps each a look-up rather
-        // than a join that could scan the whole guard table).
-        let pairs_status = match (&statuses, &status) {
-            (Some(l), Some(per_row)) => format!(
-                " AND ((SELECT NOT EXISTS (SELECT 1 FROM parity_repos r1 WHERE r1.did = ANY({did}) AND r1.status IN ({l}))) OR (TRUE{per_row}))"
-            ),
-            _ => String::new(),
-        };
-        let pairs_guards = format!(
-            "((SELECT NOT EXISTS (SELECT 1 FROM UNNEST({lo}, {hi}) AS p(lo, hi) WHERE EXISTS \
-             (SELECT 1 FROM parity_tombstones t1 WHERE t1.uri >= p.lo AND t1.uri < p.hi OFFSET 0))) OR {tomb}) \
-             AND ((SELECT NOT EXISTS (SELECT 1 FROM UNNEST({did}, {collection}) AS p(did, collection) WHERE EXISTS \
-             (SELECT 1 FROM parity_sweep_floors f1 WHERE f1.did = p.did AND f1.collection = p.collection OFFSET 0))) OR {floor}){pairs_status}"
+        let any_guards = format!("{tomb} AND {floor}{}", status.unwrap_or_default());
+        // Uncorrelated, so PostgreSQL answers each once per statement.
+        let one_status = statuses.as_ref().map(|l| {
+            format!(" AND NOT EXISTS (SELECT 1 FROM parity_repos r WHERE r.did = {did} AND r.status IN ({l}))")
+        });
+        let one_guards = format!(
+            "((SELECT NOT EXISTS (SELECT 1 FROM parity_tombstones t1 WHERE t1.uri >= {lo} AND t1.uri < {hi})) OR {tomb}) \
+             AND ((SELECT NOT EXISTS (SELECT 1 FROM parity_sweep_floors f1 WHERE f1.did = {did} AND f1.collection = {collection})) OR {floor}){}",
+            one_status.unwrap_or_default()
         );
         let upsert = |guards: &str| {
             format!(
@@ -144,44 +130,27 @@ impl UpsertSql {
             )
             .into()
         };
-        let (any, pairs) = (upsert(&any_guards), upsert(&pairs_guards));
+        let (any, one) = (upsert(&any_guards), upsert(&one_guards));
         UpsertSql {
             any_returning: returning(&any),
-            pairs_returning: returning(&pairs),
+            one_returning: returning(&one),
             any: any.into(),
-            pairs: pairs.into(),
+            one: one.into(),
         }
     }
 }
 
-/// The (DID, collection) pairs of `rows`, in order of first appearance, if
-/// there are at most [`MAX_PAIRS`] and every row's URI is under its own
-/// pair's `at://<did>/<collection>/` (the range the statement asks about
-/// for tombstones).
-fn pairs_of<'r>(rows: &[&'r Row]) -> Option<Vec<(&'r str, &'r str)>> {
-    let mut pairs: Vec<(&'r str, &'r str)> = Vec::new();
-    let mut last: Option<(&str, &str)> = None;
-    for row in rows {
-        let did = row.did.as_str();
-        let collection = row
-            .uri
-            .strip_prefix("at://")?
-            .strip_prefix(did)?
-            .strip_prefix('/')?
-            .split_once('/')?
-            .0;
-        if last == Some((did, collection)) {
-            continue;
-        }
-        last = Some((did, collection));
-        if !pairs.contains(&(did, collection)) {
-            if pairs.len() == MAX_PAIRS {
-                return None;
-            }
-            pairs.push((did, collection));
-        }
-    }
-    (!pairs.is_empty()).then_some(pairs)
+/// The DID and collection every row shares, if they share one: each row
+/// of that DID with a URI under `at://<did>/<collection>/` (the range the
+/// statement asks about for tombstones).
+fn one_repo_collection<'r>(rows: &[&'r Row]) -> Option<(&'r str, &'r str)> {
+    let first = rows.first()?;
+    let did = first.did.as_str();
+    let collection = first.uri.split('/').nth(3)?;
+    let prefix = format!("at://{did}/{collection}/");
+    rows.iter()
+        .all(|r| r.did == first.did && r.uri.starts_with(&prefix))
+        .then_some((did, collection))
 }
 
 /// The upsert of `rows` (non-empty) into table `t`, in the shape they
@@ -205,26 +174,22 @@ pub(super) fn query_with(
     returning: bool,
     text: impl FnOnce(&Arc<str>) -> Arc<str>,
 ) -> Query {
-    let pairs = pairs_of(rows);
-    let shape = match (pairs.is_some(), returning) {
+    let one = one_repo_collection(rows);
+    let shape = match (one.is_some(), returning) {
         (false, false) => &sql.any,
         (false, true) => &sql.any_returning,
-        (true, false) => &sql.pairs,
-        (true, true) => &sql.pairs_returning,
+        (true, false) => &sql.one,
+        (true, true) => &sql.one_returning,
     };
     let q = bind_rows(t, text(shape), rows, now);
-    match pairs {
+    match one {
         None => q,
-        Some(pairs) => {
-            let (lo, hi): (Vec<String>, Vec<String>) = pairs
-                .iter()
-                .map(|(did, collection)| {
-                    let base = format!("at://{did}/{collection}");
-                    (format!("{base}/"), format!("{base}0"))
-                })
-                .unzip();
-            let (dids, collections): (Vec<&str>, Vec<&str>) = pairs.into_iter().unzip();
-            q.bind(lo).bind(hi).bind(dids).bind(collections)
+        Some((did, collection)) => {
+            let base = format!("at://{did}/{collection}");
+            q.bind(format!("{base}/"))
+                .bind(format!("{base}0"))
+                .bind(did.to_owned())
+                .bind(collection.to_owned())
         }
     }
 }

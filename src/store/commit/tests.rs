@@ -52,7 +52,7 @@ pub(in crate::store) async fn open(pg: bool) -> (Store, Option<tempfile::TempDir
     (store, dir)
 }
 
-pub(in crate::store) fn did(n: &str) -> Did {
+fn did(n: &str) -> Did {
     Did::parse(&format!("did:plc:{n}")).unwrap()
 }
 
@@ -73,7 +73,7 @@ pub(in crate::store) fn upsert(d: &str, rkey: &str, rev: &str) -> Mutation {
     })
 }
 
-pub(in crate::store) fn delete(d: &str, rkey: &str, rev: &str) -> Mutation {
+fn delete(d: &str, rkey: &str, rev: &str) -> Mutation {
     Mutation::Delete {
         table: TableId(0),
         uri: uri(d, rkey),
@@ -108,7 +108,7 @@ pub(in crate::store) async fn cursor(store: &Store) -> Option<i64> {
         .map(|(c,)| c)
 }
 
-pub(in crate::store) fn stats(upserted: u64, deleted: u64) -> CommitStats {
+fn stats(upserted: u64, deleted: u64) -> CommitStats {
     let list = |n| match n {
         0 => vec![],
         n => vec![("likes".to_owned(), n)],
