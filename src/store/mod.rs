@@ -72,7 +72,6 @@ mod imports;
 mod outbox;
 pub mod plan;
 mod postgres;
-mod postgres_copy;
 mod postgres_upsert;
 mod publish_limits;
 mod quarantine;

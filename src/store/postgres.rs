@@ -28,7 +28,6 @@ use super::change_log::{ChangeLog, Logged, Signal};
 use super::commit::{self, Finish, Steps};
 use super::dialect::{Arg, Dialect, Sql, bind_args};
 use super::did_locks;
-use super::postgres_copy::{self, CopySql};
 use super::postgres_upsert::{self, UpsertSql};
 use super::schema;
 use super::{CommitStats, DatabaseConfig, StoreError};
@@ -67,7 +66,6 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 struct TableSql {
     schema: TableSchema,
     upsert: UpsertSql,
-    copy: CopySql,
     delete: Arc<str>,
     purge: Arc<str>,
     /// The same statements returning what they removed, for the change
@@ -211,7 +209,6 @@ impl PgStore {
                 });
             }
             let upsert = UpsertSql::new(t, purge);
-            let copy = CopySql::new(t, purge);
             let delete = format!(
                 "DELETE FROM {t} USING parity_tombstones ts WHERE {t}.uri = ANY($1::text[]) AND ts.uri = {t}.uri AND {t}.rev <= ts.rev",
                 t = t.name
@@ -221,7 +218,6 @@ impl PgStore {
                 |t: &str| format!(" RETURNING {t}.uri, {t}.did, {t}.rkey, {t}.record::text");
             out.push(TableSql {
                 upsert,
-                copy,
                 schema: t.clone(),
                 delete_returning: format!("{delete}{}", removed(&t.name)).into(),
                 purge_returning: format!("{purge}{}", removed(&t.name)).into(),
@@ -420,11 +416,6 @@ impl Steps for PgSteps<'_> {
     ) -> Result<u64, StoreError> {
         let t = &self.tables[table];
         let Some(sink) = log else {
-            if let Some(n) =
-                postgres_copy::write(&mut self.tx, &t.schema, &t.copy, rows, now).await?
-            {
-                return Ok(n);
-            }
             return Ok(
                 postgres_upsert::query(&t.schema, &t.upsert, rows, now, false)
                     .execute(&mut *self.tx)
@@ -590,7 +581,3 @@ mod plan_tests;
 #[cfg(test)]
 #[path = "postgres_begin_tests.rs"]
 mod begin_tests;
-
-#[cfg(test)]
-#[path = "postgres_copy_tests.rs"]
-mod copy_tests;
