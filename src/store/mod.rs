@@ -150,6 +150,15 @@ pub struct DatabaseConfig {
     /// takes only 1.
     #[serde(default)]
     pub writers: u32,
+    /// PostgreSQL only, not configurable: every transaction of the pool
+    /// commits without waiting for its WAL flush (`synchronous_commit =
+    /// off` for the session), and [`Store::close`] ends with one commit
+    /// that does wait, which makes everything before it durable. Set by
+    /// `import`, whose every write is idempotent and resumable: a server
+    /// crash loses at most the last fraction of a second of commits, in
+    /// order, as if the import had stopped that much earlier.
+    #[serde(skip)]
+    pub async_commit: bool,
 }
 
 /// PostgreSQL's default writer count: each writer is one server backend
@@ -239,6 +248,7 @@ impl Default for DatabaseConfig {
             sqlite_cache_mib: 0,
             sqlite_mmap_mib: default_sqlite_mmap_mib(),
             writers: 0,
+            async_commit: false,
         }
     }
 }
@@ -742,7 +752,7 @@ impl Store {
     pub async fn close(&self) {
         match self {
             Store::Sqlite(s) => s.close().await,
-            Store::Postgres(s) => s.pool().close().await,
+            Store::Postgres(s) => s.close().await,
         }
     }
 }

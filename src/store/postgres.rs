@@ -81,6 +81,9 @@ pub struct PgStore {
     tables: Arc<Vec<TableSql>>,
     pub(super) change_log: Arc<ChangeLog>,
     pub(super) signal: Signal,
+    /// The session commits without waiting for the WAL flush
+    /// ([`DatabaseConfig::async_commit`]); `close` makes it durable.
+    async_commit: bool,
 }
 
 /// `TCP_NODELAY` on each new connection of the pool (see `tcp_nodelay`).
@@ -101,9 +104,12 @@ impl PgStore {
         // `CREATE ... IF NOT EXISTS` on tables and indexes that exist
         // answers with a NOTICE each, which sqlx logs: ~20 lines on every
         // start. Warnings and errors still come through.
-        let opts = PgConnectOptions::from_str(&cfg.url)
+        let mut opts = PgConnectOptions::from_str(&cfg.url)
             .map_err(StoreError::Connect)?
             .options([("client_min_messages", "warning")]);
+        if cfg.async_commit {
+            opts = opts.options([("synchronous_commit", "off")]);
+        }
         // Every writer holds a connection for its commits; one more for the
         // sweeps and readers.
         let pool = with_nodelay(PgPoolOptions::new(), &opts)
@@ -117,6 +123,7 @@ impl PgStore {
             tables: Arc::new(Vec::new()),
             change_log: Arc::default(),
             signal: Signal::default(),
+            async_commit: cfg.async_commit,
         })
     }
 
@@ -146,7 +153,32 @@ impl PgStore {
             tables: Arc::new(Vec::new()),
             change_log: Arc::default(),
             signal: Signal::default(),
+            async_commit: false,
         })
+    }
+
+    /// Closes the pool; on a pool that commits asynchronously, first makes
+    /// every commit of it durable.
+    pub async fn close(&self) {
+        if self.async_commit
+            && let Err(e) = self.flush_commits().await
+        {
+            tracing::warn!(error = %e, "could not wait for the last commits to reach the WAL on disk");
+        }
+        self.pool.close().await;
+    }
+
+    /// Waits until every transaction committed so far (by any session) is
+    /// on disk: one transaction that commits with `synchronous_commit` on,
+    /// so it waits for the WAL to be flushed up to its commit, which covers
+    /// every earlier commit (the WAL is flushed in order). PostgreSQL skips
+    /// that wait for a transaction that wrote no WAL of its own before its
+    /// commit record, so it writes one: an empty transactional logical
+    /// message (any role may; only logical decoding clients see it, as a
+    /// message with the prefix `parity.flush`, and may ignore it).
+    pub async fn flush_commits(&self) -> Result<(), StoreError> {
+        sqlx::raw_sql(FLUSH_SQL).execute(&self.pool).await?;
+        Ok(())
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -268,6 +300,10 @@ impl PgStore {
             .await?)
     }
 }
+
+/// What [`PgStore::flush_commits`] sends, in one round trip.
+const FLUSH_SQL: &str = "BEGIN; SET LOCAL synchronous_commit = on; \
+     SELECT pg_logical_emit_message(true, 'parity.flush', ''); COMMIT";
 
 /// The text [`PgStore::begin`] sends. The lock keys are integers of ours
 /// (hash buckets), never input, so they are written into the text.
@@ -581,3 +617,7 @@ mod plan_tests;
 #[cfg(test)]
 #[path = "postgres_begin_tests.rs"]
 mod begin_tests;
+
+#[cfg(test)]
+#[path = "postgres_async_tests.rs"]
+mod async_tests;
