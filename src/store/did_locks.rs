@@ -11,6 +11,17 @@
 //! sharing a DID run one after the other, and the later one's statements,
 //! each with a fresh snapshot, see what the earlier one committed.
 //!
+//! A plain import page (upserts of one repo's collection and perhaps its
+//! sweep, no deletes, no account or repo changes) takes its DID's lock
+//! *shared* ([`shared`]); every other batch takes it exclusive. Two pages
+//! of one repo's different collections touch disjoint rows, tombstone
+//! ranges and floors, and neither changes what the other's guards read,
+//! so they commit side by side instead of one waiting for the other's
+//! whole transaction (a whole-repo import writes a repo's collections at
+//! once); a live batch, a delete or a purge still waits for them, and
+//! they for it. Two pages of the same collection are one lease's, in
+//! order (a page of a lost lease is refused and rolled back).
+//!
 //! DIDs are hashed into [`BUCKETS`] lock keys (a bounded number of entries
 //! in PostgreSQL's shared lock table, whatever the batch size); two DIDs in
 //! one bucket only wait for each other, never break a guard. Keys are taken
@@ -24,6 +35,7 @@ use sha2::{Digest, Sha256};
 
 use crate::batch::{Batch, Checkpoint};
 use crate::event::Did;
+use crate::mapper::Mutation;
 
 /// Lock keys DIDs hash into: at most this many lock-table entries per
 /// commit (PostgreSQL's default table holds 64 × max_connections).
@@ -53,6 +65,17 @@ pub fn buckets(batch: &Batch) -> Vec<i32> {
     keys
 }
 
+/// Whether `batch` may take its locks shared: an import page of upserts
+/// only, with no repo changes (see the module doc).
+pub fn shared(batch: &Batch) -> bool {
+    matches!(batch.checkpoint, Checkpoint::ImportPage(_))
+        && batch.repos.is_empty()
+        && batch
+            .mutations
+            .iter()
+            .all(|m| matches!(m, Mutation::Upsert(_)))
+}
+
 fn sweep_did(batch: &Batch) -> Option<&Did> {
     match &batch.checkpoint {
         Checkpoint::ImportPage(p) => p.sweep.as_ref().map(|s| &s.did),
@@ -66,7 +89,7 @@ mod tests {
 
     use super::*;
     use crate::batch::RepoChange;
-    use crate::mapper::{Mutation, TableId};
+    use crate::mapper::TableId;
 
     #[test]
     fn keys_are_sorted_distinct_and_cover_rows_and_repos() {
@@ -99,5 +122,61 @@ mod tests {
         want.dedup();
         assert_eq!(keys, want);
         assert!(keys.iter().all(|k| (0..BUCKETS as i32).contains(k)));
+    }
+
+    #[test]
+    fn only_an_import_page_of_upserts_takes_its_lock_shared() {
+        let d = Did::parse("did:plc:a").unwrap();
+        let row = Mutation::Upsert(crate::mapper::Row {
+            table: TableId(0),
+            uri: "at://did:plc:a/app.bsky.feed.like/1".into(),
+            did: d.clone(),
+            rkey: "1".into(),
+            cid: "c".into(),
+            rev: "3a".into(),
+            record: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+            values: Vec::new(),
+        });
+        let del = Mutation::Delete {
+            table: TableId(0),
+            uri: "at://did:plc:a/app.bsky.feed.like/2".into(),
+            did: d.clone(),
+            rev: "3a".into(),
+        };
+        let page = crate::batch::ImportPage {
+            state_id: 1,
+            owner: "me".into(),
+            cursor: None,
+            rev: "3a".into(),
+            last: true,
+            failed: 0,
+            lease_until: "2100-01-01T00:00:00Z".into(),
+            sweep: None,
+        };
+        let batch = |mutations: Vec<Mutation>, repos: bool, import: bool| Batch {
+            mutations,
+            repos: if repos {
+                HashMap::from([(d.clone(), RepoChange::default())])
+            } else {
+                HashMap::new()
+            },
+            last_time_us: 0,
+            events: 1,
+            checkpoint: if import {
+                Checkpoint::ImportPage(page.clone())
+            } else {
+                Checkpoint::Stream(Vec::new())
+            },
+        };
+        assert!(shared(&batch(vec![row.clone()], false, true)));
+        assert!(
+            !shared(&batch(vec![row.clone()], false, false)),
+            "a live batch"
+        );
+        assert!(
+            !shared(&batch(vec![row.clone(), del], false, true)),
+            "a delete"
+        );
+        assert!(!shared(&batch(vec![row], true, true)), "a repo change");
     }
 }

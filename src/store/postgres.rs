@@ -296,7 +296,10 @@ impl PgStore {
     ) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
         Ok(self
             .pool
-            .begin_with(AssertSqlSafe(begin_sql(&did_locks::buckets(batch))))
+            .begin_with(AssertSqlSafe(begin_sql(
+                &did_locks::buckets(batch),
+                did_locks::shared(batch),
+            )))
             .await?)
     }
 }
@@ -307,12 +310,17 @@ const FLUSH_SQL: &str = "BEGIN; SET LOCAL synchronous_commit = on; \
 
 /// The text [`PgStore::begin`] sends. The lock keys are integers of ours
 /// (hash buckets), never input, so they are written into the text.
-fn begin_sql(keys: &[i32]) -> String {
+fn begin_sql(keys: &[i32], shared: bool) -> String {
     let mut sql = String::from("BEGIN; SET LOCAL synchronous_commit = off");
     if !keys.is_empty() {
         let keys: Vec<String> = keys.iter().map(i32::to_string).collect();
+        let lock = if shared {
+            "pg_advisory_xact_lock_shared"
+        } else {
+            "pg_advisory_xact_lock"
+        };
         sql.push_str(&format!(
-            "; SELECT pg_advisory_xact_lock({}, k) FROM UNNEST('{{{}}}'::int4[]) AS k",
+            "; SELECT {lock}({}, k) FROM UNNEST('{{{}}}'::int4[]) AS k",
             did_locks::NAMESPACE,
             keys.join(",")
         ));
