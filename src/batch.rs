@@ -246,6 +246,23 @@ pub struct ImportPage {
     pub sweep: Option<Sweep>,
 }
 
+#[cfg(test)]
+impl ImportPage {
+    /// A last page of state 1, owner `me`, at rev `3a`, lease far ahead.
+    pub(crate) fn for_test() -> ImportPage {
+        ImportPage {
+            state_id: 1,
+            owner: "me".into(),
+            cursor: None,
+            rev: "3a".into(),
+            last: true,
+            failed: 0,
+            lease_until: "2100-01-01T00:00:00Z".into(),
+            sweep: None,
+        }
+    }
+}
+
 /// Outbox rows one publish call wrote: the batch's mutations are those
 /// records applied locally at the commit's rev, so the local tables show
 /// the change at once and the same change arriving later from the stream

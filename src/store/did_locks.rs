@@ -143,16 +143,7 @@ mod tests {
             did: d.clone(),
             rev: "3a".into(),
         };
-        let page = crate::batch::ImportPage {
-            state_id: 1,
-            owner: "me".into(),
-            cursor: None,
-            rev: "3a".into(),
-            last: true,
-            failed: 0,
-            lease_until: "2100-01-01T00:00:00Z".into(),
-            sweep: None,
-        };
+        let page = crate::batch::ImportPage::for_test();
         let batch = |mutations: Vec<Mutation>, repos: bool, import: bool| Batch {
             mutations,
             repos: if repos {

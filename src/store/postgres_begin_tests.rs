@@ -45,16 +45,7 @@ fn import_page(collection: &str) -> Batch {
         r.uri = format!("at://did:plc:a/{collection}/1");
     }
     let mut b = batch(vec![row], vec![], 0);
-    b.checkpoint = Checkpoint::ImportPage(ImportPage {
-        state_id: 1,
-        owner: "me".into(),
-        cursor: None,
-        rev: "3a".into(),
-        last: true,
-        failed: 0,
-        lease_until: "2100-01-01T00:00:00Z".into(),
-        sweep: None,
-    });
+    b.checkpoint = Checkpoint::ImportPage(ImportPage::for_test());
     b
 }
 
