@@ -146,6 +146,20 @@ pub(super) trait Steps {
         now: DateTime<Utc>,
         log: Option<&mut Vec<Logged<'b>>>,
     ) -> Result<u64, StoreError>;
+    /// [`Steps::sweep`], then the last page's state statement `done` with
+    /// `args`; returns the rows removed and the state rows updated. One
+    /// round trip where the backend can (PostgreSQL), else the two in turn.
+    async fn sweep_last_page<'b>(
+        &mut self,
+        sweep: &'b Sweep,
+        now: DateTime<Utc>,
+        log: Option<&mut Vec<Logged<'b>>>,
+        done: &'static Sql,
+        args: Vec<Arg>,
+    ) -> Result<(u64, u64), StoreError> {
+        let removed = self.sweep(sweep, now, log).await?;
+        Ok((removed, self.run(done, args).await?))
+    }
     /// Records each DID's newest commit rev (non-empty).
     async fn revs(&mut self, revs: &[(&Did, &str)], now: DateTime<Utc>) -> Result<(), StoreError>;
     /// Waits until no other writer's transaction can still change its
@@ -163,6 +177,47 @@ pub(super) trait Steps {
     async fn append(&mut self, changes: &[Logged<'_>]) -> Result<i64, StoreError>;
     async fn commit(self) -> Result<(), StoreError>;
     async fn rollback(self) -> Result<(), StoreError>;
+}
+
+/// An import page's state statement and its arguments: its cursor and
+/// counters (the rows offered, written and skipped by this transaction's
+/// upserts), or on the last page the pair `completed`. Refused (no row
+/// updated) if the page's lease was taken over.
+fn page_state(
+    page: &ImportPage,
+    plan: &Plan<'_>,
+    stats: &CommitStats,
+    now: DateTime<Utc>,
+) -> (&'static Sql, Vec<Arg>) {
+    let offered = plan.upsert_count() as u64;
+    let synced = stats.upserted_total() as i64;
+    let skipped = offered.saturating_sub(synced as u64) as i64;
+    let failed = page.failed as i64;
+    if page.last {
+        let args = vec![
+            synced.into(),
+            skipped.into(),
+            failed.into(),
+            now.into(),
+            page.state_id.into(),
+            page.owner.clone().into(),
+            page.rev.clone().into(),
+        ];
+        (&LAST_PAGE_DONE, args)
+    } else {
+        let args = vec![
+            page.cursor.clone().into(),
+            synced.into(),
+            skipped.into(),
+            failed.into(),
+            page.lease_until.clone().into(),
+            now.into(),
+            page.state_id.into(),
+            page.owner.clone().into(),
+            page.rev.clone().into(),
+        ];
+        (&PAGE_DONE, args)
+    }
 }
 
 /// How the transaction of [`commit`] ends.
@@ -246,16 +301,31 @@ pub(super) async fn commit<S: Steps>(
 
     // 3b. After the last page of a complete import listing: what the repo
     // no longer has.
-    if let Checkpoint::ImportPage(ImportPage {
-        sweep: Some(sweep), ..
-    }) = &batch.checkpoint
+    // With nothing between them (no revs), the page's state (step 5) goes
+    // with the sweep, in one round trip where the backend can.
+    let mut page_recorded = false;
+    if let Checkpoint::ImportPage(
+        page @ ImportPage {
+            sweep: Some(sweep), ..
+        },
+    ) = &batch.checkpoint
     {
         // Only the collection's own table holds its URIs; the sweep also
         // leaves the floor that keeps out what the listing did not have,
         // should an older write of it come later.
         let table = sweep.table.0;
         let sink = log.as_mut().filter(|_| tx.logged(table));
-        let n = tx.sweep(sweep, now, sink).await?;
+        let n = if page.last && plan.revs.is_empty() {
+            let (sql, args) = page_state(page, &plan, &stats, now);
+            let (n, updated) = tx.sweep_last_page(sweep, now, sink, sql, args).await?;
+            if updated == 0 {
+                return Err(StoreError::LeaseLost);
+            }
+            page_recorded = true;
+            n
+        } else {
+            tx.sweep(sweep, now, sink).await?
+        };
         CommitStats::add(&mut stats.deleted, tx.table_name(table), n);
     }
 
@@ -294,40 +364,13 @@ pub(super) async fn commit<S: Steps>(
                 tx.run(&SAVE_WATERMARK, args).await?;
             }
         }
-        Checkpoint::ImportPage(page) => {
-            let offered = plan.upsert_count() as u64;
-            let synced = stats.upserted_total() as i64;
-            let skipped = offered.saturating_sub(synced as u64) as i64;
-            let failed = page.failed as i64;
-            let (sql, args) = if page.last {
-                let args = vec![
-                    synced.into(),
-                    skipped.into(),
-                    failed.into(),
-                    now.into(),
-                    page.state_id.into(),
-                    page.owner.clone().into(),
-                    page.rev.clone().into(),
-                ];
-                (&LAST_PAGE_DONE, args)
-            } else {
-                let args = vec![
-                    page.cursor.clone().into(),
-                    synced.into(),
-                    skipped.into(),
-                    failed.into(),
-                    page.lease_until.clone().into(),
-                    now.into(),
-                    page.state_id.into(),
-                    page.owner.clone().into(),
-                    page.rev.clone().into(),
-                ];
-                (&PAGE_DONE, args)
-            };
+        Checkpoint::ImportPage(page) if !page_recorded => {
+            let (sql, args) = page_state(page, &plan, &stats, now);
             if tx.run(sql, args).await? == 0 {
                 return Err(StoreError::LeaseLost);
             }
         }
+        Checkpoint::ImportPage(_) => {}
         Checkpoint::Publish(published) => {
             let now = crate::mapper::table::timestamp_text(&now);
             for row in &published.rows {

@@ -341,6 +341,95 @@ struct PgSteps<'a> {
 /// A removed row as `RETURNING` gives it: uri, did, rkey, record.
 type Removed = (String, String, String, Option<String>);
 
+impl PgSteps<'_> {
+    /// The `WITH` of a sweep's statement (`$1`..`$6`, [`sweep_binds`]): the
+    /// rows go (`gone`: uri, did, rkey and, for the change log, the record
+    /// as text), their tombstones and the pair's floor are written, from
+    /// the same snapshot.
+    fn sweep_ctes(&self, sweep: &Sweep, with_records: bool) -> String {
+        let t = &self.tables[sweep.table.0].schema.name;
+        let record = if with_records {
+            "record::text"
+        } else {
+            "NULL::text"
+        };
+        format!(
+            "WITH gone AS (DELETE FROM {t} WHERE uri >= $1 AND uri < $2 AND rev < $3 \
+             RETURNING uri, did, rkey, {record} AS record), \
+             tombs AS (INSERT INTO parity_tombstones (uri, rev, deleted_at) SELECT uri, $3, $4 FROM gone \
+             ON CONFLICT (uri) DO UPDATE SET rev = excluded.rev, deleted_at = excluded.deleted_at \
+             WHERE excluded.rev > parity_tombstones.rev), \
+             floor AS (INSERT INTO parity_sweep_floors (did, collection, rev) VALUES ($5, $6, $3) \
+             ON CONFLICT (did, collection) DO UPDATE SET rev = excluded.rev \
+             WHERE excluded.rev > parity_sweep_floors.rev)"
+        )
+    }
+
+    /// Counts the rows a sweep removed, handing them to the change log.
+    fn removed<'b>(
+        &self,
+        sweep: &'b Sweep,
+        rows: Vec<Removed>,
+        log: Option<&mut Vec<Logged<'b>>>,
+    ) -> u64 {
+        let n = rows.len() as u64;
+        if let Some(sink) = log {
+            for (uri, did, rkey, record) in rows {
+                sink.push(Logged::removed(
+                    sweep.table.0,
+                    uri,
+                    did,
+                    rkey,
+                    record.as_deref(),
+                    Some(&sweep.rev),
+                ));
+            }
+        }
+        n
+    }
+}
+
+/// Parameters a sweep's statement binds (`$1`..`$6`); a statement joined
+/// to it numbers its own from `$7`.
+const SWEEP_PARAMS: usize = 6;
+
+/// Binds a sweep's six parameters.
+fn sweep_binds<'q, O>(
+    q: sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>,
+    sweep: &'q Sweep,
+    now: DateTime<Utc>,
+) -> sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments> {
+    let (lo, hi) = sweep.uri_range();
+    q.bind(lo)
+        .bind(hi)
+        .bind(sweep.rev.as_str())
+        .bind(now)
+        .bind(sweep.did.as_str())
+        .bind(sweep.collection.as_str())
+}
+
+/// `sql` with every parameter `$n` renumbered `$(n + by)`.
+fn shift_params(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut chars = sql.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        out.push(c);
+        if c != '$' {
+            continue;
+        }
+        let mut n = String::new();
+        while let Some(&(_, d)) = chars.peek().filter(|(_, d)| d.is_ascii_digit()) {
+            n.push(d);
+            chars.next();
+        }
+        match n.parse::<usize>() {
+            Ok(n) => out.push_str(&(n + by).to_string()),
+            Err(_) => out.push_str(&n),
+        }
+    }
+    out
+}
+
 impl Steps for PgSteps<'_> {
     fn table_count(&self) -> usize {
         self.tables.len()
@@ -494,52 +583,55 @@ impl Steps for PgSteps<'_> {
         now: DateTime<Utc>,
         log: Option<&mut Vec<Logged<'b>>>,
     ) -> Result<u64, StoreError> {
-        let table = sweep.table.0;
-        let t = &self.tables[table].schema.name;
-        let (lo, hi) = sweep.uri_range();
         // One statement (one round trip): the rows go, their tombstones and
         // the pair's floor are written, from the same snapshot.
-        // The removed rows come back for the change log; their records
-        // only when the table is logged.
-        let record = if log.is_some() {
-            "record::text"
-        } else {
-            "NULL::text"
-        };
         let sql = format!(
-            "WITH gone AS (DELETE FROM {t} WHERE uri >= $1 AND uri < $2 AND rev < $3 \
-             RETURNING uri, did, rkey, record), \
-             tombs AS (INSERT INTO parity_tombstones (uri, rev, deleted_at) SELECT uri, $3, $4 FROM gone \
-             ON CONFLICT (uri) DO UPDATE SET rev = excluded.rev, deleted_at = excluded.deleted_at \
-             WHERE excluded.rev > parity_tombstones.rev), \
-             floor AS (INSERT INTO parity_sweep_floors (did, collection, rev) VALUES ($5, $6, $3) \
-             ON CONFLICT (did, collection) DO UPDATE SET rev = excluded.rev \
-             WHERE excluded.rev > parity_sweep_floors.rev) \
-             SELECT uri, did, rkey, {record} FROM gone"
+            "{} SELECT uri, did, rkey, record FROM gone",
+            self.sweep_ctes(sweep, log.is_some())
         );
-        let rows: Vec<Removed> = sqlx::query_as(AssertSqlSafe(sql))
-            .bind(&lo)
-            .bind(&hi)
-            .bind(sweep.rev.as_str())
-            .bind(now)
-            .bind(sweep.did.as_str())
-            .bind(sweep.collection.as_str())
+        let rows: Vec<Removed> = sweep_binds(sqlx::query_as(AssertSqlSafe(sql)), sweep, now)
             .fetch_all(&mut *self.tx)
             .await?;
-        let n = rows.len() as u64;
-        if let Some(sink) = log {
-            for (uri, did, rkey, record) in rows {
-                sink.push(Logged::removed(
-                    table,
-                    uri,
-                    did,
-                    rkey,
-                    record.as_deref(),
-                    Some(&sweep.rev),
-                ));
-            }
-        }
-        Ok(n)
+        Ok(self.removed(sweep, rows, log))
+    }
+
+    /// The sweep's statement with the page's state update as one more
+    /// `WITH` (a different table, so the order inside the statement does
+    /// not matter): one round trip instead of two. The first row carries
+    /// the state rows updated; a sweep that removed nothing returns that
+    /// row alone (the `LEFT JOIN`).
+    async fn sweep_last_page<'b>(
+        &mut self,
+        sweep: &'b Sweep,
+        now: DateTime<Utc>,
+        log: Option<&mut Vec<Logged<'b>>>,
+        done: &'static Sql,
+        args: Vec<Arg>,
+    ) -> Result<(u64, u64), StoreError> {
+        let sql = format!(
+            "{}, done AS ({} RETURNING 1) \
+             SELECT (SELECT count(*) FROM done), g.uri, g.did, g.rkey, g.record \
+             FROM (SELECT 1) AS one LEFT JOIN gone AS g ON true",
+            self.sweep_ctes(sweep, log.is_some()),
+            shift_params(done.text(Dialect::Postgres), SWEEP_PARAMS)
+        );
+        let q = sweep_binds(sqlx::query_as(AssertSqlSafe(sql)), sweep, now);
+        type Row = (
+            i64,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = bind_args!(Postgres, q, args)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        let updated = rows.first().map_or(0, |r| r.0) as u64;
+        let removed: Vec<Removed> = rows
+            .into_iter()
+            .filter_map(|(_, uri, did, rkey, record)| Some((uri?, did?, rkey?, record)))
+            .collect();
+        Ok((self.removed(sweep, removed, log), updated))
     }
 
     async fn revs(&mut self, revs: &[(&Did, &str)], now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -629,3 +721,17 @@ mod begin_tests;
 #[cfg(test)]
 #[path = "postgres_async_tests.rs"]
 mod async_tests;
+
+#[cfg(test)]
+mod shift_tests {
+    #[test]
+    fn parameters_are_renumbered_and_nothing_else() {
+        assert_eq!(
+            super::shift_params(
+                "SET a = $1, b = $12::timestamptz WHERE c = '$' AND d = $3",
+                6
+            ),
+            "SET a = $7, b = $18::timestamptz WHERE c = '$' AND d = $9"
+        );
+    }
+}

@@ -373,6 +373,68 @@ async fn a_swept_floor_refuses_older_rows_of_the_repo(pg: bool) {
     assert_eq!(likes_of(&store, "a").await, 2);
 }
 
+/// Steps 3b and 5 together (one statement on PostgreSQL): the last page
+/// of a lost lease is refused and its sweep removes nothing; under the
+/// lease the sweep removes what the listing did not have, counted, and the
+/// pair ends `completed` in the same commit.
+async fn a_swept_last_page_is_refused_whole_under_a_lost_lease(pg: bool) {
+    let (store, _dir) = open(pg).await;
+    let (collection, lease_until, state) = claimed_likes(&store).await;
+    let old = batch(
+        vec![upsert("a", "1", "3a"), upsert("a", "2", "3a")],
+        vec![],
+        0,
+    );
+    assert_eq!(store.commit(&old).await.unwrap(), stats(2, 0));
+    let last = |owner: &str| {
+        let mut b = batch(vec![upsert("a", "3", "3m")], vec![], 0);
+        b.checkpoint = Checkpoint::ImportPage(ImportPage {
+            state_id: state.id,
+            owner: owner.into(),
+            cursor: None,
+            rev: "3m".into(),
+            last: true,
+            failed: 0,
+            lease_until: timestamp_text(&lease_until),
+            sweep: Some(crate::batch::Sweep {
+                did: did("a"),
+                collection: crate::event::Nsid::parse(&collection).unwrap(),
+                table: TableId(0),
+                rev: "3m".into(),
+            }),
+        });
+        b
+    };
+    let err = store.commit(&last("thief")).await.unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost), "{err}");
+    assert_eq!(
+        likes_of(&store, "a").await,
+        2,
+        "the refused sweep removed rows"
+    );
+    let s = &store
+        .import_states(Some("did:plc:a"), StatusFilter::All, 10)
+        .await
+        .unwrap()[0];
+    assert_eq!(s.status, ImportStatus::InProgress);
+
+    assert_eq!(store.commit(&last("me")).await.unwrap(), stats(1, 2));
+    assert_eq!(likes_of(&store, "a").await, 1);
+    let s = &store
+        .import_states(Some("did:plc:a"), StatusFilter::All, 10)
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        (
+            s.status,
+            s.records_synced,
+            s.rev.as_deref(),
+            s.lease_owner.as_deref()
+        ),
+        (ImportStatus::Completed, 1, Some("3m"), None)
+    );
+}
+
 /// `parity resume` reads the DIDs with unfinished states a page at a
 /// time, in DID order, each DID once, completed ones left out.
 async fn resume_reads_unfinished_dids_a_page_at_a_time(pg: bool) {
@@ -611,6 +673,7 @@ on_both!(
     deletes_refused_by_the_tombstone_are_stale,
     import_page_commits_with_its_rows_or_not_at_all,
     a_swept_floor_refuses_older_rows_of_the_repo,
+    a_swept_last_page_is_refused_whole_under_a_lost_lease,
     resume_reads_unfinished_dids_a_page_at_a_time,
     another_writers_account_change_guards_the_next_batch,
     a_rolled_back_account_change_is_forgotten,
