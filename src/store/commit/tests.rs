@@ -305,10 +305,7 @@ async fn import_page_commits_with_its_rows_or_not_at_all(pg: bool) {
         .unwrap_err();
     assert!(matches!(err, StoreError::LeaseLost), "{err}");
     store.commit(&page("me", ["3", "4"], true)).await.unwrap();
-    let s = &store
-        .import_states(Some("did:plc:a"), StatusFilter::All, 10)
-        .await
-        .unwrap()[0];
+    let s = &state_of_a(&store).await;
     assert_eq!(
         (
             s.pages,
@@ -334,6 +331,43 @@ async fn import_page_commits_with_its_rows_or_not_at_all(pg: bool) {
     assert_eq!(likes_of(&store, "a").await, 4);
 }
 
+/// The import state of `did:plc:a` (its one pair).
+async fn state_of_a(store: &Store) -> ImportState {
+    store
+        .import_states(Some("did:plc:a"), StatusFilter::All, 10)
+        .await
+        .unwrap()
+        .remove(0)
+}
+
+/// The last page of the claimed likes of `a` (`state`), by `owner`, at rev
+/// `3m`, writing `rows` and sweeping the collection at that rev.
+fn swept_last_page(
+    state: &ImportState,
+    owner: &str,
+    lease_until: &chrono::DateTime<Utc>,
+    collection: &str,
+    rows: Vec<Mutation>,
+) -> Batch {
+    let mut b = batch(rows, vec![], 0);
+    b.checkpoint = Checkpoint::ImportPage(ImportPage {
+        state_id: state.id,
+        owner: owner.into(),
+        cursor: None,
+        rev: "3m".into(),
+        last: true,
+        failed: 0,
+        lease_until: timestamp_text(lease_until),
+        sweep: Some(crate::batch::Sweep {
+            did: did("a"),
+            collection: crate::event::Nsid::parse(collection).unwrap(),
+            table: TableId(0),
+            rev: "3m".into(),
+        }),
+    });
+    b
+}
+
 /// Step 3b's floor guards later writes: once the last page of a complete
 /// listing swept the repo's collection at its rev, an older write of a
 /// record the listing did not have is refused, a newer one and another
@@ -342,22 +376,13 @@ async fn import_page_commits_with_its_rows_or_not_at_all(pg: bool) {
 async fn a_swept_floor_refuses_older_rows_of_the_repo(pg: bool) {
     let (store, _dir) = open(pg).await;
     let (collection, lease_until, state) = claimed_likes(&store).await;
-    let mut last = batch(vec![upsert("a", "1", "3m")], vec![], 0);
-    last.checkpoint = Checkpoint::ImportPage(ImportPage {
-        state_id: state.id,
-        owner: "me".into(),
-        cursor: None,
-        rev: "3m".into(),
-        last: true,
-        failed: 0,
-        lease_until: timestamp_text(&lease_until),
-        sweep: Some(crate::batch::Sweep {
-            did: did("a"),
-            collection: crate::event::Nsid::parse(&collection).unwrap(),
-            table: TableId(0),
-            rev: "3m".into(),
-        }),
-    });
+    let last = swept_last_page(
+        &state,
+        "me",
+        &lease_until,
+        &collection,
+        vec![upsert("a", "1", "3m")],
+    );
     assert_eq!(store.commit(&last).await.unwrap(), stats(1, 0));
 
     let older = batch(
@@ -387,23 +412,8 @@ async fn a_swept_last_page_is_refused_whole_under_a_lost_lease(pg: bool) {
     );
     assert_eq!(store.commit(&old).await.unwrap(), stats(2, 0));
     let last = |owner: &str| {
-        let mut b = batch(vec![upsert("a", "3", "3m")], vec![], 0);
-        b.checkpoint = Checkpoint::ImportPage(ImportPage {
-            state_id: state.id,
-            owner: owner.into(),
-            cursor: None,
-            rev: "3m".into(),
-            last: true,
-            failed: 0,
-            lease_until: timestamp_text(&lease_until),
-            sweep: Some(crate::batch::Sweep {
-                did: did("a"),
-                collection: crate::event::Nsid::parse(&collection).unwrap(),
-                table: TableId(0),
-                rev: "3m".into(),
-            }),
-        });
-        b
+        let rows = vec![upsert("a", "3", "3m")];
+        swept_last_page(&state, owner, &lease_until, &collection, rows)
     };
     let err = store.commit(&last("thief")).await.unwrap_err();
     assert!(matches!(err, StoreError::LeaseLost), "{err}");
@@ -412,18 +422,12 @@ async fn a_swept_last_page_is_refused_whole_under_a_lost_lease(pg: bool) {
         2,
         "the refused sweep removed rows"
     );
-    let s = &store
-        .import_states(Some("did:plc:a"), StatusFilter::All, 10)
-        .await
-        .unwrap()[0];
+    let s = &state_of_a(&store).await;
     assert_eq!(s.status, ImportStatus::InProgress);
 
     assert_eq!(store.commit(&last("me")).await.unwrap(), stats(1, 2));
     assert_eq!(likes_of(&store, "a").await, 1);
-    let s = &store
-        .import_states(Some("did:plc:a"), StatusFilter::All, 10)
-        .await
-        .unwrap()[0];
+    let s = &state_of_a(&store).await;
     assert_eq!(
         (
             s.status,
