@@ -176,7 +176,7 @@ impl PgStore {
     /// commit record, so it writes one: an empty transactional logical
     /// message (any role may; only logical decoding clients see it, as a
     /// message with the prefix `parity.flush`, and may ignore it).
-    pub async fn flush_commits(&self) -> Result<(), StoreError> {
+    async fn flush_commits(&self) -> Result<(), StoreError> {
         sqlx::raw_sql(FLUSH_SQL).execute(&self.pool).await?;
         Ok(())
     }
@@ -408,6 +408,19 @@ fn sweep_binds<'q, O>(
         .bind(sweep.collection.as_str())
 }
 
+/// A sweep's statement (its `WITH`, `ctes`) joined by the state update
+/// `done` (its parameters renumbered after the sweep's): the first column
+/// of every row is the state rows updated, the others a removed row, or
+/// nulls in the one row of a sweep that removed nothing.
+fn sweep_with_state_sql(ctes: &str, done: &str) -> String {
+    format!(
+        "{ctes}, done AS ({} RETURNING 1) \
+         SELECT (SELECT count(*) FROM done), g.uri, g.did, g.rkey, g.record \
+         FROM (SELECT 1) AS one LEFT JOIN gone AS g ON true",
+        shift_params(done, SWEEP_PARAMS)
+    )
+}
+
 /// `sql` with every parameter `$n` renumbered `$(n + by)`.
 fn shift_params(sql: &str, by: usize) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
@@ -422,9 +435,8 @@ fn shift_params(sql: &str, by: usize) -> String {
             n.push(d);
             chars.next();
         }
-        match n.parse::<usize>() {
-            Ok(n) => out.push_str(&(n + by).to_string()),
-            Err(_) => out.push_str(&n),
+        if let Ok(n) = n.parse::<usize>() {
+            out.push_str(&(n + by).to_string());
         }
     }
     out
@@ -608,12 +620,9 @@ impl Steps for PgSteps<'_> {
         done: &'static Sql,
         args: Vec<Arg>,
     ) -> Result<(u64, u64), StoreError> {
-        let sql = format!(
-            "{}, done AS ({} RETURNING 1) \
-             SELECT (SELECT count(*) FROM done), g.uri, g.did, g.rkey, g.record \
-             FROM (SELECT 1) AS one LEFT JOIN gone AS g ON true",
-            self.sweep_ctes(sweep, log.is_some()),
-            shift_params(done.text(Dialect::Postgres), SWEEP_PARAMS)
+        let sql = sweep_with_state_sql(
+            &self.sweep_ctes(sweep, log.is_some()),
+            done.text(Dialect::Postgres),
         );
         let q = sweep_binds(sqlx::query_as(AssertSqlSafe(sql)), sweep, now);
         type Row = (
@@ -733,5 +742,25 @@ mod shift_tests {
             ),
             "SET a = $7, b = $18::timestamptz WHERE c = '$' AND d = $9"
         );
+    }
+
+    /// The last page's state travels inside the sweep's statement, its
+    /// parameters after the sweep's six.
+    #[test]
+    fn the_state_update_joins_the_sweep_statement() {
+        let sql = super::sweep_with_state_sql(
+            "WITH gone AS (DELETE FROM t WHERE uri >= $1 RETURNING uri)",
+            super::super::imports::LAST_PAGE_DONE.text(super::Dialect::Postgres),
+        );
+        assert!(sql.starts_with("WITH gone AS (DELETE FROM t WHERE uri >= $1 RETURNING uri), done AS (UPDATE parity_import_states "), "{sql}");
+        for part in [
+            "rev = $13",
+            "records_synced = records_synced + $7",
+            "completed_at = $10::timestamptz",
+            "WHERE id = $11 AND lease_owner = $12",
+        ] {
+            assert!(sql.contains(part), "{part} in {sql}");
+        }
+        assert!(sql.contains("SELECT (SELECT count(*) FROM done)"), "{sql}");
     }
 }
