@@ -70,6 +70,7 @@ mod did_locks;
 mod import_queue;
 mod imports;
 mod outbox;
+mod pg_pool;
 pub mod plan;
 mod postgres;
 mod postgres_upsert;

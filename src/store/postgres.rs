@@ -21,13 +21,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::{AssertSqlSafe, Postgres};
 
 use super::change_log::{ChangeLog, Logged, Signal};
 use super::commit::{self, Finish, Steps};
 use super::dialect::{Arg, Dialect, Sql, bind_args};
 use super::did_locks;
+use super::pg_pool;
 use super::postgres_upsert::{self, UpsertSql};
 use super::schema;
 use super::{CommitStats, DatabaseConfig, StoreError};
@@ -86,19 +87,6 @@ pub struct PgStore {
     async_commit: bool,
 }
 
-/// `TCP_NODELAY` on each new connection of the pool (see `tcp_nodelay`).
-fn with_nodelay(pool: PgPoolOptions, opts: &PgConnectOptions) -> PgPoolOptions {
-    let port = opts.get_port();
-    pool.after_connect(move |_, _| {
-        Box::pin(async move {
-            if let Err(e) = super::tcp_nodelay::set_on_connections_to(port) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY on the PostgreSQL connections");
-            }
-            Ok(())
-        })
-    })
-}
-
 impl PgStore {
     pub async fn connect(cfg: &DatabaseConfig) -> Result<PgStore, StoreError> {
         // `CREATE ... IF NOT EXISTS` on tables and indexes that exist
@@ -112,7 +100,7 @@ impl PgStore {
         }
         // Every writer holds a connection for its commits; one more for the
         // sweeps and readers.
-        let pool = with_nodelay(PgPoolOptions::new(), &opts)
+        let pool = pg_pool::options(&opts, pg_pool::IDLE_TEST)
             .max_connections(cfg.max_connections.max(cfg.writer_count() + 1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(opts)
@@ -142,7 +130,7 @@ impl PgStore {
         let opts = PgConnectOptions::from_str(&cfg.url)
             .map_err(StoreError::Connect)?
             .options([("default_transaction_read_only", "on")]);
-        let pool = with_nodelay(PgPoolOptions::new(), &opts)
+        let pool = pg_pool::options(&opts, pg_pool::IDLE_TEST)
             .max_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(opts)
