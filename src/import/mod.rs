@@ -211,10 +211,11 @@ const MAX_IMPORT_CONNECTIONS: u32 = 32;
 const CONNECTIONS_PER_SLOT: u32 = 2;
 
 /// The database settings an import connects with: on PostgreSQL, a pool
-/// that grows with `concurrency` (never below the configured size), and claims, states, identities and queue
-/// entries committed without waiting for the disk, as the pages already
-/// are (closing the store waits once for all of them; BENCHMARKS.md, issue
-/// 15 b, session 25). SQLite's are the configured ones.
+/// that grows with `concurrency` (never below the configured size), and
+/// claims, states, identities and queue entries committed without waiting
+/// for the disk, as the pages already are (closing the store waits once
+/// for all of them; BENCHMARKS.md, issue 15 b, session 25). SQLite's are
+/// the configured ones.
 fn import_database(configured: &DatabaseConfig, concurrency: usize) -> DatabaseConfig {
     let mut db = configured.clone();
     if db.url.starts_with("postgres") {

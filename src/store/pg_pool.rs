@@ -5,7 +5,7 @@
 //! - Handed out: sqlx pings every idle connection before returning it by
 //!   default (`test_before_acquire`: a `Sync` and a wait for the server's
 //!   `ReadyForQuery`), one extra round trip in front of every autocommit
-//!   statement and every transaction. An import runs about a dozen of each
+//!   statement and every transaction. An import ran about nine such pings
 //!   per repository. Here only a connection idle for longer than
 //!   [`IDLE_TEST`] is pinged: one that has just been used is alive, and
 //!   one that the server or the network dropped while it sat in the pool

@@ -8,6 +8,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 
 use super::{needs_ping, options};
+use crate::store::StoreError;
 
 #[test]
 fn only_connections_idle_past_the_limit_are_pinged() {
@@ -57,12 +58,15 @@ async fn terminate(pid: i32) {
 /// A connection used a moment ago is handed out as it is, without a round
 /// trip to the server: one the server has just dropped fails its next
 /// statement (with sqlx's default ping on every hand-out it would be
-/// replaced, and the statement would succeed).
+/// replaced, and the statement would succeed). The error is one the
+/// commit paths retry.
 #[tokio::test]
 async fn a_connection_just_used_is_handed_out_without_a_ping() {
     let (pool, pid) = pool(Duration::from_secs(3_600)).await;
     terminate(pid).await;
-    assert!(backend_pid(&pool).await.is_err());
+    let err = backend_pid(&pool).await.unwrap_err();
+    // An error the commit paths retry.
+    assert!(StoreError::Sql(err).is_transient());
     // The broken connection was closed; the next statement opens another.
     assert_ne!(backend_pid(&pool).await.unwrap(), pid);
     pool.close().await;
