@@ -197,18 +197,14 @@ fn log_every(s: &Settings) -> Duration {
     }
 }
 
-/// Connections an import uses on PostgreSQL: each DID being written
-/// commits its collections side by side, so the pool grows to two per
-/// fetching slot (`concurrency`), up to this many. Measured: at 400
-/// requests/s the default 4 connections held the import to 31 % of the
-/// rate, 16 let it reach 81 %; with 1 ms of round trip to the server,
-/// `import --all` at `--concurrency 8` wrote about 1.45x the records/s
-/// with 16 connections as with 8, and the same on a local server
-/// (BENCHMARKS.md, sessions 15 and 26).
-const MAX_IMPORT_CONNECTIONS: u32 = 32;
-
-/// Connections per fetching slot (see [`MAX_IMPORT_CONNECTIONS`]).
-const CONNECTIONS_PER_SLOT: u32 = 2;
+/// Connections an import uses on PostgreSQL: each running DID commits its
+/// own pages, so the pool grows with `concurrency` (measured: at 400
+/// requests/s the default 4 connections held the import to 31 % of the rate,
+/// 16 let it reach 81 %; see BENCHMARKS.md). SQLite has one writer anyway.
+/// Two per slot were tried (session 26): +40 % with the server 1 ms away,
+/// about 10 % less on a local server, where more backends contend for the
+/// same cores; raising `--concurrency` gives the remote case its pool.
+const MAX_IMPORT_CONNECTIONS: u32 = 16;
 
 /// The database settings an import connects with: on PostgreSQL, a pool
 /// that grows with `concurrency` (never below the configured size), and
@@ -219,9 +215,7 @@ const CONNECTIONS_PER_SLOT: u32 = 2;
 fn import_database(configured: &DatabaseConfig, concurrency: usize) -> DatabaseConfig {
     let mut db = configured.clone();
     if db.url.starts_with("postgres") {
-        let wanted = (concurrency as u32)
-            .saturating_mul(CONNECTIONS_PER_SLOT)
-            .clamp(1, MAX_IMPORT_CONNECTIONS);
+        let wanted = (concurrency as u32).clamp(1, MAX_IMPORT_CONNECTIONS);
         db.max_connections = db.max_connections.max(wanted);
         db.async_commit = true;
     }
@@ -497,7 +491,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_import_commits_asynchronously_and_grows_its_pool_on_postgresql_only() {
+    fn an_import_commits_asynchronously_on_postgresql_only() {
         let pg = DatabaseConfig {
             url: "postgres://u@h/db".into(),
             max_connections: 4,
@@ -505,13 +499,7 @@ mod tests {
         };
         let db = import_database(&pg, 8);
         assert!(db.async_commit);
-        assert_eq!(db.max_connections, 16);
-        assert_eq!(import_database(&pg, 1).max_connections, 4);
-        let big = DatabaseConfig {
-            max_connections: 50,
-            ..pg.clone()
-        };
-        assert_eq!(import_database(&big, 8).max_connections, 50);
+        assert_eq!(db.max_connections, 8);
         assert_eq!(
             import_database(&pg, 100).max_connections,
             MAX_IMPORT_CONNECTIONS
