@@ -500,6 +500,13 @@ mod tests {
         let db = import_database(&pg, 8);
         assert!(db.async_commit);
         assert_eq!(db.max_connections, 8);
+        // Never below the configured size.
+        assert_eq!(import_database(&pg, 1).max_connections, 4);
+        let big = DatabaseConfig {
+            max_connections: 50,
+            ..pg.clone()
+        };
+        assert_eq!(import_database(&big, 8).max_connections, 50);
         assert_eq!(
             import_database(&pg, 100).max_connections,
             MAX_IMPORT_CONNECTIONS
