@@ -15,7 +15,10 @@
 //! baseline transaction, 5,000; 100 writes them as an import writes its
 //! pages, one collection's page a transaction), `BENCH_PER_STMT` (rows of
 //! a table per baseline statement on PostgreSQL; default the whole
-//! transaction's), `TEST_PG_URL`.
+//! transaction's), `BENCH_PG_BASELINES` (the PostgreSQL baselines, of
+//! `upsert`, `unnest`, `copy`; default `upsert,copy`: `unnest` is the
+//! upsert in parity's statement shape, see `workload::baseline::postgres`),
+//! `TEST_PG_URL`.
 
 use std::time::Instant;
 
@@ -42,6 +45,8 @@ pub async fn run() {
         .ok()
         .map(|v| v.parse().expect("BENCH_PER_STMT: a number of rows"));
     let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+    let pg_modes =
+        pg_baselines(&std::env::var("BENCH_PG_BASELINES").unwrap_or_else(|_| "upsert,copy".into()));
     let bin = build_release();
 
     let pds = Pds::start().await;
@@ -113,7 +118,7 @@ pub async fn run() {
         let parity_rate = total as f64 / ran.wall;
         remove(backend, &url, "parity_bench_all").await;
         let modes: &[Option<Mode>] = if backend == "postgres" {
-            &[Some(Mode::Upsert), Some(Mode::Copy)]
+            &pg_modes
         } else {
             &[None]
         };
@@ -137,6 +142,18 @@ pub async fn run() {
             remove(backend, &url, name).await;
         }
     }
+}
+
+/// The PostgreSQL baselines named in `list` (comma-separated), in order.
+fn pg_baselines(list: &str) -> Vec<Option<Mode>> {
+    list.split(',')
+        .map(|m| match m.trim() {
+            "upsert" => Some(Mode::Upsert),
+            "unnest" => Some(Mode::Unnest),
+            "copy" => Some(Mode::Copy),
+            other => panic!("BENCH_PG_BASELINES: {other:?} is not upsert, unnest or copy"),
+        })
+        .collect()
 }
 
 /// Seconds the baseline spent writing `writes`, `per_tx` per transaction

@@ -110,8 +110,11 @@ async fn baseline_writes_parity_rows(a: TestDb, b: TestDb) {
     same_rows(&a, &b).await;
     if a.is_pg() {
         let c = TestDb::postgres("workload_copy").await;
-        baseline(&c, g, Mode::Copy).await;
+        baseline(&c, g.clone(), Mode::Copy).await;
         same_rows(&a, &c).await;
+        let u = TestDb::postgres("workload_unnest").await;
+        baseline(&u, g, Mode::Unnest).await;
+        same_rows(&a, &u).await;
     }
 }
 

@@ -7,7 +7,11 @@
 //! - [`Mode::Copy`]: per table, one `COPY … FROM STDIN` of the chunk's new
 //!   rows. COPY cannot resolve conflicts: generated creates never collide
 //!   (every create has a new key), and a collision would fail the run
-//!   loudly rather than be measured.
+//!   loudly rather than be measured;
+//! - [`Mode::Unnest`]: per table, the same upsert with the rows bound as
+//!   one text array per column and `INSERT … SELECT FROM UNNEST(…)`, the
+//!   form parity's own upsert takes (without its guards): the store's
+//!   price for parity's statement shape, apart from parity.
 //!
 //! Both delete with one `DELETE … WHERE uri = ANY(…)` per table plus a
 //! multi-row tombstone upsert, and write identity/account events as
@@ -30,6 +34,7 @@ use crate::rows::{Write, value_text};
 pub enum Mode {
     Upsert,
     Copy,
+    Unnest,
 }
 
 impl Mode {
@@ -37,6 +42,7 @@ impl Mode {
         match self {
             Mode::Upsert => "upsert",
             Mode::Copy => "copy",
+            Mode::Unnest => "unnest",
         }
     }
 }
@@ -139,6 +145,7 @@ impl PgBaseline {
                 match self.mode {
                     Mode::Upsert => upsert(&mut tx, table, cols, rows).await?,
                     Mode::Copy => copy(&mut tx, table, cols, rows).await?,
+                    Mode::Unnest => unnest(&mut tx, table, cols, rows).await?,
                 }
             }
         }
@@ -257,6 +264,45 @@ async fn upsert(
         ));
         q.build().execute(&mut *conn).await?;
     }
+    Ok(())
+}
+
+/// One upsert of `rows` into `table`, each column bound as one text array
+/// and cast to its type in the `SELECT`.
+async fn unnest(
+    conn: &mut PgConnection,
+    table: &str,
+    cols: &[DbColumn],
+    rows: &[TextRow],
+) -> sqlx::Result<()> {
+    let names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
+    let set: Vec<String> = names
+        .iter()
+        .filter(|n| **n != "uri")
+        .map(|n| format!("{n} = excluded.{n}"))
+        .collect();
+    let arrays: Vec<String> = (1..=cols.len()).map(|i| format!("${i}::text[]")).collect();
+    let select: Vec<String> = cols
+        .iter()
+        .map(|c| format!("v.{}::{}", c.name, c.ty))
+        .collect();
+    let sql = format!(
+        "INSERT INTO {table} ({names}) SELECT {select} FROM UNNEST({arrays}) AS v({names}) \
+         ON CONFLICT (uri) DO UPDATE SET {set} WHERE excluded.rev > {table}.rev",
+        names = names.join(", "),
+        select = select.join(", "),
+        arrays = arrays.join(", "),
+        set = set.join(", "),
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for i in 0..cols.len() {
+        q = q.bind(
+            rows.iter()
+                .map(|r| r[i].as_deref())
+                .collect::<Vec<Option<&str>>>(),
+        );
+    }
+    q.execute(&mut *conn).await?;
     Ok(())
 }
 
