@@ -24,27 +24,8 @@
 \else
 \set n 2000
 \endif
-DROP SCHEMA IF EXISTS import_page CASCADE;
-CREATE SCHEMA import_page;
-SET search_path = import_page;
-SET synchronous_commit = off;
-SET client_min_messages = warning;
-
-CREATE TABLE likes (
-    uri text COLLATE "C" PRIMARY KEY, did text COLLATE "C" NOT NULL,
-    rkey text COLLATE "C" NOT NULL, cid text COLLATE "C" NOT NULL,
-    rev text COLLATE "C" NOT NULL, record json NOT NULL,
-    synced_at timestamptz NOT NULL, subject_uri text COLLATE "C",
-    subject_cid text, created_at timestamptz);
-CREATE INDEX likes_did_idx ON likes (did);
-CREATE INDEX likes_subject_uri_idx ON likes (subject_uri);
-CREATE TABLE parity_tombstones (uri text COLLATE "C" PRIMARY KEY,
-    rev text COLLATE "C" NOT NULL, deleted_at timestamptz NOT NULL);
-CREATE TABLE parity_sweep_floors (did text COLLATE "C" NOT NULL,
-    collection text COLLATE "C" NOT NULL, rev text COLLATE "C" NOT NULL,
-    PRIMARY KEY (did, collection));
-CREATE TABLE parity_repos (did text COLLATE "C" PRIMARY KEY,
-    status text NOT NULL DEFAULT 'active');
+\set schema import_page
+\ir parity_tables.sql
 
 CREATE FUNCTION run(variant text, n int) RETURNS TABLE (v text, us_stmt numeric, us_row numeric) AS $$
 DECLARE

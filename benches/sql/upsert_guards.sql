@@ -29,32 +29,8 @@
 --   psql -At "$TEST_PG_URL" -f benches/sql/upsert_guards.sql
 \set ON_ERROR_STOP 1
 \timing off
-DROP SCHEMA IF EXISTS upsert_prof CASCADE;
-CREATE SCHEMA upsert_prof;
-SET search_path = upsert_prof;
-SET synchronous_commit = off;
-SET client_min_messages = warning;
-
-CREATE TABLE likes (
-    uri text COLLATE "C" PRIMARY KEY, did text COLLATE "C" NOT NULL,
-    rkey text COLLATE "C" NOT NULL, cid text COLLATE "C" NOT NULL,
-    rev text COLLATE "C" NOT NULL, record json NOT NULL,
-    synced_at timestamptz NOT NULL, subject_uri text COLLATE "C",
-    subject_cid text, created_at timestamptz);
-CREATE INDEX ON likes (did);
-CREATE INDEX ON likes (subject_uri);
-CREATE TABLE parity_repos (
-    did text COLLATE "C" PRIMARY KEY, handle text,
-    status text NOT NULL DEFAULT 'active', active boolean NOT NULL DEFAULT true,
-    rev text COLLATE "C", updated_at timestamptz NOT NULL,
-    resync_requested_at timestamptz, pds text, identity_resolved_at timestamptz);
-CREATE TABLE parity_tombstones (
-    uri text COLLATE "C" PRIMARY KEY, rev text COLLATE "C" NOT NULL,
-    deleted_at timestamptz NOT NULL);
-CREATE INDEX ON parity_tombstones (deleted_at);
-CREATE TABLE parity_sweep_floors (
-    did text COLLATE "C", collection text COLLATE "C", rev text COLLATE "C" NOT NULL,
-    PRIMARY KEY (did, collection));
+\set schema upsert_prof
+\ir parity_tables.sql
 
 -- Rows: batch b (0 = the 200,000 already there, 1..50 the measured ones).
 CREATE FUNCTION gen(lo int, hi int) RETURNS TABLE (

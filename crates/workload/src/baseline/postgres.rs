@@ -237,6 +237,20 @@ fn text_row(cols: &[DbColumn], w: &Write, now: &str) -> TextRow {
         .collect()
 }
 
+/// Both upserts' conflict clause: every column but `uri` from the newer
+/// rev.
+fn on_conflict(table: &str, names: &[&str]) -> String {
+    let set: Vec<String> = names
+        .iter()
+        .filter(|n| **n != "uri")
+        .map(|n| format!("{n} = excluded.{n}"))
+        .collect();
+    format!(
+        " ON CONFLICT (uri) DO UPDATE SET {} WHERE excluded.rev > {table}.rev",
+        set.join(", ")
+    )
+}
+
 async fn upsert(
     conn: &mut PgConnection,
     table: &str,
@@ -244,11 +258,7 @@ async fn upsert(
     rows: &[TextRow],
 ) -> sqlx::Result<()> {
     let names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
-    let set: Vec<String> = names
-        .iter()
-        .filter(|n| **n != "uri")
-        .map(|n| format!("{n} = excluded.{n}"))
-        .collect();
+    let conflict = on_conflict(table, &names);
     for chunk in rows.chunks(MAX_BINDS / cols.len()) {
         let mut q: QueryBuilder<Postgres> =
             QueryBuilder::new(format!("INSERT INTO {table} ({}) ", names.join(", ")));
@@ -258,10 +268,7 @@ async fn upsert(
                     .push_unseparated(format!("::{}", c.ty));
             }
         });
-        q.push(format!(
-            " ON CONFLICT (uri) DO UPDATE SET {} WHERE excluded.rev > {table}.rev",
-            set.join(", ")
-        ));
+        q.push(&conflict);
         q.build().execute(&mut *conn).await?;
     }
     Ok(())
@@ -276,23 +283,17 @@ async fn unnest(
     rows: &[TextRow],
 ) -> sqlx::Result<()> {
     let names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
-    let set: Vec<String> = names
-        .iter()
-        .filter(|n| **n != "uri")
-        .map(|n| format!("{n} = excluded.{n}"))
-        .collect();
     let arrays: Vec<String> = (1..=cols.len()).map(|i| format!("${i}::text[]")).collect();
     let select: Vec<String> = cols
         .iter()
         .map(|c| format!("v.{}::{}", c.name, c.ty))
         .collect();
     let sql = format!(
-        "INSERT INTO {table} ({names}) SELECT {select} FROM UNNEST({arrays}) AS v({names}) \
-         ON CONFLICT (uri) DO UPDATE SET {set} WHERE excluded.rev > {table}.rev",
+        "INSERT INTO {table} ({names}) SELECT {select} FROM UNNEST({arrays}) AS v({names}){conflict}",
         names = names.join(", "),
         select = select.join(", "),
         arrays = arrays.join(", "),
-        set = set.join(", "),
+        conflict = on_conflict(table, &names),
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for i in 0..cols.len() {
