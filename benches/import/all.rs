@@ -147,11 +147,13 @@ pub async fn run() {
 /// The PostgreSQL baselines named in `list` (comma-separated), in order.
 fn pg_baselines(list: &str) -> Vec<Option<Mode>> {
     list.split(',')
-        .map(|m| match m.trim() {
-            "upsert" => Some(Mode::Upsert),
-            "unnest" => Some(Mode::Unnest),
-            "copy" => Some(Mode::Copy),
-            other => panic!("BENCH_PG_BASELINES: {other:?} is not upsert, unnest or copy"),
+        .map(|m| {
+            let mode = Mode::from_name(m.trim());
+            assert!(
+                mode.is_some(),
+                "BENCH_PG_BASELINES: {m:?} is not upsert, unnest or copy"
+            );
+            mode
         })
         .collect()
 }

@@ -38,12 +38,20 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Every mode, in the order the benches list them.
+    pub const ALL: [Mode; 3] = [Mode::Upsert, Mode::Unnest, Mode::Copy];
+
     pub fn name(self) -> &'static str {
         match self {
             Mode::Upsert => "upsert",
             Mode::Copy => "copy",
             Mode::Unnest => "unnest",
         }
+    }
+
+    /// The mode called `name` (as [`Mode::name`] spells it).
+    pub fn from_name(name: &str) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|m| m.name() == name)
     }
 }
 
@@ -377,4 +385,18 @@ pub async fn run(
     }
     db.conn.close().await?;
     Ok(points)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mode;
+
+    #[test]
+    fn every_mode_is_found_by_its_name_and_nothing_else_is() {
+        for m in Mode::ALL {
+            assert_eq!(Mode::from_name(m.name()), Some(m));
+        }
+        assert_eq!(Mode::from_name("values"), None);
+        assert_eq!(Mode::from_name(""), None);
+    }
 }
