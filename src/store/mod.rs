@@ -25,7 +25,9 @@
 //! - `commit.rs`: walks that order once for both backends, through the
 //!   bulk steps each backend implements (`Steps`);
 //! - `sqlite.rs` / `postgres.rs`: pools, migrations, mapper-table DDL and
-//!   catalog checks, and those bulk steps;
+//!   catalog checks, and those bulk steps (`postgres_upsert.rs` and
+//!   `postgres_copy.rs`: PostgreSQL's upsert, and the `COPY` of an import
+//!   page that only adds rows);
 //! - `sqlite_writer.rs`, `sqlite_steps.rs`, `sqlite_repos.rs`,
 //!   `sqlite_checkpoint.rs`: SQLite's writer thread, its commit statements,
 //!   its per-DID cache and its WAL checkpoint thread;
@@ -73,6 +75,7 @@ mod outbox;
 mod pg_pool;
 pub mod plan;
 mod postgres;
+mod postgres_copy;
 mod postgres_upsert;
 mod publish_limits;
 mod quarantine;
@@ -407,6 +410,9 @@ pub struct CommitStats {
     /// `parity publish` already wrote back). Counted as stale, like
     /// upserts the rev guards refuse.
     pub stale_deletes: u64,
+    /// Rows of `upserted` that PostgreSQL wrote with `COPY` (import pages
+    /// that only add rows, `postgres_copy.rs`); 0 on SQLite.
+    pub copied: u64,
 }
 
 impl CommitStats {

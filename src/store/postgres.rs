@@ -29,6 +29,7 @@ use super::commit::{self, Finish, Steps};
 use super::dialect::{Arg, Dialect, Sql, bind_args};
 use super::did_locks;
 use super::pg_pool;
+use super::postgres_copy::{self, CopySql};
 use super::postgres_upsert::{self, UpsertSql};
 use super::schema;
 use super::{CommitStats, DatabaseConfig, StoreError};
@@ -67,6 +68,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 struct TableSql {
     schema: TableSchema,
     upsert: UpsertSql,
+    copy: CopySql,
     delete: Arc<str>,
     purge: Arc<str>,
     /// The same statements returning what they removed, for the change
@@ -229,6 +231,7 @@ impl PgStore {
                 });
             }
             let upsert = UpsertSql::new(t, purge);
+            let copy = CopySql::new(t, purge);
             let delete = format!(
                 "DELETE FROM {t} USING parity_tombstones ts WHERE {t}.uri = ANY($1::text[]) AND ts.uri = {t}.uri AND {t}.rev <= ts.rev",
                 t = t.name
@@ -238,6 +241,7 @@ impl PgStore {
                 |t: &str| format!(" RETURNING {t}.uri, {t}.did, {t}.rkey, {t}.record::text");
             out.push(TableSql {
                 upsert,
+                copy,
                 schema: t.clone(),
                 delete_returning: format!("{delete}{}", removed(&t.name)).into(),
                 purge_returning: format!("{purge}{}", removed(&t.name)).into(),
@@ -261,6 +265,8 @@ impl PgStore {
                 tables: &self.tables,
                 log: &self.change_log,
                 ordered: false,
+                copy: did_locks::shared(batch),
+                copied: 0,
             },
             batch,
             finish,
@@ -324,6 +330,11 @@ struct PgSteps<'a> {
     log: &'a ChangeLog,
     /// This transaction holds the watermark (and append) lock.
     ordered: bool,
+    /// An import page being committed: its rows may be copied
+    /// (`postgres_copy.rs`).
+    copy: bool,
+    /// Rows copied so far.
+    copied: u64,
 }
 
 /// A removed row as `RETURNING` gives it: uri, did, rkey, record.
@@ -548,6 +559,16 @@ impl Steps for PgSteps<'_> {
         log: Option<&mut Vec<Logged<'b>>>,
     ) -> Result<u64, StoreError> {
         let t = &self.tables[table];
+        if self.copy
+            && let Some(n) =
+                postgres_copy::try_copy(&mut self.tx, &t.copy, &t.schema, rows, now).await?
+        {
+            if let Some(sink) = log {
+                sink.extend(rows.iter().map(|row| Logged::upsert(table, row)));
+            }
+            self.copied += n;
+            return Ok(n);
+        }
         let Some(sink) = log else {
             return Ok(
                 postgres_upsert::query(&t.schema, &t.upsert, rows, now, false)
@@ -629,6 +650,10 @@ impl Steps for PgSteps<'_> {
             .filter_map(|(_, uri, did, rkey, record)| Some((uri?, did?, rkey?, record)))
             .collect();
         Ok((self.removed(sweep, removed, log), updated))
+    }
+
+    fn copied(&self) -> u64 {
+        self.copied
     }
 
     async fn revs(&mut self, revs: &[(&Did, &str)], now: DateTime<Utc>) -> Result<(), StoreError> {
