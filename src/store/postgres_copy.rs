@@ -111,7 +111,7 @@ pub(super) async fn try_copy(
 /// order: the same values the upsert binds.
 pub(super) fn encode(t: &TableSchema, rows: &[&Row], now: DateTime<Utc>) -> Vec<u8> {
     let now = now.to_rfc3339_opts(SecondsFormat::Micros, true);
-    let mut out = String::with_capacity(rows.len() * 512);
+    let mut out = Vec::with_capacity(rows.len() * 512);
     for row in rows {
         for v in [
             row.uri.as_str(),
@@ -123,7 +123,7 @@ pub(super) fn encode(t: &TableSchema, rows: &[&Row], now: DateTime<Utc>) -> Vec<
             &now,
         ] {
             field(&mut out, Some(v));
-            out.push('\t');
+            out.push(b'\t');
         }
         // As the upsert binds them: a value of another type than its
         // column's is NULL.
@@ -132,41 +132,47 @@ pub(super) fn encode(t: &TableSchema, rows: &[&Row], now: DateTime<Utc>) -> Vec<
                 (ColumnType::Text | ColumnType::Json, Value::Text(s) | Value::Json(s)) => {
                     field(&mut out, Some(s))
                 }
-                (ColumnType::Integer, Value::Integer(n)) => out.push_str(&n.to_string()),
-                (ColumnType::Boolean, Value::Boolean(b)) => out.push(if *b { 't' } else { 'f' }),
-                (ColumnType::Timestamp, Value::Timestamp(ts)) => {
-                    out.push_str(&ts.to_rfc3339_opts(SecondsFormat::Micros, true))
+                (ColumnType::Integer, Value::Integer(n)) => {
+                    out.extend_from_slice(n.to_string().as_bytes())
                 }
+                (ColumnType::Boolean, Value::Boolean(b)) => out.push(if *b { b't' } else { b'f' }),
+                (ColumnType::Timestamp, Value::Timestamp(ts)) => out
+                    .extend_from_slice(ts.to_rfc3339_opts(SecondsFormat::Micros, true).as_bytes()),
                 _ => field(&mut out, None),
             }
-            out.push('\t');
+            out.push(b'\t');
         }
         // The last field's tab becomes the row's end.
         out.pop();
-        out.push('\n');
+        out.push(b'\n');
     }
-    out.into_bytes()
+    out
 }
 
 /// One field: `\N` for NULL, else the text with the format's four special
-/// characters escaped.
-fn field(out: &mut String, v: Option<&str>) {
+/// characters escaped. Byte by byte: they are ASCII, so never part of a
+/// longer UTF-8 sequence (a `char` pattern decoded every character: 4 %
+/// of the import's CPU).
+fn field(out: &mut Vec<u8>, v: Option<&str>) {
     let Some(v) = v else {
-        out.push_str("\\N");
+        out.extend_from_slice(b"\\N");
         return;
     };
-    let mut rest = v;
-    while let Some(i) = rest.find(['\\', '\t', '\n', '\r']) {
-        out.push_str(&rest[..i]);
-        out.push_str(match rest.as_bytes()[i] {
-            b'\\' => "\\\\",
-            b'\t' => "\\t",
-            b'\n' => "\\n",
-            _ => "\\r",
-        });
-        rest = &rest[i + 1..];
+    let bytes = v.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escaped);
+        start = i + 1;
     }
-    out.push_str(rest);
+    out.extend_from_slice(&bytes[start..]);
 }
 
 #[cfg(test)]

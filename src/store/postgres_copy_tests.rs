@@ -267,9 +267,9 @@ fn rows_are_written_in_the_text_format_in_column_order() {
 }
 
 fn escaped(v: Option<&str>) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
     field(&mut out, v);
-    out
+    String::from_utf8(out).unwrap()
 }
 
 #[test]
