@@ -186,41 +186,34 @@ async fn a_tombstone_in_the_page_sends_it_to_the_upsert() {
     assert_eq!(copied(&store, &rows).await, None);
 }
 
-#[tokio::test]
-async fn a_newer_floor_sends_the_page_to_the_upsert_and_an_older_one_does_not() {
+/// After `setup`, a page of `did:plc:a` takes the upsert and one of
+/// `did:plc:b` is copied.
+async fn a_upserted_b_copied(setup: &str) {
     let store = pg().await;
-    exec(
-        &store,
-        &format!("INSERT INTO parity_sweep_floors (did, collection, rev) VALUES ('did:plc:a', '{LIKE}', '3c'), ('did:plc:b', '{LIKE}', '3a')"),
-    )
-    .await;
+    exec(&store, setup).await;
+    let page_of = |did| page(did, MIN_ROWS, "3b");
+    assert_eq!(copied(&store, &page_of("did:plc:a")).await, None);
     assert_eq!(
-        copied(&store, &page("did:plc:a", MIN_ROWS, "3b")).await,
-        None
-    );
-    assert_eq!(
-        copied(&store, &page("did:plc:b", MIN_ROWS, "3b")).await,
+        copied(&store, &page_of("did:plc:b")).await,
         Some(MIN_ROWS as u64)
     );
 }
 
 #[tokio::test]
+async fn a_newer_floor_sends_the_page_to_the_upsert_and_an_older_one_does_not() {
+    a_upserted_b_copied(&format!(
+        "INSERT INTO parity_sweep_floors (did, collection, rev) VALUES ('did:plc:a', '{LIKE}', '3c'), ('did:plc:b', '{LIKE}', '3a')"
+    ))
+    .await;
+}
+
+/// Deactivated does not purge here: its rows are written.
+#[tokio::test]
 async fn an_account_whose_status_purges_sends_the_page_to_the_upsert() {
-    let store = pg().await;
-    exec(
-        &store,
+    a_upserted_b_copied(
         "INSERT INTO parity_repos (did, status, active, updated_at) VALUES ('did:plc:a', 'deleted', false, now()), ('did:plc:b', 'deactivated', false, now())",
     )
     .await;
-    assert_eq!(
-        copied(&store, &page("did:plc:a", MIN_ROWS, "3b")).await,
-        None
-    );
-    // Deactivated does not purge here: its rows are written.
-    assert_eq!(
-        copied(&store, &page("did:plc:b", MIN_ROWS, "3b")).await,
-        Some(MIN_ROWS as u64)
-    );
 }
 
 #[test]
