@@ -2,7 +2,10 @@
 //! rev) and a live batch that deletes the same record or purges its
 //! account commit at the same moment, many times over. Whatever order the
 //! database interleaves them in, the later-rev delete and the purge win:
-//! the imported row never survives.
+//! the imported row never survives. Pages hold [`PAGE_ROWS`] rows, so on
+//! PostgreSQL a page that finds its range clean is written with `COPY`
+//! and one that finds the delete's tombstone or the purge takes the
+//! upsert: both paths race.
 
 use crate::common;
 
@@ -23,6 +26,9 @@ use tokio::sync::Barrier;
 /// Rounds per scenario: without per-DID locks PostgreSQL let the import
 /// page through in most rounds; a few hundred leave no room for luck.
 const ROUNDS: usize = 150;
+
+/// Rows of each import page: enough for PostgreSQL to copy it.
+const PAGE_ROWS: usize = 40;
 
 const LIKE: &str = r#"{"$type":"app.bsky.feed.like","createdAt":"2026-07-04T14:38:00.000Z","subject":{"cid":"bafyc","uri":"at://did:plc:x/app.bsky.feed.post/1"}}"#;
 
@@ -73,13 +79,20 @@ fn mutation(reg: &Registry, ev: &Event) -> Mutation {
     }
 }
 
-/// An import page holding one row, checkpointing the claimed state `id`.
-fn import_page(m: Mutation, id: i64, owner: &str) -> Batch {
+/// An import page of `did`'s likes `{prefix}-00`… at rev 1, checkpointing
+/// the claimed state `id`.
+fn import_page(reg: &Registry, did: &Did, prefix: &str, id: i64, owner: &str) -> Batch {
+    let mutations: Vec<Mutation> = (0..PAGE_ROWS)
+        .map(|i| {
+            let rkey = format!("{prefix}-{i:02}");
+            mutation(reg, &like_event(did, &rkey, "3l00000000001", false))
+        })
+        .collect();
     Batch {
-        mutations: vec![m],
+        events: mutations.len(),
+        mutations,
         repos: HashMap::new(),
         last_time_us: 0,
-        events: 1,
         checkpoint: Checkpoint::ImportPage(ImportPage {
             state_id: id,
             owner: owner.into(),
@@ -124,6 +137,15 @@ async fn race(a: &Store, batch_a: Batch, b: &Store, batch_b: Batch) {
     tb.await.unwrap();
 }
 
+/// Rows whose URI starts with `prefix`.
+async fn count_prefix(db: &TestDb, prefix: &str) -> usize {
+    db.rows("likes", &["uri"])
+        .await
+        .into_iter()
+        .filter(|r| r[0].as_deref().is_some_and(|u| u.starts_with(prefix)))
+        .count()
+}
+
 async fn count_uri(db: &TestDb, uri: &str) -> usize {
     db.rows("likes", &["uri"])
         .await
@@ -132,7 +154,8 @@ async fn count_uri(db: &TestDb, uri: &str) -> usize {
         .count()
 }
 
-/// A page importing a record at rev 1 races a live delete of it at rev 2.
+/// A page importing records at rev 1 races a live delete of one of them
+/// at rev 2; the page's other records are written.
 async fn later_delete_beats_concurrent_import(db: TestDb) {
     let (importer, consumer) = (open(&db).await, open(&db).await);
     let reg = registry();
@@ -140,12 +163,9 @@ async fn later_delete_beats_concurrent_import(db: TestDb) {
     let id = claim(&importer, &did, "h:1:0").await;
     let mut survived = Vec::new();
     for round in 0..ROUNDS {
-        let rkey = format!("r{round}");
-        let page = import_page(
-            mutation(&reg, &like_event(&did, &rkey, "3l00000000001", false)),
-            id,
-            "h:1:0",
-        );
+        let prefix = format!("r{round}");
+        let page = import_page(&reg, &did, &prefix, id, "h:1:0");
+        let rkey = format!("{prefix}-17");
         let mut live = Batcher::new(&BatchConfig::default(), PurgePolicy::default());
         live.seen("s", Cursor(round as i64 + 1), 1, true, Instant::now());
         live.push(mutation(
@@ -157,6 +177,12 @@ async fn later_delete_beats_concurrent_import(db: TestDb) {
         if count_uri(&db, &uri).await > 0 {
             survived.push(round);
         }
+        let page_uris = format!("at://{did}/app.bsky.feed.like/{prefix}-");
+        assert_eq!(
+            count_prefix(&db, &page_uris).await,
+            PAGE_ROWS - 1,
+            "round {round}: the page's other records"
+        );
     }
     assert!(
         survived.is_empty(),
@@ -176,11 +202,7 @@ async fn purge_beats_concurrent_import(db: TestDb) {
     for round in 0..ROUNDS {
         let did = Did::parse(&format!("did:plc:racepurge{round}")).unwrap();
         let id = claim(&importer, &did, "h:1:0").await;
-        let page = import_page(
-            mutation(&reg, &like_event(&did, "r", "3l00000000001", false)),
-            id,
-            "h:1:0",
-        );
+        let page = import_page(&reg, &did, "r", id, "h:1:0");
         let mut live = Batcher::new(
             &BatchConfig::default(),
             PurgePolicy {
@@ -190,8 +212,7 @@ async fn purge_beats_concurrent_import(db: TestDb) {
         live.seen("s", Cursor(round as i64 + 1), 1, true, Instant::now());
         assert!(live.account(&did, false, Some(AccountStatus::Deleted)));
         race(&importer, page, &consumer, live.take().unwrap()).await;
-        let uri = format!("at://{did}/app.bsky.feed.like/r");
-        if count_uri(&db, &uri).await > 0 {
+        if count_prefix(&db, &format!("at://{did}/")).await > 0 {
             survived.push(round);
         }
     }
