@@ -109,6 +109,7 @@ pub use import_queue::{ListedPage, ListingRow, ListingState, QueueOutcome, Queue
 pub use imports::{CachedIdentity, ImportState, ImportStatus, StatusFilter, UnknownImportStatus};
 pub use outbox::{OutboxFilter, OutboxRow, RetryTarget};
 pub use postgres::PgStore;
+pub use postgres_copy::MIN_ROWS as COPY_MIN_ROWS;
 pub use publish_limits::Charge;
 pub use quarantine::{Quarantined, Rejected};
 pub use sessions::SessionRow;
@@ -163,6 +164,12 @@ pub struct DatabaseConfig {
     /// order, as if the import had stopped that much earlier.
     #[serde(skip)]
     pub async_commit: bool,
+    /// PostgreSQL only, not configurable: the fewest rows of an import page
+    /// written with `COPY` (`postgres_copy.rs`); 0 (the default) means
+    /// [`COPY_MIN_ROWS`]. Tests set 1, so every page that may be copied
+    /// is.
+    #[serde(skip)]
+    pub copy_min_rows: usize,
 }
 
 /// PostgreSQL's default writer count: each writer is one server backend
@@ -253,6 +260,7 @@ impl Default for DatabaseConfig {
             sqlite_mmap_mib: default_sqlite_mmap_mib(),
             writers: 0,
             async_commit: false,
+            copy_min_rows: 0,
         }
     }
 }

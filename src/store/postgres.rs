@@ -87,6 +87,8 @@ pub struct PgStore {
     /// The session commits without waiting for the WAL flush
     /// ([`DatabaseConfig::async_commit`]); `close` makes it durable.
     async_commit: bool,
+    /// The fewest rows of an import page written with `COPY`.
+    copy_min_rows: usize,
 }
 
 impl PgStore {
@@ -114,6 +116,10 @@ impl PgStore {
             change_log: Arc::default(),
             signal: Signal::default(),
             async_commit: cfg.async_commit,
+            copy_min_rows: match cfg.copy_min_rows {
+                0 => postgres_copy::MIN_ROWS,
+                n => n,
+            },
         })
     }
 
@@ -144,6 +150,7 @@ impl PgStore {
             change_log: Arc::default(),
             signal: Signal::default(),
             async_commit: false,
+            copy_min_rows: postgres_copy::MIN_ROWS,
         })
     }
 
@@ -265,7 +272,7 @@ impl PgStore {
                 tables: &self.tables,
                 log: &self.change_log,
                 ordered: false,
-                copy: did_locks::shared(batch),
+                copy: did_locks::shared(batch).then_some(self.copy_min_rows),
                 copied: 0,
             },
             batch,
@@ -331,8 +338,8 @@ struct PgSteps<'a> {
     /// This transaction holds the watermark (and append) lock.
     ordered: bool,
     /// An import page being committed: its rows may be copied
-    /// (`postgres_copy.rs`).
-    copy: bool,
+    /// (`postgres_copy.rs`) when there are at least this many.
+    copy: Option<usize>,
     /// Rows copied so far.
     copied: u64,
 }
@@ -559,9 +566,10 @@ impl Steps for PgSteps<'_> {
         log: Option<&mut Vec<Logged<'b>>>,
     ) -> Result<u64, StoreError> {
         let t = &self.tables[table];
-        if self.copy
+        if let Some(min_rows) = self.copy
             && let Some(n) =
-                postgres_copy::try_copy(&mut self.tx, &t.copy, &t.schema, rows, now).await?
+                postgres_copy::try_copy(&mut self.tx, &t.copy, &t.schema, rows, now, min_rows)
+                    .await?
         {
             if let Some(sink) = log {
                 sink.extend(rows.iter().map(|row| Logged::upsert(table, row)));

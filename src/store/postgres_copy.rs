@@ -34,7 +34,7 @@ use crate::mapper::{ColumnType, Row, TableSchema, Value};
 /// round trips cost more than the upsert they save (the upsert is one
 /// round trip; `COPY` saves ~5 µs of server CPU a row, a round trip costs
 /// ~50–100 µs on this machine).
-pub(super) const MIN_ROWS: usize = 32;
+pub const MIN_ROWS: usize = 32;
 
 /// A table's copy statements.
 pub(super) struct CopySql {
@@ -68,17 +68,19 @@ impl CopySql {
     }
 }
 
-/// Copies `rows` (one page, all of one repo's collection) into table `t`
-/// when the check allows it, inside the caller's transaction (which holds
-/// the page's DID locks); `None` when the page must take the upsert.
+/// Copies `rows` (one page, all of one repo's collection, at least
+/// `min_rows` of them) into table `t` when the check allows it, inside the
+/// caller's transaction (which holds the page's DID locks); `None` when
+/// the page must take the upsert.
 pub(super) async fn try_copy(
     conn: &mut PgConnection,
     sql: &CopySql,
     t: &TableSchema,
     rows: &[&Row],
     now: DateTime<Utc>,
+    min_rows: usize,
 ) -> Result<Option<u64>, StoreError> {
-    if rows.len() < MIN_ROWS {
+    if rows.len() < min_rows.max(1) {
         return Ok(None);
     }
     let Some((did, collection)) = one_repo_collection(rows) else {

@@ -61,7 +61,7 @@ async fn copied(store: &Store, rows: &[Row]) -> Option<u64> {
     let sql = CopySql::new(&schema(), &[AccountStatus::Deleted]);
     let refs: Vec<&Row> = rows.iter().collect();
     let mut tx = p.pool().begin().await.unwrap();
-    let n = try_copy(&mut tx, &sql, &schema(), &refs, Utc::now())
+    let n = try_copy(&mut tx, &sql, &schema(), &refs, Utc::now(), MIN_ROWS)
         .await
         .unwrap();
     tx.commit().await.unwrap();
