@@ -160,11 +160,6 @@ pub(super) trait Steps {
         let removed = self.sweep(sweep, now, log).await?;
         Ok((removed, self.run(done, args).await?))
     }
-    /// Rows the upserts so far wrote with `COPY` (PostgreSQL's import
-    /// pages); none by default.
-    fn copied(&self) -> u64 {
-        0
-    }
     /// Records each DID's newest commit rev (non-empty).
     async fn revs(&mut self, revs: &[(&Did, &str)], now: DateTime<Utc>) -> Result<(), StoreError>;
     /// Waits until no other writer's transaction can still change its
@@ -303,7 +298,6 @@ pub(super) async fn commit<S: Steps>(
             CommitStats::add(&mut stats.upserted, tx.table_name(table), n);
         }
     }
-    stats.copied = tx.copied();
 
     // 3b. After the last page of a complete import listing: what the repo
     // no longer has.

@@ -25,9 +25,7 @@
 //! - `commit.rs`: walks that order once for both backends, through the
 //!   bulk steps each backend implements (`Steps`);
 //! - `sqlite.rs` / `postgres.rs`: pools, migrations, mapper-table DDL and
-//!   catalog checks, and those bulk steps (`postgres_upsert.rs` and
-//!   `postgres_copy.rs`: PostgreSQL's upsert, and the `COPY` of an import
-//!   page that only adds rows);
+//!   catalog checks, and those bulk steps;
 //! - `sqlite_writer.rs`, `sqlite_steps.rs`, `sqlite_repos.rs`,
 //!   `sqlite_checkpoint.rs`: SQLite's writer thread, its commit statements,
 //!   its per-DID cache and its WAL checkpoint thread;
@@ -75,7 +73,6 @@ mod outbox;
 mod pg_pool;
 pub mod plan;
 mod postgres;
-mod postgres_copy;
 mod postgres_upsert;
 mod publish_limits;
 mod quarantine;
@@ -109,7 +106,6 @@ pub use import_queue::{ListedPage, ListingRow, ListingState, QueueOutcome, Queue
 pub use imports::{CachedIdentity, ImportState, ImportStatus, StatusFilter, UnknownImportStatus};
 pub use outbox::{OutboxFilter, OutboxRow, RetryTarget};
 pub use postgres::PgStore;
-pub use postgres_copy::MIN_ROWS as COPY_MIN_ROWS;
 pub use publish_limits::Charge;
 pub use quarantine::{Quarantined, Rejected};
 pub use sessions::SessionRow;
@@ -164,12 +160,6 @@ pub struct DatabaseConfig {
     /// order, as if the import had stopped that much earlier.
     #[serde(skip)]
     pub async_commit: bool,
-    /// PostgreSQL only, not configurable: the fewest rows of an import page
-    /// written with `COPY` (`postgres_copy.rs`); 0 (the default) means
-    /// [`COPY_MIN_ROWS`]. Tests set 1, so every page that may be copied
-    /// is.
-    #[serde(skip)]
-    pub copy_min_rows: usize,
 }
 
 /// PostgreSQL's default writer count: each writer is one server backend
@@ -260,7 +250,6 @@ impl Default for DatabaseConfig {
             sqlite_mmap_mib: default_sqlite_mmap_mib(),
             writers: 0,
             async_commit: false,
-            copy_min_rows: 0,
         }
     }
 }
@@ -418,9 +407,6 @@ pub struct CommitStats {
     /// `parity publish` already wrote back). Counted as stale, like
     /// upserts the rev guards refuse.
     pub stale_deletes: u64,
-    /// Rows of `upserted` that PostgreSQL wrote with `COPY` (import pages
-    /// that only add rows, `postgres_copy.rs`); 0 on SQLite.
-    pub copied: u64,
 }
 
 impl CommitStats {

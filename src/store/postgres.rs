@@ -29,7 +29,6 @@ use super::commit::{self, Finish, Steps};
 use super::dialect::{Arg, Dialect, Sql, bind_args};
 use super::did_locks;
 use super::pg_pool;
-use super::postgres_copy::{self, CopySql};
 use super::postgres_upsert::{self, UpsertSql};
 use super::schema;
 use super::{CommitStats, DatabaseConfig, StoreError};
@@ -68,7 +67,6 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 struct TableSql {
     schema: TableSchema,
     upsert: UpsertSql,
-    copy: CopySql,
     delete: Arc<str>,
     purge: Arc<str>,
     /// The same statements returning what they removed, for the change
@@ -87,8 +85,6 @@ pub struct PgStore {
     /// The session commits without waiting for the WAL flush
     /// ([`DatabaseConfig::async_commit`]); `close` makes it durable.
     async_commit: bool,
-    /// The fewest rows of an import page written with `COPY`.
-    copy_min_rows: usize,
 }
 
 impl PgStore {
@@ -116,10 +112,6 @@ impl PgStore {
             change_log: Arc::default(),
             signal: Signal::default(),
             async_commit: cfg.async_commit,
-            copy_min_rows: match cfg.copy_min_rows {
-                0 => postgres_copy::MIN_ROWS,
-                n => n,
-            },
         })
     }
 
@@ -150,7 +142,6 @@ impl PgStore {
             change_log: Arc::default(),
             signal: Signal::default(),
             async_commit: false,
-            copy_min_rows: postgres_copy::MIN_ROWS,
         })
     }
 
@@ -238,7 +229,6 @@ impl PgStore {
                 });
             }
             let upsert = UpsertSql::new(t, purge);
-            let copy = CopySql::new(t, purge);
             let delete = format!(
                 "DELETE FROM {t} USING parity_tombstones ts WHERE {t}.uri = ANY($1::text[]) AND ts.uri = {t}.uri AND {t}.rev <= ts.rev",
                 t = t.name
@@ -248,7 +238,6 @@ impl PgStore {
                 |t: &str| format!(" RETURNING {t}.uri, {t}.did, {t}.rkey, {t}.record::text");
             out.push(TableSql {
                 upsert,
-                copy,
                 schema: t.clone(),
                 delete_returning: format!("{delete}{}", removed(&t.name)).into(),
                 purge_returning: format!("{purge}{}", removed(&t.name)).into(),
@@ -272,8 +261,6 @@ impl PgStore {
                 tables: &self.tables,
                 log: &self.change_log,
                 ordered: false,
-                copy: did_locks::shared(batch).then_some(self.copy_min_rows),
-                copied: 0,
             },
             batch,
             finish,
@@ -337,11 +324,6 @@ struct PgSteps<'a> {
     log: &'a ChangeLog,
     /// This transaction holds the watermark (and append) lock.
     ordered: bool,
-    /// An import page being committed: its rows may be copied
-    /// (`postgres_copy.rs`) when there are at least this many.
-    copy: Option<usize>,
-    /// Rows copied so far.
-    copied: u64,
 }
 
 /// A removed row as `RETURNING` gives it: uri, did, rkey, record.
@@ -566,17 +548,6 @@ impl Steps for PgSteps<'_> {
         log: Option<&mut Vec<Logged<'b>>>,
     ) -> Result<u64, StoreError> {
         let t = &self.tables[table];
-        if let Some(min_rows) = self.copy
-            && let Some(n) =
-                postgres_copy::try_copy(&mut self.tx, &t.copy, &t.schema, rows, now, min_rows)
-                    .await?
-        {
-            if let Some(sink) = log {
-                sink.extend(rows.iter().map(|row| Logged::upsert(table, row)));
-            }
-            self.copied += n;
-            return Ok(n);
-        }
         let Some(sink) = log else {
             return Ok(
                 postgres_upsert::query(&t.schema, &t.upsert, rows, now, false)
@@ -658,10 +629,6 @@ impl Steps for PgSteps<'_> {
             .filter_map(|(_, uri, did, rkey, record)| Some((uri?, did?, rkey?, record)))
             .collect();
         Ok((self.removed(sweep, removed, log), updated))
-    }
-
-    fn copied(&self) -> u64 {
-        self.copied
     }
 
     async fn revs(&mut self, revs: &[(&Did, &str)], now: DateTime<Utc>) -> Result<(), StoreError> {

@@ -143,7 +143,7 @@ impl UpsertSql {
 /// The DID and collection every row shares, if they share one: each row
 /// of that DID with a URI under `at://<did>/<collection>/` (the range the
 /// statement asks about for tombstones).
-pub(super) fn one_repo_collection<'r>(rows: &[&'r Row]) -> Option<(&'r str, &'r str)> {
+fn one_repo_collection<'r>(rows: &[&'r Row]) -> Option<(&'r str, &'r str)> {
     let first = rows.first()?;
     let did = first.did.as_str();
     let collection = first.uri.split('/').nth(3)?;

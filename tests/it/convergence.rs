@@ -159,15 +159,8 @@ fn expected(did: &Did, history: &[Op]) -> Vec<Vec<Option<String>>> {
 }
 
 async fn open(db: &TestDb) -> Store {
-    open_copying(db, 0).await
-}
-
-/// [`open`], PostgreSQL writing import pages of at least `copy_min_rows`
-/// rows with `COPY` when they only add rows (0: the default, 32).
-async fn open_copying(db: &TestDb, copy_min_rows: usize) -> Store {
     let mut store = Store::connect(&DatabaseConfig {
         url: db.url.clone(),
-        copy_min_rows,
         ..Default::default()
     })
     .await
@@ -629,10 +622,7 @@ fn check_world(backend: &'static str, cases: u32, writers: u32) {
             TestDb::sqlite()
         }
     });
-    // With one writer every import page that may be copied is (its pages
-    // hold 1 to 3 rows); with three, pages take the upsert as live batches
-    // do: both paths converge with everything else.
-    let store = rt.block_on(open_copying(&db, if writers == 1 { 1 } else { 0 }));
+    let store = rt.block_on(open(&db));
     let n = std::sync::atomic::AtomicU32::new(0);
     proptest!(ProptestConfig::with_cases(cases), |(w in world())| {
         let case = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
