@@ -2,10 +2,8 @@
 //! rev) and a live batch that deletes the same record or purges its
 //! account commit at the same moment, many times over. Whatever order the
 //! database interleaves them in, the later-rev delete and the purge win:
-//! the imported row never survives. Pages hold [`PAGE_ROWS`] rows, so on
-//! PostgreSQL a page that finds its range clean is written with `COPY`
-//! and one that finds the delete's tombstone or the purge takes the
-//! upsert: both paths race.
+//! the imported row never survives, and the page's other rows are
+//! written. Pages hold [`PAGE_ROWS`] rows, as an import's pages hold many.
 
 use crate::common;
 
@@ -27,7 +25,7 @@ use tokio::sync::Barrier;
 /// page through in most rounds; a few hundred leave no room for luck.
 const ROUNDS: usize = 150;
 
-/// Rows of each import page: enough for PostgreSQL to copy it.
+/// Rows of each import page.
 const PAGE_ROWS: usize = 40;
 
 const LIKE: &str = r#"{"$type":"app.bsky.feed.like","createdAt":"2026-07-04T14:38:00.000Z","subject":{"cid":"bafyc","uri":"at://did:plc:x/app.bsky.feed.post/1"}}"#;
