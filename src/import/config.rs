@@ -14,6 +14,10 @@ pub struct ImportConfig {
     /// Records per `listRecords` page (1–100).
     #[serde(default = "default_page_size")]
     pub page_size: u32,
+    /// Records of a verified whole-repo snapshot written per transaction
+    /// (1–10,000): they are in memory, so not bound by listRecords' 100.
+    #[serde(default = "default_getrepo_page_size")]
+    pub getrepo_page_size: u32,
     /// Pause between two pages of one (did, collection), in milliseconds.
     #[serde(default)]
     pub page_delay: u64,
@@ -96,6 +100,18 @@ const fn default_page_size() -> u32 {
 const fn default_concurrency() -> usize {
     8
 }
+/// A snapshot's records per write transaction: ten listRecords pages.
+/// A repo of 2,000 records a collection wrote 12–32 % more records/s into
+/// PostgreSQL with pages of 1,000 than of 100 (two statements a
+/// collection instead of twenty; BENCHMARKS.md, issue 15 b, session 28).
+const fn default_getrepo_page_size() -> u32 {
+    1000
+}
+
+/// The largest `import.getrepo_page_size`: a page's rows are mapped and
+/// bound at once (about 1 KB a row).
+pub const MAX_GETREPO_PAGE_SIZE: u32 = 10_000;
+
 /// Bluesky's PDSes allow 3000 requests / 5 min per IP (10/s).
 const fn default_rps() -> u32 {
     10
@@ -125,6 +141,7 @@ impl Default for ImportConfig {
     fn default() -> Self {
         ImportConfig {
             page_size: default_page_size(),
+            getrepo_page_size: default_getrepo_page_size(),
             page_delay: 0,
             concurrency: default_concurrency(),
             requests_per_second: default_rps(),
@@ -148,6 +165,12 @@ impl ImportConfig {
             return Err(format!(
                 "import.page_size is {}; listRecords accepts 1 to 100",
                 self.page_size
+            ));
+        }
+        if !(1..=MAX_GETREPO_PAGE_SIZE).contains(&self.getrepo_page_size) {
+            return Err(format!(
+                "import.getrepo_page_size is {}; use 1 to {MAX_GETREPO_PAGE_SIZE}",
+                self.getrepo_page_size
             ));
         }
         if self.concurrency == 0 {
@@ -344,5 +367,22 @@ mod tests {
             tiny.validate().unwrap_err(),
             "import.max_repo_bytes must be at least 1024"
         );
+    }
+
+    #[test]
+    fn getrepo_pages_are_bounded_apart_from_list_records_pages() {
+        let c: ImportConfig = toml::from_str("getrepo_page_size = 10000").unwrap();
+        assert!(c.validate().is_ok());
+        assert_eq!(ImportConfig::default().getrepo_page_size, 1000);
+        for bad in [0, MAX_GETREPO_PAGE_SIZE + 1] {
+            let c = ImportConfig {
+                getrepo_page_size: bad,
+                ..ImportConfig::default()
+            };
+            assert_eq!(
+                c.validate().unwrap_err(),
+                format!("import.getrepo_page_size is {bad}; use 1 to 10000")
+            );
+        }
     }
 }

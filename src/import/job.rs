@@ -114,6 +114,8 @@ pub struct Ctx {
     /// Our owner name and lease length, for every claim and page.
     pub lease: Lease,
     pub page_size: u32,
+    /// Records of a verified snapshot per page (`import.getrepo_page_size`).
+    pub getrepo_page_size: u32,
     pub page_delay: Duration,
     /// Told about every committed page (metrics, `/health` staleness).
     pub obs: Arc<Obs>,

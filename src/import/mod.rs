@@ -312,6 +312,7 @@ fn runner(
         registry: Arc::new(registry),
         lease: lease::Lease::new(Duration::from_secs(import.lease_seconds)),
         page_size: import.page_size,
+        getrepo_page_size: import.getrepo_page_size,
         page_delay: Duration::from_millis(import.page_delay),
         obs,
         method: import.method,

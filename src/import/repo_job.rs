@@ -1,5 +1,7 @@
 //! Whole-repo import, writing half: one claimed (did, collection) written
-//! from a verified [`Snapshot`] in pages of `import.page_size` records,
+//! from a verified [`Snapshot`] in pages of `import.getrepo_page_size`
+//! records (in memory already, so larger than listRecords' 100: fewer
+//! transactions and statements a collection),
 //! through the same mapping (`page::map`), batches, guards and commit path
 //! as a listRecords page.
 //!
@@ -63,7 +65,7 @@ pub async fn run(
     } else {
         0
     };
-    let page_size = ctx.page_size.max(1) as usize;
+    let page_size = ctx.getrepo_page_size.max(1) as usize;
     let mut total = Counts::default();
     let mut pos = start;
     loop {

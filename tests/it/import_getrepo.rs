@@ -37,7 +37,7 @@ async fn whole_repo_import(db: TestDb) {
     let a = pds.add_car(fixture(JETSTREAM_CAR));
     let b = pds.add_car(fixture(LITTLE_CAR));
     let mut cmd = getrepo(&db, &pds, &["import", &a.did, &b.did, "--concurrency", "2"]);
-    cmd.env("PARITY_IMPORT_PAGE_SIZE", "7");
+    cmd.env("PARITY_IMPORT_GETREPO_PAGE_SIZE", "7");
     let (code, out, err) = run(cmd).await;
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     let total = a.records + b.records;
@@ -122,6 +122,29 @@ backend_tests!(
     #[tokio::test(flavor = "multi_thread")]
     whole_repo_import_writes_every_record_at_the_signed_rev,
     |db| whole_repo_import(db)
+);
+
+/// A snapshot's collection is written in pages of
+/// `import.getrepo_page_size` (1,000 by default), not listRecords' page
+/// size: the repo's ten likes are one page though `page_size` is 7.
+async fn snapshot_pages(db: TestDb) {
+    let pds = Pds::start().await;
+    let a = pds.add_car(fixture(JETSTREAM_CAR));
+    let mut cmd = getrepo(&db, &pds, &["import", &a.did]);
+    cmd.env("PARITY_IMPORT_PAGE_SIZE", "7");
+    let (code, out, err) = run(cmd).await;
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    let likes = format!(
+        "SELECT CAST(pages AS TEXT) || ':' || CAST(records_synced AS TEXT) FROM parity_import_states WHERE did = '{}' AND collection = 'app.bsky.feed.like'",
+        a.did
+    );
+    assert_eq!(db.scalar(&likes).await.as_deref(), Some("1:10"));
+}
+
+backend_tests!(
+    #[tokio::test(flavor = "multi_thread")]
+    a_snapshot_collection_is_written_in_getrepo_pages,
+    |db| snapshot_pages(db)
 );
 
 /// The fixture's own bytes, real signature and all (a v2 commit signed
@@ -390,7 +413,7 @@ backend_tests!(
 /// Page size of the interrupted runs: the little repo's posts fit one page,
 /// its likes take several.
 fn paged(cmd: &mut tokio::process::Command) {
-    cmd.env("PARITY_IMPORT_PAGE_SIZE", "10");
+    cmd.env("PARITY_IMPORT_GETREPO_PAGE_SIZE", "10");
 }
 
 /// Starts a whole-repo import of `did` into `db` that pauses long after
@@ -586,7 +609,7 @@ async fn the_reference_pds_serves_get_repo_for_real() {
             .env("PARITY_DATABASE_URL", &db.url)
             .env("PARITY_PLC_URL", &net.plc)
             .env(importer::ALLOW_PRIVATE, "true")
-            .env("PARITY_IMPORT_PAGE_SIZE", "5")
+            .env("PARITY_IMPORT_GETREPO_PAGE_SIZE", "5")
             .env("PARITY_LOG_LEVEL", "warn")
             .env("PARITY_METRICS_ADDR", "off")
             .stdin(std::process::Stdio::null())
