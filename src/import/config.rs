@@ -102,8 +102,8 @@ const fn default_concurrency() -> usize {
 }
 /// A snapshot's records per write transaction: ten listRecords pages.
 /// A repo of 1,000 records a collection wrote 12–51 % more records/s into
-/// PostgreSQL with pages of 1,000 than of 100 (two statements a
-/// collection instead of twenty; BENCHMARKS.md, issue 15 b, session 28).
+/// PostgreSQL with pages of 1,000 than of 100 (one page a collection
+/// instead of ten; BENCHMARKS.md, issue 15 b, session 28).
 const fn default_getrepo_page_size() -> u32 {
     1000
 }
