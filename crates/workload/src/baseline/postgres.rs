@@ -150,10 +150,11 @@ impl PgBaseline {
         for (table, rows) in &upserts {
             let cols = &self.columns[*table];
             for rows in rows.chunks(self.statement_rows.unwrap_or(rows.len()).max(1)) {
+                let stmt = Statement::new(table, cols, rows);
                 match self.mode {
-                    Mode::Upsert => upsert(&mut tx, table, cols, rows).await?,
-                    Mode::Copy => copy(&mut tx, table, cols, rows).await?,
-                    Mode::Unnest => unnest(&mut tx, table, cols, rows).await?,
+                    Mode::Upsert => stmt.upsert(&mut tx).await?,
+                    Mode::Copy => stmt.copy(&mut tx).await?,
+                    Mode::Unnest => stmt.unnest(&mut tx).await?,
                 }
             }
         }
@@ -259,60 +260,101 @@ fn on_conflict(table: &str, names: &[&str]) -> String {
     )
 }
 
-async fn upsert(
-    conn: &mut PgConnection,
-    table: &str,
-    cols: &[DbColumn],
-    rows: &[TextRow],
-) -> sqlx::Result<()> {
-    let names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
-    let conflict = on_conflict(table, &names);
-    for chunk in rows.chunks(MAX_BINDS / cols.len()) {
-        let mut q: QueryBuilder<Postgres> =
-            QueryBuilder::new(format!("INSERT INTO {table} ({}) ", names.join(", ")));
-        q.push_values(chunk, |mut b, row| {
-            for (v, c) in row.iter().zip(cols) {
-                b.push_bind(v.as_deref())
-                    .push_unseparated(format!("::{}", c.ty));
-            }
-        });
-        q.push(&conflict);
-        q.build().execute(&mut *conn).await?;
-    }
-    Ok(())
+/// One statement's rows of one table, written in a baseline's way.
+struct Statement<'a> {
+    table: &'a str,
+    cols: &'a [DbColumn],
+    /// The columns' names, in `cols` order.
+    names: Vec<&'a str>,
+    rows: &'a [TextRow],
 }
 
-/// One upsert of `rows` into `table`, each column bound as one text array
-/// and cast to its type in the `SELECT`.
-async fn unnest(
-    conn: &mut PgConnection,
-    table: &str,
-    cols: &[DbColumn],
-    rows: &[TextRow],
-) -> sqlx::Result<()> {
-    let names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
-    let arrays: Vec<String> = (1..=cols.len()).map(|i| format!("${i}::text[]")).collect();
-    let select: Vec<String> = cols
-        .iter()
-        .map(|c| format!("v.{}::{}", c.name, c.ty))
-        .collect();
-    let sql = format!(
-        "INSERT INTO {table} ({names}) SELECT {select} FROM UNNEST({arrays}) AS v({names}){conflict}",
-        names = names.join(", "),
-        select = select.join(", "),
-        arrays = arrays.join(", "),
-        conflict = on_conflict(table, &names),
-    );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for i in 0..cols.len() {
-        q = q.bind(
-            rows.iter()
-                .map(|r| r[i].as_deref())
-                .collect::<Vec<Option<&str>>>(),
-        );
+impl<'a> Statement<'a> {
+    fn new(table: &'a str, cols: &'a [DbColumn], rows: &'a [TextRow]) -> Statement<'a> {
+        let names = cols.iter().map(|c| c.name.as_str()).collect();
+        Statement {
+            table,
+            cols,
+            names,
+            rows,
+        }
     }
-    q.execute(&mut *conn).await?;
-    Ok(())
+
+    /// Multi-row `VALUES` upserts, as many rows each as the bind limit
+    /// allows.
+    async fn upsert(&self, conn: &mut PgConnection) -> sqlx::Result<()> {
+        let (table, cols) = (self.table, self.cols);
+        let conflict = on_conflict(table, &self.names);
+        for chunk in self.rows.chunks(MAX_BINDS / cols.len()) {
+            let mut q: QueryBuilder<Postgres> =
+                QueryBuilder::new(format!("INSERT INTO {table} ({}) ", self.names.join(", ")));
+            q.push_values(chunk, |mut b, row| {
+                for (v, c) in row.iter().zip(cols) {
+                    b.push_bind(v.as_deref())
+                        .push_unseparated(format!("::{}", c.ty));
+                }
+            });
+            q.push(&conflict);
+            q.build().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    /// One upsert of the rows, each column bound as one text array and
+    /// cast to its type in the `SELECT`.
+    async fn unnest(&self, conn: &mut PgConnection) -> sqlx::Result<()> {
+        let arrays: Vec<String> = (1..=self.cols.len())
+            .map(|i| format!("${i}::text[]"))
+            .collect();
+        let select: Vec<String> = self
+            .cols
+            .iter()
+            .map(|c| format!("v.{}::{}", c.name, c.ty))
+            .collect();
+        let sql = format!(
+            "INSERT INTO {table} ({names}) SELECT {select} FROM UNNEST({arrays}) AS v({names}){conflict}",
+            table = self.table,
+            names = self.names.join(", "),
+            select = select.join(", "),
+            arrays = arrays.join(", "),
+            conflict = on_conflict(self.table, &self.names),
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for i in 0..self.cols.len() {
+            q = q.bind(
+                self.rows
+                    .iter()
+                    .map(|r| r[i].as_deref())
+                    .collect::<Vec<Option<&str>>>(),
+            );
+        }
+        q.execute(&mut *conn).await?;
+        Ok(())
+    }
+
+    /// One `COPY … FROM STDIN` of the rows, in the text format.
+    async fn copy(&self, conn: &mut PgConnection) -> sqlx::Result<()> {
+        let mut data = String::with_capacity(self.rows.len() * 600);
+        for row in self.rows {
+            for (i, v) in row.iter().enumerate() {
+                if i > 0 {
+                    data.push('\t');
+                }
+                copy_field(&mut data, v.as_deref());
+            }
+            data.push('\n');
+        }
+        let mut sink = conn
+            .copy_in_raw(&format!(
+                "COPY {} ({}) FROM STDIN",
+                self.table,
+                self.names.join(", ")
+            ))
+            .await?;
+        sink.send(data.into_bytes()).await?;
+        sink.finish().await?;
+        Ok(())
+    }
 }
 
 /// COPY text format: `\N` for NULL, backslash escapes for the rest.
@@ -330,31 +372,6 @@ fn copy_field(out: &mut String, v: Option<&str>) {
             c => out.push(c),
         }
     }
-}
-
-async fn copy(
-    conn: &mut PgConnection,
-    table: &str,
-    cols: &[DbColumn],
-    rows: &[TextRow],
-) -> sqlx::Result<()> {
-    let names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
-    let mut data = String::with_capacity(rows.len() * 600);
-    for row in rows {
-        for (i, v) in row.iter().enumerate() {
-            if i > 0 {
-                data.push('\t');
-            }
-            copy_field(&mut data, v.as_deref());
-        }
-        data.push('\n');
-    }
-    let mut sink = conn
-        .copy_in_raw(&format!("COPY {table} ({}) FROM STDIN", names.join(", ")))
-        .await?;
-    sink.send(data.into_bytes()).await?;
-    sink.finish().await?;
-    Ok(())
 }
 
 /// Writes events `from..to` into the migrated database at `url`, `per_tx`
