@@ -111,6 +111,11 @@ impl Runner {
             },
             None => fetching,
         };
+        if let Some(snap) = &snapshot
+            && let Some(out) = self.fresh(snap, &id.did, work, bar).await
+        {
+            return out;
+        }
         let (collections, states) = match self.collections(id, snapshot.as_ref(), work, token).await
         {
             Ok(c) => c,

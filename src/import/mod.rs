@@ -43,6 +43,7 @@ pub mod config;
 pub mod discover;
 mod error;
 pub mod failure;
+pub mod fresh;
 pub mod identity;
 pub mod job;
 pub mod keys;

@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::config::ImportMethod;
+use super::fresh::Fresh;
 use super::identity::Resolver;
 use super::job::Ctx;
 use super::progress::Progress;
@@ -20,6 +22,11 @@ use super::slots::{HELD_BYTES, Slots, WRITE_AHEAD};
 use super::summary::{DidOutcome, DidStatus, Summary};
 use crate::event::Nsid;
 use crate::obs::names;
+
+/// Group writers of fresh repos (`fresh`): two keep a transaction open
+/// while the other's rows are encoded, on the two cores this was measured
+/// on (BENCHMARKS.md, issue 15 b, session 29).
+const FRESH_WRITERS: usize = 2;
 
 /// What to do with each DID.
 #[derive(Debug, Clone)]
@@ -43,6 +50,8 @@ pub struct Runner {
     pub concurrency: usize,
     /// Fetching slots and room for snapshots waiting for the writer.
     pub(super) slots: Arc<Slots>,
+    /// The group writers of fresh repos (PostgreSQL; `fresh`).
+    pub(super) fresh: Option<Arc<Fresh>>,
     gauges: Arc<Gauges>,
 }
 
@@ -75,12 +84,17 @@ impl Runner {
         progress: Progress,
         concurrency: usize,
     ) -> Runner {
+        let fresh = match ctx.method {
+            ImportMethod::Listrecords => None,
+            _ => Fresh::start(&ctx.store, &ctx.obs, FRESH_WRITERS.min(concurrency.max(1))),
+        };
         Runner {
             ctx,
             resolver,
             progress,
             concurrency: concurrency.max(1),
             slots: Arc::new(Slots::new(concurrency, HELD_BYTES)),
+            fresh: fresh.map(Arc::new),
             gauges: Arc::new(Gauges::default()),
         }
     }

@@ -44,6 +44,8 @@ pub const IMPORT_RECORDS: &str = "parity_import_records_total";
 pub const IMPORT_REQUESTS: &str = "parity_import_requests_total";
 /// Import: DIDs by `status` (pending, in_progress, completed, failed).
 pub const IMPORT_DIDS: &str = "parity_import_dids";
+/// Import: repos written whole in a group transaction (PostgreSQL).
+pub const IMPORT_FRESH_REPOS: &str = "parity_import_fresh_repos_total";
 /// Import: requests answered 429 or held back by a rate limit.
 pub const IMPORT_RATE_LIMITED: &str = "parity_import_rate_limited_total";
 /// `import --all`: repos listed by the relay, by `result`.
@@ -221,6 +223,11 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         IMPORT_DIDS,
         Kind::Gauge,
         "Repos (DIDs) known to parity import, by status (pending, in_progress, completed, failed).",
+    ),
+    (
+        IMPORT_FRESH_REPOS,
+        Kind::Counter,
+        "Repos parity import wrote whole in one transaction with others (PostgreSQL: verified getRepo snapshots of repos the database held nothing of, each collection one page, rows by COPY); the other repos are written collection by collection.",
     ),
     (
         IMPORT_RATE_LIMITED,

@@ -22,8 +22,8 @@ use super::labels::{
 };
 use super::names::{
     ALL, BATCH_COMMIT_SECONDS, BATCH_SIZE, BUILD_INFO, DB_ERRORS, EVENTS_DROPPED, EVENTS_FILTERED,
-    EVENTS_RECEIVED, IMPORT_RATE_LIMITED, IMPORT_RECORDS, Kind, SOURCE_CURSOR_REJECTED,
-    SOURCE_RECONNECTS, SOURCE_STARTS_WITHOUT_CURSOR,
+    EVENTS_RECEIVED, IMPORT_FRESH_REPOS, IMPORT_RATE_LIMITED, IMPORT_RECORDS, Kind,
+    SOURCE_CURSOR_REJECTED, SOURCE_RECONNECTS, SOURCE_STARTS_WITHOUT_CURSOR,
 };
 
 /// Up to the largest `batch.max_events` anyone should need.
@@ -113,6 +113,7 @@ fn register_zeros() {
     }
     counter!(EVENTS_FILTERED).increment(0);
     counter!(IMPORT_RATE_LIMITED).increment(0);
+    counter!(IMPORT_FRESH_REPOS).increment(0);
 }
 
 /// The Prometheus text exposition of every metric, or `None` without a

@@ -26,6 +26,9 @@
 //!   bulk steps each backend implements (`Steps`);
 //! - `sqlite.rs` / `postgres.rs`: pools, migrations, mapper-table DDL and
 //!   catalog checks, and those bulk steps;
+//! - `postgres_fresh.rs`, `postgres_copy.rs`: PostgreSQL's write of whole
+//!   repositories it holds nothing of, several in one transaction, their
+//!   rows by `COPY` (an import's fast path beside the commit order);
 //! - `sqlite_writer.rs`, `sqlite_steps.rs`, `sqlite_repos.rs`,
 //!   `sqlite_checkpoint.rs`: SQLite's writer thread, its commit statements,
 //!   its per-DID cache and its WAL checkpoint thread;
@@ -73,6 +76,8 @@ mod outbox;
 mod pg_pool;
 pub mod plan;
 mod postgres;
+mod postgres_copy;
+mod postgres_fresh;
 mod postgres_upsert;
 mod publish_limits;
 mod quarantine;
@@ -106,6 +111,7 @@ pub use import_queue::{ListedPage, ListingRow, ListingState, QueueOutcome, Queue
 pub use imports::{CachedIdentity, ImportState, ImportStatus, StatusFilter, UnknownImportStatus};
 pub use outbox::{OutboxFilter, OutboxRow, RetryTarget};
 pub use postgres::PgStore;
+pub use postgres_fresh::{FreshCollection, FreshRepo};
 pub use publish_limits::Charge;
 pub use quarantine::{Quarantined, Rejected};
 pub use sessions::SessionRow;
@@ -632,6 +638,34 @@ impl Store {
     pub async fn commit_shared(&self, batch: &Arc<Batch>) -> Result<CommitStats, StoreError> {
         self.run_commit(Held::Shared(batch), commit::Finish::Commit)
             .await
+    }
+
+    /// Whether [`Store::commit_fresh`] can write repos: PostgreSQL, with no
+    /// mapped table's changes logged (the change log is written by the
+    /// commit order, which that path bypasses).
+    pub fn writes_fresh(&self) -> bool {
+        match self {
+            Store::Postgres(p) => !p.table_names().iter().any(|t| p.change_log.logs(t)),
+            Store::Sqlite(_) => false,
+        }
+    }
+
+    /// Writes the repos of `repos` this database holds nothing of (no
+    /// import state, no row, tombstone or floor in their collections, no
+    /// account status that purges) in one transaction, their rows by
+    /// `COPY`, each collection's state `completed` and its floor as a
+    /// complete page's sweep leaves them: which repos were written, and
+    /// the rows written per table. The others are the caller's to write
+    /// page by page; so are all of them on an error (nothing of the group
+    /// is kept). Nothing is written where [`Store::writes_fresh`] is false.
+    pub async fn commit_fresh(
+        &self,
+        repos: &[&FreshRepo],
+    ) -> Result<(Vec<bool>, CommitStats), StoreError> {
+        match self {
+            Store::Postgres(p) if self.writes_fresh() => p.commit_fresh(repos).await,
+            _ => Ok((vec![false; repos.len()], CommitStats::default())),
+        }
     }
 
     /// Whether [`Store::commit_all`] commits several batches in one

@@ -29,6 +29,7 @@ use super::commit::{self, Finish, Steps};
 use super::dialect::{Arg, Dialect, Sql, bind_args};
 use super::did_locks;
 use super::pg_pool;
+use super::postgres_copy;
 use super::postgres_upsert::{self, UpsertSql};
 use super::schema;
 use super::{CommitStats, DatabaseConfig, StoreError};
@@ -73,6 +74,8 @@ struct TableSql {
     /// log.
     delete_returning: Arc<str>,
     purge_returning: Arc<str>,
+    /// `COPY` of its rows (`postgres_fresh.rs`).
+    copy: Arc<str>,
 }
 
 /// A PostgreSQL database.
@@ -85,6 +88,9 @@ pub struct PgStore {
     /// The session commits without waiting for the WAL flush
     /// ([`DatabaseConfig::async_commit`]); `close` makes it durable.
     async_commit: bool,
+    /// The account statuses whose rows the upsert refuses, as an SQL list
+    /// (none: no status purges).
+    purging: Option<Arc<str>>,
 }
 
 impl PgStore {
@@ -112,11 +118,27 @@ impl PgStore {
             change_log: Arc::default(),
             signal: Signal::default(),
             async_commit: cfg.async_commit,
+            purging: None,
         })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The schema of mapped table `t`.
+    pub(super) fn schema(&self, t: usize) -> &TableSchema {
+        &self.tables[t].schema
+    }
+
+    /// Each mapped table's index and `COPY` statement.
+    pub(super) fn copy_tables(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.tables.iter().enumerate().map(|(i, t)| (i, &*t.copy))
+    }
+
+    /// The account statuses whose rows the upsert refuses, as an SQL list.
+    pub(super) fn purging_statuses(&self) -> Option<&str> {
+        self.purging.as_deref()
     }
 
     /// The mapped tables `prepare` set up.
@@ -142,6 +164,7 @@ impl PgStore {
             change_log: Arc::default(),
             signal: Signal::default(),
             async_commit: false,
+            purging: None,
         })
     }
 
@@ -237,6 +260,7 @@ impl PgStore {
             let removed =
                 |t: &str| format!(" RETURNING {t}.uri, {t}.did, {t}.rkey, {t}.record::text");
             out.push(TableSql {
+                copy: postgres_copy::statement(t).into(),
                 upsert,
                 schema: t.clone(),
                 delete_returning: format!("{delete}{}", removed(&t.name)).into(),
@@ -246,6 +270,7 @@ impl PgStore {
             });
         }
         self.tables = Arc::new(out);
+        self.purging = schema::status_list(purge).map(Arc::from);
         Ok(())
     }
 
@@ -298,7 +323,7 @@ const FLUSH_SQL: &str = "BEGIN; SET LOCAL synchronous_commit = on; \
 
 /// The text [`PgStore::begin`] sends. The lock keys are integers of ours
 /// (hash buckets), never input, so they are written into the text.
-fn begin_sql(keys: &[i32], shared: bool) -> String {
+pub(super) fn begin_sql(keys: &[i32], shared: bool) -> String {
     let mut sql = String::from("BEGIN; SET LOCAL synchronous_commit = off");
     if !keys.is_empty() {
         let keys: Vec<String> = keys.iter().map(i32::to_string).collect();

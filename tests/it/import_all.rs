@@ -17,6 +17,7 @@ use std::time::Duration;
 use common::TestDb;
 use common::importer::{self, parity, run};
 use common::pds::{GET_REPO, Pds, SynthRecord, tid};
+use common::process::{Parity, scrape};
 use common::relay::{LIST_REPOS, LIST_REPOS_BY_COLLECTION, Relay, RelayFault};
 
 const POST: &str = "app.bsky.feed.post";
@@ -192,6 +193,105 @@ backend_tests!(
     #[tokio::test(flavor = "multi_thread")]
     import_all_imports_every_active_repo_once,
     |db| every_active_repo(db)
+);
+
+/// `import --all` into a database that holds none of the repos: on
+/// PostgreSQL they are written whole, several in a transaction
+/// (`parity_import_fresh_repos_total`), with the rows, states and counters
+/// that pair-by-pair pages leave; a repo imported before (its states
+/// stored) goes pair by pair. SQLite writes every repo pair by pair. The
+/// last getRepo is held so the running process can be scraped.
+async fn fresh_repos(db: TestDb) {
+    let (pds, revs, relay) = network(6).await;
+    let mut first = parity(&db, &pds, &["import", &did(0)]);
+    first.env("PARITY_IMPORT_METHOD", "getrepo");
+    let (code, out, err) = run(first).await;
+    assert_eq!(code, 0, "{out}{err}");
+    pds.gate_after(GET_REPO, 5);
+    let url = relay.url();
+    let plc = pds.url();
+    let mut p = Parity::spawn_env(
+        &[
+            "--database-url",
+            &db.url,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "import",
+            "--all",
+            "--relay",
+            &url,
+            "--plc-url",
+            &plc,
+            "--concurrency",
+            "3",
+        ],
+        &[
+            (importer::ALLOW_PRIVATE, "true"),
+            ("PARITY_IMPORT_METHOD", "getrepo"),
+            ("PARITY_IMPORT_REQUESTS_PER_SECOND", "1000"),
+        ],
+    );
+    let addr = p.metrics_addr().await;
+    let five_done = async {
+        loop {
+            let m = scrape(addr).await;
+            if m.get("parity_import_dids", &[("status", "completed")]) == 5.0 {
+                break m;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    let m = tokio::time::timeout(Duration::from_secs(60), five_done)
+        .await
+        .expect("five repos completed");
+    // The held getRepo: the one request not answered yet.
+    let held: Vec<String> = pds
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == GET_REPO && r.status == 0)
+        .map(|r| r.query["did"].clone())
+        .collect();
+    assert_eq!(held.len(), 1, "{held:?}");
+    let fresh = if held[0] == did(0) { 5.0 } else { 4.0 };
+    let want = if db.is_pg() { fresh } else { 0.0 };
+    assert_eq!(m.get("parity_import_fresh_repos_total", &[]), want);
+    pds.open_gate();
+    let (status, lines) = p.wait();
+    assert!(status.success(), "{}", lines.join("\n"));
+    let dids: Vec<String> = (0..6).map(did).collect();
+    rows_match(&db, &pds, &revs, &dids).await;
+    for d in &dids {
+        let mut per_collection: BTreeMap<String, i64> = BTreeMap::new();
+        for r in pds.records(d) {
+            *per_collection.entry(r.collection).or_default() += 1;
+        }
+        let want: Vec<(String, String, i64, i64, i64)> = per_collection
+            .into_iter()
+            .map(|(c, n)| (c, "completed".to_owned(), n, 0, 0))
+            .collect();
+        assert_eq!(importer::states(&db, d).await, want, "{d}");
+    }
+    // One page a collection, its floor, no lease left.
+    let pages = db
+        .scalar(
+            "SELECT CAST(COUNT(*) AS TEXT) FROM parity_import_states \
+             WHERE pages <> 1 OR lease_owner IS NOT NULL OR cursor IS NOT NULL OR completed_at IS NULL",
+        )
+        .await;
+    assert_eq!(pages.as_deref(), Some("0"));
+    let floors = db
+        .scalar("SELECT CAST(COUNT(*) AS TEXT) FROM parity_sweep_floors")
+        .await;
+    let states = db
+        .scalar("SELECT CAST(COUNT(*) AS TEXT) FROM parity_import_states")
+        .await;
+    assert_eq!(floors, states);
+}
+
+backend_tests!(
+    #[tokio::test(flavor = "multi_thread")]
+    import_all_writes_new_repos_whole_on_postgresql_pair_by_pair_on_sqlite,
+    |db| fresh_repos(db)
 );
 
 /// Eight DIDs in flight on a pool of one connection (`--concurrency 8`,

@@ -150,6 +150,15 @@ impl Parity {
         self.lines()
     }
 
+    /// Waits for the process to exit by itself: its status and log lines.
+    pub fn wait(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let status = self.child.wait().unwrap();
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        (status, self.lines())
+    }
+
     /// SIGTERM, then waits for a clean exit (code 0) and the log reader.
     pub fn stop(mut self) -> Vec<String> {
         nix::sys::signal::kill(
