@@ -20,7 +20,6 @@ use tokio_util::sync::CancellationToken;
 use super::config::ImportMethod;
 use super::discover::{self, ALL_COLLECTIONS, Collection};
 use super::failure::{DidError, is_gone};
-use super::fresh::PendingIdentity;
 use super::identity::Identity;
 use super::identity::IdentityError;
 use super::job::Counts;
@@ -70,22 +69,9 @@ impl Runner {
         };
         // The identity is written to the store's cache while the repo is
         // fetched: the fetching slot waits for the network, not for a turn
-        // of the writer (measured in BENCHMARKS.md, issue 15 b). Where
-        // fresh repos are written in groups (PostgreSQL) it waits for the
-        // repo instead: one written whole caches it in its group's
-        // transaction (a statement fewer a repo), any other beside its
-        // pairs, and one that went no further after the fetch here.
-        if self.fresh.is_some() {
-            let pending = PendingIdentity::new(unsaved);
-            let out = self
-                .resolved(&id, work, bar, fetching, &pending, token)
-                .await;
-            pending.save(&self.resolver).await;
-            return out;
-        }
-        let none = PendingIdentity::default();
+        // of the writer (measured in BENCHMARKS.md, issue 15 b).
         let (out, ()) = tokio::join!(
-            self.resolved(&id, work, bar, fetching, &none, token),
+            self.resolved(&id, work, bar, fetching, token),
             self.resolver.save(unsaved)
         );
         out
@@ -98,7 +84,6 @@ impl Runner {
         work: &Work,
         bar: &DidBar,
         fetching: OwnedSemaphorePermit,
-        pending: &PendingIdentity,
         token: &CancellationToken,
     ) -> DidOutcome {
         let did = id.did.to_string();
@@ -127,28 +112,12 @@ impl Runner {
             None => fetching,
         };
         if let Some(snap) = &snapshot
-            && let Some(out) = self.fresh(snap, &id.did, work, bar, pending).await
+            && let Some(out) = self.fresh(snap, &id.did, work, bar).await
         {
             return out;
         }
-        let (out, ()) = tokio::join!(
-            self.pairs(id, snapshot.as_ref(), work, bar, token),
-            pending.save(&self.resolver)
-        );
-        out
-    }
-
-    /// The rest of [`Runner::resolved`] for a repo written pair by pair.
-    async fn pairs(
-        &self,
-        id: &Identity,
-        snapshot: Option<&Snapshot>,
-        work: &Work,
-        bar: &DidBar,
-        token: &CancellationToken,
-    ) -> DidOutcome {
-        let did = id.did.to_string();
-        let (collections, states) = match self.collections(id, snapshot, work, token).await {
+        let (collections, states) = match self.collections(id, snapshot.as_ref(), work, token).await
+        {
             Ok(c) => c,
             Err(_) if token.is_cancelled() => return DidOutcome::interrupted(&did),
             Err(e) => {
@@ -159,7 +128,7 @@ impl Runner {
                 return DidOutcome::failed(&did, e);
             }
         };
-        self.run_pairs(id, snapshot, &collections, states, bar, token)
+        self.run_pairs(id, snapshot.as_ref(), &collections, states, bar, token)
             .await
     }
 

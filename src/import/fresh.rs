@@ -20,7 +20,6 @@ use std::time::Instant;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::discover::ALL_COLLECTIONS;
-use super::identity::{Identity, Resolver, Unsaved};
 use super::job::{self, Counts};
 use super::page::{self, PageOf};
 use super::progress::DidBar;
@@ -30,7 +29,7 @@ use super::summary::{DidOutcome, DidStatus};
 use crate::event::Nsid;
 use crate::mapper::Mutation;
 use crate::obs::{Obs, names};
-use crate::store::{CommitStats, FreshCollection, FreshIdentity, FreshRepo, Store};
+use crate::store::{CommitStats, FreshCollection, FreshRepo, Store};
 
 /// Most repos in one group's transaction.
 const GROUP_REPOS: usize = 32;
@@ -118,31 +117,6 @@ async fn write_groups(
     }
 }
 
-/// An identity resolved from the network and not cached yet: cached with
-/// the repo's group when the repo is written whole, else by
-/// [`PendingIdentity::save`].
-#[derive(Default)]
-pub(super) struct PendingIdentity(std::sync::Mutex<Option<Identity>>);
-
-impl PendingIdentity {
-    pub(super) fn new(unsaved: Unsaved) -> PendingIdentity {
-        PendingIdentity(std::sync::Mutex::new(unsaved.take()))
-    }
-
-    fn take(&self) -> Option<Identity> {
-        self.0.lock().expect("pending identity lock").take()
-    }
-
-    fn put(&self, id: Option<Identity>) {
-        *self.0.lock().expect("pending identity lock") = id;
-    }
-
-    /// Caches the identity if it is still pending (once).
-    pub(super) async fn save(&self, resolver: &Resolver) {
-        resolver.save(Unsaved::of(self.take())).await;
-    }
-}
-
 fn rows_of(repo: &FreshRepo) -> usize {
     repo.collections.iter().map(|c| c.rows.len()).sum()
 }
@@ -150,30 +124,21 @@ fn rows_of(repo: &FreshRepo) -> usize {
 impl Runner {
     /// Imports `snap` as a fresh repo when it may take that path and the
     /// store finds it fresh; `None`: import it pair by pair.
-    /// The identity in `pending` is cached with the repo when it is
-    /// written, else left there.
     pub(super) async fn fresh(
         &self,
         snap: &Snapshot,
         did: &crate::event::Did,
         work: &Work,
         bar: &DidBar,
-        pending: &PendingIdentity,
     ) -> Option<DidOutcome> {
         let fresh = self.fresh.as_ref()?;
-        let (mut repo, counts) = self.fresh_repo(snap, did, work)?;
+        let (repo, counts) = self.fresh_repo(snap, did, work)?;
         let names: Vec<Nsid> = repo
             .collections
             .iter()
             .map(|c| c.collection.clone())
             .collect();
-        let identity = pending.take();
-        repo.identity = identity.as_ref().map(|id| FreshIdentity {
-            pds: id.pds.clone(),
-            handle: id.handle.clone(),
-        });
         if !fresh.write(repo).await {
-            pending.put(identity);
             return None;
         }
         metrics::counter!(names::IMPORT_FRESH_REPOS).increment(1);
@@ -262,7 +227,6 @@ impl Runner {
             did: did.clone(),
             rev: snap.rev.clone(),
             collections: out,
-            identity: None,
         };
         Some((repo, counts))
     }

@@ -59,20 +59,6 @@ pub struct Identity {
 #[must_use = "an identity resolved from the network is saved with Resolver::save"]
 pub struct Unsaved(Option<Identity>);
 
-impl Unsaved {
-    /// The identity to write some other way (with a fresh repo's group);
-    /// `None` when it came from a cache.
-    pub fn take(self) -> Option<Identity> {
-        self.0
-    }
-
-    /// Gives back an identity [`Unsaved::take`] took (its group was not
-    /// written), for [`Resolver::save`].
-    pub fn of(id: Option<Identity>) -> Unsaved {
-        Unsaved(id)
-    }
-}
-
 /// Why an account could not be resolved. Each is a per-DID failure.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum IdentityError {

@@ -111,7 +111,7 @@ pub use import_queue::{ListedPage, ListingRow, ListingState, QueueOutcome, Queue
 pub use imports::{CachedIdentity, ImportState, ImportStatus, StatusFilter, UnknownImportStatus};
 pub use outbox::{OutboxFilter, OutboxRow, RetryTarget};
 pub use postgres::PgStore;
-pub use postgres_fresh::{FreshCollection, FreshIdentity, FreshRepo};
+pub use postgres_fresh::{FreshCollection, FreshRepo};
 pub use publish_limits::Charge;
 pub use quarantine::{Quarantined, Rejected};
 pub use sessions::SessionRow;

@@ -19,9 +19,8 @@
 //! row and the sweep would remove nothing, so `COPY` writes exactly what
 //! pages would. The transaction then writes each collection's state
 //! `completed` (one page, the snapshot's rev, the page's counters), the
-//! floor of each collection written completely (as its sweep would), the
-//! identity resolved for it (the cache `Store::save_identity` writes),
-//! and the rows; a state that another importer inserted meanwhile (its
+//! floor of each collection written completely (as its sweep would), and
+//! the rows; a state that another importer inserted meanwhile (its
 //! `INSERT` conflicts) rolls the whole group back. Repos not fresh, and
 //! every repo of a group that failed, are the caller's to write page by
 //! page. Does not own grouping or the import's reports (`import::fresh`).
@@ -42,16 +41,6 @@ pub struct FreshRepo {
     /// The signed commit's rev, on every row, state and floor.
     pub rev: String,
     pub collections: Vec<FreshCollection>,
-    /// The identity resolved from the network to cache with the repo
-    /// (`parity_repos`' `pds`, `handle`), as `Store::save_identity` would.
-    pub identity: Option<FreshIdentity>,
-}
-
-/// An identity to cache with its [`FreshRepo`].
-#[derive(Debug)]
-pub struct FreshIdentity {
-    pub pds: String,
-    pub handle: Option<String>,
 }
 
 /// One collection of a [`FreshRepo`]: all its records, mapped.
@@ -69,10 +58,9 @@ pub struct FreshCollection {
     pub complete: bool,
 }
 
-/// The group's inserts of states, floors and identities; the count of
-/// states inserted. `$1`..`$5` did, collection, rev, synced, failed per
-/// state; `$6` now; `$7`..`$9` did, collection, rev per floor; `$10`..`$12`
-/// did, handle, pds per identity (as `Store::save_identity` writes one).
+/// The group's inserts of states and floors; the count of states inserted.
+/// `$1`..`$5` did, collection, rev, synced, failed per state; `$6` now;
+/// `$7`..`$9` did, collection, rev per floor.
 const STATES_AND_FLOORS: &str = "WITH st AS (\
      INSERT INTO parity_import_states (did, collection, status, rev, records_synced, \
      records_skipped, records_failed, pages, started_at, completed_at, created_at, updated_at) \
@@ -82,12 +70,7 @@ const STATES_AND_FLOORS: &str = "WITH st AS (\
      fl AS (INSERT INTO parity_sweep_floors (did, collection, rev) \
      SELECT * FROM UNNEST($7::text[], $8::text[], $9::text[]) \
      ON CONFLICT (did, collection) DO UPDATE SET rev = excluded.rev \
-     WHERE excluded.rev > parity_sweep_floors.rev), \
-     ids AS (INSERT INTO parity_repos (did, handle, pds, identity_resolved_at, updated_at) \
-     SELECT v.d, v.h, v.p, $6, $6 FROM UNNEST($10::text[], $11::text[], $12::text[]) AS v(d, h, p) \
-     ON CONFLICT (did) DO UPDATE SET pds = excluded.pds, \
-     handle = COALESCE(excluded.handle, parity_repos.handle), \
-     identity_resolved_at = excluded.identity_resolved_at, updated_at = excluded.updated_at) \
+     WHERE excluded.rev > parity_sweep_floors.rev) \
      SELECT count(*) FROM st";
 
 impl PgStore {
@@ -223,9 +206,8 @@ fn range(did: &Did, collection: &Nsid) -> (String, String) {
     .uri_range()
 }
 
-/// Inserts the states of `repos`' collections, the floors of the
-/// complete ones and the identities to cache; how many states were
-/// inserted.
+/// Inserts the states of `repos`' collections and the floors of the
+/// complete ones; how many states were inserted.
 async fn states_and_floors(
     tx: &mut sqlx::PgConnection,
     repos: &[&FreshRepo],
@@ -263,23 +245,6 @@ async fn states_and_floors(
             fr.push(rev.to_owned());
         }
     }
-    // One per DID (a second would make the upsert touch its row twice),
-    // in DID order like the states.
-    let mut ids: Vec<(&str, Option<&str>, &str)> = repos
-        .iter()
-        .filter_map(|r| {
-            let id = r.identity.as_ref()?;
-            Some((r.did.as_str(), id.handle.as_deref(), id.pds.as_str()))
-        })
-        .collect();
-    ids.sort_unstable_by_key(|i| i.0);
-    ids.dedup_by_key(|i| i.0);
-    let (mut id_did, mut id_handle, mut id_pds) = (vec![], vec![], vec![]);
-    for (did, handle, pds) in ids {
-        id_did.push(did.to_owned());
-        id_handle.push(handle.map(str::to_owned));
-        id_pds.push(pds.to_owned());
-    }
     Ok(sqlx::query_scalar(STATES_AND_FLOORS)
         .bind(d)
         .bind(c)
@@ -290,9 +255,6 @@ async fn states_and_floors(
         .bind(fd)
         .bind(fc)
         .bind(fr)
-        .bind(id_did)
-        .bind(id_handle)
-        .bind(id_pds)
         .fetch_one(&mut *tx)
         .await?)
 }

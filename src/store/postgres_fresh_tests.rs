@@ -50,7 +50,6 @@ fn repo(did: &str, n: usize, failed: u64) -> FreshRepo {
             failed,
             complete: failed == 0,
         }],
-        identity: None,
     }
 }
 
@@ -345,46 +344,4 @@ async fn only_postgresql_without_a_change_log_writes_fresh_repos() {
     assert!(!logged.writes_fresh());
     assert_eq!(logged.commit_fresh(&[&a]).await.unwrap().0, vec![false]);
     assert_eq!(rows_of(&logged, "did:plc:a").await, 0);
-}
-
-/// A written repo caches its identity as `Store::save_identity` does: the
-/// PDS and resolution time set, a handle kept when none was verified.
-#[tokio::test]
-async fn a_written_repo_caches_its_identity() {
-    let store = pg().await;
-    exec(
-        &store,
-        "INSERT INTO parity_repos (did, handle, status, active, updated_at) \
-         VALUES ('did:plc:a', 'old.test', 'active', true, now())",
-    )
-    .await;
-    let mut a = repo("did:plc:a", 2, 0);
-    a.identity = Some(super::FreshIdentity {
-        pds: "https://pds.a".into(),
-        handle: None,
-    });
-    let mut b = repo("did:plc:b", 2, 0);
-    b.identity = Some(super::FreshIdentity {
-        pds: "https://pds.b".into(),
-        handle: Some("b.test".into()),
-    });
-    let c = repo("did:plc:c", 2, 0);
-    let (written, _) = store.commit_fresh(&[&a, &b, &c]).await.unwrap();
-    assert_eq!(written, vec![true, true, true]);
-    for (did, want) in [
-        ("did:plc:a", Some(("old.test", "https://pds.a"))),
-        ("did:plc:b", Some(("b.test", "https://pds.b"))),
-        ("did:plc:c", None),
-    ] {
-        let cached = store.cached_identity(did).await.unwrap();
-        let got = cached.as_ref().map(|c| {
-            assert!(c.identity_resolved_at.is_some(), "{did}");
-            (c.handle.clone().unwrap(), c.pds.clone().unwrap())
-        });
-        assert_eq!(
-            got,
-            want.map(|(h, p)| (h.to_owned(), p.to_owned())),
-            "{did}"
-        );
-    }
 }

@@ -207,13 +207,6 @@ async fn fresh_repos(db: TestDb) {
     first.env("PARITY_IMPORT_METHOD", "getrepo");
     let (code, out, err) = run(first).await;
     assert_eq!(code, 0, "{out}{err}");
-    // Its identity is resolved again: offered to a group that does not
-    // write it, it is cached beside its pairs.
-    db.exec(&format!(
-        "UPDATE parity_repos SET pds = NULL, identity_resolved_at = NULL WHERE did = '{}'",
-        did(0)
-    ))
-    .await;
     pds.gate_after(GET_REPO, 5);
     let url = relay.url();
     let plc = pds.url();
@@ -277,11 +270,6 @@ async fn fresh_repos(db: TestDb) {
             .map(|(c, n)| (c, "completed".to_owned(), n, 0, 0))
             .collect();
         assert_eq!(importer::states(&db, d).await, want, "{d}");
-        // The identity resolved for it is cached, whichever way it went.
-        let cached = format!(
-            "SELECT pds FROM parity_repos WHERE did = '{d}' AND identity_resolved_at IS NOT NULL"
-        );
-        assert_eq!(db.scalar(&cached).await, Some(pds.url()), "{d}");
     }
     // One page a collection, its floor, no lease left.
     let pages = db
