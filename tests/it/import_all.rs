@@ -207,6 +207,13 @@ async fn fresh_repos(db: TestDb) {
     first.env("PARITY_IMPORT_METHOD", "getrepo");
     let (code, out, err) = run(first).await;
     assert_eq!(code, 0, "{out}{err}");
+    // Its identity is resolved again: offered to a group that does not
+    // write it, it is cached beside its pairs.
+    db.exec(&format!(
+        "UPDATE parity_repos SET pds = NULL, identity_resolved_at = NULL WHERE did = '{}'",
+        did(0)
+    ))
+    .await;
     pds.gate_after(GET_REPO, 5);
     let url = relay.url();
     let plc = pds.url();
@@ -232,6 +239,8 @@ async fn fresh_repos(db: TestDb) {
         ],
     );
     let addr = p.metrics_addr().await;
+    // The first run's getRepo and this run's six, the last one held.
+    pds.wait_for_requests(GET_REPO, 7).await;
     let five_done = async {
         loop {
             let m = scrape(addr).await;
@@ -270,6 +279,11 @@ async fn fresh_repos(db: TestDb) {
             .map(|(c, n)| (c, "completed".to_owned(), n, 0, 0))
             .collect();
         assert_eq!(importer::states(&db, d).await, want, "{d}");
+        // The identity resolved for it is cached, whichever way it went.
+        let cached = format!(
+            "SELECT pds FROM parity_repos WHERE did = '{d}' AND identity_resolved_at IS NOT NULL"
+        );
+        assert_eq!(db.scalar(&cached).await, Some(pds.url()), "{d}");
     }
     // One page a collection, its floor, no lease left.
     let pages = db
