@@ -29,7 +29,7 @@ use super::summary::{DidOutcome, DidStatus};
 use crate::event::Nsid;
 use crate::mapper::Mutation;
 use crate::obs::{Obs, names};
-use crate::store::{CommitStats, FreshCollection, FreshRepo, Store};
+use crate::store::{CommitStats, FreshRepo, Store};
 
 /// Most repos in one group's transaction.
 const GROUP_REPOS: usize = 32;
@@ -106,7 +106,10 @@ async fn write_groups(
                 .zip(&written)
                 .filter(|(_, w)| **w)
                 .flat_map(|(r, _)| &r.collections)
-                .map(|c| c.rows.len() + c.failed as usize)
+                .map(|c| {
+                    let (rows, failed) = c.counts();
+                    (rows + failed) as usize
+                })
                 .sum();
             obs.on_commit(&stats, events, started.elapsed(), None, 0);
         }
@@ -118,7 +121,7 @@ async fn write_groups(
 }
 
 fn rows_of(repo: &FreshRepo) -> usize {
-    repo.collections.iter().map(|c| c.rows.len()).sum()
+    repo.collections.iter().map(|c| c.counts().0 as usize).sum()
 }
 
 impl Runner {
@@ -136,7 +139,7 @@ impl Runner {
         let names: Vec<Nsid> = repo
             .collections
             .iter()
-            .map(|c| c.collection.clone())
+            .map(|c| c.collection().clone())
             .collect();
         if !fresh.write(repo).await {
             return None;
@@ -215,13 +218,11 @@ impl Runner {
                 skipped: 0,
                 failed: mapped.failed + collected.failed,
             });
-            out.push(FreshCollection {
-                collection: nsid,
-                table,
-                rows,
-                failed: mapped.failed,
-                complete: mapped.failed + collected.failed == 0,
-            });
+            let complete = mapped.failed + collected.failed == 0;
+            out.push(
+                ctx.store
+                    .fresh_collection(nsid, table, &rows, mapped.failed, complete)?,
+            );
         }
         let repo = FreshRepo {
             did: did.clone(),

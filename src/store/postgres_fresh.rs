@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use sqlx::AssertSqlSafe;
 
 use super::postgres::{PgStore, begin_sql};
-use super::{CommitStats, StoreError, did_locks, postgres_copy};
+use super::{CommitStats, Store, StoreError, did_locks, postgres_copy};
 use crate::batch::Sweep;
 use crate::event::{Did, Nsid};
 use crate::mapper::{Row, TableId};
@@ -43,19 +43,66 @@ pub struct FreshRepo {
     pub collections: Vec<FreshCollection>,
 }
 
-/// One collection of a [`FreshRepo`]: all its records, mapped.
+/// One collection of a [`FreshRepo`]: all its records, mapped, and
+/// already in `COPY`'s format ([`Store::fresh_collection`], run by the
+/// repo's own import task, so the group writer only sends bytes).
 #[derive(Debug)]
 pub struct FreshCollection {
-    pub collection: Nsid,
+    pub(super) collection: Nsid,
     /// The table its records are written to.
-    pub table: TableId,
-    /// One per distinct URI, all of `table`.
-    pub rows: Vec<Row>,
+    pub(super) table: TableId,
+    /// Its rows (one per distinct URI) in `COPY`'s text format.
+    pub(super) copy: Vec<u8>,
+    /// How many rows `copy` holds.
+    pub(super) rows: u64,
     /// Records that did not map (the state's `records_failed`).
-    pub failed: u64,
-    /// Every record of the collection is in `rows`: the floor is written,
-    /// as a complete listing's sweep writes it.
-    pub complete: bool,
+    pub(super) failed: u64,
+    /// Every record of the collection is among the rows: the floor is
+    /// written, as a complete listing's sweep writes it.
+    pub(super) complete: bool,
+}
+
+impl FreshCollection {
+    /// The rows written and the records that did not map.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.rows, self.failed)
+    }
+
+    pub fn collection(&self) -> &Nsid {
+        &self.collection
+    }
+}
+
+impl Store {
+    /// `rows` of `collection` (one per distinct URI, all of `table`) as a
+    /// [`FreshCollection`] for [`Store::commit_fresh`], encoded for
+    /// `COPY` with `synced_at` now; `None` where [`Store::writes_fresh`]
+    /// is false. `failed` records did not map; `complete`: every record of
+    /// the collection is among `rows`.
+    pub fn fresh_collection(
+        &self,
+        collection: Nsid,
+        table: TableId,
+        rows: &[Row],
+        failed: u64,
+        complete: bool,
+    ) -> Option<FreshCollection> {
+        let Store::Postgres(p) = self else {
+            return None;
+        };
+        if !self.writes_fresh() {
+            return None;
+        }
+        let refs: Vec<&Row> = rows.iter().collect();
+        Some(FreshCollection {
+            collection,
+            table,
+            copy: postgres_copy::encode(p.schema(table.0), &refs, Utc::now()),
+            rows: rows.len() as u64,
+            failed,
+            complete,
+        })
+    }
 }
 
 /// The group's inserts of states and floors; the count of states inserted.
@@ -106,18 +153,19 @@ impl PgStore {
             return Ok((vec![false; repos.len()], stats));
         }
         for (t, sql) in self.copy_tables() {
-            let rows: Vec<&Row> = written
+            let parts: Vec<&[u8]> = written
                 .iter()
-                .flat_map(|r| &r.collections)
-                .filter(|c| c.table.0 == t)
-                .flat_map(|c| &c.rows)
+                .flat_map(|r| r.collections.iter())
+                .filter(|c| c.table.0 == t && c.rows > 0)
+                .map(|c| c.copy.as_slice())
                 .collect();
-            if rows.is_empty() {
+            if parts.is_empty() {
                 continue;
             }
             let mut sink = tx.copy_in_raw(sql).await?;
-            sink.send(postgres_copy::encode(self.schema(t), &rows, now))
-                .await?;
+            for part in parts {
+                sink.send(part).await?;
+            }
             let n = sink.finish().await?;
             CommitStats::add(&mut stats.upserted, &self.schema(t).name, n);
         }
@@ -223,7 +271,7 @@ async fn states_and_floors(
                     repo.did.as_str(),
                     col.collection.as_str(),
                     repo.rev.as_str(),
-                    col.rows.len() as i64,
+                    col.rows as i64,
                     col.failed as i64,
                     col.complete,
                 )

@@ -7,7 +7,7 @@
 use chrono::{TimeZone, Utc};
 use serde_json::value::RawValue;
 
-use super::{FreshCollection, FreshRepo};
+use super::FreshRepo;
 use crate::event::{Did, Nsid};
 use crate::mapper::{Mutation, Row, TableId, Value};
 use crate::store::Store;
@@ -39,17 +39,20 @@ fn likes(did: &str, n: usize, rev: &str) -> Vec<Row> {
         .collect()
 }
 
-fn repo(did: &str, n: usize, failed: u64) -> FreshRepo {
+fn repo(store: &Store, did: &str, n: usize, failed: u64) -> FreshRepo {
+    repo_of(store, did, &likes(did, n, "3rev"), failed)
+}
+
+fn repo_of(store: &Store, did: &str, rows: &[Row], failed: u64) -> FreshRepo {
+    let collection = Nsid::parse(LIKE).unwrap();
     FreshRepo {
         did: Did::parse(did).unwrap(),
         rev: "3rev".into(),
-        collections: vec![FreshCollection {
-            collection: Nsid::parse(LIKE).unwrap(),
-            table: TableId(0),
-            rows: likes(did, n, "3rev"),
-            failed,
-            complete: failed == 0,
-        }],
+        collections: vec![
+            store
+                .fresh_collection(collection, TableId(0), rows, failed, failed == 0)
+                .expect("PostgreSQL writes fresh repos"),
+        ],
     }
 }
 
@@ -95,7 +98,10 @@ async fn floors_of(store: &Store, did: &str) -> i64 {
 #[tokio::test]
 async fn fresh_repos_are_written_as_their_pages_would_be() {
     let store = pg().await;
-    let (a, b) = (repo("did:plc:a", 40, 0), repo("did:plc:b", 3, 2));
+    let (a, b) = (
+        repo(&store, "did:plc:a", 40, 0),
+        repo(&store, "did:plc:b", 3, 2),
+    );
     let (written, stats) = store.commit_fresh(&[&a, &b]).await.unwrap();
     assert_eq!(written, vec![true, true]);
     assert_eq!(stats.upserted, vec![("likes".to_owned(), 43)]);
@@ -234,7 +240,7 @@ async fn a_repo_with_anything_stored_is_left_to_the_pages() {
     for (n, (did, setup)) in setups.iter().enumerate() {
         exec(&store, setup).await;
         let other = format!("did:plc:other{n}");
-        let (stale, fresh) = (repo(did, 5, 0), repo(&other, 5, 0));
+        let (stale, fresh) = (repo(&store, did, 5, 0), repo(&store, &other, 5, 0));
         let before = rows_of(&store, did).await;
         let (written, _) = store.commit_fresh(&[&stale, &fresh]).await.unwrap();
         assert_eq!(written, vec![false, true], "{did}");
@@ -257,7 +263,7 @@ async fn a_repo_with_anything_stored_is_left_to_the_pages() {
          ('at://did:plc:cleam/app.bsky.feed.like/1', 'did:plc:cleam', '1', 'c', '3old', '{}', now())",
     )
     .await;
-    let clean = repo("did:plc:clean", 5, 0);
+    let clean = repo(&store, "did:plc:clean", 5, 0);
     let (written, _) = store.commit_fresh(&[&clean]).await.unwrap();
     assert_eq!(written, vec![true]);
 }
@@ -282,7 +288,10 @@ async fn a_state_queued_meanwhile_rolls_the_group_back() {
     let writer = {
         let store = store.clone();
         tokio::spawn(async move {
-            let (a, b) = (repo("did:plc:a", 5, 0), repo("did:plc:b", 5, 0));
+            let (a, b) = (
+                repo(&store, "did:plc:a", 5, 0),
+                repo(&store, "did:plc:b", 5, 0),
+            );
             store.commit_fresh(&[&a, &b]).await.unwrap().0
         })
     };
@@ -315,9 +324,10 @@ async fn a_state_queued_meanwhile_rolls_the_group_back() {
 #[tokio::test]
 async fn an_error_keeps_nothing_of_the_group() {
     let store = pg().await;
-    let a = repo("did:plc:a", 5, 0);
-    let mut b = repo("did:plc:b", 5, 0);
-    b.collections[0].rows[2].cid = "bafy\0".into();
+    let a = repo(&store, "did:plc:a", 5, 0);
+    let mut rows = likes("did:plc:b", 5, "3rev");
+    rows[2].cid = "bafy\0".into();
+    let b = repo_of(&store, "did:plc:b", &rows, 0);
     assert!(store.commit_fresh(&[&a, &b]).await.is_err());
     for did in ["did:plc:a", "did:plc:b"] {
         assert_eq!(rows_of(&store, did).await, 0);
@@ -332,16 +342,26 @@ async fn an_error_keeps_nothing_of_the_group() {
 async fn only_postgresql_without_a_change_log_writes_fresh_repos() {
     let (sqlite, _dir) = open(false).await;
     assert!(!sqlite.writes_fresh());
-    let a = repo("did:plc:a", 5, 0);
-    assert_eq!(sqlite.commit_fresh(&[&a]).await.unwrap().0, vec![false]);
-    assert_eq!(rows_of(&sqlite, "did:plc:a").await, 0);
+    let rows = likes("did:plc:a", 5, "3rev");
+    let like = || Nsid::parse(LIKE).unwrap();
+    assert!(
+        sqlite
+            .fresh_collection(like(), TableId(0), &rows, 0, true)
+            .is_none()
+    );
     let mut logged = pg().await;
     assert!(logged.writes_fresh());
+    let a = repo(&logged, "did:plc:a", 5, 0);
     logged.set_change_log(crate::store::ChangeLog {
         enabled: true,
         tables: vec![],
     });
     assert!(!logged.writes_fresh());
+    assert!(
+        logged
+            .fresh_collection(like(), TableId(0), &rows, 0, true)
+            .is_none()
+    );
     assert_eq!(logged.commit_fresh(&[&a]).await.unwrap().0, vec![false]);
     assert_eq!(rows_of(&logged, "did:plc:a").await, 0);
 }
