@@ -3,24 +3,10 @@
 //! copied rows read back as the upsert's is `postgres_fresh_tests.rs`'s.
 
 use chrono::{DateTime, TimeZone, Utc};
-use serde_json::value::RawValue;
 
 use super::{encode, field};
-use crate::event::Did;
-use crate::mapper::{Row, TableId, TableSchema, Value};
-
-fn like(did: &str, rkey: &str, rev: &str) -> Row {
-    Row {
-        table: TableId(0),
-        uri: format!("at://{did}/app.bsky.feed.like/{rkey}"),
-        did: Did::parse(did).unwrap(),
-        rkey: rkey.into(),
-        cid: format!("bafy-{rkey}"),
-        rev: rev.into(),
-        record: RawValue::from_string(format!(r#"{{"text":"tab\tnew\nline \\ {rkey}"}}"#)).unwrap(),
-        values: vec![],
-    }
-}
+use crate::mapper::{TableSchema, Value};
+use crate::store::postgres_fresh::tests::like;
 
 #[test]
 fn rows_are_written_in_the_text_format_in_column_order() {

@@ -309,4 +309,4 @@ async fn states_and_floors(
 
 #[cfg(test)]
 #[path = "postgres_fresh_tests.rs"]
-mod tests;
+pub(super) mod tests;

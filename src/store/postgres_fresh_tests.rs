@@ -15,7 +15,8 @@ use crate::store::commit::tests::{batch, open};
 
 const LIKE: &str = "app.bsky.feed.like";
 
-fn like(did: &str, rkey: &str, rev: &str) -> Row {
+/// A like of `did` at `rev` whose record has `COPY`'s special characters.
+pub(in crate::store) fn like(did: &str, rkey: &str, rev: &str) -> Row {
     Row {
         table: TableId(0),
         uri: format!("at://{did}/{LIKE}/{rkey}"),
@@ -54,6 +55,11 @@ fn repo_of(store: &Store, did: &str, rows: &[Row], failed: u64) -> FreshRepo {
                 .expect("PostgreSQL writes fresh repos"),
         ],
     }
+}
+
+/// The rows `sql` (whose one parameter is a DID) gives for `did`.
+async fn of_did<T: crate::store::dialect::AnyRow>(store: &Store, sql: &str, did: &str) -> Vec<T> {
+    store.fetch_all::<T>(sql, vec![did.into()]).await.unwrap()
 }
 
 async fn pg() -> Store {
@@ -124,20 +130,10 @@ async fn fresh_repos_are_written_as_their_pages_would_be() {
         Option<String>,
         String,
     );
-    let read = |did: &'static str| {
-        let store = store.clone();
-        async move {
-            store
-                .fetch_all::<Read>(
-                    "SELECT rkey, cid, rev, record::text, subject_uri, subject_cid, created_at::text \
-                     FROM likes WHERE did = $1 ORDER BY uri",
-                    vec![did.into()],
-                )
-                .await
-                .unwrap()
-        }
-    };
-    let (copied, upserted) = (read("did:plc:a").await, read("did:plc:c").await);
+    let read = "SELECT rkey, cid, rev, record::text, subject_uri, subject_cid, created_at::text \
+                FROM likes WHERE did = $1 ORDER BY uri";
+    let copied: Vec<Read> = of_did(&store, read, "did:plc:a").await;
+    let upserted: Vec<Read> = of_did(&store, read, "did:plc:c").await;
     assert_eq!(copied.len(), 40);
     assert_eq!(copied, upserted);
     assert!(
@@ -157,24 +153,12 @@ async fn fresh_repos_are_written_as_their_pages_would_be() {
         Option<String>,
         bool,
     );
-    let state = |did: &'static str| {
-        let store = store.clone();
-        async move {
-            store
-                .fetch_optional::<State>(
-                    "SELECT status, cursor, rev, records_synced, records_skipped, records_failed, pages, \
-                     lease_owner, completed_at IS NOT NULL FROM parity_import_states \
-                     WHERE did = $1 AND collection = 'app.bsky.feed.like'",
-                    vec![did.into()],
-                )
-                .await
-                .unwrap()
-                .unwrap()
-        }
-    };
+    let state = "SELECT status, cursor, rev, records_synced, records_skipped, records_failed, pages, \
+                 lease_owner, completed_at IS NOT NULL FROM parity_import_states \
+                 WHERE did = $1 AND collection = 'app.bsky.feed.like'";
     assert_eq!(
-        state("did:plc:a").await,
-        (
+        of_did::<State>(&store, state, "did:plc:a").await,
+        vec![(
             "completed".into(),
             None,
             "3rev".into(),
@@ -184,11 +168,11 @@ async fn fresh_repos_are_written_as_their_pages_would_be() {
             1,
             None,
             true
-        )
+        )]
     );
     assert_eq!(
-        state("did:plc:b").await,
-        (
+        of_did::<State>(&store, state, "did:plc:b").await,
+        vec![(
             "completed".into(),
             None,
             "3rev".into(),
@@ -198,7 +182,7 @@ async fn fresh_repos_are_written_as_their_pages_would_be() {
             1,
             None,
             true
-        )
+        )]
     );
     // A floor where the collection is complete, as its sweep leaves one.
     assert_eq!(floors_of(&store, "did:plc:a").await, 1);

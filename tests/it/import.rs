@@ -422,7 +422,7 @@ async fn import_status_caps_the_table_with_a_note() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_import_serves_metrics_and_health_while_it_runs() {
     use common::pds::{Fault, LIST_RECORDS};
-    use common::process::{Parity, get, scrape};
+    use common::process::{get, scrape};
     let db = TestDb::sqlite();
     let pds = Pds::start().await;
     let a = pds.add_car(fixture(JETSTREAM_CAR));
@@ -437,25 +437,13 @@ async fn an_import_serves_metrics_and_health_while_it_runs() {
     // One page with all 10 likes, then the import waits at the gate for
     // the empty page that ends the listing.
     pds.gate_list_records_after(1);
-    let plc = pds.url();
-    let mut p = Parity::spawn_env(
-        &[
-            "--database-url",
-            &db.url,
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "import",
-            &a.did,
-            "--collection",
-            "app.bsky.feed.like",
-            "--plc-url",
-            &plc,
-        ],
-        // The listRecords path: its gate holds the run open.
-        &[
-            (importer::ALLOW_PRIVATE, "true"),
-            ("PARITY_IMPORT_METHOD", "listrecords"),
-        ],
+    // The listRecords path: its gate holds the run open.
+    let mut p = importer::watched(
+        &db,
+        &pds,
+        &[&a.did, "--collection", "app.bsky.feed.like"],
+        "listrecords",
+        &[],
     );
     let addr = p.metrics_addr().await;
     pds.wait_for_list_records(3).await;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use common::TestDb;
 use common::importer::{self, parity, run};
 use common::pds::{GET_REPO, Pds, SynthRecord, tid};
-use common::process::{Parity, scrape};
+use common::process::scrape;
 use common::relay::{LIST_REPOS, LIST_REPOS_BY_COLLECTION, Relay, RelayFault};
 
 const POST: &str = "app.bsky.feed.post";
@@ -216,27 +216,12 @@ async fn fresh_repos(db: TestDb) {
     .await;
     pds.gate_after(GET_REPO, 5);
     let url = relay.url();
-    let plc = pds.url();
-    let mut p = Parity::spawn_env(
-        &[
-            "--database-url",
-            &db.url,
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "import",
-            "--all",
-            "--relay",
-            &url,
-            "--plc-url",
-            &plc,
-            "--concurrency",
-            "3",
-        ],
-        &[
-            (importer::ALLOW_PRIVATE, "true"),
-            ("PARITY_IMPORT_METHOD", "getrepo"),
-            ("PARITY_IMPORT_REQUESTS_PER_SECOND", "1000"),
-        ],
+    let mut p = importer::watched(
+        &db,
+        &pds,
+        &["--all", "--relay", &url, "--concurrency", "3"],
+        "getrepo",
+        &[("PARITY_IMPORT_REQUESTS_PER_SECOND", "1000")],
     );
     let addr = p.metrics_addr().await;
     // The first run's getRepo and this run's six, the last one held.

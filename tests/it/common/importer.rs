@@ -61,6 +61,33 @@ pub fn parity(db: &TestDb, pds: &Pds, args: &[&str]) -> Command {
     cmd
 }
 
+/// `parity import ARGS…` into `db` with `pds` as PLC directory, serving
+/// its metrics on an ephemeral port (read it with
+/// [`Parity::metrics_addr`](super::process::Parity::metrics_addr)), with
+/// `method` as `import.method` and `env` set too.
+pub fn watched(
+    db: &TestDb,
+    pds: &Pds,
+    args: &[&str],
+    method: &str,
+    env: &[(&str, &str)],
+) -> super::process::Parity {
+    let plc = pds.url();
+    let mut all = vec![
+        "--database-url",
+        &db.url,
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "import",
+        "--plc-url",
+        &plc,
+    ];
+    all.extend_from_slice(args);
+    let mut vars = vec![(ALLOW_PRIVATE, "true"), ("PARITY_IMPORT_METHOD", method)];
+    vars.extend_from_slice(env);
+    super::process::Parity::spawn_env(&all, &vars)
+}
+
 /// Runs to the end; returns (exit code, stdout, stderr).
 pub async fn run(mut cmd: Command) -> (i32, String, String) {
     let out: Output = cmd.output().await.expect("run parity");
