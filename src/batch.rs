@@ -308,7 +308,12 @@ impl Sweep {
     /// (`at://DID/COLLECTION/` then every rkey; `0` follows `/` in byte
     /// order).
     pub fn uri_range(&self) -> (String, String) {
-        let base = format!("at://{}/{}", self.did, self.collection);
+        Sweep::range_of(&self.did, &self.collection)
+    }
+
+    /// [`Sweep::uri_range`] of `did`'s `collection`.
+    pub fn range_of(did: &Did, collection: &crate::event::Nsid) -> (String, String) {
+        let base = format!("at://{did}/{collection}");
         (format!("{base}/"), format!("{base}0"))
     }
 }

@@ -37,7 +37,7 @@ const GROUP_REPOS: usize = 32;
 /// it): bounds the `COPY` text held and the transaction's length.
 const GROUP_ROWS: usize = 20_000;
 
-type Request = (Arc<FreshRepo>, oneshot::Sender<bool>);
+type Request = (FreshRepo, oneshot::Sender<bool>);
 
 /// The group writers of one run.
 pub struct Fresh {
@@ -62,7 +62,7 @@ impl Fresh {
     /// Writes `repo` with the next group: whether it was written.
     async fn write(&self, repo: FreshRepo) -> bool {
         let (tx, rx) = oneshot::channel();
-        if self.queue.send((Arc::new(repo), tx)).is_err() {
+        if self.queue.send((repo, tx)).is_err() {
             return false;
         }
         rx.await.unwrap_or(false)
@@ -91,7 +91,7 @@ async fn write_groups(
                 group.push(next);
             }
         }
-        let repos: Vec<&FreshRepo> = group.iter().map(|(r, _)| &**r).collect();
+        let repos: Vec<&FreshRepo> = group.iter().map(|(r, _)| r).collect();
         let started = Instant::now();
         let (written, stats) = match store.commit_fresh(&repos).await {
             Ok(w) => w,

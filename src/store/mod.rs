@@ -645,7 +645,7 @@ impl Store {
     /// commit order, which that path bypasses).
     pub fn writes_fresh(&self) -> bool {
         match self {
-            Store::Postgres(p) => !p.table_names().iter().any(|t| p.change_log.logs(t)),
+            Store::Postgres(p) => !p.logs_a_table(),
             Store::Sqlite(_) => false,
         }
     }

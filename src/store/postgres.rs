@@ -141,6 +141,13 @@ impl PgStore {
         self.purging.as_deref()
     }
 
+    /// Whether the change log logs any mapped table.
+    pub(super) fn logs_a_table(&self) -> bool {
+        self.tables
+            .iter()
+            .any(|t| self.change_log.logs(&t.schema.name))
+    }
+
     /// The mapped tables `prepare` set up.
     pub(super) fn table_names(&self) -> Vec<&str> {
         self.tables.iter().map(|t| t.schema.name.as_str()).collect()

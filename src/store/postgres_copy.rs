@@ -25,7 +25,7 @@ pub(super) fn statement(t: &TableSchema) -> String {
 
 /// `rows` in `COPY`'s text format, columns in [`schema::all_columns`]
 /// order: the same values the upsert binds.
-pub(super) fn encode(t: &TableSchema, rows: &[&Row], now: DateTime<Utc>) -> Vec<u8> {
+pub(super) fn encode(t: &TableSchema, rows: &[Row], now: DateTime<Utc>) -> Vec<u8> {
     let now = now.to_rfc3339_opts(SecondsFormat::Micros, true);
     let mut out = Vec::with_capacity(rows.len() * 512);
     for row in rows {

@@ -32,7 +32,7 @@ fn rows_are_written_in_the_text_format_in_column_order() {
     // binds it; a missing one too.
     let mut other = like("did:plc:a", "3k2", "3a");
     other.values = vec![Value::Text("7".into()), Value::Boolean(false)];
-    let out = String::from_utf8(encode(&table, &[&row, &other], t)).unwrap();
+    let out = String::from_utf8(encode(&table, &[row, other], t)).unwrap();
     let lines: Vec<&str> = out.split_terminator('\n').collect();
     let head = |rkey: &str| {
         format!(

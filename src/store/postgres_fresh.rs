@@ -93,11 +93,10 @@ impl Store {
         if !self.writes_fresh() {
             return None;
         }
-        let refs: Vec<&Row> = rows.iter().collect();
         Some(FreshCollection {
             collection,
             table,
-            copy: postgres_copy::encode(p.schema(table.0), &refs, Utc::now()),
+            copy: postgres_copy::encode(p.schema(table.0), rows, Utc::now()),
             rows: rows.len() as u64,
             failed,
             complete,
@@ -182,7 +181,7 @@ impl PgStore {
         let mut v = CheckArgs::default();
         for (i, r) in repos.iter().enumerate() {
             for c in &r.collections {
-                let (lo, hi) = range(&r.did, &c.collection);
+                let (lo, hi) = Sweep::range_of(&r.did, &c.collection);
                 v.repo.push(i as i32);
                 v.did.push(r.did.as_str().to_owned());
                 v.collection.push(c.collection.as_str().to_owned());
@@ -241,17 +240,6 @@ struct CheckArgs {
     lo: Vec<String>,
     hi: Vec<String>,
     table: Vec<i32>,
-}
-
-/// The URI range of a repo's collection, as its sweep removes it.
-fn range(did: &Did, collection: &Nsid) -> (String, String) {
-    Sweep {
-        did: did.clone(),
-        collection: collection.clone(),
-        table: TableId(0),
-        rev: String::new(),
-    }
-    .uri_range()
 }
 
 /// Inserts the states of `repos`' collections and the floors of the

@@ -71,34 +71,25 @@ async fn exec(store: &Store, sql: &str) {
 }
 
 async fn count(store: &Store, sql: &str, did: &str) -> i64 {
-    store
-        .fetch_optional::<(i64,)>(sql, vec![did.into()])
-        .await
-        .unwrap()
-        .unwrap()
-        .0
+    of_did::<(i64,)>(store, sql, did).await[0].0
+}
+
+/// Rows of `did` in `table`.
+async fn count_of(store: &Store, table: &str, did: &str) -> i64 {
+    let sql = format!("SELECT COUNT(*) FROM {table} WHERE did = $1");
+    count(store, &sql, did).await
 }
 
 async fn rows_of(store: &Store, did: &str) -> i64 {
-    count(store, "SELECT COUNT(*) FROM likes WHERE did = $1", did).await
+    count_of(store, "likes", did).await
 }
 
 async fn states_of(store: &Store, did: &str) -> i64 {
-    count(
-        store,
-        "SELECT COUNT(*) FROM parity_import_states WHERE did = $1",
-        did,
-    )
-    .await
+    count_of(store, "parity_import_states", did).await
 }
 
 async fn floors_of(store: &Store, did: &str) -> i64 {
-    count(
-        store,
-        "SELECT COUNT(*) FROM parity_sweep_floors WHERE did = $1",
-        did,
-    )
-    .await
+    count_of(store, "parity_sweep_floors", did).await
 }
 
 #[tokio::test]
