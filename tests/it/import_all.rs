@@ -293,6 +293,55 @@ backend_tests!(
     |db| fresh_repos(db)
 );
 
+/// The database refuses one like of one repo (an operator's trigger): on
+/// PostgreSQL the group holding that repo fails and keeps nothing, and its
+/// repos are written pair by pair, where that record is skipped and
+/// counted; nothing else is lost, on either backend.
+async fn refused_in_a_group(db: TestDb) {
+    common::install_like_refusal(&db).await;
+    let pds = Pds::start().await;
+    let revs = repos(&pds, 6);
+    let refused = tid(1_790_000_000_000_000, 2);
+    let mut bad = records(2, 3, 2);
+    bad.push(SynthRecord::new(
+        LIKE,
+        &refused,
+        &format!(
+            r#"{{"$type":"{LIKE}","subject":{{"uri":"at://did:plc:ewvi7nxzyoun6zhxrhs64oiz/{POST}/3kzzz","cid":"refused"}},"createdAt":"2026-01-01T00:00:00.000Z"}}"#
+        ),
+    ));
+    pds.add_repo(&did(2), &revs[&did(2)], None, bad);
+    let relay = Relay::start().await;
+    relay.add_pds(&pds);
+    let (code, out, err) = run(all(&db, &pds, &relay, &["--concurrency", "3"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let total: usize = (0..6).map(|i| pds.records(&did(i)).len()).sum();
+    assert!(
+        out.contains(&format!(
+            "{} records synced, 0 skipped, 1 failed",
+            total - 1
+        )),
+        "{out}{err}"
+    );
+    // Every record of every repo but the refused like.
+    let dids: Vec<String> = (0..6).map(did).collect();
+    let dids: Vec<&str> = dids.iter().map(String::as_str).collect();
+    let mut want = importer::expected(&pds, &dids, &revs, false);
+    let uri = format!("at://{}/{LIKE}/{refused}", did(2));
+    let likes = want.get_mut("likes").unwrap();
+    let before = likes.len();
+    likes.retain(|r| r[0].as_deref() != Some(uri.as_str()));
+    assert_eq!(likes.len(), before - 1);
+    let got = importer::stored(&db, want.keys().copied()).await;
+    assert_eq!(got, want);
+}
+
+backend_tests!(
+    #[tokio::test(flavor = "multi_thread")]
+    import_all_writes_a_group_page_by_page_when_the_database_refuses_a_row,
+    |db| refused_in_a_group(db)
+);
+
 /// Eight DIDs in flight on a pool of one connection (`--concurrency 8`,
 /// `database.max_connections = 1`): every repo is imported and the
 /// command ends. It used to stop making progress, with "pool timed out"

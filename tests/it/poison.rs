@@ -265,43 +265,10 @@ async fn both_backends_store_the_same_rows() {
     assert_eq!(lite.count("likes").await, pg.count("likes").await);
 }
 
-/// A rule of the operator's that the database enforces (a trigger on
-/// `likes`): a like whose `subject.cid` is `refused` is refused.
-async fn install_refusal(db: &TestDb) {
-    let (code, err) = {
-        let out = common::process::command()
-            .args(["migrate", "--database-url", &db.url])
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
-    assert_eq!(code, Some(0), "{err}");
-    let ddl: &[&str] = if db.is_pg() {
-        &[
-            "CREATE FUNCTION refuse_like() RETURNS trigger LANGUAGE plpgsql AS $$ \
-             BEGIN IF NEW.subject_cid = 'refused' THEN RAISE EXCEPTION 'like refused by policy'; END IF; \
-             RETURN NEW; END $$",
-            "CREATE TRIGGER refuse_like BEFORE INSERT OR UPDATE ON likes \
-             FOR EACH ROW EXECUTE FUNCTION refuse_like()",
-        ]
-    } else {
-        &[
-            "CREATE TRIGGER refuse_like BEFORE INSERT ON likes WHEN NEW.subject_cid = 'refused' \
-           BEGIN SELECT RAISE(ABORT, 'like refused by policy'); END",
-        ]
-    };
-    for sql in ddl {
-        db.scalar(sql).await;
-    }
-}
-
 /// The database refuses two records of a batch: the writer finds them,
 /// counts and logs them, and commits every other row with the cursor.
 async fn refused_records_are_quarantined(db: TestDb) {
-    install_refusal(&db).await;
+    common::install_like_refusal(&db).await;
     let real: Vec<String> = fixture_lines(common::RELAY_JSONL)
         .into_iter()
         .take(50)
@@ -385,7 +352,7 @@ backend_tests!(quarantine, |db| refused_records_are_quarantined(db));
 /// completes.
 async fn refused_import_records_are_quarantined(db: TestDb) {
     use common::importer::{self, parity, run};
-    install_refusal(&db).await;
+    common::install_like_refusal(&db).await;
     let pds = common::pds::Pds::start().await;
     let did = "did:plc:refusedimport00000000000";
     let like = "app.bsky.feed.like";

@@ -360,3 +360,36 @@ pub async fn run_to_end(
 pub fn last_time_us(lines: &[jetstream::Line]) -> i64 {
     lines.iter().filter_map(|l| l.cursor).max().unwrap()
 }
+
+/// A rule of the operator's that the database enforces (a trigger on
+/// `likes`): a like whose `subject.cid` is `refused` is refused.
+pub async fn install_like_refusal(db: &TestDb) {
+    let (code, err) = {
+        let out = process::command()
+            .args(["migrate", "--database-url", &db.url])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(0), "{err}");
+    let ddl: &[&str] = if db.is_pg() {
+        &[
+            "CREATE FUNCTION refuse_like() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.subject_cid = 'refused' THEN RAISE EXCEPTION 'like refused by policy'; END IF; \
+             RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_like BEFORE INSERT OR UPDATE ON likes \
+             FOR EACH ROW EXECUTE FUNCTION refuse_like()",
+        ]
+    } else {
+        &[
+            "CREATE TRIGGER refuse_like BEFORE INSERT ON likes WHEN NEW.subject_cid = 'refused' \
+           BEGIN SELECT RAISE(ABORT, 'like refused by policy'); END",
+        ]
+    };
+    for sql in ddl {
+        db.scalar(sql).await;
+    }
+}
